@@ -1,0 +1,960 @@
+"""Tests for mbroker.wire: the sans-IO codec, both directions, example by example.
+
+The hypothesis round-trip and fuzz properties live in ``test_wire_props.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mbroker import errors, frames
+from mbroker.errors import BadArgs, BadCommand, BadFrame, LineTooLong, TooBig
+from mbroker.frames import (
+    Ack,
+    Auth,
+    Bind,
+    Cancel,
+    Create,
+    Delete,
+    Error,
+    ExchangeInfo,
+    Hello,
+    Msg,
+    Nack,
+    Ok,
+    Ping,
+    Publish,
+    Pull,
+    Purge,
+    QueueInfo,
+    QueueOptions,
+    Quit,
+    Stat,
+    Stats,
+    Subscribe,
+    Touch,
+    Unbind,
+    Unsubscribe,
+)
+from mbroker.wire import (
+    CommandDecoder,
+    ReplyDecoder,
+    encode_command,
+    encode_frame,
+    error_line,
+    hello_line,
+    msg_header,
+    route_bytes,
+    status,
+    valid_key,
+    valid_name,
+    valid_pattern,
+)
+
+
+def decode(data: bytes, **kw: int) -> list[Any]:
+    return CommandDecoder(**kw).feed(data)
+
+
+def one(line: bytes, **kw: int) -> Any:
+    items = decode(line, **kw)
+    assert len(items) == 1, items
+    return items[0]
+
+
+def assert_any_split(data: bytes, **kw: int) -> list[Any]:
+    """Every two-way split and the byte-at-a-time feed give what one feed gives."""
+    whole_decoder = CommandDecoder(**kw)
+    whole = whole_decoder.feed(data)
+    for i in range(len(data) + 1):
+        d = CommandDecoder(**kw)
+        assert d.feed(data[:i]) + d.feed(data[i:]) == whole, i
+        assert d.closed == whole_decoder.closed
+    d = CommandDecoder(**kw)
+    assert [item for i in range(len(data)) for item in d.feed(data[i : i + 1])] == whole
+    return whole
+
+
+# ------------------------------------------------------------------ names and keys
+
+
+@pytest.mark.parametrize(
+    "name, ok",
+    [
+        ("q", True),
+        ("A-z_0.9", True),
+        ("x" * 255, True),
+        ("x" * 256, False),
+        ("", False),
+        ("a b", False),
+        ("a*", False),
+        ("é", False),
+        ("a/b", False),
+        ("a=b", False),
+    ],
+)
+def test_valid_name(name: str, ok: bool) -> None:
+    assert valid_name(name) is ok
+
+
+@pytest.mark.parametrize(
+    "key, ok",
+    [
+        ("", True),
+        ("a", True),
+        ("sport.uk", True),
+        ("a-b.c_d.9", True),
+        ("-.a", True),
+        ("-", False),
+        (".a", False),
+        ("a.", False),
+        ("a..b", False),
+        (".", False),
+        ("a.*", False),
+        ("#", False),
+        ("a b", False),
+        ("é", False),
+        ("a" * 255, True),
+        ("a" * 256, False),
+    ],
+)
+def test_valid_key(key: str, ok: bool) -> None:
+    assert valid_key(key) is ok
+
+
+@pytest.mark.parametrize(
+    "pattern, ok",
+    [
+        ("", True),
+        ("#", True),
+        ("*", True),
+        ("*.uk.#", True),
+        ("sport.*", True),
+        ("a.b", True),
+        ("a*", False),
+        ("a.#b", False),
+        ("**", False),
+        ("#.", False),
+        ("a..#", False),
+        ("-", False),
+        ("a" * 256, False),
+    ],
+)
+def test_valid_pattern(pattern: str, ok: bool) -> None:
+    assert valid_pattern(pattern) is ok
+
+
+# ------------------------------------------------------------------ commands, valid
+
+Q = QueueOptions
+
+VALID = [
+    (b"CREATE q", Create("q")),
+    (b"CREATE q queue", Create("q", "queue")),
+    (b"create Q QUEUE", Create("Q", "queue")),
+    (b"CREATE x direct", Create("x", "direct")),
+    (b"CREATE x fanout DURABLE", Create("x", "fanout", Q(durable=True))),
+    (b"CREATE x topic durable", Create("x", "topic", Q(durable=True))),
+    (b"CREATE x durable", Create("x", "topic", Q(durable=True))),
+    (
+        b"CREATE q queue durable max-length=10 max-bytes=0 overflow=reject ttl=5000 "
+        b"dead-letter=dlq max-deliver=3 exclusive",
+        Create("q", "queue", Q(True, 10, 0, "reject", 5000, "dlq", 3, True)),
+    ),
+    (
+        b"CREATE q queue exclusive MAX-LENGTH=007",
+        Create("q", "queue", Q(max_length=7, exclusive=True)),
+    ),
+    (b"CREATE q queue overflow=drop-head ttl=0", Create("q", "queue", Q(ttl=0))),
+    (b"CREATE q queue max-length=" + b"9" * 18, Create("q", "queue", Q(max_length=10**18 - 1))),
+    (b"CREATE " + b"n" * 255, Create("n" * 255)),
+    (b"DELETE q", Delete("q")),
+    (b"DELETE q if-empty", Delete("q", if_empty=True)),
+    (b"delete q IF-UNUSED if-empty", Delete("q", True, True)),
+    (b"DELETE durable", Delete("durable")),
+    (b"BIND q ex", Bind("q", "ex")),
+    (b"BIND q ex sport.uk", Bind("q", "ex", "sport.uk")),
+    (b"BIND q ex *.uk.#", Bind("q", "ex", "*.uk.#")),
+    (b"bind q ex #", Bind("q", "ex", "#")),
+    (b"UNBIND q ex", Unbind("q", "ex")),
+    (b"UNBIND q ex a.*", Unbind("q", "ex", "a.*")),
+    (b"SUBSCRIBE q", Subscribe("q")),
+    (b"SUBSCRIBE ex sport.#", Subscribe("ex", "sport.#")),
+    (b"SUBSCRIBE q prefetch=0", Subscribe("q", prefetch=0)),
+    (
+        b"SUBSCRIBE q ack-timeout=30000 prefetch=5 ACK=manual",
+        Subscribe("q", None, 5, True, 30000),
+    ),
+    (b"SUBSCRIBE q ack=auto", Subscribe("q")),
+    (b"UNSUBSCRIBE 5", Unsubscribe(5)),
+    (b"PULL q", Pull("q")),
+    (
+        b"PULL q max=10 wait=500 ack=manual ack-timeout=1000",
+        Pull("q", 10, 500, True, 1000),
+    ),
+    (b"PULL q wait=0", Pull("q", wait=0)),
+    (b"ACK 1", Ack(((1, 1),))),
+    (b"ACK 1,3-5,7,9-9", Ack(((1, 1), (3, 5), (7, 7), (9, 9)))),
+    (b"NACK 2", Nack(((2, 2),))),
+    (b"NACK 2 requeue=0 delay=100", Nack(((2, 2),), False, 100)),
+    (b"NACK 2-4 requeue=1", Nack(((2, 4),))),
+    (b"TOUCH 3-4", Touch(((3, 4),))),
+    (b"PURGE q", Purge("q")),
+    (b"PING", Ping()),
+    (b"ping", Ping()),
+    (b"QUIT", Quit()),
+    (b"LIST", frames.List()),
+    (b"AUTH alice s3cret", Auth("alice", "s3cret")),
+    (b"AUTH alice p=w:x", Auth("alice", "p=w:x")),
+    (b"AUTH al\xc3\xafce p\xff", Auth("al\xefce", "p\udcff")),
+    (b"STATS", Stats()),
+    (b"STATS q", Stats("q")),
+    (b"\t CREATE \t q\x0bqueue  ", Create("q", "queue")),
+]
+
+
+@pytest.mark.parametrize("line, expected", VALID, ids=[repr(v[0][:40]) for v in VALID])
+def test_valid_command(line: bytes, expected: Any) -> None:
+    assert decode(line + b"\r\n") == [expected]
+    assert decode(line + b"\n") == [expected]
+
+
+def test_max_tags() -> None:
+    tags = b",".join(b"%d" % i for i in range(1, 1001))
+    assert one(b"ACK " + tags + b"\r\n") == Ack(tuple((i, i) for i in range(1, 1001)))
+    assert isinstance(one(b"ACK " + tags + b",1001\r\n"), BadArgs)
+
+
+# ------------------------------------------------------------------ commands, refused
+
+INVALID = [
+    b"CREATE",
+    b"CREATE bad!name",
+    b"CREATE " + b"n" * 256,
+    b"CREATE q bogus",
+    b"CREATE q queue extra",
+    b"CREATE q durable queue",
+    b"CREATE q queue foo=1",
+    b"CREATE q queue overflow=REJECT",
+    b"CREATE q queue overflow=",
+    b"CREATE q queue max-length",
+    b"CREATE q queue max-length=-1",
+    b"CREATE q queue max-length=+1",
+    b"CREATE q queue max-length=1_000",
+    b"CREATE q queue max-length=1.5",
+    b"CREATE q queue max-length=\xd9\xa3",
+    b"CREATE q queue max-length=" + b"9" * 19,
+    b"CREATE q queue max-bytes=x",
+    b"CREATE q queue ttl=1s",
+    b"CREATE q queue max-deliver=0",
+    b"CREATE q queue dead-letter=bad!",
+    b"CREATE q queue durable=1",
+    b"CREATE q queue durable durable",
+    b"CREATE q queue ttl=1 TTL=2",
+    b"CREATE x topic max-length=5",
+    b"CREATE x direct exclusive",
+    b"CREATE q exclusive",
+    b"CREATE x fanout ttl=5",
+    b"CREATE mbroker.sub.1 queue",
+    b"DELETE",
+    b"DELETE q if-full",
+    b"DELETE q if-empty=1",
+    b"DELETE q if-empty if-empty",
+    b"DELETE q r",
+    b"BIND q",
+    b"BIND q ex a..b",
+    b"BIND q ex a b",
+    b"BIND q ex a*",
+    b"BIND q ex -",
+    b"BIND q ex .a",
+    b"BIND q! ex",
+    b"BIND q ex! k",
+    b"BIND q ex key=1",
+    b"UNBIND q",
+    b"UNBIND q ex #.",
+    b"SUBSCRIBE",
+    b"SUBSCRIBE q ack=AUTO",
+    b"SUBSCRIBE q ack=manual ack-timeout=0",
+    b"SUBSCRIBE q ack-timeout=5",
+    b"SUBSCRIBE q prefetch=x",
+    b"SUBSCRIBE q prefetch=-1",
+    b"SUBSCRIBE q prefetch=1 a.b",
+    b"SUBSCRIBE q a.b c.d",
+    b"SUBSCRIBE q a..b",
+    b"SUBSCRIBE q max=5",
+    b"UNSUBSCRIBE",
+    b"UNSUBSCRIBE 0",
+    b"UNSUBSCRIBE x",
+    b"UNSUBSCRIBE 1 2",
+    b"PULL",
+    b"PULL q 5",
+    b"PULL q max=0",
+    b"PULL q wait=-1",
+    b"PULL q ack=yes",
+    b"PULL q ack-timeout=100",
+    b"PULL q prefetch=1",
+    b"ACK",
+    b"ACK 0",
+    b"ACK 5-3",
+    b"ACK 1,,2",
+    b"ACK 1,",
+    b"ACK ,1",
+    b"ACK a",
+    b"ACK -3",
+    b"ACK 3-",
+    b"ACK 1-2-3",
+    b"ACK 1 2",
+    b"ACK " + b"1" * 19,
+    b"ACK 1 requeue=0",
+    b"NACK",
+    b"NACK 1 requeue=yes",
+    b"NACK 1 requeue=2",
+    b"NACK 1 delay=x",
+    b"NACK 1 delay=1 delay=2",
+    b"TOUCH",
+    b"TOUCH 0-1",
+    b"PURGE",
+    b"PURGE a b",
+    b"PURGE bad!",
+    b"PING x",
+    b"PING x=1",
+    b"QUIT now",
+    b"LIST all",
+    b"AUTH",
+    b"AUTH alice",
+    b"AUTH alice pw extra",
+    b"STATS bad!",
+    b"STATS a b",
+]
+
+
+@pytest.mark.parametrize("line", INVALID, ids=[repr(v[:40]) for v in INVALID])
+def test_refused_command(line: bytes) -> None:
+    d = CommandDecoder()
+    items = d.feed(line + b"\r\nPING\r\n")
+    assert len(items) == 2 and items[1] == Ping(), items
+    err = items[0]
+    assert type(err) is BadArgs, err
+    assert err.text and "\r" not in err.text and "\n" not in err.text
+    assert not d.closed
+
+
+@pytest.mark.parametrize(
+    "line, text",
+    [
+        (b"SUBSCRIBE q foo=1", "unknown option 'foo' for SUBSCRIBE"),
+        (b"FOO", "unknown command 'FOO'"),
+        (b"CREATE q queue ttl=1 TTL=2", "duplicate option 'TTL'"),
+        (b"SUBSCRIBE q ack-timeout=5", "ack-timeout needs ack=manual"),
+        (b"SUBSCRIBE q ack=AUTO", "ack must be auto|manual, not 'AUTO'"),
+        (
+            b"CREATE mbroker.x",
+            "reserved name 'mbroker.x': names beginning with 'mbroker.' are the server's",
+        ),
+        (b"CREATE x topic ttl=5", "'ttl' is for queues; a topic exchange takes only 'durable'"),
+        (b"DELETE", "missing arguments; usage: DELETE <name> [if-empty] [if-unused]"),
+        (
+            b"BIND q ex a b",
+            "unexpected argument 'b'; usage: BIND <queue> <exchange> [key-or-pattern]",
+        ),
+        (b"PULL q max=0", "max must be at least 1"),
+        (b"ACK 5-3", "bad tag '5-3': tags are positive, with a <= b in a range a-b"),
+        (b"DELETE q if-empty=1", "flag 'if-empty' takes no value"),
+        (b"NACK 1 delay=", "option 'delay' needs a value"),
+    ],
+)
+def test_error_texts(line: bytes, text: str) -> None:
+    assert one(line + b"\r\n").text == text
+
+
+def test_error_text_quotes_garbage_safely() -> None:
+    err = one(b"\x00\xff" + b"Z" * 100 + b"\r\n")
+    assert type(err) is BadCommand
+    assert err.text == "unknown command '\\x00\\xff" + "Z" * 38 + "...'"
+    assert err.text.isprintable()
+
+
+@pytest.mark.parametrize("line", [b"FOO", b"foo bar", b"PUBLISHX q 1", b"\xff", b"+OK"])
+def test_unknown_command(line: bytes) -> None:
+    items = decode(line + b"\r\nPING\r\n")
+    assert [type(i) for i in items] == [BadCommand, Ping]
+
+
+def test_unknown_command_consumes_no_payload() -> None:
+    assert decode(b"FOO q 3\r\nPING\r\n") == [BadCommand("unknown command 'FOO'"), Ping()]
+
+
+# ------------------------------------------------------------------ framing
+
+
+def test_empty_and_blank_lines_are_ignored() -> None:
+    assert decode(b"\r\n\n   \r\n\t\r\n\x0b\x0c\nPING\r\n\r\n") == [Ping()]
+
+
+def test_lf_and_crlf_and_stray_cr() -> None:
+    assert decode(b"PING\nPING\r\nPING\r\r\n") == [Ping(), Ping(), Ping()]
+
+
+def test_one_feed_many_commands_and_partial_line_kept() -> None:
+    d = CommandDecoder()
+    assert d.feed(b"PING\r\nQUIT\r\nLI") == [Ping(), Quit()]
+    assert d.feed(b"S") == []
+    assert d.feed(b"T\r") == []
+    assert d.feed(b"\n") == [frames.List()]
+    assert d.feed(b"") == []
+
+
+def test_line_too_long_with_lf() -> None:
+    d = CommandDecoder(max_line=10)
+    items = d.feed(b"PING\r\n" + b"A" * 11 + b"\r\nPING\r\n")
+    assert items == [Ping(), LineTooLong("line longer than 10 bytes")]
+    assert d.closed
+    assert d.feed(b"PING\r\n") == []
+
+
+def test_line_at_the_limit() -> None:
+    assert decode(b"PING      \r\n", max_line=10) == [Ping()]
+    assert decode(b"PING      \n", max_line=10) == [Ping()]
+    assert_any_split(b"PING      \r\nPING       \r\n", max_line=10)
+
+
+def test_line_too_long_without_lf() -> None:
+    d = CommandDecoder(max_line=10)
+    assert d.feed(b"A" * 10) == []
+    assert d.feed(b"\r") == []  # the CR may be the line end's
+    assert len(d._buf) == 11
+    assert [type(i) for i in d.feed(b"A")] == [LineTooLong]
+    assert d.closed
+    d = CommandDecoder(max_line=10)
+    assert [type(i) for i in d.feed(b"A" * 11)] == [LineTooLong]
+    d = CommandDecoder(max_line=10)
+    for _ in range(10):
+        assert d.feed(b"B") == []
+    assert [type(i) for i in d.feed(b"B")] == [LineTooLong]
+
+
+def test_huge_chunk_without_lf_is_refused_at_once() -> None:
+    d = CommandDecoder(max_line=100)
+    assert [type(i) for i in d.feed(b"PING\r\n" + b"x" * 10_000_000)] == [Ping, LineTooLong]
+
+
+def test_buffer_never_grows_past_the_limit() -> None:
+    d = CommandDecoder(max_line=64)
+    for i in range(64):
+        d.feed(b"x")
+        assert len(d._buf) == i + 1
+    assert type(d.feed(b"x\r")[0]) is LineTooLong
+    assert len(d._buf) == 0
+
+
+def test_closed_decoder_discards_everything() -> None:
+    d = CommandDecoder(max_payload=5)
+    assert d.feed(b"PING\r\nPUBLISH q 6\r\nabcdef\r\nPING\r\n") == [
+        Ping(),
+        TooBig("payload over 5 bytes"),
+    ]
+    assert d.closed
+    assert d.feed(b"PING\r\n") == []
+
+
+# ------------------------------------------------------------------ PUBLISH
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"PUBLISH q 5\r\nhello\r\n", Publish("q", "", b"hello")),
+        (b"PUBLISH news sport.uk 3\nabc\n", Publish("news", "sport.uk", b"abc")),
+        (b"publish q TTL=100 2\r\nab\r\n", Publish("q", "", b"ab", 100)),
+        (b"PUBLISH q k ttl=0 2\r\nab\r\n", Publish("q", "k", b"ab", 0)),
+        (b"PUBLISH q 0\r\n\r\n", Publish("q", "", b"")),
+        (b"PUBLISH q 0\n\n", Publish("q", "", b"")),
+        (b"PUBLISH q 123 2\r\nab\r\n", Publish("q", "123", b"ab")),
+        (b"PUBLISH q 005\r\nabcde\r\n", Publish("q", "", b"abcde")),
+        (b"PUBLISH q 6\r\n\r\n\x00\n\r\xff\r\n", Publish("q", "", b"\r\n\x00\n\r\xff")),
+        (b"PUBLISH q 4\r\nPING\r\n", Publish("q", "", b"PING")),
+    ],
+)
+def test_publish(data: bytes, expected: Publish) -> None:
+    assert decode(data) == [expected]
+    assert assert_any_split(data + b"PING\r\n") == [expected, Ping()]
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        (b"PUBLISH news sport.uk :Goal! 1-0", Publish("news", "sport.uk", b"Goal! 1-0")),
+        (b"PUBLISH q :", Publish("q", "", b"")),
+        (b"PUBLISH q ::x", Publish("q", "", b":x")),
+        (b"PUBLISH q : spaced  ", Publish("q", "", b" spaced  ")),
+        (b"PUBLISH q\t:tab", Publish("q", "", b"tab")),
+        (b"PUBLISH q ttl=5 :x", Publish("q", "", b"x", 5)),
+        (b"PUBLISH q k TTL=5 :a:b :c", Publish("q", "k", b"a:b :c", 5)),
+        (b"PUBLISH q :a 5", Publish("q", "", b"a 5")),
+        (b"PUBLISH q :\xff\x00\t", Publish("q", "", b"\xff\x00\t")),
+    ],
+)
+def test_publish_inline(line: bytes, expected: Publish) -> None:
+    assert decode(line + b"\r\n") == [expected]
+    assert decode(line + b"\n") == [expected]
+
+
+def test_publish_inline_colon_inside_a_token_is_not_inline() -> None:
+    items = decode(b"PUBLISH q k:v 1\r\nx\r\nPING\r\n")
+    assert [type(i) for i in items] == [BadArgs, Ping]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"PUBLISH :x",
+        b"PUBLISH bad! :x",
+        b"PUBLISH q a..b :x",
+        b"PUBLISH q k extra :x",
+        b"PUBLISH q foo=1 :x",
+        b"PUBLISH q ttl=x :x",
+        b"PUBLISH q -:x",
+    ],
+)
+def test_publish_inline_refused(line: bytes) -> None:
+    assert [type(i) for i in decode(line + b"\r\nPING\r\n")] == [BadArgs, Ping]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"PUBLISH 3",
+        b"PUBLISH bad! 3",
+        b"PUBLISH q a..b 3",
+        b"PUBLISH q - 3",
+        b"PUBLISH q k extra 3",
+        b"PUBLISH q foo=1 3",
+        b"PUBLISH q ttl=x 3",
+        b"PUBLISH q ttl=1 ttl=2 3",
+        b"PUBLISH q ttl=1 k 3",
+        b"PUBLISH q k ttl 3",
+        b"PUBLISH q k ttl= 3",
+    ],
+)
+def test_refused_publish_consumes_its_payload(header: bytes) -> None:
+    data = header + b"\r\nQUI\r\nPING\r\n"
+    items = assert_any_split(data)
+    assert [type(i) for i in items] == [BadArgs, Ping]
+
+
+def test_refused_publish_with_a_bad_frame_is_bad_frame_only() -> None:
+    d = CommandDecoder()
+    assert d.feed(b"PUBLISH bad! 3\r\nabcX\r\nPING\r\n") == [
+        BadFrame("payload not followed by a line end")
+    ]
+    assert d.closed
+
+
+@pytest.mark.parametrize("line", [b"PUBLISH q key", b"PUBLISH", b"PUBLISH q", b"PUBLISH q 1x"])
+def test_publish_without_a_payload(line: bytes) -> None:
+    assert [type(i) for i in decode(line + b"\r\nPING\r\n")] == [BadArgs, Ping]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"PUBLISH q 3\r\nabcX\r\n",
+        b"PUBLISH q 3\r\nabc\rX",
+        b"PUBLISH q 3\r\nabc\r\r\n",
+        b"PUBLISH q 3\r\nabcd",
+        b"PUBLISH q 0\r\nx\r\n",
+    ],
+)
+def test_bad_frame(data: bytes) -> None:
+    d = CommandDecoder()
+    assert d.feed(b"PING\r\n" + data + b"PING\r\n") == [
+        Ping(),
+        BadFrame("payload not followed by a line end"),
+    ]
+    assert d.closed
+    assert assert_any_split(data) == [BadFrame("payload not followed by a line end")]
+
+
+def test_payload_line_end_split_after_cr() -> None:
+    d = CommandDecoder()
+    assert d.feed(b"PUBLISH q 2\r\nab\r") == []
+    assert d.feed(b"\nPING\r\n") == [Publish("q", "", b"ab"), Ping()]
+    d = CommandDecoder()
+    assert d.feed(b"PUBLISH q 2\r\nab\r") == []
+    assert d.feed(b"P") == [BadFrame("payload not followed by a line end")]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"PUBLISH q 11",
+        b"PUBLISH bad! 11",
+        b"PUBLISH q " + b"9" * 19,
+        b"PUBLISH q " + b"9" * 5000,
+        b"PUBLISH q :" + b"x" * 11,
+    ],
+)
+def test_too_big(line: bytes) -> None:
+    d = CommandDecoder(max_payload=10)
+    assert d.feed(b"PING\r\n" + line + b"\r\n" + b"x" * 11 + b"\r\nPING\r\n") == [
+        Ping(),
+        TooBig("payload over 10 bytes"),
+    ]
+    assert d.closed
+
+
+def test_payload_at_the_limit() -> None:
+    assert decode(b"PUBLISH q 10\r\n0123456789\r\n", max_payload=10) == [
+        Publish("q", "", b"0123456789")
+    ]
+    assert decode(b"PUBLISH q :0123456789\r\n", max_payload=10) == [Publish("q", "", b"0123456789")]
+
+
+def test_payload_larger_than_the_line_limit() -> None:
+    payload = bytes(range(256)) * 40
+    data = b"PUBLISH q %d\r\n" % len(payload) + payload + b"\r\n"
+    assert decode(data, max_line=20) == [Publish("q", "", payload)]
+
+
+def test_big_payload_byte_at_a_time() -> None:
+    payload = b"\r\n\x00" * 10_000
+    d = CommandDecoder()
+    out = d.feed(b"PUBLISH q k %d\r\n" % len(payload))
+    for i in range(len(payload)):
+        out += d.feed(payload[i : i + 1])
+    out += d.feed(b"\r")
+    out += d.feed(b"\n")
+    assert out == [Publish("q", "k", payload)]
+
+
+def test_payload_in_big_chunks_is_not_copied_when_whole() -> None:
+    payload = b"z" * 100_000
+    d = CommandDecoder()
+    assert d.feed(b"PUBLISH q 100000\r\n") == []
+    assert d.feed(payload) == []
+    (msg,) = d.feed(b"\r\n")
+    assert isinstance(msg, Publish)
+    assert msg.payload is payload
+
+
+# ------------------------------------------------------------------ pipelining
+
+BATCH = b"".join(
+    [
+        b"CREATE q queue durable max-length=10\r\n",
+        b"\r\n",
+        b"PUBLISH q k 5\r\n\r\n\x00\r\n\r\n",
+        b"publish q :inline x\n",
+        b"PUBLISH bad! 3\r\nabc\r\n",
+        b"SUBSCRIBE q ack=manual prefetch=10\r\n",
+        b"FOO bar\r\n",
+        b"ACK 1,2-3\r\n",
+        b"NACK 4 requeue=0\r\n",
+        b"PUBLISH q 0\n\n",
+        b"   \t  \r\n",
+        b"AUTH u p\r\n",
+        b"PING\r\n",
+    ]
+)
+
+
+def test_pipelined_batch_at_every_split() -> None:
+    items = assert_any_split(BATCH)
+    assert items == [
+        Create("q", "queue", Q(durable=True, max_length=10)),
+        Publish("q", "k", b"\r\n\x00\r\n"),
+        Publish("q", "", b"inline x"),
+        BadArgs("bad name 'bad!': 1-255 characters of A-Z a-z 0-9 _ - ."),
+        Subscribe("q", None, 10, True),
+        BadCommand("unknown command 'FOO'"),
+        Ack(((1, 1), (2, 3))),
+        Nack(((4, 4),), False),
+        Publish("q", "", b""),
+        Auth("u", "p"),
+        Ping(),
+    ]
+
+
+def test_pipelined_batch_with_fatal_error_at_every_split() -> None:
+    data = BATCH + b"PUBLISH q 3\r\nabcdPING\r\n" + BATCH
+    items = assert_any_split(data)
+    assert items[-1] == BadFrame("payload not followed by a line end")
+    assert len(items) == 12
+
+
+def test_80k_pipelined_lines_in_one_chunk() -> None:
+    lines = b"PING\r\n" * 40_000 + b"PUBLISH q 1\r\nx\r\n" * 20_000 + b"ACK 7\n" * 20_000
+    items = CommandDecoder().feed(lines)
+    assert len(items) == 80_000
+    assert items[0] == items[39_999] == Ping()
+    assert items[40_000] == items[59_999] == Publish("q", "", b"x")
+    assert items[-1] == Ack(((7, 7),))
+
+
+def test_80k_lines_in_a_few_odd_chunks() -> None:
+    data = b"PUBLISH q :hi\r\n" * 80_000
+    d = CommandDecoder()
+    items = []
+    for i in range(0, len(data), 65_537):
+        items += d.feed(data[i : i + 65_537])
+    assert len(items) == 80_000 and items[-1] == Publish("q", "", b"hi")
+
+
+# ------------------------------------------------------------------ encoders
+
+
+def test_status_and_error_line() -> None:
+    assert status("OK created") == b"+OK created\r\n"
+    assert status("PONG") == b"+PONG\r\n"
+    assert status("OK\r\nDELETE x") == b"+OK  DELETE x\r\n"
+    assert error_line(errors.NotFound("no queue 'q'")) == b"-ERR NOT_FOUND no queue 'q'\r\n"
+    assert error_line(errors.AuthFailed()) == b"-ERR AUTH\r\n"
+    assert error_line(errors.Internal("a\nb")) == b"-ERR INTERNAL a b\r\n"
+    assert error_line(errors.error_for_code("NEW_CODE", "x")) == b"-ERR NEW_CODE x\r\n"
+
+
+def test_msg_header_and_route() -> None:
+    route = route_bytes("news", "sport.uk")
+    assert route == b"news sport.uk"
+    assert route_bytes("q", "") == b"q -"
+    assert msg_header(1, 2, route, 9) == b"MSG 1 2 news sport.uk 9\r\n"
+    assert msg_header(0, 3, b"q -", 0, 2) == b"MSG 0 3 q - redelivered=2 0\r\n"
+    assert msg_header(1, 4, b"q -", 5, 0, b"expired") == b"MSG 1 4 q - reason=expired 5\r\n"
+    assert (
+        msg_header(1, 4, b"q -", 5, 1, b"rejected")
+        == b"MSG 1 4 q - redelivered=1 reason=rejected 5\r\n"
+    )
+
+
+def test_hello_line() -> None:
+    assert hello_line("0.1.0", False, 1048576) == (
+        b"HELLO mbroker 0.1.0 proto=1 auth=none max-payload=1048576\r\n"
+    )
+    assert hello_line("1", True, 5, (("node", "a"),)) == (
+        b"HELLO mbroker 1 proto=1 auth=required max-payload=5 node=a\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "cmd, data",
+    [
+        (Publish("q", "", b"hi"), b"PUBLISH q 2\r\nhi\r\n"),
+        (Publish("q", "a.b", b"", 100), b"PUBLISH q a.b ttl=100 0\r\n\r\n"),
+        (Create("x"), b"CREATE x\r\n"),
+        (Create("x", "fanout", Q(durable=True)), b"CREATE x fanout durable\r\n"),
+        (
+            Create("q", "queue", Q(True, 1, 2, "reject", 3, "dl", 4, True)),
+            b"CREATE q queue durable exclusive max-length=1 max-bytes=2 overflow=reject ttl=3 "
+            b"dead-letter=dl max-deliver=4\r\n",
+        ),
+        (Delete("q", True, True), b"DELETE q if-empty if-unused\r\n"),
+        (Bind("q", "x"), b"BIND q x\r\n"),
+        (Unbind("q", "x", "a.#"), b"UNBIND q x a.#\r\n"),
+        (Subscribe("x", "#", 0, True, 5), b"SUBSCRIBE x # prefetch=0 ack=manual ack-timeout=5\r\n"),
+        (Unsubscribe(3), b"UNSUBSCRIBE 3\r\n"),
+        (Pull("q"), b"PULL q\r\n"),
+        (Pull("q", 5, 0, True), b"PULL q max=5 wait=0 ack=manual\r\n"),
+        (Ack(((1, 1), (3, 5))), b"ACK 1,3-5\r\n"),
+        (Nack(((2, 2),), False, 10), b"NACK 2 requeue=0 delay=10\r\n"),
+        (Nack(((2, 2),)), b"NACK 2\r\n"),
+        (Touch(((9, 9),)), b"TOUCH 9\r\n"),
+        (Purge("q"), b"PURGE q\r\n"),
+        (Ping(), b"PING\r\n"),
+        (Quit(), b"QUIT\r\n"),
+        (frames.List(), b"LIST\r\n"),
+        (Auth("u", "p=w"), b"AUTH u p=w\r\n"),
+        (Stats(), b"STATS\r\n"),
+        (Stats("q"), b"STATS q\r\n"),
+    ],
+)
+def test_encode_command(cmd: Any, data: bytes) -> None:
+    assert encode_command(cmd) == data
+    assert decode(data) == [cmd]
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        Publish("q\r\nDELETE x", "", b""),
+        Publish("q", "a b", b""),
+        Publish("q", "-", b""),
+        Create(""),
+        Create("q", "queue", Q(dead_letter="a b")),
+        Bind("q", "x", "a..b"),
+        Subscribe("x", ""),
+        Subscribe("x", "a b"),
+        Auth("u", "p w"),
+        Auth("", "p"),
+        Auth("u", "p\n"),
+        Ack(()),
+        Stats("a\nb"),
+    ],
+)
+def test_encode_command_refuses_what_the_broker_would(cmd: Any) -> None:
+    with pytest.raises(BadArgs):
+        encode_command(cmd)
+
+
+def test_encode_non_frames() -> None:
+    with pytest.raises(TypeError):
+        encode_command(Ok("x"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        encode_frame(Ping())  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ replies
+
+FRAMES = [
+    (
+        b"HELLO mbroker 0.1.0 proto=1 auth=none max-payload=1048576",
+        Hello("0.1.0", 1, False, 1048576),
+    ),
+    (
+        b"HELLO mbroker 2.0 proto=2 auth=required max-payload=5 node=a x=y=z",
+        Hello("2.0", 2, True, 5, (("node", "a"), ("x", "y=z"))),
+    ),
+    (b"+OK created", Ok("OK created")),
+    (b"+PONG", Ok("PONG")),
+    (b"+", Ok("")),
+    (b"-ERR NOT_FOUND no queue 'q'", Error("NOT_FOUND", "no queue 'q'")),
+    (b"-ERR INTERNAL", Error("INTERNAL")),
+    (b"CANCEL 3 deleted", Cancel(3, "deleted")),
+    (b"EXCHANGE ex topic durable=1 bindings=4", ExchangeInfo("ex", "topic", True, 4)),
+    (b"EXCHANGE ex topic bindings=4 durable=0 new=1", ExchangeInfo("ex", "topic", False, 4)),
+    (
+        b"QUEUE q messages=1 unacked=2 consumers=3 durable=0",
+        QueueInfo("q", 1, 2, 3, False),
+    ),
+    (
+        b"QUEUE q durable=1 consumers=3 unacked=2 messages=1 dropped=7",
+        QueueInfo("q", 1, 2, 3, True),
+    ),
+    (b"STAT uptime 12.5 s", Stat("uptime", "12.5 s")),
+    (b"STAT empty", Stat("empty", "")),
+]
+
+
+@pytest.mark.parametrize("line, frame", FRAMES, ids=[repr(f[0][:30]) for f in FRAMES])
+def test_reply_decoding(line: bytes, frame: Any) -> None:
+    assert ReplyDecoder().feed(line + b"\r\n") == [frame]
+    assert ReplyDecoder().feed(line + b"\n") == [frame]
+
+
+@pytest.mark.parametrize(
+    "data, frame",
+    [
+        (b"MSG 1 2 news sport.uk 3\r\nabc\r\n", Msg(1, 2, "news", "sport.uk", b"abc")),
+        (b"MSG 0 7 q - 0\r\n\r\n", Msg(0, 7, "q", "", b"")),
+        (b"MSG 1 2 q - redelivered=2 1\nx\n", Msg(1, 2, "q", "", b"x", 2)),
+        (
+            b"MSG 1 2 q k reason=expired prio=4 redelivered=1 x=a=b 4\r\n\r\n\x00\n\r\n",
+            Msg(1, 2, "q", "k", b"\r\n\x00\n", 1, "expired", (("prio", "4"), ("x", "a=b"))),
+        ),
+    ],
+)
+def test_msg_decoding(data: bytes, frame: Msg) -> None:
+    data = b"+OK 1\r\n" + data + b"+PONG\r\n"
+    expected = [Ok("OK 1"), frame, Ok("PONG")]
+    assert ReplyDecoder().feed(data) == expected
+    for i in range(len(data) + 1):
+        d = ReplyDecoder()
+        assert d.feed(data[:i]) + d.feed(data[i:]) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"garbage\r\n",
+        b"-ERRX\r\n",
+        b"-ERR\r\n",
+        b"-OOPS\r\n",
+        b"HELLO redis 1\r\n",
+        b"HELLO mbroker 1 auth=maybe\r\n",
+        b"HELLO mbroker 1 proto=x\r\n",
+        b"MSG 1 2 q k\r\n",
+        b"MSG 1 2 q k x\r\n",
+        b"MSG x 2 q k 1\r\na\r\n",
+        b"MSG 1 2 q k attr 1\r\na\r\n",
+        b"MSG 1 2 q k redelivered=x 1\r\na\r\n",
+        b"MSG 1 2 q k 1\r\nab\r\n",
+        b"MSG 1 2 q k 11\r\n",
+        b"CANCEL 1\r\n",
+        b"CANCEL x y\r\n",
+        b"EXCHANGE ex topic durable=2 bindings=1\r\n",
+        b"EXCHANGE ex topic durable=1\r\n",
+        b"EXCHANGE ex\r\n",
+        b"QUEUE q messages=1\r\n",
+        b"QUEUE\r\n",
+        b"STAT\r\n",
+        b"+" + b"x" * 20 + b"\r\n",
+        b"+" + b"x" * 21,
+    ],
+)
+def test_reply_garbage(data: bytes) -> None:
+    d = ReplyDecoder(max_line=20, max_payload=10)
+    with pytest.raises(BadFrame):
+        d.feed(b"+OK\r\n" + data)
+    assert d.closed
+    assert d.feed(b"+OK\r\n") == []
+
+
+def test_reply_empty_lines_skipped() -> None:
+    assert ReplyDecoder().feed(b"\r\n+OK\r\n\n") == [Ok("OK")]
+
+
+def test_reply_big_payload_in_pieces() -> None:
+    payload = bytes(range(256)) * 1000
+    data = encode_frame(Msg(1, 1, "q", "", payload))
+    d = ReplyDecoder()
+    out = []
+    for i in range(0, len(data), 1000):
+        out += d.feed(data[i : i + 1000])
+    assert out == [Msg(1, 1, "q", "", payload)]
+
+
+@pytest.mark.parametrize(
+    "frame, data",
+    [
+        (Ok("OK 3"), b"+OK 3\r\n"),
+        (Error("NOT_FOUND", "no q"), b"-ERR NOT_FOUND no q\r\n"),
+        (Error("EXISTS"), b"-ERR EXISTS\r\n"),
+        (Hello("1", 1, True, 9), b"HELLO mbroker 1 proto=1 auth=required max-payload=9\r\n"),
+        (Msg(1, 2, "ex", "a.b", b"xy"), b"MSG 1 2 ex a.b 2\r\nxy\r\n"),
+        (
+            Msg(1, 2, "q", "", b"", 3, "maxlen", (("k", "v"),)),
+            b"MSG 1 2 q - redelivered=3 reason=maxlen k=v 0\r\n\r\n",
+        ),
+        (Cancel(4, "deleted"), b"CANCEL 4 deleted\r\n"),
+        (ExchangeInfo("x", "direct", True, 2), b"EXCHANGE x direct durable=1 bindings=2\r\n"),
+        (
+            QueueInfo("q", 1, 2, 3, False),
+            b"QUEUE q messages=1 unacked=2 consumers=3 durable=0\r\n",
+        ),
+        (Stat("uptime", "5"), b"STAT uptime 5\r\n"),
+        (Stat("empty", ""), b"STAT empty\r\n"),
+    ],
+)
+def test_encode_frame(frame: Any, data: bytes) -> None:
+    assert encode_frame(frame) == data
+    assert ReplyDecoder().feed(data) == [frame]
+
+
+def test_error_codes_of_the_codec() -> None:
+    """Every error the codec produces, with its wire code and fatality."""
+    produced = {
+        type(one(b"FOO\r\n")),
+        type(one(b"PING 1\r\n")),
+        type(one(b"x" * 20 + b"\r\n", max_line=10)),
+        type(one(b"PUBLISH q 99\r\n", max_payload=10)),
+        type(one(b"PUBLISH q 1\r\nab\r\n")),
+    }
+    assert produced == {BadCommand, BadArgs, LineTooLong, TooBig, BadFrame}
+    assert {(c.code, c.fatal) for c in produced} == {
+        ("BAD_COMMAND", False),
+        ("BAD_ARGS", False),
+        ("LINE_TOO_LONG", True),
+        ("TOO_BIG", True),
+        ("BAD_FRAME", True),
+    }
