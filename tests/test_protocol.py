@@ -1,0 +1,233 @@
+"""BrokerProtocol over StringTransport: ordering, greeting, errors, flow control."""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from mbroker import __version__
+from mbroker.config import Config
+from mbroker.protocol import BrokerFactory, BrokerProtocol
+from mbroker.registry import Broker
+
+
+class Conn:
+    """A protocol on a StringTransport, with helpers to send and read lines."""
+
+    def __init__(self, factory: BrokerFactory) -> None:
+        self.proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.greeting = self.take()
+
+    def send(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def take(self) -> bytes:
+        out = self.transport.value()
+        self.transport.clear()
+        return out
+
+    def lines(self) -> list[bytes]:
+        return self.take().split(b"\r\n")[:-1]
+
+    def close(self) -> None:
+        self.proto.connectionLost(None)
+
+
+def make(config: Config | None = None) -> tuple[Clock, Broker, BrokerFactory]:
+    clock = Clock()
+    config = config or Config()
+    broker = Broker(clock, config)
+    return clock, broker, BrokerFactory(broker, config, clock)
+
+
+def test_greeting() -> None:
+    _, _, f = make(Config(max_payload=5000))
+    c = Conn(f)
+    assert (
+        c.greeting == f"HELLO mbroker {__version__} proto=1 auth=none max-payload=5000\r\n".encode()
+    )
+
+
+def test_pipelined_commands_answered_in_order() -> None:
+    _, _, f = make()
+    c = Conn(f)
+    c.send(
+        b"CREATE q queue\r\nCREATE q queue\nPUBLISH q 3\r\nabc\r\nPUBLISH nope :x\n"
+        b"\r\n   \nPING\nBOGUS\nPULL q\n"
+    )
+    assert c.lines() == [
+        b"+OK created",
+        b"+OK exists",
+        b"+OK 1",
+        b"-ERR NOT_FOUND nope",
+        b"+PONG",
+        b"-ERR BAD_COMMAND unknown command 'BOGUS'",
+        b"MSG 0 1 q - 3",
+        b"abc",
+        b"+OK 1",
+    ]
+
+
+def test_split_at_every_byte_gives_the_same_replies() -> None:
+    script = (
+        b"CREATE x fanout\r\nCREATE q queue\r\nBIND q x\r\n"
+        b"PUBLISH x k 5\r\nhello\r\nPULL q max=5\r\n"
+    )
+    _, _, f = make()
+    whole = Conn(f)
+    whole.send(script)
+    expected = whole.take()
+    for i in range(len(script)):
+        _, _, f = make()
+        c = Conn(f)
+        for b in (script[:i], script[i:]):
+            c.send(b)
+        assert c.take() == expected, i
+
+
+def test_subscribe_reply_comes_before_its_messages() -> None:
+    _, _, f = make()
+    c = Conn(f)
+    c.send(b"CREATE q queue\nPUBLISH q :one\nPUBLISH q :two\n")
+    c.take()
+    c.send(b"SUBSCRIBE q\n")
+    assert c.lines() == [b"+OK 1", b"MSG 1 1 q - 3", b"one", b"MSG 1 2 q - 3", b"two"]
+
+
+def test_pull_wait_holds_later_commands_until_it_is_answered() -> None:
+    clock, _, f = make()
+    c = Conn(f)
+    p = Conn(f)
+    c.send(b"CREATE q queue\n")
+    c.take()
+    c.send(b"PULL q wait=1000\nPING\n")
+    assert c.take() == b""
+    assert c.transport.producerState == "paused"  # reading stops while it waits
+    p.send(b"PUBLISH q :late\n")
+    assert c.lines() == [b"MSG 0 1 q - 4", b"late", b"+OK 1"]
+    clock.advance(0)  # the backlog runs on the next turn
+    assert c.lines() == [b"+PONG"]
+    assert c.transport.producerState == "producing"
+
+
+def test_pull_wait_times_out_with_zero() -> None:
+    clock, _, f = make()
+    c = Conn(f)
+    c.send(b"CREATE q queue\nPULL q wait=500\nPING\n")
+    assert c.lines() == [b"+OK created"]
+    clock.advance(0.5)
+    assert c.lines() == [b"+OK 0", b"+PONG"]
+
+
+def test_fatal_framing_error_closes_and_nothing_after_is_run() -> None:
+    _, broker, f = make(Config(max_payload=10))
+    c = Conn(f)
+    c.send(b"CREATE q queue\nPUBLISH q 11\nCREATE r queue\n")
+    lines = c.lines()
+    assert lines[0] == b"+OK created"
+    assert lines[1].startswith(b"-ERR TOO_BIG")
+    assert len(lines) == 2
+    assert c.transport.disconnecting
+    assert [o.name for o in broker.list_objects()] == ["q"]
+
+
+def test_bad_frame_does_not_publish() -> None:
+    _, broker, f = make()
+    c = Conn(f)
+    c.send(b"CREATE q queue\nPUBLISH q 3\nabcX\n")
+    lines = c.lines()
+    assert lines[1].startswith(b"-ERR BAD_FRAME")
+    assert c.transport.disconnecting
+    assert broker.queue("q").messages == 0
+
+
+def test_line_too_long_closes() -> None:
+    _, _, f = make(Config(max_line=64))
+    c = Conn(f)
+    c.send(b"PING " + b"x" * 100)
+    assert c.lines()[0].startswith(b"-ERR LINE_TOO_LONG")
+    assert c.transport.disconnecting
+
+
+def test_errors_keep_the_connection_open() -> None:
+    _, _, f = make()
+    c = Conn(f)
+    c.send(b"DELETE nope\nCREATE q queue\nCREATE q fanout\nACK 5\nPING\n")
+    lines = c.lines()
+    assert [line.split()[1] if line.startswith(b"-") else line for line in lines] == [
+        b"NOT_FOUND",
+        b"+OK created",
+        b"EXISTS",
+        b"NOT_FOUND",
+        b"+PONG",
+    ]
+    assert not c.transport.disconnecting
+
+
+def test_quit() -> None:
+    _, _, f = make()
+    c = Conn(f)
+    c.send(b"QUIT\nPING\n")
+    assert c.lines() == [b"+OK bye"]
+    assert c.transport.disconnecting
+
+
+def test_paused_consumer_is_skipped_and_resumed() -> None:
+    _, _, f = make()
+    a, b, p = Conn(f), Conn(f), Conn(f)
+    p.send(b"CREATE q queue\n")
+    p.take()
+    a.send(b"SUBSCRIBE q\n")
+    b.send(b"SUBSCRIBE q\n")
+    a.take(), b.take()
+    a.proto.pauseProducing()  # a's socket buffer is full
+    assert a.transport.producerState == "paused"
+    for i in range(4):
+        p.send(b"PUBLISH q :m%d\n" % i)
+    assert a.take() == b""
+    assert b.lines()[1::2] == [b"m0", b"m1", b"m2", b"m3"]
+    p.send(b"PUBLISH q :m4\n")
+    b.proto.pauseProducing()
+    p.send(b"PUBLISH q :m5\nPUBLISH q :m6\n")
+    assert a.take() == b"" and b.lines()[1::2] == [b"m4"]
+    a.proto.resumeProducing()
+    assert a.lines()[1::2] == [b"m5", b"m6"]
+    assert a.transport.producerState == "producing"
+
+
+def test_connection_loss_requeues_unacked_as_redelivered() -> None:
+    _, _, f = make()
+    a, p = Conn(f), Conn(f)
+    p.send(b"CREATE q queue\nPUBLISH q :x\n")
+    a.send(b"SUBSCRIBE q ack=manual\n")
+    assert a.lines() == [b"+OK 1", b"MSG 1 1 q - 1", b"x"]
+    a.close()
+    p.take()
+    p.send(b"PULL q\n")
+    assert p.lines() == [b"MSG 0 1 q - redelivered=1 1", b"x", b"+OK 1"]
+
+
+def test_connection_limit() -> None:
+    _, _, f = make(Config(max_connections=1))
+    Conn(f)
+    second = Conn(f)
+    assert second.greeting.startswith(b"-ERR LIMIT")
+    assert second.transport.disconnecting
+
+
+def test_deleting_a_queue_cancels_its_subscriptions() -> None:
+    _, _, f = make()
+    a, p = Conn(f), Conn(f)
+    p.send(b"CREATE q queue\n")
+    a.send(b"SUBSCRIBE q\n")
+    a.take()
+    p.send(b"DELETE q\n")
+    assert a.lines() == [b"CANCEL 1 deleted"]
+
+
+def test_protocol_class_is_the_factory_product() -> None:
+    _, _, f = make()
+    assert isinstance(Conn(f).proto, BrokerProtocol)
