@@ -1,0 +1,102 @@
+"""Start a real ``twistd -n mbroker`` for a benchmark and find its port.
+
+Shared by the benchmark scripts; the broker runs as users run it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+_LISTENING = re.compile(rb"mbroker listening on ([0-9.]+):(\d+)")
+
+
+def twistd_command() -> list[str]:
+    """``twistd`` of this interpreter: the script beside it, else the same code inline."""
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(script):
+        return [sys.executable, script]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class BrokerProcess:
+    def __init__(self, *extra: str, data_dir: str | None = None) -> None:
+        self._tmp = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mbroker-bench-")
+            data_dir = self._tmp.name
+        self.proc = subprocess.Popen(
+            [
+                *twistd_command(),
+                "--pidfile",
+                "",
+                "-n",
+                "--logfile",
+                "-",
+                "mbroker",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--data-dir",
+                data_dir,
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.host, self.port = self._wait_for_port(deadline=time.monotonic() + 30)
+
+    def _wait_for_port(self, deadline: float) -> tuple[str, int]:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                m = _LISTENING.search(buf)
+                if m:
+                    return m.group(1).decode(), int(m.group(2))
+        self.stop()
+        raise RuntimeError("broker did not start:\n" + buf.decode(errors="replace"))
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the broker process has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> BrokerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
