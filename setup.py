@@ -1,0 +1,71 @@
+"""Packaging for mbroker.
+
+``twisted.plugins`` is listed as a package on purpose: it ships
+``twisted/plugins/mbroker_plugin.py`` into Twisted's plugin directory, which is how
+``twistd mbroker`` finds the broker.  There is no ``__init__.py`` under ``twisted/``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_version() -> str:
+    """Read ``__version__`` from mbroker/__init__.py without importing the package."""
+    text = (HERE / "mbroker" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("cannot find __version__ in mbroker/__init__.py")
+    return match.group(1)
+
+
+TEST_REQUIRES = [
+    "pytest",
+    "pytest-twisted",
+    "hypothesis",
+    "mypy",
+    "mypy-zope",
+    "ruff",
+]
+
+setup(
+    name="mbroker",
+    version=read_version(),
+    description="A message broker on Twisted with a line-based text protocol",
+    long_description=(HERE / "README.rst").read_text(encoding="utf-8"),
+    long_description_content_type="text/x-rst",
+    # An explicit root makes ``pip install -e .`` put the project directory on sys.path
+    # (a static .pth file) instead of an import hook: Twisted finds plugins by scanning
+    # sys.path for twisted/plugins/ directories, which an import hook never shows it.
+    package_dir={"": "."},
+    packages=find_packages(exclude=["tests", "tests.*", "benchmarks", "examples"])
+    + ["twisted.plugins"],
+    package_data={"mbroker": ["py.typed"]},
+    include_package_data=False,
+    zip_safe=False,
+    python_requires=">=3.10",
+    install_requires=[
+        "twisted>=23.10",
+        "attrs>=23.1",
+        "zope.interface",
+    ],
+    extras_require={
+        "test": TEST_REQUIRES,
+        "tls": ["twisted[tls]", "pyopenssl", "service_identity"],
+    },
+    entry_points={
+        "console_scripts": ["mbroker = mbroker.cli:main"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Topic :: System :: Networking",
+        "Typing :: Typed",
+    ],
+)

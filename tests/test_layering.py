@@ -1,0 +1,54 @@
+"""The sans-IO and domain layers must not import Twisted (see ARCHITECTURE.md).
+
+Each module is imported in a fresh interpreter, so that what the test runner itself
+imported does not hide an import, and a failure names the module that pulls Twisted in.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TWISTED_FREE = [
+    "mbroker.wire",
+    "mbroker.frames",
+    "mbroker.errors",
+    "mbroker.config",
+    "mbroker.routing",
+    "mbroker.model",
+    "mbroker.registry",
+]
+
+PROBE = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+bad = sorted(m for m in sys.modules if m == "twisted" or m.startswith("twisted."))
+print(" ".join(bad))
+"""
+
+
+def imported_twisted_modules(*modules: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+@pytest.mark.parametrize("module", TWISTED_FREE)
+def test_module_does_not_import_twisted(module: str) -> None:
+    assert imported_twisted_modules(module) == []
+
+
+def test_domain_together_does_not_import_twisted() -> None:
+    assert imported_twisted_modules(*TWISTED_FREE) == []
