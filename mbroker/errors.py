@@ -27,7 +27,9 @@ class BrokerError(Exception):
         return f"{self.code} {self.text}" if self.text else self.code
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, BrokerError) and type(self) is type(other) and self.text == other.text
+        return (
+            isinstance(other, BrokerError) and type(self) is type(other) and self.text == other.text
+        )
 
     def __hash__(self) -> int:
         return hash((type(self), self.text))

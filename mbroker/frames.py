@@ -10,7 +10,7 @@ These classes carry no validators: the codec checks syntax once, on the way in.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal, Union
 
 import attrs
 
@@ -28,12 +28,12 @@ class QueueOptions:
     """The options of CREATE.  For an exchange only ``durable`` may be set."""
 
     durable: bool = False
-    max_length: Optional[int] = None
-    max_bytes: Optional[int] = None
+    max_length: int | None = None
+    max_bytes: int | None = None
     overflow: Overflow = "drop-head"
-    ttl: Optional[int] = None  # milliseconds
-    dead_letter: Optional[str] = None
-    max_deliver: Optional[int] = None
+    ttl: int | None = None  # milliseconds
+    dead_letter: str | None = None
+    max_deliver: int | None = None
     exclusive: bool = False
 
 
@@ -78,16 +78,16 @@ class Publish:
     name: str
     key: str
     payload: bytes
-    ttl: Optional[int] = None  # milliseconds
+    ttl: int | None = None  # milliseconds
 
 
 @attrs.frozen
 class Subscribe:
     name: str
-    pattern: Optional[str] = None
-    prefetch: Optional[int] = None  # None: the contract's default for the ack mode
+    pattern: str | None = None
+    prefetch: int | None = None  # None: the contract's default for the ack mode
     manual: bool = False  # ack=manual
-    ack_timeout: Optional[int] = None  # milliseconds
+    ack_timeout: int | None = None  # milliseconds
 
 
 @attrs.frozen
@@ -99,9 +99,9 @@ class Unsubscribe:
 class Pull:
     queue: str
     max: int = 1
-    wait: Optional[int] = None  # milliseconds
+    wait: int | None = None  # milliseconds
     manual: bool = False
-    ack_timeout: Optional[int] = None
+    ack_timeout: int | None = None
 
 
 @attrs.frozen
@@ -113,7 +113,7 @@ class Ack:
 class Nack:
     tags: TagRanges
     requeue: bool = True
-    delay: Optional[int] = None  # milliseconds
+    delay: int | None = None  # milliseconds
 
 
 @attrs.frozen
@@ -149,7 +149,7 @@ class List:
 
 @attrs.frozen
 class Stats:
-    name: Optional[str] = None
+    name: str | None = None
 
 
 Command = Union[
@@ -212,7 +212,7 @@ class Msg:
     key: str
     payload: bytes
     redelivered: int = 0
-    reason: Optional[str] = None
+    reason: str | None = None
     #: attributes this version does not know, kept in order for forward compatibility
     attrs: tuple[tuple[str, str], ...] = ()
 
