@@ -10,7 +10,7 @@ These classes carry no validators: the codec checks syntax once, on the way in.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import attrs
 
@@ -152,25 +152,25 @@ class Stats:
     name: str | None = None
 
 
-Command = Union[
-    Create,
-    Delete,
-    Bind,
-    Unbind,
-    Publish,
-    Subscribe,
-    Unsubscribe,
-    Pull,
-    Ack,
-    Nack,
-    Touch,
-    Purge,
-    Ping,
-    Quit,
-    Auth,
-    List,
-    Stats,
-]
+Command = (
+    Create
+    | Delete
+    | Bind
+    | Unbind
+    | Publish
+    | Subscribe
+    | Unsubscribe
+    | Pull
+    | Ack
+    | Nack
+    | Touch
+    | Purge
+    | Ping
+    | Quit
+    | Auth
+    | List
+    | Stats
+)
 
 
 # ------------------------------------------------------ replies and pushed frames
@@ -254,4 +254,4 @@ class Stat:
     value: str
 
 
-ServerFrame = Union[Hello, Ok, Error, Msg, Cancel, ExchangeInfo, QueueInfo, Stat]
+ServerFrame = Hello | Ok | Error | Msg | Cancel | ExchangeInfo | QueueInfo | Stat
