@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 from mbroker import errors
 from mbroker.config import DEFAULT_MANUAL_PREFETCH, Config
+from mbroker.engine import Pulled, QueueEngine
 from mbroker.frames import ExchangeInfo, QueueInfo, QueueOptions, TagRanges
+from mbroker.journal import Journal
 from mbroker.model import (
     Clock,
     Consumer,
@@ -35,19 +37,21 @@ from mbroker.model import (
     Session,
 )
 from mbroker.routing import make_matcher
+from mbroker.store import records as rec
 
 Obj = Exchange | Queue
-Pulled = list[tuple[int, Message]]
-
-#: how deep a cascade of dead-lettering (a drop that dead-letters into a full queue
-#: that drops and dead-letters …) may go before messages are simply dropped
-MAX_DEAD_LETTER_DEPTH = 4
+__all__ = ["Broker", "Obj", "Pulled"]
 
 
-class Broker:
-    def __init__(self, clock: Clock, config: Config | None = None) -> None:
+class Broker(QueueEngine):
+    """The broker core.  ``journal`` is set when a store keeps durable state."""
+
+    def __init__(
+        self, clock: Clock, config: Config | None = None, journal: Journal | None = None
+    ) -> None:
         self.clock = clock
         self.config = config if config is not None else Config()
+        self.journal = journal
         self._objects: dict[str, Obj] = {}
         self._sessions: dict[int, Session] = {}
         self._next_session = 1
@@ -137,6 +141,8 @@ class Broker:
             if same:
                 return False
             raise errors.Exists(f"{name} exists with another kind or other options")
+        if options.durable and self.journal is not None and not self.journal.available:
+            raise errors.Unavailable("the store cannot take writes")
         if kind == "queue":
             if options.exclusive and options.durable:
                 raise errors.BadArgs("an exclusive queue cannot be durable")
@@ -147,6 +153,11 @@ class Broker:
             self._objects[name] = q
         else:
             self._objects[name] = Exchange(name, kind, make_matcher(kind), options.durable)
+        if options.durable and self.journal is not None:
+            if kind == "queue":
+                self.journal.add(rec.QueueDeclared(name, options))
+            else:
+                self.journal.add(rec.ExchangeDeclared(name, kind))
         return True
 
     def delete(self, name: str, if_empty: bool = False, if_unused: bool = False) -> int:
@@ -167,6 +178,8 @@ class Broker:
         q.deleted = True
         if self._objects.get(q.name) is q:
             del self._objects[q.name]
+        if q.options.durable and self.journal is not None:
+            self.journal.add(rec.QueueDeleted(q.name))
         dropped = len(q.ready) + len(q.delayed) + q.unacked
         q.ready.clear()
         q.ready_bytes = 0
@@ -196,6 +209,8 @@ class Broker:
     def _delete_exchange(self, ex: Exchange) -> None:
         ex.deleted = True
         del self._objects[ex.name]
+        if ex.durable and self.journal is not None:
+            self.journal.add(rec.ExchangeDeleted(ex.name))
         for q in list({q: None for _, q in ex.matcher.bindings()}):
             ex.matcher.remove_target(q)
             q.bound_to.pop(ex.name, None)
@@ -207,6 +222,8 @@ class Broker:
         q, ex = self._binding_pair(queue, exchange, key)
         if ex.matcher.add(key, q):
             q.bound_to[ex.name] = ex
+            if q.options.durable and ex.durable and self.journal is not None:
+                self.journal.add(rec.Bound(queue, exchange, key))
             return True
         return False
 
@@ -216,6 +233,8 @@ class Broker:
             raise errors.NotFound(f"{queue} is not bound to {exchange} with {key or '(empty key)'}")
         if not ex.matcher.count_for(q):
             q.bound_to.pop(ex.name, None)
+        if q.options.durable and ex.durable and self.journal is not None:
+            self.journal.add(rec.Unbound(queue, exchange, key))
 
     def _binding_pair(self, queue: str, exchange: str, key: str) -> tuple[Queue, Exchange]:
         q = self.get(queue)
@@ -231,6 +250,9 @@ class Broker:
     def purge(self, name: str) -> int:
         q = self.queue(name)
         n = len(q.ready) + len(q.delayed)
+        if q.options.durable and self.journal is not None:
+            for m in (*q.ready, *q.delayed.values()):
+                self.journal.removed(q.name, m.msg_id)
         q.ready.clear()
         q.ready_bytes = 0
         for timer in q.delayed:
@@ -260,6 +282,8 @@ class Broker:
                 return 0
             obj.routed += 1
         route = f"{name} {key or '-'}".encode()
+        if self.journal is not None:
+            return self._publish_durable(targets, name, key, route, payload, ttl)
         rejected: Queue | None = None
         for q in targets:
             expires = None
@@ -271,149 +295,81 @@ class Broker:
             raise errors.Overflow(f"{rejected.name} is full")
         return len(targets)
 
-    def _expiry(self, q: Queue, ttl: int | None) -> float:
-        qttl = q.options.ttl
-        ms = ttl if qttl is None else (qttl if ttl is None else min(ttl, qttl))
-        return self.clock.seconds() + ms / 1000.0  # type: ignore[operator]
+    def _publish_durable(
+        self,
+        targets: Sequence[Queue],
+        name: str,
+        key: str,
+        route: bytes,
+        payload: bytes,
+        ttl: int | None,
+    ) -> int:
+        """PUBLISH with a store: copies in durable queues are stored, once."""
+        journal = self.journal
+        assert journal is not None
+        if any(q.options.durable for q in targets) and not journal.available:
+            raise errors.Unavailable("the store cannot take writes; nothing was published")
+        rejected: Queue | None = None
+        msg_id = 0
+        stored: list[str] = []
+        stored_expiry: float | None = None
+        for q in targets:
+            expires = None
+            if ttl is not None or q.options.ttl is not None:
+                expires = self._expiry(q, ttl)
+            m = Message(name, key, route, payload, expires)
+            if q.options.durable:
+                if not msg_id:
+                    msg_id = journal.new_id()
+                    stored_expiry = expires
+                elif expires != stored_expiry:
+                    stored_expiry = None  # queues differ: each re-applies its ttl on restore
+                m.msg_id = msg_id
+            if not self._enqueue(q, m):
+                rejected = q
+            elif m.msg_id:
+                stored.append(q.name)
+        if stored:
+            journal.add(rec.MessageStored(msg_id, tuple(stored), name, key, payload, stored_expiry))
+        if rejected is not None:
+            raise errors.Overflow(f"{rejected.name} is full")
+        return len(targets)
 
-    def _enqueue(self, q: Queue, m: Message) -> bool:
-        """Put ``m`` at the tail of ``q`` and dispatch; False if refused (reject)."""
-        o = q.options
-        limited = o.max_length is not None or o.max_bytes is not None
-        if (
-            limited
-            and o.overflow == "reject"
-            and (
-                (o.max_length is not None and len(q.ready) >= o.max_length)
-                or (o.max_bytes is not None and q.ready_bytes + len(m.payload) > o.max_bytes)
-            )
-        ):
-            q.rejected += 1
-            return False
-        q.published += 1
-        q.ready.append(m)
-        q.ready_bytes += len(m.payload)
-        if m.expires_at is not None:
-            if m.expires_at < q.last_expiry:
-                q.expiry_ordered = False
-            q.last_expiry = m.expires_at
-            self._schedule_expiry(q, m.expires_at)
-        self._dispatch(q)
-        if limited:
-            self._enforce_limits(q)
-        return True
-
-    def _enforce_limits(self, q: Queue) -> None:
-        o = q.options
-        max_len = o.max_length
-        max_bytes = o.max_bytes
-        ready = q.ready
-        dropped = 0
-        while ready and (
-            (max_len is not None and len(ready) > max_len)
-            or (max_bytes is not None and q.ready_bytes > max_bytes)
-        ):
-            m = ready.popleft()
-            q.ready_bytes -= len(m.payload)
-            q.dropped += 1
-            dropped += 1
-            self._dead_letter(q, m, "maxlen")
-        if dropped and q.private and self.config.slow_consumer_disconnect:
-            for c in list(q.consumers):
-                if not c.session.closed:
-                    c.session.target.slow(c.sid)
-
-    # ------------------------------------------------------------------ dispatch
-
-    def _dispatch(self, q: Queue) -> None:
-        """Hand ready messages to pull waiters, then to consumers with room."""
-        ready = q.ready
-        if not ready:
-            return
-        if q.waiters:
-            self._serve_waiters(q)
-        consumers = q.consumers
-        n = len(consumers)
-        if not n:
-            return
-        now: float | None = None
-        while ready:
-            i = q.rr
-            for _ in range(n):
-                if i >= n:
-                    i = 0
-                c = consumers[i]
-                i += 1
-                if (
-                    c.active
-                    and c.session.writable
-                    and (c.prefetch == 0 or c.in_flight < c.prefetch)
-                ):
-                    break
-            else:
-                return
-            q.rr = i
-            m = ready.popleft()
-            q.ready_bytes -= len(m.payload)
-            if m.expires_at is not None:
-                if now is None:
-                    now = self.clock.seconds()
-                if m.expires_at <= now:
-                    q.expired += 1
-                    self._dead_letter(q, m, "expired")
-                    continue
-            self._deliver(q, c, m)
-
-    def _deliver(self, q: Queue, c: Consumer, m: Message) -> None:
-        s = c.session
-        tag = s.next_tag
-        s.next_tag = tag + 1
-        m.deliveries += 1
-        q.delivered += 1
-        c.delivered += 1
-        self.delivered += 1
-        if c.manual:
-            d = Delivery(tag, m, q, c, c.ack_timeout)
-            s.outstanding[tag] = d
-            c.in_flight += 1
-            q.unacked += 1
-            if c.ack_timeout is not None:
-                d.timer = self.clock.callLater(c.ack_timeout, self._ack_timed_out, s, d)
-        else:
-            q.acked += 1
-            self.acked += 1
-        s.target.push(c.sid, tag, m)
-
-    def _take_ready(
-        self, s: Session, q: Queue, count: int, manual: bool, timeout: float | None
-    ) -> Pulled:
-        """Take up to ``count`` live messages from the head of ``q`` for a PULL."""
-        out: Pulled = []
-        ready = q.ready
+    def restore(self, recovered: rec.Recovered) -> None:
+        """Rebuild the durable objects and messages a store recovered at start-up."""
+        for name, kind in recovered.exchanges.items():
+            self._objects[name] = Exchange(name, kind, make_matcher(kind), True)
+        for name, options in recovered.queues.items():
+            self._objects[name] = Queue(name, options)
+        for queue, exchange, key in recovered.bindings:
+            q, ex = self._objects.get(queue), self._objects.get(exchange)
+            if isinstance(q, Queue) and isinstance(ex, Exchange):
+                ex.matcher.add(key, q)
+                q.bound_to[exchange] = ex
         now = self.clock.seconds()
-        while ready and len(out) < count:
-            m = ready.popleft()
-            q.ready_bytes -= len(m.payload)
-            if m.expires_at is not None and m.expires_at <= now:
-                q.expired += 1
-                self._dead_letter(q, m, "expired")
+        routes: dict[tuple[str, str], bytes] = {}
+        for queue, messages in recovered.messages.items():
+            q = self._objects.get(queue)
+            if not isinstance(q, Queue):
                 continue
-            tag = s.next_tag
-            s.next_tag = tag + 1
-            m.deliveries += 1
-            q.delivered += 1
-            self.delivered += 1
-            if manual:
-                d = Delivery(tag, m, q, None, timeout)
-                s.outstanding[tag] = d
-                q.unacked += 1
-                if timeout is not None:
-                    d.timer = self.clock.callLater(timeout, self._ack_timed_out, s, d)
-            else:
-                q.acked += 1
-                self.acked += 1
-            out.append((tag, m))
-        return out
+            qttl = q.options.ttl
+            for msg_id, source, key, payload, expires, _headers in messages:
+                if qttl is not None:
+                    limit = now + qttl / 1000.0
+                    expires = limit if expires is None or expires > limit else expires
+                route = routes.get((source, key))
+                if route is None:
+                    route = routes[(source, key)] = f"{source} {key or '-'}".encode()
+                m = Message(source, key, route, payload, expires, msg_id)
+                q.ready.append(m)
+                q.ready_bytes += len(payload)
+                if expires is not None:
+                    if expires < q.last_expiry:
+                        q.expiry_ordered = False
+                    q.last_expiry = expires
+                    self._schedule_expiry(q, expires)
+        if self.journal is not None:
+            self.journal.next_id = max(self.journal.next_id, recovered.next_msg_id)
 
     # ----------------------------------------------------------------- consumers
 
@@ -524,29 +480,6 @@ class Broker:
         s.waiters.append(w)
         return None
 
-    def _serve_waiters(self, q: Queue) -> None:
-        while q.waiters and q.ready:
-            w = q.waiters.popleft()
-            out = self._take_ready(w.session, q, w.max, w.manual, w.ack_timeout)
-            if not out:  # all expired
-                q.waiters.appendleft(w)
-                return
-            self._finish_wait(w, out)
-
-    def _finish_wait(self, w: PullWaiter, out: Pulled) -> None:
-        if w.timer is not None and w.timer.active():
-            w.timer.cancel()
-        if w in w.session.waiters:
-            w.session.waiters.remove(w)
-        w.on_done(out)
-
-    def _wait_timed_out(self, w: PullWaiter) -> None:
-        try:
-            w.queue.waiters.remove(w)
-        except ValueError:
-            return
-        self._finish_wait(w, [])
-
     # ---------------------------------------------------------------------- acks
 
     def ack(self, s: Session, tags: TagRanges) -> int:
@@ -559,6 +492,8 @@ class Broker:
             q = d.queue
             q.acked += 1
             touched[q] = None
+            if d.message.msg_id:
+                self.journal.removed(q.name, d.message.msg_id)  # type: ignore[union-attr]
         self.acked += len(found)
         for q in touched:
             self._dispatch(q)
@@ -621,148 +556,7 @@ class Broker:
                 missing.append(str(lo) if lo == hi else f"{lo}-{hi}")
         return found, ",".join(missing)
 
-    def _release(self, d: Delivery) -> None:
-        """A delivery ends (acked, nacked, returned): free its consumer's room."""
-        if d.timer is not None and d.timer.active():
-            d.timer.cancel()
-        d.queue.unacked -= 1
-        c = d.consumer
-        if c is not None:
-            c.in_flight -= 1
-
-    def _return(self, deliveries: list[Delivery]) -> None:
-        """Put delivered messages back at the head of their queues, in tag order."""
-        by_queue: dict[Queue, list[Message]] = {}
-        for d in deliveries:
-            self._release(d)
-            if not d.queue.deleted:
-                by_queue.setdefault(d.queue, []).append(d.message)
-        for q, msgs in by_queue.items():
-            self._requeue(q, msgs)
-            self._dispatch(q)
-
-    def _requeue(self, q: Queue, msgs: list[Message]) -> None:
-        max_deliver = q.options.max_deliver
-        for m in reversed(msgs):
-            if max_deliver is not None and m.deliveries >= max_deliver:
-                self._dead_letter(q, m, "delivery-limit")
-                continue
-            q.ready.appendleft(m)
-            q.ready_bytes += len(m.payload)
-            q.redelivered += 1
-            if m.expires_at is not None:
-                q.expiry_ordered = False
-                self._schedule_expiry(q, m.expires_at)
-
-    def _undelay(self, q: Queue, m: Message) -> None:
-        for timer, dm in list(q.delayed.items()):
-            if dm is m:
-                del q.delayed[timer]
-                break
-        if not q.deleted:
-            self._requeue(q, [m])
-            self._dispatch(q)
-
-    def _ack_timed_out(self, s: Session, d: Delivery) -> None:
-        if s.outstanding.get(d.tag) is not d:
-            return
-        del s.outstanding[d.tag]
-        d.timer = None
-        self._return([d])
-
     # ------------------------------------------------------- expiry, dead letters
-
-    def _schedule_expiry(self, q: Queue, when: float) -> None:
-        t = q.expiry_timer
-        if t is not None and t.active():
-            if q.expiry_at <= when:
-                return
-            t.cancel()
-        q.expiry_at = when
-        delay = when - self.clock.seconds()
-        q.expiry_timer = self.clock.callLater(delay if delay > 0 else 0, self._sweep, q)
-
-    def _sweep(self, q: Queue) -> None:
-        """Dead-letter the expired ready messages of ``q`` and re-arm its timer."""
-        q.expiry_timer = None
-        if q.deleted:
-            return
-        now = self.clock.seconds()
-        ready = q.ready
-        if q.expiry_ordered:
-            while ready:
-                e = ready[0].expires_at
-                if e is None or e > now:
-                    break
-                self._expire(q, ready.popleft())
-            if not ready:
-                q.last_expiry = 0.0
-                return
-            head = ready[0].expires_at
-            if head is not None:
-                self._schedule_expiry(q, head)
-                return
-        keep = []
-        next_at: float | None = None
-        last = 0.0
-        ordered = True
-        for m in ready:
-            e = m.expires_at
-            if e is not None and e <= now:
-                self._expire(q, m)
-                continue
-            keep.append(m)
-            if e is not None:
-                if e < last:
-                    ordered = False
-                last = e
-                if next_at is None or e < next_at:
-                    next_at = e
-        ready.clear()
-        ready.extend(keep)
-        q.expiry_ordered = ordered
-        q.last_expiry = last
-        if next_at is not None:
-            self._schedule_expiry(q, next_at)
-
-    def _expire(self, q: Queue, m: Message) -> None:
-        q.ready_bytes -= len(m.payload)
-        q.expired += 1
-        self._dead_letter(q, m, "expired")
-
-    def _dead_letter(self, q: Queue, m: Message, reason: str) -> None:
-        """Send ``m`` to ``q``'s dead-letter target with its reason, or drop it."""
-        dl = q.options.dead_letter
-        if dl is None or self._dl_depth >= MAX_DEAD_LETTER_DEPTH:
-            return
-        target = self._objects.get(dl)
-        if target is None:
-            return
-        targets: Sequence[Queue]
-        if isinstance(target, Queue):
-            targets = (target,)
-        else:
-            targets = target.matcher.match(m.key)
-        # A cycle of automatic dead-lettering (expiry, overflow) would carry a message
-        # round for ever: a copy never goes back to a queue on its path.  A consumer's
-        # decision (rejected, delivery-limit) starts a new path.
-        if reason == "rejected" or reason == "delivery-limit":
-            path: tuple[str, ...] = ()
-        else:
-            path = (*m.dl_path, q.name)
-            targets = [t for t in targets if t.name not in path]
-        q.dead_lettered += 1
-        self._dl_depth += 1
-        try:
-            for t in targets:
-                copy = Message(m.source, m.key, m.route, m.payload)
-                copy.reason = reason
-                copy.dl_path = path
-                if t.options.ttl is not None:
-                    copy.expires_at = self._expiry(t, None)
-                self._enqueue(t, copy)
-        finally:
-            self._dl_depth -= 1
 
     # ------------------------------------------------------------------ reports
 

@@ -22,6 +22,9 @@ TWISTED_FREE = [
     "mbroker.routing",
     "mbroker.model",
     "mbroker.registry",
+    "mbroker.engine",
+    "mbroker.journal",
+    "mbroker.store.records",
 ]
 
 PROBE = """
