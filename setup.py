@@ -53,6 +53,7 @@ setup(
         "twisted>=23.10",
         "attrs>=23.1",
         "zope.interface",
+        "crochet>=2.1",
     ],
     extras_require={
         "test": TEST_REQUIRES,
