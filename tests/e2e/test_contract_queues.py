@@ -1,0 +1,231 @@
+"""Contract section 4, queue options: max-length, max-bytes, overflow, ttl, dead-letter
+(with its reasons) and max-deliver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.broker import BrokerProcess
+from tests.e2e.test_contract_support import Client, client_of, poll, running_broker, unique
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    yield from running_broker(tmp_path_factory)
+
+
+@pytest.fixture
+def client(broker: BrokerProcess) -> Iterator[Client]:
+    yield from client_of(broker)
+
+
+def queue(c: Client, *options: str) -> str:
+    name = unique("q")
+    assert c.ok(" ".join(["CREATE", name, "queue", *options])) == "+OK created"
+    return name
+
+
+def fill(c: Client, q: str, *payloads: str) -> None:
+    for p in payloads:
+        assert c.ok(f"PUBLISH {q} :{p}") == "+OK 1"
+
+
+# ---------------------------------------------------------------- length limits
+
+
+def test_max_length_drops_the_head(client: Client) -> None:
+    q = queue(client, "max-length=3")
+    fill(client, q, "1", "2", "3", "4", "5")
+    assert client.payloads(f"PULL {q} max=9") == [b"3", b"4", b"5"]
+    assert client.stats(q)["dropped"] == "2"
+
+
+def test_max_bytes_drops_the_head(client: Client) -> None:
+    q = queue(client, "max-bytes=10")
+    fill(client, q, "aaaa", "bbbb", "cccc")
+    stats = client.stats(q)
+    assert (stats["messages"], stats["bytes"], stats["dropped"]) == ("2", "8", "1")
+    assert client.payloads(f"PULL {q} max=9") == [b"bbbb", b"cccc"]
+
+
+def test_overflow_reject(client: Client) -> None:
+    by_length = queue(client, "max-length=2", "overflow=reject")
+    fill(client, by_length, "1", "2")
+    assert client.err(f"PUBLISH {by_length} :3") == f"-ERR OVERFLOW {by_length} is full"
+    by_bytes = queue(client, "max-bytes=5", "overflow=reject")
+    fill(client, by_bytes, "abc")
+    assert client.code(f"PUBLISH {by_bytes} :def") == "OVERFLOW"
+    fill(client, by_bytes, "de")  # exactly full
+    assert client.payloads(f"PULL {by_length} max=9") == [b"1", b"2"]
+    assert client.payloads(f"PULL {by_bytes} max=9") == [b"abc", b"de"]
+    assert client.stats(by_length)["rejected"] == "1"
+    fill(client, by_length, "4")  # room again
+
+
+def test_limits_count_ready_messages_only(client: Client) -> None:
+    q = queue(client, "max-length=2", "overflow=reject")
+    fill(client, q, "1", "2")
+    client.pull(f"PULL {q} max=2 ack=manual")
+    fill(client, q, "3", "4")  # the two unacknowledged ones do not count
+    assert client.code(f"PUBLISH {q} :5") == "OVERFLOW"
+    stats = client.stats(q)
+    assert (stats["messages"], stats["unacked"]) == ("2", "2")
+
+
+def test_a_waiting_consumer_takes_a_message_before_the_limit_applies(client: Client) -> None:
+    q = queue(client, "max-length=0")
+    assert client.ok(f"SUBSCRIBE {q}") == "+OK 1"
+    fill(client, q, "straight through")
+    assert client.read_msg().payload == b"straight through"
+    assert client.ok("UNSUBSCRIBE 1") == "+OK"
+    fill(client, q, "nobody")
+    assert client.stats(q)["dropped"] == "1"
+
+
+# ---------------------------------------------------------------- ttl
+
+
+def test_queue_ttl(client: Client) -> None:
+    q = queue(client, "ttl=100")
+    fill(client, q, "old")
+    poll(lambda: client.stats(q)["expired"] == "1")
+    assert client.stats(q)["messages"] == "0"
+    assert client.pull(f"PULL {q}") == []
+
+
+def test_message_ttl(client: Client) -> None:
+    q = queue(client)
+    assert client.ok(f"PUBLISH {q} ttl=100 :short") == "+OK 1"
+    fill(client, q, "forever")
+    poll(lambda: client.stats(q)["expired"] == "1")
+    assert client.payloads(f"PULL {q} max=5") == [b"forever"]
+
+
+@pytest.mark.parametrize("queue_ttl, message_ttl", [(60_000, 100), (100, 60_000)])
+def test_the_shorter_ttl_counts(client: Client, queue_ttl: int, message_ttl: int) -> None:
+    dead = queue(client)
+    q = queue(client, f"ttl={queue_ttl}", f"dead-letter={dead}")
+    start = time.monotonic()
+    assert client.ok(f"PUBLISH {q} ttl={message_ttl} :x") == "+OK 1"
+    (m,) = client.pull(f"PULL {dead} wait=5000")
+    assert 0.09 <= time.monotonic() - start < 5
+    assert m.attrs == {"reason": "expired"}
+
+
+def test_an_unacked_message_expires_only_once_it_is_back(client: Client) -> None:
+    dead = queue(client)
+    q = queue(client, "ttl=100", f"dead-letter={dead}")
+    fill(client, q, "x")
+    (m,) = client.pull(f"PULL {q} ack=manual")
+    assert client.pull(f"PULL {dead} wait=250") == []  # delivered: it does not expire
+    assert client.stats(q)["unacked"] == "1"
+    assert client.ok(f"NACK {m.tag}") == "+OK 1"  # back, and past its time
+    (expired,) = client.pull(f"PULL {dead} wait=5000")
+    assert expired.attrs == {"reason": "expired"}
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+def test_dead_letter_reasons(client: Client) -> None:
+    dead = queue(client)
+    q = queue(client, "max-length=2", "ttl=200", "max-deliver=2", f"dead-letter={dead}")
+    assert client.ok(f"PUBLISH {q} k.1 :maxlen") == "+OK 1"
+    assert client.ok(f"PUBLISH {q} k.2 :rejected") == "+OK 1"
+    assert client.ok(f"PUBLISH {q} k.3 :limit") == "+OK 1"  # drops "maxlen"
+    (rejected,) = client.pull(f"PULL {q} ack=manual")
+    client.ok(f"NACK {rejected.tag} requeue=0")
+    for _ in range(2):
+        (limit,) = client.pull(f"PULL {q} ack=manual")
+        client.ok(f"NACK {limit.tag}")
+    assert client.ok(f"PUBLISH {q} k.4 :expired") == "+OK 1"
+    msgs = client.pull(f"PULL {dead} max=3")
+    (expired,) = client.pull(f"PULL {dead} wait=5000")
+    got = [(m.payload, m.source, m.key, m.attrs) for m in [*msgs, expired]]
+    assert got == [
+        (b"maxlen", q, "k.1", {"reason": "maxlen"}),
+        (b"rejected", q, "k.2", {"reason": "rejected"}),
+        (b"limit", q, "k.3", {"reason": "delivery-limit"}),
+        (b"expired", q, "k.4", {"reason": "expired"}),
+    ]
+    assert expired.header.endswith(f"{q} k.4 reason=expired 7".encode())
+    assert client.stats(q)["dead_lettered"] == "4"
+
+
+def test_dead_letter_through_an_exchange_keeps_source_and_key(client: Client) -> None:
+    ex = unique("dlx")
+    client.ok(f"CREATE {ex} topic")
+    errors, others = queue(client), queue(client)
+    client.ok(f"BIND {errors} {ex} orders.#")
+    client.ok(f"BIND {others} {ex} #")
+    src = unique("src")
+    client.ok(f"CREATE {src} direct")
+    q = queue(client, f"dead-letter={ex}")
+    client.ok(f"BIND {q} {src} orders.eu")
+    client.ok(f"PUBLISH {src} orders.eu :order")
+    (m,) = client.pull(f"PULL {q} ack=manual")
+    client.ok(f"NACK {m.tag} requeue=0")
+    for target in (errors, others):
+        (dl,) = client.pull(f"PULL {target}")
+        assert (dl.source, dl.key, dl.payload, dl.attrs) == (
+            src,
+            "orders.eu",
+            b"order",
+            {"reason": "rejected"},
+        )
+
+
+def test_a_redelivered_message_is_dead_lettered_afresh(client: Client) -> None:
+    dead = queue(client)
+    q = queue(client, f"dead-letter={dead}")
+    fill(client, q, "x")
+    (m,) = client.pull(f"PULL {q} ack=manual")
+    client.ok(f"NACK {m.tag}")
+    (m,) = client.pull(f"PULL {q} ack=manual")
+    assert m.attrs == {"redelivered": "1"}
+    client.ok(f"NACK {m.tag} requeue=0")
+    (dl,) = client.pull(f"PULL {dead}")
+    assert dl.attrs == {"reason": "rejected"}
+
+
+def test_a_missing_dead_letter_target_drops(client: Client) -> None:
+    q = queue(client, "max-length=1", f"dead-letter={unique('nowhere')}")
+    fill(client, q, "1", "2")
+    assert client.payloads(f"PULL {q} max=5") == [b"2"]
+
+
+def test_overflow_reject_does_not_dead_letter(client: Client) -> None:
+    dead = queue(client)
+    q = queue(client, "max-length=1", "overflow=reject", f"dead-letter={dead}")
+    fill(client, q, "1")
+    assert client.code(f"PUBLISH {q} :2") == "OVERFLOW"
+    assert client.pull(f"PULL {dead}") == []
+
+
+def test_an_expiry_cycle_ends(client: Client) -> None:
+    a, b = unique("a"), unique("b")
+    client.ok(f"CREATE {a} queue ttl=50 dead-letter={b}")
+    client.ok(f"CREATE {b} queue ttl=50 dead-letter={a}")
+    fill(client, a, "round")
+    poll(lambda: client.stats(b)["expired"] == "1")
+    assert client.quiet(0.2)  # time for it to come round again, if it were to
+    assert client.stats(a)["expired"] == "1"
+    assert client.stats(a)["messages"] == client.stats(b)["messages"] == "0"
+
+
+def test_a_dead_letter_cascade_stops_after_4_queues(client: Client) -> None:
+    # q0 -> q1 -> … -> q5: every queue but the last holds one message at most, so one
+    # publish to a full q0 sets off drop after drop down the chain.
+    names = [unique(f"c{i}") for i in range(6)]
+    client.ok(f"CREATE {names[5]} queue")
+    for i in range(4, -1, -1):
+        client.ok(f"CREATE {names[i]} queue max-length=1 dead-letter={names[i + 1]}")
+    for i in range(5):
+        fill(client, names[i], f"old{i}")
+    fill(client, names[0], "new")
+    contents = [client.payloads(f"PULL {n} max=5") for n in names]
+    assert contents == [[b"new"], [b"old0"], [b"old1"], [b"old2"], [b"old3"], []]
+    assert client.stats(names[4])["dropped"] == "1"  # old4: the fifth hop is dropped
