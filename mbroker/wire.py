@@ -238,6 +238,18 @@ class _Framer(Generic[_T]):
                     break
                 self._line(data[pos:end], out)
                 pos = nl + 1
+                need = self._need
+                if need >= 0:
+                    # Fast path: the whole payload and its line end are in this read.
+                    end = pos + need
+                    if end + 1 < n and data[end] == 13 and data[end + 1] == 10:
+                        self._need = -1
+                        self._done(data[pos:end], out)
+                        pos = end + 2
+                    elif end < n and data[end] == 10:
+                        self._need = -1
+                        self._done(data[pos:end], out)
+                        pos = end + 1
         return out
 
 
@@ -503,6 +515,9 @@ def _auth(args: list[bytes]) -> frames.Auth:
 
 _Item = Command | BrokerError
 
+#: how many distinct PUBLISH heads a connection remembers as already validated
+_HEAD_CACHE = 1024
+
 
 class CommandDecoder(_Framer[_Item]):
     """The broker's side: ``feed(bytes)`` gives one command or refusal per command line.
@@ -517,6 +532,8 @@ class CommandDecoder(_Framer[_Item]):
     ) -> None:
         super().__init__(max_line, max_payload)
         self._pending: tuple[str, str, int | None] | BrokerError = BadArgs()
+        #: PUBLISH heads already validated: the line up to its size -> (name, key, ttl)
+        self._heads: dict[bytes, tuple[str, str, int | None]] = {}
 
     def _fail(self, err: BrokerError, out: list[_Item]) -> None:
         out.append(err)
@@ -564,10 +581,19 @@ class CommandDecoder(_Framer[_Item]):
         elif len(size) > _MAX_DIGITS or int(size) > self.max_payload:
             self._fail(TooBig(f"payload over {self.max_payload} bytes"), out)
         else:
-            try:
-                self._pending = _publish_args(tokens[1:-1])
-            except BadArgs as err:
-                self._pending = err
+            head = line[: line.rfind(size)]
+            args = self._heads.get(head)
+            if args is None:
+                try:
+                    args = _publish_args(tokens[1:-1])
+                except BadArgs as err:
+                    self._pending = err
+                    self._payload(int(size))
+                    return
+                if len(self._heads) >= _HEAD_CACHE:
+                    self._heads.clear()
+                self._heads[head] = args
+            self._pending = args
             self._payload(int(size))
 
     def _done(self, payload: bytes, out: list[_Item]) -> None:
