@@ -25,6 +25,20 @@ def twistd_command() -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
+def broker_environment() -> dict[str, str]:
+    """This environment; with ``MBROKER_SRC=<dir>``, that tree's ``mbroker`` runs instead.
+
+    ``MBROKER_SRC`` names a directory holding ``mbroker/`` and ``twisted/plugins/`` (a
+    copy of another checkout, say), put first on the broker's ``PYTHONPATH``: the same
+    benchmark can then compare two versions of the broker.
+    """
+    env = dict(os.environ)
+    src = env.get("MBROKER_SRC")
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    return env
+
+
 class BrokerProcess:
     def __init__(self, *extra: str, data_dir: str | None = None) -> None:
         self._tmp = None
@@ -48,6 +62,7 @@ class BrokerProcess:
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            env=broker_environment(),
         )
         self.host, self.port = self._wait_for_port(deadline=time.monotonic() + 30)
 
@@ -75,12 +90,37 @@ class BrokerProcess:
         ticks = os.sysconf("SC_CLK_TCK")
         return (int(fields[11]) + int(fields[12])) / ticks
 
+    def cpu_wait_seconds(self) -> float:
+        """Seconds the broker's threads were runnable but waited for a CPU (schedstat)."""
+        total = 0
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+        return total / 1e9
+
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         return 0
+
+    def peak_rss_bytes(self) -> int:
+        """The broker's peak resident set size so far (``VmHWM``)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def pin(self, cpus: set[int] | None) -> None:
+        """Pin every thread of the broker to *cpus* (``None``: every CPU), like ``taskset``."""
+        allowed = cpus if cpus is not None else set(range(os.cpu_count() or 1))
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            os.sched_setaffinity(int(tid), allowed)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
