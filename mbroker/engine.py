@@ -51,14 +51,7 @@ class QueueEngine:
         """Put ``m`` at the tail of ``q`` and dispatch; False if refused (reject)."""
         o = q.options
         limited = o.max_length is not None or o.max_bytes is not None
-        if (
-            limited
-            and o.overflow == "reject"
-            and (
-                (o.max_length is not None and len(q.ready) >= o.max_length)
-                or (o.max_bytes is not None and q.ready_bytes + len(m.payload) > o.max_bytes)
-            )
-        ):
+        if limited and o.overflow == "reject" and _refuses(q, len(m.payload)):
             q.rejected += 1
             return False
         q.published += 1
@@ -343,24 +336,55 @@ class QueueEngine:
             path = (*m.dl_path, q.name)
             targets = [t for t in targets if t.name not in path]
         q.dead_lettered += 1
+        copies = []
+        for t in targets:
+            copy = Message(m.source, m.key, m.route, m.payload)
+            copy.reason = reason
+            copy.dl_path = path
+            if t.options.ttl is not None:
+                copy.expires_at = self._expiry(t, None)
+            copies.append((t, copy))
+        if self.journal is not None:
+            # The reason is not kept across a restart (the record has no field for it).
+            self._store(copies, m.source, m.key, m.payload, None)
         self._dl_depth += 1
-        msg_id = 0
-        stored: list[str] = []
         try:
-            for t in targets:
-                copy = Message(m.source, m.key, m.route, m.payload)
-                copy.reason = reason
-                copy.dl_path = path
-                if t.options.ttl is not None:
-                    copy.expires_at = self._expiry(t, None)
-                if t.options.durable and self.journal is not None:
-                    if not msg_id:
-                        msg_id = self.journal.new_id()
-                    copy.msg_id = msg_id
-                if self._enqueue(t, copy) and copy.msg_id:
-                    stored.append(t.name)
+            for t, copy in copies:
+                self._enqueue(t, copy)
         finally:
             self._dl_depth -= 1
-        if stored and self.journal is not None:
-            # The reason is not kept across a restart (the record has no field for it).
-            self.journal.add(MessageStored(msg_id, tuple(stored), m.source, m.key, m.payload))
+
+    def _store(
+        self,
+        copies: list[tuple[Queue, Message]],
+        source: str,
+        key: str,
+        payload: bytes,
+        expires: float | None,
+    ) -> None:
+        """Give the copies bound for durable queues (and not refused) one store id and
+        record them, *before* they are enqueued: ids then grow in log order, and a
+        removal (an auto-ack on delivery) always follows its message in the log."""
+        journal = self.journal
+        assert journal is not None
+        names = [
+            q.name
+            for q, m in copies
+            if q.options.durable
+            and not (q.options.overflow == "reject" and _refuses(q, len(payload)))
+        ]
+        if not names:
+            return
+        msg_id = journal.new_id()
+        for q, m in copies:
+            if q.name in names:
+                m.msg_id = msg_id
+        journal.add(MessageStored(msg_id, tuple(names), source, key, payload, expires))
+
+
+def _refuses(q: Queue, size: int) -> bool:
+    """Whether ``q`` is too full for one more message of ``size`` bytes."""
+    o = q.options
+    return (o.max_length is not None and len(q.ready) >= o.max_length) or (
+        o.max_bytes is not None and q.ready_bytes + size > o.max_bytes
+    )

@@ -309,28 +309,23 @@ class Broker(QueueEngine):
         assert journal is not None
         if any(q.options.durable for q in targets) and not journal.available:
             raise errors.Unavailable("the store cannot take writes; nothing was published")
-        rejected: Queue | None = None
-        msg_id = 0
-        stored: list[str] = []
-        stored_expiry: float | None = None
+        copies = []
+        expiries: list[float | None] = []
         for q in targets:
             expires = None
             if ttl is not None or q.options.ttl is not None:
                 expires = self._expiry(q, ttl)
-            m = Message(name, key, route, payload, expires)
             if q.options.durable:
-                if not msg_id:
-                    msg_id = journal.new_id()
-                    stored_expiry = expires
-                elif expires != stored_expiry:
-                    stored_expiry = None  # queues differ: each re-applies its ttl on restore
-                m.msg_id = msg_id
+                expiries.append(expires)
+            copies.append((q, Message(name, key, route, payload, expires)))
+        # Durable queues with different ttls share one record: it keeps the longest
+        # life, and each queue re-applies its own ttl when the broker restarts.
+        expiry = None if not expiries or None in expiries else max(expiries)  # type: ignore[type-var]
+        self._store(copies, name, key, payload, expiry)
+        rejected: Queue | None = None
+        for q, m in copies:
             if not self._enqueue(q, m):
                 rejected = q
-            elif m.msg_id:
-                stored.append(q.name)
-        if stored:
-            journal.add(rec.MessageStored(msg_id, tuple(stored), name, key, payload, stored_expiry))
         if rejected is not None:
             raise errors.Overflow(f"{rejected.name} is full")
         return len(targets)
@@ -573,7 +568,7 @@ class Broker(QueueEngine):
 
     def stats(self, name: str | None = None) -> list[tuple[str, str]]:
         if name is None:
-            rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             queues = sum(1 for o in self._objects.values() if isinstance(o, Queue))
             pairs: list[tuple[str, object]] = [
                 ("uptime", int(self.clock.seconds() - self.started)),
@@ -584,7 +579,8 @@ class Broker(QueueEngine):
                 ("published", self.published),
                 ("delivered", self.delivered),
                 ("acked", self.acked),
-                ("memory_peak_rss", rss_kib * 1024),
+                ("memory_rss", current_rss()),
+                ("memory_peak_rss", peak_kib * 1024),
             ]
         else:
             obj = self.get(name)
@@ -625,3 +621,12 @@ def _handled(found: list[Delivery], missing: str) -> int:
 
 def _tag_of(d: Delivery) -> int:
     return d.tag
+
+
+def current_rss() -> int:
+    """Resident memory now, in bytes (Linux ``/proc``; 0 where it is not there)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -125,8 +125,7 @@ def start_broker(
     if data_dir is None:
         data_dir = tmp_path / "data"
     args = ["--listen", "tcp:0:interface=127.0.0.1"]
-    if not memory_only:
-        args += ["--data-dir", str(data_dir)]
+    args += ["--memory"] if memory_only else ["--data-dir", str(data_dir)]
     command = [
         *twistd_command(),
         "--nodaemon",
