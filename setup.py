@@ -27,6 +27,7 @@ def read_version() -> str:
 TEST_REQUIRES = [
     "pytest",
     "pytest-twisted",
+    "pytest-timeout",
     "hypothesis",
     "mypy",
     "mypy-zope",
@@ -53,6 +54,7 @@ setup(
         "twisted>=23.10",
         "attrs>=23.1",
         "zope.interface",
+        "argon2-cffi>=23.1",
         "crochet>=2.1",
     ],
     extras_require={

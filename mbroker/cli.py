@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mbroker",
         description="Talk to an mbroker message broker.",
-        epilog="Exit status: 0 ok, 1 error (broker or connection), 2 usage.",
+        epilog="'mbroker user add|set|remove|list --users FILE' manages a users file "
+        "(see 'mbroker user --help'). "
+        "Exit status: 0 ok, 1 error (broker or connection), 2 usage.",
     )
     parser.add_argument("--version", action="version", version=f"mbroker {__version__}")
     _connection_options(parser, top=True)
@@ -206,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The ``mbroker`` console script."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["user"]:  # ``mbroker user …`` edits a users file: no broker needed
+        from mbroker import usercli
+
+        raise SystemExit(usercli.main(words[1:]))
     args = parse_args(argv)
     from twisted.internet import task
 

@@ -15,6 +15,14 @@ DEFAULT_PRIVATE_MAX_BYTES = 64 * MiB
 DEFAULT_MANUAL_PREFETCH = 1000
 NAME_MAX = 255
 KEY_MAX = 255
+GiB = 1024 * MiB
+DEFAULT_AUTH_TIMEOUT = 10.0
+DEFAULT_MEMORY_HIGH_WATER = 1 * GiB
+#: how much a connection may send before it has logged in (beyond the chunk that
+#: holds its AUTH): enough for a few lines, not for payloads
+DEFAULT_PRE_AUTH_MAX_BYTES = 64 * KiB
+#: how long a failed AUTH waits before its ``-ERR AUTH``
+DEFAULT_AUTH_FAIL_DELAY = 0.5
 
 
 @attrs.frozen
@@ -29,4 +37,19 @@ class Config:
     slow_consumer_disconnect: bool = False
     max_connections: int = 10_000
     max_subscriptions: int = 1_000
+    #: ``auth=required`` in the greeting; implied by ``users_file``
     auth_required: bool = False
+    #: the users file (``--users``): passwords and permissions; None: an open broker
+    users_file: str | None = None
+    #: seconds a connection has to log in when auth is required (``-ERR LIMIT``, closed)
+    auth_timeout: float = DEFAULT_AUTH_TIMEOUT
+    auth_fail_delay: float = DEFAULT_AUTH_FAIL_DELAY
+    pre_auth_max_bytes: int = DEFAULT_PRE_AUTH_MAX_BYTES
+    #: seconds without a byte from a connection (that has no subscription) before it is
+    #: closed with ``-ERR LIMIT``; 0: never
+    idle_timeout: float = 0.0
+    #: resident memory (bytes) over which the broker stops reading from connections
+    #: that publish, until it falls back under it; 0: no mark
+    memory_high_water: int = DEFAULT_MEMORY_HIGH_WATER
+    #: seconds between two looks at the broker's memory
+    memory_check_interval: float = 0.1

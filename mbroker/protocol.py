@@ -15,26 +15,41 @@ Flow control: the protocol is the push producer of its own transport.  When the
 transport's buffer fills, Twisted calls :meth:`pauseProducing`; the broker then stops
 delivering to this connection (its messages stay queued or go to competing consumers)
 and we stop reading from the peer, so a client that does not read its replies cannot
-make us buffer them without bound.
+make us buffer them without bound.  When the broker's memory is over its high-water
+mark (:class:`MemoryWatch`), a connection that sends a PUBLISH is held the same way
+until the memory is back under the mark.
+
+Authentication (when the factory has an :class:`~mbroker.auth.Authenticator`): before
+a successful AUTH every command but AUTH, PING and QUIT gets ``-ERR NO_AUTH`` (a
+handler table swapped on login: no per-command test), a connection may send only
+``pre_auth_max_bytes`` and has ``auth_timeout`` seconds to log in.  AUTH holds later
+commands like a waiting PULL while argon2 runs in a thread; a failed one is answered
+only after ``auth_fail_delay``.  Once logged in, each handler checks the user's
+:class:`~mbroker.auth.Permissions` (PUBLISH through a per-connection cache).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorThreads, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mbroker import __version__, errors, frames
+from mbroker.auth import Authenticator, Permissions, User
 from mbroker.config import Config
-from mbroker.model import Message, Session
-from mbroker.registry import Broker, Pulled
+from mbroker.model import Clock, Message, Session
+from mbroker.registry import Broker, Pulled, current_rss
 from mbroker.wire import CommandDecoder, encode_frame, error_line, hello_line, msg_header
 
 log = Logger()
@@ -53,11 +68,17 @@ class _Transport(TypingProtocol):  # the parts of ITCPTransport + IPushProducer 
 
     def registerProducer(self, producer: object, streaming: bool) -> None: ...
 
+    def unregisterProducer(self) -> None: ...
+
     def getPeer(self) -> object: ...
 
 
 _CRLF = b"\r\n"
 _OK = b"+OK\r\n"
+_NO_AUTH = error_line(errors.NoAuth("log in first: AUTH <user> <password>"))
+_AUTH_FAILED = error_line(errors.AuthFailed("wrong user or password"))
+#: most names a connection remembers it may (or may not) publish to
+_WRITE_CACHE_MAX = 4096
 
 
 class _Slot:
@@ -80,46 +101,106 @@ class BrokerProtocol(Protocol):
         self.config = config
         self.decoder = CommandDecoder(config.max_line, config.max_payload)
         self._slots: deque[_Slot] = deque()
+        self._journal = broker.journal
+        #: the journal's change count before the command being run
+        self._mark = 0
         #: commands decoded while an earlier one waits (PULL wait)
         self._backlog: deque[Any] = deque()
         self._waiting = False
         self._closing = False
+        #: closing waits for replies that are not written yet
+        self._close_pending = False
         #: the transport's buffer is full (it paused us as its producer)
         self._congested = False
         self._paused_reading = False
+        self._producing = False
+        #: the logged-in user (None: nobody yet, or an open broker)
+        self.user: User | None = None
+        #: the user's rights; None: everything is allowed (an open broker)
+        self._perms: Permissions | None = None
+        self._may_write: dict[str, bool] = {}
+        self._handlers = _HANDLERS
+        self._auth_required = False
+        self._auth_busy = False
+        self._pre_auth_bytes = 0
+        self._auth_timer: IDelayedCall | None = None
+        self._idle_timer: IDelayedCall | None = None
+        self._last_read = 0.0
+        self._lost = False
+        self._watch: MemoryWatch = _NO_WATCH
 
     # ------------------------------------------------------------ connection life
 
     def connectionMade(self) -> None:
         self._tr = cast(_Transport, self.transport)
         self.session = self.broker.open_session(self)
-        self._tr.registerProducer(self, True)
-        self._tr.write(hello_line(__version__, self.config.auth_required, self.config.max_payload))
+        config = self.config
+        clock = self.broker.clock
+        factory: BrokerFactory | None = getattr(self, "factory", None)
+        if factory is not None:
+            self._watch = factory.watch
+            self._auth_required = factory.auth_required
+        else:
+            self._auth_required = config.auth_required or config.users_file is not None
+        if self._auth_required:
+            self._handlers = _PRE_AUTH_HANDLERS
+            if config.auth_timeout > 0:
+                self._auth_timer = clock.callLater(config.auth_timeout, self._auth_expired)
+        if config.idle_timeout > 0:
+            self._last_read = clock.seconds()
+            self._idle_timer = clock.callLater(config.idle_timeout, self._idle_check)
+        self._tr.write(hello_line(__version__, self._auth_required, config.max_payload))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
+        self._lost = True
         self._backlog.clear()
+        for timer in (self._auth_timer, self._idle_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._auth_timer = self._idle_timer = None
+        self._watch.blocked.pop(self, None)
         self.broker.close_session(self.session)
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if not self._producing:
+            # Registered on the first bytes, not in connectionMade: a TLS transport
+            # pauses its producer until its handshake is done, and pausing us stops
+            # reading, so a producer registered before the handshake deadlocks it.
+            self._producing = True
+            self._tr.registerProducer(self, True)
+        if self._idle_timer is not None:
+            self._last_read = self.broker.clock.seconds()
+        watch = self._watch
+        watch.received += len(data)
+        if watch.received > watch.check_after:
+            watch.check()
         items = self.decoder.feed(data)
         if self._waiting:
             self._backlog.extend(items)
-            return
-        self._run(items)
+        else:
+            self._run(items)
+        if self._handlers is _PRE_AUTH_HANDLERS and not self._auth_busy:
+            # Before login a connection may send a few lines, not payloads: bytes
+            # that came with an AUTH being checked do not count (reading stops then).
+            self._pre_auth_bytes += len(data)
+            if self._pre_auth_bytes > self.config.pre_auth_max_bytes:
+                self._limit(f"more than {self.config.pre_auth_max_bytes} bytes before AUTH")
 
     # ------------------------------------------------------- the dispatch loop
 
     def _run(self, items: Any) -> None:
-        handlers = _HANDLERS
+        journal = self._journal
         for n, item in enumerate(items):
             if self._closing:
                 return
             if self._waiting:
                 self._backlog.extend(items[n:] if isinstance(items, list) else items)
                 return
+            if journal is not None:
+                self._mark = journal.changes
             if isinstance(item, errors.BrokerError):
                 self._reply(error_line(item))
                 if item.fatal:
@@ -127,7 +208,8 @@ class BrokerProtocol(Protocol):
                     return
                 continue
             try:
-                handlers[type(item)](self, item)
+                # (not a local: a successful AUTH changes the table mid-loop)
+                self._handlers[type(item)](self, item)
             except errors.BrokerError as e:
                 self._reply(error_line(e))
             except Exception:
@@ -135,7 +217,16 @@ class BrokerProtocol(Protocol):
                 self._reply(error_line(errors.Internal("see the broker's log")))
 
     def _reply(self, data: bytes, after: Callable[[], None] | None = None) -> None:
-        """Write a reply now, or queue it behind replies that are not ready."""
+        """Write a reply now, or queue it behind replies that are not ready.
+
+        A command that changed durable state is answered only once the journal's
+        commit stored the change (or with ``-ERR UNAVAILABLE`` if it could not)."""
+        journal = self._journal
+        if journal is not None and journal.changes != self._mark:
+            slot = self._later()
+            slot.after = after
+            journal.on_commit(partial(self._committed, slot, data))
+            return
         if not self._slots:
             self._tr.write(data)
             if after is not None:
@@ -145,6 +236,12 @@ class BrokerProtocol(Protocol):
         slot.data = data
         slot.after = after
         self._slots.append(slot)
+
+    def _committed(self, slot: _Slot, data: bytes, err: errors.BrokerError | None) -> None:
+        if err is not None:
+            slot.after = None
+            data = error_line(err)
+        self._fill(slot, data)
 
     def _later(self) -> _Slot:
         slot = _Slot()
@@ -163,17 +260,61 @@ class BrokerProtocol(Protocol):
             write(ready)
             if done.after is not None and not self._closing:
                 done.after()
+        if self._close_pending and not slots:
+            self._hang_up()
 
     def _close(self) -> None:
+        """Write nothing more after the last reply, and close once it is sent.
+
+        The broker stops delivering to this connection at once (else a MSG could follow
+        ``+OK bye`` or a fatal ``-ERR``), and the producer is unregistered: Twisted
+        closes a transport with a registered producer only once it is unregistered, so a
+        connection whose output had been paused would otherwise stay open for ever.
+        """
+        if self._closing:
+            return
         self._closing = True
         self._backlog.clear()
+        self.broker.set_writable(self.session, False)
+        if self._slots:  # replies still wait (for the disk): hang up once they are out
+            self._close_pending = True
+        else:
+            self._hang_up()
+
+    def _say(self, data: bytes) -> None:
+        """A reply of the broker's own (not to a command): after the pending ones."""
+        if not self._slots:
+            self._tr.write(data)
+        else:
+            slot = _Slot()
+            slot.data = data
+            self._slots.append(slot)
+
+    def _limit(self, text: str) -> None:
+        """A connection limit was hit: ``-ERR LIMIT <text>``, then close."""
+        if self._closing:
+            return
+        log.info("closing {peer}: {limit}", peer=self._peer(), limit=text)
+        self._say(error_line(errors.Limit(text)))
+        self._close()
+
+    def _hang_up(self) -> None:
+        self._close_pending = False
+        if self._producing:
+            self._producing = False
+            self._tr.unregisterProducer()
         self._tr.loseConnection()
 
     def _peer(self) -> str:
+        """``host:port`` of the peer (``[host]:port`` for IPv6), for the log."""
         try:
-            return str(self._tr.getPeer())
+            peer = self._tr.getPeer()
         except Exception:
             return "?"
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        if host is None or port is None:
+            return str(peer)
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
     # ------------------------------------------------------ DeliveryTarget API
 
@@ -229,27 +370,114 @@ class BrokerProtocol(Protocol):
     def stopProducing(self) -> None:
         self._closing = True
 
+    # ------------------------------------------------------------------ timers
+
+    def _auth_expired(self) -> None:
+        self._auth_timer = None
+        if self._closing or self._handlers is not _PRE_AUTH_HANDLERS:
+            return
+        if self._auth_busy:  # an AUTH is being checked: its answer decides
+            self._auth_timer = self.broker.clock.callLater(1.0, self._auth_expired)
+            return
+        self._limit(f"no AUTH within {self.config.auth_timeout:g} s")
+
+    def _idle_check(self) -> None:
+        """Close a connection that sent nothing for ``idle_timeout`` seconds.
+
+        One timer per connection, re-armed from the time of the last read (a read
+        only notes the time).  Not idle: a connection with subscriptions (it listens),
+        one whose command waits (PULL, AUTH, memory) or whose output is congested."""
+        self._idle_timer = None
+        if self._closing:
+            return
+        clock = self.broker.clock
+        timeout = self.config.idle_timeout
+        now = clock.seconds()
+        if self.session.consumers or self._waiting or self._congested:
+            self._last_read = now
+        left = self._last_read + timeout - now
+        if left <= 0:
+            self._limit(f"idle for {timeout:g} s")
+            return
+        self._idle_timer = clock.callLater(left, self._idle_check)
+
+    # ---------------------------------------------------------- memory watch
+
+    def _hold_for_memory(self, f: frames.Publish) -> None:
+        """The broker is over its memory mark: keep this PUBLISH and what follows,
+        and stop reading, until :meth:`MemoryWatch.check` releases us."""
+        self._backlog.append(f)
+        self._waiting = True
+        self._watch.blocked[self] = None
+        self._update_reading()
+
+    def _release(self) -> None:
+        if not self._closing:
+            self._drain_backlog()
+
+    # ------------------------------------------------------------ permissions
+
+    def _forbid(self, what: str, name: str) -> errors.Forbidden:
+        user = self.user.name if self.user is not None else "?"
+        return errors.Forbidden(f"{user} may not {what} {name}")
+
+    def _check(self, may: Callable[[str], bool], what: str, name: str) -> None:
+        if not may(name):
+            raise self._forbid(what, name)
+
+    def _own_private(self, name: str) -> bool:
+        return name.startswith(f"mbroker.sub.{self.session.id}.")
+
     # --------------------------------------------------------------- handlers
 
     def _create(self, f: frames.Create) -> None:
+        perms = self._perms
+        if perms is not None:
+            self._check(perms.may_configure, "configure", f.name)
+            dead_letter = f.options.dead_letter
+            if dead_letter is not None:
+                self._check(perms.may_write, "write to", dead_letter)
         made = self.broker.create(self.session, f.name, f.kind, f.options)
         self._reply(b"+OK created\r\n" if made else b"+OK exists\r\n")
 
     def _delete(self, f: frames.Delete) -> None:
+        if self._perms is not None:
+            self._check(self._perms.may_configure, "configure", f.name)
         self._reply(b"+OK %d\r\n" % self.broker.delete(f.name, f.if_empty, f.if_unused))
 
+    def _binding(self, queue: str, exchange: str) -> None:
+        perms = self._perms
+        if perms is not None:
+            self._check(perms.may_configure, "configure", queue)
+            self._check(perms.may_read, "read from", exchange)
+
     def _bind(self, f: frames.Bind) -> None:
+        self._binding(f.queue, f.exchange)
         self.broker.bind(f.queue, f.exchange, f.key)
         self._reply(_OK)
 
     def _unbind(self, f: frames.Unbind) -> None:
+        self._binding(f.queue, f.exchange)
         self.broker.unbind(f.queue, f.exchange, f.key)
         self._reply(_OK)
 
     def _publish(self, f: frames.Publish) -> None:
+        if self._watch.alarm:
+            self._hold_for_memory(f)
+            return
+        if self._perms is not None:
+            may = self._may_write.get(f.name)
+            if may is None:
+                if len(self._may_write) >= _WRITE_CACHE_MAX:
+                    self._may_write.clear()
+                may = self._may_write[f.name] = self._perms.may_write(f.name)
+            if not may:
+                raise self._forbid("write to", f.name)
         self._reply(b"+OK %d\r\n" % self.broker.publish(f.name, f.key, f.payload, f.ttl))
 
     def _subscribe(self, f: frames.Subscribe) -> None:
+        if self._perms is not None:
+            self._check(self._perms.may_read, "read from", f.name)
         c = self.broker.subscribe(
             self.session, f.name, f.pattern, f.prefetch, f.manual, f.ack_timeout
         )
@@ -261,12 +489,19 @@ class BrokerProtocol(Protocol):
         self._reply(_OK)
 
     def _pull(self, f: frames.Pull) -> None:
+        if self._perms is not None:
+            self._check(self._perms.may_read, "read from", f.queue)
         slot: list[_Slot] = []
 
         def done(pulled: Pulled) -> None:
-            # May run inside another connection's publish: write the reply now, but
-            # run the commands that queued behind it on a later reactor turn.
-            self._fill(slot[0], self._encode_pulled(pulled))
+            # May run inside another connection's publish: write the reply now (or
+            # once the removal of auto-acked durable messages is stored), but run
+            # the commands that queued behind it on a later reactor turn.
+            data = self._encode_pulled(pulled)
+            if self._journal is not None and not f.manual and any(m.msg_id for _, m in pulled):
+                self._journal.on_commit(partial(self._committed, slot[0], data))
+            else:
+                self._fill(slot[0], data)
             if not self._closing:
                 self.broker.clock.callLater(0, self._drain_backlog)
 
@@ -317,6 +552,8 @@ class BrokerProtocol(Protocol):
         self._reply(b"+OK %d\r\n" % self.broker.touch(self.session, f.tags))
 
     def _purge(self, f: frames.Purge) -> None:
+        if self._perms is not None:
+            self._check(self._perms.may_read, "read from", f.queue)
         self._reply(b"+OK %d\r\n" % self.broker.purge(f.queue))
 
     def _ping(self, f: frames.Ping) -> None:
@@ -327,15 +564,78 @@ class BrokerProtocol(Protocol):
         self._close()
 
     def _auth(self, f: frames.Auth) -> None:
-        # Authentication comes with the security issue; an open broker accepts anyone.
-        self._reply(_OK)
+        if not self._auth_required:  # an open broker accepts anyone
+            self._reply(_OK)
+            return
+        if self.user is not None:
+            raise errors.Forbidden(f"already logged in as {self.user.name}")
+        # Later commands depend on the answer: hold them (and reading) meanwhile.
+        slot = self._later()
+        self._waiting = True
+        self._auth_busy = True
+        self._update_reading()
+        d = self.factory.check_password(f.user, f.password)
+        d.addCallback(self._auth_checked, slot, f.user)
+        d.addErrback(self._auth_crashed, slot)
+
+    def _auth_checked(self, result: tuple[User | None, str | None], slot: _Slot, name: str) -> None:
+        user, problem = result
+        if problem is not None:
+            log.error("the users file was not re-read: {problem}", problem=problem)
+        if self._lost:
+            return
+        if user is None:
+            log.warn("failed AUTH as {user!r} from {peer}", user=name, peer=self._peer())
+            self.broker.clock.callLater(self.config.auth_fail_delay, self._auth_answer, slot, None)
+            return
+        log.info("{user} logged in from {peer}", user=user.name, peer=self._peer())
+        self._auth_answer(slot, user)
+
+    def _auth_answer(self, slot: _Slot, user: User | None) -> None:
+        if self._lost:
+            return
+        self._auth_busy = False
+        if user is not None:
+            self.user = user
+            self._perms = None if user.permissions == _ALL else user.permissions
+            self._may_write.clear()
+            self._handlers = _HANDLERS
+            if self._auth_timer is not None and self._auth_timer.active():
+                self._auth_timer.cancel()
+            self._auth_timer = None
+        self._fill(slot, _OK if user is not None else _AUTH_FAILED)
+        self._drain_backlog()
+
+    def _auth_crashed(self, failure: Failure, slot: _Slot) -> None:
+        log.failure("checking a password failed", failure=failure, peer=self._peer())
+        if not self._lost:
+            self._auth_busy = False
+            self._fill(slot, error_line(errors.Internal("see the broker's log")))
+            self._drain_backlog()
+
+    def _no_auth(self, f: Any) -> None:
+        self._reply(_NO_AUTH)
 
     def _list(self, f: frames.List) -> None:
         rows = self.broker.list_objects()
+        perms = self._perms
+        if perms is not None:
+            rows = [r for r in rows if perms.may_see(r.name) or self._own_private(r.name)]
         self._reply(b"".join([encode_frame(r) for r in rows]) + b"+OK %d\r\n" % len(rows))
 
     def _stats(self, f: frames.Stats) -> None:
+        perms = self._perms
+        if perms is not None and f.name is not None:
+            if not (perms.may_see(f.name) or self._own_private(f.name)):
+                raise self._forbid("see", f.name)
         pairs = self.broker.stats(f.name)
+        if f.name is None:
+            watch = self._watch
+            pairs += [
+                ("memory_high_water", str(watch.high_water)),
+                ("memory_alarm", str(int(watch.alarm))),
+                ("connections_blocked", str(len(watch.blocked))),
+            ]
         self._reply(b"".join([encode_frame(frames.Stat(k, v)) for k, v in pairs]) + _OK)
 
 
@@ -358,17 +658,172 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     frames.List: BrokerProtocol._list,
     frames.Stats: BrokerProtocol._stats,
 }
+#: before a successful AUTH: AUTH, PING and QUIT, and ``-ERR NO_AUTH`` for the rest
+_PRE_AUTH_HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
+    cls: BrokerProtocol._no_auth for cls in _HANDLERS
+}
+_PRE_AUTH_HANDLERS.update({cls: _HANDLERS[cls] for cls in (frames.Auth, frames.Ping, frames.Quit)})
+_ALL = Permissions()
+
+
+class MemoryWatch:
+    """The broker's memory against its high-water mark, looked at periodically.
+
+    Over the mark (``alarm``), a connection that sends a PUBLISH stops being read
+    (:meth:`BrokerProtocol._hold_for_memory`) and is listed in ``blocked``; once the
+    memory is under the mark again, every blocked connection goes on.  Consumers are
+    never blocked: they are what brings the memory down.  ``measure`` gives the
+    memory in bytes (default: the process's resident set size).
+
+    Besides every ``interval`` seconds, the memory is looked at whenever the
+    connections have read ``check_after`` bytes since the last look, so that however
+    fast clients publish, the broker overshoots its mark by little more than that.
+    """
+
+    #: bytes read from all connections between two looks at the memory, at most
+    CHECK_AFTER = 4 * 1024 * 1024
+
+    def __init__(
+        self,
+        clock: Clock,
+        high_water: int,
+        interval: float = 0.1,
+        measure: Callable[[], int] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.high_water = high_water
+        self.interval = interval
+        self.measure = measure if measure is not None else current_rss
+        self.alarm = False
+        #: bytes read since the last look
+        self.received = 0
+        self.check_after = self.CHECK_AFTER if high_water > 0 else 1 << 62
+        #: the connections held, in the order they were (a dict as an ordered set)
+        self.blocked: dict[BrokerProtocol, None] = {}
+        self.last = 0
+        self._loop: LoopingCall | None = None
+        self._trimmed = 0.0
+
+    def start(self) -> None:
+        if self.high_water > 0 and self._loop is None:
+            self._loop = LoopingCall(self.check)
+            self._loop.clock = cast(IReactorTime, self.clock)
+            d = self._loop.start(self.interval, now=True)
+            d.addErrback(lambda f: log.failure("the memory watch stopped", failure=f))
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            if self._loop.running:
+                self._loop.stop()
+            self._loop = None
+
+    def check(self) -> None:
+        self.received = 0
+        used = self.last = self.measure()
+        if used >= self.high_water:
+            if not self.alarm:
+                self.alarm = True
+                log.warn(
+                    "memory {used} bytes is over the high-water mark {mark}: publishers "
+                    "are not read until it falls back",
+                    used=used,
+                    mark=self.high_water,
+                )
+            now = self.clock.seconds()
+            if now - self._trimmed >= 1.0:  # freed memory goes back to the OS
+                self._trimmed = now
+                _trim_heap()
+        elif self.alarm:
+            self.alarm = False
+            blocked, self.blocked = self.blocked, {}
+            log.info(
+                "memory {used} bytes is under the high-water mark {mark} again: "
+                "{n} publishers go on",
+                used=used,
+                mark=self.high_water,
+                n=len(blocked),
+            )
+            for p in blocked:
+                p._release()
+
+
+_NO_WATCH = MemoryWatch(cast(Clock, None), 0)
+
+
+def _trim_heap() -> None:
+    """Ask glibc to give freed heap memory back to the OS (nothing elsewhere)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 class BrokerFactory(Factory):
-    """Makes a :class:`BrokerProtocol` per connection, all sharing one broker."""
+    """Makes a :class:`BrokerProtocol` per connection, all sharing one broker.
+
+    With ``config.users_file`` it checks passwords (``auth``) in the reactor's
+    thread pool, at most ``MAX_CONCURRENT_CHECKS`` at a time (argon2 takes tens of
+    milliseconds and 64 MiB each); with a reactor that has no threads (a test's
+    ``Clock``), or with ``check_in_thread=False``, it checks them inline.
+    """
 
     protocol = BrokerProtocol  # type: ignore[assignment]
+    MAX_CONCURRENT_CHECKS = 2
 
-    def __init__(self, broker: Broker, config: Config, reactor: IReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        config: Config,
+        reactor: IReactorTime | None = None,
+        auth: Authenticator | None = None,
+        check_in_thread: bool = True,
+    ) -> None:
         self.broker = broker
         self.config = config
         self.reactor = reactor
+        if auth is None and config.users_file is not None:
+            auth = Authenticator(config.users_file)
+        self.auth = auth
+        self.auth_required = config.auth_required or auth is not None
+        self._threads = check_in_thread and IReactorThreads.providedBy(reactor)
+        self._checks = DeferredSemaphore(self.MAX_CONCURRENT_CHECKS)
+        self.watch = MemoryWatch(
+            broker.clock, config.memory_high_water, config.memory_check_interval
+        )
+
+    def startFactory(self) -> None:
+        self.watch.start()
+
+    def stopFactory(self) -> None:
+        self.watch.stop()
+
+    def check_password(self, user: str, password: str) -> Deferred[tuple[User | None, str | None]]:
+        """``(user, None)`` for the right password, ``(None, None)`` otherwise; the
+        second item says why a changed users file could not be re-read."""
+        auth = self.auth
+        if auth is None:
+            return Deferred.fromCoroutine(_nobody())
+
+        def check() -> tuple[User | None, str | None]:
+            problem = auth.refresh()
+            return auth.check(user, password), problem
+
+        def run() -> Deferred[tuple[User | None, str | None]]:
+            if self._threads:
+                threads = cast(IReactorThreads, self.reactor)
+                return deferToThreadPool(threads, threads.getThreadPool(), check)
+            return maybeDeferred(check)
+
+        return self._checks.run(run)
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         if self.broker.connections >= self.config.max_connections:
@@ -376,6 +831,10 @@ class BrokerFactory(Factory):
         p = BrokerProtocol(self.broker, self.config)
         p.factory = self
         return p
+
+
+async def _nobody() -> tuple[User | None, str | None]:
+    return None, None
 
 
 class _Refuse(Protocol):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import sys
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -14,8 +17,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker.config import Config
+from mbroker.journal import Journal
 from mbroker.protocol import BrokerFactory
 from mbroker.registry import Broker
+from mbroker.store.bridge import journal_for
+from mbroker.store.log import FsyncPolicy, LogStore
+from mbroker.store.records import Recovered
 
 
 class ListenError(Exception):
@@ -34,6 +41,18 @@ def describe_address(address: IAddress) -> str:
     return str(address)
 
 
+def is_local(address: IAddress) -> bool:
+    """True for a loopback address or a UNIX socket: only this machine can connect."""
+    if isinstance(address, UNIXAddress):
+        return True
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        try:
+            return ipaddress.ip_address(address.host.split("%", 1)[0]).is_loopback
+        except ValueError:
+            return False
+    return False
+
+
 class BrokerService(MultiService):
     """Creates the broker and its factory on start and listens on each endpoint.
 
@@ -44,7 +63,12 @@ class BrokerService(MultiService):
     log = Logger()
 
     def __init__(
-        self, reactor: Any, config: Config, endpoints: list[str], data_dir: str | None
+        self,
+        reactor: Any,
+        config: Config,
+        endpoints: list[str],
+        data_dir: str | None,
+        fsync: FsyncPolicy = "always",
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -52,6 +76,9 @@ class BrokerService(MultiService):
         self.endpoints = list(endpoints)
         #: Where durable state lives; ``None`` keeps everything in memory.
         self.data_dir = data_dir
+        self.fsync: FsyncPolicy = fsync
+        self.store: LogStore | None = None
+        self.journal: Journal | None = None
         self.broker: Broker | None = None
         self.factory: BrokerFactory | None = None
         self.ports: list[IListeningPort] = []
@@ -59,10 +86,66 @@ class BrokerService(MultiService):
         self._failures: list[str] = []
 
     def startService(self) -> None:
-        broker = Broker(clock=self.reactor, config=self.config)
-        factory = BrokerFactory(broker, self.config, self.reactor)
-        self.broker, self.factory = broker, factory
         super().startService()
+        if self.data_dir is None:
+            self.log.warn("mbroker runs in memory only: durable queues do not survive a restart")
+            self._make_broker(None)
+            self._start_listening()
+            return
+        # Open (and replay) the store first, off the reactor thread; listen once the
+        # durable state is back, so that no client sees a half-recovered broker.
+        self.store = LogStore(self.reactor, self.data_dir, fsync=self.fsync)
+        started = self.reactor.seconds()
+        d = self.store.open()
+        d.addCallback(self._recovered, started)
+        d.addErrback(self._fatal)
+
+    def _recovered(self, recovered: Recovered, started: float) -> None:
+        store = self.store
+        assert store is not None
+        self.journal = journal_for(store, self.reactor)
+        broker = self._make_broker(self.journal)
+        broker.restore(recovered)
+        self.log.info(
+            "mbroker recovered {messages} messages in {queues} durable queues from "
+            "{data_dir} in {seconds:.2f} s",
+            messages=recovered.message_count(),
+            queues=len(recovered.queues),
+            data_dir=self.data_dir,
+            seconds=self.reactor.seconds() - started,
+        )
+        if self.running:
+            self._start_listening()
+
+    def _fatal(self, failure: Failure) -> None:
+        """The broker cannot run (its store will not open, it cannot listen): stop,
+        and make twistd exit with status 1."""
+        self.log.failure("mbroker cannot start", failure=failure)
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    def _make_broker(self, journal: Journal | None) -> Broker:
+        broker = Broker(clock=self.reactor, config=self.config, journal=journal)
+        self.broker = broker
+        self.factory = factory = BrokerFactory(broker, self.config, self.reactor)
+        if factory.auth is not None:
+            self.log.info(
+                "mbroker requires AUTH: {users} users in {users_file}",
+                users=len(factory.auth.users),
+                users_file=factory.auth.path,
+            )
+        elif not factory.auth_required:
+            self.log.warn(
+                "mbroker is open: no --users file, so anyone who can connect may do anything"
+            )
+        return broker
+
+    def _start_listening(self) -> None:
+        factory = self.factory
+        assert factory is not None
         self._starting, self._failures = True, []
         try:
             for description in self.endpoints:
@@ -74,8 +157,12 @@ class BrokerService(MultiService):
             for port in self.ports:
                 port.stopListening()
             self.ports = []
+            error = ListenError("mbroker cannot listen: " + "; ".join(self._failures))
+            if self.store is not None:  # started asynchronously: twistd is past start-up
+                self._fatal(Failure(error))
+                return
             MultiService.stopService(self)
-            raise ListenError("mbroker cannot listen: " + "; ".join(self._failures))
+            raise error
 
     def _listen(self, description: str, factory: BrokerFactory) -> None:
         try:
@@ -96,6 +183,16 @@ class BrokerService(MultiService):
             port.stopListening()
             return
         self.ports.append(port)
+        factory = self.factory
+        address = port.getHost()
+        if factory is not None and not factory.auth_required and not is_local(address):
+            self.log.warn(
+                "mbroker is open to the network on {address}: it has no --users file, so "
+                "anyone who can reach that address may do anything. Listen on loopback "
+                "(tcp:5555:interface=127.0.0.1) or give --users FILE.",
+                address=describe_address(address),
+                endpoint=description,
+            )
         # Said once the reactor runs: from then on connections are served and twistd's
         # signal handlers are in place, so whoever waits for this line may send SIGTERM.
         self.reactor.callWhenRunning(
@@ -127,10 +224,18 @@ class BrokerService(MultiService):
     def stopService(self) -> Deferred[Any]:
         ports, self.ports = self.ports, []
         d: Deferred[Any] = gatherResults([self._stop_listening(port) for port in ports])
-        close = getattr(self.broker, "close", None)
-        if close is not None:
-            d.addCallback(lambda _: close())
+        d.addCallback(lambda _: self._close_store())
         d.addCallback(lambda _: super(BrokerService, self).stopService())
+        return d
+
+    def _close_store(self) -> Deferred[Any] | None:
+        """Graceful stop: hand the last records to the store, then flush, fsync, close."""
+        if self.store is None:
+            return None
+        if self.journal is not None:
+            self.journal.commit()
+        d: Deferred[Any] = self.store.close()
+        d.addErrback(lambda f: self.log.failure("closing the store failed", failure=f))
         return d
 
     def _stop_listening(self, port: IListeningPort) -> Deferred[Any]:
@@ -143,3 +248,10 @@ class BrokerService(MultiService):
             )
         )
         return d
+
+
+def _exit_failed() -> None:
+    # twistd has no exit status of its own for "stopped because it could not start"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)

@@ -412,3 +412,19 @@ def test_progress_bar_rendering() -> None:
     auto.update(5000, 1)
     auto.finish(5000, 1)
     assert quiet.getvalue() == ""
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_subcommand_manages_a_users_file(tmp_path: Path) -> None:
+    users = str(tmp_path / "users")
+    added = await run(
+        [*mbroker_command(), "user", "add", "alice", "--users", users, "--password-stdin"],
+        stdin=b"s3cret\n",
+    )
+    assert added.code == 0, added.stderr
+    listed = await run([*mbroker_command(), "user", "list", "--users", users])
+    assert listed.code == 0, listed.stderr
+    assert listed.stdout.split()[0] == "alice"
+    assert b"s3cret" not in (tmp_path / "users").read_bytes()  # only a hash is kept
+    missing = await run([*mbroker_command(), "user", "remove", "bob", "--users", users])
+    assert missing.code != 0

@@ -19,6 +19,7 @@ TWISTED_FREE = [
     "mbroker.frames",
     "mbroker.errors",
     "mbroker.config",
+    "mbroker.auth",
     "mbroker.routing",
     "mbroker.model",
     "mbroker.registry",

@@ -7,7 +7,7 @@ from twisted.python import usage
 
 from mbroker import config
 from mbroker.service import BrokerService
-from mbroker.tap import DEFAULT_LISTEN, Options, makeService
+from mbroker.tap import DEFAULT_DATA_DIR, DEFAULT_LISTEN, Options, makeService
 
 
 def parse(*args: str) -> Options:
@@ -19,7 +19,9 @@ def parse(*args: str) -> Options:
 def test_defaults() -> None:
     options = parse()
     assert options["listen"] == [DEFAULT_LISTEN]
-    assert options["data-dir"] is None
+    assert options["data-dir"] == DEFAULT_DATA_DIR
+    assert not options["memory"]
+    assert options["fsync"] == "always"
     assert options["max-payload"] == config.DEFAULT_MAX_PAYLOAD
     assert options["max-line"] == config.DEFAULT_MAX_LINE
     assert options["private-max-length"] == config.DEFAULT_PRIVATE_MAX_LENGTH
@@ -66,3 +68,31 @@ def test_make_service() -> None:
     assert service.data_dir == "d"
     assert service.config == config.Config(max_payload=100, max_line=200)
     assert not service.running
+
+
+def test_memory_means_no_data_dir() -> None:
+    service = makeService(parse("--memory", "--data-dir=d"))
+    assert isinstance(service, BrokerService)
+    assert service.data_dir is None
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "never"])
+def test_fsync_policies(policy: str) -> None:
+    service = makeService(parse(f"--fsync={policy}"))
+    assert isinstance(service, BrokerService)
+    assert service.fsync == policy
+
+
+def test_fsync_must_be_a_known_policy() -> None:
+    with pytest.raises(usage.UsageError, match="--fsync must be always, interval or never"):
+        parse("--fsync=sometimes")
+
+
+def test_section_6_limits_reach_the_config() -> None:
+    service = makeService(
+        parse("--max-connections=7", "--max-subscriptions=3", "--disconnect-slow")
+    )
+    assert isinstance(service, BrokerService)
+    assert service.config.max_connections == 7
+    assert service.config.max_subscriptions == 3
+    assert service.config.slow_consumer_disconnect

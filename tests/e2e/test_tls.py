@@ -1,0 +1,237 @@
+"""TLS: ``twistd mbroker --listen ssl:…`` with a certificate this test makes, and clients
+that verify the server (Python's ``ssl`` module, and mbroker's own client)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import ssl
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import reactor
+
+from mbroker.client import connect as client_connect
+from tests.e2e.broker import _LISTENING, BrokerProcess, start_broker
+from tests.e2e.lineclient import LineClient
+from tests.test_auth import cheap_hash
+
+
+@attrs.frozen
+class Pki:
+    ca_cert: Path  # the trust root the clients get
+    ca_dir: Path  # the same, alone in a directory (Twisted's trustRoots=DIR)
+    server_key: Path
+    server_cert: Path
+    other_ca_cert: Path  # a CA that did not sign the server's certificate
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _key()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_pki(directory: Path) -> Pki:
+    ca_key, ca_cert = _ca("mbroker test CA")
+    _, other_cert = _ca("some other CA")
+    key = _key()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_dir = directory / "trust"
+    ca_dir.mkdir()
+    pki = Pki(
+        ca_cert=directory / "ca.pem",
+        ca_dir=ca_dir,
+        server_key=directory / "server.key",
+        server_cert=directory / "server.pem",
+        other_ca_cert=directory / "other-ca.pem",
+    )
+    pki.ca_cert.write_bytes(_pem(ca_cert))
+    (ca_dir / "ca.pem").write_bytes(_pem(ca_cert))
+    pki.other_ca_cert.write_bytes(_pem(other_cert))
+    pki.server_cert.write_bytes(_pem(cert) + _pem(ca_cert))
+    pki.server_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    pki.server_key.chmod(0o600)
+    return pki
+
+
+@attrs.define
+class TlsBroker:
+    process: BrokerProcess
+    pki: Pki
+    port: int
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
+    tmp = tmp_path_factory.mktemp("tls")
+    pki = make_pki(tmp)
+    users = tmp / "users"
+    users.write_text(f"alice:{cheap_hash('s3cret')}:*:*:*\n")
+    listen = f"ssl:0:privateKey={pki.server_key}:certKey={pki.server_cert}:interface=127.0.0.1"
+    process = start_broker(tmp, "--listen", listen, "--users", str(users), memory_only=True)
+    try:
+        # start_broker read the plain TCP port's line; the TLS port's comes next.
+        match = process.wait_for_line(_LISTENING, 30)
+        yield TlsBroker(process, pki, int(match.group(2)))
+    finally:
+        process.stop()
+
+
+class TlsLineClient(LineClient):
+    """A :class:`LineClient` over TLS that verifies the server against ``cafile``."""
+
+    def __init__(self, host: str, port: int, cafile: Path, server_hostname: str) -> None:
+        context = ssl.create_default_context(cafile=str(cafile))
+        self.timeout = 10.0
+        self._buf = bytearray()
+        self.pushed = deque()
+        raw = socket.create_connection((host, port), timeout=self.timeout)
+        self.sock = context.wrap_socket(raw, server_hostname=server_hostname)
+        self.hello = self.readline()
+
+
+def test_a_verifying_client_talks_over_tls(tls_broker: TlsBroker) -> None:
+    for hostname in ("localhost", "127.0.0.1"):
+        c = TlsLineClient("127.0.0.1", tls_broker.port, tls_broker.pki.ca_cert, hostname)
+        with c:
+            assert c.hello.startswith(b"HELLO mbroker ") and b" auth=required " in c.hello
+            assert c.sock.version() in ("TLSv1.2", "TLSv1.3")  # type: ignore[attr-defined]
+            c.send_line("AUTH alice s3cret")
+            assert c.read_reply() == ([], b"+OK")
+            c.send_line("CREATE tls-q queue")
+            c.send(b"PUBLISH tls-q 5\r\nhello\r\nPULL tls-q\r\nDELETE tls-q\r\nQUIT\r\n")
+            assert c.read_reply() == ([], b"+OK created")
+            assert c.read_reply() == ([], b"+OK 1")
+            data, status = c.read_reply()
+            assert status == b"+OK 1" and [m.payload for m in data] == [b"hello"]  # type: ignore[union-attr]
+            assert c.read_reply() == ([], b"+OK 0")
+            assert c.read_reply() == ([], b"+OK bye")
+            assert c.expect_closed()
+
+
+def test_a_big_payload_over_tls(tls_broker: TlsBroker) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    c = TlsLineClient("127.0.0.1", tls_broker.port, tls_broker.pki.ca_cert, "localhost")
+    with c:
+        c.send_line("AUTH alice s3cret")
+        c.send_line("CREATE tls-big queue")
+        c.send(
+            b"PUBLISH tls-big %d\r\n%s\r\nPULL tls-big\r\nDELETE tls-big\r\n"
+            % (len(payload), payload)
+        )
+        assert [c.read_reply()[1] for _ in range(3)] == [b"+OK", b"+OK created", b"+OK 1"]
+        data, status = c.read_reply(30)
+        assert status == b"+OK 1" and data[0].payload == payload  # type: ignore[union-attr]
+
+
+def test_the_client_refuses_a_server_it_cannot_verify(tls_broker: TlsBroker) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        TlsLineClient("127.0.0.1", tls_broker.port, tls_broker.pki.other_ca_cert, "localhost")
+    with pytest.raises(ssl.SSLCertVerificationError):  # the right CA, the wrong name
+        TlsLineClient("127.0.0.1", tls_broker.port, tls_broker.pki.ca_cert, "example.com")
+    with socket.create_connection(("127.0.0.1", tls_broker.port), timeout=10) as raw:
+        raw.sendall(b"PING\r\n")  # plain text to the TLS port: no answer in clear
+        raw.settimeout(10)
+        try:
+            data = raw.recv(1024)
+        except ConnectionError:
+            data = b""
+        assert b"PONG" not in data and b"HELLO" not in data
+    # The broker serves on.
+    c = TlsLineClient("127.0.0.1", tls_broker.port, tls_broker.pki.ca_cert, "localhost")
+    with c:
+        c.send_line("PING")
+        assert c.read_reply() == ([], b"+PONG")
+
+
+@pytest_twisted.ensureDeferred
+async def test_mbroker_client_over_tls(tls_broker: TlsBroker) -> None:
+    endpoint = f"tls:localhost:{tls_broker.port}:trustRoots={tls_broker.pki.ca_dir}"
+    client = await client_connect(reactor, endpoint, user="alice", password="s3cret", timeout=20)
+    try:
+        assert client.hello is not None and client.hello.auth_required
+        await client.create("tls-client-q", "queue")
+        await client.publish("tls-client-q", b"over tls")
+        [message] = await client.pull("tls-client-q")
+        assert message.payload == b"over tls"
+        await client.delete("tls-client-q")
+    finally:
+        await client.close()
