@@ -74,6 +74,8 @@ class _Transport(TypingProtocol):  # the parts of ITCPTransport + IPushProducer 
 
 
 _CRLF = b"\r\n"
+#: queued output past this many bytes is written at once (Twisted's own buffer size)
+_FLUSH_AT = 64 * 1024
 _OK = b"+OK\r\n"
 _NO_AUTH = error_line(errors.NoAuth("log in first: AUTH <user> <password>"))
 _AUTH_FAILED = error_line(errors.AuthFailed("wrong user or password"))
@@ -101,6 +103,10 @@ class BrokerProtocol(Protocol):
         self.config = config
         self.decoder = CommandDecoder(config.max_line, config.max_payload)
         self._slots: deque[_Slot] = deque()
+        #: bytes for the peer, written once per read or per reactor turn (_flush)
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._dirty = False
         self._journal = broker.journal
         #: the journal's change count before the command being run
         self._mark = 0
@@ -182,6 +188,8 @@ class BrokerProtocol(Protocol):
             self._backlog.extend(items)
         else:
             self._run(items)
+        # what this read delivered to subscribers goes out now, in one write each
+        self.factory.flush_all()
         if self._handlers is _PRE_AUTH_HANDLERS and not self._auth_busy:
             # Before login a connection may send a few lines, not payloads: bytes
             # that came with an AUTH being checked do not count (reading stops then).
@@ -215,6 +223,7 @@ class BrokerProtocol(Protocol):
             except Exception:
                 log.failure("command {command!r} failed", command=item, peer=self._peer())
                 self._reply(error_line(errors.Internal("see the broker's log")))
+        self._flush()
 
     def _reply(self, data: bytes, after: Callable[[], None] | None = None) -> None:
         """Write a reply now, or queue it behind replies that are not ready.
@@ -228,7 +237,7 @@ class BrokerProtocol(Protocol):
             journal.on_commit(partial(self._committed, slot, data))
             return
         if not self._slots:
-            self._tr.write(data)
+            self._send(data)
             if after is not None:
                 after()
             return
@@ -236,6 +245,25 @@ class BrokerProtocol(Protocol):
         slot.data = data
         slot.after = after
         self._slots.append(slot)
+
+    def _send(self, data: bytes) -> None:
+        """Queue ``data`` for the peer.  It is written at the end of the read being
+        handled, or of the reactor turn, or at once past ``_FLUSH_AT`` bytes (so the
+        transport still tells us, as its producer, when the peer stops reading)."""
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= _FLUSH_AT:
+            self._flush()
+        elif not self._dirty:
+            self._dirty = True
+            self.factory.flush_later(self)
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            self._out_size = 0
+            self._tr.writeSequence(out)
 
     def _committed(self, slot: _Slot, data: bytes, err: errors.BrokerError | None) -> None:
         if err is not None:
@@ -251,7 +279,7 @@ class BrokerProtocol(Protocol):
     def _fill(self, slot: _Slot, data: bytes) -> None:
         slot.data = data
         slots = self._slots
-        write = self._tr.write
+        write = self._send
         while slots:
             ready = slots[0].data
             if ready is None:
@@ -262,6 +290,8 @@ class BrokerProtocol(Protocol):
                 done.after()
         if self._close_pending and not slots:
             self._hang_up()
+        else:
+            self._flush()
 
     def _close(self) -> None:
         """Write nothing more after the last reply, and close once it is sent.
@@ -284,7 +314,7 @@ class BrokerProtocol(Protocol):
     def _say(self, data: bytes) -> None:
         """A reply of the broker's own (not to a command): after the pending ones."""
         if not self._slots:
-            self._tr.write(data)
+            self._send(data)
         else:
             slot = _Slot()
             slot.data = data
@@ -299,6 +329,7 @@ class BrokerProtocol(Protocol):
         self._close()
 
     def _hang_up(self) -> None:
+        self._flush()
         self._close_pending = False
         if self._producing:
             self._producing = False
@@ -320,29 +351,33 @@ class BrokerProtocol(Protocol):
 
     def push(self, sid: int, tag: int, message: Message) -> None:
         payload = message.payload
-        redelivered = message.deliveries - 1
         reason = message.reason
-        self._tr.writeSequence(
-            (
-                msg_header(
-                    sid,
-                    tag,
-                    message.route,
-                    len(payload),
-                    redelivered,
-                    reason.encode() if reason is not None else None,
-                ),
-                payload,
-                _CRLF,
+        out = self._out
+        out.append(
+            msg_header(
+                sid,
+                tag,
+                message.route,
+                len(payload),
+                message.deliveries - 1,
+                reason.encode() if reason is not None else None,
             )
         )
+        out.append(payload)
+        out.append(_CRLF)
+        self._out_size += len(payload) + 64
+        if self._out_size >= _FLUSH_AT:
+            self._flush()
+        elif not self._dirty:
+            self._dirty = True
+            self.factory.flush_later(self)
 
     def cancelled(self, sid: int, reason: str) -> None:
-        self._tr.write(encode_frame(frames.Cancel(sid, reason)))
+        self._send(encode_frame(frames.Cancel(sid, reason)))
 
     def slow(self, sid: int) -> None:
         if not self._closing:
-            self._tr.write(error_line(errors.Limit("slow consumer")))
+            self._send(error_line(errors.Limit("slow consumer")))
             self._close()
 
     # ----------------------------------------------------------- IPushProducer
@@ -356,6 +391,7 @@ class BrokerProtocol(Protocol):
         self._congested = False
         self._update_reading()
         self.broker.set_writable(self.session, True)
+        self._flush()  # the transport has room: what that let through goes now
 
     def _update_reading(self) -> None:
         """Read from the peer unless our output is congested or a command waits."""
@@ -799,6 +835,27 @@ class BrokerFactory(Factory):
         self.watch = MemoryWatch(
             broker.clock, config.memory_high_water, config.memory_check_interval
         )
+        self._dirty: list[BrokerProtocol] = []
+        self._flush_scheduled = False
+
+    def flush_later(self, p: BrokerProtocol) -> None:
+        """``p`` has output queued: write it at the end of this read or turn."""
+        self._dirty.append(p)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.broker.clock.callLater(0, self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._flush_scheduled = False
+        self.flush_all()
+
+    def flush_all(self) -> None:
+        """Write every connection's queued output (deliveries made for others)."""
+        dirty, self._dirty = self._dirty, []
+        for p in dirty:
+            p._dirty = False
+            if not p._lost:
+                p._flush()
 
     def startFactory(self) -> None:
         self.watch.start()
