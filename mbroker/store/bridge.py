@@ -1,0 +1,39 @@
+"""Connect the broker's :class:`~mbroker.journal.Journal` to an :class:`IStore`.
+
+The journal is synchronous and Twisted-free; a store speaks Deferreds.  This is the
+one place where the two meet: a write's Deferred becomes the journal's ``done``
+callback, and any failure becomes :class:`~mbroker.errors.Unavailable` (the only
+error a client should see for a store that cannot take writes).
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mbroker.errors import BrokerError, Unavailable
+from mbroker.interfaces import IStore
+from mbroker.journal import Done, Journal
+from mbroker.model import Clock
+from mbroker.store.records import Record
+
+log = Logger()
+
+
+def journal_for(store: IStore, clock: Clock) -> Journal:
+    """A journal whose commits go to ``store`` (an opened store)."""
+
+    def write(records: list[Record], done: Done) -> None:
+        d = store.write(records)
+
+        def failed(f: Failure) -> None:
+            err = f.value if isinstance(f.value, BrokerError) else Unavailable(str(f.value))
+            done(err)
+
+        d.addCallbacks(lambda _: done(None), failed)
+        d.addErrback(lambda f: log.failure("answering stored records failed", failure=f))
+
+    def available() -> bool:
+        return bool(store.available)
+
+    return Journal(clock, write, available)

@@ -1,0 +1,297 @@
+"""What is live where: the log store's bookkeeping, without payloads.
+
+The :class:`Ledger` mirrors the log as it is on disk.  Recovery builds it while
+it replays the segments; afterwards the store applies each group of records to
+it once the group has been written.  It answers the compaction questions:
+which segments hold no live message and can go, which are mostly dead and
+should be rewritten.
+
+Per live message it keeps one dict entry, ``msg_id -> segment << 32 | frame
+size`` (no payload: the broker keeps payloads in memory), and its id in the
+set (a dict) of each queue it is in.  Per segment: size, live messages and live
+bytes, and ``refs``, the older segments that its removal records point into.
+
+Why ``refs``: a removal record in segment K makes a message stored in an older
+segment H dead.  If K were deleted while H exists, recovery would bring the
+message back.  So K may go only once every segment in ``K.refs`` is gone.
+Queue deletions need no refs: every segment but the last one is followed by a
+snapshot of the declarations (written at the head of each new segment), which
+says which queues exist and, through each queue's *floor* (the next message id
+when it was declared), which of their older messages belong to a deleted
+incarnation.  A segment may go only when a later segment has such a snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from mbroker.store.codec import Snapshot
+from mbroker.store.records import (
+    MessagesRemoved,
+    MessageStored,
+    QueueDeclared,
+    QueueDeleted,
+    Record,
+    StoredMessage,
+)
+from mbroker.store.state import Declarations
+
+_SIZE_MASK = (1 << 32) - 1
+
+
+@attrs.define(eq=False)
+class Segment:
+    number: int
+    size: int = 0
+    live: int = 0
+    live_bytes: int = 0
+    #: older segments holding messages that this segment's removals removed
+    refs: set[int] = attrs.Factory(set)
+    has_snapshot: bool = False
+
+
+@attrs.define(eq=False)
+class Ledger:
+    decls: Declarations = attrs.Factory(Declarations)
+    #: msg_id -> segment << 32 | frame size, for every live message
+    home: dict[int, int] = attrs.Factory(dict)
+    #: queue -> ids of its live messages (values: the message during recovery, then None)
+    queue_msgs: dict[str, dict[int, StoredMessage | None]] = attrs.Factory(dict)
+    #: msg_id -> number of queues it is live in, when more than one
+    multi: dict[int, int] = attrs.Factory(dict)
+    #: msg_id -> older segments that still hold a copy (compaction in progress)
+    copies: dict[int, list[int]] = attrs.Factory(dict)
+    #: existing segments, oldest first
+    segments: dict[int, Segment] = attrs.Factory(dict)
+    next_msg_id: int = 1
+    tail: int = 0
+    #: the newest segment holding a snapshot of the declarations
+    last_snapshot: int = 0
+    #: segments that lost live messages since the last look (None: look at all),
+    #: so that the compaction questions cost little after each group
+    _delete_watch: set[int] | None = None
+    _rewrite_watch: set[int] | None = None
+
+    # ------------------------------------------------------------- segments
+
+    def add_segment(self, number: int, size: int = 0, snapshot: bool = False) -> Segment:
+        seg = self.segments[number] = Segment(number, size, has_snapshot=snapshot)
+        self.tail = max(self.tail, number)
+        if snapshot:
+            self.last_snapshot = max(self.last_snapshot, number)
+        self._delete_watch = self._rewrite_watch = None
+        return seg
+
+    def deleted(self, numbers: Iterable[int]) -> None:
+        for number in numbers:
+            self.segments.pop(number, None)
+        self._delete_watch = self._rewrite_watch = None
+
+    def _lost_live(self, number: int) -> None:
+        if self._delete_watch is not None:
+            self._delete_watch.add(number)
+        if self._rewrite_watch is not None:
+            self._rewrite_watch.add(number)
+
+    def _watched(self, watch: set[int] | None) -> list[tuple[int, Segment]]:
+        existing = self.segments
+        if watch is None:
+            return list(existing.items())
+        return [(n, existing[n]) for n in sorted(watch) if n in existing]
+
+    def deletable(self) -> list[int]:
+        """Segments that hold nothing recovery needs (among those changed since)."""
+        watched, self._delete_watch = self._watched(self._delete_watch), set()
+        existing = self.segments
+        return [
+            n
+            for n, seg in watched
+            if n != self.tail
+            and n < self.last_snapshot
+            and seg.live == 0
+            and not any(r in existing for r in seg.refs)
+        ]
+
+    def rewrite_candidate(self, ratio: float, exclude: set[int]) -> int | None:
+        """The oldest sealed segment whose live bytes are under ``ratio`` of its size.
+
+        Only one whose removals point into no existing segment, so that it can
+        be deleted as soon as its live messages are copied.
+        """
+        watched, self._rewrite_watch = self._watched(self._rewrite_watch), set()
+        existing = self.segments
+        for i, (n, seg) in enumerate(watched):
+            if (
+                n != self.tail
+                and n < self.last_snapshot
+                and seg.live > 0
+                and seg.live_bytes < ratio * seg.size
+                and n not in exclude
+                and not any(r in existing for r in seg.refs)
+            ):
+                self._rewrite_watch.update(m for m, _seg in watched[i + 1 :])
+                return n
+        return None
+
+    def disk_bytes(self) -> int:
+        return sum(seg.size for seg in self.segments.values())
+
+    def live_bytes(self) -> int:
+        return sum(seg.live_bytes for seg in self.segments.values())
+
+    # ------------------------------------------------------------- messages
+
+    def store(
+        self,
+        msg_id: int,
+        queues: Sequence[str],
+        seg: Segment,
+        size: int,
+        entry: StoredMessage | None,
+    ) -> None:
+        if msg_id >= self.next_msg_id:
+            self.next_msg_id = msg_id + 1
+        old = self.home.get(msg_id)
+        if old is not None:
+            # A copy written by compaction: the message now lives here.
+            old_number = old >> 32
+            if old_number != seg.number:
+                old_seg = self.segments.get(old_number)
+                if old_seg is not None:
+                    old_seg.live -= 1
+                    old_seg.live_bytes -= old & _SIZE_MASK
+                    self._lost_live(old_number)
+                    self.copies.setdefault(msg_id, []).append(old_number)
+                self.home[msg_id] = (seg.number << 32) | size
+                seg.live += 1
+                seg.live_bytes += size
+            return
+        live = 0
+        queue_msgs = self.queue_msgs
+        for queue in queues:
+            msgs = queue_msgs.get(queue)
+            if msgs is not None:
+                msgs[msg_id] = entry
+                live += 1
+        if live:
+            self.home[msg_id] = (seg.number << 32) | size
+            seg.live += 1
+            seg.live_bytes += size
+            if live > 1:
+                self.multi[msg_id] = live
+
+    def remove(self, queue: str, msg_ids: Iterable[int], seg: Segment) -> None:
+        msgs = self.queue_msgs.get(queue)
+        if msgs is None:
+            return
+        home, refs, number = self.home, seg.refs, seg.number
+        for msg_id in msg_ids:
+            if msg_id in msgs:
+                del msgs[msg_id]
+                where = home[msg_id] >> 32
+                if where != number:
+                    refs.add(where)
+                older = self.copies.get(msg_id)
+                if older is not None:
+                    refs.update(older)
+                self._left_queue(msg_id)
+
+    def _left_queue(self, msg_id: int) -> None:
+        count = self.multi.get(msg_id)
+        if count is not None:
+            if count > 2:
+                self.multi[msg_id] = count - 1
+            else:
+                del self.multi[msg_id]
+            return
+        packed = self.home.pop(msg_id)
+        seg = self.segments.get(packed >> 32)
+        if seg is not None:
+            seg.live -= 1
+            seg.live_bytes -= packed & _SIZE_MASK
+            self._lost_live(seg.number)
+        self.copies.pop(msg_id, None)
+
+    def drop_queue(self, queue: str, below: int | None = None) -> None:
+        """The queue's messages are gone (all of them, or those with ids < ``below``)."""
+        msgs = self.queue_msgs.get(queue)
+        if msgs is None:
+            return
+        if below is None:
+            del self.queue_msgs[queue]
+            doomed: Iterable[int] = msgs
+        else:
+            doomed = [msg_id for msg_id in msgs if msg_id < below]
+            for msg_id in doomed:
+                del msgs[msg_id]
+        for msg_id in doomed:
+            self._left_queue(msg_id)
+
+    # -------------------------------------------------------------- records
+
+    def apply(self, records: Sequence[Record], sizes: Sequence[int], seg: Segment) -> None:
+        """Apply a group of records that was written to ``seg``."""
+        for record, size in zip(records, sizes, strict=True):
+            kind = type(record)
+            if kind is MessageStored:
+                assert isinstance(record, MessageStored)
+                self.store(record.msg_id, record.queues, seg, size, None)
+            elif kind is MessagesRemoved:
+                assert isinstance(record, MessagesRemoved)
+                self.remove(record.queue, record.msg_ids, seg)
+            else:
+                self.declare(record)
+
+    def declare(self, record: Record) -> None:
+        if isinstance(record, QueueDeclared):
+            if self.decls.declare_queue(record.name, record.options, self.next_msg_id):
+                self.queue_msgs[record.name] = {}
+        else:
+            if isinstance(record, QueueDeleted):
+                self.drop_queue(record.name)
+            self.decls.apply(record, self.next_msg_id)
+
+    def snapshot(self) -> Snapshot:
+        decls = self.decls
+        return Snapshot(
+            self.next_msg_id,
+            tuple(decls.exchanges.items()),
+            tuple((name, opts, decls.floors[name]) for name, opts in decls.queues.items()),
+            tuple(decls.bindings),
+        )
+
+    def apply_snapshot(self, snap: Snapshot, seg: Segment) -> None:
+        """Recovery met a snapshot: the declarations are exactly these."""
+        self.next_msg_id = max(self.next_msg_id, snap.next_msg_id)
+        floors = {name: floor for name, _opts, floor in snap.queues}
+        for queue in list(self.queue_msgs):
+            floor = floors.get(queue)
+            if floor is None:
+                self.drop_queue(queue)
+            elif floor > self.decls.floors.get(queue, 0):
+                self.drop_queue(queue, below=floor)
+        decls = Declarations()
+        for name, kind in snap.exchanges:
+            decls.declare_exchange(name, kind)
+        for name, options, floor in snap.queues:
+            decls.declare_queue(name, options, floor)
+            self.queue_msgs.setdefault(name, {})
+        for binding in snap.bindings:
+            decls.bind(*binding)
+        self.decls = decls
+        seg.has_snapshot = True
+        self.last_snapshot = max(self.last_snapshot, seg.number)
+
+    def forget_payloads(self) -> None:
+        """Drop the recovered messages (the broker has them now), keep the ids."""
+        for queue, msgs in self.queue_msgs.items():
+            self.queue_msgs[queue] = dict.fromkeys(msgs)
+
+    def live_queues(self, msg_id: int, queues: Sequence[str]) -> tuple[str, ...]:
+        return tuple(q for q in queues if msg_id in self.queue_msgs.get(q, _EMPTY))
+
+
+_EMPTY: dict[int, Any] = {}

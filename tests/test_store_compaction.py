@@ -1,0 +1,180 @@
+"""Compaction: the log store's disk use tracks live messages, not history."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet.task import deferLater
+
+from mbroker.store.executor import ManualExecutor
+from mbroker.store.log import LogStore
+from mbroker.store.records import MessagesRemoved, QueueDeclared, QueueDeleted
+from mbroker.store.segment import segment_name
+from tests.store_support import DATA, DURABLE, declare, ids, log_store, msg, open_log, result
+
+
+def segments(fs: object) -> list[str]:
+    return sorted(fs.files(DATA))  # type: ignore[attr-defined]
+
+
+def test_segments_without_live_messages_are_deleted() -> None:
+    store, fs, _ = open_log(segment_size=1000)
+    result(store.write(declare("q")))
+    for i in range(1, 301):
+        result(store.write([msg(i)]))
+        result(store.write([MessagesRemoved("q", (i,))]))
+    stats = store.stats()
+    assert stats["segments_deleted"] > 10
+    assert len(segments(fs)) <= 2, segments(fs)
+    assert stats["disk_bytes"] == sum(fs.files(DATA).values())
+    rec = open_log(fs.kill9())[2]
+    assert rec.messages == {"q": []} and rec.next_msg_id == 301
+
+
+def test_a_mostly_dead_segment_is_rewritten() -> None:
+    store, fs, _ = open_log(segment_size=2000)
+    result(store.write(declare("q", "keep")))
+    result(store.write([msg(1, ("keep",), payload=b"precious")]))
+    for i in range(2, 400):
+        result(store.write([msg(i)]))
+        result(store.write([MessagesRemoved("q", (i,))]))
+    assert segment_name(1) not in segments(fs)
+    assert store.stats()["compactions"] >= 1
+    assert len(segments(fs)) <= 2
+    rec = open_log(fs.kill9())[2]
+    assert rec.messages["keep"] == [(1, "ex", "a.b", b"precious", None, ())]
+
+
+def test_disk_use_tracks_live_data() -> None:
+    rng = random.Random(7)
+    store, fs, _ = open_log(segment_size=4096)
+    result(store.write(declare("q", "r")))
+    live: set[int] = set()
+    for i in range(1, 3001):
+        result(store.write([msg(i, ("q", "r") if i % 3 == 0 else ("q",), payload=b"x" * 100)]))
+        live.add(i)
+        if len(live) > 100:
+            doomed = rng.sample(sorted(live), 5)
+            live.difference_update(doomed)
+            result(store.write([MessagesRemoved("q", tuple(doomed))]))
+            result(store.write([MessagesRemoved("r", tuple(doomed))]))
+        if i % 500 == 0:
+            stats = store.stats()
+            # never more than a few segments beyond what the live messages need
+            assert stats["disk_bytes"] < 4 * stats["live_bytes"] + 3 * 4096, stats
+    rec = open_log(fs.kill9())[2]
+    assert ids(rec) == sorted(live)
+    assert ids(rec, "r") == sorted(i for i in live if i % 3 == 0)
+
+
+def test_a_segment_whose_removals_matter_is_kept() -> None:
+    # compact_ratio=0: no rewrite, so the old segment stays and pins the removals
+    store, fs, _ = open_log(segment_size=600, compact_ratio=0)
+    result(store.write([*declare("q", "keep"), msg(1, ("keep",)), msg(2, ("q",))]))
+    for i in range(3, 12):  # fill segment 1
+        result(store.write([msg(i, ("keep",))]))
+    assert len(segments(fs)) >= 2
+    result(store.write([MessagesRemoved("q", (2,))]))  # in a later segment, points back
+    for i in range(100, 140):  # more segments; their own messages all die
+        result(store.write([msg(i)]))
+        result(store.write([MessagesRemoved("q", (i,))]))
+    names = segments(fs)
+    assert segment_name(1) in names
+    rec = open_log(fs.kill9())[2]
+    assert ids(rec) == []  # message 2 did not come back
+    assert ids(rec, "keep") == list(range(3, 12)) or ids(rec, "keep") == [1, *range(3, 12)]
+    assert 1 in ids(rec, "keep")
+
+
+def test_a_deleted_and_recreated_queue_keeps_its_old_messages_dead() -> None:
+    store, fs, _ = open_log(segment_size=500, compact_ratio=0)
+    result(store.write([*declare("q", "keep"), msg(1, ("q",)), msg(2, ("keep",))]))
+    i = 3
+
+    def fill_until(tail: int) -> None:
+        nonlocal i
+        while segments(fs)[-1] < segment_name(tail):
+            result(store.write([msg(i, ("keep",)), MessagesRemoved("keep", (i,))]))
+            i += 1
+
+    fill_until(2)
+    # segment 2 records the deletion and a new incarnation, then fills up and dies
+    result(store.write([QueueDeleted("q"), QueueDeclared("q", DURABLE)]))
+    fill_until(4)
+    result(store.write([msg(1000, ("q",))]))
+    assert segment_name(1) in segments(fs)  # message 2 keeps it
+    assert segment_name(2) not in segments(fs)
+    rec = open_log(fs.kill9())[2]
+    assert ids(rec) == [1000]  # message 1 belonged to the deleted incarnation
+    assert ids(rec, "keep") == [2]
+
+
+def test_crash_between_copy_and_delete_leaves_harmless_duplicates() -> None:
+    executor = ManualExecutor()
+    store, fs, _ = log_store(executor=executor, segment_size=1500)
+    d = store.open()
+    executor.run_all()
+    result(d)
+    store.write([*declare("q", "keep"), msg(1, ("keep", "q"))])
+    executor.run_all()
+    for i in range(2, 200):
+        store.write([msg(i), MessagesRemoved("q", (i,))])
+        while store.stats()["compactions"] == 0 and executor.run_one():
+            pass
+        if store.stats()["compactions"]:
+            break
+    assert store.stats()["messages_copied"] == 1
+    assert segment_name(1) in segments(fs)  # the copy is written, the delete is not
+    rec = open_log(fs.kill9())[2]
+    assert ids(rec, "keep") == [1] and ids(rec, "q") == [1]
+    executor.run_all()
+    assert segment_name(1) not in segments(fs)
+    store.write([MessagesRemoved("q", (1,))])
+    executor.run_all()
+    rec = open_log(fs.kill9())[2]
+    assert ids(rec, "keep") == [1] and ids(rec, "q") == []
+
+
+def test_copies_are_on_disk_before_the_original_goes_even_with_fsync_never() -> None:
+    store, fs, _ = open_log(segment_size=1500, fsync="never")
+    result(store.write([*declare("q", "keep"), msg(1, ("keep",), payload=b"precious")]))
+    result(store.close())  # message 1 is on disk
+    store, fs, _ = open_log(fs, segment_size=1500, fsync="never")
+    for i in range(2, 200):
+        result(store.write([msg(i), MessagesRemoved("q", (i,))]))
+        if segment_name(1) not in segments(fs):
+            break
+    assert store.stats()["compactions"] == 1
+    for seed in range(20):  # whatever else the power cut takes, message 1 stays
+        rec = open_log(fs.power_cut(random.Random(seed)))[2]
+        assert rec.messages["keep"] == [(1, "ex", "a.b", b"precious", None, ())]
+
+
+@pytest_twisted.ensureDeferred
+async def test_compaction_with_real_threads(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    directory = str(tmp_path / "data")
+    store = LogStore(reactor, directory, segment_size=8192)
+    await store.open()
+    await store.write([*declare("q", "keep"), msg(1, ("keep",))])
+    for start in range(2, 3000, 100):
+        batch = range(start, start + 100)
+        await store.write([msg(i, payload=b"x" * 50) for i in batch])
+        await store.write([MessagesRemoved("q", tuple(batch))])
+    for _ in range(500):  # the rewrite of segment 1 runs in the background
+        if segment_name(1) not in os.listdir(directory):
+            break
+        await deferLater(reactor, 0.01, lambda: None)
+        await store.write([msg(10_000 + _, ("q",)), MessagesRemoved("q", (10_000 + _,))])
+    stats = store.stats()
+    assert stats["compactions"] >= 1 and stats["segments_deleted"] > 10
+    assert len(os.listdir(directory)) <= 3
+    await store.close()
+    store = LogStore(reactor, directory, segment_size=8192)
+    rec = await store.open()
+    assert ids(rec, "keep") == [1] and ids(rec) == []
+    await store.close()
