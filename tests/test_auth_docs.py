@@ -10,7 +10,6 @@ holding the users the document describes (and an administrator that cleans up).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from tests.e2e.broker import BrokerProcess, start_broker
 from tests.test_auth import cheap_hash
 from tests.test_docs import DOC, Example, parse_examples, replay
+from tests.test_docs import clean as docs_clean
 
 #: user, password, configure, write, read: as docs/protocol.rst describes them
 USERS = [
@@ -65,22 +65,8 @@ def brokers(
             broker.stop()
 
 
-def clean(broker: BrokerProcess, deadline: float = 5.0) -> None:
-    end = time.monotonic() + deadline
-    with broker.connect() as admin:
-        assert admin.request("AUTH docs-admin clean-up")[1] == b"+OK"
-        while True:
-            data, _ = admin.request("LIST")
-            names = [line.split()[1].decode() for line in data if isinstance(line, bytes)]
-            for name in names:
-                if not name.startswith("mbroker."):
-                    admin.request(f"DELETE {name}")
-            stats, _ = admin.request("STATS")
-            if not names and b"STAT connections 1" in stats:
-                return
-            if time.monotonic() > end:
-                raise AssertionError(f"objects or connections left: {names} {stats}")
-            time.sleep(0.01)
+def clean(broker: BrokerProcess) -> None:
+    docs_clean(broker, login="AUTH docs-admin clean-up")
 
 
 def test_the_document_has_auth_examples() -> None:

@@ -225,10 +225,14 @@ def replay(broker: BrokerProcess, example: Example) -> None:
             client.close()
 
 
-def clean(broker: BrokerProcess, deadline: float = 5.0) -> None:
-    """Delete every object, and wait until the example's connections are gone."""
+def clean(broker: BrokerProcess, deadline: float = 5.0, login: str | None = None) -> None:
+    """Delete every object, and wait until the example's connections are gone.
+
+    ``login`` is an ``AUTH`` line to send first, on a broker that requires one."""
     end = time.monotonic() + deadline
     with broker.connect() as admin:
+        if login is not None:
+            assert admin.request(login)[1] == b"+OK"
         while True:
             data, _ = admin.request("LIST")
             names = [line.split()[1].decode() for line in data if isinstance(line, bytes)]

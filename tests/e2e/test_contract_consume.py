@@ -5,41 +5,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from tests.e2e.broker import BrokerProcess
 from tests.e2e.test_contract_support import (
     Client,
-    client_of,
     connect,
+    fill,
     poll,
-    running_broker,
+    queue,
     unique,
 )
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory)
-
-
-@pytest.fixture
-def client(broker: BrokerProcess) -> Iterator[Client]:
-    yield from client_of(broker)
-
-
-def queue(c: Client, *options: str) -> str:
-    name = unique("q")
-    assert c.ok(" ".join(["CREATE", name, "queue", *options])) == "+OK created"
-    return name
-
-
-def fill(c: Client, q: str, *payloads: str) -> None:
-    for p in payloads:
-        assert c.ok(f"PUBLISH {q} :{p}") == "+OK 1"
-
 
 # ---------------------------------------------------------------- SUBSCRIBE
 

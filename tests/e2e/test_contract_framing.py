@@ -11,20 +11,10 @@ import pytest
 from mbroker import __version__
 from tests.e2e.broker import BrokerProcess
 from tests.e2e.lineclient import Msg
-from tests.e2e.test_contract_support import Client, client_of, connect, running_broker, unique
+from tests.e2e.test_contract_support import Client, connect, running_broker, unique
 
 MAX_LINE = 200
 MAX_PAYLOAD = 100
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory)
-
-
-@pytest.fixture
-def client(broker: BrokerProcess) -> Iterator[Client]:
-    yield from client_of(broker)
 
 
 @pytest.fixture(scope="module")

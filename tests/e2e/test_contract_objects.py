@@ -4,29 +4,12 @@ manage objects (CREATE, DELETE, BIND, UNBIND, PUBLISH, PURGE, LIST, STATS, PING,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.broker import BrokerProcess
-from tests.e2e.test_contract_support import Client, client_of, connect, poll, running_broker
+from tests.e2e.test_contract_support import Client, connect, poll, queue
 from tests.e2e.test_contract_support import unique as fresh
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory)
-
-
-@pytest.fixture
-def client(broker: BrokerProcess) -> Iterator[Client]:
-    yield from client_of(broker)
-
-
-def queue(c: Client, *options: str) -> str:
-    name = fresh("q")
-    assert c.ok(" ".join(["CREATE", name, "queue", *options])) == "+OK created"
-    return name
 
 
 def exchange(c: Client, kind: str, *options: str) -> str:

@@ -148,6 +148,19 @@ def running_broker(tmp: pytest.TempPathFactory, *args: str) -> Iterator[BrokerPr
         process.stop()
 
 
+def queue(c: Client, *options: str) -> str:
+    """Create a queue with a fresh name (and ``options``); its name."""
+    name = unique("q")
+    assert c.ok(" ".join(["CREATE", name, "queue", *options])) == "+OK created"
+    return name
+
+
+def fill(c: Client, q: str, *payloads: str) -> None:
+    """Publish each of ``payloads`` to queue ``q``."""
+    for p in payloads:
+        assert c.ok(f"PUBLISH {q} :{p}") == "+OK 1"
+
+
 def client_of(broker: BrokerProcess) -> Iterator[Client]:
     """The body of a function-scoped fixture: a client, closed afterwards."""
     with connect(broker) as c:
