@@ -125,14 +125,16 @@ def test_publishers_are_held_at_the_memory_high_water_mark(tmp_path: Path) -> No
             poll(held, timeout=30)
             stats = admin.stats()
             assert stats["memory_alarm"] == "1"
-            # Held: the broker publishes nothing more (what its last read brought in
-            # may still land), and its memory stays put.  Counted at the broker: the
-            # client may still be reading replies that were sent before the hold.
+            # Held at the mark: the publisher may go on only as memory falls back
+            # under it (the broker resumes it, then holds it again), so what is
+            # queued meanwhile stays within the same allowance as the peak below.
+            # Counted at the broker: the client may still be reading old replies.
             settled = int(admin.stats(q)["messages"])
             for _ in range(10):
                 peak = max(peak, rss_bytes(broker))
                 time.sleep(0.05)
-            assert int(admin.stats(q)["messages"]) - settled <= 4
+            grown = int(admin.stats(q)["messages"]) - settled
+            assert grown * len(payload) < 24 * MiB, grown
             assert peak < mark + 24 * MiB, peak
             assert admin.ok("PING") == "+PONG"  # the others are served
             # A consumer brings the memory down: the publisher goes on, and finishes.
