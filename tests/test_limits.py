@@ -14,7 +14,8 @@ from twisted.python import usage
 
 from mbroker import config
 from mbroker.config import Config
-from mbroker.protocol import BrokerFactory, MemoryWatch
+from mbroker.memwatch import MemoryWatch
+from mbroker.protocol import BrokerFactory
 from mbroker.registry import Broker
 from mbroker.service import BrokerService, is_local
 from mbroker.tap import Options, makeService
