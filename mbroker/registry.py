@@ -283,7 +283,9 @@ class Broker(QueueEngine):
             obj.routed += 1
         route = f"{name} {key or '-'}".encode()
         if self.journal is not None:
-            return self._publish_durable(targets, name, key, route, payload, ttl)
+            for q in targets:  # only a durable target needs the store's path
+                if q.options.durable:
+                    return self._publish_durable(targets, name, key, route, payload, ttl)
         rejected: Queue | None = None
         for q in targets:
             expires = None
@@ -307,7 +309,7 @@ class Broker(QueueEngine):
         """PUBLISH with a store: copies in durable queues are stored, once."""
         journal = self.journal
         assert journal is not None
-        if any(q.options.durable for q in targets) and not journal.available:
+        if not journal.available:  # (some target is durable: publish() checked)
             raise errors.Unavailable("the store cannot take writes; nothing was published")
         copies = []
         expiries: list[float | None] = []
