@@ -82,6 +82,20 @@ class Publish:
 
 
 @attrs.frozen
+class PublishRun:
+    """Consecutive PUBLISH commands with one name, key and ttl, as a pipelining
+    publisher sends them.  The decoder gives such a run as one item, so that the broker
+    parses, checks and routes it once; each payload still gets its own reply, in order.
+    ``payloads`` holds at least two (one is a :class:`Publish`) and is not changed once
+    the decoder has returned the item."""
+
+    name: str
+    key: str
+    payloads: list[bytes]
+    ttl: int | None = None  # milliseconds
+
+
+@attrs.frozen
 class Subscribe:
     name: str
     pattern: str | None = None
@@ -158,6 +172,7 @@ Command = (
     | Bind
     | Unbind
     | Publish
+    | PublishRun
     | Subscribe
     | Unsubscribe
     | Pull

@@ -51,6 +51,9 @@ class DeliveryTarget(Protocol):
     def push(self, sid: int, tag: int, message: Message) -> None:
         """Send ``MSG sid tag …`` for a subscription."""
 
+    def push_many(self, sid: int, tag: int, messages: list[Message]) -> None:
+        """Send ``messages`` for a subscription, tagged ``tag``, ``tag + 1``, …"""
+
     def cancelled(self, sid: int, reason: str) -> None:
         """Send ``CANCEL sid reason``: the broker ended the subscription."""
 

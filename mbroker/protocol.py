@@ -76,6 +76,9 @@ class _Transport(TypingProtocol):  # the parts of ITCPTransport + IPushProducer 
 _CRLF = b"\r\n"
 #: queued output past this many bytes is written at once (Twisted's own buffer size)
 _FLUSH_AT = 64 * 1024
+#: a payload up to this size is copied into its MSG frame's bytes (one piece to
+#: queue instead of three; the transport joins them all before writing anyway)
+_JOIN_MAX = 1024
 _OK = b"+OK\r\n"
 _NO_AUTH = error_line(errors.NoAuth("log in first: AUTH <user> <password>"))
 _AUTH_FAILED = error_line(errors.AuthFailed("wrong user or password"))
@@ -222,7 +225,8 @@ class BrokerProtocol(Protocol):
                 self._reply(error_line(e))
             except Exception:
                 log.failure("command {command!r} failed", command=item, peer=self._peer())
-                self._reply(error_line(errors.Internal("see the broker's log")))
+                times = len(item.payloads) if type(item) is frames.PublishRun else 1
+                self._reply(error_line(errors.Internal("see the broker's log")) * times)
         self._flush()
 
     def _reply(self, data: bytes, after: Callable[[], None] | None = None) -> None:
@@ -372,6 +376,42 @@ class BrokerProtocol(Protocol):
             self._dirty = True
             self.factory.flush_later(self)
 
+    def push_many(self, sid: int, tag: int, messages: list[Message]) -> None:
+        out = self._out
+        append = out.append
+        size = 0
+        for m in messages:
+            payload = m.payload
+            n = len(payload)
+            size += n
+            if m.deliveries != 1 or m.reason is not None:
+                reason = m.reason
+                append(
+                    msg_header(
+                        sid,
+                        tag,
+                        m.route,
+                        n,
+                        m.deliveries - 1,
+                        reason.encode() if reason is not None else None,
+                    )
+                )
+                append(payload)
+                append(_CRLF)
+            elif n <= _JOIN_MAX:  # one piece: cheaper than three, and joined anyway
+                append(b"MSG %d %d %s %d\r\n%s\r\n" % (sid, tag, m.route, n, payload))
+            else:
+                append(b"MSG %d %d %s %d\r\n" % (sid, tag, m.route, n))
+                append(payload)
+                append(_CRLF)
+            tag += 1
+        self._out_size += size + 32 * len(messages)
+        if self._out_size >= _FLUSH_AT:
+            self._flush()
+        elif not self._dirty:
+            self._dirty = True
+            self.factory.flush_later(self)
+
     def cancelled(self, sid: int, reason: str) -> None:
         self._send(encode_frame(frames.Cancel(sid, reason)))
 
@@ -439,7 +479,7 @@ class BrokerProtocol(Protocol):
 
     # ---------------------------------------------------------- memory watch
 
-    def _hold_for_memory(self, f: frames.Publish) -> None:
+    def _hold_for_memory(self, f: frames.Publish | frames.PublishRun) -> None:
         """The broker is over its memory mark: keep this PUBLISH and what follows,
         and stop reading, until :meth:`MemoryWatch.check` releases us."""
         self._backlog.append(f)
@@ -497,19 +537,44 @@ class BrokerProtocol(Protocol):
         self.broker.unbind(f.queue, f.exchange, f.key)
         self._reply(_OK)
 
+    def _may_publish(self, name: str) -> None:
+        assert self._perms is not None
+        may = self._may_write.get(name)
+        if may is None:
+            if len(self._may_write) >= _WRITE_CACHE_MAX:
+                self._may_write.clear()
+            may = self._may_write[name] = self._perms.may_write(name)
+        if not may:
+            raise self._forbid("write to", name)
+
     def _publish(self, f: frames.Publish) -> None:
         if self._watch.alarm:
             self._hold_for_memory(f)
             return
         if self._perms is not None:
-            may = self._may_write.get(f.name)
-            if may is None:
-                if len(self._may_write) >= _WRITE_CACHE_MAX:
-                    self._may_write.clear()
-                may = self._may_write[f.name] = self._perms.may_write(f.name)
-            if not may:
-                raise self._forbid("write to", f.name)
+            self._may_publish(f.name)
         self._reply(b"+OK %d\r\n" % self.broker.publish(f.name, f.key, f.payload, f.ttl))
+
+    def _publish_run(self, f: frames.PublishRun) -> None:
+        """Many PUBLISH, one reply each (see :class:`~mbroker.frames.PublishRun`)."""
+        if self._watch.alarm:
+            self._hold_for_memory(f)
+            return
+        n = len(f.payloads)
+        try:
+            if self._perms is not None:
+                self._may_publish(f.name)
+            reached, refused = self.broker.publish_many(f.name, f.key, f.payloads, f.ttl)
+        except errors.BrokerError as e:
+            self._reply(error_line(e) * n)
+            return
+        ok = b"+OK %d\r\n" % reached
+        if not refused:
+            self._reply(ok * n)
+        else:
+            self._reply(
+                b"".join([error_line(refused[i]) if i in refused else ok for i in range(n)])
+            )
 
     def _subscribe(self, f: frames.Subscribe) -> None:
         if self._perms is not None:
@@ -681,6 +746,7 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     frames.Bind: BrokerProtocol._bind,
     frames.Unbind: BrokerProtocol._unbind,
     frames.Publish: BrokerProtocol._publish,
+    frames.PublishRun: BrokerProtocol._publish_run,
     frames.Subscribe: BrokerProtocol._subscribe,
     frames.Unsubscribe: BrokerProtocol._unsubscribe,
     frames.Pull: BrokerProtocol._pull,

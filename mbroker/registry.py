@@ -297,6 +297,54 @@ class Broker(QueueEngine):
             raise errors.Overflow(f"{rejected.name} is full")
         return len(targets)
 
+    def publish_many(
+        self, name: str, key: str, payloads: list[bytes], ttl: int | None = None
+    ) -> tuple[int, dict[int, errors.BrokerError]]:
+        """A run of PUBLISH with one name, key and ttl: :meth:`publish` for each payload,
+        in order, but routed once, and put in each queue at once and dispatched once
+        (when no target has a ttl, reject overflow or durability).
+
+        Returns the number of queues each message reached, and the refusals by index
+        (``OVERFLOW``, ``UNAVAILABLE``); raises ``NOT_FOUND`` for them all."""
+        obj = self._objects.get(name)
+        if obj is None:
+            raise errors.NotFound(name)
+        targets: Sequence[Queue] = (obj,) if isinstance(obj, Queue) else obj.matcher.match(key)
+        stored = self.journal is not None
+        if ttl is not None or not all(_takes_runs(q, stored) for q in targets):
+            return self._publish_each(name, key, payloads, ttl)
+        n = len(payloads)
+        self.published += n
+        if not isinstance(obj, Queue):
+            obj.published += n
+            if not targets:
+                obj.unroutable += n
+                return 0, {}
+            obj.routed += n
+        route = f"{name} {key or '-'}".encode()
+        size = sum(map(len, payloads))
+        for q in targets:
+            q.ready.extend([Message(name, key, route, p) for p in payloads])
+            q.published += n
+            q.ready_bytes += size
+            self._dispatch(q)
+            o = q.options
+            if o.max_length is not None or o.max_bytes is not None:
+                self._enforce_limits(q)
+        return len(targets), {}
+
+    def _publish_each(
+        self, name: str, key: str, payloads: list[bytes], ttl: int | None
+    ) -> tuple[int, dict[int, errors.BrokerError]]:
+        reached = 0
+        refused: dict[int, errors.BrokerError] = {}
+        for i, payload in enumerate(payloads):
+            try:
+                reached = self.publish(name, key, payload, ttl)
+            except errors.BrokerError as e:
+                refused[i] = e
+        return reached, refused
+
     def _publish_durable(
         self,
         targets: Sequence[Queue],
@@ -632,3 +680,16 @@ def current_rss() -> int:
             return int(f.read().split()[1]) * resource.getpagesize()
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _takes_runs(q: Queue, stored: bool) -> bool:
+    """Whether a run of messages may go into ``q`` at once (see ``publish_many``):
+    no per-message expiry, refusal or store record, and no PULL waiting (which would
+    take up to its ``max`` of the run where one at a time it takes one)."""
+    o = q.options
+    return (
+        not q.waiters
+        and o.ttl is None
+        and not (stored and o.durable)
+        and (o.overflow != "reject" or (o.max_length is None and o.max_bytes is None))
+    )

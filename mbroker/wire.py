@@ -12,6 +12,11 @@ Framing, shared by both decoders in :class:`_Framer`:
   slices, never a re-scan or re-slice of the whole buffer.  Only an unfinished line is
   kept between calls, in a ``bytearray`` never longer than ``max_line + 1`` bytes (the
   ``+ 1`` being a CR that may come before the LF).  One CR right before the LF is dropped.
+* A PUBLISH line is parsed once per connection: its meaning is remembered by the whole
+  line (``PUBLISH q k 128``), and a later identical line whose payload is in the same
+  read costs one dict look-up.  Consecutive such commands become one
+  :class:`~mbroker.frames.PublishRun` item (a pipelining publisher's stream), which the
+  broker routes once and answers with one reply per payload.
 * Payload bytes are never scanned: they are kept as slices of the chunks they arrive in
   (the chunk itself when it is all payload) and joined once, so a payload fed a byte at a
   time is still linear.  CRLF or LF must follow it, else ``BAD_FRAME``.
@@ -122,6 +127,8 @@ def _enc(s: str) -> bytes:
 # ------------------------------------------------------------------ framing
 
 _T = TypeVar("_T")
+#: a PUBLISH line's meaning: (name, key, ttl, payload size)
+_Head = tuple[str, str, int | None, int]
 
 
 class _Framer(Generic[_T]):
@@ -135,6 +142,14 @@ class _Framer(Generic[_T]):
         self._buf = bytearray()  # an unfinished line, or the CR after a payload
         self._need = -1  # -1: reading lines; n >= 0: payload bytes still to come
         self._chunks: list[bytes] = []
+        #: complete PUBLISH lines already checked -> (name, key, ttl, size); see feed
+        self._heads: dict[bytes, _Head] = {}
+
+    def _single(self, head: _Head, payload: bytes) -> _T:
+        raise NotImplementedError
+
+    def _run_start(self, out: list[_T], payload: bytes) -> list[bytes]:
+        raise NotImplementedError
 
     def _line(self, line: bytes, out: list[_T]) -> None:
         raise NotImplementedError
@@ -203,6 +218,10 @@ class _Framer(Generic[_T]):
                     return out
                 self._line(line, out)
         n = len(data)
+        heads = self._heads
+        last: _Head | None = None
+        last_n = 0
+        run: list[bytes] | None = None
         while pos < n and not self.closed:
             need = self._need
             if need > 0:
@@ -236,7 +255,33 @@ class _Framer(Generic[_T]):
                 if end - pos > max_line:
                     self._too_long(out)
                     break
-                self._line(data[pos:end], out)
+                line = data[pos:end]
+                head = heads.get(line)
+                if head is not None:
+                    # Fastest path: a PUBLISH line seen before, its payload and line
+                    # end in this read.  A run of them becomes one item.
+                    start = nl + 1
+                    stop = start + head[3]
+                    if stop + 1 < n and data[stop] == 13 and data[stop + 1] == 10:
+                        after = stop + 2
+                    elif stop < n and data[stop] == 10:
+                        after = stop + 1
+                    else:
+                        after = 0
+                    if after:
+                        if head is last and len(out) == last_n:
+                            if run is None:
+                                run = self._run_start(out, data[start:stop])
+                            else:
+                                run.append(data[start:stop])
+                        else:
+                            out.append(self._single(head, data[start:stop]))
+                            last = head
+                            last_n = len(out)
+                            run = None
+                        pos = after
+                        continue
+                self._line(line, out)
                 pos = nl + 1
                 need = self._need
                 if need >= 0:
@@ -517,6 +562,8 @@ _Item = Command | BrokerError
 
 #: how many distinct PUBLISH heads a connection remembers as already validated
 _HEAD_CACHE = 1024
+#: the longest PUBLISH line remembered in those caches
+_HEAD_MAX = 640
 
 
 class CommandDecoder(_Framer[_Item]):
@@ -533,7 +580,17 @@ class CommandDecoder(_Framer[_Item]):
         super().__init__(max_line, max_payload)
         self._pending: tuple[str, str, int | None] | BrokerError = BadArgs()
         #: PUBLISH heads already validated: the line up to its size -> (name, key, ttl)
-        self._heads: dict[bytes, tuple[str, str, int | None]] = {}
+        self._prefixes: dict[bytes, tuple[str, str, int | None]] = {}
+
+    def _single(self, head: _Head, payload: bytes) -> _Item:
+        return frames.Publish(head[0], head[1], payload, head[2])
+
+    def _run_start(self, out: list[_Item], payload: bytes) -> list[bytes]:
+        first = out[-1]
+        assert isinstance(first, frames.Publish)
+        run = [first.payload, payload]
+        out[-1] = frames.PublishRun(first.name, first.key, run, first.ttl)
+        return run
 
     def _fail(self, err: BrokerError, out: list[_Item]) -> None:
         out.append(err)
@@ -582,7 +639,10 @@ class CommandDecoder(_Framer[_Item]):
             self._fail(TooBig(f"payload over {self.max_payload} bytes"), out)
         else:
             head = line[: line.rfind(size)]
-            args = self._heads.get(head)
+            # (a valid head is at most ~560 bytes unless padded with white space;
+            # only short ones are remembered, so the caches stay small)
+            cache = len(line) <= _HEAD_MAX
+            args = self._prefixes.get(head)
             if args is None:
                 try:
                     args = _publish_args(tokens[1:-1])
@@ -590,11 +650,17 @@ class CommandDecoder(_Framer[_Item]):
                     self._pending = err
                     self._payload(int(size))
                     return
+                if cache:
+                    if len(self._prefixes) >= _HEAD_CACHE:
+                        self._prefixes.clear()
+                    self._prefixes[head] = args
+            nbytes = int(size)
+            if cache:
                 if len(self._heads) >= _HEAD_CACHE:
                     self._heads.clear()
-                self._heads[head] = args
+                self._heads[line] = (args[0], args[1], args[2], nbytes)
             self._pending = args
-            self._payload(int(size))
+            self._payload(nbytes)
 
     def _done(self, payload: bytes, out: list[_Item]) -> None:
         pending = self._pending
@@ -839,13 +905,14 @@ def encode_command(cmd: Command) -> bytes:
 
     Raises ``BadArgs`` for a name, key, pattern or AUTH token the broker would refuse.
     """
-    if isinstance(cmd, frames.Publish):
+    if isinstance(cmd, (frames.Publish, frames.PublishRun)):
         head = b"PUBLISH " + _w_name(cmd.name)
         if cmd.key:
             head += b" " + _w_key(cmd.key)
         if cmd.ttl is not None:
             head += b" ttl=%d" % cmd.ttl
-        return b"%s %d\r\n%s\r\n" % (head, len(cmd.payload), cmd.payload)
+        payloads = [cmd.payload] if isinstance(cmd, frames.Publish) else cmd.payloads
+        return b"".join([b"%s %d\r\n%s\r\n" % (head, len(p), p) for p in payloads])
     if isinstance(cmd, frames.Auth):
         tokens = [_enc(cmd.user), _enc(cmd.password)]
         if any(len(tok.split()) != 1 or tok.strip() != tok for tok in tokens):

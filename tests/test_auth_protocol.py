@@ -297,6 +297,11 @@ def test_write(setup: Setup) -> None:
     alice = setup.login("alice", "s3cret")
     alice.send(b"PUBLISH jobs :x\r\n")
     assert alice.lines() == [b"+OK 1"]
+    # a run of pipelined publishes is checked as a whole and refused one by one
+    bob.send(b"PUBLISH jobs 1\r\nx\r\n" * 4 + b"PING\r\n")
+    assert bob.lines() == [b"-ERR FORBIDDEN bob may not write to jobs"] * 4 + [b"+PONG"]
+    alice.send(b"PUBLISH jobs 1\r\nx\r\n" * 4)
+    assert alice.lines() == [b"+OK 1"] * 4
 
 
 def test_the_write_cache_is_bounded(setup: Setup) -> None:

@@ -285,3 +285,21 @@ def test_an_open_service_says_so_and_warns_per_network_endpoint(tmp_path: Path) 
     network = [m for m in messages if "open to the network" in m]
     assert len(network) == 1 and "0.0.0.0:" in network[0]  # tcp:5556, not the UNIX socket
     assert any("mbroker requires AUTH: 1 users in" in m for m in messages)
+
+
+def test_over_the_mark_a_run_of_publishes_is_held_whole() -> None:
+    clock, broker, f, memory = watched()
+    pub = Conn(f)
+    frame = b"PUBLISH q 1\r\nx\r\n"
+    pub.send(b"CREATE q queue\r\n" + frame)
+    assert pub.lines() == [b"+OK created", b"+OK 1"]
+    memory.used = 1000
+    clock.advance(0.1)
+    pub.send(b"PING\r\n" + frame * 3 + b"PING\r\n")
+    assert pub.lines() == [b"+PONG"]
+    assert broker.stats("q")[2] == ("messages", "1")
+    memory.used = 0
+    clock.advance(0.1)
+    assert pub.lines() == [b"+OK 1"] * 3 + [b"+PONG"]
+    assert broker.stats("q")[2] == ("messages", "4")
+    f.doStop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogEvent, globalLogPublisher
 
 from mbroker import __version__
 from mbroker.config import Config
@@ -231,3 +232,73 @@ def test_deleting_a_queue_cancels_its_subscriptions() -> None:
 def test_protocol_class_is_the_factory_product() -> None:
     _, _, f = make()
     assert isinstance(Conn(f).proto, BrokerProtocol)
+
+
+# ------------------------------------------------------------- runs of PUBLISH
+
+
+def run_of(frame: bytes, n: int) -> bytes:
+    """``n`` copies of a sized PUBLISH frame: the decoder makes a run of them."""
+    return frame * n
+
+
+def test_a_run_gets_one_reply_per_publish_each_in_its_place() -> None:
+    _, _, f = make()
+    c = Conn(f)
+    c.send(b"CREATE q queue max-length=3 overflow=reject\r\n")
+    c.send(b"PUBLISH q 1\r\nx\r\n" + run_of(b"PUBLISH q 1\r\ny\r\n", 4) + b"PING\r\n")
+    assert c.lines() == [b"+OK created", b"+OK 1", b"+OK 1", b"+OK 1"] + [
+        b"-ERR OVERFLOW q is full"
+    ] * 2 + [b"+PONG"]
+    c.send(run_of(b"PUBLISH nope 1\r\nx\r\n", 3) + b"PING\r\n")
+    assert c.lines() == [b"-ERR NOT_FOUND nope"] * 3 + [b"+PONG"]
+
+
+def test_a_run_is_delivered_with_consecutive_tags_and_redelivery_marks() -> None:
+    _, _, f = make()
+    pub, first, second = Conn(f), Conn(f), Conn(f)
+    pub.send(b"CREATE q queue\r\n" + run_of(b"PUBLISH q 2\r\nab\r\n", 3))
+    assert pub.lines() == [b"+OK created"] + [b"+OK 1"] * 3
+    first.send(b"SUBSCRIBE q ack=manual prefetch=1\r\n")
+    assert first.lines() == [b"+OK 1", b"MSG 1 1 q - 2", b"ab"]
+    second.send(b"SUBSCRIBE q\r\n")
+    assert second.lines() == [b"+OK 1", b"MSG 1 1 q - 2", b"ab", b"MSG 1 2 q - 2", b"ab"]
+    first.close()  # its unacked message goes back, and on to the other consumer
+    pub.send(run_of(b"PUBLISH q 3\r\nxyz\r\n", 3))
+    assert second.lines() == [b"MSG 1 3 q - redelivered=1 2", b"ab"] + [
+        b"MSG 1 %d q - 3" % tag if i % 2 == 0 else b"xyz" for tag in (4, 5, 6) for i in (0, 1)
+    ]
+
+
+def test_a_large_payload_in_a_run_is_written_as_is() -> None:
+    _, _, f = make()
+    pub, sub = Conn(f), Conn(f)
+    big = bytes(range(256)) * 20
+    pub.send(b"CREATE q queue\r\n")
+    sub.send(b"SUBSCRIBE q\r\n")
+    sub.take()
+    pub.send(run_of(b"PUBLISH q %d\r\n%s\r\n" % (len(big), big), 3))
+    assert sub.take() == b"".join(
+        b"MSG 1 %d q - %d\r\n%s\r\n" % (t, len(big), big) for t in (1, 2, 3)
+    )
+
+
+def test_a_run_that_crashes_answers_each_publish() -> None:
+    _, broker, f = make()
+    c = Conn(f)
+    c.send(b"CREATE q queue\r\nPUBLISH q 1\r\nx\r\n")
+    c.take()
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    broker.publish_many = boom  # type: ignore[method-assign,assignment]
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        c.send(run_of(b"PUBLISH q 1\r\nx\r\n", 2) + b"PING\r\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert c.lines() == [b"-ERR INTERNAL see the broker's log"] * 2 + [b"+PONG"]
+    (failed,) = [e for e in events if "log_failure" in e]
+    assert failed["log_failure"].check(RuntimeError)

@@ -33,6 +33,10 @@ class Target:
     def push(self, sid: int, tag: int, message: Message) -> None:
         self.pushed.append((sid, tag, message))
 
+    def push_many(self, sid: int, tag: int, messages: list[Message]) -> None:
+        for i, m in enumerate(messages):
+            self.push(sid, tag + i, m)
+
     def cancelled(self, sid: int, reason: str) -> None:
         self.cancels.append((sid, reason))
 

@@ -26,6 +26,7 @@ from mbroker.frames import (
     Ok,
     Ping,
     Publish,
+    PublishRun,
     Pull,
     Purge,
     QueueInfo,
@@ -64,16 +65,29 @@ def one(line: bytes, **kw: int) -> Any:
     return items[0]
 
 
+def flat(items: list[Any]) -> list[Any]:
+    """Runs of PUBLISH (``PublishRun``) as the single ``Publish`` items they stand for."""
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, PublishRun):
+            assert len(item.payloads) >= 2
+            out += [Publish(item.name, item.key, p, item.ttl) for p in item.payloads]
+        else:
+            out.append(item)
+    return out
+
+
 def assert_any_split(data: bytes, **kw: int) -> list[Any]:
-    """Every two-way split and the byte-at-a-time feed give what one feed gives."""
+    """Every two-way split and the byte-at-a-time feed give what one feed gives
+    (how PUBLISH commands are grouped into runs may differ; the commands may not)."""
     whole_decoder = CommandDecoder(**kw)
-    whole = whole_decoder.feed(data)
+    whole = flat(whole_decoder.feed(data))
     for i in range(len(data) + 1):
         d = CommandDecoder(**kw)
-        assert d.feed(data[:i]) + d.feed(data[i:]) == whole, i
+        assert flat(d.feed(data[:i]) + d.feed(data[i:])) == whole, i
         assert d.closed == whole_decoder.closed
     d = CommandDecoder(**kw)
-    assert [item for i in range(len(data)) for item in d.feed(data[i : i + 1])] == whole
+    assert [item for i in range(len(data)) for item in flat(d.feed(data[i : i + 1]))] == whole
     return whole
 
 
@@ -684,9 +698,80 @@ def test_pipelined_batch_with_fatal_error_at_every_split() -> None:
     assert len(items) == 12
 
 
+# ------------------------------------------------------------- runs of PUBLISH
+
+
+def test_a_run_of_one_publish_line_is_one_item() -> None:
+    d = CommandDecoder()
+    frame = b"PUBLISH q k 3\r\n%s\r\n"
+    # the first line is parsed (and remembered); the next ones are matched whole
+    items = d.feed(b"".join(frame % p for p in (b"aaa", b"bbb", b"ccc", b"ddd")))
+    assert items == [Publish("q", "k", b"aaa"), PublishRun("q", "k", [b"bbb", b"ccc", b"ddd"])]
+    assert d.feed(frame % b"eee" + frame % b"fff" + b"PING\r\n" + frame % b"ggg") == [
+        PublishRun("q", "k", [b"eee", b"fff"]),
+        Ping(),
+        Publish("q", "k", b"ggg"),
+    ]
+
+
+def test_a_run_ends_at_another_head_size_or_ttl() -> None:
+    d = CommandDecoder()
+    lines = [b"PUBLISH q k 1", b"PUBLISH q k 2", b"PUBLISH q j 1", b"PUBLISH q k ttl=5 1"]
+    d.feed(b"".join(b"%s\r\n%s\n" % (line, b"x" * int(line[-1:])) for line in lines))
+    data = b"".join(b"%s\r\n%s\r\n" % (line, b"x" * int(line[-1:])) for line in lines * 2)
+    assert (
+        d.feed(data)
+        == [
+            Publish("q", "k", b"x"),
+            Publish("q", "k", b"xx"),
+            Publish("q", "j", b"x"),
+            Publish("q", "k", b"x", 5),
+        ]
+        * 2
+    )
+
+
+def test_a_run_keeps_its_framing_checks() -> None:
+    d = CommandDecoder()
+    assert d.feed(b"PUBLISH q 3\r\nabc\r\n") == [Publish("q", "", b"abc")]
+    items = d.feed(b"PUBLISH q 3\r\nabc\nPUBLISH q 3\r\nabc\r\nPUBLISH q 3\r\nabcdPING\r\n")
+    assert items == [
+        PublishRun("q", "", [b"abc", b"abc"]),
+        BadFrame("payload not followed by a line end"),
+    ]
+    assert d.closed
+
+
+def test_a_payload_split_across_reads_ends_the_run() -> None:
+    d = CommandDecoder()
+    d.feed(b"PUBLISH q 3\r\nabc\r\n")
+    assert d.feed(b"PUBLISH q 3\r\nabc\r\nPUBLISH q 3\r\nab") == [Publish("q", "", b"abc")]
+    assert d.feed(b"c\r\nPUBLISH q 3\r\nxyz\r\nPUBLISH q 3\r\nxyz\r\n") == [
+        Publish("q", "", b"abc"),
+        PublishRun("q", "", [b"xyz", b"xyz"]),
+    ]
+
+
+def test_the_publish_line_caches_stay_small() -> None:
+    d = CommandDecoder()
+    d.feed(b"".join(b"PUBLISH q%d 1\r\nx\r\n" % i for i in range(3000)))
+    assert 0 < len(d._heads) <= 1024 and 0 < len(d._prefixes) <= 1024
+    padded = b"PUBLISH" + b" " * 2000 + b"q 1\r\nx\r\n"
+    d = CommandDecoder()
+    assert flat(d.feed(padded * 3)) == [Publish("q", "", b"x")] * 3
+    assert d._heads == {} and d._prefixes == {}
+
+
+def test_a_run_encodes_as_its_publishes() -> None:
+    run = PublishRun("q", "k", [b"a", b"bc"], 7)
+    data = encode_command(run)
+    assert data == b"PUBLISH q k ttl=7 1\r\na\r\nPUBLISH q k ttl=7 2\r\nbc\r\n"
+    assert flat(CommandDecoder().feed(data)) == flat([run])
+
+
 def test_80k_pipelined_lines_in_one_chunk() -> None:
     lines = b"PING\r\n" * 40_000 + b"PUBLISH q 1\r\nx\r\n" * 20_000 + b"ACK 7\n" * 20_000
-    items = CommandDecoder().feed(lines)
+    items = flat(CommandDecoder().feed(lines))
     assert len(items) == 80_000
     assert items[0] == items[39_999] == Ping()
     assert items[40_000] == items[59_999] == Publish("q", "", b"x")

@@ -1,0 +1,260 @@
+"""``Broker.publish_many`` (a run of pipelined PUBLISH) does what one ``publish`` per
+payload does.
+
+Each case builds the same scene in two brokers, publishes the same payloads one at a
+time in the first and as one run in the second, and compares everything a client or
+STATS can see: replies, deliveries (per subscription, in order, with their redelivery
+counts and reasons), what stays ready in each queue, and every counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from twisted.internet import task
+
+from mbroker import errors
+from mbroker.config import Config
+from mbroker.frames import QueueInfo, QueueOptions
+from mbroker.registry import Broker
+from mbroker.store.bridge import journal_for
+from mbroker.store.executor import SyncExecutor
+from mbroker.store.files import CrashFS
+from mbroker.store.log import LogStore
+from tests.test_registry import Client, World
+
+PAYLOADS = [b"m%d" % i for i in range(12)]
+
+
+class Scene:
+    """A world and its clients, built by a case's ``setup``."""
+
+    def __init__(self, world: World) -> None:
+        self.w = world
+        self.clients: list[Client] = []
+
+    def client(self) -> Client:
+        c = self.w.client()
+        self.clients.append(c)
+        return c
+
+
+Setup = Callable[[Scene], tuple[str, str]]  # -> (name, key) to publish to
+
+
+def view(scene: Scene) -> dict[str, object]:
+    """Everything observable, with deliveries grouped per subscription."""
+    b = scene.w.broker
+    machine = ("uptime", "memory_rss", "memory_peak_rss")
+    seen: dict[str, object] = {"broker": [kv for kv in b.stats() if kv[0] not in machine]}
+    for obj in b.list_objects():
+        queue = isinstance(obj, QueueInfo)
+        seen[obj.name] = (b.stats(obj.name), scene.w.ready(obj.name) if queue else None)
+    for i, c in enumerate(scene.clients):
+        per_sid: dict[int, list[tuple[bytes, int, str | None]]] = {}
+        for sid, _tag, m in c.target.pushed:
+            per_sid.setdefault(sid, []).append((m.payload, m.deliveries, m.reason))
+        seen[f"client{i}"] = (per_sid, sorted(c.tags), c.target.slows, c.target.cancels)
+    return seen
+
+
+def one_at_a_time(b: Broker, name: str, key: str, ttl: int | None) -> list[object]:
+    out: list[object] = []
+    for p in PAYLOADS:
+        try:
+            out.append(b.publish(name, key, p, ttl))
+        except errors.BrokerError as e:
+            out.append(e)
+    return out
+
+
+def as_a_run(b: Broker, name: str, key: str, ttl: int | None) -> list[object]:
+    try:
+        reached, refused = b.publish_many(name, key, list(PAYLOADS), ttl)
+    except errors.BrokerError as e:
+        return [e] * len(PAYLOADS)
+    return [refused.get(i, reached) for i in range(len(PAYLOADS))]
+
+
+def queue_one_auto(s: Scene) -> tuple[str, str]:
+    s.w.queue("q")
+    s.client().sub("q")
+    return "q", ""
+
+
+def queue_one_manual_prefetch(s: Scene) -> tuple[str, str]:
+    s.w.queue("q")
+    s.client().sub("q", manual=True, prefetch=3)
+    return "q", ""
+
+
+def queue_competing(s: Scene) -> tuple[str, str]:
+    s.w.queue("q")
+    a, b = s.client(), s.client()
+    a.sub("q")
+    b.sub("q", manual=True, prefetch=2)
+    a.sub("q")
+    return "q", ""
+
+
+def queue_no_consumer(s: Scene) -> tuple[str, str]:
+    s.w.queue("q", max_bytes=20)
+    return "q", ""
+
+
+def drop_head_with_dead_letter(s: Scene) -> tuple[str, str]:
+    s.w.queue("dl")
+    s.w.queue("q", max_length=3, dead_letter="dl")
+    s.client().sub("q", manual=True, prefetch=2)
+    s.client().sub("dl")
+    return "q", ""
+
+
+def reject_overflow(s: Scene) -> tuple[str, str]:
+    s.w.queue("q", max_length=4, overflow="reject")
+    s.client().sub("q", manual=True, prefetch=3)
+    return "q", ""
+
+
+def queue_ttl(s: Scene) -> tuple[str, str]:
+    s.w.queue("q", ttl=50)
+    s.client().sub("q", manual=True, prefetch=1)
+    return "q", ""
+
+
+def paused_consumer(s: Scene) -> tuple[str, str]:
+    s.w.queue("q")
+    c = s.client()
+    c.sub("q")
+    s.w.broker.set_writable(c.session, False)
+    return "q", ""
+
+
+def pull_waiter(s: Scene) -> tuple[str, str]:
+    s.w.queue("q")
+    c = s.client()
+    assert c.pull("q", max=5, wait=1000, on_done=lambda got: None) is None
+    s.client().sub("q")
+    return "q", ""
+
+
+def fanout_private_queues(s: Scene) -> tuple[str, str]:
+    s.w.exchange("f", "fanout")
+    s.w.queue("q")
+    s.w.broker.bind("q", "f", "")
+    for _ in range(3):
+        s.client().sub("f")
+    both = s.client()  # one connection with two subscriptions
+    both.sub("f")
+    both.sub("f", manual=True, prefetch=1)
+    return "f", ""
+
+
+def topic_some_match(s: Scene) -> tuple[str, str]:
+    s.w.exchange("t")
+    s.client().sub("t", pattern="a.*")
+    s.client().sub("t", pattern="b.#")
+    s.client().sub("t", pattern="#")
+    return "t", "a.x"
+
+
+def topic_unroutable(s: Scene) -> tuple[str, str]:
+    s.w.exchange("t")
+    s.client().sub("t", pattern="b.*")
+    return "t", "a.x"
+
+
+def unknown_name(s: Scene) -> tuple[str, str]:
+    return "nothing", ""
+
+
+CASES: dict[str, Setup] = {
+    f.__name__: f
+    for f in (
+        queue_one_auto,
+        queue_one_manual_prefetch,
+        queue_competing,
+        queue_no_consumer,
+        drop_head_with_dead_letter,
+        reject_overflow,
+        queue_ttl,
+        paused_consumer,
+        pull_waiter,
+        fanout_private_queues,
+        topic_some_match,
+        topic_unroutable,
+        unknown_name,
+    )
+}
+
+SMALL_PRIVATE = Config(private_max_length=5)
+
+
+@pytest.mark.parametrize("ttl", [None, 30])
+@pytest.mark.parametrize("case", CASES)
+def test_a_run_is_the_same_as_one_at_a_time(case: str, ttl: int | None) -> None:
+    scenes = [Scene(World(SMALL_PRIVATE)), Scene(World(SMALL_PRIVATE))]
+    targets = [CASES[case](scene) for scene in scenes]
+    assert targets[0] == targets[1]
+    name, key = targets[0]
+    replies = [
+        one_at_a_time(scenes[0].w.broker, name, key, ttl),
+        as_a_run(scenes[1].w.broker, name, key, ttl),
+    ]
+    assert [type(r) for r in replies[0]] == [type(r) for r in replies[1]]
+    assert [r for r in replies[0] if not isinstance(r, Exception)] == [
+        r for r in replies[1] if not isinstance(r, Exception)
+    ]
+    assert view(scenes[0]) == view(scenes[1])
+    # and they go on alike: time passes (ttl, ack timeouts), a consumer acks
+    for scene in scenes:
+        scene.w.advance_ms(40)
+        for c in scene.clients:
+            try:
+                c.ack((1, 100))
+            except errors.NotFound:  # nothing outstanding on this connection
+                pass
+    assert view(scenes[0]) == view(scenes[1])
+
+
+def test_the_fast_path_is_taken_when_it_can_be() -> None:
+    """The single-consumer run goes out in one push (what makes it fast)."""
+    scene = Scene(World())
+    queue_one_auto(scene)
+    target = scene.clients[0].target
+    calls: list[int] = []
+    push_many = target.push_many
+
+    def counting(sid: int, tag: int, messages: list[object]) -> None:
+        calls.append(len(messages))
+        push_many(sid, tag, messages)  # type: ignore[arg-type]
+
+    target.push_many = counting  # type: ignore[method-assign]
+    assert scene.w.broker.publish_many("q", "", list(PAYLOADS)) == (1, {})
+    assert calls == [len(PAYLOADS)]
+    assert scene.clients[0].payloads == PAYLOADS
+
+
+def test_durable_targets_are_stored_one_record_each() -> None:
+    """A run into a durable queue on a store is confirmed as one publish each."""
+    results = []
+    for run in (False, True):
+        clock = task.Clock()
+        store = LogStore(clock, "/data", fs=CrashFS(), executor=SyncExecutor())
+        store.open()
+        journal = journal_for(store, clock)
+        b = Broker(clock, Config(), journal)
+        b.create(None, "d", "queue", QueueOptions(durable=True))
+        b.create(None, "f", "fanout", QueueOptions())
+        b.create(None, "t", "queue", QueueOptions())
+        b.bind("d", "f", "")
+        b.bind("t", "f", "")
+        before = journal.changes
+        if run:
+            assert b.publish_many("f", "", list(PAYLOADS)) == (2, {})
+        else:
+            assert [b.publish("f", "", p) for p in PAYLOADS] == [2] * len(PAYLOADS)
+        results.append((journal.changes - before, [m.msg_id for m in b.queue("d").ready]))
+    assert results[0] == results[1]
+    assert results[0][0] == len(PAYLOADS)
