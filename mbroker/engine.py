@@ -98,8 +98,8 @@ class QueueEngine:
         n = len(consumers)
         if not n:
             return
-        if n == 1 and not consumers[0].manual:
-            self._dispatch_auto(q, consumers[0])
+        if n == 1:
+            self._dispatch_one(q, consumers[0])
             return
         now: float | None = None
         while ready:
@@ -129,43 +129,62 @@ class QueueEngine:
                     continue
             self._deliver(q, c, m)
 
-    def _dispatch_auto(self, q: Queue, c: Consumer) -> None:
-        """The common case of a queue with one consumer, ack=auto: every ready message
-        it has room for goes out in one push (pipelined publishes arrive as runs)."""
-        if not (c.active and c.session.writable):
+    def _dispatch_one(self, q: Queue, c: Consumer) -> None:
+        """The common case of a queue with one consumer: every ready message it has
+        room for goes out in one push (pipelined publishes arrive as runs)."""
+        s = c.session
+        if not (c.active and s.writable):
             return
         ready = q.ready
-        k = len(ready)  # (with ack=auto nothing is in flight: prefetch never binds)
+        manual = c.manual
+        # (with ack=auto nothing stays in flight: a prefetch never binds)
+        room = c.prefetch - c.in_flight if manual and c.prefetch else len(ready)
+        if room <= 0:
+            return
         out: list[Message] = []
         size = 0
         now: float | None = None
-        for _ in range(k):
+        while ready and len(out) < room:
             m = ready.popleft()
-            size += len(m.payload)
             if m.expires_at is not None:
                 if now is None:
                     now = self.clock.seconds()
                 if m.expires_at <= now:
                     q.expired += 1
+                    q.ready_bytes -= len(m.payload)
                     self._dead_letter(q, m, "expired")
                     continue
+            size += len(m.payload)
             m.deliveries += 1
-            if m.msg_id:
-                self.journal.removed(q.name, m.msg_id)  # type: ignore[union-attr]
             out.append(m)
         q.ready_bytes -= size
         k = len(out)
         if not k:
             return
-        s = c.session
-        tag = s.next_tag
+        first = tag = s.next_tag
         s.next_tag = tag + k
         q.delivered += k
         c.delivered += k
         self.delivered += k
-        q.acked += k
-        self.acked += k
-        s.target.push_many(c.sid, tag, out)
+        if manual:
+            outstanding = s.outstanding
+            timeout = c.ack_timeout
+            for m in out:
+                d = outstanding[tag] = Delivery(tag, m, q, c, timeout)
+                if timeout is not None:
+                    d.timer = self.clock.callLater(timeout, self._ack_timed_out, s, d)
+                tag += 1
+            c.in_flight += k
+            q.unacked += k
+        else:
+            q.acked += k
+            self.acked += k
+            journal = self.journal
+            if journal is not None:
+                for m in out:
+                    if m.msg_id:
+                        journal.removed(q.name, m.msg_id)
+        s.target.push_many(c.sid, first, out)
 
     def _deliver(self, q: Queue, c: Consumer, m: Message) -> None:
         s = c.session

@@ -310,9 +310,23 @@ class Broker(QueueEngine):
         if obj is None:
             raise errors.NotFound(name)
         targets: Sequence[Queue] = (obj,) if isinstance(obj, Queue) else obj.matcher.match(key)
-        stored = self.journal is not None
-        if ttl is not None or not all(_takes_runs(q, stored) for q in targets):
+        if ttl is not None or not all(_takes_runs(q) for q in targets):
             return self._publish_each(name, key, payloads, ttl)
+        journal = self.journal
+        first_id = 0
+        if journal is not None and any(q.options.durable for q in targets):
+            if not journal.available:
+                raise errors.Unavailable("the store cannot take writes; nothing was published")
+            # one record per message, before any is queued (ids grow in log order)
+            first_id = journal.next_id
+            journal.next_id = first_id + len(payloads)
+            names = tuple([q.name for q in targets if q.options.durable])
+            journal.add_many(
+                [
+                    rec.MessageStored(first_id + i, names, name, key, p)
+                    for i, p in enumerate(payloads)
+                ]
+            )
         n = len(payloads)
         self.published += n
         if not isinstance(obj, Queue):
@@ -324,7 +338,15 @@ class Broker(QueueEngine):
         route = f"{name} {key or '-'}".encode()
         size = sum(map(len, payloads))
         for q in targets:
-            q.ready.extend([Message(name, key, route, p) for p in payloads])
+            if first_id and q.options.durable:
+                q.ready.extend(
+                    [
+                        Message(name, key, route, p, None, first_id + i)
+                        for i, p in enumerate(payloads)
+                    ]
+                )
+            else:
+                q.ready.extend([Message(name, key, route, p) for p in payloads])
             q.published += n
             q.ready_bytes += size
             self._dispatch(q)
@@ -682,14 +704,13 @@ def current_rss() -> int:
         return 0
 
 
-def _takes_runs(q: Queue, stored: bool) -> bool:
+def _takes_runs(q: Queue) -> bool:
     """Whether a run of messages may go into ``q`` at once (see ``publish_many``):
-    no per-message expiry, refusal or store record, and no PULL waiting (which would
-    take up to its ``max`` of the run where one at a time it takes one)."""
+    no per-message expiry or refusal, and no PULL waiting (which would take up to its
+    ``max`` of the run where one at a time it takes one)."""
     o = q.options
     return (
         not q.waiters
         and o.ttl is None
-        and not (stored and o.durable)
         and (o.overflow != "reject" or (o.max_length is None and o.max_bytes is None))
     )

@@ -75,6 +75,8 @@ MSG_FIXED = struct.Struct("<QdIHHHH")
 NAMES_AT = 22
 _CRC = struct.Struct("<I")
 _TL = struct.Struct("<BI")
+_TL_MSG = struct.Struct("<BI" + MSG_FIXED.format[1:])  # a message's type, length, fixed part
+_MSG_FIXED_SIZE = MSG_FIXED.size
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -118,7 +120,11 @@ def _str16(text: str) -> bytes:
     return _U16.pack(len(raw)) + raw
 
 
-def encode_message(rec: MessageStored) -> bytes:
+#: what messages published together share: (queues+source+key+headers, their lengths)
+_Parts = tuple[bytes, int, int, int, int]
+
+
+def _message_parts(rec: MessageStored) -> _Parts:
     for queue in rec.queues:
         if "\0" in queue:
             raise CodecError(f"NUL in queue name {queue!r}")
@@ -126,28 +132,31 @@ def encode_message(rec: MessageStored) -> bytes:
     sb = rec.source.encode()
     kb = rec.key.encode()
     hb = encode_headers(rec.headers) if rec.headers else b""
+    return b"".join((qb, sb, kb, hb)), len(qb), len(sb), len(kb), len(hb)
+
+
+def encode_message(rec: MessageStored, parts: _Parts | None = None) -> bytes:
+    """A message frame; ``parts`` are its ``_message_parts`` when already known."""
+    names, ql, sl, kl, hl = _message_parts(rec) if parts is None else parts
     payload = rec.payload
+    size = len(payload)
     expires = _NAN if rec.expires_at is None else rec.expires_at
     try:
-        fixed = MSG_FIXED.pack(
-            rec.msg_id, expires, len(payload), len(hb), len(qb), len(sb), len(kb)
+        prefix = _TL_MSG.pack(
+            T_MESSAGE,
+            _MSG_FIXED_SIZE + len(names) + size,
+            rec.msg_id,
+            expires,
+            size,
+            hl,
+            ql,
+            sl,
+            kl,
         )
     except struct.error as e:
         raise CodecError(f"message {rec.msg_id} cannot be encoded: {e}") from None
-    prefix = b"".join(
-        (
-            _TL.pack(
-                T_MESSAGE, MSG_FIXED.size + len(qb) + len(sb) + len(kb) + len(hb) + len(payload)
-            ),
-            fixed,
-            qb,
-            sb,
-            kb,
-            hb,
-        )
-    )
-    crc = zlib.crc32(payload, zlib.crc32(prefix))
-    return b"".join((MAGIC, _CRC.pack(crc), prefix, payload))
+    prefix += names
+    return b"".join((MAGIC, _CRC.pack(zlib.crc32(payload, zlib.crc32(prefix))), prefix, payload))
 
 
 def encode_headers(headers: Headers) -> bytes:
@@ -309,8 +318,27 @@ def encode_record(rec: Record) -> bytes:
 
 
 def encode_batch(records: Sequence[Record]) -> tuple[bytes, list[int]]:
-    """The frames of ``records`` joined, and each frame's size."""
-    frames = [encode_record(rec) for rec in records]
+    """The frames of ``records`` joined, and each frame's size.
+
+    Consecutive messages with the same queues, source, key and headers (the same
+    objects: a run of publishes) share the encoding of those."""
+    frames = []
+    last: MessageStored | None = None
+    parts: _Parts | None = None
+    for rec in records:
+        if type(rec) is MessageStored:
+            if not (
+                last is not None
+                and rec.queues is last.queues
+                and rec.source is last.source
+                and rec.key is last.key
+                and rec.headers is last.headers
+            ):
+                parts = _message_parts(rec)
+                last = rec
+            frames.append(encode_message(rec, parts))
+        else:
+            frames.append(encode_record(rec))
     return b"".join(frames), [len(f) for f in frames]
 
 
