@@ -14,9 +14,18 @@ One publisher connection and one subscriber connection (``SUBSCRIBE`` on a queue
 Each is run three ways: unpinned; broker and client pinned to the same CPU
 (``os.sched_setaffinity``, what ``taskset`` does: they take turns on one core); and
 pinned to different CPUs.  The first messages of each run are a warm-up and are not
-counted.  Usage::
+counted.
 
-    python benchmarks/bench_latency.py [--messages N] [--rate R] [--seconds S] [--quick]
+In the same run, and placed the same way, the bare Twisted line forwarder
+(``benchmarks/forwarder.py``, the ceiling of the design) is measured one at a time too:
+send one line of 128 ``x`` plus ``\\n``, wait for it on the subscriber connection,
+repeat.  The two one-at-a-time runs alternate in ``--blocks`` blocks (each block after
+a few uncounted messages), so both see the same load of a busy machine; ``fwd p50`` …
+are the forwarder's figures and ``p50/fwd``, ``p99/fwd`` mbroker's divided by them.
+Usage::
+
+    python benchmarks/bench_latency.py [--messages N] [--rate R] [--seconds S] [--blocks B]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from brokerproc import BrokerProcess  # noqa: E402
+from forwarder import ForwarderProcess  # noqa: E402
 from rawclient import (  # noqa: E402
     base_parser,
     command,
@@ -68,12 +78,35 @@ class Pair:
         self.tail = data[-3:]
         return data.count(MARKER)
 
+    def after(self) -> None:
+        read_until(self.pub, b"\r\n")  # the +OK of a publish, outside the timed part
+
     def close(self) -> None:
         for s in (self.pub, self.sub, self.admin):
             s.close()
 
 
-def one_at_a_time(pair: Pair, messages: int, warmup: int) -> tuple[list[float], list[float]]:
+class ForwarderPair:
+    """A publisher and the subscriber on the bare forwarder; no replies."""
+
+    def __init__(self, fwd: ForwarderProcess, size: int) -> None:
+        self.sub, self.pub = fwd.subscribed_pair()
+        self.frame = b"x" * size + b"\n"
+
+    def count(self, chunk: bytes) -> int:
+        return chunk.count(b"\n")
+
+    def after(self) -> None:
+        pass
+
+    def close(self) -> None:
+        for s in (self.pub, self.sub):
+            s.close()
+
+
+def one_at_a_time(
+    pair: Pair | ForwarderPair, messages: int, warmup: int
+) -> tuple[list[float], list[float]]:
     latencies: list[float] = []
     for i in range(warmup + messages):
         t = time.perf_counter()
@@ -81,13 +114,33 @@ def one_at_a_time(pair: Pair, messages: int, warmup: int) -> tuple[list[float], 
         while True:
             chunk = pair.sub.recv(65536)
             if not chunk:
-                raise ConnectionError("broker closed the subscriber")
+                raise ConnectionError("the server closed the subscriber")
             if pair.count(chunk):
                 break
         if i >= warmup:
             latencies.append(time.perf_counter() - t)
-        read_until(pair.pub, b"\r\n")  # its +OK 1, outside the timed part
+        pair.after()
     return latencies, []
+
+
+def alternating(
+    pairs: list[Pair | ForwarderPair], messages: int, warmup: int, blocks: int
+) -> list[list[float]]:
+    """One at a time on each pair, in *blocks* alternating blocks: the latencies of each.
+
+    Each pair first gets *warmup* uncounted messages, and each block a few more: the
+    first messages after the other server ran find colder caches.
+    """
+    blocks = max(1, min(blocks, messages))
+    rewarm = min(20, warmup)
+    out: list[list[float]] = [[] for _ in pairs]
+    for pair in pairs:
+        one_at_a_time(pair, 0, warmup)
+    for b in range(blocks):
+        n = messages * (b + 1) // blocks - messages * b // blocks
+        for pair, lat in zip(pairs, out, strict=True):
+            lat.extend(one_at_a_time(pair, n, rewarm)[0])
+    return out
 
 
 def paced(
@@ -143,9 +196,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10_000.0, help="paced rate (10,000/s)")
     ap.add_argument("--seconds", type=float, default=5.0, help="paced run length (5 s)")
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument(
+        "--blocks", type=int, default=10, help="alternating blocks, mbroker and forwarder (10)"
+    )
     args = ap.parse_args()
     messages, seconds = (1000, 0.3) if args.quick else (args.messages, args.seconds)
     warmup, warmup_seconds = (100, 0.1) if args.quick else (1000, 0.5)
+    blocks = 2 if args.quick else args.blocks
     tight_timers()
     ncpu = os.cpu_count() or 1
     placements: list[tuple[str, set[int] | None, set[int] | None]] = [
@@ -156,26 +213,35 @@ def main() -> None:
         placements.append(("broker CPU 1, client CPU 0", {1}, {0}))
     print(f"# {load_note()}", flush=True)
     rows: list[list[object]] = []
+    nan = float("nan")
     for placement, broker_cpus, client_cpus in placements:
-        with BrokerProcess("--memory") as broker:
+        with BrokerProcess("--memory") as broker, ForwarderProcess() as fwd:
             broker.pin(broker_cpus)
+            fwd.pin(broker_cpus)
             pin_self(client_cpus)
             pair = Pair(broker, args.size)
+            fpair = ForwarderPair(fwd, args.size)
             try:
+                lat, fwd_lat = alternating([pair, fpair], messages, warmup, blocks)
                 runs = [
-                    ("one at a time", *one_at_a_time(pair, messages, warmup)),
+                    ("one at a time", lat, [], fwd_lat),
                     (
                         f"paced {args.rate:,.0f}/s",
                         *paced(pair, args.rate, seconds, warmup_seconds),
+                        [],
                     ),
                 ]
             finally:
                 pair.close()
+                fpair.close()
                 pin_self(None)
-        for mode, lat, lag in runs:
+        for mode, lat, lag, flat in runs:
             lat.sort()
             lag.sort()
-            us = [1e6 * percentile(lat, q) for q in (0.5, 0.99, 0.999)]
+            flat.sort()
+            qs = (0.5, 0.99, 0.999)
+            us = [1e6 * percentile(lat, q) for q in qs]
+            fwd_us = [1e6 * percentile(flat, q) for q in qs]
             rows.append(
                 [
                     mode,
@@ -183,12 +249,30 @@ def main() -> None:
                     len(lat),
                     *us,
                     1e6 * lat[-1],
-                    1e6 * percentile(lag, 0.99) if lag else float("nan"),
+                    1e6 * percentile(lag, 0.99) if lag else nan,
+                    *fwd_us,
+                    us[0] / fwd_us[0] if flat else nan,
+                    us[1] / fwd_us[1] if flat else nan,
                 ]
             )
     print_table(
-        f"publish -> deliver latency, {args.size}-byte payloads, microseconds",
-        ["mode", "placement", "messages", "p50", "p99", "p99.9", "max", "send lag p99"],
+        f"publish -> deliver latency, {args.size}-byte payloads, microseconds; "
+        "fwd: the bare forwarder one at a time, same placement, same run",
+        [
+            "mode",
+            "placement",
+            "messages",
+            "p50",
+            "p99",
+            "p99.9",
+            "max",
+            "send lag p99",
+            "fwd p50",
+            "fwd p99",
+            "fwd p99.9",
+            "p50/fwd",
+            "p99/fwd",
+        ],
         rows,
     )
 

@@ -17,6 +17,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
     [
         ("bench_admin.py", "CREATE+DELETE pairs per second"),
         ("bench_publish.py", "publish throughput"),
+        ("bench_forwarder.py", "publish -> deliver 1->1, bare forwarder and mbroker"),
     ],
 )
 def test_quick_run_prints_a_table(script: str, title: str) -> None:
