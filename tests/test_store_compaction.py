@@ -48,6 +48,43 @@ def test_a_mostly_dead_segment_is_rewritten() -> None:
     assert rec.messages["keep"] == [(1, "ex", "a.b", b"precious", None, ())]
 
 
+def test_the_newest_sealed_segment_is_not_read_while_its_messages_may_still_go() -> None:
+    """Messages in flight when a segment is sealed are usually acked moments later:
+    the segment is then deleted whole, never read; only once a later segment is sealed
+    is a still mostly-dead one rewritten."""
+    store, fs, _ = open_log(segment_size=2000)
+    result(store.write(declare("q")))
+
+    def fill(first: int) -> list[int]:
+        """Messages from ``first`` on until the tail moves; those in the sealed one."""
+        tail, i = max(segments(fs)), first
+        while max(segments(fs)) == tail:
+            result(store.write([msg(i)]))
+            i += 1
+        return list(range(first, i - 1))
+
+    sealed = fill(1)
+    result(store.write([MessagesRemoved("q", tuple(sealed[:-1]))]))  # one still in flight
+    assert segment_name(1) in segments(fs)
+    assert store.stats()["compactions"] == 0  # mostly dead, but the newest sealed
+    result(store.write([MessagesRemoved("q", (sealed[-1], sealed[-1] + 1))]))
+    assert segment_name(1) not in segments(fs)  # acked: deleted, never read
+    assert store.stats()["compactions"] == 0 and store.stats()["messages_copied"] == 0
+
+    sealed = fill(sealed[-1] + 2)  # and now one stays: copied once a later one is sealed
+    kept = sealed[-1]
+    result(store.write([MessagesRemoved("q", tuple(sealed[:-1]) + (kept + 1,))]))
+    tails = {max(segments(fs))}
+    i = kept + 2
+    while store.stats()["compactions"] == 0 and i < kept + 1000:
+        result(store.write([msg(i), MessagesRemoved("q", (i,))]))
+        tails.add(max(segments(fs)))
+        i += 1
+    assert store.stats()["compactions"] == 1 and store.stats()["messages_copied"] == 1
+    assert len(tails) >= 2  # not before another segment was sealed
+    assert ids(open_log(fs.kill9())[2]) == [kept]
+
+
 def test_disk_use_tracks_live_data() -> None:
     rng = random.Random(7)
     store, fs, _ = open_log(segment_size=4096)
@@ -172,7 +209,9 @@ async def test_compaction_with_real_threads(tmp_path: Path) -> None:
         await store.write([msg(10_000 + _, ("q",)), MessagesRemoved("q", (10_000 + _,))])
     stats = store.stats()
     assert stats["compactions"] >= 1 and stats["segments_deleted"] > 10
-    assert len(os.listdir(directory)) <= 3
+    # the tail, the segment holding the copy, and at most two sealed ones not yet
+    # deleted (a segment is rewritten only once a later one is sealed too)
+    assert len(os.listdir(directory)) <= 4
     await store.close()
     store = LogStore(reactor, directory, segment_size=8192)
     rec = await store.open()

@@ -7,7 +7,10 @@ the :class:`Compactor` rewrites it:
 
 1. it picks the oldest sealed segment whose live bytes are under the ratio,
    among those whose removal records point into no existing segment (so that
-   it can be deleted as soon as its live messages are copied);
+   it can be deleted as soon as its live messages are copied) and that are not
+   the newest sealed one (whose few live messages are mostly deliveries in
+   flight that are acked moments later: reading 64 MiB to copy them would cost
+   far more than waiting);
 2. the segment is read and scanned in a reader thread, off the write path
    (a sealed segment never changes), into ``(msg_id, frame body)`` pairs;
 3. each group written to the tail takes, at its head, copies of the next

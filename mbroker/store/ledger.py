@@ -119,13 +119,16 @@ class Ledger:
         """The oldest sealed segment whose live bytes are under ``ratio`` of its size.
 
         Only one whose removals point into no existing segment, so that it can
-        be deleted as soon as its live messages are copied.
+        be deleted as soon as its live messages are copied; and only once a later
+        segment was sealed too: the newest sealed segment still holds the messages
+        that were in flight when it was sealed, which consumers that keep up
+        acknowledge moments later (it is then deleted whole, unread).
         """
         watched, self._rewrite_watch = self._watched(self._rewrite_watch), set()
         existing = self.segments
         for i, (n, seg) in enumerate(watched):
             if (
-                n != self.tail
+                n + 1 < self.tail  # (segments are numbered in order)
                 and n < self.last_snapshot
                 and seg.live > 0
                 and seg.live_bytes < ratio * seg.size
