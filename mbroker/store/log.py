@@ -41,7 +41,8 @@ Compaction.  Disk use tracks the live messages, not the history:
   a snapshot and no existing segment holds messages that its removal records
   removed (else those messages would come back on recovery);
 - a sealed segment whose live messages take less than ``compact_ratio``
-  (25%) of its bytes, once a later segment is sealed too, is rewritten (:mod:`mbroker.store.compaction`): a
+  (25%) of its bytes, once a later segment is sealed too, is rewritten
+  (:mod:`mbroker.store.compaction`): a
   reader thread reads it off the write path, the live messages are copied (a
   chunk at the head of each group, with the queues they are still live in) to
   the tail, and once those copies are on disk (the deletion job fsyncs the tail
