@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+import pytest_twisted
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, globalLogPublisher
 
 from mbroker.config import Config
-from mbroker.service import BrokerService, ListenError, describe_address
+from mbroker.service import GC_THRESHOLD, BrokerService, ListenError, describe_address
 
 
 @pytest.fixture
@@ -56,3 +62,44 @@ def test_a_bad_endpoint_fails_start_up() -> None:
         service.startService()
     assert not service.running
     assert service.ports == []
+
+
+@pytest.fixture
+def gc_state() -> Iterator[None]:
+    """Put the process's garbage collector back as it was."""
+    threshold, enabled = gc.get_threshold(), gc.isenabled()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_collector_is_off_while_state_is_rebuilt_then_tuned(
+    gc_state: None, tmp_path: Path
+) -> None:
+    from twisted.internet import reactor
+
+    gc.set_threshold(700, 10, 10)
+    service = BrokerService(
+        reactor, Config(), ["tcp:0:interface=127.0.0.1"], str(tmp_path / "data")
+    )
+    service.startService()  # the store opens in its thread: the state is not back yet
+    assert not gc.isenabled()
+    for _ in range(500):
+        if service.ports:
+            break
+        await deferLater(reactor, 0.01, lambda: None)
+    assert service.ports, "the broker did not start listening"
+    assert gc.isenabled() and gc.get_threshold()[0] == GC_THRESHOLD
+    assert gc.get_freeze_count() > 0  # what was alive at start is left alone
+    await service.stopService()
+
+    gc.disable()
+    early = BrokerService(reactor, Config(), ["tcp:0:interface=127.0.0.1"], str(tmp_path / "d2"))
+    early.startService()
+    await early.stopService()  # stopped before its store had opened
+    assert gc.isenabled()
