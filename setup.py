@@ -49,7 +49,7 @@ setup(
     package_data={"mbroker": ["py.typed"]},
     include_package_data=False,
     zip_safe=False,
-    python_requires=">=3.10",
+    python_requires=">=3.9",
     install_requires=[
         "twisted>=23.10",
         "attrs>=23.1",

@@ -138,7 +138,7 @@ def alternating(
         one_at_a_time(pair, 0, warmup)
     for b in range(blocks):
         n = messages * (b + 1) // blocks - messages * b // blocks
-        for pair, lat in zip(pairs, out, strict=True):
+        for pair, lat in zip(pairs, out):
             lat.extend(one_at_a_time(pair, n, rewarm)[0])
     return out
 

@@ -281,7 +281,7 @@ class Client:
         if not subs:
             return
         results = await DeferredList([s._attach(proto) for s in subs], consumeErrors=True)
-        for sub, (ok, outcome) in zip(subs, results, strict=True):
+        for sub, (ok, outcome) in zip(subs, results):
             result = cast(Failure, outcome)
             if ok:
                 log.info("subscription to {name} restored", name=sub.name)

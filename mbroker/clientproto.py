@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -55,7 +55,7 @@ log = Logger()
 T = TypeVar("T")
 
 #: Turns a status line's text (``OK 3``) and the data lines before it into a result.
-Finish = Callable[[str, list[Any] | None], Any]
+Finish = Callable[[str, Optional[list[Any]]], Any]
 
 #: Commands waiting in one turn are written at once when this many are buffered.
 _WRITE_BATCH = 1024
@@ -151,7 +151,7 @@ class SubscribeReply:
 
 # ---------------------------------------------------------------- the protocol
 
-Pending = tuple[Deferred[Any], Finish, list[Any] | None]
+Pending = tuple[Deferred[Any], Finish, Optional[list[Any]]]
 
 
 class ClientProtocol(Protocol):

@@ -97,7 +97,7 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     for row in rows:
         cells = [
             cell.rjust(w) if i >= 3 else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            for i, (cell, w) in enumerate(zip(row, widths))
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)

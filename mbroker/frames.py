@@ -10,7 +10,7 @@ These classes carry no validators: the codec checks syntax once, on the way in.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Union
 
 import attrs
 
@@ -166,26 +166,26 @@ class Stats:
     name: str | None = None
 
 
-Command = (
-    Create
-    | Delete
-    | Bind
-    | Unbind
-    | Publish
-    | PublishRun
-    | Subscribe
-    | Unsubscribe
-    | Pull
-    | Ack
-    | Nack
-    | Touch
-    | Purge
-    | Ping
-    | Quit
-    | Auth
-    | List
-    | Stats
-)
+Command = Union[
+    Create,
+    Delete,
+    Bind,
+    Unbind,
+    Publish,
+    PublishRun,
+    Subscribe,
+    Unsubscribe,
+    Pull,
+    Ack,
+    Nack,
+    Touch,
+    Purge,
+    Ping,
+    Quit,
+    Auth,
+    List,
+    Stats,
+]
 
 
 # ------------------------------------------------------ replies and pushed frames
@@ -269,4 +269,4 @@ class Stat:
     value: str
 
 
-ServerFrame = Hello | Ok | Error | Msg | Cancel | ExchangeInfo | QueueInfo | Stat
+ServerFrame = Union[Hello, Ok, Error, Msg, Cancel, ExchangeInfo, QueueInfo, Stat]

@@ -19,12 +19,13 @@ No Twisted here: the store is reached through an injected ``writer`` function.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Optional
 
 from mbroker import errors
 from mbroker.model import Clock
 from mbroker.store.records import MessagesRemoved, Record
 
-Done = Callable[[errors.BrokerError | None], None]
+Done = Callable[[Optional[errors.BrokerError]], None]
 #: ``writer(records, done)``: store the records, then call ``done(None)`` or
 #: ``done(error)``; never calls ``done`` before returning… or may: both work.
 Writer = Callable[[list[Record], Done], None]

@@ -109,6 +109,10 @@ class MemoryWatch:
 #: the watch of a connection made without a factory (tests): never holds anything
 NO_WATCH = MemoryWatch(cast(Clock, None), 0)
 
+#: libc's malloc_trim once looked up, ``False`` where there is none (declared before
+#: the ``global`` below: PyPy 3.9 rejects an annotated global declared after it)
+_malloc_trim: Any = None
+
 
 def _trim_heap() -> None:
     """Ask glibc to give freed heap memory back to the OS (nothing elsewhere)."""
@@ -122,6 +126,3 @@ def _trim_heap() -> None:
             _malloc_trim = False
     if _malloc_trim:
         _malloc_trim(0)
-
-
-_malloc_trim: Any = None

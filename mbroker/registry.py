@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Callable, Iterable, Sequence
+from typing import Union
 
 from mbroker import errors
 from mbroker.config import DEFAULT_MANUAL_PREFETCH, Config
@@ -39,7 +40,7 @@ from mbroker.model import (
 from mbroker.routing import make_matcher
 from mbroker.store import records as rec
 
-Obj = Exchange | Queue
+Obj = Union[Exchange, Queue]
 __all__ = ["Broker", "Obj", "Pulled"]
 
 

@@ -274,9 +274,10 @@ def _settle_gc() -> None:
     every 700 allocations made the collector a fifth of the durable path's CPU, so it
     runs every ``GC_THRESHOLD`` instead."""
     gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD, older, oldest)
+    if hasattr(gc, "freeze"):  # (CPython's collector; PyPy's is another design)
+        gc.freeze()
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(GC_THRESHOLD, older, oldest)
     gc.enable()
 
 

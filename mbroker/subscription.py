@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from inspect import iscoroutine
-from typing import Any, Literal
+from typing import Any, Literal, Optional, Union
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -30,7 +30,7 @@ AckMode = Literal["auto", "manual"]
 Callback = Callable[[Message], Any]
 #: How long (ms) a message whose callback failed waits before it is delivered again:
 #: a number, ``None`` for at once, or a function of the message.
-NackDelay = int | None | Callable[[Message], int | None]
+NackDelay = Union[int, None, Callable[[Message], Optional[int]]]
 
 
 def backoff(message: Message) -> int | None:

@@ -55,7 +55,7 @@ Decisions where the contract leaves room:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, Optional, TypeVar, Union
 
 from mbroker import frames
 from mbroker.config import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, KEY_MAX, NAME_MAX
@@ -128,7 +128,7 @@ def _enc(s: str) -> bytes:
 
 _T = TypeVar("_T")
 #: a PUBLISH line's meaning: (name, key, ttl, payload size)
-_Head = tuple[str, str, int | None, int]
+_Head = tuple[str, str, Optional[int], int]
 
 
 class _Framer(Generic[_T]):
@@ -558,7 +558,7 @@ def _auth(args: list[bytes]) -> frames.Auth:
     return frames.Auth(_text(args[0]), _text(args[1]))
 
 
-_Item = Command | BrokerError
+_Item = Union[Command, BrokerError]
 
 #: how many distinct PUBLISH heads a connection remembers as already validated
 _HEAD_CACHE = 1024

@@ -336,7 +336,7 @@ def test_replies_split_anywhere_match_their_commands(data: st.DataObject) -> Non
     for cut in [*cuts, len(stream)]:
         proto.dataReceived(stream[start:cut])
         start = cut
-    for d, want in zip(ds, expected, strict=True):
+    for d, want in zip(ds, expected):
         box: list[Any] = []
         d.addBoth(box.append)
         got = box[0]

@@ -360,7 +360,7 @@ def test_the_readme_tour_is_real(tmp_path: Path) -> None:
     broker = start_broker(tmp_path, memory_only=True)  # fresh: session numbers start at 1
     terminals: dict[str, LineClient] = {}
     try:
-        for terminal, block in zip(TOUR_TERMINALS, blocks, strict=True):
+        for terminal, block in zip(TOUR_TERMINALS, blocks):
             if terminal not in terminals:
                 terminals[terminal] = broker.connect()
                 assert block[0] == ("server", terminals[terminal].hello.decode())
@@ -374,7 +374,7 @@ def test_the_readme_tour_is_real(tmp_path: Path) -> None:
         for terminal, client in terminals.items():  # and the broker said nothing more
             typed = [
                 line
-                for t, b in zip(TOUR_TERMINALS, blocks, strict=True)
+                for t, b in zip(TOUR_TERMINALS, blocks)
                 if t == terminal
                 for who, line in b
                 if who == "typed"

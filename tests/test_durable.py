@@ -7,6 +7,7 @@ each test can look at the wire before and after the disk said yes (or no).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Optional
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -19,7 +20,7 @@ from mbroker.protocol import BrokerFactory
 from mbroker.registry import Broker
 from mbroker.store import records as rec
 
-Done = Callable[[errors.BrokerError | None], None]
+Done = Callable[[Optional[errors.BrokerError]], None]
 
 
 class HeldWriter:

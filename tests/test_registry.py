@@ -10,6 +10,8 @@ milliseconds; ``task.Clock`` counts seconds.
 
 from __future__ import annotations
 
+from typing import Union
+
 import pytest
 from twisted.internet import task
 
@@ -55,7 +57,7 @@ class Target:
         return out
 
 
-Tag = int | tuple[int, int]
+Tag = Union[int, tuple[int, int]]
 
 
 def tags(*items: Tag) -> tuple[tuple[int, int], ...]:

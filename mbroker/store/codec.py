@@ -34,6 +34,7 @@ import sys
 import zlib
 from array import array
 from collections.abc import Sequence
+from typing import Union
 
 import attrs
 
@@ -87,7 +88,7 @@ _SNAP_FIXED = struct.Struct("<QIII")
 _NAN = float("nan")
 _BIG_ENDIAN = sys.byteorder == "big"
 
-Buffer = bytes | memoryview
+Buffer = Union[bytes, memoryview]
 
 
 class CodecError(ValueError):

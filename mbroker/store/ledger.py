@@ -237,7 +237,7 @@ class Ledger:
 
     def apply(self, records: Sequence[Record], sizes: Sequence[int], seg: Segment) -> None:
         """Apply a group of records that was written to ``seg``."""
-        for record, size in zip(records, sizes, strict=True):
+        for record, size in zip(records, sizes):
             kind = type(record)
             if kind is MessageStored:
                 assert isinstance(record, MessageStored)

@@ -21,6 +21,8 @@ Rules the broker follows (the stores rely on them):
 
 from __future__ import annotations
 
+from typing import Optional, Union
+
 import attrs
 
 from mbroker.frames import QueueOptions
@@ -30,7 +32,7 @@ Headers = tuple[tuple[str, str], ...]
 
 #: One recovered message: ``(msg_id, source, key, payload, expires_at, headers)``.
 #: A plain tuple (not a class) because a million of them are built on recovery.
-StoredMessage = tuple[int, str, str, bytes, float | None, Headers]
+StoredMessage = tuple[int, str, str, bytes, Optional[float], Headers]
 
 
 @attrs.frozen
@@ -93,16 +95,16 @@ class MessagesRemoved:
     msg_ids: tuple[int, ...]
 
 
-Record = (
-    ExchangeDeclared
-    | ExchangeDeleted
-    | QueueDeclared
-    | QueueDeleted
-    | Bound
-    | Unbound
-    | MessageStored
-    | MessagesRemoved
-)
+Record = Union[
+    ExchangeDeclared,
+    ExchangeDeleted,
+    QueueDeclared,
+    QueueDeleted,
+    Bound,
+    Unbound,
+    MessageStored,
+    MessagesRemoved,
+]
 
 
 @attrs.frozen

@@ -76,7 +76,7 @@ class LineClient:
                 raise TimeoutError
             self.sock.settimeout(remaining)
             chunk = self.sock.recv(65536)
-        except TimeoutError:  # socket.timeout is TimeoutError since Python 3.10
+        except (TimeoutError, socket.timeout):  # the same since Python 3.10, not on 3.9
             raise TimeoutError(
                 f"nothing complete before the deadline; buffered {bytes(self._buf)!r}"
             ) from None
