@@ -1,6 +1,8 @@
-"""Idle connections: how many the broker holds, and what each costs in memory.
+"""An idle broker's memory; idle connections: how many it holds, what each costs.
 
-Opens N connections to a fresh ``--memory`` broker started with ``--max-connections``
+First, the RSS of a fresh idle broker, installed with and without the ``tls`` extra
+(pyOpenSSL and cryptography, which Twisted imports whenever they are installed).
+Then: opens N connections to a fresh ``--memory`` broker started with ``--max-connections``
 above N (this script raises its own open-file limit, which the broker inherits),
 reads each one's ``HELLO``, then holds them all idle.  Reported: the time to open
 them, the broker's RSS before and while they are held, the difference per connection,
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +53,35 @@ def ping_us(broker: BrokerProcess, rounds: int = 200) -> float:
     s.close()
     times.sort()
     return 1e6 * times[len(times) // 2]
+
+
+def idle_broker(without_tls: bool) -> list[object]:
+    """An idle broker's memory, started with or without pyOpenSSL importable.
+
+    Twisted's endpoints module imports pyOpenSSL (and cryptography) whenever it is
+    installed, TLS listener or not: ``pip install .`` leaves it out, the ``tls`` extra
+    brings it.  ``without_tls`` hides it from the broker with a stand-in package that
+    refuses to import, so both installs are measured from one environment."""
+    with tempfile.TemporaryDirectory(prefix="mbroker-no-tls-") as shim:
+        path: tuple[str, ...] = ()
+        if without_tls:
+            os.mkdir(os.path.join(shim, "OpenSSL"))
+            with open(os.path.join(shim, "OpenSSL", "__init__.py"), "w") as f:
+                f.write("raise ImportError('hidden by bench_idle.py')\n")
+            path = (shim,)
+        with BrokerProcess("--memory", path=path) as broker:
+            ping_us(broker, 20)
+            rss = settle(broker)
+            pid = broker.proc.pid
+            with open(f"/proc/{pid}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+    kib = lambda key: int(fields[key].split()[0]) / 1024  # noqa: E731
+    return [
+        "without pyOpenSSL (pip install .)" if without_tls else "with pyOpenSSL (the tls extra)",
+        rss / (1 << 20),
+        kib("RssAnon"),
+        kib("RssFile"),
+    ]
 
 
 def run_case(n: int) -> list[object]:
@@ -105,6 +137,11 @@ def main() -> None:
         print(f"open-file limit {limit} is too low; holding fewer connections")
         counts = [min(c, limit - 200) for c in counts]
     print(f"# {load_note()}", flush=True)
+    print_table(
+        f"an idle broker (--memory, one PING answered), {sys.implementation.name}",
+        ["install", "RSS MiB", "anonymous MiB", "file-backed MiB"],
+        [idle_broker(False), idle_broker(True)],
+    )
     rows = [run_case(n) for n in counts]
     print_table(
         "idle connections held by one broker (--memory)",

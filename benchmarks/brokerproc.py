@@ -25,22 +25,25 @@ def twistd_command() -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
-def broker_environment() -> dict[str, str]:
+def broker_environment(path: tuple[str, ...] = ()) -> dict[str, str]:
     """This environment; with ``MBROKER_SRC=<dir>``, that tree's ``mbroker`` runs instead.
 
     ``MBROKER_SRC`` names a directory holding ``mbroker/`` and ``twisted/plugins/`` (a
     copy of another checkout, say), put first on the broker's ``PYTHONPATH``: the same
-    benchmark can then compare two versions of the broker.
+    benchmark can then compare two versions of the broker.  ``path`` goes before it.
     """
     env = dict(os.environ)
     src = env.get("MBROKER_SRC")
-    if src:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    first = [*path, src] if src else list(path)
+    if first:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (*first, env.get("PYTHONPATH")) if p)
     return env
 
 
 class BrokerProcess:
-    def __init__(self, *extra: str, data_dir: str | None = None) -> None:
+    def __init__(
+        self, *extra: str, data_dir: str | None = None, path: tuple[str, ...] = ()
+    ) -> None:
         self._tmp = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="mbroker-bench-")
@@ -62,7 +65,7 @@ class BrokerProcess:
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=broker_environment(),
+            env=broker_environment(path),
         )
         self.host, self.port = self._wait_for_port(deadline=time.monotonic() + 30)
 
