@@ -187,12 +187,17 @@ class BrokerProtocol(Protocol):
         if watch.received > watch.check_after:
             watch.check()
         items = self.decoder.feed(data)
-        if self._waiting:
-            self._backlog.extend(items)
-        else:
-            self._run(items)
-        # what this read delivered to subscribers goes out now, in one write each
-        self.factory.flush_all()
+        factory = self.factory
+        factory.reading = True  # (output queued meanwhile is written just below)
+        try:
+            if self._waiting:
+                self._backlog.extend(items)
+            else:
+                self._run(items)
+        finally:
+            factory.reading = False
+            # what this read delivered to subscribers goes out now, in one write each
+            factory.flush_all()
         if self._handlers is _PRE_AUTH_HANDLERS and not self._auth_busy:
             # Before login a connection may send a few lines, not payloads: bytes
             # that came with an AUTH being checked do not count (reading stops then).
@@ -227,7 +232,10 @@ class BrokerProtocol(Protocol):
                 log.failure("command {command!r} failed", command=item, peer=self._peer())
                 times = len(item.payloads) if type(item) is frames.PublishRun else 1
                 self._reply(error_line(errors.Internal("see the broker's log")) * times)
-        self._flush()
+        if not self.factory.reading:
+            self._flush()
+        # (else the read's flush_all writes everyone's output in the order it was
+        # queued: the deliveries a publish made go out before its own +OK)
 
     def _reply(self, data: bytes, after: Callable[[], None] | None = None) -> None:
         """Write a reply now, or queue it behind replies that are not ready.
@@ -802,11 +810,17 @@ class BrokerFactory(Factory):
         )
         self._dirty: list[BrokerProtocol] = []
         self._flush_scheduled = False
+        #: a connection is handling what it read (see flush_later)
+        self.reading = False
 
     def flush_later(self, p: BrokerProtocol) -> None:
-        """``p`` has output queued: write it at the end of this read or turn."""
+        """``p`` has output queued: write it at the end of this read or turn.
+
+        Within a read (``reading``) the reading connection flushes everyone when it is
+        done; anything else (a timer, a store commit) schedules one flush for the end
+        of the reactor turn.  No timer per read: it would delay every reply."""
         self._dirty.append(p)
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self.reading:
             self._flush_scheduled = True
             self.broker.clock.callLater(0, self._flush_turn)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -302,3 +304,35 @@ def test_a_run_that_crashes_answers_each_publish() -> None:
     assert c.lines() == [b"-ERR INTERNAL see the broker's log"] * 2 + [b"+PONG"]
     (failed,) = [e for e in events if "log_failure" in e]
     assert failed["log_failure"].check(RuntimeError)
+
+
+class Recording(StringTransport):
+    """A transport that also notes, in a list shared by several, who wrote what."""
+
+    def __init__(self, name: str, log: list[tuple[str, bytes]]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def write(self, data: bytes) -> None:
+        self.log.append((self.name, data))
+        super().write(data)
+
+    def writeSequence(self, seq: Any) -> None:
+        self.write(b"".join(seq))
+
+
+def test_a_read_is_answered_without_a_timer_deliveries_first() -> None:
+    clock, _, f = make()
+    log: list[tuple[str, bytes]] = []
+    conns = {}
+    for name in ("pub", "sub"):
+        p = f.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        p.makeConnection(Recording(name, log))
+        conns[name] = p
+    conns["pub"].dataReceived(b"CREATE q queue\r\n")
+    conns["sub"].dataReceived(b"SUBSCRIBE q\r\n")
+    del log[:]
+    conns["pub"].dataReceived(b"PUBLISH q :hi\r\n")
+    # written within the read (no callLater(0) per read), the MSG before the +OK
+    assert log == [("sub", b"MSG 1 1 q - 2\r\nhi\r\n"), ("pub", b"+OK 1\r\n")]
+    assert clock.getDelayedCalls() == []
