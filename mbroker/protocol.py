@@ -723,7 +723,7 @@ class BrokerProtocol(Protocol):
             self._drain_backlog()
 
     def _no_auth(self, f: Any) -> None:
-        self._reply(_NO_AUTH)
+        self._reply(_NO_AUTH * (len(f.payloads) if type(f) is frames.PublishRun else 1))
 
     def _list(self, f: frames.List) -> None:
         rows = self.broker.list_objects()

@@ -84,6 +84,9 @@ def test_everything_but_auth_ping_quit_needs_auth(setup: Setup) -> None:
     c.send(b"".join(cmd + b"\r\n" for cmd in commands) + b"PING\r\n")
     no_auth = b"-ERR NO_AUTH log in first: AUTH <user> <password>"
     assert c.lines() == [no_auth] * len(commands) + [b"+PONG"]
+    # a run of pipelined publishes gets one refusal each
+    c.send(b"PUBLISH q 1\r\nx\r\n" * 4 + b"PING\r\n")
+    assert c.lines() == [no_auth] * 4 + [b"+PONG"]
     # Syntax errors are still syntax errors.
     c.send(b"FLY\r\nPUBLISH\r\n")
     assert [line.split()[1] for line in c.lines()] == [b"BAD_COMMAND", b"BAD_ARGS"]

@@ -186,7 +186,7 @@ def expected_statuses(script: bytes) -> int | None:
     items = CommandDecoder(MAX_LINE, MAX_PAYLOAD).feed(script)
     n = 0
     for item in items:
-        n += 1
+        n += len(item.payloads) if isinstance(item, frames.PublishRun) else 1
         if isinstance(item, frames.Quit) or (isinstance(item, BrokerError) and item.fatal):
             return n
     return n
