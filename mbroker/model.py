@@ -54,6 +54,11 @@ class DeliveryTarget(Protocol):
     def push_many(self, sid: int, tag: int, messages: list[Message]) -> None:
         """Send ``messages`` for a subscription, tagged ``tag``, ``tag + 1``, …"""
 
+    def push_run(self, sid: int, tag: int, route: bytes, payloads: list[bytes]) -> None:
+        """Send new messages with one route (``b"<source> <key>"``), delivered for the
+        first time, tagged ``tag``, ``tag + 1``, … (a run of publishes passed straight
+        through)."""
+
     def cancelled(self, sid: int, reason: str) -> None:
         """Send ``CANCEL sid reason``: the broker ended the subscription."""
 

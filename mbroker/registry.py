@@ -339,6 +339,22 @@ class Broker(QueueEngine):
         route = f"{name} {key or '-'}".encode()
         size = sum(map(len, payloads))
         for q in targets:
+            if not q.ready and len(q.consumers) == 1 and not (first_id and q.options.durable):
+                # Straight through: an empty queue whose one consumer (ack=auto) can
+                # take everything gets the run without a message object or a queue.
+                c = q.consumers[0]
+                s = c.session
+                if not c.manual and c.active and s.writable:
+                    tag = s.next_tag
+                    s.next_tag = tag + n
+                    q.published += n
+                    q.delivered += n
+                    q.acked += n
+                    c.delivered += n
+                    self.delivered += n
+                    self.acked += n
+                    s.target.push_run(c.sid, tag, route, payloads)
+                    continue
             if first_id and q.options.durable:
                 q.ready.extend(
                     [

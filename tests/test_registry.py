@@ -39,6 +39,13 @@ class Target:
         for i, m in enumerate(messages):
             self.push(sid, tag + i, m)
 
+    def push_run(self, sid: int, tag: int, route: bytes, payloads: list[bytes]) -> None:
+        source, _, key = route.decode().partition(" ")
+        for i, p in enumerate(payloads):
+            m = Message(source, "" if key == "-" else key, route, p)
+            m.deliveries = 1
+            self.push(sid, tag + i, m)
+
     def cancelled(self, sid: int, reason: str) -> None:
         self.cancels.append((sid, reason))
 

@@ -17,6 +17,7 @@ from twisted.internet import task
 from mbroker import errors
 from mbroker.config import Config
 from mbroker.frames import QueueInfo, QueueOptions
+from mbroker.model import Message
 from mbroker.registry import Broker
 from mbroker.store.bridge import journal_for
 from mbroker.store.executor import SyncExecutor
@@ -218,22 +219,38 @@ def test_a_run_is_the_same_as_one_at_a_time(case: str, ttl: int | None) -> None:
     assert view(scenes[0]) == view(scenes[1])
 
 
-def test_the_fast_path_is_taken_when_it_can_be() -> None:
-    """The single-consumer run goes out in one push (what makes it fast)."""
+def test_the_fast_paths_are_taken_when_they_can_be() -> None:
+    """A run into an empty queue with one ack=auto consumer goes straight through in
+    one push_run; with messages already waiting, it is queued and goes out in one
+    push_many, after them (what makes runs fast)."""
     scene = Scene(World())
     queue_one_auto(scene)
     target = scene.clients[0].target
-    calls: list[int] = []
-    push_many = target.push_many
+    calls: list[tuple[str, int]] = []
+    push_many, push_run = target.push_many, target.push_run
 
-    def counting(sid: int, tag: int, messages: list[object]) -> None:
-        calls.append(len(messages))
-        push_many(sid, tag, messages)  # type: ignore[arg-type]
+    def many(sid: int, tag: int, messages: list[Message]) -> None:
+        calls.append(("many", len(messages)))
+        push_many(sid, tag, messages)
 
-    target.push_many = counting  # type: ignore[method-assign]
-    assert scene.w.broker.publish_many("q", "", list(PAYLOADS)) == (1, {})
-    assert calls == [len(PAYLOADS)]
-    assert scene.clients[0].payloads == PAYLOADS
+    def run(sid: int, tag: int, route: bytes, payloads: list[bytes]) -> None:
+        calls.append(("run", len(payloads)))
+        push_run(sid, tag, route, payloads)
+
+    target.push_many = many  # type: ignore[method-assign]
+    target.push_run = run  # type: ignore[method-assign]
+    b = scene.w.broker
+    assert b.publish_many("q", "", list(PAYLOADS)) == (1, {})
+    assert calls == [("run", len(PAYLOADS))]
+    b.set_writable(scene.clients[0].session, False)
+    b.publish_many("q", "", [b"a", b"b"])
+    b.set_writable(scene.clients[0].session, True)  # the two waiting go out
+    b.set_writable(scene.clients[0].session, False)
+    b.publish("q", "", b"c")
+    b.set_writable(scene.clients[0].session, True)
+    assert calls[1:] == [("many", 2), ("many", 1)]
+    assert scene.clients[0].payloads == PAYLOADS + [b"a", b"b", b"c"]
+    assert scene.clients[0].tags == list(range(1, len(PAYLOADS) + 4))
 
 
 def test_durable_targets_are_stored_one_record_each() -> None:
