@@ -180,10 +180,10 @@ class QueueEngine:
             q.acked += k
             self.acked += k
             journal = self.journal
-            if journal is not None:
-                for m in out:
-                    if m.msg_id:
-                        journal.removed(q.name, m.msg_id)
+            if journal is not None and q.options.durable:
+                ids = [m.msg_id for m in out if m.msg_id]
+                if ids:
+                    journal.removed_many(q.name, ids)
         s.target.push_many(c.sid, first, out)
 
     def _deliver(self, q: Queue, c: Consumer, m: Message) -> None:

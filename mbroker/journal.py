@@ -76,6 +76,17 @@ class Journal:
             ids.append(msg_id)
         self._changed()
 
+    def removed_many(self, queue: str, msg_ids: list[int]) -> None:
+        ids = self._removed.get(queue)
+        if ids is None:
+            self._removed[queue] = list(msg_ids)
+        else:
+            ids += msg_ids
+        self.changes += len(msg_ids)
+        if not self._scheduled:
+            self._scheduled = True
+            self._clock.callLater(0, self.commit)
+
     def _changed(self) -> None:
         self.changes += 1
         if not self._scheduled:

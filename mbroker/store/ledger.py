@@ -40,6 +40,7 @@ from mbroker.store.records import (
 from mbroker.store.state import Declarations
 
 _SIZE_MASK = (1 << 32) - 1
+_ABSENT = object()
 
 
 @attrs.define(eq=False)
@@ -190,17 +191,40 @@ class Ledger:
         msgs = self.queue_msgs.get(queue)
         if msgs is None:
             return
-        home, refs, number = self.home, seg.refs, seg.number
+        # (what _left_queue does, inlined: this runs for every acknowledged message)
+        home, multi, copies, segments = self.home, self.multi, self.copies, self.segments
+        wheres: set[int] = set()
+        lost: set[int] = set()
         for msg_id in msg_ids:
-            if msg_id in msgs:
-                del msgs[msg_id]
-                where = home[msg_id] >> 32
-                if where != number:
-                    refs.add(where)
-                older = self.copies.get(msg_id)
+            if msgs.pop(msg_id, _ABSENT) is _ABSENT:
+                continue
+            packed = home[msg_id]
+            where = packed >> 32
+            wheres.add(where)
+            if copies:
+                older = copies.get(msg_id)
                 if older is not None:
-                    refs.update(older)
-                self._left_queue(msg_id)
+                    seg.refs.update(older)
+            if multi:
+                count = multi.get(msg_id)
+                if count is not None:
+                    if count > 2:
+                        multi[msg_id] = count - 1
+                    else:
+                        del multi[msg_id]
+                    continue
+            del home[msg_id]
+            held = segments.get(where)
+            if held is not None:
+                held.live -= 1
+                held.live_bytes -= packed & _SIZE_MASK
+                lost.add(where)
+            if copies:
+                copies.pop(msg_id, None)
+        wheres.discard(seg.number)
+        seg.refs.update(wheres)
+        for number in lost:
+            self._lost_live(number)
 
     def _left_queue(self, msg_id: int) -> None:
         count = self.multi.get(msg_id)
