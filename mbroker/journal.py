@@ -61,13 +61,6 @@ class Journal:
         self._records.append(record)
         self._changed()
 
-    def add_many(self, records: list[Record]) -> None:
-        self._records += records
-        self.changes += len(records)
-        if not self._scheduled:
-            self._scheduled = True
-            self._clock.callLater(0, self.commit)
-
     def removed(self, queue: str, msg_id: int) -> None:
         ids = self._removed.get(queue)
         if ids is None:

@@ -318,16 +318,12 @@ class Broker(QueueEngine):
         if journal is not None and any(q.options.durable for q in targets):
             if not journal.available:
                 raise errors.Unavailable("the store cannot take writes; nothing was published")
-            # one record per message, before any is queued (ids grow in log order)
+            # stored before any is queued (ids grow in log order): one record for the
+            # run, written as one frame per message
             first_id = journal.next_id
             journal.next_id = first_id + len(payloads)
             names = tuple([q.name for q in targets if q.options.durable])
-            journal.add_many(
-                [
-                    rec.MessageStored(first_id + i, names, name, key, p)
-                    for i, p in enumerate(payloads)
-                ]
-            )
+            journal.add(rec.MessagesStored(first_id, names, name, key, payloads))
         n = len(payloads)
         self.published += n
         if not isinstance(obj, Queue):

@@ -27,6 +27,7 @@ from mbroker.store.records import (
     ExchangeDeclared,
     ExchangeDeleted,
     MessagesRemoved,
+    MessagesStored,
     QueueDeclared,
     QueueDeleted,
     Record,
@@ -217,6 +218,28 @@ async def test_messages_round_trip(harness: Harness) -> None:
         (3, "ex", "k.ü", b"x" * 70000, None, (("a", "1"), ("b", "é"))),
     ]
     assert rec.next_msg_id == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_run_of_messages_is_its_messages(harness: Harness) -> None:
+    await harness.open()
+    await harness.write(declare("q", "r"))
+    run = MessagesStored(5, ("q", "r", "nope"), "ex", "k", [b"a", b"", b"c" * 70000])
+    await harness.write([msg(4, ("q",)), run, MessagesRemoved("r", (6,))])
+    await harness.write([MessagesRemoved("q", (5,)), msg(8, ("r",), b"after")])
+    assert harness.store.stats()["messages"] == 5
+    rec = await harness.restart()
+    assert rec.messages["q"] == [
+        (4, "ex", "a.b", b"payload-4", None, ()),
+        (6, "ex", "k", b"", None, ()),
+        (7, "ex", "k", b"c" * 70000, None, ()),
+    ]
+    assert rec.messages["r"] == [
+        (5, "ex", "k", b"a", None, ()),
+        (7, "ex", "k", b"c" * 70000, None, ()),
+        (8, "ex", "a.b", b"after", None, ()),
+    ]
+    assert rec.next_msg_id == 9
 
 
 @pytest_twisted.ensureDeferred

@@ -45,6 +45,7 @@ from mbroker.store.records import (
     ExchangeDeleted,
     Headers,
     MessagesRemoved,
+    MessagesStored,
     MessageStored,
     QueueDeclared,
     QueueDeleted,
@@ -134,6 +135,27 @@ def _message_parts(rec: MessageStored) -> _Parts:
     kb = rec.key.encode()
     hb = encode_headers(rec.headers) if rec.headers else b""
     return b"".join((qb, sb, kb, hb)), len(qb), len(sb), len(kb), len(hb)
+
+
+def _encode_run(rec: MessagesStored) -> list[bytes]:
+    """The frames of a run: what ``encode_message`` makes of each of its messages."""
+    first = MessageStored(rec.first_id, rec.queues, rec.source, rec.key, b"")
+    names, ql, sl, kl, hl = _message_parts(first)
+    pack, crc32, crc_pack = _TL_MSG.pack, zlib.crc32, _CRC.pack
+    fixed = _MSG_FIXED_SIZE + len(names)
+    frames = []
+    msg_id = rec.first_id
+    try:
+        for payload in rec.payloads:
+            size = len(payload)
+            prefix = pack(T_MESSAGE, fixed + size, msg_id, _NAN, size, hl, ql, sl, kl) + names
+            frames.append(
+                b"".join((MAGIC, crc_pack(crc32(payload, crc32(prefix))), prefix, payload))
+            )
+            msg_id += 1
+    except struct.error as e:
+        raise CodecError(f"message {msg_id} cannot be encoded: {e}") from None
+    return frames
 
 
 def encode_message(rec: MessageStored, parts: _Parts | None = None) -> bytes:
@@ -293,9 +315,11 @@ def decode_snapshot(data: Buffer) -> Snapshot:
 
 
 def encode_record(rec: Record) -> bytes:
-    """One record as a frame."""
+    """One record as a frame (a run of messages: its frames, joined)."""
     if isinstance(rec, MessageStored):
         return encode_message(rec)
+    if isinstance(rec, MessagesStored):
+        return b"".join(_encode_run(rec))
     if isinstance(rec, MessagesRemoved):
         qb = rec.queue.encode()
         try:
@@ -319,7 +343,8 @@ def encode_record(rec: Record) -> bytes:
 
 
 def encode_batch(records: Sequence[Record]) -> tuple[bytes, list[int]]:
-    """The frames of ``records`` joined, and each frame's size.
+    """The frames of ``records`` joined, and each frame's size (one per record, but
+    one per message of a ``MessagesStored``).
 
     Consecutive messages with the same queues, source, key and headers (the same
     objects: a run of publishes) share the encoding of those."""
@@ -327,7 +352,9 @@ def encode_batch(records: Sequence[Record]) -> tuple[bytes, list[int]]:
     last: MessageStored | None = None
     parts: _Parts | None = None
     for rec in records:
-        if type(rec) is MessageStored:
+        if type(rec) is MessagesStored:
+            frames += _encode_run(rec)
+        elif type(rec) is MessageStored:
             if not (
                 last is not None
                 and rec.queues is last.queues

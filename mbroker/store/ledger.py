@@ -31,6 +31,7 @@ import attrs
 from mbroker.store.codec import Snapshot
 from mbroker.store.records import (
     MessagesRemoved,
+    MessagesStored,
     MessageStored,
     QueueDeclared,
     QueueDeleted,
@@ -260,13 +261,26 @@ class Ledger:
     # -------------------------------------------------------------- records
 
     def apply(self, records: Sequence[Record], sizes: Sequence[int], seg: Segment) -> None:
-        """Apply a group of records that was written to ``seg``."""
-        for record, size in zip(records, sizes):
+        """Apply a group of records that was written to ``seg``; ``sizes`` has each
+        frame's (one per record, one per message of a ``MessagesStored``)."""
+        frame = 0
+        for record in records:
             kind = type(record)
             if kind is MessageStored:
                 assert isinstance(record, MessageStored)
-                self.store(record.msg_id, record.queues, seg, size, None)
-            elif kind is MessagesRemoved:
+                self.store(record.msg_id, record.queues, seg, sizes[frame], None)
+                frame += 1
+                continue
+            if kind is MessagesStored:
+                assert isinstance(record, MessagesStored)
+                msg_id, queues, store = record.first_id, record.queues, self.store
+                for size in sizes[frame : frame + len(record.payloads)]:
+                    store(msg_id, queues, seg, size, None)
+                    msg_id += 1
+                frame += len(record.payloads)
+                continue
+            frame += 1
+            if kind is MessagesRemoved:
                 assert isinstance(record, MessagesRemoved)
                 self.remove(record.queue, record.msg_ids, seg)
             else:

@@ -10,8 +10,9 @@ Rules the broker follows (the stores rely on them):
   order the records are written.  A message that moves to another queue
   (dead-lettering) is stored again under a *new* id; a requeue stores nothing.
 - One ``MessageStored`` per published message, listing every durable queue it
-  went to.  A message listed for a queue that is not declared is ignored for
-  that queue.
+  went to (or one ``MessagesStored`` for a run of them, which is the same thing:
+  its ids count up from ``first_id`` and it is written as one frame each).  A
+  message listed for a queue that is not declared is ignored for that queue.
 - ``MessagesRemoved`` lists the ids that left one queue (ack, drop, expiry,
   purge, dead-letter-out).  ``QueueDeleted`` implies that all the queue's
   messages and bindings are gone; ``ExchangeDeleted`` implies its bindings are.
@@ -88,6 +89,26 @@ class MessageStored:
 
 
 @attrs.frozen
+class MessagesStored:
+    """Messages published together (a run of PUBLISH with one name and key) into the
+    same durable queues, with ids ``first_id``, ``first_id + 1``, …: the same as one
+    :class:`MessageStored` per payload, and written as exactly those frames, but one
+    object for the broker to make and one for the store to take."""
+
+    first_id: int
+    queues: tuple[str, ...]
+    source: str
+    key: str
+    payloads: tuple[bytes, ...] | list[bytes]
+
+    def messages(self) -> list[MessageStored]:
+        return [
+            MessageStored(self.first_id + i, self.queues, self.source, self.key, p)
+            for i, p in enumerate(self.payloads)
+        ]
+
+
+@attrs.frozen
 class MessagesRemoved:
     """Messages that left one queue; the broker batches them per queue per batch."""
 
@@ -103,6 +124,7 @@ Record = Union[
     Bound,
     Unbound,
     MessageStored,
+    MessagesStored,
     MessagesRemoved,
 ]
 
@@ -158,6 +180,7 @@ __all__ = [
     "Headers",
     "MessageStored",
     "MessagesRemoved",
+    "MessagesStored",
     "QueueDeclared",
     "QueueDeleted",
     "Record",

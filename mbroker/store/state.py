@@ -18,6 +18,7 @@ from mbroker.store.records import (
     ExchangeDeclared,
     ExchangeDeleted,
     MessagesRemoved,
+    MessagesStored,
     MessageStored,
     QueueDeclared,
     QueueDeleted,
@@ -122,7 +123,10 @@ class StoreState:
             self.apply(record)
 
     def apply(self, record: Record) -> None:
-        if isinstance(record, MessageStored):
+        if isinstance(record, MessagesStored):
+            for message in record.messages():
+                self.apply(message)
+        elif isinstance(record, MessageStored):
             self.next_msg_id = max(self.next_msg_id, record.msg_id + 1)
             entry: StoredMessage | None = None
             for queue in record.queues:
