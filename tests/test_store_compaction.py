@@ -6,10 +6,12 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet.task import deferLater
 
 from mbroker.store.executor import ManualExecutor
+from mbroker.store.ledger import Ledger
 from mbroker.store.log import LogStore
 from mbroker.store.records import MessagesRemoved, QueueDeclared, QueueDeleted
 from mbroker.store.segment import segment_name
@@ -217,3 +219,27 @@ async def test_compaction_with_real_threads(tmp_path: Path) -> None:
     rec = await store.open()
     assert ids(rec, "keep") == [1] and ids(rec) == []
     await store.close()
+
+
+@pytest.mark.parametrize("queues", [("q",), ("q", "r"), ("q", "nope", "r"), ("nope",)])
+def test_the_ledger_takes_a_run_as_its_messages(queues: tuple[str, ...]) -> None:
+    ledgers = [Ledger(), Ledger()]
+    for ledger in ledgers:
+        for name in ("q", "r"):
+            ledger.declare(QueueDeclared(name, DURABLE))
+        ledger.add_segment(1)
+    sizes = [40, 41, 0, 70_000]
+    for i, size in enumerate(sizes):
+        ledgers[0].store(5 + i, queues, ledgers[0].segments[1], size, None)
+    ledgers[1].store_run(5, queues, ledgers[1].segments[1], sizes)
+    a, b = ledgers
+    assert (a.home, a.queue_msgs, a.multi, a.next_msg_id) == (
+        b.home,
+        b.queue_msgs,
+        b.multi,
+        b.next_msg_id,
+    )
+    assert (a.segments[1].live, a.segments[1].live_bytes) == (
+        b.segments[1].live,
+        b.segments[1].live_bytes,
+    )

@@ -188,6 +188,32 @@ class Ledger:
             if live > 1:
                 self.multi[msg_id] = live
 
+    def store_run(
+        self, first_id: int, queues: Sequence[str], seg: Segment, sizes: Sequence[int]
+    ) -> None:
+        """``store`` for messages ``first_id``, ``first_id + 1``, … of new ids (a run
+        the broker just published), with the work shared."""
+        home = self.home
+        if not sizes or first_id in home:  # (never: ids are new; but be exact)
+            for i, size in enumerate(sizes):
+                self.store(first_id + i, queues, seg, size, None)
+            return
+        last = first_id + len(sizes) - 1
+        if last >= self.next_msg_id:
+            self.next_msg_id = last + 1
+        targets = [m for m in map(self.queue_msgs.get, queues) if m is not None]
+        if not targets:
+            return
+        ids = range(first_id, last + 1)
+        for msgs in targets:
+            msgs.update(dict.fromkeys(ids))
+        base = seg.number << 32
+        home.update(zip(ids, [base | size for size in sizes]))
+        seg.live += len(sizes)
+        seg.live_bytes += sum(sizes)
+        if len(targets) > 1:
+            self.multi.update(dict.fromkeys(ids, len(targets)))
+
     def remove(self, queue: str, msg_ids: Iterable[int], seg: Segment) -> None:
         msgs = self.queue_msgs.get(queue)
         if msgs is None:
@@ -273,11 +299,9 @@ class Ledger:
                 continue
             if kind is MessagesStored:
                 assert isinstance(record, MessagesStored)
-                msg_id, queues, store = record.first_id, record.queues, self.store
-                for size in sizes[frame : frame + len(record.payloads)]:
-                    store(msg_id, queues, seg, size, None)
-                    msg_id += 1
-                frame += len(record.payloads)
+                end = frame + len(record.payloads)
+                self.store_run(record.first_id, record.queues, seg, sizes[frame:end])
+                frame = end
                 continue
             frame += 1
             if kind is MessagesRemoved:
