@@ -37,7 +37,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from brokerproc import BrokerProcess  # noqa: E402
+from brokerproc import BrokerProcess, set_affinity  # noqa: E402
 from forwarder import ForwarderProcess  # noqa: E402
 from rawclient import (  # noqa: E402
     base_parser,
@@ -187,7 +187,7 @@ def paced(
 
 
 def pin_self(cpus: set[int] | None) -> None:
-    os.sched_setaffinity(0, cpus if cpus is not None else set(range(os.cpu_count() or 1)))
+    set_affinity(0, cpus)  # (this client is one thread)
 
 
 def main() -> None:

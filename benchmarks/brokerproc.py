@@ -40,6 +40,22 @@ def broker_environment(path: tuple[str, ...] = ()) -> dict[str, str]:
     return env
 
 
+def set_affinity(tid: int, cpus: set[int] | None) -> None:
+    """Pin thread *tid* (0: this one) to *cpus* (``None``: every CPU).
+
+    ``os.sched_setaffinity`` where there is one; PyPy 3.9 has none, so ``taskset``."""
+    allowed = cpus if cpus is not None else set(range(os.cpu_count() or 1))
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(tid, allowed)
+    else:
+        cpu_list = ",".join(str(c) for c in sorted(allowed))
+        subprocess.run(
+            ["taskset", "-p", "-c", cpu_list, str(tid or os.getpid())],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+
 class BrokerProcess:
     def __init__(
         self, *extra: str, data_dir: str | None = None, path: tuple[str, ...] = ()
@@ -121,9 +137,8 @@ class BrokerProcess:
 
     def pin(self, cpus: set[int] | None) -> None:
         """Pin every thread of the broker to *cpus* (``None``: every CPU), like ``taskset``."""
-        allowed = cpus if cpus is not None else set(range(os.cpu_count() or 1))
         for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
-            os.sched_setaffinity(int(tid), allowed)
+            set_affinity(int(tid), cpus)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
