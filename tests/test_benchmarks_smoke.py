@@ -18,6 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("bench_admin.py", "CREATE+DELETE pairs per second"),
         ("bench_publish.py", "publish throughput"),
         ("bench_forwarder.py", "publish -> deliver 1->1, bare forwarder and mbroker"),
+        ("bench_inprocess.py", "broker CPU per message in-process"),
     ],
 )
 def test_quick_run_prints_a_table(script: str, title: str) -> None:
