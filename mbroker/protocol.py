@@ -263,7 +263,12 @@ class BrokerProtocol(Protocol):
         handled, or of the reactor turn, or at once past ``_FLUSH_AT`` bytes (so the
         transport still tells us, as its producer, when the peer stops reading)."""
         self._out.append(data)
-        self._out_size += len(data)
+        self._queued(len(data))
+
+    def _queued(self, size: int) -> None:
+        """``size`` more bytes are in ``_out``: write now past ``_FLUSH_AT``, else
+        make sure they are written at the end of this read or turn."""
+        self._out_size += size
         if self._out_size >= _FLUSH_AT:
             self._flush()
         elif not self._dirty:
@@ -377,12 +382,7 @@ class BrokerProtocol(Protocol):
         )
         out.append(payload)
         out.append(_CRLF)
-        self._out_size += len(payload) + 64
-        if self._out_size >= _FLUSH_AT:
-            self._flush()
-        elif not self._dirty:
-            self._dirty = True
-            self.factory.flush_later(self)
+        self._queued(len(payload) + 64)
 
     def push_many(self, sid: int, tag: int, messages: list[Message]) -> None:
         out = self._out
@@ -413,12 +413,7 @@ class BrokerProtocol(Protocol):
                 append(payload)
                 append(_CRLF)
             tag += 1
-        self._out_size += size + 32 * len(messages)
-        if self._out_size >= _FLUSH_AT:
-            self._flush()
-        elif not self._dirty:
-            self._dirty = True
-            self.factory.flush_later(self)
+        self._queued(size + 32 * len(messages))
 
     def push_run(self, sid: int, tag: int, route: bytes, payloads: list[bytes]) -> None:
         # (a name or key never holds "%": the route can go into the format)
@@ -437,12 +432,7 @@ class BrokerProtocol(Protocol):
                 append(payload)
                 append(_CRLF)
             tag += 1
-        self._out_size += size + 32 * len(payloads)
-        if self._out_size >= _FLUSH_AT:
-            self._flush()
-        elif not self._dirty:
-            self._dirty = True
-            self.factory.flush_later(self)
+        self._queued(size + 32 * len(payloads))
 
     def cancelled(self, sid: int, reason: str) -> None:
         self._send(encode_frame(frames.Cancel(sid, reason)))
