@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
+from mbroker import errors
 from mbroker.store import codec
-from mbroker.store.files import CrashFS
+from mbroker.store.files import CrashFS, Locked, RealFileSystem
 from mbroker.store.records import MessagesRemoved, QueueDeleted, RecoveryWarning
 from mbroker.store.segment import segment_name
-from tests.store_support import DATA, declare, ids, msg, open_log, result
+from tests.store_support import DATA, declare, failure, ids, log_store, msg, open_log, result
 
 SEG1 = os.path.join(DATA, segment_name(1))
 
@@ -190,3 +192,34 @@ def test_names_with_nul_cannot_be_stored() -> None:
     store = open_log()[0]
     with pytest.raises(codec.CodecError):
         result(store.write([msg(1, ("bad\0name",))]))
+
+
+# ------------------------------------------------------------ one store per directory
+
+
+def test_one_log_store_at_a_time_per_data_directory() -> None:
+    first, fs, _ = open_log()
+    result(first.write([*declare("q"), msg(1)]))
+    second = log_store(fs)[0]
+    refused = failure(second.open())
+    assert refused.check(errors.Unavailable)
+    assert "in use by another broker" in str(refused.value)
+    result(first.write([msg(2)]))  # the first is untouched
+    result(first.close())
+    third, _, rec = open_log(fs)  # closed: free again
+    assert ids(rec) == [1, 2]
+    rec = open_log(fs.kill9())[2]  # and a crash frees it, as the kernel does
+    assert ids(rec) == [1, 2]
+    result(third.close())
+
+
+def test_the_real_lock_file_names_its_holder(tmp_path: Path) -> None:
+    fs = RealFileSystem()
+    path = str(tmp_path / "LOCK")
+    lock = fs.lock(path)
+    with open(path) as f:
+        assert f.read() == f"{os.getpid()}\n"
+    with pytest.raises(Locked, match=f"in use by another broker \\(process {os.getpid()}\\)"):
+        fs.lock(path)  # flock is per open file: the same process is refused too
+    lock.release()
+    fs.lock(path).release()

@@ -46,7 +46,19 @@ class File(Protocol):
         """Close the file."""
 
 
+class Locked(OSError):
+    """Another process (another broker) holds the lock on a data directory."""
+
+
+class Lock(Protocol):
+    def release(self) -> None:
+        """Give the lock up (also done by the process ending, however it ends)."""
+
+
 class FileSystem(Protocol):
+    def lock(self, path: str) -> Lock:
+        """Take the lock file ``path`` for this process, or raise :class:`Locked`."""
+
     def makedirs(self, path: str) -> None:
         """Create the directory (and parents) if missing."""
 
@@ -95,8 +107,39 @@ class _RealFile:
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 
+class _FileLock:
+    """An ``flock`` on an open file: the kernel drops it when the process dies."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class RealFileSystem:
     """The operating system's file system."""
+
+    def lock(self, path: str) -> Lock:
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise Locked(
+                errno_mod.EWOULDBLOCK, f"in use by another broker (process {holder})", path
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, b"%d\n" % os.getpid())
+        return _FileLock(fd)
 
     def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
@@ -200,10 +243,20 @@ class _CrashFile:
         self._closed = True
 
 
+class _CrashLock:
+    def __init__(self, held: set[str], path: str) -> None:
+        self._held, self._path = held, path
+
+    def release(self) -> None:
+        self._held.discard(self._path)
+
+
 class CrashFS:
     """An in-memory :class:`FileSystem` that can fail and crash (module docstring)."""
 
     def __init__(self) -> None:
+        #: lock files held (a crash, kill9 or power_cut, releases them all)
+        self.locks: set[str] = set()
         self._names: dict[str, _Node] = {}
         self._durable_names: dict[str, _Node] = {}
         self._dirs: set[str] = set()
@@ -245,6 +298,13 @@ class CrashFS:
             raise OSError(fault.errno, os.strerror(fault.errno), path)
 
     # ------------------------------------------------------------ FileSystem
+
+    def lock(self, path: str) -> Lock:
+        path = os.path.normpath(path)
+        if path in self.locks:
+            raise Locked(errno_mod.EWOULDBLOCK, "in use by another broker", path)
+        self.locks.add(path)
+        return _CrashLock(self.locks, path)
 
     def makedirs(self, path: str) -> None:
         self._dirs.add(os.path.normpath(path))

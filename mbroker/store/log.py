@@ -1,7 +1,8 @@
 """The embedded default store: an append-only log of segment files.
 
-Layout.  The data directory holds segment files ``00000001.seg``,
-``00000002.seg``... Each starts with a header and holds CRC-framed records
+Layout.  The data directory holds a ``LOCK`` file, which the broker using it holds
+with ``flock`` (a second store on the directory refuses to open), and segment files
+``00000001.seg``, ``00000002.seg``... Each starts with a header and holds CRC-framed records
 (:mod:`mbroker.store.codec`).  The last one is the *tail*, the only one written
 to.  When the tail has passed ``segment_size`` the next group of records goes
 to a new segment, which begins with a snapshot of every declaration
@@ -61,6 +62,7 @@ write again until it is restarted (recovery then reads what is really there).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -76,7 +78,7 @@ from mbroker.interfaces import IStore
 from mbroker.store.codec import NOOP, encode_batch, encode_snapshot, file_header
 from mbroker.store.compaction import Compactor, message_frames
 from mbroker.store.executor import Executor, ThreadExecutor
-from mbroker.store.files import FileSystem, RealFileSystem
+from mbroker.store.files import FileSystem, Lock, RealFileSystem
 from mbroker.store.ledger import Ledger
 from mbroker.store.records import Record, Recovered
 from mbroker.store.replay import ReplayResult, replay
@@ -85,6 +87,8 @@ from mbroker.store.segment import Appended, SegmentWriter, StoreBroken, WriteFai
 log = Logger()
 
 FsyncPolicy = Literal["always", "interval", "never"]
+#: the file in a data directory that one broker at a time holds locked
+LOCK_FILE = "LOCK"
 MiB = 1024 * 1024
 
 _NEW, _OPENING, _AVAILABLE, _UNAVAILABLE, _BROKEN, _CLOSED = (
@@ -178,6 +182,7 @@ class LogStore:
         self._probe_call: IDelayedCall | None = None
         self._interval_call: IDelayedCall | None = None
         self._no_delete: set[int] = set()
+        self._lock: Lock | None = None
         self._counters = dict.fromkeys(
             ("writes", "records", "groups", "bytes_written", "failed_writes", "segments_deleted"),
             0,
@@ -256,13 +261,33 @@ class LogStore:
     # -------------------------------------------------------------------- open
 
     def _open_job(self) -> ReplayResult:
-        result = replay(self._writer.fs, self.directory)
-        tail = result.tail or 1
-        if not result.tail:
-            result.ledger.add_segment(1)
-        self._writer.open_tail(tail, result.tail_good, result.tail_size)
-        result.ledger.segments[tail].size = self._writer.offset
+        fs = self._writer.fs
+        fs.makedirs(self.directory)
+        # One broker per data directory: a second one would interleave its writes
+        # with ours.  The lock is the kernel's, so a crashed broker holds it no more.
+        self._lock = fs.lock(os.path.join(self.directory, LOCK_FILE))
+        try:
+            result = replay(fs, self.directory)
+            tail = result.tail or 1
+            if not result.tail:
+                result.ledger.add_segment(1)
+            self._writer.open_tail(tail, result.tail_good, result.tail_size)
+            result.ledger.segments[tail].size = self._writer.offset
+        except BaseException:
+            self._release_lock()
+            raise
         return result
+
+    def _close_job(self, sync: bool) -> None:
+        try:
+            self._writer.close(sync=sync)
+        finally:
+            self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _opened(self, result: ReplayResult) -> Recovered:
         self._ledger = result.ledger
@@ -334,7 +359,7 @@ class LogStore:
                 return _Job("sync", self._writer.sync)
         if self._closing:
             broken = self._state == _BROKEN
-            return _Job("close", lambda: self._writer.close(sync=not broken))
+            return _Job("close", lambda: self._close_job(sync=not broken))
         return None
 
     def _write_job(self) -> _Job | None:

@@ -176,3 +176,26 @@ def test_a_corrupt_record_is_reported_and_the_rest_recovered(tmp_path: Path) -> 
     report = [line for line in broker.lines if b"corrupt" in line]
     assert report, broker.output()
     assert seg.name.encode() in report[0]
+
+
+def test_a_second_broker_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
+    first = start_broker(tmp_path)
+    try:
+        with first.connect() as c:
+            ok(c, "CREATE jobs queue durable")
+            ok(c, "PUBLISH jobs :kept")
+        # the second exits at start-up (status 1), saying who holds the directory
+        with pytest.raises(RuntimeError, match=r"exited \(1\)") as refused:
+            start_broker(tmp_path)
+        assert f"in use by another broker (process {first.process.pid})" in str(refused.value)
+        with first.connect() as c:  # the first goes on, its log untouched
+            ok(c, "PUBLISH jobs :also kept")
+            assert [m.payload for m in pull_all(c, "jobs")] == [b"kept", b"also kept"]
+    finally:
+        first.kill(signal.SIGKILL)
+    again = start_broker(tmp_path)  # a killed broker holds nothing: the kernel's lock
+    try:
+        with again.connect() as c:
+            assert listing(c) == {b"jobs"}
+    finally:
+        again.stop()
