@@ -57,6 +57,10 @@ def set_affinity(tid: int, cpus: set[int] | None) -> None:
 
 
 class BrokerProcess:
+    #: the line that says the server listens, and on which host and port
+    listening = _LISTENING
+    name = "broker"
+
     def __init__(
         self, *extra: str, data_dir: str | None = None, path: tuple[str, ...] = ()
     ) -> None:
@@ -96,11 +100,11 @@ class BrokerProcess:
                 if not chunk:
                     break
                 buf += chunk
-                m = _LISTENING.search(buf)
+                m = self.listening.search(buf)
                 if m:
                     return m.group(1).decode(), int(m.group(2))
         self.stop()
-        raise RuntimeError("broker did not start:\n" + buf.decode(errors="replace"))
+        raise RuntimeError(f"{self.name} did not start:\n" + buf.decode(errors="replace"))
 
     def cpu_seconds(self) -> float:
         """User + system CPU the broker process has used so far."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import select
 import socket
 import subprocess
 import sys
@@ -83,6 +82,9 @@ class ForwarderProcess(BrokerProcess):
     ``stop()`` and the context manager.
     """
 
+    listening = _LISTENING
+    name = "forwarder"
+
     def __init__(self) -> None:
         self._tmp = None
         self.proc = subprocess.Popen(
@@ -91,23 +93,6 @@ class ForwarderProcess(BrokerProcess):
             stderr=subprocess.STDOUT,
         )
         self.host, self.port = self._wait_for_port(deadline=time.monotonic() + 30)
-
-    def _wait_for_port(self, deadline: float) -> tuple[str, int]:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        buf = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.5)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                buf += chunk
-                m = _LISTENING.search(buf)
-                if m:
-                    return m.group(1).decode(), int(m.group(2))
-        self.stop()
-        raise RuntimeError("forwarder did not start:\n" + buf.decode(errors="replace"))
 
     def subscribed_pair(self) -> tuple[socket.socket, socket.socket]:
         """(subscriber, publisher) connections, the ``SUB`` known to be in effect.
