@@ -227,11 +227,11 @@ class BrokerProtocol(Protocol):
                 # (not a local: a successful AUTH changes the table mid-loop)
                 self._handlers[type(item)](self, item)
             except errors.BrokerError as e:
-                self._reply(error_line(e))
+                self._reply(error_line(e) * _commands(item))
             except Exception:
                 log.failure("command {command!r} failed", command=item, peer=self._peer())
-                times = len(item.payloads) if type(item) is frames.PublishRun else 1
-                self._reply(error_line(errors.Internal("see the broker's log")) * times)
+                internal = error_line(errors.Internal("see the broker's log"))
+                self._reply(internal * _commands(item))
         if not self.factory.reading:
             self._flush()
         # (else the read's flush_all writes everyone's output in the order it was
@@ -367,22 +367,7 @@ class BrokerProtocol(Protocol):
     # ------------------------------------------------------ DeliveryTarget API
 
     def push(self, sid: int, tag: int, message: Message) -> None:
-        payload = message.payload
-        reason = message.reason
-        out = self._out
-        out.append(
-            msg_header(
-                sid,
-                tag,
-                message.route,
-                len(payload),
-                message.deliveries - 1,
-                reason.encode() if reason is not None else None,
-            )
-        )
-        out.append(payload)
-        out.append(_CRLF)
-        self._queued(len(payload) + 64)
+        self.push_many(sid, tag, [message])
 
     def push_many(self, sid: int, tag: int, messages: list[Message]) -> None:
         out = self._out
@@ -393,17 +378,7 @@ class BrokerProtocol(Protocol):
             n = len(payload)
             size += n
             if m.deliveries != 1 or m.reason is not None:
-                reason = m.reason
-                append(
-                    msg_header(
-                        sid,
-                        tag,
-                        m.route,
-                        n,
-                        m.deliveries - 1,
-                        reason.encode() if reason is not None else None,
-                    )
-                )
+                append(_msg_head(sid, tag, m))
                 append(payload)
                 append(_CRLF)
             elif n <= _JOIN_MAX:  # one piece: cheaper than three, and joined anyway
@@ -582,14 +557,11 @@ class BrokerProtocol(Protocol):
         if self._watch.alarm:
             self._hold_for_memory(f)
             return
+        if self._perms is not None:
+            self._may_publish(f.name)
+        # (a refusal of the whole run is answered once per publish by _run)
+        reached, refused = self.broker.publish_many(f.name, f.key, f.payloads, f.ttl)
         n = len(f.payloads)
-        try:
-            if self._perms is not None:
-                self._may_publish(f.name)
-            reached, refused = self.broker.publish_many(f.name, f.key, f.payloads, f.ttl)
-        except errors.BrokerError as e:
-            self._reply(error_line(e) * n)
-            return
         ok = b"+OK %d\r\n" % reached
         if not refused:
             self._reply(ok * n)
@@ -649,17 +621,7 @@ class BrokerProtocol(Protocol):
     def _encode_pulled(self, pulled: Pulled) -> bytes:
         parts = []
         for tag, m in pulled:
-            reason = m.reason
-            parts.append(
-                msg_header(
-                    0,
-                    tag,
-                    m.route,
-                    len(m.payload),
-                    m.deliveries - 1,
-                    reason.encode() if reason is not None else None,
-                )
-            )
+            parts.append(_msg_head(0, tag, m))
             parts.append(m.payload)
             parts.append(_CRLF)
         parts.append(b"+OK %d\r\n" % len(pulled))
@@ -737,7 +699,7 @@ class BrokerProtocol(Protocol):
             self._drain_backlog()
 
     def _no_auth(self, f: Any) -> None:
-        self._reply(_NO_AUTH * (len(f.payloads) if type(f) is frames.PublishRun else 1))
+        self._reply(_NO_AUTH * _commands(f))
 
     def _list(self, f: frames.List) -> None:
         rows = self.broker.list_objects()
@@ -760,6 +722,25 @@ class BrokerProtocol(Protocol):
                 ("connections_blocked", str(len(watch.blocked))),
             ]
         self._reply(b"".join([encode_frame(frames.Stat(k, v)) for k, v in pairs]) + _OK)
+
+
+def _msg_head(sid: int, tag: int, m: Message) -> bytes:
+    """The MSG line of a delivery of ``m``, with its redelivery count and reason."""
+    reason = m.reason
+    return msg_header(
+        sid,
+        tag,
+        m.route,
+        len(m.payload),
+        m.deliveries - 1,
+        reason.encode() if reason is not None else None,
+    )
+
+
+def _commands(item: object) -> int:
+    """How many commands, so replies, a decoded item stands for (a run of PUBLISH is
+    many: each gets its own refusal when the run is refused)."""
+    return len(item.payloads) if type(item) is frames.PublishRun else 1
 
 
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
