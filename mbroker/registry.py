@@ -181,13 +181,7 @@ class Broker(QueueEngine):
             del self._objects[q.name]
         if q.options.durable and self.journal is not None:
             self.journal.add(rec.QueueDeleted(q.name))
-        dropped = len(q.ready) + len(q.delayed) + q.unacked
-        q.ready.clear()
-        q.ready_bytes = 0
-        for timer in q.delayed:
-            if timer.active():
-                timer.cancel()
-        q.delayed.clear()
+        dropped = self._drop_ready(q) + q.unacked
         if q.expiry_timer is not None and q.expiry_timer.active():
             q.expiry_timer.cancel()
         for ex in q.bound_to.values():
@@ -250,18 +244,24 @@ class Broker(QueueEngine):
 
     def purge(self, name: str) -> int:
         q = self.queue(name)
-        n = len(q.ready) + len(q.delayed)
         if q.options.durable and self.journal is not None:
-            for m in (*q.ready, *q.delayed.values()):
-                self.journal.removed(q.name, m.msg_id)
+            ids = [m.msg_id for m in (*q.ready, *q.delayed.values()) if m.msg_id]
+            if ids:
+                self.journal.removed_many(q.name, ids)
+        n = self._drop_ready(q)
+        q.expiry_ordered = True
+        q.last_expiry = 0.0
+        return n
+
+    def _drop_ready(self, q: Queue) -> int:
+        """Forget the queue's ready and delayed messages (their timers too): how many."""
+        n = len(q.ready) + len(q.delayed)
         q.ready.clear()
         q.ready_bytes = 0
         for timer in q.delayed:
             if timer.active():
                 timer.cancel()
         q.delayed.clear()
-        q.expiry_ordered = True
-        q.last_expiry = 0.0
         return n
 
     # ------------------------------------------------------------------- publish
