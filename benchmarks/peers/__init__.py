@@ -21,9 +21,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rawclient import Reader, Subscriber, runqueue_wait_seconds
+from rawclient import Reader, Subscriber, connect, read_until, runqueue_wait_seconds
 
 HOST = "127.0.0.1"
 
@@ -111,6 +112,22 @@ class PeerServer:
                 return True
         except OSError:
             return False
+
+    def answers(self, probe: bytes, good: Callable[[bytes], bool]) -> bool:
+        """Whether the server, sent ``probe`` (maybe nothing) on a new connection,
+        answers with a first line (CRLF included) that ``good`` accepts."""
+        try:
+            s = connect(HOST, self.port, greeting=False, timeout=1)
+        except OSError:
+            return False
+        try:
+            if probe:
+                s.sendall(probe)
+            return good(read_until(s, b"\r\n", timeout=2))
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def start(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix=f"bench-{self.name}-")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from rawclient import BATCH, Reader, Subscriber, connect, read_until
+from rawclient import BATCH, Reader, Subscriber, connect
 
 from peers import HOST, PeerServer, Setup
 
@@ -53,17 +53,7 @@ class Server(PeerServer):
         return [self.binary, "-l", HOST, "-p", str(self.port)]
 
     def ready(self) -> bool:
-        try:
-            s = connect(HOST, self.port, greeting=False, timeout=1)
-        except OSError:
-            return False
-        try:
-            s.sendall(b"stats\r\n")
-            return read_until(s, b"\r\n", timeout=2).startswith(b"OK")
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return self.answers(b"stats\r\n", lambda line: line.startswith(b"OK"))
 
     def setup_queue(self, size: int) -> Setup:
         consumer = connect(HOST, self.port, greeting=False)

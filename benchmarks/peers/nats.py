@@ -23,16 +23,7 @@ class Server(PeerServer):
         return [self.binary, "-a", HOST, "-p", str(self.port)]
 
     def ready(self) -> bool:
-        try:
-            s = connect(HOST, self.port, greeting=False, timeout=1)
-        except OSError:
-            return False
-        try:
-            return read_until(s, b"\r\n", timeout=2).startswith(b"INFO")
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return self.answers(b"", lambda line: line.startswith(b"INFO"))
 
     def setup_pubsub(self, subscribers: int, size: int) -> Setup:
         subs = []

@@ -42,17 +42,7 @@ class Server(PeerServer):
         ]  # fmt: skip
 
     def ready(self) -> bool:
-        try:
-            s = connect(HOST, self.port, greeting=False, timeout=1)
-        except OSError:
-            return False
-        try:
-            s.sendall(resp(b"PING"))
-            return read_until(s, b"\r\n", timeout=2) == b"+PONG\r\n"
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return self.answers(resp(b"PING"), lambda line: line == b"+PONG\r\n")
 
     def setup_pubsub(self, subscribers: int, size: int) -> Setup:
         subs = []
