@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 
+from mbroker.client import Client, connect
+from mbroker.testing import LoopbackBroker
 from tests.e2e.broker import BrokerProcess, start_broker
 
 
@@ -24,3 +27,24 @@ def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
         broker.stop()
         print(f"--- broker output (exit code {broker.process.returncode}) ---")
         print(broker.output())
+
+
+@pytest_twisted.async_yield_fixture
+async def broker() -> AsyncIterator[LoopbackBroker]:
+    """The real broker in this process on a loopback port (``mbroker.testing``).
+    ``tests/e2e`` has its own ``broker``: a ``twistd`` process."""
+    from twisted.internet import reactor
+
+    server = await LoopbackBroker.start(reactor)
+    yield server
+    await server.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def client(broker: LoopbackBroker) -> AsyncIterator[Client]:
+    """A Deferred client of ``broker``, closed at the end."""
+    from twisted.internet import reactor
+
+    c = await connect(reactor, broker.endpoint)
+    yield c
+    await c.close()

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from mbroker.cli import parse_args
 from mbroker.cli import run as run_cli
-from mbroker.client import Client, connect
+from mbroker.client import Client
 from mbroker.cliformat import Progress
 from mbroker.testing import LoopbackBroker
 
@@ -153,20 +153,6 @@ async def cli(broker: LoopbackBroker | None, *args: str, stdin: bytes = b"") -> 
     """Run ``mbroker [--connect <broker>] ARGS``."""
     connect_to = ["--connect", broker.endpoint] if broker is not None else []
     return await run([*mbroker_command(), *connect_to, *args], stdin)
-
-
-@pytest_twisted.async_yield_fixture
-async def broker() -> AsyncIterator[LoopbackBroker]:
-    server = await LoopbackBroker.start(reactor)
-    yield server
-    await server.stop()
-
-
-@pytest_twisted.async_yield_fixture
-async def client(broker: LoopbackBroker) -> AsyncIterator[Client]:
-    c = await connect(reactor, broker.endpoint)
-    yield c
-    await c.close()
 
 
 # ------------------------------------------------------------------- tests

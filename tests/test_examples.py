@@ -6,32 +6,17 @@ from __future__ import annotations
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults
 
-from mbroker.client import Client, connect
+from mbroker.client import Client
 from mbroker.testing import LoopbackBroker
 from tests.test_cli import ROOT, Proc
 
 reactor: Any = _reactor
-
-
-@pytest_twisted.async_yield_fixture
-async def broker() -> AsyncIterator[LoopbackBroker]:
-    server = await LoopbackBroker.start(reactor)
-    yield server
-    await server.stop()
-
-
-@pytest_twisted.async_yield_fixture
-async def client(broker: LoopbackBroker) -> AsyncIterator[Client]:
-    c = await connect(reactor, broker.endpoint)
-    yield c
-    await c.close()
 
 
 def start(broker: LoopbackBroker, script: str, *args: str) -> Proc:
