@@ -146,8 +146,20 @@ class Ping:
 
 
 @attrs.frozen
+class Pong:
+    """The answer to a ``PING`` the server pushed (contract section 7): it gets no reply."""
+
+
+@attrs.frozen
 class Quit:
     pass
+
+
+@attrs.frozen
+class Help:
+    """``HELP [command]``; ``command`` is a command's name in upper case."""
+
+    command: str | None = None
 
 
 @attrs.frozen
@@ -181,7 +193,9 @@ Command = Union[
     Touch,
     Purge,
     Ping,
+    Pong,
     Quit,
+    Help,
     Auth,
     List,
     Stats,
@@ -269,4 +283,12 @@ class Stat:
     value: str
 
 
-ServerFrame = Union[Hello, Ok, Error, Msg, Cancel, ExchangeInfo, QueueInfo, Stat]
+@attrs.frozen
+class HelpLine:
+    """A HELP data line: ``<COMMAND> <text>`` (a usage line, or what the command does)."""
+
+    command: str
+    text: str
+
+
+ServerFrame = Union[Hello, Ok, Error, Msg, Cancel, ExchangeInfo, QueueInfo, Stat, HelpLine]

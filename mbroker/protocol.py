@@ -20,11 +20,11 @@ mark (:class:`MemoryWatch`), a connection that sends a PUBLISH is held the same 
 until the memory is back under the mark.
 
 Authentication (when the factory has an :class:`~mbroker.auth.Authenticator`): before
-a successful AUTH every command but AUTH, PING and QUIT gets ``-ERR NO_AUTH`` (a
-handler table swapped on login: no per-command test), a connection may send only
-``pre_auth_max_bytes`` and has ``auth_timeout`` seconds to log in.  AUTH holds later
-commands like a waiting PULL while argon2 runs in a thread; a failed one is answered
-only after ``auth_fail_delay``.  Once logged in, each handler checks the user's
+a successful AUTH every command but AUTH, PING, PONG, HELP and QUIT gets
+``-ERR NO_AUTH`` (a handler table swapped on login: no per-command test), a connection
+may send only ``pre_auth_max_bytes`` and has ``auth_timeout`` seconds to log in.  AUTH
+holds later commands like a waiting PULL while argon2 runs in a thread; a failed one is
+answered only after ``auth_fail_delay``.  Once logged in, each handler checks the user's
 :class:`~mbroker.auth.Permissions` (PUBLISH through a per-connection cache).
 """
 
@@ -50,7 +50,14 @@ from mbroker.config import Config
 from mbroker.memwatch import NO_WATCH, MemoryWatch
 from mbroker.model import Message, Session
 from mbroker.registry import Broker, Pulled
-from mbroker.wire import CommandDecoder, encode_frame, error_line, hello_line, msg_header
+from mbroker.wire import (
+    CommandDecoder,
+    encode_frame,
+    error_line,
+    hello_line,
+    help_reply,
+    msg_header,
+)
 
 log = Logger()
 
@@ -644,6 +651,12 @@ class BrokerProtocol(Protocol):
     def _ping(self, f: frames.Ping) -> None:
         self._reply(b"+PONG\r\n")
 
+    def _pong(self, f: frames.Pong) -> None:
+        pass  # the answer to a pushed PING gets no reply
+
+    def _help(self, f: frames.Help) -> None:
+        self._reply(help_reply(f.command))
+
     def _quit(self, f: frames.Quit) -> None:
         self._reply(b"+OK bye\r\n")
         self._close()
@@ -758,16 +771,23 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     frames.Touch: BrokerProtocol._touch,
     frames.Purge: BrokerProtocol._purge,
     frames.Ping: BrokerProtocol._ping,
+    frames.Pong: BrokerProtocol._pong,
     frames.Quit: BrokerProtocol._quit,
+    frames.Help: BrokerProtocol._help,
     frames.Auth: BrokerProtocol._auth,
     frames.List: BrokerProtocol._list,
     frames.Stats: BrokerProtocol._stats,
 }
-#: before a successful AUTH: AUTH, PING and QUIT, and ``-ERR NO_AUTH`` for the rest
+#: before a successful AUTH: AUTH, PING, PONG, HELP and QUIT, and ``-ERR NO_AUTH`` for the rest
 _PRE_AUTH_HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     cls: BrokerProtocol._no_auth for cls in _HANDLERS
 }
-_PRE_AUTH_HANDLERS.update({cls: _HANDLERS[cls] for cls in (frames.Auth, frames.Ping, frames.Quit)})
+_PRE_AUTH_HANDLERS.update(
+    {
+        cls: _HANDLERS[cls]
+        for cls in (frames.Auth, frames.Ping, frames.Pong, frames.Help, frames.Quit)
+    }
+)
 _ALL = Permissions()
 
 

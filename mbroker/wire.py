@@ -27,21 +27,31 @@ messages all come from it.  PUBLISH, the hot path, is parsed by hand in the comm
 
 Decisions where the contract leaves room:
 
-* Tokens are split by ``bytes.split()``: runs of ASCII white space (space, tab, and also
-  VT, FF and a CR that is not right before the LF).  Non-ASCII bytes never separate.
+* Tokens are separated by runs of spaces and tabs, and by nothing else (the contract): a
+  VT, FF, NUL, a CR that is not right before the LF or any other byte is part of its
+  token, and so refused wherever such a token is.  ``_split`` does it with one
+  ``bytes.split()`` and one ``translate`` that finds no VT, FF or CR in a usual line;
+  only a line that holds one is split again, by space and tab alone.
 * Only PUBLISH carries a payload.  Its size is its last token when that is all ASCII
-  digits (``PUBLISH q 123`` is a 123-byte payload with the empty key).  A size over
+  digits (``bytes.isdigit``: no sign, no other digits, nothing else inside), so
+  ``PUBLISH q 123`` is a 123-byte payload with the empty key.  A size over
   ``max_payload`` (or of more than 18 digits) is ``TOO_BIG``, fatal; so is an inline
   payload over ``max_payload``.  A PUBLISH with a size always consumes its payload and
   line end before its refusal (``BAD_ARGS``) is emitted - or ``BAD_FRAME`` instead of it
   when the line end is missing.  The inline ``:`` is special for PUBLISH only.
 * A ``key=value`` token is an option, a listed bare word a flag; positional arguments come
   first (a bare word after an option is refused).  Keywords, kinds, option and flag
-  names are case-insensitive; values are not.  A flag with a value, an option without
+  names are case-insensitive; values are not.  A flag may also be written ``flag=1``
+  (set) or ``flag=0`` (the same as leaving it out); any other value, an option without
   one, and a repeated option or flag are ``BAD_ARGS``.
+* ``_SPECS`` also holds each command's help text; HELP's replies are made from it once,
+  at import (``help_reply``), so the list of commands and their usage cannot drift from
+  what the decoder accepts.  Every HELP data line starts with its command's name (as a
+  STAT line starts with STAT), so that ``ReplyDecoder`` reads it without knowing what
+  was asked.  PONG (the answer to a pushed PING) is a command that gets no reply.
 * Numbers are 1-18 ASCII digits (leading zeros allowed).  ``ttl``, ``wait`` and ``delay``
   may be 0; ``ack-timeout`` must be at least 1 and needs ``ack=manual``.
-* AUTH takes exactly two tokens of any bytes but white space, decoded as UTF-8 with
+* AUTH takes exactly two tokens of any bytes but space and tab, decoded as UTF-8 with
   ``surrogateescape`` (as is all human text, both ways).  ``status`` and ``error_line``
   turn a CR or LF in their text into a space: no text can break the framing.
 * ``encode_command`` raises ``BadArgs`` for a name, key, pattern or AUTH token that the
@@ -54,6 +64,7 @@ Decisions where the contract leaves room:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, Optional, TypeVar, Union
 
@@ -64,7 +75,10 @@ from mbroker.frames import Command, ServerFrame, TagRanges
 
 MAX_TAGS = 1000
 _MAX_DIGITS = 18
-_WS = b" \t\r\x0b\x0c"  # what bytes.split() splits on (LF never occurs inside a line)
+_WS = b" \t"  # what separates tokens, and nothing else does
+#: what bytes.split() splits on besides space and tab (LF never occurs inside a line)
+_ODD_WS = b"\r\x0b\x0c"
+_SEP = re.compile(b"[ \t]+")
 _WORD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 _NAME_CHARS = _WORD + b"."
 _PATTERN_CHARS = _NAME_CHARS + b"*#"
@@ -109,6 +123,19 @@ def valid_key(s: str) -> bool:
 def valid_pattern(s: str) -> bool:
     """A binding pattern: a routing key whose words may also be ``*`` or ``#``."""
     return s.isascii() and _pattern_ok(s.encode("ascii"))
+
+
+def _split(line: bytes) -> list[bytes]:
+    """The tokens of a line: split at runs of spaces and tabs, and at nothing else."""
+    if len(line.translate(None, _ODD_WS)) == len(line):
+        return line.split()  # (the usual line: the one split pass)
+    return [tok for tok in _SEP.split(line) if tok]
+
+
+def _cut(line: bytes, n: int) -> list[bytes]:
+    """``line.split(None, n)``, but splitting at spaces and tabs only."""
+    rest = line.lstrip(_WS)
+    return _SEP.split(rest, n) if rest else []
 
 
 def _show(tok: bytes) -> str:
@@ -391,13 +418,39 @@ def _choice(attr: str, values: dict[bytes, Any], default: Any, fold: bool = Fals
 
 
 class _Spec(NamedTuple):
-    """A command's grammar: positional arguments (``required`` of them first), options, flags."""
+    """A command's grammar: positional arguments (``required`` of them first), options,
+    flags; and its help: ``doc`` lines, each a sentence whose subject is the command."""
 
     cls: Callable[..., Command]
     required: int
     positional: tuple[_Field, ...] = ()
     options: dict[bytes, _Field] = {}
     flags: dict[bytes, str] = {}
+    doc: tuple[str, ...] = ()
+
+
+def _command(tok: bytes, what: str) -> str:
+    verb = tok.upper()
+    if verb not in _SPECS:
+        raise BadArgs(f"unknown command {_show(tok)}; HELP lists them")
+    return verb.decode()
+
+
+def _w_command(value: str) -> bytes:
+    if not value.isascii() or value.upper().encode() not in _SPECS:
+        raise BadArgs(f"bad command {value!r}")
+    return value.encode()
+
+
+def _token(tok: bytes, what: str) -> str:
+    return _text(tok)
+
+
+def _w_token(value: str) -> bytes:
+    data = _enc(value)
+    if not data or data.translate(None, b" \t\r\n") != data:
+        raise BadArgs("AUTH user and password must be single tokens without white space")
+    return data
 
 
 _w_name = _checker(valid_name, "name")
@@ -417,7 +470,31 @@ _PUBLISH = _Spec(
     1,
     (_NAME, _Field("key", _key, _w_key, "routing-key", "")),
     {b"ttl": _number("ttl", meta="MS")},
+    doc=(
+        "sends a message to an exchange or a queue and replies +OK <queues it went to>",
+        "in the size form the line ends with the payload's size in bytes; that many bytes "
+        "and a line end follow",
+        "in the inline form the payload is the text after the first token that begins "
+        "with ':', as in PUBLISH news sport :Goal!",
+        "ttl=MS: the message expires after MS milliseconds",
+    ),
 )
+_BIND = _Spec(
+    frames.Bind,
+    2,
+    (
+        _QUEUE,
+        _Field("exchange", _name, _w_name, "exchange"),
+        _Field("key", _pattern, _w_pattern, "key-or-pattern", ""),
+    ),
+    doc=(
+        "binds a queue to an exchange with a routing key or a pattern",
+        "in a pattern * stands for one word and # for any number of words; the key "
+        "defaults to empty",
+        "replies +OK; binding twice changes nothing",
+    ),
+)
+#: Every command, in the contract's order: its grammar and its help.
 _SPECS: dict[bytes, _Spec] = {
     b"CREATE": _Spec(
         frames.Create,
@@ -432,33 +509,85 @@ _SPECS: dict[bytes, _Spec] = {
             b"max-deliver": _number("max_deliver", 1),
         },
         {b"durable": "durable", b"exclusive": "exclusive"},
-    ),
-    b"DELETE": _Spec(
-        frames.Delete, 1, (_NAME,), {}, {b"if-empty": "if_empty", b"if-unused": "if_unused"}
-    ),
-    b"BIND": _Spec(
-        frames.Bind,
-        2,
         (
-            _QUEUE,
-            _Field("exchange", _name, _w_name, "exchange"),
-            _Field("key", _pattern, _w_pattern, "key-or-pattern", ""),
+            "makes an exchange (direct, fanout, or topic: the default) or a queue",
+            "replies +OK created, or +OK exists when it exists with the same kind and "
+            "options, else -ERR EXISTS",
+            "durable: it survives a restart; exclusive: the queue goes with this "
+            "connection; an exchange takes only durable",
+            "max-length and max-bytes limit a queue's ready messages; overflow says what a "
+            "full queue does with a new one",
+            "ttl=MS: how long a message may wait; dead-letter=NAME: where expired, dropped "
+            "and rejected messages go",
+            "max-deliver=N: a message delivered N times without an ack is dead-lettered",
         ),
     ),
+    b"DELETE": _Spec(
+        frames.Delete,
+        1,
+        (_NAME,),
+        {},
+        {b"if-empty": "if_empty", b"if-unused": "if_unused"},
+        (
+            "deletes an exchange or a queue and replies +OK <messages dropped>",
+            "if-empty: not a queue that holds messages (-ERR NOT_EMPTY); if-unused: not a "
+            "queue with consumers or an exchange with bindings (-ERR IN_USE)",
+        ),
+    ),
+    b"BIND": _BIND,
+    b"UNBIND": _BIND._replace(
+        cls=frames.Unbind,
+        doc=(
+            "removes a binding that BIND made",
+            "replies +OK, or -ERR NOT_FOUND when the queue was not bound so",
+        ),
+    ),
+    b"PUBLISH": _PUBLISH,
     b"SUBSCRIBE": _Spec(
         frames.Subscribe,
         1,
         (_NAME, _Field("pattern", _pattern, _w_pattern, "pattern")),
         {b"prefetch": _number("prefetch"), **_ACK},
+        doc=(
+            "makes this connection a consumer of a queue or an exchange",
+            "on an exchange the server makes a private queue bound with the pattern (default #)",
+            "replies +OK <sid>; then deliveries come as MSG <sid> <tag> <source> <key> "
+            "<size> and the payload",
+            "ack=manual: a delivery waits for ACK or NACK, and ack-timeout=MS gives it back "
+            "unless acked in time",
+            "prefetch=N: at most N deliveries unacknowledged at a time (0: no limit)",
+        ),
     ),
-    b"UNSUBSCRIBE": _Spec(frames.Unsubscribe, 1, (_number("sid", 1, "sid"),)),
+    b"UNSUBSCRIBE": _Spec(
+        frames.Unsubscribe,
+        1,
+        (_number("sid", 1, "sid"),),
+        doc=(
+            "ends a subscription and replies +OK",
+            "its unacknowledged messages go back to their queue",
+        ),
+    ),
     b"PULL": _Spec(
         frames.Pull,
         1,
         (_QUEUE,),
         {b"max": _number("max", 1, default=1), b"wait": _number("wait", meta="MS"), **_ACK},
+        doc=(
+            "takes up to max=N messages (default 1) from a queue: MSG 0 frames, then +OK <count>",
+            "wait=MS: an empty queue holds the reply up to MS milliseconds for a message",
+            "ack=manual: each message waits for ACK or NACK, as with SUBSCRIBE",
+        ),
     ),
-    b"ACK": _Spec(frames.Ack, 1, (_TAGS,)),
+    b"ACK": _Spec(
+        frames.Ack,
+        1,
+        (_TAGS,),
+        doc=(
+            "acknowledges deliveries by tag",
+            "tags are a comma-separated list of tags and ranges a-b, as in 1,3,5-9",
+            "replies +OK <n handled>, or -ERR NOT_FOUND naming the tags not outstanding",
+        ),
+    ),
     b"NACK": _Spec(
         frames.Nack,
         1,
@@ -467,19 +596,89 @@ _SPECS: dict[bytes, _Spec] = {
             b"requeue": _choice("requeue", {b"1": True, b"0": False}, True),
             b"delay": _number("delay", meta="MS"),
         },
+        doc=(
+            "gives deliveries back to the head of their queue and replies +OK <n handled>",
+            "requeue=0: dead-letters or drops them instead; delay=MS: they come back after "
+            "MS milliseconds",
+        ),
     ),
-    b"TOUCH": _Spec(frames.Touch, 1, (_TAGS,)),
-    b"PURGE": _Spec(frames.Purge, 1, (_QUEUE,)),
-    b"PING": _Spec(frames.Ping, 0),
-    b"QUIT": _Spec(frames.Quit, 0),
-    b"LIST": _Spec(frames.List, 0),
-    b"STATS": _Spec(frames.Stats, 0, (_NAME,)),
+    b"TOUCH": _Spec(
+        frames.Touch,
+        1,
+        (_TAGS,),
+        doc=(
+            "restarts the ack-timeout of deliveries still being worked on",
+            "replies +OK <n handled>",
+        ),
+    ),
+    b"PURGE": _Spec(
+        frames.Purge,
+        1,
+        (_QUEUE,),
+        doc=(
+            "drops a queue's ready messages (not those delivered and unacknowledged)",
+            "replies +OK <n dropped>",
+        ),
+    ),
+    b"PING": _Spec(
+        frames.Ping,
+        0,
+        doc=("replies +PONG", "checks that the broker answers; allowed before AUTH"),
+    ),
+    b"PONG": _Spec(
+        frames.Pong,
+        0,
+        doc=("answers a PING that the server pushed", "gets no reply; allowed before AUTH"),
+    ),
+    b"QUIT": _Spec(
+        frames.Quit,
+        0,
+        doc=("ends the connection", "replies +OK bye, then the server closes the connection"),
+    ),
+    b"HELP": _Spec(
+        frames.Help,
+        0,
+        (_Field("command", _command, _w_command, "command"),),
+        doc=(
+            "lists the commands, or shows how to use one",
+            "replies with one line per command, or with the usage of one and what it does, "
+            "then +OK; allowed before AUTH",
+        ),
+    ),
+    b"AUTH": _Spec(
+        frames.Auth,
+        2,
+        (
+            _Field("user", _token, _w_token, "user"),
+            _Field("password", _token, _w_token, "password"),
+        ),
+        doc=(
+            "logs in, where the greeting says auth=required",
+            "replies +OK, or -ERR AUTH for a wrong user or password",
+        ),
+    ),
+    b"LIST": _Spec(
+        frames.List,
+        0,
+        doc=(
+            "lists the exchanges and queues: an EXCHANGE or QUEUE line each",
+            "replies +OK <count> after them",
+        ),
+    ),
+    b"STATS": _Spec(
+        frames.Stats,
+        0,
+        (_NAME,),
+        doc=(
+            "shows the counters of the server, or of one exchange or queue",
+            "replies STAT <key> <value> lines, then +OK",
+        ),
+    ),
 }
-_SPECS[b"UNBIND"] = _SPECS[b"BIND"]._replace(cls=frames.Unbind)
 _VERBS = {spec.cls: verb for verb, spec in _SPECS.items()}
 
 
-def _usage(verb: bytes, spec: _Spec) -> str:
+def _usage_line(verb: bytes, spec: _Spec) -> str:
     words = [verb.decode()]
     for i, f in enumerate(spec.positional):
         words.append(f"<{f.meta}>" if i < spec.required else f"[{f.meta}]")
@@ -487,7 +686,37 @@ def _usage(verb: bytes, spec: _Spec) -> str:
     words += [f"[{opt.decode()}={f.meta}]" for opt, f in spec.options.items()]
     if spec is _PUBLISH:
         words.append("<size>|:payload")
-    return "usage: " + " ".join(words)
+    return " ".join(words)
+
+
+def _usage(verb: bytes, spec: _Spec) -> str:
+    return "usage: " + _usage_line(verb, spec)
+
+
+def _help_lines(verb: bytes, spec: _Spec) -> list[str]:
+    """``HELP <verb>``: the usage line, then what the command does (without the verb
+    each line starts with; a bare verb would read as a pushed ``PING``)."""
+    usage = _usage_line(verb, spec)[len(verb) + 1 :] or "takes no arguments"
+    lines = [usage, *spec.doc]
+    if spec.flags:
+        names = " and ".join(flag.decode() for flag in spec.flags)
+        first = next(iter(spec.flags)).decode()
+        lines.append(
+            f"takes the flags {names}: {first} or {first}=1 sets one, and {first}=0 is the "
+            "same as leaving it out"
+        )
+    return lines
+
+
+def _help_reply(lines: list[tuple[str, str]]) -> bytes:
+    return b"".join(encode_frame(frames.HelpLine(c, t)) for c, t in lines) + b"+OK\r\n"
+
+
+def help_reply(command: str | None) -> bytes:
+    """The whole reply to HELP (``command`` None) or to ``HELP <command>``, made at import."""
+    if command is None:
+        return _HELP
+    return _HELP_ONE[command]
 
 
 def _kwargs(verb: bytes, spec: _Spec, args: list[bytes]) -> dict[str, Any]:
@@ -504,13 +733,20 @@ def _kwargs(verb: bytes, spec: _Spec, args: list[bytes]) -> dict[str, Any]:
     if i < spec.required:
         raise BadArgs(f"missing arguments; {_usage(verb, spec)}")
     opts: dict[str, Any] = {}
+    off: set[str] = set()  # flags written flag=0: as if left out, but not twice
     for tok in args[i:]:
         key, eq, value = tok.partition(b"=")
         name = key.lower()
         if name in flags:
-            if eq:
-                raise BadArgs(f"flag {_show(key)} takes no value")
-            attr, parsed = flags[name], True
+            attr = flags[name]
+            if eq and value != b"1":
+                if value != b"0":
+                    raise BadArgs(f"flag {_show(key)} takes no value but 1 or 0")
+                if attr in opts or attr in off:
+                    raise BadArgs(f"duplicate option {_show(key)}")
+                off.add(attr)
+                continue
+            parsed = True
         elif name in options:
             if not value:
                 raise BadArgs(f"option {_show(key)} needs a value")
@@ -520,7 +756,7 @@ def _kwargs(verb: bytes, spec: _Spec, args: list[bytes]) -> dict[str, Any]:
             raise BadArgs(f"unknown option {_show(key)} for {verb.decode()}")
         else:
             raise BadArgs(f"unexpected argument {_show(tok)}; {_usage(verb, spec)}")
-        if attr in opts:
+        if attr in opts or attr in off:
             raise BadArgs(f"duplicate option {_show(key)}")
         opts[attr] = parsed
     if opts.get("ack_timeout") is not None and not opts.get("manual"):
@@ -554,7 +790,7 @@ def _publish_args(args: list[bytes]) -> tuple[str, str, int | None]:
 
 def _auth(args: list[bytes]) -> frames.Auth:
     if len(args) != 2:
-        raise BadArgs("usage: AUTH <user> <password>")
+        raise BadArgs(_usage(b"AUTH", _SPECS[b"AUTH"]))
     return frames.Auth(_text(args[0]), _text(args[1]))
 
 
@@ -597,7 +833,7 @@ class CommandDecoder(_Framer[_Item]):
         self._close()
 
     def _line(self, line: bytes, out: list[_Item]) -> None:
-        tokens = line.split()
+        tokens = _split(line)
         if not tokens:
             return
         verb = tokens[0].upper()
@@ -626,7 +862,7 @@ class CommandDecoder(_Framer[_Item]):
                     self._fail(TooBig(f"payload over {self.max_payload} bytes"), out)
                     return
                 try:
-                    name, key, ttl = _publish_args(line[:colon].split()[1:])
+                    name, key, ttl = _publish_args(_split(line[:colon])[1:])
                 except BadArgs as err:
                     out.append(err)
                     return
@@ -758,24 +994,26 @@ class ReplyDecoder(_Framer[ServerFrame]):
             out.append(frames.Ok(_text(line[1:])))
             return
         if line[:4] == b"-ERR" and line[4:5] in (b"", b" ", b"\t"):
-            parts = line[4:].split(None, 1)
+            parts = _cut(line[4:], 1)
             if parts:
                 out.append(frames.Error(_text(parts[0]), _text(parts[1]) if len(parts) > 1 else ""))
                 return
-        tokens = line.split()
+        tokens = _split(line)
         if not tokens:
             return
         verb = tokens[0]
         if verb == b"MSG":
             self._msg(tokens)
         elif verb == b"STAT" and len(tokens) > 1:
-            parts = line.split(None, 2)
+            parts = _cut(line, 2)
             out.append(frames.Stat(_text(parts[1]), _text(parts[2]) if len(parts) > 2 else ""))
         elif verb in _REPLIES:
             try:
                 out.append(_REPLIES[verb](tokens))
             except IndexError:
                 raise BadFrame(f"short {verb.decode()} line from the server") from None
+        elif verb in _SPECS and len(tokens) > 1:  # a HELP data line
+            out.append(frames.HelpLine(verb.decode(), _text(_cut(line, 1)[1])))
         else:
             raise BadFrame(f"unexpected line from the server: {_show(line)}")
 
@@ -897,6 +1135,8 @@ def encode_frame(frame: ServerFrame) -> bytes:
     if isinstance(frame, frames.Stat):
         value = b" " + _safe(frame.value) if frame.value else b""
         return b"STAT " + _enc(frame.key) + value + _CRLF
+    if isinstance(frame, frames.HelpLine):
+        return _enc(frame.command) + b" " + _safe(frame.text) + _CRLF
     raise TypeError(f"not a server frame: {frame!r}")
 
 
@@ -914,10 +1154,7 @@ def encode_command(cmd: Command) -> bytes:
         payloads = [cmd.payload] if isinstance(cmd, frames.Publish) else cmd.payloads
         return b"".join([b"%s %d\r\n%s\r\n" % (head, len(p), p) for p in payloads])
     if isinstance(cmd, frames.Auth):
-        tokens = [_enc(cmd.user), _enc(cmd.password)]
-        if any(len(tok.split()) != 1 or tok.strip() != tok for tok in tokens):
-            raise BadArgs("AUTH user and password must be single tokens without white space")
-        return b"AUTH %s %s\r\n" % tuple(tokens)
+        return b"AUTH %s %s\r\n" % (_w_token(cmd.user), _w_token(cmd.password))
     verb = _VERBS.get(type(cmd))
     if verb is None:
         raise TypeError(f"not a command: {cmd!r}")
@@ -934,3 +1171,10 @@ def encode_command(cmd: Command) -> bytes:
         if value != f.default:
             parts.append(opt + b"=" + f.write(value))
     return b" ".join(parts) + _CRLF
+
+
+_HELP = _help_reply([(verb.decode(), spec.doc[0]) for verb, spec in _SPECS.items()])
+_HELP_ONE = {
+    verb.decode(): _help_reply([(verb.decode(), text) for text in _help_lines(verb, spec)])
+    for verb, spec in _SPECS.items()
+}

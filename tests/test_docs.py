@@ -51,7 +51,7 @@ _PATTERNS = {"<n>": r"[0-9]+", "<version>": r"\S+"}
 
 COMMANDS = (
     "CREATE DELETE BIND UNBIND PUBLISH SUBSCRIBE UNSUBSCRIBE PULL ACK NACK TOUCH PURGE "
-    "PING QUIT AUTH LIST STATS"
+    "PING PONG QUIT HELP AUTH LIST STATS"
 ).split()
 #: The error codes replayed on an open broker here (NO_AUTH, AUTH and FORBIDDEN are
 #: replayed by test_auth_docs.py; UNAVAILABLE needs a full disk: test_durable_faults.py;

@@ -5,11 +5,12 @@ The hypothesis round-trip and fuzz properties live in ``test_wire_props.py``.
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import pytest
 
-from mbroker import errors, frames
+from mbroker import errors, frames, wire
 from mbroker.errors import BadArgs, BadCommand, BadFrame, LineTooLong, TooBig
 from mbroker.frames import (
     Ack,
@@ -21,10 +22,13 @@ from mbroker.frames import (
     Error,
     ExchangeInfo,
     Hello,
+    Help,
+    HelpLine,
     Msg,
     Nack,
     Ok,
     Ping,
+    Pong,
     Publish,
     PublishRun,
     Pull,
@@ -46,6 +50,7 @@ from mbroker.wire import (
     encode_frame,
     error_line,
     hello_line,
+    help_reply,
     msg_header,
     route_bytes,
     status,
@@ -225,7 +230,23 @@ VALID = [
     (b"AUTH al\xc3\xafce p\xff", Auth("al\xefce", "p\udcff")),
     (b"STATS", Stats()),
     (b"STATS q", Stats("q")),
-    (b"\t CREATE \t q\x0bqueue  ", Create("q", "queue")),
+    (b"\t CREATE \t q\t\tqueue  ", Create("q", "queue")),
+    # a flag may be written flag=1 (set) or flag=0 (as if left out)
+    (b"CREATE q queue durable=1", Create("q", "queue", Q(durable=True))),
+    (b"CREATE q queue DURABLE=1 exclusive=0", Create("q", "queue", Q(durable=True))),
+    (b"CREATE q queue durable=0 exclusive=1", Create("q", "queue", Q(exclusive=True))),
+    (b"CREATE q queue durable=0", Create("q", "queue")),
+    (b"CREATE x fanout durable=1", Create("x", "fanout", Q(durable=True))),
+    (b"CREATE x topic exclusive=0", Create("x", "topic")),
+    (b"CREATE x durable=1", Create("x", "topic", Q(durable=True))),
+    (b"DELETE q if-empty=1 if-unused=0", Delete("q", True, False)),
+    (b"DELETE q if-unused=1 IF-EMPTY", Delete("q", True, True)),
+    (b"HELP", Help()),
+    (b"help create", Help("CREATE")),
+    (b"HELP Pong", Help("PONG")),
+    (b"HELP help", Help("HELP")),
+    (b"PONG", Pong()),
+    (b"AUTH al\x0bice p\x0cw\x00\rx", Auth("al\x0bice", "p\x0cw\x00\rx")),
 ]
 
 
@@ -264,8 +285,15 @@ INVALID = [
     b"CREATE q queue ttl=1s",
     b"CREATE q queue max-deliver=0",
     b"CREATE q queue dead-letter=bad!",
-    b"CREATE q queue durable=1",
+    b"CREATE q queue durable=2",
+    b"CREATE q queue durable=01",
+    b"CREATE q queue durable=yes",
+    b"CREATE q queue durable=",
     b"CREATE q queue durable durable",
+    b"CREATE q queue durable=1 durable",
+    b"CREATE q queue durable=0 durable=1",
+    b"CREATE q queue durable=0 DURABLE=0",
+    b"CREATE x direct exclusive=1",
     b"CREATE q queue ttl=1 TTL=2",
     b"CREATE x topic max-length=5",
     b"CREATE x direct exclusive",
@@ -274,7 +302,8 @@ INVALID = [
     b"CREATE mbroker.sub.1 queue",
     b"DELETE",
     b"DELETE q if-full",
-    b"DELETE q if-empty=1",
+    b"DELETE q if-empty=true",
+    b"DELETE q if-unused=",
     b"DELETE q if-empty if-empty",
     b"DELETE q r",
     b"BIND q",
@@ -334,6 +363,11 @@ INVALID = [
     b"PURGE bad!",
     b"PING x",
     b"PING x=1",
+    b"PONG x",
+    b"HELP nosuch",
+    b"HELP PUBLISHRUN",
+    b"HELP create x",
+    b"HELP create=1",
     b"QUIT now",
     b"LIST all",
     b"AUTH",
@@ -341,6 +375,17 @@ INVALID = [
     b"AUTH alice pw extra",
     b"STATS bad!",
     b"STATS a b",
+    # only space and tab separate tokens: any other byte is part of its token
+    b"CREATE q\x0bqueue",
+    b"CREATE q queue\x0cdurable",
+    b"CREATE q queue durable\x00",
+    b"PULL q max=1\x0b",
+    b"ACK 1\r",
+    b"ACK 1\x1c2",
+    b"STATS q\xa0",
+    b"STATS q\xc2\x85",
+    b"AUTH alice\x0bs3cret",
+    b"PUBLISH q\x0b5",
 ]
 
 
@@ -375,7 +420,11 @@ def test_refused_command(line: bytes) -> None:
         ),
         (b"PULL q max=0", "max must be at least 1"),
         (b"ACK 5-3", "bad tag '5-3': tags are positive, with a <= b in a range a-b"),
-        (b"DELETE q if-empty=1", "flag 'if-empty' takes no value"),
+        (b"DELETE q if-empty=yes", "flag 'if-empty' takes no value but 1 or 0"),
+        (b"CREATE q queue durable=0 durable", "duplicate option 'durable'"),
+        (b"HELP nosuch", "unknown command 'nosuch'; HELP lists them"),
+        (b"HELP ping b", "unexpected argument 'b'; usage: HELP [command]"),
+        (b"AUTH alice", "usage: AUTH <user> <password>"),
         (b"NACK 1 delay=", "option 'delay' needs a value"),
     ],
 )
@@ -404,11 +453,65 @@ def test_unknown_command_consumes_no_payload() -> None:
 
 
 def test_empty_and_blank_lines_are_ignored() -> None:
-    assert decode(b"\r\n\n   \r\n\t\r\n\x0b\x0c\nPING\r\n\r\n") == [Ping()]
+    assert decode(b"\r\n\n   \r\n\t\r\n \t \nPING\r\n\r\n") == [Ping()]
 
 
 def test_lf_and_crlf_and_stray_cr() -> None:
-    assert decode(b"PING\nPING\r\nPING\r\r\n") == [Ping(), Ping(), Ping()]
+    items = decode(b"PING\nPING\r\nPING\r\r\nPING\r \n\r\r\n")
+    # one CR right before the LF is dropped; any other CR is part of a token
+    assert items == [Ping(), Ping()] + [BadCommand("unknown command 'PING\\r'")] * 2 + [
+        BadCommand("unknown command '\\r'")
+    ]
+
+
+ODD_BYTES = [b"\x0b", b"\x0c", b"\r", b"\x00", b"\x1c", b"\x1f", b"\x85", b"\xa0", b"\xc2\xa0"]
+
+
+@pytest.mark.parametrize("odd", ODD_BYTES, ids=repr)
+def test_only_space_and_tab_separate_tokens(odd: bytes) -> None:
+    """``PUBLISH q<VT>5`` is one refused PUBLISH and an unknown command, not a publish of
+    ``hello`` (what a proxy that follows the contract sees too: no smuggling)."""
+    data = b"PUBLISH q" + odd + b"5\r\nhello\r\nPING\r\n"
+    items = assert_any_split(data)
+    assert [type(i) for i in items] == [BadArgs, BadCommand, Ping], items
+    assert items[1].text == "unknown command 'hello'"
+    for line in [b"PING" + odd, odd + b"PING", b"PI" + odd + b"NG", odd]:
+        assert [type(i) for i in decode(line + b"\r\nPING\r\n")] == [BadCommand, Ping], line
+    assert type(one(b"CREATE q" + odd + b"queue\r\n")) is BadArgs
+    assert type(one(b"PUBLISH q k" + odd + b":x\r\n")) is BadArgs  # not the inline form
+    assert one(b"AUTH u p" + odd + b"w\r\n") == Auth(
+        "u", "p" + odd.decode("utf-8", "surrogateescape") + "w"
+    )
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        b"+5",
+        b"-5",
+        b"\xd9\xa5",
+        b"\xef\xbc\x95",
+        b"\xc2\xb2",
+        b"5\x0b",
+        b"\x0c5",
+        b"0x5",
+        b"5_0",
+        b"5.0",
+        b"1e1",
+        b"5\x00",
+    ],
+    ids=repr,
+)
+def test_a_size_is_ascii_digits_only(size: bytes) -> None:
+    """A size with a sign, another script's digits or anything inside is no size: the
+    PUBLISH is refused and reads no payload (the next line is a command)."""
+    items = assert_any_split(b"PUBLISH q " + size + b"\r\nhello\r\nPING\r\n")
+    assert [type(i) for i in items] == [BadArgs, BadCommand, Ping], items
+    assert items[0].text.startswith("PUBLISH needs a size or :payload")
+
+
+def test_a_size_among_spaces_and_tabs() -> None:
+    assert decode(b"PUBLISH\tq \t5 \t \r\nhello\r\n") == [Publish("q", "", b"hello")]
 
 
 def test_one_feed_many_commands_and_partial_line_kept() -> None:
@@ -1043,3 +1146,117 @@ def test_error_codes_of_the_codec() -> None:
         ("TOO_BIG", True),
         ("BAD_FRAME", True),
     }
+
+
+# ------------------------------------------------------------------ HELP and flags
+
+#: one valid line per command that has flags, to add each flag to
+FLAGGED = {b"CREATE": b"CREATE q queue", b"DELETE": b"DELETE q"}
+
+
+def test_every_command_with_flags_is_checked_below() -> None:
+    assert set(FLAGGED) == {verb for verb, spec in wire._SPECS.items() if spec.flags}
+
+
+@pytest.mark.parametrize(
+    "verb, flag",
+    [(verb, flag) for verb, spec in wire._SPECS.items() for flag in spec.flags],
+    ids=lambda v: v.decode(),
+)
+def test_every_flag_takes_1_and_0(verb: bytes, flag: bytes) -> None:
+    base = FLAGGED[verb]
+    bare, left_out = one(base + b" " + flag + b"\r\n"), one(base + b"\r\n")
+    assert bare != left_out
+    assert one(base + b" " + flag + b"=1\r\n") == bare
+    assert one(base + b" " + flag.upper() + b"=1\r\n") == bare
+    assert one(base + b" " + flag + b"=0\r\n") == left_out
+    for value in (b"2", b"01", b"", b"true", b"yes", b"on", b"-1", b"1 1"):
+        assert type(one(base + b" " + flag + b"=" + value + b"\r\n")) is BadArgs, value
+    for twice in (b"=1 " + flag, b"=0 " + flag + b"=0", b" " + flag + b"=0"):
+        assert type(one(base + b" " + flag + twice + b"\r\n")) is BadArgs, twice
+
+
+def test_help_lists_every_command_once_in_the_table_order() -> None:
+    frames_ = ReplyDecoder().feed(help_reply(None))
+    assert frames_[-1] == Ok("OK")
+    lines = frames_[:-1]
+    assert all(type(f) is HelpLine and f.text for f in lines)
+    assert [f.command for f in lines] == [v.decode() for v in wire._SPECS]
+    assert {"PONG", "HELP", "AUTH", "PUBLISH", "PING"} <= {f.command for f in lines}
+    assert help_reply(None).startswith(b"CREATE makes an exchange")
+
+
+def test_every_command_class_has_a_help_entry() -> None:
+    """The table is the grammar: every command the decoder makes is in it, and every
+    verb HELP lists is one the decoder takes (no drift either way)."""
+    classes = set(typing.get_args(frames.Command)) - {PublishRun}
+    assert classes == {spec.cls for spec in wire._SPECS.values()}
+    for verb in wire._SPECS:
+        items = decode(verb + b"\r\n")
+        assert not any(type(i) is BadCommand for i in items), verb
+        assert verb.decode() in wire._HELP_ONE
+
+
+@pytest.mark.parametrize("verb", list(wire._SPECS), ids=lambda v: v.decode())
+def test_help_for_one_command(verb: bytes) -> None:
+    assert one(b"HELP " + verb.lower() + b"\r\n") == Help(verb.decode())
+    data = help_reply(verb.decode())
+    assert data.endswith(b"\r\n+OK\r\n") and data.count(b"\r\n") == data.count(b"\n")
+    lines = data.split(b"\r\n")[:-2]
+    assert len(lines) >= 3  # the usage line and at least two lines on what it does
+    assert all(line.startswith(verb + b" ") for line in lines)
+    spec = wire._SPECS[verb]
+    usage = wire._usage(verb, spec)  # what a refusal quotes
+    if spec.positional or spec.options or spec.flags:
+        assert usage == "usage: " + lines[0].decode()
+    else:
+        assert (usage, lines[0]) == ("usage: " + verb.decode(), verb + b" takes no arguments")
+    for word in [*spec.flags, *spec.options]:
+        assert word in lines[0], word
+    decoded = ReplyDecoder().feed(data)
+    assert decoded[-1] == Ok("OK")
+    assert all(
+        f == HelpLine(verb.decode(), line[len(verb) + 1 :].decode())
+        for f, line in zip(decoded, lines)
+    )
+
+
+def test_help_for_a_flagged_command_says_how_to_write_flags() -> None:
+    assert b"CREATE takes the flags durable and exclusive: durable or durable=1 sets one, " in (
+        help_reply("CREATE")
+    )
+    assert b"DELETE takes the flags if-empty and if-unused" in help_reply("DELETE")
+
+
+def test_help_and_pong_encode() -> None:
+    assert encode_command(Help()) == b"HELP\r\n"
+    assert encode_command(Help("CREATE")) == b"HELP CREATE\r\n"
+    assert encode_command(Pong()) == b"PONG\r\n"
+    with pytest.raises(BadArgs):
+        encode_command(Help("NOSUCH"))
+    with pytest.raises(BadArgs):
+        encode_command(Help("PING\r\nQUIT"))
+
+
+def test_help_lines_round_trip() -> None:
+    line = HelpLine("PING", "replies +PONG")
+    assert encode_frame(line) == b"PING replies +PONG\r\n"
+    assert ReplyDecoder().feed(b"PING \t replies +PONG  \r\n") == [
+        HelpLine("PING", "replies +PONG  ")
+    ]
+
+
+def test_a_bare_command_name_from_the_server_is_no_help_line() -> None:
+    with pytest.raises(BadFrame):
+        ReplyDecoder().feed(b"QUIT\r\n")
+
+
+def test_replies_split_at_space_and_tab_only() -> None:
+    d = ReplyDecoder()
+    assert d.feed(b"STAT key a\x0bb \tc\r\n-ERR\tCODE\x0b x\r\n") == [
+        Stat("key", "a\x0bb \tc"),
+        Error("CODE\x0b", "x"),
+    ]
+    with pytest.raises(BadFrame):  # a size with a VT in it is no size
+        ReplyDecoder().feed(b"MSG 1 2 q k 1\x0b\r\na\r\n")
+    assert ReplyDecoder().feed(b"MSG 1 2 q\x0bx k 1\r\na\r\n") == [Msg(1, 2, "q\x0bx", "k", b"a")]

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mbroker import frames
+from mbroker import frames, wire
 from mbroker.errors import BadFrame, BrokerError
 from mbroker.frames import (
     Ack,
@@ -20,10 +20,13 @@ from mbroker.frames import (
     Error,
     ExchangeInfo,
     Hello,
+    Help,
+    HelpLine,
     Msg,
     Nack,
     Ok,
     Ping,
+    Pong,
     Publish,
     Pull,
     Purge,
@@ -40,7 +43,9 @@ from mbroker.frames import (
 from mbroker.wire import CommandDecoder, ReplyDecoder, encode_command, encode_frame
 
 PROPS = settings(max_examples=200, deadline=None)
-WS = " \t\n\r\x0b\x0c"
+WS = " \t\n\r"  # what a token can never hold (VT, FF, NUL … are token bytes)
+ODD = [b"\x0b", b"\x0c", b"\r", b"\x00", b"\x1c", b"\x85", b"\xa0", b"\xff"]
+VERBS = [verb.decode() for verb in wire._SPECS]
 
 word = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=8)
 names = st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=40).filter(
@@ -109,7 +114,9 @@ commands: st.SearchStrategy[Any] = st.one_of(
     st.builds(Touch, tags),
     st.builds(Purge, names),
     st.builds(Ping),
+    st.builds(Pong),
     st.builds(Quit),
+    st.builds(Help, maybe(st.sampled_from(VERBS))),
     st.builds(frames.List),
     st.builds(Auth, token, token),
     st.builds(Stats, maybe(names)),
@@ -148,6 +155,7 @@ server_frames: st.SearchStrategy[Any] = st.one_of(
     st.builds(ExchangeInfo, token, token, st.booleans(), counts),
     st.builds(QueueInfo, token, counts, counts, counts, st.booleans()),
     st.builds(Stat, token, line_text),
+    st.builds(HelpLine, st.sampled_from(VERBS), line_text.filter(bool)),
 )
 
 
@@ -238,3 +246,36 @@ def test_fuzz_reply_decoder(data: bytes, cuts: list[int]) -> None:
         assert d.feed(b"+OK\r\n") == []
     else:
         assert all(type(item).__module__ == "mbroker.frames" for item in items)
+
+
+line_commands = commands.filter(lambda c: not isinstance(c, (Publish, Auth)))
+blanks = st.lists(st.sampled_from([" ", "\t"]), min_size=1, max_size=4).map("".join)
+
+
+@PROPS
+@given(line_commands, st.lists(blanks, min_size=1, max_size=40), blanks, blanks)
+def test_any_runs_of_spaces_and_tabs_separate_tokens(
+    cmd: Any, runs: list[str], before: str, after: str
+) -> None:
+    tokens = encode_command(cmd)[:-2].split(b" ")
+    seps = [runs[i % len(runs)].encode() for i in range(len(tokens) - 1)]
+    line = before.encode() + b"".join(t + s for t, s in zip(tokens, seps)) + tokens[-1]
+    assert CommandDecoder().feed(line + after.encode() + b"\r\n") == [cmd]
+
+
+@PROPS
+@given(commands, st.integers(0, 10**6), st.sampled_from(ODD))
+def test_no_other_byte_separates_tokens(cmd: Any, which: int, odd: bytes) -> None:
+    """Any other byte in the place of a separator makes the command a refusal: never
+    the command, nor another one (a payload is then read as lines: not a command either,
+    unless it is one)."""
+    data = encode_command(cmd)
+    line, _, rest = data.partition(b"\r\n")
+    spaces = [i for i, c in enumerate(line) if c == 32]
+    if not spaces:
+        return
+    at = spaces[which % len(spaces)]
+    items = CommandDecoder().feed(line[:at] + odd + line[at + 1 :] + b"\r\n" + rest)
+    assert items and isinstance(items[0], BrokerError) and not items[0].fatal, items
+    if not isinstance(cmd, Publish):
+        assert len(items) == 1

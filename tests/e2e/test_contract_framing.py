@@ -62,8 +62,40 @@ def test_the_server_writes_crlf(broker: BrokerProcess) -> None:
 
 def test_lf_crlf_and_the_cr_before_lf(client: Client) -> None:
     client.send(b"PING\nPING\r\nPING\r\r\nPING\r \n")
-    # "PING\r\r\n": one CR is dropped, the other is white space; "PING\r " likewise.
-    assert [client.readline() for _ in range(4)] == [b"+PONG"] * 4
+    # "PING\r\r\n": one CR is dropped, the other is part of the token; "PING\r " likewise.
+    assert [client.readline() for _ in range(4)] == [b"+PONG"] * 2 + [
+        b"-ERR BAD_COMMAND unknown command 'PING\\r'"
+    ] * 2
+
+
+ODD_BYTES = [b"\x0b", b"\x0c", b"\r", b"\x00", b"\x1c", b"\x85", b"\xc2\xa0"]
+
+
+@pytest.mark.parametrize("odd", ODD_BYTES, ids=repr)
+def test_no_byte_but_space_and_tab_separates_tokens(client: Client, odd: bytes) -> None:
+    """``PUBLISH q<VT>5`` then ``hello``: two errors, nothing published (issue 11.3)."""
+    q = make_queue(client)
+    client.send(b"PUBLISH " + q.encode() + odd + b"5\r\nhello\r\n")
+    assert client.read_reply()[1].startswith(b"-ERR BAD_ARGS ")
+    assert client.read_reply() == ([], b"-ERR BAD_COMMAND unknown command 'hello'")
+    client.send(b"PUBLISH " + q.encode() + b" k" + odd + b":x\r\n")  # no inline form either
+    assert client.read_reply()[1].startswith(b"-ERR BAD_ARGS ")
+    for line in [b"PING" + odd, odd + b"PING", b"CREATE " + q.encode() + odd + b"queue"]:
+        assert client.code(line) in ("BAD_COMMAND", "BAD_ARGS"), line
+    assert client.ok(f"CREATE {q}\t\tqueue \t") == "+OK exists"
+    assert client.payloads(f"PULL {q} max=5") == []
+    assert client.stats(q)["published"] == "0"
+
+
+@pytest.mark.parametrize(
+    "size", [b"+5", b"-5", b"\xd9\xa5", b"\xef\xbc\x95", b"5\x0b", b"0x5", b"5_0"], ids=repr
+)
+def test_a_size_is_ascii_digits_only(client: Client, size: bytes) -> None:
+    q = make_queue(client)
+    client.send(b"PUBLISH " + q.encode() + b" " + size + b"\r\nhello\r\n")
+    assert client.read_reply()[1].startswith(b"-ERR BAD_ARGS PUBLISH needs a size")
+    assert client.read_reply() == ([], b"-ERR BAD_COMMAND unknown command 'hello'")
+    assert client.payloads(f"PULL {q} max=5") == []
 
 
 def test_empty_and_blank_lines_get_no_reply(client: Client) -> None:
@@ -125,7 +157,8 @@ def test_options_in_any_order(client: Client) -> None:
         "CREATE {n} queue max-length=many",  # bad value
         "CREATE {n} queue max-length=-1",
         "CREATE {n} queue max-length=",  # option without a value
-        "CREATE {n} queue durable=1",  # flag with a value
+        "CREATE {n} queue durable=2",  # flag with a value but 1 or 0
+        "CREATE {n} queue durable=yes",
         "CREATE {n} queue max-length=1 max-length=1",  # repeated
         "CREATE {n} max-length=1 queue",  # positional after an option
         "CREATE {n} queue overflow=drop",
