@@ -52,7 +52,7 @@ from twisted.internet.defer import (
     TimeoutError as DeferredTimeout,
 )
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -193,7 +193,7 @@ def connect(
         client._abandon()
         if failure.check(DeferredTimeout, CancelledError):
             return Failure(NotConnected(f"no connection to {where} within {timeout} s"))
-        if failure.check(ConnectError):
+        if failure.check(ConnectError, DNSLookupError, OverflowError):  # Overflow: port 99999
             return Failure(NotConnected(f"cannot connect to {where}: {failure.getErrorMessage()}"))
         return failure
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults
+from twisted.internet.error import DNSLookupError
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
@@ -142,6 +143,18 @@ async def test_connection_limit_is_a_broker_error(clients: list[Client]) -> None
             await within(connect(reactor, server.endpoint))
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_host_or_a_bad_port_is_not_connected() -> None:
+    class UnknownHost:
+        def connect(self, factory: Any) -> Deferred[Any]:
+            return fail(DNSLookupError("nosuchhost.invalid"))
+
+    with pytest.raises(NotConnected, match="cannot connect to .*DNS lookup failed"):
+        await connect(reactor, UnknownHost(), timeout=5)  # type: ignore[arg-type]
+    with pytest.raises(NotConnected, match="cannot connect to tcp:127.0.0.1:99999: .*65535"):
+        await connect(reactor, "tcp:127.0.0.1:99999", timeout=5)
 
 
 def test_tcp_endpoint_escapes_ipv6() -> None:
