@@ -228,3 +228,40 @@ async def test_rpc_refuses_bad_arguments(broker: LoopbackBroker, client: Client)
     assert "argument --count: must be a whole number of at least 1" in no_count.stderr
     assert "--count goes with --serve" in count_alone.stderr
     assert "rpc_requests" not in {row.name for row in await client.list()}  # nothing sent
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_task_is_refused_or_dropped_once(broker: LoopbackBroker, client: Client) -> None:
+    refused = await run(broker, "work_queue.py", "--send", "t1:0.1", "t2:x")
+    assert (refused.code, refused.stdout) == (2, "")
+    assert "argument --send: a task is NAME or NAME:SECONDS (0 to 3600), not 't2:x'" in (
+        refused.stderr
+    )
+    assert "tasks" not in {row.name for row in await client.list()}  # not even t1 was sent
+    # A bad task someone else queued does not come round for ever.
+    await client.create("tasks", "queue", durable=True)
+    await client.publish("tasks", "poison:-1")
+    await client.publish("tasks", "fine:0")
+    worker = await run(broker, "work_queue.py", "--work", "--count", "1")
+    assert worker.code == 0, worker.stderr
+    assert re.findall(r"done (\w+)", worker.stdout) == ["fine"]
+    assert "dropped a bad task: a task is NAME or NAME:SECONDS" in worker.stderr
+    assert "Traceback" not in worker.stderr
+    stats = await client.stats("tasks")
+    assert (stats["messages"], stats["unacked"], stats["redelivered"]) == (0, 0, 0)
+    assert stats["acked"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_must_be_positive(broker: LoopbackBroker) -> None:
+    procs = await run_all(
+        broker,
+        ("work_queue.py", "--work", "--count", "0"),
+        ("fanout_logs.py", "--listen", "--count", "-1"),
+        ("topic_routing.py", "--listen", "a.*", "--count", "0"),
+        ("fanout_logs.py", "--emit", "info", "x", "--count", "2"),
+    )
+    for proc in procs[:3]:
+        assert proc.code == 2, proc.stderr
+        assert "argument --count: must be a whole number of at least 1" in proc.stderr
+    assert procs[3].code == 2 and "--count goes with --listen" in procs[3].stderr
