@@ -80,6 +80,8 @@ async def test_pulling_subscriber_gets_what_arrived_since_its_last_pull(
     assert (first.code, first.stdout) == (0, "")
     assert "created queue alice" in first.stderr
     assert missing.code == 1 and "NOT_FOUND" in missing.stderr
+    assert "created queue" not in missing.stderr
+    assert "carol" not in {row.name for row in await client.list()}  # made, then undone
     assert usage.code == 2 and "--name" in usage.stderr
     for i in range(150):  # more than one PULL's worth
         await client.publish("news", f"item {i}", "any.key")
