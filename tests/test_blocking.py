@@ -163,16 +163,21 @@ async def test_refused_connection(server: LoopbackBroker) -> None:
 # ------------------------------------------------- README's example, as a script
 
 
-def readme_example(port: int, timeout: float) -> str:
-    """README's blocking example, as written there, for a broker on ``port``."""
+def readme_block(first_line: str) -> str:
+    """The code block of README.rst that starts with ``first_line``, as written there."""
     text = (ROOT / "README.rst").read_text()
-    start = text.index("    from mbroker.blocking import Connection\n")
+    start = text.index(f"    {first_line}\n")
     lines = []
     for line in text[start:].splitlines():
         if line and not line.startswith("    "):
             break
         lines.append(line)
-    code = textwrap.dedent("\n".join(lines)).strip() + "\n"
+    return textwrap.dedent("\n".join(lines)).strip() + "\n"
+
+
+def readme_example(port: int, timeout: float) -> str:
+    """README's blocking example, as written there, for a broker on ``port``."""
+    code = readme_block("from mbroker.blocking import Connection")
     assert 'Connection("localhost", 5555)' in code and "wait(timeout=5)" in code
     code = code.replace('"localhost", 5555', f'"127.0.0.1", {port}')
     return code.replace("wait(timeout=5)", f"wait(timeout={timeout})")
@@ -215,3 +220,22 @@ async def test_ctrl_c_in_a_blocking_wait_ends_without_a_traceback(
         assert (stats["consumers"], stats["messages"], stats["unacked"]) == (0, 0, 0)
     finally:
         await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_readme_client_and_blocking_examples_run_one_after_the_other(
+    server: LoopbackBroker, tmp_path: Path
+) -> None:
+    """A reader runs README's examples in order on one broker: they share the "jobs"
+    queue, so they must declare it alike, and each may be run again."""
+    client_code = readme_block("from twisted.internet import task")
+    assert '"tcp:localhost:5555"' in client_code
+    client_code = client_code.replace('"tcp:localhost:5555"', f'"{server.endpoint}"')
+    for code, out in [
+        (client_code, "b'resize photo 42' jobs  0\n"),
+        (readme_example(server.port, timeout=0.1), "hello\na\nb\nc\n"),
+        (client_code, "b'resize photo 42' jobs  0\n"),
+    ]:
+        proc = run_script(tmp_path, code)
+        assert await proc.ended() == 0, proc.stderr
+        assert (proc.stdout, proc.stderr) == (out, "")
