@@ -57,13 +57,13 @@ async def main(reactor: object, args: argparse.Namespace) -> None:
         raise SystemExit(1) from None
 
 
-
 def at_least_one(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text}")
     return value
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Fan-out logs.")

@@ -148,9 +148,7 @@ if __name__ == "__main__":
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--serve", action="store_true", help="answer requests")
     action.add_argument("--call", type=whole(0, MAX_N), metavar="N", help="ask for fib(N)")
-    parser.add_argument(
-        "--count", type=whole(1), help="with --serve: stop after N requests"
-    )
+    parser.add_argument("--count", type=whole(1), help="with --serve: stop after N requests")
     parser.add_argument(
         "--timeout", type=seconds, default=10.0, help="with --call: seconds (default 10)"
     )

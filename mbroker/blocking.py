@@ -186,8 +186,8 @@ def _still_active(result: object, timeout: float) -> None:
 class Connection:
     """A blocking connection to a broker at ``host:port`` (or any client ``endpoint``).
 
-    ``timeout`` bounds every call, in seconds.  ``reconnect``, ``user`` and
-    ``password`` are those of :func:`mbroker.client.connect`.  Use it as a context
+    ``timeout`` bounds every call, in seconds.  ``reconnect``, ``greeting_timeout``,
+    ``user`` and ``password`` are those of :func:`mbroker.client.connect`.  Use it as a context
     manager, or call :meth:`close`.
     """
 
@@ -199,6 +199,7 @@ class Connection:
         endpoint: str | None = None,
         timeout: float = 30.0,
         reconnect: bool = False,
+        greeting_timeout: float | None = 1.0,
         user: str | None = None,
         password: str | None = None,
     ) -> None:
@@ -214,6 +215,7 @@ class Connection:
             target,
             reconnect=reconnect,
             timeout=timeout,
+            greeting_timeout=greeting_timeout,
             user=user,
             password=password,
         )

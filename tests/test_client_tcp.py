@@ -13,8 +13,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, fail, gatherResults
-from twisted.internet.error import DNSLookupError
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import DNSLookupError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread

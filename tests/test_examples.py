@@ -233,7 +233,9 @@ async def test_rpc_refuses_bad_arguments(broker: LoopbackBroker, client: Client)
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_bad_task_is_refused_or_dropped_once(broker: LoopbackBroker, client: Client) -> None:
+async def test_a_bad_task_is_refused_or_dropped_once(
+    broker: LoopbackBroker, client: Client
+) -> None:
     refused = await run(broker, "work_queue.py", "--send", "t1:0.1", "t2:x")
     assert (refused.code, refused.stdout) == (2, "")
     assert "argument --send: a task is NAME or NAME:SECONDS (0 to 3600), not 't2:x'" in (
