@@ -242,6 +242,8 @@ class Client:
         #: why the latest connection ended, for the errors of later commands
         self._lost_why = ""
         self._service: ClientService | None = None
+        #: with ``reconnect``: what :func:`connect` waits for, until it fired
+        self._first: Deferred[Any] | None = None
         #: active subscriptions, in the order they were made (restored in that order)
         self._subscriptions: dict[Subscription, None] = {}
         self._closing = False
@@ -268,11 +270,36 @@ class Client:
             prepareConnection=lambda p: Deferred.fromCoroutine(self._prepare(p)),
         )
         self._service.startService()
-        return self._service.whenConnected()
+        connected = self._service.whenConnected()
+        # The first connection, or a first server that is not a broker (retrying will not
+        # make it one; a refused connection is retried: the broker may start later).
+        first: Deferred[Any] = Deferred(lambda _: connected.cancel())
+        self._first = first
+
+        def settle(outcome: object) -> None:
+            if first.called:
+                return  # cancelled, or the first server was not a broker
+            if isinstance(outcome, Failure):
+                first.errback(outcome)
+            else:
+                first.callback(outcome)
+
+        connected.addBoth(settle)
+        return first
+
+    def _not_a_broker(self, error: NotABroker) -> None:
+        first = self._first
+        if first is not None and not first.called:
+            # Not from inside ClientService's state machine, which the errback stops.
+            self._reactor.callLater(0, _fail_unless_called, first, error)
 
     async def _prepare(self, protocol: Any) -> None:
         # ``protocol`` may be ClientService's proxy: when_ready gives the real one.
-        proto: ClientProtocol = await protocol.when_ready()
+        try:
+            proto: ClientProtocol = await protocol.when_ready()
+        except NotABroker as e:
+            self._not_a_broker(e)
+            raise
         try:
             if self._closing:
                 raise NotConnected("the client is closed")
@@ -616,6 +643,11 @@ class Client:
         """LIST every exchange and queue (:class:`~mbroker.frames.ExchangeInfo`,
         :class:`~mbroker.frames.QueueInfo`)."""
         return self._send(List(), ok_data, collect=True)
+
+
+def _fail_unless_called(d: Deferred[Any], error: Exception) -> None:
+    if not d.called:
+        d.errback(Failure(error))
 
 
 def _as_bytes(payload: Any) -> bytes:

@@ -502,6 +502,16 @@ async def test_a_server_that_speaks_first_or_sends_garbage_is_named_at_once(
 
 
 @pytest_twisted.ensureDeferred
+async def test_reconnect_does_not_retry_a_server_that_is_not_a_broker(
+    impostor: Callable[..., str],
+) -> None:
+    start = reactor.seconds()
+    with pytest.raises(NotABroker, match=r"it said: HTTP/1.1 400 Bad Request"):
+        await connect(reactor, impostor(answer=HTTP_400, close=True), reconnect=True, timeout=10)
+    assert reactor.seconds() - start < 1.0
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_silent_server_is_named_after_the_greeting_timeout(
     impostor: Callable[..., str],
 ) -> None:
