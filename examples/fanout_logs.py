@@ -57,12 +57,23 @@ async def main(reactor: object, args: argparse.Namespace) -> None:
         raise SystemExit(1) from None
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text}")
+    return value
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Fan-out logs.")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--emit", nargs=2, metavar=("LEVEL", "MESSAGE"))
     action.add_argument("--listen", action="store_true")
-    parser.add_argument("--count", type=int, help="with --listen: stop after N lines")
+    parser.add_argument("--count", type=at_least_one, help="with --listen: stop after N lines")
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--port", type=int, default=5555)
-    task.react(main, (parser.parse_args(),))
+    args = parser.parse_args()
+    if args.count is not None and not args.listen:
+        parser.error("--count goes with --listen")
+    task.react(main, (args,))

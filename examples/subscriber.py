@@ -42,9 +42,15 @@ async def subscribe(reactor: Any, client: Client, topic: str) -> None:
 
 
 async def pull(client: Client, topic: str, name: str) -> None:
-    if await client.create(name, "queue", durable=True):
+    created = await client.create(name, "queue", durable=True)
+    try:
+        await client.bind(name, topic, "#")  # binding again changes nothing
+    except BrokerError:  # no such topic: a queue made for it would only linger
+        if created:
+            await client.delete(name)
+        raise
+    if created:
         print(f"created queue {name}; it keeps what {topic} gets from now on", file=sys.stderr)
-    await client.bind(name, topic, "#")  # binding again changes nothing
     while True:
         messages = await client.pull(name, BATCH, ack="auto")
         for message in messages:

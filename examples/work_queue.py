@@ -25,6 +25,37 @@ from mbroker.client import Client, ClientError, Message, connect, tcp_endpoint
 from mbroker.errors import BrokerError
 
 QUEUE = "tasks"
+#: The longest a task may say it takes, in seconds.
+MAX_SECONDS = 3600.0
+
+
+def parse_task(text: str) -> tuple[str, float]:
+    """``"name:SECONDS"`` (or ``"name"``: 0.1 s) -> (name, seconds); ValueError if bad."""
+    name, colon, seconds = text.partition(":")
+    try:
+        took = float(seconds) if colon else 0.1
+    except ValueError:
+        took = -1.0
+    if not name or not 0 <= took <= MAX_SECONDS:  # nan and inf are refused here too
+        raise ValueError(f"a task is NAME or NAME:SECONDS (0 to {MAX_SECONDS:g}), not {text!r}")
+    return name, took
+
+
+def task_arg(text: str) -> str:
+    """An argparse type: a task as :func:`parse_task` takes it."""
+    try:
+        parse_task(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text}")
+    return value
 
 
 async def send(client: Client, tasks: list[str]) -> None:
@@ -40,10 +71,15 @@ async def work(reactor: Any, client: Client, count: int | None) -> None:
 
     async def handle(message: Message) -> None:
         nonlocal finished
-        name, _, seconds = message.text.partition(":")
+        try:
+            name, seconds = parse_task(message.text)
+        except ValueError as e:  # doing it again would fail again: drop it
+            await message.nack(requeue=False)
+            print(f"{me} dropped a bad task: {e}", file=sys.stderr, flush=True)
+            return
         again = f" (again, {message.redelivered} time(s) before)" if message.redelivered else ""
         print(f"{me} got {name}{again}", flush=True)
-        await task.deferLater(reactor, float(seconds or 0.1))  # the work
+        await task.deferLater(reactor, seconds)  # the work
         await message.ack()  # only now may the broker forget the task
         print(f"{me} done {name}", flush=True)
         finished += 1
@@ -74,9 +110,14 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="A work queue with manual acks.")
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--send", nargs="+", metavar="TASK", help="queue these tasks")
+    action.add_argument(
+        "--send", nargs="+", type=task_arg, metavar="TASK", help="queue these tasks"
+    )
     action.add_argument("--work", action="store_true", help="do tasks")
-    parser.add_argument("--count", type=int, help="with --work: stop after N tasks")
+    parser.add_argument("--count", type=at_least_one, help="with --work: stop after N tasks")
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--port", type=int, default=5555)
-    task.react(main, (parser.parse_args(),))
+    args = parser.parse_args()
+    if args.count is not None and not args.work:
+        parser.error("--count goes with --work")
+    task.react(main, (args,))

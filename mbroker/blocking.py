@@ -19,6 +19,9 @@ for its result, raising the same exceptions (``mbroker.errors.NotFound``, …) o
 Subscription callbacks run in the reactor's thread pool, one at a time per
 subscription by default (``concurrency``), so they may block; the message is
 acknowledged when the callback returns, given back to its queue when it raises.
+:meth:`BlockingSubscription.wait` blocks until the subscription ends, until its own
+``timeout`` (then it returns ``None``: that is not the broker's fault), or until
+Ctrl-C (then it unsubscribes and returns ``"interrupted"``, with no traceback).
 
 An application that runs the reactor itself calls ``crochet.no_setup()`` first, and
 must not call these methods from the reactor thread.
@@ -125,9 +128,10 @@ BlockingTags = Union[int, Message, BlockingMessage, Iterable[Union[int, Message,
 class BlockingSubscription:
     """A subscription made by :meth:`Connection.subscribe`."""
 
-    def __init__(self, subscription: Subscription, run: _Runner) -> None:
+    def __init__(self, subscription: Subscription, run: _Runner, reactor: Any) -> None:
         self._subscription = subscription
         self._run = run
+        self._reactor = reactor
 
     @property
     def name(self) -> str:
@@ -149,18 +153,41 @@ class BlockingSubscription:
         :meth:`mbroker.client.Subscription.unsubscribe`)."""
         self._run(self._subscription.unsubscribe, _wait=None)
 
-    def wait(self, timeout: float | None = None) -> str:
-        """Block until the subscription ends; returns why (``"unsubscribed"``,
-        ``"closed"``, ``"deleted"``…).  Ctrl-C interrupts it; ``TimeoutError`` after
-        ``timeout`` seconds."""
-        return self._run(self._subscription.when_ended, _wait=timeout)
+    def wait(self, timeout: float | None = None) -> str | None:
+        """Block until the subscription ends, and return why (``"unsubscribed"``,
+        ``"closed"``, ``"deleted"``…); raises :class:`mbroker.client.ConnectionLost` when
+        the connection was lost.
+
+        Returns ``None`` once ``timeout`` seconds passed with the subscription still
+        active (it goes on: wait again, or :meth:`unsubscribe`).  Ctrl-C ends the
+        subscription as :meth:`unsubscribe` does (the callback in progress finishes)
+        and returns ``"interrupted"``, so that a script ends without a traceback.
+        """
+        reactor, subscription = self._reactor, self._subscription
+
+        def ended() -> Deferred[str | None]:
+            d: Deferred[str | None] = subscription.when_ended()  # type: ignore[assignment]
+            if timeout is not None:
+                d.addTimeout(timeout, reactor, onTimeoutCancel=_still_active)
+            return d
+
+        try:
+            return self._run(ended, _wait=None)
+        except KeyboardInterrupt:
+            self.unsubscribe()  # a second Ctrl-C interrupts this too
+            return "interrupted"
+
+
+def _still_active(result: object, timeout: float) -> None:
+    """``addTimeout``'s verdict for :meth:`BlockingSubscription.wait`: no end yet."""
+    return None
 
 
 class Connection:
     """A blocking connection to a broker at ``host:port`` (or any client ``endpoint``).
 
-    ``timeout`` bounds every call, in seconds.  ``reconnect``, ``user`` and
-    ``password`` are those of :func:`mbroker.client.connect`.  Use it as a context
+    ``timeout`` bounds every call, in seconds.  ``reconnect``, ``greeting_timeout``,
+    ``user`` and ``password`` are those of :func:`mbroker.client.connect`.  Use it as a context
     manager, or call :meth:`close`.
     """
 
@@ -172,6 +199,7 @@ class Connection:
         endpoint: str | None = None,
         timeout: float = 30.0,
         reconnect: bool = False,
+        greeting_timeout: float | None = 1.0,
         user: str | None = None,
         password: str | None = None,
     ) -> None:
@@ -187,6 +215,7 @@ class Connection:
             target,
             reconnect=reconnect,
             timeout=timeout,
+            greeting_timeout=greeting_timeout,
             user=user,
             password=password,
         )
@@ -332,7 +361,7 @@ class Connection:
             ack_timeout=ack_timeout,
             nack_delay=nack_delay,
         )
-        return BlockingSubscription(sub, run)
+        return BlockingSubscription(sub, run, reactor)
 
 
 def _unwrap(tags: BlockingTags) -> Tags:

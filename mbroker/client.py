@@ -18,7 +18,8 @@ Every method returns a :class:`~twisted.internet.defer.Deferred` (await it from
 ``async def`` code, or add callbacks).  The broker's refusals arrive as the
 :class:`mbroker.errors.BrokerError` subclass of their wire code (``NotFound``,
 ``Exists``, …); trouble with the connection arrives as a :class:`ClientError`
-(:class:`NotConnected`, :class:`ConnectionLost`, :class:`Unconfirmed`).
+(:class:`NotConnected`, :class:`NotABroker`, :class:`ConnectionLost`, :class:`Unconfirmed`,
+:class:`BadReply`).
 
 Commands are pipelined: call ``publish`` many times without waiting, the replies are
 matched to the commands in order.  Times (``ttl``, ``wait``, ``delay``,
@@ -51,7 +52,7 @@ from twisted.internet.defer import (
     TimeoutError as DeferredTimeout,
 )
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -67,9 +68,11 @@ from mbroker.clientproto import (
     ok_stats,
 )
 from mbroker.clienttypes import (
+    BadReply,
     ClientError,
     ConnectionLost,
     Message,
+    NotABroker,
     NotConnected,
     Tags,
     Unconfirmed,
@@ -106,10 +109,12 @@ from mbroker.wire import encode_command
 
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "BadReply",
     "Client",
     "ClientError",
     "ConnectionLost",
     "Message",
+    "NotABroker",
     "NotConnected",
     "Subscription",
     "Unconfirmed",
@@ -145,6 +150,7 @@ def connect(
     reconnect: bool = False,
     retry_policy: Callable[[int], float] | None = None,
     timeout: float | None = 30.0,
+    greeting_timeout: float | None = 1.0,
     user: str | None = None,
     password: str | None = None,
     on_connect: Callable[[Client], Any] | None = None,
@@ -161,13 +167,19 @@ def connect(
     With ``reconnect``, the client reconnects with ``retry_policy`` (default: back-off
     from 0.1 s to 10 s) whenever the connection is lost, until :meth:`Client.close`.
     Fails with :class:`NotConnected` when no connection is ready within ``timeout``
-    seconds, with a :class:`~mbroker.errors.BrokerError` when the broker refuses.
+    seconds, with a :class:`~mbroker.errors.BrokerError` when the broker refuses, and
+    with :class:`NotABroker` (a :class:`NotConnected`) when the server is not an
+    mbroker: its first line was not the greeting (an HTTP server, say, answers the
+    client's probe with ``HTTP/1.1 400 …``), or it said nothing at all for
+    ``greeting_timeout`` seconds once connected (a broker greets at once; raise it for
+    a very slow link, ``None`` waits for ``timeout``).
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     client = Client(reactor, user=user, password=password, on_connect=on_connect)
+    client._greeting_timeout = greeting_timeout
     ep = clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
     where = endpoint if isinstance(endpoint, str) else repr(endpoint)
     if reconnect:
@@ -181,7 +193,7 @@ def connect(
         client._abandon()
         if failure.check(DeferredTimeout, CancelledError):
             return Failure(NotConnected(f"no connection to {where} within {timeout} s"))
-        if failure.check(ConnectError):
+        if failure.check(ConnectError, DNSLookupError, OverflowError):  # Overflow: port 99999
             return Failure(NotConnected(f"cannot connect to {where}: {failure.getErrorMessage()}"))
         return failure
 
@@ -198,7 +210,9 @@ class _Factory(Factory):
 
     def buildProtocol(self, addr: Any) -> Protocol:
         client = self.client
-        return ClientProtocol(client._reactor, on_lost=client._lost)
+        return ClientProtocol(
+            client._reactor, on_lost=client._lost, greeting_timeout=client._greeting_timeout
+        )
 
 
 # ------------------------------------------------------------------- client
@@ -222,8 +236,14 @@ class Client:
         self._user = user
         self._password = password
         self._on_connect = on_connect
+        #: seconds a server may stay silent once connected (see :func:`connect`)
+        self._greeting_timeout: float | None = None
         self._proto: ClientProtocol | None = None
+        #: why the latest connection ended, for the errors of later commands
+        self._lost_why = ""
         self._service: ClientService | None = None
+        #: with ``reconnect``: what :func:`connect` waits for, until it fired
+        self._first: Deferred[Any] | None = None
         #: active subscriptions, in the order they were made (restored in that order)
         self._subscriptions: dict[Subscription, None] = {}
         self._closing = False
@@ -250,11 +270,36 @@ class Client:
             prepareConnection=lambda p: Deferred.fromCoroutine(self._prepare(p)),
         )
         self._service.startService()
-        return self._service.whenConnected()
+        connected = self._service.whenConnected()
+        # The first connection, or a first server that is not a broker (retrying will not
+        # make it one; a refused connection is retried: the broker may start later).
+        first: Deferred[Any] = Deferred(lambda _: connected.cancel())
+        self._first = first
+
+        def settle(outcome: object) -> None:
+            if first.called:
+                return  # cancelled, or the first server was not a broker
+            if isinstance(outcome, Failure):
+                first.errback(outcome)
+            else:
+                first.callback(outcome)
+
+        connected.addBoth(settle)
+        return first
+
+    def _not_a_broker(self, error: NotABroker) -> None:
+        first = self._first
+        if first is not None and not first.called:
+            # Not from inside ClientService's state machine, which the errback stops.
+            self._reactor.callLater(0, _fail_unless_called, first, error)
 
     async def _prepare(self, protocol: Any) -> None:
         # ``protocol`` may be ClientService's proxy: when_ready gives the real one.
-        proto: ClientProtocol = await protocol.when_ready()
+        try:
+            proto: ClientProtocol = await protocol.when_ready()
+        except NotABroker as e:
+            self._not_a_broker(e)
+            raise
         try:
             if self._closing:
                 raise NotConnected("the client is closed")
@@ -299,6 +344,7 @@ class Client:
     def _lost(self, proto: ClientProtocol, reason: Failure) -> None:
         if self._proto is proto:
             self._proto = None
+            self._lost_why = reason.getErrorMessage()
         if not self.reconnecting:
             for sub in builtins.list(self._subscriptions):
                 sub._end(Failure(ConnectionLost(f"connection lost: {reason.getErrorMessage()}")))
@@ -340,16 +386,22 @@ class Client:
             return fail(NotConnected("not connected"))
         return self._service.whenConnected().addCallback(lambda _: None)
 
+    def _not_connected(self) -> NotConnected:
+        if self._closing:
+            return NotConnected("closed")
+        why = f" (the connection was lost: {self._lost_why})" if self._lost_why else ""
+        return NotConnected(f"not connected to the broker{why}")
+
     def _conn(self) -> ClientProtocol:
         proto = self._proto
         if proto is None or proto.lost_reason is not None:
-            raise NotConnected("closed" if self._closing else "not connected to the broker")
+            raise self._not_connected()
         return proto
 
     def _send(self, command: Any, finish: Any, collect: bool = False) -> Deferred[Any]:
         proto = self._proto
         if proto is None:
-            return fail(NotConnected("closed" if self._closing else "not connected to the broker"))
+            return fail(self._not_connected())
         return proto.command(command, finish, collect)
 
     # ---------------------------------------------------------------- commands
@@ -410,7 +462,7 @@ class Client:
         """
         proto = self._proto
         if proto is None:
-            return fail(NotConnected("closed" if self._closing else "not connected to the broker"))
+            return fail(self._not_connected())
         if type(payload) is not bytes:
             payload = _as_bytes(payload)
         if len(payload) > proto.max_payload:
@@ -591,6 +643,11 @@ class Client:
         """LIST every exchange and queue (:class:`~mbroker.frames.ExchangeInfo`,
         :class:`~mbroker.frames.QueueInfo`)."""
         return self._send(List(), ok_data, collect=True)
+
+
+def _fail_unless_called(d: Deferred[Any], error: Exception) -> None:
+    if not d.called:
+        d.errback(Failure(error))
 
 
 def _as_bytes(payload: Any) -> bytes:

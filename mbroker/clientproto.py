@@ -16,6 +16,14 @@ Writes are batched: commands issued during one reactor turn are written with one
 ``writeSequence`` on the next (``callLater(0)``), or at once when many are waiting.
 The per-command cost is one Deferred, one deque append and one list append.
 
+Until the greeting, the bytes are screened: a first line that is not ``HELLO mbroker …``
+(or a ``-ERR`` refusal) means the server is something else, and the connection fails
+with :class:`~mbroker.clienttypes.NotABroker` naming what it said.  A broker greets at
+once; a server still silent after a moment gets a ``PING`` (an HTTP server answers it
+``HTTP/1.1 400 …``, and so names itself), and one silent for ``greeting_timeout``
+seconds is taken for something else.  After the greeting, a line that answers no
+command closes the connection with :class:`~mbroker.clienttypes.BadReply`.
+
 This module holds no policy about reconnection or subscriptions; :mod:`mbroker.client`
 does.
 """
@@ -33,7 +41,15 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.clienttypes import ClientError, ConnectionLost, Message, NotConnected, Unconfirmed
+from mbroker.clienttypes import (
+    BadReply,
+    ClientError,
+    ConnectionLost,
+    Message,
+    NotABroker,
+    NotConnected,
+    Unconfirmed,
+)
 from mbroker.errors import BadFrame, BrokerError, error_for_code
 from mbroker.frames import (
     Cancel,
@@ -62,6 +78,12 @@ _WRITE_BATCH = 1024
 #: A payload smaller than this is copied into its PUBLISH frame; a larger one is
 #: written as a part of its own.
 _JOIN_BELOW = 16 * 1024
+#: Seconds of silence before the greeting after which the client sends a probe PING.
+_PROBE_AFTER = 0.25
+#: Most bytes of a first line screened for the greeting.
+_GREETING_MAX = 4096
+#: How the first line of each kind of server this client talks to begins.
+_GREETING_STARTS = (b"HELLO mbroker ", b"-ERR")
 
 
 # ----------------------------------------------------------- reply converters
@@ -158,16 +180,25 @@ class ClientProtocol(Protocol):
     """One connection to a broker, speaking protocol v1 with pipelining.
 
     ``clock`` schedules the batched writes; ``on_lost`` is told when the connection
-    ends.  :meth:`when_ready` fires with the protocol once the greeting arrived.
+    ends.  :meth:`when_ready` fires with the protocol once the greeting arrived; it
+    fails with :class:`NotABroker` when the server says something else first or, with
+    ``greeting_timeout`` (seconds), nothing at all for that long.
     """
 
     def __init__(
         self,
         clock: IReactorTime,
         on_lost: Callable[[ClientProtocol, Failure], None] | None = None,
+        greeting_timeout: float | None = None,
     ) -> None:
         self._clock = clock
         self._on_lost = on_lost
+        self._greeting_timeout = greeting_timeout
+        #: The start of the first line while it is being screened; None once it passed.
+        self._first: bytes | None = b""
+        self._timers: list[IDelayedCall] = []
+        #: Why this client closed the connection: not a broker, or replies out of step.
+        self._fatal: ClientError | None = None
         self._decoder = ReplyDecoder()
         self._pending: deque[Pending] = deque()
         self._out: list[bytes] = []
@@ -195,6 +226,63 @@ class ClientProtocol(Protocol):
                 set_no_delay(True)
             except OSError:  # not a TCP socket after all
                 pass
+        wait = self._greeting_timeout
+        if wait is not None and self.hello is None:
+            clock = self._clock
+            self._timers = [
+                clock.callLater(min(_PROBE_AFTER, wait / 2), self._probe),
+                clock.callLater(wait, self._silent),
+            ]
+
+    def _stop_timers(self) -> None:
+        timers, self._timers = self._timers, []
+        for call in timers:
+            if call.active():
+                call.cancel()
+
+    def _probe(self) -> None:
+        """No greeting yet: send a PING, which makes many other servers say what they are
+        (a broker that is merely slow answers it ``+PONG`` after its greeting)."""
+        if self._first == b"" and self.lost_reason is None:
+            self.send(b"PING\r\n", ok_none).addErrback(lambda _: None)
+
+    def _silent(self) -> None:
+        if self._first == b"" and self.lost_reason is None:
+            self._not_a_broker(f"it said nothing for {self._greeting_timeout:g} s")
+
+    def _peer(self) -> str:
+        peer = self.transport.getPeer() if self.transport is not None else None
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        if host is not None and port is not None:
+            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        name = getattr(peer, "name", None)
+        return str(name.decode() if isinstance(name, bytes) else name) if name else "the server"
+
+    def _not_a_broker(self, why: str, abort: bool = True) -> None:
+        self._stop_timers()
+        self._first = None
+        self._fatal = NotABroker(f"{self._peer()} is not an mbroker server ({why})")
+        if abort and self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _screen(self, data: bytes) -> bytes | None:
+        """Bytes before the greeting: what to decode once the first line looks like a
+        broker's, None while it is incomplete or when it was not a broker's."""
+        seen = (self._first or b"") + data
+        line, lf, _ = seen.partition(b"\n")
+        if _greeting_like(line):
+            if lf:
+                self._first = None
+                self._stop_timers()
+                return seen
+            if len(seen) <= _GREETING_MAX:
+                self._first = seen
+                return None
+        elif not lf and len(seen) < 80:  # wait for the rest of the line to show it
+            self._first = seen
+            return None
+        self._not_a_broker(f"it said: {_shown(line)}")
+        return None
 
     def when_ready(self) -> Deferred[ClientProtocol]:
         """Fires with this protocol once the greeting arrived; fails if it never does."""
@@ -223,7 +311,12 @@ class ClientProtocol(Protocol):
         """Fail the commands still waiting (:class:`Unconfirmed`), tell the subscriptions."""
         if self.lost_reason is not None:
             return
-        if self.server_error is not None:
+        self._stop_timers()
+        if self._first and not _greeting_like(self._first):  # part of another line, then the end
+            self._not_a_broker(f"it said: {_shown(self._first)}", abort=False)
+        if self._fatal is not None:
+            reason = Failure(self._fatal)
+        elif self.server_error is not None:
             reason = Failure(self.server_error)
         self.lost_reason = reason
         self.connected = 0
@@ -251,7 +344,7 @@ class ClientProtocol(Protocol):
 
     def _lost_failure(self) -> Failure:
         reason = self.lost_reason
-        if reason is not None and isinstance(reason.value, BrokerError):
+        if reason is not None and isinstance(reason.value, (BrokerError, NotABroker)):
             return reason
         message = reason.getErrorMessage() if reason is not None else "not connected"
         return Failure(ConnectionLost(f"connection lost before the greeting: {message}"))
@@ -344,9 +437,19 @@ class ClientProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Decode replies and pushes; complete commands in order, dispatch deliveries."""
+        if self._fatal is not None:
+            return  # closing: the rest is out of step
+        if self._first is not None:
+            screened = self._screen(data)
+            if screened is None:
+                return
+            data = screened
         try:
             frames = self._decoder.feed(data)
         except BadFrame as e:
+            if self.hello is None:
+                self._not_a_broker(str(e))
+                return
             log.error("bad data from the broker, closing: {error}", error=str(e))
             self.server_error = e
             if self.transport is not None:
@@ -356,7 +459,7 @@ class ClientProtocol(Protocol):
         for f in frames:
             if isinstance(f, Ok):
                 if not pending:
-                    self._protocol_error(f"a reply with no command waiting: {f!r}")
+                    self._protocol_error(f"a reply no command was waiting for: '+{f.text}'")
                     return
                 d, finish, collected = pending.popleft()
                 if d.called:  # cancelled: consume the reply, drop the result
@@ -364,10 +467,12 @@ class ClientProtocol(Protocol):
                     continue
                 try:
                     result = finish(f.text, collected)
-                except Exception:
-                    d.errback(Failure())
-                else:
-                    d.callback(result)
+                except (ValueError, IndexError, TypeError, AssertionError):
+                    # ``+PONG`` to a PUBLISH, say: the replies are out of step.
+                    pending.appendleft((d, finish, collected))
+                    self._protocol_error(f"a reply that does not fit its command: '+{f.text}'")
+                    return
+                d.callback(result)
             elif isinstance(f, Msg):
                 if f.sid:
                     sink = self.subscriptions.get(f.sid)
@@ -377,7 +482,7 @@ class ClientProtocol(Protocol):
                 elif pending and pending[0][2] is not None:
                     pending[0][2].append(f)
                 else:
-                    self._protocol_error(f"a MSG 0 with no PULL waiting: {f!r}")
+                    self._protocol_error(f"a MSG 0 with no PULL waiting (tag {f.tag})")
                     return
             elif isinstance(f, Error):
                 err = error_for_code(f.code, f.text)
@@ -392,11 +497,14 @@ class ClientProtocol(Protocol):
                 if cancelled is not None:
                     cancelled.cancelled(self, f.reason)
             elif isinstance(f, Hello):
+                if self.hello is not None:
+                    self._protocol_error("a second greeting")
+                    return
                 self._greeted(f)
             elif pending and pending[0][2] is not None:  # EXCHANGE, QUEUE, STAT
                 pending[0][2].append(f)
             else:
-                self._protocol_error(f"a data line with no command waiting: {f!r}")
+                self._protocol_error(f"a data line no command was waiting for: {f!r}")
                 return
             if self.lost_reason is not None:
                 return
@@ -423,10 +531,26 @@ class ClientProtocol(Protocol):
                 d.errback(Failure(err))
 
     def _protocol_error(self, text: str) -> None:
-        log.error("broken reply stream, closing: {text}", text=text)
-        self.server_error = BadFrame(text)
+        """The replies are out of step: close, and fail everything with one clear error
+        (logged at info level only: every command waiting, every subscription and the
+        next command are told)."""
+        error = BadReply(f"the broker sent {text}; the connection was closed")
+        log.info("{error}", error=str(error))
+        self._fatal = error
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+def _greeting_like(line: bytes) -> bool:
+    """True when ``line`` (or as much of it as came) starts as a broker's first line."""
+    return any(line[: len(start)] == start[: len(line)] for start in _GREETING_STARTS)
+
+
+def _shown(line: bytes) -> str:
+    """A line a server sent, fit to quote in one line of an error message."""
+    text = line.rstrip(b"\r").decode("utf-8", "replace")
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:80])
+    return (shown + ("..." if len(text) > 80 else "")) or "an empty line"
 
 
 def _log_quiet(failure: Failure, command: Command) -> None:

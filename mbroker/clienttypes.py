@@ -19,9 +19,11 @@ from twisted.python.failure import Failure
 from mbroker.frames import Ack, Command, Msg, Nack, TagRanges, Touch
 
 __all__ = [
+    "BadReply",
     "ClientError",
     "ConnectionLost",
     "Message",
+    "NotABroker",
     "NotConnected",
     "Tags",
     "Unconfirmed",
@@ -45,8 +47,22 @@ class NotConnected(ClientError):
     """There is no connection to send this command on (never made, closed or lost)."""
 
 
+class NotABroker(NotConnected):
+    """The server at the other end is not an mbroker: its first line was not the greeting
+    (an HTTP server answers the client's probe ``PING`` with ``HTTP/1.1 400 …``), or it
+    said nothing at all for ``greeting_timeout`` seconds (a broker greets at once).
+    """
+
+
 class ConnectionLost(ClientError):
     """The connection to the broker was lost."""
+
+
+class BadReply(ConnectionLost):
+    """The broker sent a line that answers no command (a stray ``+OK``), or a reply that
+    does not fit its command: the replies are out of step, so the client closed the
+    connection.  Commands waiting for a reply fail with :class:`Unconfirmed`, which
+    says the same."""
 
 
 class Unconfirmed(ConnectionLost):

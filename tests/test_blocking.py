@@ -8,20 +8,26 @@ scripts do, with crochet's own reactor thread (tests/test_examples.py).
 
 from __future__ import annotations
 
+import signal
+import sys
+import textwrap
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import crochet
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from mbroker import errors
 from mbroker.blocking import BlockingMessage, Connection
-from mbroker.client import NotConnected
+from mbroker.client import NotConnected, connect
 from mbroker.testing import LoopbackBroker
+from tests.test_cli import ROOT, Proc
 
 try:
     crochet.no_setup()
@@ -105,8 +111,8 @@ async def test_subscribe_runs_callbacks_in_worker_threads(server: LoopbackBroker
             for payload in (b"a", b"fail", b"b"):
                 conn.publish("jobs", payload)
             assert done.wait(5)
-            with pytest.raises(TimeoutError):
-                sub.wait(timeout=0.05)
+            assert sub.wait(timeout=0.05) is None  # the user's timeout: not an error
+            assert sub.active
             sub.unsubscribe()
             assert sub.wait(1) == "unsubscribed" and not sub.active
             assert sub.received == 4
@@ -152,3 +158,84 @@ async def test_refused_connection(server: LoopbackBroker) -> None:
             Connection("127.0.0.1", port, timeout=5)
 
     await in_thread(script)
+
+
+# ------------------------------------------------- README's example, as a script
+
+
+def readme_block(first_line: str) -> str:
+    """The code block of README.rst that starts with ``first_line``, as written there."""
+    text = (ROOT / "README.rst").read_text()
+    start = text.index(f"    {first_line}\n")
+    lines = []
+    for line in text[start:].splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines)).strip() + "\n"
+
+
+def readme_example(port: int, timeout: float) -> str:
+    """README's blocking example, as written there, for a broker on ``port``."""
+    code = readme_block("from mbroker.blocking import Connection")
+    assert 'Connection("localhost", 5555)' in code and "wait(timeout=5)" in code
+    code = code.replace('"localhost", 5555', f'"127.0.0.1", {port}')
+    return code.replace("wait(timeout=5)", f"wait(timeout={timeout})")
+
+
+def run_script(tmp_path: Path, code: str) -> Proc:
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    return Proc.start([sys.executable, str(script)])
+
+
+@pytest_twisted.ensureDeferred
+async def test_readme_example_ends_cleanly_when_its_timeout_passes(
+    server: LoopbackBroker, tmp_path: Path
+) -> None:
+    proc = run_script(tmp_path, readme_example(server.port, timeout=0.5))
+    assert await proc.ended() == 0, proc.stderr
+    assert (proc.stdout, proc.stderr) == ("hello\na\nb\nc\n", "")
+
+
+@pytest_twisted.ensureDeferred
+async def test_ctrl_c_in_a_blocking_wait_ends_without_a_traceback(
+    server: LoopbackBroker, tmp_path: Path
+) -> None:
+    proc = run_script(tmp_path, readme_example(server.port, timeout=60))
+    await proc.wait_for("c\n")
+    client = await connect(reactor, server.endpoint)
+    try:
+        deadline = reactor.seconds() + 15
+        while (await client.stats("jobs"))["consumers"] != 1:
+            assert reactor.seconds() < deadline, "the example never subscribed"
+            await deferLater(reactor, 0.02)
+        await client.publish("jobs", "live")  # the subscription is up: wait() is waiting
+        await proc.wait_for("live\n")
+        proc.signal(signal.SIGINT)
+        assert await proc.ended() == 0, proc.stderr
+        assert proc.stderr == ""
+        assert proc.stdout == "hello\na\nb\nc\nlive\n"
+        stats = await client.stats("jobs")
+        assert (stats["consumers"], stats["messages"], stats["unacked"]) == (0, 0, 0)
+    finally:
+        await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_readme_client_and_blocking_examples_run_one_after_the_other(
+    server: LoopbackBroker, tmp_path: Path
+) -> None:
+    """A reader runs README's examples in order on one broker: they share the "jobs"
+    queue, so they must declare it alike, and each may be run again."""
+    client_code = readme_block("from twisted.internet import task")
+    assert '"tcp:localhost:5555"' in client_code
+    client_code = client_code.replace('"tcp:localhost:5555"', f'"{server.endpoint}"')
+    for code, out in [
+        (client_code, "b'resize photo 42' jobs  0\n"),
+        (readme_example(server.port, timeout=0.1), "hello\na\nb\nc\n"),
+        (client_code, "b'resize photo 42' jobs  0\n"),
+    ]:
+        proc = run_script(tmp_path, code)
+        assert await proc.ended() == 0, proc.stderr
+        assert (proc.stdout, proc.stderr) == (out, "")

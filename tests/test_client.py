@@ -7,12 +7,22 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from mbroker import errors
-from mbroker.client import Client, ConnectionLost, Message, NotConnected, Unconfirmed
+from mbroker.client import (
+    Client,
+    ConnectionLost,
+    Message,
+    NotABroker,
+    NotConnected,
+    Unconfirmed,
+)
 from mbroker.clientproto import ClientProtocol, ok_count
 from mbroker.config import Config
 from mbroker.frames import ExchangeInfo, QueueInfo
@@ -227,6 +237,87 @@ def test_greeting_refusal_fails_the_connection() -> None:
     ready = proto.when_ready()
     proto.dataReceived(b"-ERR LIMIT at most 1 connections\r\n")
     assert isinstance(failure_of_now(ready), errors.Limit)
+
+
+HELLO = b"HELLO mbroker 1 proto=1 auth=none max-payload=100\r\n"
+
+
+def screened(greeting_timeout: float | None = 1.0) -> tuple[ClientProtocol, StringTransport, Clock]:
+    clock = Clock()
+    proto = ClientProtocol(clock, greeting_timeout=greeting_timeout)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.7", 8000))
+    proto.makeConnection(transport)
+    return proto, transport, clock
+
+
+def lose(proto: ClientProtocol, transport: StringTransport) -> None:
+    """What the reactor does after ``abortConnection``."""
+    assert transport.disconnecting or transport.disconnected
+    proto.connectionLost(Failure(ConnectionDone()))
+
+
+def test_a_greeting_in_pieces_passes_the_screen() -> None:
+    proto, transport, clock = screened()
+    ready = proto.when_ready()
+    for i in range(len(HELLO)):
+        proto.dataReceived(HELLO[i : i + 1])
+    assert result_of(ready) is proto and proto.hello is not None
+    clock.advance(10)
+    assert transport.value() == b""  # no probe: the greeting came in time
+
+
+def test_silence_gets_a_probe_then_a_verdict() -> None:
+    proto, transport, clock = screened()
+    ready = proto.when_ready()
+    clock.advance(0.25)
+    clock.advance(0)  # the batched write
+    assert transport.value() == b"PING\r\n"
+    clock.advance(0.75)
+    lose(proto, transport)
+    err = failure_of_now(ready)
+    assert isinstance(err, NotABroker)
+    assert str(err) == "10.0.0.7:8000 is not an mbroker server (it said nothing for 1 s)"
+
+
+def test_a_late_greeting_and_its_pong_make_a_broker() -> None:
+    proto, transport, clock = screened(greeting_timeout=5)
+    ready = proto.when_ready()
+    clock.advance(0.3)
+    proto.dataReceived(HELLO + b"+PONG\r\n")  # the probe's answer is consumed in order
+    assert result_of(ready) is proto
+    d = proto.send(b"PURGE q\r\n", ok_count)
+    proto.dataReceived(b"+OK 3\r\n")
+    assert result_of(d) == 3
+    clock.advance(10)
+    assert proto.is_open
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+        (b"HELLO redis 7\r\n", "HELLO redis 7"),
+        (b"\x16\x03\x01" * 40, "\\x16\\x03\\x01"),
+        (b"-NOAUTH Authentication required.\r\n", "-NOAUTH Authentication required."),
+        (b"x" * 200 + b"\n", "x" * 80 + "..."),
+    ],
+)
+def test_another_first_line_is_not_a_broker(data: bytes, shown: str) -> None:
+    proto, transport, _clock = screened(greeting_timeout=None)
+    ready = proto.when_ready()
+    proto.dataReceived(data)
+    lose(proto, transport)
+    err = failure_of_now(ready)
+    assert isinstance(err, NotABroker)
+    assert str(err).startswith(f"10.0.0.7:8000 is not an mbroker server (it said: {shown}")
+
+
+def test_part_of_another_line_then_the_end_is_not_a_broker() -> None:
+    proto, _transport, _clock = screened(greeting_timeout=None)
+    ready = proto.when_ready()
+    proto.dataReceived(b"SSH-2.0")
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert "(it said: SSH-2.0)" in str(failure_of_now(ready))
 
 
 def failure_of_now(d: Deferred[Any]) -> Any:

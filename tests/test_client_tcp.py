@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import DNSLookupError
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
@@ -22,6 +24,7 @@ from mbroker.client import (
     Client,
     ConnectionLost,
     Message,
+    NotABroker,
     NotConnected,
     Unconfirmed,
     connect,
@@ -140,6 +143,18 @@ async def test_connection_limit_is_a_broker_error(clients: list[Client]) -> None
             await within(connect(reactor, server.endpoint))
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_host_or_a_bad_port_is_not_connected() -> None:
+    class UnknownHost:
+        def connect(self, factory: Any) -> Deferred[Any]:
+            return fail(DNSLookupError("nosuchhost.invalid"))
+
+    with pytest.raises(NotConnected, match="cannot connect to .*DNS lookup failed"):
+        await connect(reactor, UnknownHost(), timeout=5)  # type: ignore[arg-type]
+    with pytest.raises(NotConnected, match="cannot connect to tcp:127.0.0.1:99999: .*65535"):
+        await connect(reactor, "tcp:127.0.0.1:99999", timeout=5)
 
 
 def test_tcp_endpoint_escapes_ipv6() -> None:
@@ -409,3 +424,155 @@ async def test_a_failing_on_connect_is_retried(
     clients.append(client)
     assert len(attempts) == 2
     assert await client.publish("ready", b"x") == 1
+
+
+# ------------------------------------------------- a server that is not mbroker
+
+
+class _Impostor(Protocol):
+    """A server that is not mbroker: ``greeting`` at once, then ``answer`` to each read
+    (``answer_and_close``: as an HTTP server does to a bad request)."""
+
+    def __init__(self, greeting: bytes, answer: bytes, close: bool) -> None:
+        self.greeting, self.answer, self.close = greeting, answer, close
+
+    def connectionMade(self) -> None:
+        if self.greeting:
+            self.transport.write(self.greeting)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answer:
+            self.transport.write(self.answer)
+            if self.close:
+                self.transport.loseConnection()
+
+
+@pytest_twisted.async_yield_fixture
+async def impostor() -> AsyncIterator[Callable[..., str]]:
+    """``impostor(greeting=b"", answer=b"", close=False)``: the endpoint of such a server."""
+    ports: list[Any] = []
+
+    def listen(greeting: bytes = b"", answer: bytes = b"", close: bool = False) -> str:
+        factory = Factory.forProtocol(lambda: _Impostor(greeting, answer, close))
+        factory.noisy = False
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        ports.append(port)
+        return f"tcp:127.0.0.1:{port.getHost().port}"
+
+    yield listen
+    await gatherResults([p.stopListening() for p in ports])
+
+
+async def refusal(endpoint: str) -> tuple[Exception, float]:
+    """How ``connect`` (with a 10 s timeout) fails, and after how many seconds."""
+    start = reactor.seconds()
+    with pytest.raises(NotConnected) as caught:
+        await connect(reactor, endpoint, timeout=10)
+    return caught.value, reactor.seconds() - start
+
+
+HTTP_400 = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_http_server_is_named_within_a_second(impostor: Callable[..., str]) -> None:
+    endpoint = impostor(answer=HTTP_400, close=True)  # says nothing until asked
+    error, took = await refusal(endpoint)
+    port = endpoint.rsplit(":", 1)[1]
+    assert isinstance(error, NotABroker)
+    assert str(error) == (
+        f"127.0.0.1:{port} is not an mbroker server (it said: HTTP/1.1 400 Bad Request)"
+    )
+    assert took < 1.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_that_speaks_first_or_sends_garbage_is_named_at_once(
+    impostor: Callable[..., str],
+) -> None:
+    smtp, took = await refusal(impostor(greeting=b"220 mail.example.com ESMTP ready\r\n"))
+    assert isinstance(smtp, NotABroker) and took < 1.0
+    assert "(it said: 220 mail.example.com ESMTP ready)" in str(smtp)
+    garbage, took = await refusal(impostor(greeting=b"\x00\xff\x16\x03" * 30))
+    assert isinstance(garbage, NotABroker) and took < 1.0
+    assert "it said: \\x00" in str(garbage)
+    redis, took = await refusal(impostor(answer=b"+PONG\r\n"))  # answers the probe
+    assert isinstance(redis, NotABroker) and took < 1.0
+    assert "(it said: +PONG)" in str(redis)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnect_does_not_retry_a_server_that_is_not_a_broker(
+    impostor: Callable[..., str],
+) -> None:
+    start = reactor.seconds()
+    with pytest.raises(NotABroker, match=r"it said: HTTP/1.1 400 Bad Request"):
+        await connect(reactor, impostor(answer=HTTP_400, close=True), reconnect=True, timeout=10)
+    assert reactor.seconds() - start < 1.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_silent_server_is_named_after_the_greeting_timeout(
+    impostor: Callable[..., str],
+) -> None:
+    error, took = await refusal(impostor())
+    assert isinstance(error, NotABroker)
+    assert str(error).endswith("is not an mbroker server (it said nothing for 1 s)")
+    assert 0.9 < took < 3.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_greeting_is_still_a_broker(
+    server: LoopbackBroker, clients: list[Client]
+) -> None:
+    """A broker whose greeting comes late answers the probe PING after it: no harm."""
+    hello = b"HELLO mbroker 9 proto=1 auth=none max-payload=100\r\n"
+
+    class Slow(Protocol):
+        """Greets after 0.5 s, and (like the broker) reads nothing before it greets."""
+
+        def connectionMade(self) -> None:
+            self.transport.pauseProducing()
+            reactor.callLater(0.5, self.greet)
+
+        def greet(self) -> None:
+            self.transport.write(hello)
+            self.transport.resumeProducing()
+
+        def dataReceived(self, data: bytes) -> None:
+            for line in data.splitlines():
+                self.transport.write(b"+PONG\r\n" if line == b"PING" else b"+OK bye\r\n")
+
+    port = reactor.listenTCP(0, Factory.forProtocol(Slow), interface="127.0.0.1")
+    try:
+        client = await connect(reactor, f"tcp:127.0.0.1:{port.getHost().port}", timeout=10)
+        clients.append(client)
+        assert client.hello is not None and client.hello.version == "9"
+        assert await within(client.ping()) >= 0
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stray_reply_line_is_one_clear_error(impostor: Callable[..., str]) -> None:
+    hello = b"HELLO mbroker 1 proto=1 auth=none max-payload=100\r\n"
+    # A reply no command waits for: the next command is told, nothing hangs.
+    client = await connect(reactor, impostor(greeting=hello + b"+OK stray\r\n"), timeout=10)
+    await eventually(lambda: not client.connected)
+    with pytest.raises(NotConnected) as caught:
+        await within(client.ping())
+    assert "the broker sent a reply no command was waiting for: '+OK stray'" in str(caught.value)
+    # A reply that does not fit its command (+PONG to a PUBLISH): that command fails.
+    client = await connect(reactor, impostor(greeting=hello, answer=b"+PONG\r\n"), timeout=10)
+    with pytest.raises(Unconfirmed) as unconfirmed:
+        await within(client.publish("q", b"x"))
+    assert "a reply that does not fit its command: '+PONG'" in str(unconfirmed.value)
+    assert not client.connected
+    # A subscription ends with the same error instead of waiting for ever.
+    client = await connect(
+        reactor, impostor(greeting=hello, answer=b"+OK 1\r\n+OK 5\r\n"), timeout=10
+    )
+    sub = await within(client.subscribe("q", lambda m: None))
+    with pytest.raises(ConnectionLost) as ended:
+        await within(sub.when_ended())
+    assert "a reply no command was waiting for: '+OK 5'" in str(ended.value)
