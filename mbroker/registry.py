@@ -100,6 +100,16 @@ class Broker(QueueEngine):
                 self._delete_queue(q)
         s.exclusive.clear()
 
+    def end_waits(self, s: Session) -> None:
+        """End the session's waiting PULLs at once, with nothing: its client will send
+        no more (a half-close) and may be gone, so they must take no message."""
+        for w in list(s.waiters):
+            try:
+                w.queue.waiters.remove(w)
+            except ValueError:
+                continue
+            self._finish_wait(w, [])
+
     def set_writable(self, s: Session, writable: bool) -> None:
         """Flow control: the session's transport paused (False) or drained (True)."""
         s.writable = writable
