@@ -791,8 +791,11 @@ class BrokerProtocol(Protocol):
 
     def _stats(self, f: frames.Stats) -> None:
         perms = self._perms
-        if perms is not None and f.name is not None:
-            if not (perms.may_see(f.name) or self._own_private(f.name)):
+        if perms is not None:
+            if f.name is None:
+                if not perms.may_see_broker():
+                    raise self._forbid("see", "the broker's figures (no right on any name)")
+            elif not (perms.may_see(f.name) or self._own_private(f.name)):
                 raise self._forbid("see", f.name)
         pairs = self.broker.stats(f.name)
         if f.name is None:
