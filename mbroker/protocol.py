@@ -106,10 +106,10 @@ class _Slot:
 
     __slots__ = ("data", "after", "count")
 
-    def __init__(self, count: int = 1) -> None:
+    def __init__(self) -> None:
         self.data: bytes | None = None
         self.after: Callable[[], None] | None = None
-        self.count = count
+        self.count = 1
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
@@ -255,13 +255,13 @@ class BrokerProtocol(Protocol):
                 # (not a local: a successful AUTH changes the table mid-loop)
                 self._handlers[type(item)](self, item)
             except errors.BrokerError as e:
-                n = _commands(item)
-                self._reply(error_line(e) * n, count=n)
+                k = _commands(item)
+                self._reply(error_line(e) * k, count=k)
             except Exception:
                 log.failure("command {command!r} failed", command=item, peer=self._peer())
                 internal = error_line(errors.Internal("see the broker's log"))
-                n = _commands(item)
-                self._reply(internal * n, count=n)
+                k = _commands(item)
+                self._reply(internal * k, count=k)
         if not self.factory.reading:
             self._flush()
         # (else the read's flush_all writes everyone's output in the order it was
@@ -480,7 +480,8 @@ class BrokerProtocol(Protocol):
             paused = self._congested or not self._pull_waiting or self._backlog_bytes > _BACKLOG_MAX
         else:
             paused = self._congested or bool(self._backlog)
-        if paused != self._paused_reading and not self._closing:
+        # (after a half-close the transport reads no more: resuming would re-read EOF)
+        if paused != self._paused_reading and not (self._closing or self._eof):
             self._paused_reading = paused
             if paused:
                 self._tr.pauseProducing()

@@ -396,6 +396,8 @@ def test_a_half_close_behind_an_auth_being_checked_waits_for_its_answer() -> Non
     clock.advance(1.0)
     assert c.lines() == [b"-ERR AUTH wrong user or password", b"+PONG"]
     assert c.transport.disconnecting
+    # reading is not resumed after the EOF (the transport would only read EOF again)
+    assert c.transport.producerState == "paused"
 
 
 # ------------------------------------------------------- reply amplification
