@@ -168,6 +168,11 @@ class Permissions:
         """Any right on the name: LIST shows it, STATS tells about it."""
         return self.may_configure(name) or self.may_write(name) or self.may_read(name)
 
+    def may_see_broker(self) -> bool:
+        """Some right on some name: STATS without a name tells the broker's figures
+        (connections, memory) only to such a user."""
+        return bool(self.configure.text or self.write.text or self.read.text)
+
 
 @attrs.frozen
 class User:

@@ -511,6 +511,8 @@ async def _list(reactor: Any, client: Client, args: argparse.Namespace) -> int:
 async def _stats(reactor: Any, client: Client, args: argparse.Namespace) -> int:
     stats = await client.stats(args.name)
     if args.json:
+        if "durable" in stats:  # a flag: the same JSON type as in `list --json`
+            stats["durable"] = bool(stats["durable"])
         _out(json.dumps(stats, indent=2))
         return 0
     width = max((len(k) for k in stats), default=0)

@@ -8,16 +8,22 @@ reply.  Exactly one place (:meth:`BrokerProtocol._run`) turns
 Replies keep command order through a queue of reply slots: a reply that is not ready
 yet (a PULL that waits) holds back the replies after it.  A command that waits also
 holds back the *execution* of later commands (the contract: "later commands on the
-connection queue behind it"), and reading from the socket is paused meanwhile so
-that the backlog stays small.
+connection queue behind it"): they go to a backlog.  While a PULL waits the socket is
+still read (so that a client that goes away, by FIN or RST, is noticed and its PULL
+takes nothing), until the backlog holds ``_BACKLOG_MAX`` bytes.
 
 Flow control: the protocol is the push producer of its own transport.  When the
 transport's buffer fills, Twisted calls :meth:`pauseProducing`; the broker then stops
-delivering to this connection (its messages stay queued or go to competing consumers)
-and we stop reading from the peer, so a client that does not read its replies cannot
-make us buffer them without bound.  When the broker's memory is over its high-water
-mark (:class:`MemoryWatch`), a connection that sends a PUBLISH is held the same way
-until the memory is back under the mark.
+delivering to this connection (its messages stay queued or go to competing consumers),
+we stop reading from the peer, and the commands of the read being handled that have
+not run yet wait in the backlog until the output drains: a client that does not read
+its replies cannot make us buffer them without bound, whatever it sends.  When the
+broker's memory is over its high-water mark (:class:`MemoryWatch`), a connection that
+sends a PUBLISH is held the same way until the memory is back under the mark.
+
+Half-close (:class:`~twisted.internet.interfaces.IHalfCloseableProtocol`): a client
+that shuts down its sending side still gets the reply to every command it sent (a
+PULL that waits ends at once with what it has, nothing); then the broker closes.
 
 Authentication (when the factory has an :class:`~mbroker.auth.Authenticator`): before
 a successful AUTH every command but AUTH, PING, PONG, HELP and QUIT gets
@@ -37,7 +43,13 @@ from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorThreads,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -91,19 +103,23 @@ _NO_AUTH = error_line(errors.NoAuth("log in first: AUTH <user> <password>"))
 _AUTH_FAILED = error_line(errors.AuthFailed("wrong user or password"))
 #: most names a connection remembers it may (or may not) publish to
 _WRITE_CACHE_MAX = 4096
+#: bytes read behind a waiting PULL before reading stops until it is answered
+_BACKLOG_MAX = 64 * 1024
 
 
 class _Slot:
-    """One reply not written yet, in command order."""
+    """One reply not written yet, in command order (``count``: how many commands it
+    answers, so how many status lines a refusal of the whole slot must give)."""
 
-    __slots__ = ("data", "after")
+    __slots__ = ("data", "after", "count")
 
     def __init__(self) -> None:
         self.data: bytes | None = None
         self.after: Callable[[], None] | None = None
+        self.count = 1
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class BrokerProtocol(Protocol):
     factory: BrokerFactory
     session: Session
@@ -120,10 +136,19 @@ class BrokerProtocol(Protocol):
         self._journal = broker.journal
         #: the journal's change count before the command being run
         self._mark = 0
-        #: commands decoded while an earlier one waits (PULL wait)
+        #: commands decoded while an earlier one waits (PULL wait, AUTH, memory) or
+        #: while the output is congested, to run in order later
         self._backlog: deque[Any] = deque()
+        #: bytes read while a PULL waits (reading stops past _BACKLOG_MAX)
+        self._backlog_bytes = 0
         self._waiting = False
+        #: the command that waits is a PULL: the socket is still read meanwhile
+        self._pull_waiting = False
         self._closing = False
+        #: commands are not run now: closing, waiting or congested (one test per command)
+        self._stop = False
+        #: the peer shut down its sending side: close once every reply is out
+        self._eof = False
         #: closing waits for replies that are not written yet
         self._close_pending = False
         #: the transport's buffer is full (it paused us as its producer)
@@ -168,7 +193,7 @@ class BrokerProtocol(Protocol):
         self._tr.write(hello_line(__version__, self._auth_required, config.max_payload))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._closing = True
+        self._closing = self._stop = True
         self._lost = True
         self._backlog.clear()
         for timer in (self._auth_timer, self._idle_timer):
@@ -197,8 +222,12 @@ class BrokerProtocol(Protocol):
         factory = self.factory
         factory.reading = True  # (output queued meanwhile is written just below)
         try:
-            if self._waiting:
+            if self._waiting or self._backlog:
                 self._backlog.extend(items)
+                if self._pull_waiting:
+                    self._backlog_bytes += len(data)
+                    if self._backlog_bytes > _BACKLOG_MAX:
+                        self._update_reading()
             else:
                 self._run(items)
         finally:
@@ -217,10 +246,9 @@ class BrokerProtocol(Protocol):
     def _run(self, items: Any) -> None:
         journal = self._journal
         for n, item in enumerate(items):
-            if self._closing:
-                return
-            if self._waiting:
-                self._backlog.extend(items[n:] if isinstance(items, list) else items)
+            if self._stop:  # closing, waiting or congested
+                if not self._closing:
+                    self._backlog.extend(items[n:])
                 return
             if journal is not None:
                 self._mark = journal.changes
@@ -234,24 +262,28 @@ class BrokerProtocol(Protocol):
                 # (not a local: a successful AUTH changes the table mid-loop)
                 self._handlers[type(item)](self, item)
             except errors.BrokerError as e:
-                self._reply(error_line(e) * _commands(item))
+                k = _commands(item)
+                self._reply(error_line(e) * k, count=k)
             except Exception:
                 log.failure("command {command!r} failed", command=item, peer=self._peer())
                 internal = error_line(errors.Internal("see the broker's log"))
-                self._reply(internal * _commands(item))
+                k = _commands(item)
+                self._reply(internal * k, count=k)
         if not self.factory.reading:
             self._flush()
         # (else the read's flush_all writes everyone's output in the order it was
         # queued: the deliveries a publish made go out before its own +OK)
 
-    def _reply(self, data: bytes, after: Callable[[], None] | None = None) -> None:
+    def _reply(self, data: bytes, after: Callable[[], None] | None = None, count: int = 1) -> None:
         """Write a reply now, or queue it behind replies that are not ready.
 
         A command that changed durable state is answered only once the journal's
-        commit stored the change (or with ``-ERR UNAVAILABLE`` if it could not)."""
+        commit stored the change, or, if it could not, with one ``-ERR UNAVAILABLE``
+        per command the reply stands for (``count``: a run of PUBLISH is many)."""
         journal = self._journal
         if journal is not None and journal.changes != self._mark:
             slot = self._later()
+            slot.count = count
             slot.after = after
             journal.on_commit(partial(self._committed, slot, data))
             return
@@ -292,7 +324,7 @@ class BrokerProtocol(Protocol):
     def _committed(self, slot: _Slot, data: bytes, err: errors.BrokerError | None) -> None:
         if err is not None:
             slot.after = None
-            data = error_line(err)
+            data = error_line(err) * slot.count
         self._fill(slot, data)
 
     def _later(self) -> _Slot:
@@ -327,7 +359,7 @@ class BrokerProtocol(Protocol):
         """
         if self._closing:
             return
-        self._closing = True
+        self._closing = self._stop = True
         self._backlog.clear()
         self.broker.set_writable(self.session, False)
         if self._slots:  # replies still wait (for the disk): hang up once they are out
@@ -427,20 +459,36 @@ class BrokerProtocol(Protocol):
     # ----------------------------------------------------------- IPushProducer
 
     def pauseProducing(self) -> None:
-        self._congested = True
+        self._congested = self._stop = True
         self.broker.set_writable(self.session, False)
         self._update_reading()
 
     def resumeProducing(self) -> None:
         self._congested = False
-        self._update_reading()
+        self._stop = self._closing or self._waiting
+        if self._backlog and not self._stop:
+            # commands a congested read left: run them on the next turn (not inside
+            # the transport's write), reading stays paused until they have run
+            self.broker.clock.callLater(0, self._resume_backlog)
+        else:
+            self._update_reading()
         self.broker.set_writable(self.session, True)
         self._flush()  # the transport has room: what that let through goes now
 
+    def _resume_backlog(self) -> None:
+        if not self._closing:
+            self._run_backlog()
+
     def _update_reading(self) -> None:
-        """Read from the peer unless our output is congested or a command waits."""
-        paused = self._congested or self._waiting
-        if paused != self._paused_reading and not self._closing:
+        """Read from the peer unless our output is congested, a command other than a
+        PULL waits, the commands behind a waiting PULL pass ``_BACKLOG_MAX`` bytes,
+        or commands a congested read left are still to run."""
+        if self._waiting:
+            paused = self._congested or not self._pull_waiting or self._backlog_bytes > _BACKLOG_MAX
+        else:
+            paused = self._congested or bool(self._backlog)
+        # (after a half-close the transport reads no more: resuming would re-read EOF)
+        if paused != self._paused_reading and not (self._closing or self._eof):
             self._paused_reading = paused
             if paused:
                 self._tr.pauseProducing()
@@ -448,7 +496,23 @@ class BrokerProtocol(Protocol):
                 self._tr.resumeProducing()
 
     def stopProducing(self) -> None:
-        self._closing = True
+        self._closing = self._stop = True
+
+    # -------------------------------------------------- IHalfCloseableProtocol
+
+    def readConnectionLost(self) -> None:
+        """The peer will send nothing more: answer what it sent, then close.  A PULL
+        that waits ends at once and takes nothing (its client may be gone)."""
+        if self._closing:
+            return
+        self._eof = True
+        self.broker.end_waits(self.session)
+        if not self._waiting:
+            self._run_backlog()
+        # (else the drain that follows the command that waits closes)
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     # ------------------------------------------------------------------ timers
 
@@ -487,9 +551,8 @@ class BrokerProtocol(Protocol):
         """The broker is over its memory mark: keep this PUBLISH and what follows,
         and stop reading, until :meth:`MemoryWatch.check` releases us."""
         self._backlog.append(f)
-        self._waiting = True
         self._watch.blocked[self] = None
-        self._update_reading()
+        self._wait()
 
     def _release(self) -> None:
         if not self._closing:
@@ -571,10 +634,11 @@ class BrokerProtocol(Protocol):
         n = len(f.payloads)
         ok = b"+OK %d\r\n" % reached
         if not refused:
-            self._reply(ok * n)
+            self._reply(ok * n, count=n)
         else:
             self._reply(
-                b"".join([error_line(refused[i]) if i in refused else ok for i in range(n)])
+                b"".join([error_line(refused[i]) if i in refused else ok for i in range(n)]),
+                count=n,
             )
 
     def _subscribe(self, f: frames.Subscribe) -> None:
@@ -607,23 +671,42 @@ class BrokerProtocol(Protocol):
             if not self._closing:
                 self.broker.clock.callLater(0, self._drain_backlog)
 
+        # (a client that has shut down its sending side waits for nothing more)
+        wait = None if self._eof else f.wait
         out = self.broker.pull(
-            self.session, f.queue, f.max, f.wait, f.manual, f.ack_timeout, on_done=done
+            self.session, f.queue, f.max, wait, f.manual, f.ack_timeout, on_done=done
         )
         if out is not None:
             self._reply(self._encode_pulled(out))
             return
         slot.append(self._later())
-        self._waiting = True
+        self._wait(pull=True)
+
+    def _wait(self, pull: bool = False) -> None:
+        """Hold later commands until :meth:`_drain_backlog`; a PULL keeps reading."""
+        self._waiting = self._stop = True
+        self._pull_waiting = pull
+        self._backlog_bytes = 0
         self._update_reading()
 
     def _drain_backlog(self) -> None:
-        self._waiting = False
+        """The command that waited is answered: run what queued behind it."""
+        self._waiting = self._pull_waiting = False
+        self._backlog_bytes = 0
+        self._stop = self._closing or self._congested
         if self._closing:
             return
+        self._run_backlog()
+
+    def _run_backlog(self) -> None:
+        """Run the commands that queued (until one waits or the output congests
+        again), read again once there are none, and close after a half-close."""
+        if self._backlog and not self._stop:
+            backlog, self._backlog = self._backlog, deque()
+            self._run(list(backlog))
         self._update_reading()
-        backlog, self._backlog = self._backlog, deque()
-        self._run(list(backlog))
+        if self._eof and not (self._waiting or self._backlog or self._closing):
+            self._close()  # (once the replies still waiting for the disk are out)
 
     def _encode_pulled(self, pulled: Pulled) -> bytes:
         parts = []
@@ -669,9 +752,8 @@ class BrokerProtocol(Protocol):
             raise errors.Forbidden(f"already logged in as {self.user.name}")
         # Later commands depend on the answer: hold them (and reading) meanwhile.
         slot = self._later()
-        self._waiting = True
         self._auth_busy = True
-        self._update_reading()
+        self._wait()
         d = self.factory.check_password(f.user, f.password)
         d.addCallback(self._auth_checked, slot, f.user)
         d.addErrback(self._auth_crashed, slot)
@@ -723,8 +805,11 @@ class BrokerProtocol(Protocol):
 
     def _stats(self, f: frames.Stats) -> None:
         perms = self._perms
-        if perms is not None and f.name is not None:
-            if not (perms.may_see(f.name) or self._own_private(f.name)):
+        if perms is not None:
+            if f.name is None:
+                if not perms.may_see_broker():
+                    raise self._forbid("see", "the broker's figures (no right on any name)")
+            elif not (perms.may_see(f.name) or self._own_private(f.name)):
                 raise self._forbid("see", f.name)
         pairs = self.broker.stats(f.name)
         if f.name is None:

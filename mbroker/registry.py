@@ -100,6 +100,16 @@ class Broker(QueueEngine):
                 self._delete_queue(q)
         s.exclusive.clear()
 
+    def end_waits(self, s: Session) -> None:
+        """End the session's waiting PULLs at once, with nothing: its client will send
+        no more (a half-close) and may be gone, so they must take no message."""
+        for w in list(s.waiters):
+            try:
+                w.queue.waiters.remove(w)
+            except ValueError:
+                continue
+            self._finish_wait(w, [])
+
     def set_writable(self, s: Session, writable: bool) -> None:
         """Flow control: the session's transport paused (False) or drained (True)."""
         s.writable = writable
@@ -664,11 +674,19 @@ class Broker(QueueEngine):
         return out
 
     def stats(self, name: str | None = None) -> list[tuple[str, str]]:
+        """STATS: the server's counters, or one object's, as ``(key, value)`` pairs.
+
+        Units are in the names where there is one beyond a count (``uptime_s``;
+        ``memory_*`` and ``bytes`` are bytes).  A queue's ``bytes`` counts the same
+        messages as its ``messages``: ready ones and those a NACK delayed."""
         if name is None:
-            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            rss = current_rss()
+            # (the kernel's high-water mark counts pages a little differently from
+            # statm: the peak is never reported below the memory now)
+            peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss)
             queues = sum(1 for o in self._objects.values() if isinstance(o, Queue))
             pairs: list[tuple[str, object]] = [
-                ("uptime", int(self.clock.seconds() - self.started)),
+                ("uptime_s", int(self.clock.seconds() - self.started)),
                 ("connections", self.connections),
                 ("connections_total", self.connections_total),
                 ("exchanges", len(self._objects) - queues),
@@ -676,8 +694,8 @@ class Broker(QueueEngine):
                 ("published", self.published),
                 ("delivered", self.delivered),
                 ("acked", self.acked),
-                ("memory_rss", current_rss()),
-                ("memory_peak_rss", peak_kib * 1024),
+                ("memory_rss", rss),
+                ("memory_peak_rss", peak),
             ]
         else:
             obj = self.get(name)
@@ -686,7 +704,10 @@ class Broker(QueueEngine):
                     ("type", "queue"),
                     ("durable", int(obj.durable)),
                     ("messages", obj.messages),
-                    ("bytes", obj.ready_bytes),
+                    (
+                        "bytes",
+                        obj.ready_bytes + sum([len(m.payload) for m in obj.delayed.values()]),
+                    ),
                     ("unacked", obj.unacked),
                     ("consumers", len(obj.consumers)),
                     ("published", obj.published),

@@ -24,6 +24,8 @@ USERS = [
     ("bob", "b0b", "-", "-", "jobs"),
     # admin: everything
     ("admin", "root", "*", "*", "*"),
+    # nobody: no right on any name
+    ("nobody", "n0ne", "-", "-", "-"),
 ]
 
 
@@ -356,6 +358,21 @@ def test_list_and_stats_show_what_the_user_may_touch(setup: Setup) -> None:
     assert alice.lines()[-1] == b"+OK"
     bob.send(b"STATS " + name + b"\r\n")
     assert bob.lines() == [b"-ERR FORBIDDEN bob may not see " + name]
+
+
+def test_a_user_with_no_right_on_any_name_does_not_see_the_broker_s_figures(
+    setup: Setup,
+) -> None:
+    nobody = setup.login("nobody", "n0ne")
+    nobody.send(b"STATS\r\nLIST\r\nPING\r\n")
+    assert nobody.lines() == [
+        b"-ERR FORBIDDEN nobody may not see the broker's figures (no right on any name)",
+        b"+OK 0",
+        b"+PONG",
+    ]
+    bob = setup.login("bob", "b0b")  # a right on one name is enough
+    bob.send(b"STATS\r\n")
+    assert b"STAT connections 2" in bob.lines()
 
 
 def test_acks_and_unsubscribe_need_no_rights(setup: Setup) -> None:

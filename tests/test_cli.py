@@ -337,6 +337,7 @@ async def test_commands(broker: LoopbackBroker, capsys: pytest.CaptureFixture[st
     assert {"name": "news", "type": "topic", "durable": False, "bindings": 1} in json.loads(out)
     code, out, _ = await mb("stats", "jobs", "--json")
     assert json.loads(out)["messages"] == 1
+    assert json.loads(out)["durable"] is False  # the same type as in `list --json`
     code, out, _ = await mb("stats")
     assert "published" in out and code == 0
     code, out, _ = await mb("pull", "jobs", "--json")

@@ -76,3 +76,19 @@ def test_disk_full_refuses_durable_publishes_keeps_the_rest_and_recovers() -> No
     out = say(p2, t2, clock2, b"PULL jobs max=10\r\n")
     assert out[-1] == b"+OK 2"
     assert out[1:-1:2] == [b"kept", b"later"]
+
+
+def test_a_failed_write_batch_answers_every_command_in_it_in_order() -> None:
+    """Four pipelined durable PUBLISHes (decoded as one run) and a PING, the write of
+    the batch fails (disk full): five status lines, one per command, in order."""
+    fs, clock = CrashFS(), Clock()
+    _, _, factory = start(fs, clock)
+    p, t = connect(factory)
+    assert say(p, t, clock, b"CREATE jobs queue durable\r\n") == [b"+OK created"]
+    fs.inject("write", errno.ENOSPC)
+    out = say(p, t, clock, b"".join(b"PUBLISH jobs 1\r\n%c\r\n" % c for c in b"abcd") + b"PING\r\n")
+    assert len(out) == 5, out
+    assert all(line.startswith(b"-ERR UNAVAILABLE ") for line in out[:4]), out
+    assert out[4] == b"+PONG"
+    # a later command is paired with its own reply
+    assert say(p, t, clock, b"PING\r\n") == [b"+PONG"]

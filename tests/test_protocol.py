@@ -13,6 +13,7 @@ from mbroker import __version__
 from mbroker.config import Config
 from mbroker.protocol import BrokerFactory, BrokerProtocol
 from mbroker.registry import Broker
+from mbroker.wire import encode_frame
 
 
 class Conn:
@@ -108,11 +109,18 @@ def test_pull_wait_holds_later_commands_until_it_is_answered() -> None:
     c.take()
     c.send(b"PULL q wait=1000\nPING\n")
     assert c.take() == b""
-    assert c.transport.producerState == "paused"  # reading stops while it waits
+    # reading goes on while a PULL waits (to notice a client that goes away) ...
+    assert c.transport.producerState == "producing"
+    c.send(b"PING\n" * 8000)
+    assert c.take() == b""
+    assert c.transport.producerState == "producing"
+    # ... until what queued behind it passes 64 KiB
+    c.send(b"PING\n" * 6000)
+    assert c.transport.producerState == "paused"
     p.send(b"PUBLISH q :late\n")
     assert c.lines() == [b"MSG 0 1 q - 4", b"late", b"+OK 1"]
     clock.advance(0)  # the backlog runs on the next turn
-    assert c.lines() == [b"+PONG"]
+    assert c.lines() == [b"+PONG"] * 14001
     assert c.transport.producerState == "producing"
 
 
@@ -336,3 +344,142 @@ def test_a_read_is_answered_without_a_timer_deliveries_first() -> None:
     # written within the read (no callLater(0) per read), the MSG before the +OK
     assert log == [("sub", b"MSG 1 1 q - 2\r\nhi\r\n"), ("pub", b"+OK 1\r\n")]
     assert clock.getDelayedCalls() == []
+
+
+# ---------------------------------------------------- a client that goes away
+
+
+def test_a_waiting_pull_whose_client_resets_takes_nothing() -> None:
+    for ack in (b"auto", b"manual"):
+        _, broker, f = make()
+        c, p = Conn(f), Conn(f)
+        c.send(b"CREATE q queue\nPULL q wait=30000 ack=" + ack + b"\nPING\n")
+        assert c.lines() == [b"+OK created"]
+        assert c.transport.producerState == "producing"  # so the RST is seen
+        c.close()  # connectionLost: the peer reset the connection
+        p.send(b"PUBLISH q :kept\nPULL q\n")
+        assert p.lines() == [b"+OK 1", b"MSG 0 1 q - 4", b"kept", b"+OK 1"]  # no redelivered=
+
+
+def test_a_half_close_ends_a_waiting_pull_with_nothing_and_answers_the_rest() -> None:
+    for ack in (b"auto", b"manual"):
+        clock, broker, f = make()
+        c, p = Conn(f), Conn(f)
+        c.send(b"CREATE q queue\nPULL q wait=30000 ack=" + ack + b"\nPING\nPULL q wait=5000\n")
+        assert c.lines() == [b"+OK created"]
+        c.proto.readConnectionLost()  # FIN: the client sends no more
+        assert c.lines() == [b"+OK 0"]
+        clock.advance(0)
+        # the PULL after the EOF does not wait either; then the broker closes
+        assert c.lines() == [b"+PONG", b"+OK 0"]
+        assert c.transport.disconnecting
+        c.close()
+        p.send(b"PUBLISH q :kept\nPULL q\n")
+        assert p.lines() == [b"+OK 1", b"MSG 0 1 q - 4", b"kept", b"+OK 1"]
+
+
+def test_a_half_closed_client_gets_every_reply_then_the_broker_closes() -> None:
+    _, _, f = make()
+    c = Conn(f)
+    c.send(b"PING\r\nCREATE q queue\r\nPUBLISH q :x\r\n")
+    c.proto.readConnectionLost()
+    assert c.lines() == [b"+PONG", b"+OK created", b"+OK 1"]
+    assert c.transport.disconnecting
+
+
+def test_a_half_close_behind_an_auth_being_checked_waits_for_its_answer() -> None:
+    clock, _, f = make(Config(auth_required=True, auth_fail_delay=1.0))
+    c = Conn(f)
+    c.send(b"AUTH bob nope\r\nPING\r\n")
+    c.proto.readConnectionLost()
+    assert not c.transport.disconnecting
+    clock.advance(1.0)
+    assert c.lines() == [b"-ERR AUTH wrong user or password", b"+PONG"]
+    assert c.transport.disconnecting
+    # reading is not resumed after the EOF (the transport would only read EOF again)
+    assert c.transport.producerState == "paused"
+
+
+# ------------------------------------------------------- reply amplification
+
+
+class FillingTransport(StringTransport):
+    """A StringTransport that, like a TCP transport, pauses its producer once more
+    than ``limit`` bytes wait to be sent (nobody reads them until :meth:`drain`)."""
+
+    limit = 64 * 1024
+    full = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self._maybe_pause()
+
+    def writeSequence(self, data: Any) -> None:
+        super().writeSequence(data)
+        self._maybe_pause()
+
+    def _maybe_pause(self) -> None:
+        if self.producer is not None and len(self.io.getvalue()) > self.limit:
+            if not self.full:
+                self.full = True
+                self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        """The peer reads everything; the transport resumes its producer."""
+        out = self.value()
+        self.clear()
+        if self.producer is not None and self.full:
+            self.full = False
+            self.producer.resumeProducing()
+        return out
+
+
+def test_replies_that_back_up_stop_the_reading_and_the_running_of_commands() -> None:
+    clock, broker, f = make()
+    c = Conn(f)
+    c.transport = t = FillingTransport()
+    c.proto.makeConnection(t)
+    t.clear()
+    c.send(b"".join(b"CREATE q%03d queue\n" % i for i in range(300)))
+    t.drain()
+    clock.advance(0)
+    t.clear()
+    one_list = len(b"".join(encode_frame(r) for r in broker.list_objects())) + len(b"+OK 300\r\n")
+    assert one_list > 10_000
+    c.send(b"LIST\n" * 2000 + b"PING\n")  # 10 KB asking for 30 MB
+    assert t.producerState == "paused"  # stopped being read ...
+    # ... and stopped running the LISTs: what is buffered is bounded
+    assert len(t.value()) < 64 * 1024 + 2 * one_list
+    out = bytearray()
+    while True:
+        out += t.drain()
+        clock.advance(0)
+        if out.endswith(b"+PONG\r\n"):
+            break
+        assert len(t.value()) < 64 * 1024 + 2 * one_list
+    assert out.count(b"+OK 300\r\n") == 2000
+    assert t.producerState == "producing"
+    c.send(b"PING\n")
+    assert t.value() == b"+PONG\r\n"
+
+
+def test_a_half_close_behind_congested_replies_answers_them_all_then_closes() -> None:
+    clock, broker, f = make()
+    c = Conn(f)
+    c.transport = t = FillingTransport()
+    c.proto.makeConnection(t)
+    t.clear()
+    c.send(b"".join(b"CREATE q%03d queue\n" % i for i in range(300)))
+    t.drain()
+    clock.advance(0)
+    t.clear()
+    c.send(b"LIST\n" * 50 + b"PING\n")
+    c.proto.readConnectionLost()
+    assert not t.disconnecting
+    out = bytearray()
+    while not t.disconnecting:
+        out += t.drain()
+        clock.advance(0)
+    out += t.value()
+    assert out.count(b"+OK 300\r\n") == 50
+    assert out.endswith(b"+PONG\r\n")

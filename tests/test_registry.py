@@ -747,7 +747,7 @@ class TestReports:
     def test_server_stats_keys(self, w: World) -> None:
         st = w.stat()
         for key in (
-            "uptime",
+            "uptime_s",
             "connections",
             "connections_total",
             "exchanges",
@@ -778,7 +778,29 @@ class TestReports:
         assert st["published"] == "4"
         assert st["delivered"] == "3"
         assert st["acked"] == "1"
-        assert st["uptime"] == "5"
+        assert st["uptime_s"] == "5"
+
+    def test_peak_memory_is_never_below_the_memory_now(
+        self, w: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import mbroker.registry
+
+        monkeypatch.setattr(mbroker.registry, "current_rss", lambda: 1 << 50)
+        st = w.stat()
+        assert st["memory_rss"] == str(1 << 50)
+        assert int(st["memory_peak_rss"]) >= int(st["memory_rss"])
+
+    def test_queue_bytes_count_the_messages_a_nack_delayed(self, w: World) -> None:
+        w.queue("q")
+        w.publish("q", b"aa", b"bbb", b"c")
+        c = w.client()
+        c.sub("q", manual=True)
+        c.nack(1, 2, 3, delay=60_000)
+        st = w.stat("q")
+        assert (st["messages"], st["bytes"], st["unacked"]) == ("3", "6", "0")
+        w.advance_ms(60_000)
+        st = w.stat("q")
+        assert (st["messages"], st["bytes"], st["unacked"]) == ("0", "0", "3")
 
     def test_queue_stats(self, w: World) -> None:
         w.queue("q", max_length=2)

@@ -47,7 +47,7 @@ Setup = Callable[[Scene], tuple[str, str]]  # -> (name, key) to publish to
 def view(scene: Scene) -> dict[str, object]:
     """Everything observable, with deliveries grouped per subscription."""
     b = scene.w.broker
-    machine = ("uptime", "memory_rss", "memory_peak_rss")
+    machine = ("uptime_s", "memory_rss", "memory_peak_rss")
     seen: dict[str, object] = {"broker": [kv for kv in b.stats() if kv[0] not in machine]}
     for obj in b.list_objects():
         queue = isinstance(obj, QueueInfo)
