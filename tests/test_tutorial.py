@@ -160,6 +160,11 @@ async def test_6_durable_work_survives_a_crashed_worker(
     assert crasher.code == 3
     assert crasher.stdout == "done t0\n"
     assert "crashing on t1" in crasher.stderr
+    # once the broker has seen the crashed worker go, t1 is back in the queue
+    await until(
+        lambda: client.stats("durable_tasks"),
+        lambda stats: (stats["messages"], stats["unacked"]) == (2, 0),
+    )
     worker = await run(broker, "durable_work.py", "work", "--count", "2")
     assert worker.code == 0, worker.stderr
     assert worker.stdout == "done t1 (redelivered)\ndone t2\n"
