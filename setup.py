@@ -60,6 +60,8 @@ setup(
     extras_require={
         "test": TEST_REQUIRES,
         "tls": ["twisted[tls]", "pyopenssl", "service_identity"],
+        # the documentation and its API reference: sphinx-build -W -b html docs <dir>
+        "docs": ["sphinx>=7"],
     },
     entry_points={
         "console_scripts": ["mbroker = mbroker.cli:main"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import os
+import re
 import sys
 from typing import Any
 
@@ -17,6 +18,7 @@ from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mbroker import errors
 from mbroker.config import Config
 from mbroker.journal import Journal
 from mbroker.protocol import BrokerFactory
@@ -28,6 +30,45 @@ from mbroker.store.records import Recovered
 
 class ListenError(Exception):
     """The service could not listen on one of its endpoints."""
+
+
+#: The listen backlog given to an endpoint that does not set its own ``backlog=``:
+#: how many connections the kernel queues before the broker accepts them.  Twisted's
+#: default, 50, makes a burst of a few hundred connects wait for SYN retries (a second
+#: and more each); Redis queues 511 and nginx 511, and Linux caps the number at
+#: ``net.core.somaxconn`` (4096 since 5.4).
+DEFAULT_BACKLOG = 1024
+
+#: Endpoint types whose description takes a ``backlog=`` argument.
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+#: What to install for TLS, from a checkout (``pip install mbroker[tls]`` needs the
+#: package on an index).
+TLS_EXTRA_HINT = (
+    "an ssl: endpoint needs mbroker's tls extra: pip install '.[tls]' in the mbroker checkout"
+)
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """``description`` with ``:backlog=N`` added, for a TCP, TLS or UNIX endpoint that
+    does not set its own; any other description is returned as it is."""
+    parts = _UNESCAPED_COLON.split(description)
+    kind = parts[0].strip().lower()
+    if kind not in _BACKLOG_TYPES and not kind.isdigit():  # ("5555" is old-style TCP)
+        return description
+    if any(part.strip().startswith("backlog=") for part in parts[1:]):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def endpoint_problem(failure: Failure) -> str:
+    """One line that says why an endpoint description could not be used."""
+    if failure.check(ImportError) and "OpenSSL" in failure.getErrorMessage():
+        return f"{failure.getErrorMessage()}: {TLS_EXTRA_HINT}"
+    if failure.check(CannotListenError, OSError):  # a busy port, a missing key file
+        return failure.getErrorMessage()
+    return f"bad endpoint description: {failure.getErrorMessage()}"
 
 
 def describe_address(address: IAddress) -> str:
@@ -70,6 +111,7 @@ class BrokerService(MultiService):
         endpoints: list[str],
         data_dir: str | None,
         fsync: FsyncPolicy = "always",
+        backlog: int = DEFAULT_BACKLOG,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -78,6 +120,8 @@ class BrokerService(MultiService):
         #: Where durable state lives; ``None`` keeps everything in memory.
         self.data_dir = data_dir
         self.fsync: FsyncPolicy = fsync
+        #: The listen backlog of endpoints whose description does not give one.
+        self.backlog = backlog
         self.store: LogStore | None = None
         self.journal: Journal | None = None
         self.broker: Broker | None = None
@@ -85,6 +129,7 @@ class BrokerService(MultiService):
         self.ports: list[IListeningPort] = []
         self._starting = False
         self._failures: list[str] = []
+        self._unannounced: list[tuple[IListeningPort, str]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -124,10 +169,15 @@ class BrokerService(MultiService):
             self._start_listening()
 
     def _fatal(self, failure: Failure) -> None:
-        """The broker cannot run (its store will not open, it cannot listen): stop,
-        and make twistd exit with status 1."""
+        """The broker cannot run (its store will not open, it cannot listen): say why
+        in one line, stop, and make twistd exit with status 1.
+
+        Only an unexpected error (a bug) is logged with its traceback."""
         gc.enable()
-        self.log.failure("mbroker cannot start", failure=failure)
+        if failure.check(ListenError, errors.Unavailable, OSError):
+            self.log.critical("mbroker cannot start: {reason}", reason=_reason(failure))
+        else:
+            self.log.failure("mbroker cannot start", failure=failure)
         self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
         if self.reactor.running:
             self.reactor.stop()
@@ -138,6 +188,7 @@ class BrokerService(MultiService):
         broker = Broker(clock=self.reactor, config=self.config, journal=journal)
         self.broker = broker
         self.factory = factory = BrokerFactory(broker, self.config, self.reactor)
+        factory.noisy = False  # no "Starting factory <... at 0x7f...>" at start-up
         if factory.auth is not None:
             self.log.info(
                 "mbroker requires AUTH: {users} users in {users_file}",
@@ -153,27 +204,26 @@ class BrokerService(MultiService):
     def _start_listening(self) -> None:
         factory = self.factory
         assert factory is not None
-        self._starting, self._failures = True, []
+        self._starting, self._failures, self._unannounced = True, [], []
         try:
             for description in self.endpoints:
                 self._listen(description, factory)
         finally:
             self._starting = False
         if self._failures:
-            # Fail start-up: twistd exits non-zero.  Close what did open first.
+            # Fail start-up (one line, twistd exits 1); close what did open first.  No
+            # exception out of startService: twistd would print it as a traceback.
             for port in self.ports:
                 port.stopListening()
             self.ports = []
-            error = ListenError("mbroker cannot listen: " + "; ".join(self._failures))
-            if self.store is not None:  # started asynchronously: twistd is past start-up
-                self._fatal(Failure(error))
-                return
-            MultiService.stopService(self)
-            raise error
+            self._fatal(Failure(ListenError("; ".join(self._failures))))
+            return
+        for port, description in self._unannounced:
+            self.reactor.callWhenRunning(self._announce, port, description)
 
     def _listen(self, description: str, factory: BrokerFactory) -> None:
         try:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = serverFromString(self.reactor, with_backlog(description, self.backlog))
         except Exception as e:
             self._listen_failed(Failure(e), description)
             return
@@ -200,30 +250,33 @@ class BrokerService(MultiService):
                 address=describe_address(address),
                 endpoint=description,
             )
+        if self._starting:  # said once every endpoint listens (_start_listening)
+            self._unannounced.append((port, description))
+        else:
+            self.reactor.callWhenRunning(self._announce, port, description)
+
+    def _announce(self, port: IListeningPort, description: str) -> None:
         # Said once the reactor runs: from then on connections are served and twistd's
         # signal handlers are in place, so whoever waits for this line may send SIGTERM.
-        self.reactor.callWhenRunning(
-            self.log.info,
-            "mbroker listening on {address}",
-            address=describe_address(port.getHost()),
-            endpoint=description,
-        )
+        if port in self.ports:
+            self.log.info(
+                "mbroker listening on {address}",
+                address=describe_address(port.getHost()),
+                endpoint=description,
+            )
 
     def _listen_failed(self, failure: Failure, description: str) -> None:
-        message = f"{description}: {failure.getErrorMessage()}"
-        if failure.check(CannotListenError, ValueError):  # a busy port, a bad description
-            self.log.critical(
-                "mbroker cannot listen on {endpoint}: {reason}",
-                endpoint=description,
-                reason=failure.getErrorMessage(),
-            )
+        message = f"cannot listen on {description}: {endpoint_problem(failure)}"
+        if self._starting:  # said once, by _fatal, with every other endpoint's failure
+            self._failures.append(message)
+            return
+        if failure.check(CannotListenError, ValueError, ImportError, OSError):
+            self.log.critical("mbroker {message}", message=message)
         else:
             self.log.failure(
                 "mbroker cannot listen on {endpoint}", failure=failure, endpoint=description
             )
-        if self._starting:
-            self._failures.append(message)
-        elif self.running:
+        if self.running:
             # An endpoint that listens asynchronously failed after start-up.
             self.log.critical("mbroker stopping: {message}", message=message)
             self.reactor.stop()
@@ -279,6 +332,14 @@ def _settle_gc() -> None:
         _, older, oldest = gc.get_threshold()
         gc.set_threshold(GC_THRESHOLD, older, oldest)
     gc.enable()
+
+
+def _reason(failure: Failure) -> str:
+    """The one-line reason of a start-up failure (an errors.BrokerError without its code)."""
+    value = failure.value
+    if isinstance(value, errors.BrokerError) and value.text:
+        return value.text
+    return failure.getErrorMessage()
 
 
 def _exit_failed() -> None:

@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from mbroker import config
 from mbroker.auth import Users, UsersFileError
-from mbroker.service import BrokerService
+from mbroker.service import DEFAULT_BACKLOG, BrokerService
 
 #: Where the broker listens when no ``--listen`` is given: loopback only, on purpose.
 DEFAULT_LISTEN = "tcp:5555:interface=127.0.0.1"
@@ -221,6 +221,15 @@ class Options(usage.Options):
             "no mark).",
             _byte_size("memory-high-water"),
         ],
+        [
+            "backlog",
+            None,
+            DEFAULT_BACKLOG,
+            "Listen backlog: connections the kernel queues before the broker accepts "
+            "them, for each --listen endpoint that does not give its own backlog= "
+            "(capped by the kernel's net.core.somaxconn).",
+            _positive_int("backlog"),
+        ],
     ]
 
     def __init__(self) -> None:
@@ -255,5 +264,10 @@ def makeService(options: Options) -> service.IService:
     )
     data_dir = None if options["memory"] else options["data-dir"]
     return BrokerService(
-        reactor, broker_config, list(options["listen"]), data_dir, fsync=options["fsync"]
+        reactor,
+        broker_config,
+        list(options["listen"]),
+        data_dir,
+        fsync=options["fsync"],
+        backlog=options["backlog"],
     )

@@ -27,7 +27,10 @@ configuration the command line cannot give).
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +38,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tests.e2e.broker import BrokerProcess, start_broker
+from tests.e2e.broker import BrokerProcess, start_broker, twistd_command
 from tests.e2e.lineclient import LineClient
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.rst"
@@ -388,3 +391,67 @@ def test_the_readme_tour_is_real(tmp_path: Path) -> None:
         for client in terminals.values():
             client.close()
         broker.stop()
+
+
+# --------------------------------------------------------------------- the quick start
+
+
+def quick_start() -> str:
+    section = README.read_text(encoding="utf-8").split("Quick start\n-----------\n", 1)[1]
+    return re.split(r"\n\S[^\n]*\n-{3,}\n", section, maxsplit=1)[0]
+
+
+def test_the_quick_start_makes_a_virtualenv_first() -> None:
+    commands = [
+        line.strip()
+        for line in quick_start().splitlines()
+        if line.startswith("    ") and line.strip()
+    ]
+    assert commands == [
+        "python3 -m venv venv && . venv/bin/activate",
+        "pip install . && twistd -n mbroker",
+        "bash .ci/run",
+    ]
+
+
+def test_what_the_quick_start_leaves_behind_is_ignored(tmp_path: Path) -> None:
+    """``twistd -n mbroker`` as the quick start runs it (its pid file, its data
+    directory, in the working directory) leaves git nothing new to show."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shutil.copy(README.parent / ".gitignore", tmp_path / ".gitignore")
+    command = [*twistd_command(), "-n", "mbroker", "--listen", "tcp:0:interface=127.0.0.1"]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    broker = BrokerProcess(process, tmp_path / "mbroker-data")
+    try:
+        broker.wait_for_line(rb"mbroker listening on", timeout=30)
+        assert (tmp_path / "twistd.pid").is_file()
+        assert (tmp_path / "mbroker-data").is_dir()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        broker.stop()
+    assert status.splitlines() == ["?? .gitignore"]
+
+
+# --------------------------------------------------------------------- the index
+
+
+def test_the_index_leads_to_every_guide() -> None:
+    index = (DOC.parent / "index.rst").read_text(encoding="utf-8")
+    toctree = index.split(".. toctree::", 1)[1]
+    for document in ("tutorial/index", "client", "api", "cli", "protocol", "security"):
+        assert f"\n   {document}\n" in toctree, document
+        assert (DOC.parent / f"{document}.rst").is_file(), document
+        assert f":doc:`{document}`" in index, document

@@ -11,10 +11,16 @@ import pytest_twisted
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, globalLogPublisher
 
 from mbroker.config import Config
-from mbroker.service import GC_THRESHOLD, BrokerService, ListenError, describe_address
+from mbroker.service import (
+    DEFAULT_BACKLOG,
+    GC_THRESHOLD,
+    BrokerService,
+    describe_address,
+    with_backlog,
+)
 
 
 @pytest.fixture
@@ -55,13 +61,61 @@ def test_listens_on_every_endpoint_and_logs_it(events: list[LogEvent]) -> None:
     assert service.ports == []
 
 
-def test_a_bad_endpoint_fails_start_up() -> None:
+def test_a_bad_endpoint_fails_start_up_in_one_line(events: list[LogEvent]) -> None:
     reactor = MemoryReactorClock()
     service = BrokerService(reactor, Config(), ["tcp:5555", "nonsense:1"], None)
-    with pytest.raises(ListenError, match="nonsense:1"):
-        service.startService()
-    assert not service.running
-    assert service.ports == []
+    service.startService()  # no exception: twistd would print it as a traceback
+    assert service.ports == []  # tcp:5555 was closed again
+    assert reactor.tcpServers[0][0] == 5555
+    critical = [e for e in events if e.get("log_level") == LogLevel.critical]
+    assert [e["log_format"] for e in critical] == ["mbroker cannot start: {reason}"]
+    assert critical[0]["reason"] == (
+        "cannot listen on nonsense:1: bad endpoint description: Unknown endpoint type: 'nonsense'"
+    )
+    assert "log_failure" not in critical[0]  # no traceback
+    # twistd stops once it runs, then exits with status 1; nobody hears "listening"
+    assert [hook[0] for hook in reactor.whenRunningHooks] == [reactor.stop]
+    assert len(reactor.triggers["after"]["shutdown"]) == 1
+
+
+def test_the_factory_is_not_noisy() -> None:
+    service = BrokerService(MemoryReactorClock(), Config(), ["tcp:5555"], None)
+    service.startService()
+    assert service.factory is not None and not service.factory.noisy
+
+
+def test_endpoints_get_a_large_listen_backlog() -> None:
+    reactor = MemoryReactorClock()
+    endpoints = [
+        "tcp:5555:interface=127.0.0.1",
+        "tcp:5556:backlog=7",
+        "unix:/tmp/mb.sock",
+        "unix:/tmp/mb2.sock:mode=600:backlog=9",
+    ]
+    service = BrokerService(reactor, Config(), endpoints, None)
+    service.startService()
+    assert DEFAULT_BACKLOG >= 511
+    assert [(port[0], port[2]) for port in reactor.tcpServers] == [
+        (5555, DEFAULT_BACKLOG),
+        (5556, 7),
+    ]
+    assert [(port[0], port[2]) for port in reactor.unixServers] == [
+        ("/tmp/mb.sock", DEFAULT_BACKLOG),
+        ("/tmp/mb2.sock", 9),
+    ]
+    other = BrokerService(MemoryReactorClock(), Config(), ["tcp:5557"], None, backlog=300)
+    other.startService()
+    assert other.reactor.tcpServers[0][2] == 300
+
+
+def test_with_backlog() -> None:
+    assert with_backlog("tcp:5555", 1024) == "tcp:5555:backlog=1024"
+    assert with_backlog("TCP6:5555:interface=\\:\\:1", 8) == "TCP6:5555:interface=\\:\\:1:backlog=8"
+    assert with_backlog("ssl:5556:privateKey=k.pem", 8) == "ssl:5556:privateKey=k.pem:backlog=8"
+    assert with_backlog("unix:/run/mb.sock:backlog=3", 8) == "unix:/run/mb.sock:backlog=3"
+    assert with_backlog("5555", 8) == "5555:backlog=8"
+    # an endpoint type that takes no backlog= is left as it is
+    assert with_backlog("systemd:domain=INET:index=0", 8) == "systemd:domain=INET:index=0"
 
 
 CPYTHON_GC = hasattr(gc, "freeze")

@@ -6,7 +6,7 @@ import pytest
 from twisted.python import usage
 
 from mbroker import config
-from mbroker.service import BrokerService
+from mbroker.service import DEFAULT_BACKLOG, BrokerService
 from mbroker.tap import DEFAULT_DATA_DIR, DEFAULT_LISTEN, Options, makeService
 
 
@@ -26,6 +26,7 @@ def test_defaults() -> None:
     assert options["max-line"] == config.DEFAULT_MAX_LINE
     assert options["private-max-length"] == config.DEFAULT_PRIVATE_MAX_LENGTH
     assert options["private-max-bytes"] == config.DEFAULT_PRIVATE_MAX_BYTES
+    assert options["backlog"] == DEFAULT_BACKLOG == 1024
 
 
 def test_listen_repeats_and_replaces_the_default() -> None:
@@ -52,7 +53,7 @@ def test_limits_are_integers() -> None:
 
 
 @pytest.mark.parametrize(
-    "option", ["max-payload", "max-line", "private-max-length", "private-max-bytes"]
+    "option", ["max-payload", "max-line", "private-max-length", "private-max-bytes", "backlog"]
 )
 @pytest.mark.parametrize("value", ["0", "-1", "1.5", "ten", ""])
 def test_limits_must_be_positive_integers(option: str, value: str) -> None:
@@ -96,3 +97,12 @@ def test_section_6_limits_reach_the_config() -> None:
     assert service.config.max_connections == 7
     assert service.config.max_subscriptions == 3
     assert service.config.slow_consumer_disconnect
+
+
+def test_backlog_reaches_the_service() -> None:
+    service = makeService(parse("--backlog=4096"))
+    assert isinstance(service, BrokerService)
+    assert service.backlog == 4096
+    default = makeService(parse())
+    assert isinstance(default, BrokerService)
+    assert default.backlog == DEFAULT_BACKLOG

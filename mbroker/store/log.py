@@ -310,7 +310,8 @@ class LogStore:
     def _open_failed(self, failure: Failure) -> Recovered:
         self._state = _CLOSED
         self._reason = f"the store could not be opened: {failure.value}"
-        log.failure("store could not open {directory}", failure, directory=self.directory)
+        if not failure.check(OSError):  # (a held lock, a full disk: the opener says so)
+            log.failure("store could not open {directory}", failure, directory=self.directory)
         self._release_executors()
         waiters, self._close_waiters = self._close_waiters, []
         _fire(waiters)
