@@ -18,6 +18,14 @@ a crash left behind:
   that segment is skipped (in the last segment: cut off, as a torn tail).
 - **torn header**: a last segment shorter than its header (a crash while it
   was created) is taken for an empty segment and rewritten.
+- **lost declaration**: after damage, messages (or bindings) naming a queue
+  that is not declared are kept (:class:`~mbroker.store.ledger.Ledger` explains
+  when), and at the end of replay that queue is declared again under its own
+  name, durable with default options, and reported (``redeclared``) with the
+  damage that preceded it and the number of messages kept.  Its own name, not a
+  recovery queue: the surviving bindings and the message records name it, its
+  consumers find the messages where they left them, and default options drop
+  nothing (no limit, no ttl), so an operator can inspect and re-CREATE it.
 
 Duplicates are harmless: a message id seen again (the copy compaction made of
 a live message before deleting the old segment) moves the message, it does not
@@ -105,6 +113,13 @@ def _replay(fs: FileSystem, directory: str) -> ReplayResult:
         good = _Replayer(ledger, number, data, last, warnings).run()
         if last:
             tail_good, tail_size = good, len(data)
+    for queue in ledger.undeclared_queues():
+        file, offset, length = ledger.orphans.get(queue) or ledger.damage or ("", 0, 0)
+        _options, count = ledger.declare_again(queue)
+        warnings.append(RecoveryWarning("redeclared", file, offset, length, queue, count))
+    ledger.damage = None
+    ledger.orphans.clear()
+    ledger.gone.clear()
     recovered = Recovered(
         exchanges=dict(ledger.decls.exchanges),
         queues=dict(ledger.decls.queues),
@@ -141,6 +156,8 @@ class _Replayer:
 
     def warn(self, kind: str, offset: int, length: int) -> None:
         self.warnings.append(RecoveryWarning(kind, self.name, offset, length))
+        if kind != "torn-tail":
+            self.ledger.damage = (self.name, offset, length)
 
     def run(self) -> int:
         """Replay; return where the valid frames end."""
