@@ -9,9 +9,9 @@ import pytest
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mbroker import errors
+from mbroker.frames import QueueOptions
 from mbroker.store import codec
 from mbroker.store.files import CrashFS, Locked, RealFileSystem
-from mbroker.frames import QueueOptions
 from mbroker.store.records import (
     Bound,
     ExchangeDeclared,
