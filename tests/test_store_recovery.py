@@ -399,3 +399,15 @@ def codec_frames(data: bytes) -> list[tuple[int, int, bytes]]:
             out.append((pos, end, data[pos + codec.HEADER_SIZE : end]))
         pos = end
     return out
+
+
+def test_after_damage_a_message_stored_for_no_queue_creates_no_queue() -> None:
+    fs, start, _end = store_with_declaration(2)
+    store, fs, _ = open_log(fs.kill9())
+    result(store.write([msg(3, ())]))
+    damaged = bytearray(fs.content(SEG1))
+    damaged[start + 12] ^= 0xFF
+    crashed = fs.kill9()
+    crashed.set_content(SEG1, bytes(damaged))
+    rec = open_log(crashed)[2]
+    assert list(rec.queues) == ["q"] and ids(rec) == [1, 2]

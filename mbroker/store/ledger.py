@@ -233,8 +233,8 @@ class Ledger:
 
     def _orphan(self, queue: str, msg_id: int) -> dict[int, StoredMessage | None] | None:
         """Keep the messages of an undeclared queue met after damage (recovery)."""
-        if queue in self.decls.queues or msg_id < self.gone.get(queue, 0):
-            return None
+        if not queue or queue in self.decls.queues or msg_id < self.gone.get(queue, 0):
+            return None  # ("": a message stored for no queue lists that one)
         assert self.damage is not None
         self.orphans[queue] = self.damage
         msgs: dict[int, StoredMessage | None] = {}
@@ -247,7 +247,7 @@ class Ledger:
         names = dict.fromkeys(self.orphans)
         if self.damage is not None:
             names.update(dict.fromkeys(q for q, _ex, _key in self.decls.bindings))
-        return [name for name in names if name not in self.decls.queues]
+        return [name for name in names if name and name not in self.decls.queues]
 
     def declare_again(self, queue: str) -> tuple[QueueOptions, int]:
         """Declare a queue whose declaration was lost: durable, default options (which
