@@ -9,13 +9,23 @@ import pytest
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mbroker import errors
+from mbroker.frames import QueueOptions
 from mbroker.store import codec
 from mbroker.store.files import CrashFS, Locked, RealFileSystem
-from mbroker.store.records import MessagesRemoved, QueueDeleted, RecoveryWarning
+from mbroker.store.records import (
+    Bound,
+    ExchangeDeclared,
+    MessagesRemoved,
+    MessagesStored,
+    QueueDeclared,
+    QueueDeleted,
+    RecoveryWarning,
+)
 from mbroker.store.segment import segment_name
 from tests.store_support import DATA, declare, failure, ids, log_store, msg, open_log, result
 
 SEG1 = os.path.join(DATA, segment_name(1))
+FILE_HEADER_SIZE = codec.FILE_HEADER.size
 
 
 def store_with(count: int) -> tuple[CrashFS, list[int]]:
@@ -223,3 +233,181 @@ def test_the_real_lock_file_names_its_holder(tmp_path: Path) -> None:
         fs.lock(path)  # flock is per open file: the same process is refused too
     lock.release()
     fs.lock(path).release()
+
+
+# --------------------------------------------------- lost queue declarations
+
+
+def store_with_declaration(count: int) -> tuple[CrashFS, int, int]:
+    """A log: an exchange, queue q (its declaration alone in one write), a binding,
+    then ``count`` messages; returns the fs and where the declaration frame is."""
+    store, fs, _ = open_log()
+    result(store.write([ExchangeDeclared("ex", "topic")]))
+    start = len(fs.content(SEG1))
+    result(store.write([QueueDeclared("q", QueueOptions(durable=True, max_length=5000))]))
+    end = len(fs.content(SEG1))
+    result(store.write([Bound("q", "ex", "a.#")]))
+    result(store.write([msg(i) for i in range(1, count + 1)]))
+    return fs, start, end
+
+
+def test_messages_survive_a_corrupt_queue_declaration_at_every_byte() -> None:
+    fs, start, end = store_with_declaration(200)
+    full = fs.content(SEG1)
+    for i in range(start, end):
+        for flip in (0x01, 0xFF):
+            damaged = bytearray(full)
+            damaged[i] ^= flip
+            crashed = fs.kill9()
+            crashed.set_content(SEG1, bytes(damaged))
+            store, crashed, rec = open_log(crashed)
+            assert ids(rec) == list(range(1, 201)), (i, flip)
+            assert rec.queues["q"] == QueueOptions(durable=True)
+            assert rec.bindings == [("q", "ex", "a.#")]
+            assert [w.kind for w in rec.warnings] == ["corrupt", "redeclared"], (i, flip)
+            corrupt, again = rec.warnings
+            assert (corrupt.file, corrupt.offset) == (segment_name(1), start)
+            assert (again.file, again.offset, again.queue, again.messages) == (
+                segment_name(1),
+                start,
+                "q",
+                200,
+            )
+            # The store wrote the declaration again: the next start needs no guess.
+            result(store.write([msg(201)]))
+            later = open_log(crashed.kill9())[2]
+            assert ids(later) == list(range(1, 202))
+            assert [w.kind for w in later.warnings] == ["corrupt"]
+
+
+def test_the_log_says_what_was_lost_and_where_the_messages_are() -> None:
+    fs, start, end = store_with_declaration(3)
+    damaged = bytearray(fs.content(SEG1))
+    damaged[start + 12] ^= 0xFF
+    crashed = fs.kill9()
+    crashed.set_content(SEG1, bytes(damaged))
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        open_log(crashed)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    texts = [formatEvent(e) for e in events]
+    assert any(f"corrupt record skipped at 00000001.seg:{start}" in t for t in texts), texts
+    assert any(
+        f"queue 'q' lost its declaration (damage at 00000001.seg:{start}" in t
+        and "its 3 messages are kept in durable queue 'q'" in t
+        for t in texts
+    ), texts
+
+
+def test_a_queue_deleted_after_the_damage_stays_deleted() -> None:
+    fs, start, end = store_with_declaration(3)
+    store, fs, _ = open_log(fs.kill9())
+    result(store.write([QueueDeleted("q")]))
+    damaged = bytearray(fs.content(SEG1))
+    damaged[start + 12] ^= 0xFF
+    crashed = fs.kill9()
+    crashed.set_content(SEG1, bytes(damaged))
+    rec = open_log(crashed)[2]
+    assert "q" not in rec.queues and rec.message_count() == 0
+    assert [w.kind for w in rec.warnings] == ["corrupt"]
+
+
+def test_a_later_snapshot_adopts_messages_of_a_lost_declaration() -> None:
+    store, fs, _ = open_log(segment_size=400)
+    result(store.write(declare("q")))
+    start = FILE_HEADER_SIZE
+    for i in range(1, 30):
+        result(store.write([msg(i)]))
+    assert len(fs.files(DATA)) > 2
+    damaged = bytearray(fs.content(SEG1))
+    damaged[start + 13] ^= 0xFF
+    crashed = fs.kill9()
+    crashed.set_content(SEG1, bytes(damaged))
+    rec = open_log(crashed, segment_size=400)[2]
+    assert ids(rec) == list(range(1, 30))
+    assert rec.queues["q"] == QueueOptions(durable=True)
+    assert [w.kind for w in rec.warnings] == ["corrupt"]
+
+
+def test_without_damage_a_message_for_an_undeclared_queue_is_still_ignored() -> None:
+    store, fs, _ = open_log()
+    result(store.write([*declare("q"), msg(1, ("q", "nowhere")), msg(2, ("nowhere",))]))
+    rec = open_log(fs.kill9())[2]
+    assert list(rec.queues) == ["q"] and ids(rec) == [1] and rec.warnings == []
+
+
+# ------------------------------------------------------- runs replayed in bulk
+
+
+def store_with_runs() -> tuple[CrashFS, list[int]]:
+    """Runs of same-layout messages (replayed in bulk), removals between them, and
+    copies of messages already stored (what compaction writes); frame starts."""
+    store, fs, _ = open_log()
+    result(store.write(declare("q")))
+    result(store.write([MessagesStored(1, ("q",), "ex", "a.b", [b"p%03d" % i for i in range(40)])]))
+    result(store.write([MessagesRemoved("q", (3, 4))]))
+    result(store.write([msg(i, payload=b"p%03d" % i) for i in range(41, 61)]))
+    result(store.write([msg(i, payload=b"p%03d" % i) for i in (10, 11, 12)]))  # copies
+    result(store.write([msg(i, payload=b"p%03d" % i) for i in range(61, 71)]))
+    data = fs.content(SEG1)
+    starts = [pos for pos in range(len(data)) if data.startswith(codec.MAGIC, pos)]
+    return fs, starts
+
+
+def expected_after_runs() -> list[int]:
+    return [i for i in range(1, 71) if i not in (3, 4)]
+
+
+def test_runs_replay_in_bulk_like_one_frame_at_a_time() -> None:
+    fs, _starts = store_with_runs()
+    store, crashed, rec = open_log(fs.kill9())
+    assert ids(rec) == expected_after_runs() and rec.warnings == []
+    assert [m[3] for m in rec.messages["q"]][:3] == [b"p000", b"p001", b"p004"]
+    assert rec.next_msg_id == 71
+    assert store.stats()["messages"] == 68
+
+
+@pytest.mark.parametrize("nth", [0, 2, 3, 20, 39, 41, 43, 60, 62, 65, 72])
+def test_damage_inside_a_run_is_found_as_one_frame_at_a_time(nth: int) -> None:
+    fs, _ = store_with_runs()
+    data = bytearray(fs.content(SEG1))
+    frames = list(codec_frames(bytes(data)))
+    start, end, body = frames[nth]
+    msg_id = int.from_bytes(body[:8], "little")
+    for offset in (start, start + 3, start + 20, end - 1):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x40
+        crashed = fs.kill9()
+        crashed.set_content(SEG1, bytes(damaged))
+        rec = open_log(crashed)[2]
+        lost = [] if nth in (60, 61, 62) else [msg_id]  # a copy: the original stays
+        assert ids(rec) == [i for i in expected_after_runs() if i not in lost], (nth, offset)
+        kinds = [(w.kind, w.offset) for w in rec.warnings]
+        assert kinds == [("torn-tail" if end == len(data) else "corrupt", start)], (nth, offset)
+
+
+def codec_frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    """``(start, end, body)`` of every message frame."""
+    out = []
+    pos = codec.FILE_HEADER.size
+    while pos < len(data):
+        _magic, _crc, typ, length = codec.HEADER.unpack_from(data, pos)
+        end = pos + codec.HEADER_SIZE + length
+        if typ == codec.T_MESSAGE:
+            out.append((pos, end, data[pos + codec.HEADER_SIZE : end]))
+        pos = end
+    return out
+
+
+def test_after_damage_a_message_stored_for_no_queue_creates_no_queue() -> None:
+    fs, start, _end = store_with_declaration(2)
+    store, fs, _ = open_log(fs.kill9())
+    result(store.write([msg(3, ())]))
+    damaged = bytearray(fs.content(SEG1))
+    damaged[start + 12] ^= 0xFF
+    crashed = fs.kill9()
+    crashed.set_content(SEG1, bytes(damaged))
+    rec = open_log(crashed)[2]
+    assert list(rec.queues) == ["q"] and ids(rec) == [1, 2]

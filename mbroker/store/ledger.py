@@ -19,6 +19,14 @@ snapshot of the declarations (written at the head of each new segment), which
 says which queues exist and, through each queue's *floor* (the next message id
 when it was declared), which of their older messages belong to a deleted
 incarnation.  A segment may go only when a later segment has such a snapshot.
+
+Lost declarations (recovery only).  Once replay has met damage (``damage``), a
+message naming a queue that is not declared is not ignored: the queue's
+declaration may have been in the damaged bytes.  Its messages are kept as an
+*orphan* queue (``orphans``) unless the log says the queue was deleted after
+them (a ``QueueDeleted`` record or a snapshot without it, remembered in
+``gone``).  A later declaration or snapshot adopts them; what is left at the end
+of replay is declared again (see :mod:`mbroker.store.replay`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any
 
 import attrs
 
+from mbroker.frames import QueueOptions
 from mbroker.store.codec import Snapshot
 from mbroker.store.records import (
     MessagesRemoved,
@@ -76,6 +85,12 @@ class Ledger:
     #: so that the compaction questions cost little after each group
     _delete_watch: set[int] | None = None
     _rewrite_watch: set[int] | None = None
+    #: recovery only: the latest damage met, ``(file, offset, length)``, or None
+    damage: tuple[str, int, int] | None = None
+    #: recovery only: undeclared queues whose messages are kept -> the damage before
+    orphans: dict[str, tuple[str, int, int]] = attrs.Factory(dict)
+    #: recovery only: queue -> the next message id when it was last deleted
+    gone: dict[str, int] = attrs.Factory(dict)
 
     # ------------------------------------------------------------- segments
 
@@ -178,6 +193,8 @@ class Ledger:
         queue_msgs = self.queue_msgs
         for queue in queues:
             msgs = queue_msgs.get(queue)
+            if msgs is None and self.damage is not None:
+                msgs = self._orphan(queue, msg_id)
             if msgs is not None:
                 msgs[msg_id] = entry
                 live += 1
@@ -213,6 +230,33 @@ class Ledger:
         seg.live_bytes += sum(sizes)
         if len(targets) > 1:
             self.multi.update(dict.fromkeys(ids, len(targets)))
+
+    def _orphan(self, queue: str, msg_id: int) -> dict[int, StoredMessage | None] | None:
+        """Keep the messages of an undeclared queue met after damage (recovery)."""
+        if not queue or queue in self.decls.queues or msg_id < self.gone.get(queue, 0):
+            return None  # ("": a message stored for no queue lists that one)
+        assert self.damage is not None
+        self.orphans[queue] = self.damage
+        msgs: dict[int, StoredMessage | None] = {}
+        self.queue_msgs[queue] = msgs
+        return msgs
+
+    def undeclared_queues(self) -> list[str]:
+        """Queues with kept messages or surviving bindings but no declaration (after
+        damage): their declarations were lost."""
+        names = dict.fromkeys(self.orphans)
+        if self.damage is not None:
+            names.update(dict.fromkeys(q for q, _ex, _key in self.decls.bindings))
+        return [name for name in names if name and name not in self.decls.queues]
+
+    def declare_again(self, queue: str) -> tuple[QueueOptions, int]:
+        """Declare a queue whose declaration was lost: durable, default options (which
+        drop nothing: no limit, no ttl); returns its options and message count."""
+        msgs = self.queue_msgs.setdefault(queue, {})
+        options = QueueOptions(durable=True)
+        self.decls.declare_queue(queue, options, min(msgs, default=self.next_msg_id))
+        self.orphans.pop(queue, None)
+        return options, len(msgs)
 
     def remove(self, queue: str, msg_ids: Iterable[int], seg: Segment) -> None:
         msgs = self.queue_msgs.get(queue)
@@ -313,10 +357,15 @@ class Ledger:
     def declare(self, record: Record) -> None:
         if isinstance(record, QueueDeclared):
             if self.decls.declare_queue(record.name, record.options, self.next_msg_id):
-                self.queue_msgs[record.name] = {}
+                msgs = self.queue_msgs.setdefault(record.name, {})
+                if self.orphans.pop(record.name, None) is not None and msgs:
+                    # messages whose declaration was lost: this one adopts them
+                    self.decls.floors[record.name] = min(msgs)
         else:
             if isinstance(record, QueueDeleted):
                 self.drop_queue(record.name)
+                self.orphans.pop(record.name, None)
+                self.gone[record.name] = self.next_msg_id
             self.decls.apply(record, self.next_msg_id)
 
     def snapshot(self) -> Snapshot:
@@ -336,6 +385,7 @@ class Ledger:
             floor = floors.get(queue)
             if floor is None:
                 self.drop_queue(queue)
+                self.gone[queue] = snap.next_msg_id
             elif floor > self.decls.floors.get(queue, 0):
                 self.drop_queue(queue, below=floor)
         decls = Declarations()
@@ -347,6 +397,7 @@ class Ledger:
         for binding in snap.bindings:
             decls.bind(*binding)
         self.decls = decls
+        self.orphans.clear()  # dropped, or declared by the snapshot
         seg.has_snapshot = True
         self.last_snapshot = max(self.last_snapshot, seg.number)
 

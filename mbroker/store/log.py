@@ -80,7 +80,7 @@ from mbroker.store.compaction import Compactor, message_frames
 from mbroker.store.executor import Executor, ThreadExecutor
 from mbroker.store.files import FileSystem, Lock, RealFileSystem
 from mbroker.store.ledger import Ledger
-from mbroker.store.records import Record, Recovered
+from mbroker.store.records import QueueDeclared, Record, Recovered
 from mbroker.store.replay import ReplayResult, replay
 from mbroker.store.segment import Appended, SegmentWriter, StoreBroken, WriteFailed
 
@@ -304,6 +304,20 @@ class LogStore:
         self._state, self._reason = _AVAILABLE, ""
         if self.fsync == "interval" and not self._closing:
             self._interval_call = self._clock.callLater(self.interval, self._tick)
+        # Queues declared again after their declaration was lost: write the
+        # declarations, so that the next start finds them without guessing.
+        again = [
+            QueueDeclared(w.queue, recovered.queues[w.queue])
+            for w in recovered.warnings
+            if w.kind == "redeclared" and w.queue in recovered.queues
+        ]
+        if again:
+            self.write(again).addErrback(
+                lambda f: log.warn(
+                    "store could not write the declarations recovered: {error}",
+                    error=f.getErrorMessage(),
+                )
+            )
         self._kick()
         return recovered
 

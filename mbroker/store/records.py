@@ -135,15 +135,27 @@ class RecoveryWarning:
 
     ``kind`` is one of ``torn-tail`` (a partial write at the end of the last
     segment, truncated), ``corrupt`` (bytes that do not form a valid record,
-    skipped), ``bad-header`` (a segment file whose header is damaged).
+    skipped), ``bad-header`` (a segment file whose header is damaged),
+    ``redeclared`` (``queue`` had messages or bindings but its declaration was
+    lost, most likely in the damage at ``file``/``offset``: it was declared
+    again, durable with default options, with its ``messages``).
     """
 
     kind: str
     file: str
     offset: int
     length: int
+    queue: str = ""
+    messages: int = 0
 
     def __str__(self) -> str:
+        if self.kind == "redeclared":
+            return (
+                f"queue {self.queue!r} lost its declaration (damage at "
+                f"{self.file}:{self.offset}, {self.length} bytes): its {self.messages} "
+                f"messages are kept in durable queue {self.queue!r}, declared again "
+                "with default options"
+            )
         what = {
             "torn-tail": "torn tail truncated",
             "corrupt": "corrupt record skipped",

@@ -18,6 +18,14 @@ a crash left behind:
   that segment is skipped (in the last segment: cut off, as a torn tail).
 - **torn header**: a last segment shorter than its header (a crash while it
   was created) is taken for an empty segment and rewritten.
+- **lost declaration**: after damage, messages (or bindings) naming a queue
+  that is not declared are kept (:class:`~mbroker.store.ledger.Ledger` explains
+  when), and at the end of replay that queue is declared again under its own
+  name, durable with default options, and reported (``redeclared``) with the
+  damage that preceded it and the number of messages kept.  Its own name, not a
+  recovery queue: the surviving bindings and the message records name it, its
+  consumers find the messages where they left them, and default options drop
+  nothing (no limit, no ttl), so an operator can inspect and re-CREATE it.
 
 Duplicates are harmless: a message id seen again (the copy compaction made of
 a live message before deleting the old segment) moves the message, it does not
@@ -54,7 +62,7 @@ from mbroker.store.codec import (
 )
 from mbroker.store.files import FileSystem
 from mbroker.store.ledger import Ledger, Segment
-from mbroker.store.records import Recovered, RecoveryWarning
+from mbroker.store.records import Recovered, RecoveryWarning, StoredMessage
 from mbroker.store.segment import SEGMENT_RE, segment_name
 from mbroker.store.state import sorted_messages
 
@@ -105,6 +113,13 @@ def _replay(fs: FileSystem, directory: str) -> ReplayResult:
         good = _Replayer(ledger, number, data, last, warnings).run()
         if last:
             tail_good, tail_size = good, len(data)
+    for queue in ledger.undeclared_queues():
+        file, offset, length = ledger.orphans.get(queue) or ledger.damage or ("", 0, 0)
+        _options, count = ledger.declare_again(queue)
+        warnings.append(RecoveryWarning("redeclared", file, offset, length, queue, count))
+    ledger.damage = None
+    ledger.orphans.clear()
+    ledger.gone.clear()
     recovered = Recovered(
         exchanges=dict(ledger.decls.exchanges),
         queues=dict(ledger.decls.queues),
@@ -141,6 +156,8 @@ class _Replayer:
 
     def warn(self, kind: str, offset: int, length: int) -> None:
         self.warnings.append(RecoveryWarning(kind, self.name, offset, length))
+        if kind != "torn-tail":
+            self.ledger.damage = (self.name, offset, length)
 
     def run(self) -> int:
         """Replay; return where the valid frames end."""
@@ -217,7 +234,20 @@ class _Replayer:
                         home[msg_id] = seg_bits | (end - pos)
                         live_n += 1
                         live_b += end - pos
+                        size = end - pos
                         pos = end
+                        if (
+                            not hl
+                            and expires != expires
+                            and data[end + 6 : end + 11] == data[end - size + 6 : end - size + 11]
+                        ):
+                            # the same kind of frame follows: most likely a run
+                            count, next_id = _bulk(
+                                data, end - size, size, pl, names, msgs, home, seg_bits, next_id
+                            )
+                            live_n += count
+                            live_b += count * size
+                            pos = end + count * size
                         continue
                     next_id = self._sync(live_n, live_b, next_id)
                     live_n = live_b = 0
@@ -259,6 +289,67 @@ class _Replayer:
 
 
 _REMOVED_FIXED = struct.Struct("<HI")
+#: frame layouts of runs -> (the struct of a whole frame, of a frame after its crc)
+_RUN_STRUCTS: dict[tuple[int, int], tuple[struct.Struct, struct.Struct]] = {}
+
+
+def _bulk(
+    data: bytes,
+    first: int,
+    size: int,
+    pl: int,
+    names: tuple[tuple[str, ...], str, str],
+    msgs: dict[int, StoredMessage | None],
+    home: dict[int, int],
+    seg_bits: int,
+    next_id: int,
+) -> tuple[int, int]:
+    """Replay the run of message frames after the one at ``first``, as long as they
+    are laid out exactly like it (a run of publishes: the same size, queue,
+    source and key, no headers, no expiry) and carry new, increasing ids; return
+    how many, and the next message id.
+
+    The frames are cut apart by ``struct.iter_unpack`` (one C call per frame
+    yields its magic, CRC and checked bytes, another its layout, id and payload)
+    and the ledger is updated with dict updates.  The first frame that differs in
+    any way (its CRC too) ends the run and the general loop takes it, so damage is
+    found and reported exactly as there.  (Checking whole columns with ``map``
+    and ``zip`` instead was slower: the columns do not stay in the cache.)
+    """
+    start = first + size
+    avail = (len(data) - start) // size
+    if avail <= 0:
+        return 0, next_id
+    structs = _RUN_STRUCTS.get((size, pl))
+    if structs is None:
+        if len(_RUN_STRUCTS) > 256:
+            _RUN_STRUCTS.clear()
+        # frame: magic, crc | type+length (5), msg_id (8), fixed rest + names, payload
+        structs = _RUN_STRUCTS[(size, pl)] = (
+            struct.Struct(f"<2sI{size - CRC_START}s"),
+            struct.Struct(f"<5sQ{size - HEADER_SIZE - 8 - pl}s{pl}s"),
+        )
+    whole, inner = structs
+    template = data[first + CRC_START : first + size - pl]
+    tl0, mid0 = template[:5], template[13:]
+    _queues, source, key = names
+    crc32, unpack = zlib.crc32, inner.unpack
+    ids: list[int] = []
+    entries: list[StoredMessage] = []
+    add_id, add_entry = ids.append, entries.append
+    for magic, crc, rest in whole.iter_unpack(memoryview(data)[start : start + avail * size]):
+        if magic != MAGIC or crc32(rest) != crc:
+            break
+        tl, msg_id, mid, payload = unpack(rest)
+        if tl != tl0 or mid != mid0 or msg_id < next_id:
+            break
+        next_id = msg_id + 1
+        add_id(msg_id)
+        add_entry((msg_id, source, key, payload, None, ()))
+    if ids:
+        msgs.update(zip(ids, entries))
+        home.update(dict.fromkeys(ids, seg_bits | size))
+    return len(ids), next_id
 
 
 def _decode_names(raw: bytes, ql: int, sl: int) -> tuple[tuple[str, ...], str, str]:
