@@ -62,7 +62,7 @@ setup(
         "tls": ["twisted[tls]", "pyopenssl", "service_identity"],
     },
     entry_points={
-        "console_scripts": ["mbroker = mbroker.cli:main"],
+        "console_scripts": ["mbroker = mbroker.cli.main:main"],
     },
     classifiers=[
         "Framework :: Twisted",

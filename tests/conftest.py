@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from mbroker.client import Client, connect
+from mbroker.client.connection import Client, connect
 from mbroker.testing import LoopbackBroker
 from tests.e2e.broker import BrokerProcess, start_broker
 

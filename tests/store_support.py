@@ -9,11 +9,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from mbroker.frames import QueueOptions
+from mbroker.core.records import MessageStored, QueueDeclared, Record, Recovered
 from mbroker.store.executor import Executor, SyncExecutor
 from mbroker.store.files import CrashFS
-from mbroker.store.log import LogStore
-from mbroker.store.records import MessageStored, QueueDeclared, Record, Recovered
+from mbroker.store.logstore import LogStore
+from mbroker.wire.frames import QueueOptions
 
 T = TypeVar("T")
 DATA = "/data"

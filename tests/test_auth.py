@@ -1,4 +1,4 @@
-"""``mbroker.auth``: permission patterns, the users file, password checks."""
+"""``mbroker.server.auth``: permission patterns, the users file, password checks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mbroker.auth import (
+from mbroker.server.auth import (
     ANYTHING,
     NOTHING,
     Authenticator,

@@ -1,4 +1,4 @@
-"""``mbroker user add|set|remove|list`` (``mbroker.usercli``) and ``--users``."""
+"""``mbroker user add|set|remove|list`` (``mbroker.cli.users``) and ``--users``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from mbroker import usercli
-from mbroker.auth import Authenticator, Pattern, Users
-from mbroker.tap import Options, makeService
+from mbroker.cli import users as usercli
+from mbroker.server.auth import Authenticator, Pattern, Users
+from mbroker.server.tap import Options, makeService
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,9 +140,9 @@ def test_usage_errors(users: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_real_command(users: Path) -> None:
-    """``python -m mbroker.usercli``, with argon2's real (slow) parameters."""
+    """``python -m mbroker.cli.users``, with argon2's real (slow) parameters."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "mbroker.usercli"]
+    command = [sys.executable, "-m", "mbroker.cli.users"]
     done = subprocess.run(
         [*command, "add", "alice", "--users", str(users), "--password-stdin", "--write=*"],
         input="s3cret\n",

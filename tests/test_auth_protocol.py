@@ -10,10 +10,10 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 
 from mbroker import __version__
-from mbroker.auth import User
 from mbroker.config import Config
-from mbroker.protocol import BrokerFactory
-from mbroker.registry import Broker
+from mbroker.core.broker import Broker
+from mbroker.server.auth import User
+from mbroker.server.protocol import BrokerFactory
 from tests.test_auth import cheap_hash, write_users
 from tests.test_protocol import Conn
 

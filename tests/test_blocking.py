@@ -19,8 +19,8 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.threads import deferToThread
 
 from mbroker import errors
-from mbroker.blocking import BlockingMessage, Connection
-from mbroker.client import NotConnected
+from mbroker.client.blocking import BlockingMessage, Connection
+from mbroker.client.connection import NotConnected
 from mbroker.testing import LoopbackBroker
 
 try:

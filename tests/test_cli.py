@@ -25,10 +25,10 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from mbroker.cli import parse_args
-from mbroker.cli import run as run_cli
-from mbroker.client import Client
-from mbroker.cliformat import Progress
+from mbroker.cli.main import parse_args
+from mbroker.cli.main import run as run_cli
+from mbroker.cli.output import Progress
+from mbroker.client.connection import Client
 from mbroker.testing import LoopbackBroker
 
 reactor: Any = _reactor
@@ -38,11 +38,11 @@ RUN_TIMEOUT = 30.0
 
 
 def mbroker_command() -> list[str]:
-    """The installed ``mbroker`` console script, else what it runs: ``mbroker.cli:main``."""
+    """The installed ``mbroker`` console script, else what it runs: ``mbroker.cli.main:main``."""
     script = Path(sys.executable).with_name("mbroker")
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from mbroker.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from mbroker.cli.main import main; sys.exit(main())"]
 
 
 def child_env() -> dict[str, str]:
@@ -159,7 +159,7 @@ async def cli(broker: LoopbackBroker | None, *args: str, stdin: bytes = b"") -> 
 
 
 def test_the_entry_point_is_declared() -> None:
-    assert '"mbroker = mbroker.cli:main"' in (ROOT / "setup.py").read_text()
+    assert '"mbroker = mbroker.cli.main:main"' in (ROOT / "setup.py").read_text()
 
 
 async def inproc(

@@ -12,11 +12,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from mbroker import errors
-from mbroker.client import Client, ConnectionLost, Message, NotConnected, Unconfirmed
-from mbroker.clientproto import ClientProtocol, ok_count
+from mbroker.client.connection import Client, ConnectionLost, Message, NotConnected, Unconfirmed
+from mbroker.client.protocol import ClientProtocol, ok_count
 from mbroker.config import Config
-from mbroker.frames import ExchangeInfo, QueueInfo
 from mbroker.testing import ClientPair, connected_pair, result_of
+from mbroker.wire.frames import ExchangeInfo, QueueInfo
 
 
 def failure_of(pair: ClientPair, d: Deferred[Any]) -> Any:

@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from mbroker import errors
-from mbroker.client import (
+from mbroker.client.connection import (
     Client,
     ConnectionLost,
     Message,
@@ -28,8 +28,8 @@ from mbroker.client import (
     tcp_endpoint,
 )
 from mbroker.config import Config
-from mbroker.protocol import BrokerFactory
-from mbroker.registry import Broker
+from mbroker.core.broker import Broker
+from mbroker.server.protocol import BrokerFactory
 from mbroker.testing import LoopbackBroker
 from tests.e2e.broker import start_broker
 

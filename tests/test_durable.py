@@ -14,11 +14,11 @@ from twisted.internet.testing import StringTransport
 
 from mbroker import errors
 from mbroker.config import Config
-from mbroker.frames import QueueOptions
-from mbroker.journal import Journal
-from mbroker.protocol import BrokerFactory
-from mbroker.registry import Broker
-from mbroker.store import records as rec
+from mbroker.core import records as rec
+from mbroker.core.broker import Broker
+from mbroker.core.journal import Journal
+from mbroker.server.protocol import BrokerFactory
+from mbroker.wire.frames import QueueOptions
 
 Done = Callable[[Optional[errors.BrokerError]], None]
 

@@ -13,12 +13,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from mbroker.config import Config
-from mbroker.protocol import BrokerFactory
-from mbroker.registry import Broker
+from mbroker.core.broker import Broker
+from mbroker.server.protocol import BrokerFactory
 from mbroker.store.bridge import journal_for
 from mbroker.store.executor import SyncExecutor
 from mbroker.store.files import CrashFS
-from mbroker.store.log import LogStore
+from mbroker.store.logstore import LogStore
 
 
 def start(fs: CrashFS, clock: Clock) -> tuple[LogStore, Broker, BrokerFactory]:

@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults
 
-from mbroker.client import Client
+from mbroker.client.connection import Client
 from mbroker.testing import LoopbackBroker
 from tests.test_cli import ROOT, Proc
 

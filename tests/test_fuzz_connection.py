@@ -24,12 +24,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from mbroker import errors, frames
+from mbroker import errors
 from mbroker.config import Config
+from mbroker.core.broker import Broker
 from mbroker.errors import BrokerError
-from mbroker.protocol import BrokerFactory
-from mbroker.registry import Broker
-from mbroker.wire import CommandDecoder, ReplyDecoder
+from mbroker.server.protocol import BrokerFactory
+from mbroker.wire import frames
+from mbroker.wire.codec import CommandDecoder, ReplyDecoder
 from tests.test_auth import cheap_hash
 
 EXAMPLES = int(os.environ.get("MBROKER_FUZZ_EXAMPLES", "300"))

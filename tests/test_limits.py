@@ -14,11 +14,11 @@ from twisted.python import usage
 
 from mbroker import config
 from mbroker.config import Config
-from mbroker.memwatch import MemoryWatch
-from mbroker.protocol import BrokerFactory
-from mbroker.registry import Broker
-from mbroker.service import BrokerService, is_local
-from mbroker.tap import Options, makeService
+from mbroker.core.broker import Broker
+from mbroker.server.memwatch import MemoryWatch
+from mbroker.server.protocol import BrokerFactory
+from mbroker.server.service import BrokerService, is_local
+from mbroker.server.tap import Options, makeService
 from tests.test_auth import cheap_hash
 from tests.test_protocol import Conn
 

@@ -11,8 +11,8 @@ from twisted.logger import LogEvent, globalLogPublisher
 
 from mbroker import __version__
 from mbroker.config import Config
-from mbroker.protocol import BrokerFactory, BrokerProtocol
-from mbroker.registry import Broker
+from mbroker.core.broker import Broker
+from mbroker.server.protocol import BrokerFactory, BrokerProtocol
 
 
 class Conn:

@@ -1,9 +1,9 @@
-"""Unit tests of the broker core (:class:`mbroker.registry.Broker`), written from the
+"""Unit tests of the broker core (:class:`mbroker.core.broker.Broker`), written from the
 contract (``PROTOCOL.md`` sections 2-4): the namespace, CREATE/DELETE/BIND/UNBIND,
 routing, PURGE, LIST and STATS.
 
 The helpers at the top are shared by the other ``tests/test_registry_*.py`` files:
-a fake :class:`~mbroker.model.DeliveryTarget` that records what the broker pushes,
+a fake :class:`~mbroker.core.model.DeliveryTarget` that records what the broker pushes,
 and a small client wrapper around a session.  Times given to the broker are
 milliseconds; ``task.Clock`` counts seconds.
 """
@@ -17,9 +17,9 @@ from twisted.internet import task
 
 from mbroker import errors
 from mbroker.config import Config
-from mbroker.frames import ExchangeInfo, QueueInfo, QueueOptions
-from mbroker.model import Consumer, Message, Session
-from mbroker.registry import Broker, Pulled
+from mbroker.core.broker import Broker, Pulled
+from mbroker.core.model import Consumer, Message, Session
+from mbroker.wire.frames import ExchangeInfo, QueueInfo, QueueOptions
 
 # --------------------------------------------------------------------- helpers
 

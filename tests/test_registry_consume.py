@@ -8,9 +8,9 @@ import pytest
 
 from mbroker import errors
 from mbroker.config import DEFAULT_MANUAL_PREFETCH, Config
-from mbroker.frames import QueueInfo, QueueOptions
-from mbroker.model import Message
-from mbroker.registry import Pulled
+from mbroker.core.broker import Pulled
+from mbroker.core.model import Message
+from mbroker.wire.frames import QueueInfo, QueueOptions
 from tests.test_registry import World, msgs, tags
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mbroker import errors
-from mbroker.frames import QueueInfo
+from mbroker.wire.frames import QueueInfo
 from tests.test_registry import World, msgs
 
 

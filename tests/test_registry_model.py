@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mbroker import errors
-from mbroker.model import Message
-from mbroker.registry import Pulled
+from mbroker.core.broker import Pulled
+from mbroker.core.model import Message
 from tests.test_registry import Client, World
 
 MAX_DELIVER = 3

@@ -16,13 +16,13 @@ from twisted.internet import task
 
 from mbroker import errors
 from mbroker.config import Config
-from mbroker.frames import QueueInfo, QueueOptions
-from mbroker.model import Message
-from mbroker.registry import Broker
+from mbroker.core.broker import Broker
+from mbroker.core.model import Message
 from mbroker.store.bridge import journal_for
 from mbroker.store.executor import SyncExecutor
 from mbroker.store.files import CrashFS
-from mbroker.store.log import LogStore
+from mbroker.store.logstore import LogStore
+from mbroker.wire.frames import QueueInfo, QueueOptions
 from tests.test_registry import Client, World
 
 PAYLOADS = [b"m%d" % i for i in range(12)]

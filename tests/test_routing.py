@@ -1,4 +1,4 @@
-"""Tests for mbroker.routing: one contract run against every matcher, then topic specifics."""
+"""Tests for mbroker.core.routing: one contract run against every matcher, then topic specifics."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mbroker
-from mbroker.routing import (
+from mbroker.core.routing import (
     DirectMatcher,
     FanoutMatcher,
     Matcher,
@@ -489,6 +489,6 @@ def test_topic_matches_reference(ops: list[tuple[str, str, str]], probes: list[s
 
 
 def test_no_twisted_import() -> None:
-    code = "import sys, mbroker.routing; assert 'twisted' not in sys.modules"
+    code = "import sys, mbroker.core.routing; assert 'twisted' not in sys.modules"
     root = str(Path(mbroker.__file__).resolve().parent.parent)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

@@ -1,4 +1,4 @@
-"""``mbroker.service.BrokerService`` on a memory reactor."""
+"""``mbroker.server.service.BrokerService`` on a memory reactor."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, globalLogPublisher
 
 from mbroker.config import Config
-from mbroker.service import GC_THRESHOLD, BrokerService, ListenError, describe_address
+from mbroker.server.service import GC_THRESHOLD, BrokerService, ListenError, describe_address
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import deferLater
 
+from mbroker.core.records import MessagesRemoved, QueueDeclared, QueueDeleted
 from mbroker.store.executor import ManualExecutor
 from mbroker.store.ledger import Ledger
-from mbroker.store.log import LogStore
-from mbroker.store.records import MessagesRemoved, QueueDeclared, QueueDeleted
+from mbroker.store.logstore import LogStore
 from mbroker.store.segment import segment_name
 from tests.store_support import DATA, DURABLE, declare, ids, log_store, msg, open_log, result
 

@@ -17,12 +17,7 @@ import pytest_twisted
 from zope.interface.verify import verifyObject
 
 from mbroker import errors
-from mbroker.frames import QueueOptions
-from mbroker.interfaces import IStore
-from mbroker.store.files import CrashFS
-from mbroker.store.log import LogStore
-from mbroker.store.memory import MemoryStore
-from mbroker.store.records import (
+from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,
@@ -34,6 +29,11 @@ from mbroker.store.records import (
     Recovered,
     Unbound,
 )
+from mbroker.store.files import CrashFS
+from mbroker.store.interfaces import IStore
+from mbroker.store.logstore import LogStore
+from mbroker.store.memory import MemoryStore
+from mbroker.wire.frames import QueueOptions
 from tests.store_support import DURABLE, declare, ids, log_store, msg
 
 
@@ -349,7 +349,7 @@ def test_records_do_not_import_twisted() -> None:
     import sys
 
     probe = (
-        "import sys, mbroker.store.records, mbroker.store.state, mbroker.store.codec;"
+        "import sys, mbroker.core.records, mbroker.store.state, mbroker.store.codec;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))"
     )
     root = Path(__file__).resolve().parent.parent

@@ -34,10 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from mbroker.store.executor import ManualExecutor
-from mbroker.store.files import CrashFS
-from mbroker.store.log import LogStore
-from mbroker.store.records import (
+from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     MessagesRemoved,
@@ -47,6 +44,9 @@ from mbroker.store.records import (
     Recovered,
     Unbound,
 )
+from mbroker.store.executor import ManualExecutor
+from mbroker.store.files import CrashFS
+from mbroker.store.logstore import LogStore
 from tests.store_support import DATA, DURABLE, msg, result
 
 QUEUES = ("q0", "q1", "q2")

@@ -10,10 +10,10 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 
+from mbroker.core.records import MessagesRemoved
 from mbroker.store.executor import ManualExecutor
 from mbroker.store.files import CrashFS
-from mbroker.store.log import LogStore
-from mbroker.store.records import MessagesRemoved
+from mbroker.store.logstore import LogStore
 from tests.store_support import declare, ids, log_store, msg, open_log, result, tracked
 
 

@@ -9,9 +9,9 @@ import pytest
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mbroker import errors
+from mbroker.core.records import MessagesRemoved, QueueDeleted, RecoveryWarning
 from mbroker.store import codec
 from mbroker.store.files import CrashFS, Locked, RealFileSystem
-from mbroker.store.records import MessagesRemoved, QueueDeleted, RecoveryWarning
 from mbroker.store.segment import segment_name
 from tests.store_support import DATA, declare, failure, ids, log_store, msg, open_log, result
 

@@ -1,4 +1,4 @@
-"""``mbroker.tap``: option parsing and the service it makes."""
+"""``mbroker.server.tap``: option parsing and the service it makes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from twisted.python import usage
 
 from mbroker import config
-from mbroker.service import BrokerService
-from mbroker.tap import DEFAULT_DATA_DIR, DEFAULT_LISTEN, Options, makeService
+from mbroker.server.service import BrokerService
+from mbroker.server.tap import DEFAULT_DATA_DIR, DEFAULT_LISTEN, Options, makeService
 
 
 def parse(*args: str) -> Options:

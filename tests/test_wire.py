@@ -1,4 +1,4 @@
-"""Tests for mbroker.wire: the sans-IO codec, both directions, example by example.
+"""Tests for mbroker.wire.codec: the sans-IO codec, both directions, example by example.
 
 The hypothesis round-trip and fuzz properties live in ``test_wire_props.py``.
 """
@@ -9,9 +9,24 @@ from typing import Any
 
 import pytest
 
-from mbroker import errors, frames
+from mbroker import errors
 from mbroker.errors import BadArgs, BadCommand, BadFrame, LineTooLong, TooBig
-from mbroker.frames import (
+from mbroker.wire import frames
+from mbroker.wire.codec import (
+    CommandDecoder,
+    ReplyDecoder,
+    encode_command,
+    encode_frame,
+    error_line,
+    hello_line,
+    msg_header,
+    route_bytes,
+    status,
+    valid_key,
+    valid_name,
+    valid_pattern,
+)
+from mbroker.wire.frames import (
     Ack,
     Auth,
     Bind,
@@ -38,20 +53,6 @@ from mbroker.frames import (
     Touch,
     Unbind,
     Unsubscribe,
-)
-from mbroker.wire import (
-    CommandDecoder,
-    ReplyDecoder,
-    encode_command,
-    encode_frame,
-    error_line,
-    hello_line,
-    msg_header,
-    route_bytes,
-    status,
-    valid_key,
-    valid_name,
-    valid_pattern,
 )
 
 

@@ -1,4 +1,4 @@
-"""Hypothesis properties of mbroker.wire: round trips both ways, and fuzzing."""
+"""Hypothesis properties of mbroker.wire.codec: round trips both ways, and fuzzing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mbroker import frames
 from mbroker.errors import BadFrame, BrokerError
-from mbroker.frames import (
+from mbroker.wire import frames
+from mbroker.wire.codec import CommandDecoder, ReplyDecoder, encode_command, encode_frame
+from mbroker.wire.frames import (
     Ack,
     Auth,
     Bind,
@@ -37,7 +38,6 @@ from mbroker.frames import (
     Unbind,
     Unsubscribe,
 )
-from mbroker.wire import CommandDecoder, ReplyDecoder, encode_command, encode_frame
 
 PROPS = settings(max_examples=200, deadline=None)
 WS = " \t\n\r\x0b\x0c"
@@ -220,7 +220,8 @@ def test_fuzz_command_decoder(data: bytes, cuts: list[int]) -> None:
     fatal = [i for i, item in enumerate(items) if isinstance(item, BrokerError) and item.fatal]
     assert fatal == ([len(items) - 1] if d.closed else [])
     assert all(
-        isinstance(item, BrokerError) or type(item).__module__ == "mbroker.frames" for item in items
+        isinstance(item, BrokerError) or type(item).__module__ == "mbroker.wire.frames"
+        for item in items
     )
     # Still in step: line ends finish any payload or partial line, then PING is a PING.
     tail = d.feed(b"\n" * 20 + b"PING\r\n")
@@ -237,4 +238,4 @@ def test_fuzz_reply_decoder(data: bytes, cuts: list[int]) -> None:
         assert d.closed
         assert d.feed(b"+OK\r\n") == []
     else:
-        assert all(type(item).__module__ == "mbroker.frames" for item in items)
+        assert all(type(item).__module__ == "mbroker.wire.frames" for item in items)

@@ -28,8 +28,7 @@ from typing import Any
 
 import attrs
 
-from mbroker.store.codec import Snapshot
-from mbroker.store.records import (
+from mbroker.core.records import (
     MessagesRemoved,
     MessagesStored,
     MessageStored,
@@ -38,6 +37,7 @@ from mbroker.store.records import (
     Record,
     StoredMessage,
 )
+from mbroker.store.codec import Snapshot
 from mbroker.store.state import Declarations
 
 _SIZE_MASK = (1 << 32) - 1

@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from mbroker.frames import QueueOptions
-from mbroker.store.records import (
+from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,
@@ -27,6 +26,7 @@ from mbroker.store.records import (
     StoredMessage,
     Unbound,
 )
+from mbroker.wire.frames import QueueOptions
 
 Binding = tuple[str, str, str]
 

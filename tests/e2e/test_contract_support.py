@@ -174,7 +174,7 @@ import sys
 from twisted.internet import reactor
 from twisted.logger import globalLogBeginner, textFileLogObserver
 from mbroker.config import Config
-from mbroker.service import BrokerService
+from mbroker.server.service import BrokerService
 globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
 config = Config(**eval(sys.argv[1]))
 service = BrokerService(reactor, config, ["tcp:0:interface=127.0.0.1"], None)

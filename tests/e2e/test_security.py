@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mbroker import usercli
-from mbroker.auth import hash_password
+from mbroker.cli import users as usercli
+from mbroker.server.auth import hash_password
 from tests.e2e.broker import BrokerProcess, start_broker, twistd_command
 from tests.e2e.test_contract_support import Client, connect, rss_bytes, unique
 from tests.test_auth import CHEAP, cheap_hash

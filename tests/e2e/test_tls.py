@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 
-from mbroker.client import connect as client_connect
+from mbroker.client.connection import connect as client_connect
 from tests.e2e.broker import _LISTENING, BrokerProcess, start_broker
 from tests.e2e.lineclient import LineClient
 from tests.test_auth import cheap_hash

@@ -74,13 +74,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mbroker import errors
-from mbroker.interfaces import IStore
+from mbroker.core.records import Record, Recovered
 from mbroker.store.codec import NOOP, encode_batch, encode_snapshot, file_header
 from mbroker.store.compaction import Compactor, message_frames
 from mbroker.store.executor import Executor, ThreadExecutor
 from mbroker.store.files import FileSystem, Lock, RealFileSystem
+from mbroker.store.interfaces import IStore
 from mbroker.store.ledger import Ledger
-from mbroker.store.records import Record, Recovered
 from mbroker.store.replay import ReplayResult, replay
 from mbroker.store.segment import Appended, SegmentWriter, StoreBroken, WriteFailed
 

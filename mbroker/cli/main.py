@@ -12,7 +12,7 @@ It connects to ``localhost:5555`` unless told ``--host``/``--port`` or a Twisted
 endpoint string (``--connect tls:broker:5555``).  Exit status: 0 ok, 1 an error
 (the broker's, printed with its code, or no connection), 2 a usage error.
 
-The commands run on the Deferred client (:mod:`mbroker.client`) under
+The commands run on the Deferred client (:mod:`mbroker.client.connection`) under
 :func:`twisted.internet.task.react`.
 """
 
@@ -39,10 +39,10 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from mbroker import __version__
-from mbroker.client import Client, ClientError, Message, connect, tcp_endpoint
-from mbroker.cliformat import Progress, message_text, table
+from mbroker.cli.output import Progress, message_text, table
+from mbroker.client.connection import Client, ClientError, Message, connect, tcp_endpoint
 from mbroker.errors import BrokerError
-from mbroker.frames import ExchangeInfo, QueueInfo
+from mbroker.wire.frames import ExchangeInfo, QueueInfo
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The ``mbroker`` console script."""
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["user"]:  # ``mbroker user …`` edits a users file: no broker needed
-        from mbroker import usercli
+        from mbroker.cli import users as usercli
 
         raise SystemExit(usercli.main(words[1:]))
     args = parse_args(argv)

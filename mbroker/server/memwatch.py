@@ -13,8 +13,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from mbroker.model import Clock
-from mbroker.registry import current_rss
+from mbroker.core.broker import current_rss
+from mbroker.core.model import Clock
 
 log = Logger()
 

@@ -2,14 +2,14 @@
 
 :func:`main` takes the arguments after ``user`` (``mbroker user add alice --users
 users.txt`` calls ``main(["add", "alice", "--users", "users.txt"])``); it is also
-``python -m mbroker.usercli``.  Passwords are read from the terminal (twice) or,
+``python -m mbroker.cli.users``.  Passwords are read from the terminal (twice) or,
 with ``--password-stdin``, from the first line of standard input; they are never
 command-line arguments (other users of the machine could read those).  Only the
 argon2id hash is stored.  The file is rewritten atomically under a lock, and a
 running broker picks the change up at the next AUTH.
 
 A new user has no rights until ``--configure``, ``--write`` and ``--read`` give some:
-patterns of names, ``*`` for all (see :mod:`mbroker.auth` and docs/security.rst).
+patterns of names, ``*`` for all (see :mod:`mbroker.server.auth` and docs/security.rst).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-from mbroker.auth import (
+from mbroker.server.auth import (
     NOTHING,
     Pattern,
     Permissions,

@@ -1,7 +1,7 @@
 """The Twisted glue: one :class:`BrokerProtocol` per connection, and its factory.
 
-Bytes go to the sans-IO :class:`~mbroker.wire.CommandDecoder`; each command goes to
-one small handler that calls the :class:`~mbroker.registry.Broker` and encodes the
+Bytes go to the sans-IO :class:`~mbroker.wire.codec.CommandDecoder`; each command goes to
+one small handler that calls the :class:`~mbroker.core.broker.Broker` and encodes the
 reply.  Exactly one place (:meth:`BrokerProtocol._run`) turns
 :class:`~mbroker.errors.BrokerError` into ``-ERR`` lines.
 
@@ -19,13 +19,13 @@ make us buffer them without bound.  When the broker's memory is over its high-wa
 mark (:class:`MemoryWatch`), a connection that sends a PUBLISH is held the same way
 until the memory is back under the mark.
 
-Authentication (when the factory has an :class:`~mbroker.auth.Authenticator`): before
+Authentication (when the factory has an :class:`~mbroker.server.auth.Authenticator`): before
 a successful AUTH every command but AUTH, PING and QUIT gets ``-ERR NO_AUTH`` (a
 handler table swapped on login: no per-command test), a connection may send only
 ``pre_auth_max_bytes`` and has ``auth_timeout`` seconds to log in.  AUTH holds later
 commands like a waiting PULL while argon2 runs in a thread; a failed one is answered
 only after ``auth_fail_delay``.  Once logged in, each handler checks the user's
-:class:`~mbroker.auth.Permissions` (PUBLISH through a per-connection cache).
+:class:`~mbroker.server.auth.Permissions` (PUBLISH through a per-connection cache).
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mbroker import __version__, errors, frames
-from mbroker.auth import Authenticator, Permissions, User
+from mbroker import __version__, errors
 from mbroker.config import Config
-from mbroker.memwatch import NO_WATCH, MemoryWatch
-from mbroker.model import Message, Session
-from mbroker.registry import Broker, Pulled
-from mbroker.wire import CommandDecoder, encode_frame, error_line, hello_line, msg_header
+from mbroker.core.broker import Broker, Pulled
+from mbroker.core.model import Message, Session
+from mbroker.server.auth import Authenticator, Permissions, User
+from mbroker.server.memwatch import NO_WATCH, MemoryWatch
+from mbroker.wire import frames
+from mbroker.wire.codec import CommandDecoder, encode_frame, error_line, hello_line, msg_header
 
 log = Logger()
 
@@ -553,7 +554,7 @@ class BrokerProtocol(Protocol):
         self._reply(b"+OK %d\r\n" % self.broker.publish(f.name, f.key, f.payload, f.ttl))
 
     def _publish_run(self, f: frames.PublishRun) -> None:
-        """Many PUBLISH, one reply each (see :class:`~mbroker.frames.PublishRun`)."""
+        """Many PUBLISH, one reply each (see :class:`~mbroker.wire.frames.PublishRun`)."""
         if self._watch.alarm:
             self._hold_for_memory(f)
             return

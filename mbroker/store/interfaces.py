@@ -4,11 +4,11 @@ The store
 ---------
 :class:`IStore` is how the broker persists durable exchanges, queues, bindings
 and messages.  Two providers: :class:`mbroker.store.memory.MemoryStore` (the
-reference, for tests) and :class:`mbroker.store.log.LogStore` (the embedded
+reference, for tests) and :class:`mbroker.store.logstore.LogStore` (the embedded
 default, append-only segment files).  One contract test suite runs against both.
 
 The broker core is synchronous.  It accumulates records (the types in
-:mod:`mbroker.store.records`, re-exported here) while it handles a batch of
+:mod:`mbroker.core.records`, re-exported here) while it handles a batch of
 input and calls :meth:`IStore.write` once per batch; every record of the batch
 shares that one Deferred.  It answers the commands whose effect must be
 durable (``+OK`` to a PUBLISH that reached a durable queue, to an ACK on one)
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from mbroker.store.records import (
+from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,

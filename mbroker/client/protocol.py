@@ -1,6 +1,6 @@
 """The client's side of one connection: commands out, replies matched in order.
 
-:class:`ClientProtocol` feeds what it reads to :class:`~mbroker.wire.ReplyDecoder` and
+:class:`ClientProtocol` feeds what it reads to :class:`~mbroker.wire.codec.ReplyDecoder` and
 keeps a deque of pending commands, one entry per command sent: ``(deferred, finish,
 data)``.  The broker answers commands in order with exactly one status line each, so a
 status line (``+…`` or ``-ERR …``) always completes the command at the head of the
@@ -16,7 +16,7 @@ Writes are batched: commands issued during one reactor turn are written with one
 ``writeSequence`` on the next (``callLater(0)``), or at once when many are waiting.
 The per-command cost is one Deferred, one deque append and one list append.
 
-This module holds no policy about reconnection or subscriptions; :mod:`mbroker.client`
+This module holds no policy about reconnection or subscriptions; :mod:`mbroker.client.connection`
 does.
 """
 
@@ -33,9 +33,10 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.clienttypes import ClientError, ConnectionLost, Message, NotConnected, Unconfirmed
+from mbroker.client.messages import ClientError, ConnectionLost, Message, NotConnected, Unconfirmed
 from mbroker.errors import BadFrame, BrokerError, error_for_code
-from mbroker.frames import (
+from mbroker.wire.codec import ReplyDecoder, encode_command
+from mbroker.wire.frames import (
     Cancel,
     Command,
     Error,
@@ -46,7 +47,6 @@ from mbroker.frames import (
     Stat,
     Unsubscribe,
 )
-from mbroker.wire import ReplyDecoder, encode_command
 
 __all__ = ["ClientProtocol", "PullReply", "Sink", "SubscribeReply"]
 

@@ -1,7 +1,7 @@
 """Subscriptions of the Deferred client: a callback per message, acks, and restoration.
 
 A :class:`Subscription` is made by :meth:`mbroker.client.Client.subscribe`.  It is the
-sink that :class:`~mbroker.clientproto.ClientProtocol` hands the ``MSG`` and ``CANCEL``
+sink that :class:`~mbroker.client.protocol.ClientProtocol` hands the ``MSG`` and ``CANCEL``
 frames of its sid to, and it outlives connections: when the client reconnects it sends
 its SUBSCRIBE again on the new connection (:meth:`Subscription._attach`).
 """
@@ -16,10 +16,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.clientproto import ClientProtocol, SubscribeReply, ok_none
-from mbroker.clienttypes import ClientError, Message
+from mbroker.client.messages import ClientError, Message
+from mbroker.client.protocol import ClientProtocol, SubscribeReply, ok_none
 from mbroker.errors import BrokerError
-from mbroker.frames import Msg, Subscribe, Unsubscribe
+from mbroker.wire.frames import Msg, Subscribe, Unsubscribe
 
 __all__ = ["AckMode", "Callback", "NackDelay", "Subscription", "backoff"]
 

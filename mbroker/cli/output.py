@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
-from mbroker.clienttypes import Message
+from mbroker.client.messages import Message
 
 __all__ = ["PROGRESS_BYTES", "PROGRESS_MESSAGES", "Progress", "message_text", "table"]
 

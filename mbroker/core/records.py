@@ -1,7 +1,7 @@
 """What the broker tells its store, and what a store gives back when it opens.
 
 The broker core accumulates these records while it works and hands them to
-:meth:`mbroker.interfaces.IStore.write` once per batch.  They are plain frozen
+:meth:`mbroker.store.interfaces.IStore.write` once per batch.  They are plain frozen
 values with no Twisted import, so the synchronous domain layer may build them.
 
 Rules the broker follows (the stores rely on them):
@@ -26,7 +26,7 @@ from typing import Optional, Union
 
 import attrs
 
-from mbroker.frames import QueueOptions
+from mbroker.wire.frames import QueueOptions
 
 #: ``(name, value)`` pairs carried with a message (PROTOCOL section 7: headers).
 Headers = tuple[tuple[str, str], ...]

@@ -23,10 +23,10 @@ from typing import Union
 
 from mbroker import errors
 from mbroker.config import DEFAULT_MANUAL_PREFETCH, Config
-from mbroker.engine import Pulled, QueueEngine
-from mbroker.frames import ExchangeInfo, QueueInfo, QueueOptions, TagRanges
-from mbroker.journal import Journal
-from mbroker.model import (
+from mbroker.core import records as rec
+from mbroker.core.engine import Pulled, QueueEngine
+from mbroker.core.journal import Journal
+from mbroker.core.model import (
     Clock,
     Consumer,
     Delivery,
@@ -37,8 +37,8 @@ from mbroker.model import (
     Queue,
     Session,
 )
-from mbroker.routing import make_matcher
-from mbroker.store import records as rec
+from mbroker.core.routing import make_matcher
+from mbroker.wire.frames import ExchangeInfo, QueueInfo, QueueOptions, TagRanges
 
 Obj = Union[Exchange, Queue]
 __all__ = ["Broker", "Obj", "Pulled"]

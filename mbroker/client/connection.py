@@ -3,7 +3,7 @@
 ::
 
     from twisted.internet import task
-    from mbroker.client import connect
+    from mbroker.client.connection import connect
 
     async def main(reactor):
         client = await connect(reactor, "tcp:localhost:5555")
@@ -57,16 +57,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.clientproto import (
-    ClientProtocol,
-    PullReply,
-    ok_count,
-    ok_created,
-    ok_data,
-    ok_none,
-    ok_stats,
-)
-from mbroker.clienttypes import (
+from mbroker.client.messages import (
     ClientError,
     ConnectionLost,
     Message,
@@ -76,8 +67,19 @@ from mbroker.clienttypes import (
     first_error,
     tag_ranges,
 )
+from mbroker.client.protocol import (
+    ClientProtocol,
+    PullReply,
+    ok_count,
+    ok_created,
+    ok_data,
+    ok_none,
+    ok_stats,
+)
+from mbroker.client.subscription import AckMode, Callback, NackDelay, Subscription, backoff
 from mbroker.errors import BadArgs, BrokerError, TooBig
-from mbroker.frames import (
+from mbroker.wire.codec import encode_command
+from mbroker.wire.frames import (
     EXCHANGE_KINDS,
     KINDS,
     Ack,
@@ -101,8 +103,6 @@ from mbroker.frames import (
     Touch,
     Unbind,
 )
-from mbroker.subscription import AckMode, Callback, NackDelay, Subscription, backoff
-from mbroker.wire import encode_command
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -523,7 +523,7 @@ class Client:
         queue when it raises or fails, unless the callback settled it itself: nothing is
         lost.  ``nack_delay`` is how long (ms) such a message waits before it is
         delivered again: a number, ``None`` (at once) or a function of the message; the
-        default, :func:`~mbroker.subscription.backoff`, retries at once, then after
+        default, :func:`~mbroker.client.subscription.backoff`, retries at once, then after
         100 ms, doubling up to 30 s.  (A queue's ``max_deliver`` dead-letters a
         message that never succeeds.)  ``prefetch`` bounds how many
         messages are delivered and not yet acknowledged (default: the broker's, 1000
@@ -588,8 +588,8 @@ class Client:
         self._subscriptions.clear()
 
     def list(self) -> Deferred[builtins.list[ExchangeInfo | QueueInfo]]:
-        """LIST every exchange and queue (:class:`~mbroker.frames.ExchangeInfo`,
-        :class:`~mbroker.frames.QueueInfo`)."""
+        """LIST every exchange and queue (:class:`~mbroker.wire.frames.ExchangeInfo`,
+        :class:`~mbroker.wire.frames.QueueInfo`)."""
         return self._send(List(), ok_data, collect=True)
 
 

@@ -12,8 +12,8 @@ from twisted.application import service
 from twisted.python import usage
 
 from mbroker import config
-from mbroker.auth import Users, UsersFileError
-from mbroker.service import BrokerService
+from mbroker.server.auth import Users, UsersFileError
+from mbroker.server.service import BrokerService
 
 #: Where the broker listens when no ``--listen`` is given: loopback only, on purpose.
 DEFAULT_LISTEN = "tcp:5555:interface=127.0.0.1"

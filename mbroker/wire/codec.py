@@ -15,7 +15,7 @@ Framing, shared by both decoders in :class:`_Framer`:
 * A PUBLISH line is parsed once per connection: its meaning is remembered by the whole
   line (``PUBLISH q k 128``), and a later identical line whose payload is in the same
   read costs one dict look-up.  Consecutive such commands become one
-  :class:`~mbroker.frames.PublishRun` item (a pipelining publisher's stream), which the
+  :class:`~mbroker.wire.frames.PublishRun` item (a pipelining publisher's stream), which the
   broker routes once and answers with one reply per payload.
 * Payload bytes are never scanned: they are kept as slices of the chunks they arrive in
   (the chunk itself when it is all payload) and joined once, so a payload fed a byte at a
@@ -57,10 +57,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, Optional, TypeVar, Union
 
-from mbroker import frames
 from mbroker.config import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, KEY_MAX, NAME_MAX
 from mbroker.errors import BadArgs, BadCommand, BadFrame, BrokerError, LineTooLong, TooBig
-from mbroker.frames import Command, ServerFrame, TagRanges
+from mbroker.wire import frames
+from mbroker.wire.frames import Command, ServerFrame, TagRanges
 
 MAX_TAGS = 1000
 _MAX_DIGITS = 18

@@ -4,7 +4,7 @@
 ``ack``/``nack``/``touch``; :class:`ClientError` and its subclasses are the errors
 that come from the connection rather than from the broker (those are
 :class:`mbroker.errors.BrokerError`).  The small helpers at the end are shared by
-:mod:`mbroker.client` and :mod:`mbroker.blocking`.
+:mod:`mbroker.client.connection` and :mod:`mbroker.client.blocking`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Union
 from twisted.internet.defer import Deferred, FirstError, fail, succeed
 from twisted.python.failure import Failure
 
-from mbroker.frames import Ack, Command, Msg, Nack, TagRanges, Touch
+from mbroker.wire.frames import Ack, Command, Msg, Nack, TagRanges, Touch
 
 __all__ = [
     "ClientError",

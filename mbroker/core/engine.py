@@ -1,7 +1,7 @@
 """The queue machinery: enqueue, dispatch, delivery, redelivery, expiry, dead letters.
 
 :class:`QueueEngine` is the half of the broker core that moves messages once they are
-in a queue; :class:`mbroker.registry.Broker` (the other half: the namespace, routing
+in a queue; :class:`mbroker.core.broker.Broker` (the other half: the namespace, routing
 and the commands) derives from it.  It is one class split across two modules to keep
 each to one job; the hot path (``_enqueue`` -> ``_dispatch`` -> ``_deliver``) stays a
 chain of plain method calls with no indirection.
@@ -9,7 +9,7 @@ chain of plain method calls with no indirection.
 Durability hooks: a message copy in a durable queue carries its store id
 (``Message.msg_id``); whenever such a copy leaves its queue for good (acked,
 auto-acked on delivery, dropped, expired, dead-lettered) the engine tells the
-:class:`~mbroker.journal.Journal`.  A dead-lettered copy that lands in a durable queue
+:class:`~mbroker.core.journal.Journal`.  A dead-lettered copy that lands in a durable queue
 is stored again under a new id.
 """
 
@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from mbroker.config import Config
-from mbroker.model import Clock, Consumer, Delivery, Message, PullWaiter, Queue, Session
-from mbroker.store.records import MessageStored
+from mbroker.core.model import Clock, Consumer, Delivery, Message, PullWaiter, Queue, Session
+from mbroker.core.records import MessageStored
 
 if TYPE_CHECKING:
-    from mbroker.journal import Journal
-    from mbroker.registry import Obj
+    from mbroker.core.broker import Obj
+    from mbroker.core.journal import Journal
 
 Pulled = list[tuple[int, Message]]
 

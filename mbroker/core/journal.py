@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Optional
 
 from mbroker import errors
-from mbroker.model import Clock
-from mbroker.store.records import MessagesRemoved, Record
+from mbroker.core.model import Clock
+from mbroker.core.records import MessagesRemoved, Record
 
 Done = Callable[[Optional[errors.BrokerError]], None]
 #: ``writer(records, done)``: store the records, then call ``done(None)`` or

@@ -18,12 +18,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker.config import Config
-from mbroker.journal import Journal
-from mbroker.protocol import BrokerFactory
-from mbroker.registry import Broker
+from mbroker.core.broker import Broker
+from mbroker.core.journal import Journal
+from mbroker.core.records import Recovered
+from mbroker.server.protocol import BrokerFactory
 from mbroker.store.bridge import journal_for
-from mbroker.store.log import FsyncPolicy, LogStore
-from mbroker.store.records import Recovered
+from mbroker.store.logstore import FsyncPolicy, LogStore
 
 
 class ListenError(Exception):

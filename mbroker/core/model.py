@@ -1,6 +1,6 @@
 """The broker's entities: messages, queues, exchanges, consumers, sessions.
 
-Plain Python, no Twisted.  These are the nouns; :mod:`mbroker.registry` holds the
+Plain Python, no Twisted.  These are the nouns; :mod:`mbroker.core.broker` holds the
 verbs (routing a publish, dispatching to consumers, acks, timers).
 
 The hot-path entities (:class:`Message`, :class:`Delivery`) are hand-slotted classes
@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from mbroker.frames import QueueOptions
-from mbroker.routing import Matcher
+from mbroker.core.routing import Matcher
+from mbroker.wire.frames import QueueOptions
 
 
 class DelayedCall(Protocol):
@@ -42,7 +42,7 @@ class Clock(Protocol):
 
 
 class DeliveryTarget(Protocol):
-    """Where a session's deliveries go: the connection (see :mod:`mbroker.protocol`).
+    """Where a session's deliveries go: the connection (see :mod:`mbroker.server.protocol`).
 
     The broker calls these synchronously; the target writes frames.  It never calls
     back into the broker from inside them.
