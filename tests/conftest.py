@@ -10,7 +10,7 @@ import pytest_twisted
 
 from mbroker.client.connection import Client, connect
 from mbroker.testing import LoopbackBroker
-from tests.e2e.broker import BrokerProcess, start_broker
+from tests.helpers.broker import BrokerProcess, start_broker
 
 
 @pytest.fixture

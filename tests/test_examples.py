@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from mbroker.client.connection import Client
 from mbroker.testing import LoopbackBroker
-from tests.test_cli import ROOT, Proc
+from tests.helpers.proc import ROOT, Proc
 
 reactor: Any = _reactor
 

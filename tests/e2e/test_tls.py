@@ -21,9 +21,9 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 
 from mbroker.client.connection import connect as client_connect
-from tests.e2e.broker import _LISTENING, BrokerProcess, start_broker
-from tests.e2e.lineclient import LineClient
-from tests.test_auth import cheap_hash
+from tests.helpers.auth import cheap_hash
+from tests.helpers.broker import _LISTENING, BrokerProcess, start_broker
+from tests.helpers.lineclient import LineClient
 
 
 @attrs.frozen

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess, start_broker, twistd_command
+from tests.helpers.broker import BrokerProcess, start_broker, twistd_command
 
 
 def run_twistd(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

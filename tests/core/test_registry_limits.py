@@ -8,7 +8,7 @@ import pytest
 
 from mbroker import errors
 from mbroker.wire.frames import QueueInfo
-from tests.test_registry import World, msgs
+from tests.helpers.world import World, msgs
 
 
 @pytest.fixture

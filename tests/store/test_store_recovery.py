@@ -13,7 +13,7 @@ from mbroker.core.records import MessagesRemoved, QueueDeleted, RecoveryWarning
 from mbroker.store import codec
 from mbroker.store.files import CrashFS, Locked, RealFileSystem
 from mbroker.store.segment import segment_name
-from tests.store_support import DATA, declare, failure, ids, log_store, msg, open_log, result
+from tests.helpers.store import DATA, declare, failure, ids, log_store, msg, open_log, result
 
 SEG1 = os.path.join(DATA, segment_name(1))
 

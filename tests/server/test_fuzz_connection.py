@@ -31,7 +31,7 @@ from mbroker.errors import BrokerError
 from mbroker.server.protocol import BrokerFactory
 from mbroker.wire import frames
 from mbroker.wire.codec import CommandDecoder, ReplyDecoder
-from tests.test_auth import cheap_hash
+from tests.helpers.auth import cheap_hash
 
 EXAMPLES = int(os.environ.get("MBROKER_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from mbroker import errors
 from mbroker.core.broker import Pulled
 from mbroker.core.model import Message
-from tests.test_registry import Client, World
+from tests.helpers.world import Client, World
 
 MAX_DELIVER = 3
 #: clock steps and timeouts are multiples of 1/8 s: exact in floating point

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.e2e.lineclient import LineClient
+from tests.helpers.lineclient import LineClient
 
 #: How long a broker may take to start listening (a loaded 2-core CI machine is slow).
 START_TIMEOUT = 30.0

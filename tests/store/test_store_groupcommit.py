@@ -14,7 +14,7 @@ from mbroker.core.records import MessagesRemoved
 from mbroker.store.executor import ManualExecutor
 from mbroker.store.files import CrashFS
 from mbroker.store.logstore import LogStore
-from tests.store_support import declare, ids, log_store, msg, open_log, result, tracked
+from tests.helpers.store import declare, ids, log_store, msg, open_log, result, tracked
 
 
 def manual_store(**kw: Any) -> tuple[LogStore, ManualExecutor, CrashFS, Clock]:

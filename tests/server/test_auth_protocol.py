@@ -14,8 +14,8 @@ from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.server.auth import User
 from mbroker.server.protocol import BrokerFactory
-from tests.test_auth import cheap_hash, write_users
-from tests.test_protocol import Conn
+from tests.helpers.auth import cheap_hash, write_users
+from tests.helpers.conn import Conn
 
 USERS = [
     # alice: her own names, publish anywhere, read hers and "jobs"

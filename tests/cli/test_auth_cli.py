@@ -15,7 +15,7 @@ from mbroker.cli import users as usercli
 from mbroker.server.auth import Authenticator, Pattern, Users
 from mbroker.server.tap import Options, makeService
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class TTY(io.StringIO):
@@ -38,7 +38,7 @@ def users(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2's real cost is tested once (test_the_real_command); here it is tiny."""
-    from tests.test_auth import CHEAP
+    from tests.helpers.auth import CHEAP
 
     real = usercli.hash_password
     monkeypatch.setattr(usercli, "hash_password", lambda pw: real(pw, CHEAP))

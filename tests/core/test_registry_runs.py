@@ -23,7 +23,7 @@ from mbroker.store.executor import SyncExecutor
 from mbroker.store.files import CrashFS
 from mbroker.store.logstore import LogStore
 from mbroker.wire.frames import QueueInfo, QueueOptions
-from tests.test_registry import Client, World
+from tests.helpers.world import Client, World
 
 PAYLOADS = [b"m%d" % i for i in range(12)]
 

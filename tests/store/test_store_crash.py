@@ -47,7 +47,7 @@ from mbroker.core.records import (
 from mbroker.store.executor import ManualExecutor
 from mbroker.store.files import CrashFS
 from mbroker.store.logstore import LogStore
-from tests.store_support import DATA, DURABLE, msg, result
+from tests.helpers.store import DATA, DURABLE, msg, result
 
 QUEUES = ("q0", "q1", "q2")
 

@@ -11,7 +11,7 @@ from mbroker.config import DEFAULT_MANUAL_PREFETCH, Config
 from mbroker.core.broker import Pulled
 from mbroker.core.model import Message
 from mbroker.wire.frames import QueueInfo, QueueOptions
-from tests.test_registry import World, msgs, tags
+from tests.helpers.world import World, msgs, tags
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,19 +22,7 @@ from mbroker.server.auth import (
     hash_password,
     valid_user_name,
 )
-
-#: argon2id with tiny costs: the tests check logic, not the cost
-CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-
-
-def cheap_hash(password: str) -> str:
-    return hash_password(password, CHEAP)
-
-
-def write_users(path: Path, *lines: str) -> Path:
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
+from tests.helpers.auth import CHEAP, cheap_hash, write_users
 
 # ------------------------------------------------------------------ patterns
 

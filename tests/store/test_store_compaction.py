@@ -15,7 +15,7 @@ from mbroker.store.executor import ManualExecutor
 from mbroker.store.ledger import Ledger
 from mbroker.store.logstore import LogStore
 from mbroker.store.segment import segment_name
-from tests.store_support import DATA, DURABLE, declare, ids, log_store, msg, open_log, result
+from tests.helpers.store import DATA, DURABLE, declare, ids, log_store, msg, open_log, result
 
 
 def segments(fs: object) -> list[str]:

@@ -34,7 +34,7 @@ from mbroker.store.interfaces import IStore
 from mbroker.store.logstore import LogStore
 from mbroker.store.memory import MemoryStore
 from mbroker.wire.frames import QueueOptions
-from tests.store_support import DURABLE, declare, ids, log_store, msg
+from tests.helpers.store import DURABLE, declare, ids, log_store, msg
 
 
 class Harness:
@@ -352,7 +352,7 @@ def test_records_do_not_import_twisted() -> None:
         "import sys, mbroker.core.records, mbroker.store.state, mbroker.store.codec;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))"
     )
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
     )

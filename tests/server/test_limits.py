@@ -19,8 +19,8 @@ from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.protocol import BrokerFactory
 from mbroker.server.service import BrokerService, is_local
 from mbroker.server.tap import Options, makeService
-from tests.test_auth import cheap_hash
-from tests.test_protocol import Conn
+from tests.helpers.auth import cheap_hash
+from tests.helpers.conn import Conn
 
 
 def make(**options: object) -> tuple[Clock, Broker, BrokerFactory]:

@@ -1,7 +1,7 @@
 """Helpers for the contract tests (``test_contract_*.py``): no tests of its own.
 
 The contract tests check ``PROTOCOL.md`` sections 1-6 end to end: a real broker
-process, real TCP, and an independent line reader (:mod:`tests.e2e.lineclient`).
+process, real TCP, and an independent line reader (:mod:`tests.helpers.lineclient`).
 Each module shares one broker (a module-scoped fixture built on :func:`running_broker`)
 and makes its objects under unique names, so that tests never see each other's queues.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess, start_broker
-from tests.e2e.lineclient import LineClient, Msg
+from tests.helpers.broker import BrokerProcess, start_broker
+from tests.helpers.lineclient import LineClient, Msg
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 _LISTENING = re.compile(rb"mbroker listening on ([0-9.]+):(\d+)\s*$")

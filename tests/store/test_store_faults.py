@@ -8,7 +8,7 @@ import os
 from mbroker import errors
 from mbroker.store.executor import ManualExecutor
 from mbroker.store.segment import segment_name
-from tests.store_support import (
+from tests.helpers.store import (
     DATA,
     declare,
     failure,

@@ -31,7 +31,7 @@ from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.server.protocol import BrokerFactory
 from mbroker.testing import LoopbackBroker
-from tests.e2e.broker import start_broker
+from tests.helpers.broker import start_broker
 
 reactor: Any = _reactor
 FAST_RETRY: Callable[[int], float] = lambda attempt: 0.05  # noqa: E731
