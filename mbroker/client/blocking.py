@@ -30,7 +30,13 @@ import builtins
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, Union, cast
 
-import crochet
+try:
+    import crochet
+except ImportError as e:  # pragma: no cover - depends on what was installed
+    raise ImportError(
+        "the blocking facade needs crochet: pip install 'mbroker[blocking]'"
+        " (from a checkout: pip install '.[blocking]')"
+    ) from e
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure

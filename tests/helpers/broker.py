@@ -50,10 +50,11 @@ class BrokerProcess:
     def _drain(self) -> None:
         # Reads until EOF so that the broker never blocks on a full pipe.
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            line = line.rstrip(b"\r\n")
-            self.lines.append(line)
-            self._new_lines.put(line)
+        with self.process.stdout:
+            for line in self.process.stdout:
+                line = line.rstrip(b"\r\n")
+                self.lines.append(line)
+                self._new_lines.put(line)
         self._new_lines.put(None)
 
     def wait_for_line(self, pattern: bytes | re.Pattern[bytes], timeout: float) -> re.Match[bytes]:
