@@ -32,6 +32,7 @@ TEST_REQUIRES = [
     "mypy",
     "mypy-zope",
     "ruff",
+    "pytest-cov",
 ]
 
 setup(
@@ -50,21 +51,24 @@ setup(
     include_package_data=False,
     zip_safe=False,
     python_requires=">=3.9",
+    license="MIT",
+    license_files=["LICENSE"],
     install_requires=[
         "twisted>=23.10",
         "attrs>=23.1",
         "zope.interface",
         "argon2-cffi>=23.1",
-        "crochet>=2.1",
     ],
     extras_require={
         "test": TEST_REQUIRES,
+        # The blocking facade (mbroker.blocking) runs the reactor in a thread with crochet.
+        "blocking": ["crochet>=2.1"],
         "tls": ["twisted[tls]", "pyopenssl", "service_identity"],
         # the documentation and its API reference: sphinx-build -W -b html docs <dir>
         "docs": ["sphinx>=7"],
     },
     entry_points={
-        "console_scripts": ["mbroker = mbroker.cli:main"],
+        "console_scripts": ["mbroker = mbroker.cli.main:main"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -37,14 +37,14 @@ sys.path.insert(0, str(ROOT))
 from twisted.internet import task  # noqa: E402
 from twisted.internet.defer import Deferred, gatherResults  # noqa: E402
 
-from mbroker.client import Client, connect  # noqa: E402
+from mbroker.client.connection import Client, connect  # noqa: E402
 
 BROKER = """
 import sys
 from twisted.internet import reactor
 from mbroker.config import Config
-from mbroker.protocol import BrokerFactory
-from mbroker.registry import Broker
+from mbroker.server.protocol import BrokerFactory
+from mbroker.core.broker import Broker
 config = Config(max_payload=16 * 1024 * 1024)
 port = reactor.listenTCP(0, BrokerFactory(Broker(reactor, config), config, reactor),
                          interface="127.0.0.1")

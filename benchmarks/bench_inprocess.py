@@ -34,12 +34,12 @@ from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 
 from mbroker.config import Config  # noqa: E402
-from mbroker.protocol import BrokerFactory, BrokerProtocol  # noqa: E402
-from mbroker.registry import Broker  # noqa: E402
-from mbroker.service import GC_THRESHOLD  # noqa: E402
+from mbroker.core.broker import Broker  # noqa: E402
+from mbroker.server.protocol import BrokerFactory, BrokerProtocol  # noqa: E402
+from mbroker.server.service import GC_THRESHOLD  # noqa: E402
 from mbroker.store.bridge import journal_for  # noqa: E402
 from mbroker.store.executor import SyncExecutor  # noqa: E402
-from mbroker.store.log import LogStore  # noqa: E402
+from mbroker.store.logstore import LogStore  # noqa: E402
 
 FRAME = b"PUBLISH b 128\r\n" + b"x" * 128 + b"\r\n"
 

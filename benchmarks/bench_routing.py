@@ -1,4 +1,4 @@
-"""Micro-benchmark of mbroker.routing: match() calls per second.
+"""Micro-benchmark of mbroker.core.routing: match() calls per second.
 
 Run from the repository root: ``python benchmarks/bench_routing.py``.  Each row binds
 N targets and times ``match`` for a key that reaches one of them (fanout: all).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mbroker.routing import (  # noqa: E402
+from mbroker.core.routing import (  # noqa: E402
     TOPIC_CACHE_SIZE,
     DirectMatcher,
     FanoutMatcher,

@@ -36,9 +36,9 @@ sys.path.insert(0, ROOT)
 from twisted.internet.defer import Deferred, gatherResults  # noqa: E402
 from twisted.internet.task import react  # noqa: E402
 
-from mbroker.frames import QueueOptions  # noqa: E402
-from mbroker.store.log import LogStore  # noqa: E402
-from mbroker.store.records import MessageStored, QueueDeclared  # noqa: E402
+from mbroker.core.records import MessageStored, QueueDeclared  # noqa: E402
+from mbroker.store.logstore import LogStore  # noqa: E402
+from mbroker.wire.frames import QueueOptions  # noqa: E402
 
 PAYLOAD = b"x" * 128
 

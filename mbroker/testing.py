@@ -1,6 +1,6 @@
 """Helpers for testing code that uses mbroker: a broker in memory, or on a loopback port.
 
-:func:`connected_pair` joins a :class:`~mbroker.client.Client` to a real broker core
+:func:`connected_pair` joins a :class:`~mbroker.client.connection.Client` to a real broker core
 through :mod:`twisted.test.iosim`: no sockets, no reactor, a fake clock.  Call
 :meth:`ClientPair.flush` to move the bytes; Deferreds then have their results::
 
@@ -9,7 +9,7 @@ through :mod:`twisted.test.iosim`: no sockets, no reactor, a fake clock.  Call
     pair.flush()
     assert pair.successResultOf(d) is True   # or trial's / your own helper
 
-:class:`LoopbackBroker` runs the real :class:`~mbroker.protocol.BrokerFactory` on a
+:class:`LoopbackBroker` runs the real :class:`~mbroker.server.protocol.BrokerFactory` on a
 TCP port of ``127.0.0.1`` in this process, for tests that need real sockets; it can
 drop every connection and listen again on the same port, as a restarted broker does.
 """
@@ -27,11 +27,11 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from mbroker.client import Client
-from mbroker.clientproto import ClientProtocol
+from mbroker.client.connection import Client
+from mbroker.client.protocol import ClientProtocol
 from mbroker.config import Config
-from mbroker.protocol import BrokerFactory, BrokerProtocol
-from mbroker.registry import Broker
+from mbroker.core.broker import Broker
+from mbroker.server.protocol import BrokerFactory, BrokerProtocol
 
 __all__ = ["ClientPair", "LoopbackBroker", "connected_pair", "result_of"]
 
@@ -63,9 +63,9 @@ class ClientPair:
         pump: iosim.IOPump,
         clock: Clock,
     ) -> None:
-        #: The :class:`~mbroker.client.Client` under test.
+        #: The :class:`~mbroker.client.connection.Client` under test.
         self.client = client
-        #: The broker core (:class:`~mbroker.registry.Broker`), to look inside.
+        #: The broker core (:class:`~mbroker.core.broker.Broker`), to look inside.
         self.broker = broker
         #: The broker's side of the connection.
         self.server = server

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from mbroker.client import Client, connect
+from mbroker.client.connection import Client, connect
 from mbroker.testing import LoopbackBroker
-from tests.e2e.broker import BrokerProcess, start_broker
+from tests.helpers.broker import BrokerProcess, start_broker
 
 
 @pytest.fixture
@@ -48,3 +48,11 @@ async def client(broker: LoopbackBroker) -> AsyncIterator[Client]:
     c = await connect(reactor, broker.endpoint)
     yield c
     await c.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under ``tests/e2e/`` is marked ``e2e`` (``-m 'not e2e'`` runs the rest)."""
+    e2e = Path(__file__).resolve().parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)

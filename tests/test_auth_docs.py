@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess, start_broker
-from tests.test_auth import cheap_hash
-from tests.test_docs import DOC, Example, parse_examples, replay
-from tests.test_docs import clean as docs_clean
+from tests.helpers.auth import cheap_hash
+from tests.helpers.broker import BrokerProcess, start_broker
+from tests.helpers.docs import DOC, Example, parse_examples, replay
+from tests.helpers.docs import clean as docs_clean
 
 #: user, password, configure, write, read: as docs/protocol.rst describes them
 USERS = [

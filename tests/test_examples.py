@@ -14,9 +14,9 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 
-from mbroker.client import Client
+from mbroker.client.connection import Client
 from mbroker.testing import LoopbackBroker
-from tests.test_cli import ROOT, Proc
+from tests.helpers.proc import ROOT, Proc
 
 reactor: Any = _reactor
 

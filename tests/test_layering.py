@@ -15,17 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 TWISTED_FREE = [
-    "mbroker.wire",
-    "mbroker.frames",
+    "mbroker.wire.codec",
+    "mbroker.wire.frames",
     "mbroker.errors",
     "mbroker.config",
-    "mbroker.auth",
-    "mbroker.routing",
-    "mbroker.model",
-    "mbroker.registry",
-    "mbroker.engine",
-    "mbroker.journal",
-    "mbroker.store.records",
+    "mbroker.server.auth",
+    "mbroker.core.routing",
+    "mbroker.core.model",
+    "mbroker.core.broker",
+    "mbroker.core.engine",
+    "mbroker.core.journal",
+    "mbroker.core.records",
 ]
 
 PROBE = """

@@ -15,10 +15,10 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 
-from mbroker.client import Client
+from mbroker.client.connection import Client
 from mbroker.testing import LoopbackBroker
-from tests.e2e.broker import BrokerProcess, start_broker
-from tests.test_cli import ROOT, Proc, child_env
+from tests.helpers.broker import BrokerProcess, start_broker
+from tests.helpers.proc import ROOT, Proc, child_env
 
 reactor: Any = _reactor
 TUTORIAL = ROOT / "docs" / "tutorial"

@@ -1,10 +1,10 @@
 """Persistence for durable exchanges, queues, bindings and messages.
 
-- :mod:`mbroker.store.records` -- the records the broker writes and the
-  :class:`~mbroker.store.records.Recovered` state a store opens with (no
+- :mod:`mbroker.core.records` -- the records the broker writes and the
+  :class:`~mbroker.core.records.Recovered` state a store opens with (no
   Twisted import: the synchronous domain layer builds records).
 - :mod:`mbroker.store.memory` -- :class:`MemoryStore`, the reference.
-- :mod:`mbroker.store.log` -- :class:`LogStore`, the embedded default: an
+- :mod:`mbroker.store.logstore` -- :class:`LogStore`, the embedded default: an
   append-only log of segment files with group commit, crash recovery and
   compaction.  Its parts: :mod:`~mbroker.store.codec` (binary framing),
   :mod:`~mbroker.store.files` (the file layer and the ``CrashFS`` test double),
@@ -17,5 +17,5 @@
 - :mod:`mbroker.store.bridge` -- the broker's journal on top of an IStore.
 
 This package's ``__init__`` imports nothing heavy on purpose, so that
-``import mbroker.store.records`` stays free of Twisted.
+``import mbroker.core.records`` stays free of Twisted.
 """

@@ -1,4 +1,4 @@
-"""Connect the broker's :class:`~mbroker.journal.Journal` to an :class:`IStore`.
+"""Connect the broker's :class:`~mbroker.core.journal.Journal` to an :class:`IStore`.
 
 The journal is synchronous and Twisted-free; a store speaks Deferreds.  This is the
 one place where the two meet: a write's Deferred becomes the journal's ``done``
@@ -11,11 +11,11 @@ from __future__ import annotations
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mbroker.core.journal import Done, Journal
+from mbroker.core.model import Clock
+from mbroker.core.records import Record
 from mbroker.errors import BrokerError, Unavailable
-from mbroker.interfaces import IStore
-from mbroker.journal import Done, Journal
-from mbroker.model import Clock
-from mbroker.store.records import Record
+from mbroker.store.interfaces import IStore
 
 log = Logger()
 

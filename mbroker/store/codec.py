@@ -38,8 +38,7 @@ from typing import Union
 
 import attrs
 
-from mbroker.frames import QueueOptions
-from mbroker.store.records import (
+from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,
@@ -52,6 +51,7 @@ from mbroker.store.records import (
     Record,
     Unbound,
 )
+from mbroker.wire.frames import QueueOptions
 
 FILE_MAGIC = b"MBRKSEG1"
 FILE_HEADER = struct.Struct("<8sQ")

@@ -32,9 +32,9 @@ import struct
 
 import attrs
 
+from mbroker.core.records import MessageStored
 from mbroker.store.codec import MSG_FIXED, T_MESSAGE, decode_message, encode_message
 from mbroker.store.ledger import Ledger
-from mbroker.store.records import MessageStored
 from mbroker.store.replay import iter_frames
 
 _MSG_ID_SIZE = 8

@@ -36,9 +36,7 @@ from typing import Any
 
 import attrs
 
-from mbroker.frames import QueueOptions
-from mbroker.store.codec import Snapshot
-from mbroker.store.records import (
+from mbroker.core.records import (
     MessagesRemoved,
     MessagesStored,
     MessageStored,
@@ -47,7 +45,9 @@ from mbroker.store.records import (
     Record,
     StoredMessage,
 )
+from mbroker.store.codec import Snapshot
 from mbroker.store.state import Declarations
+from mbroker.wire.frames import QueueOptions
 
 _SIZE_MASK = (1 << 32) - 1
 _ABSENT = object()

@@ -19,8 +19,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from mbroker import errors
-from mbroker.interfaces import IStore
-from mbroker.store.records import Record, Recovered
+from mbroker.core.records import Record, Recovered
+from mbroker.store.interfaces import IStore
 from mbroker.store.state import StoreState
 
 

@@ -43,6 +43,7 @@ from collections.abc import Iterator
 
 import attrs
 
+from mbroker.core.records import Recovered, RecoveryWarning, StoredMessage
 from mbroker.store.codec import (
     CRC_START,
     FILE_HEADER,
@@ -62,7 +63,6 @@ from mbroker.store.codec import (
 )
 from mbroker.store.files import FileSystem
 from mbroker.store.ledger import Ledger, Segment
-from mbroker.store.records import Recovered, RecoveryWarning, StoredMessage
 from mbroker.store.segment import SEGMENT_RE, segment_name
 from mbroker.store.state import sorted_messages
 

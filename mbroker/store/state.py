@@ -14,8 +14,7 @@ from operator import lt
 
 import attrs
 
-from mbroker.frames import QueueOptions
-from mbroker.store.records import (
+from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,
@@ -29,6 +28,7 @@ from mbroker.store.records import (
     StoredMessage,
     Unbound,
 )
+from mbroker.wire.frames import QueueOptions
 
 Binding = tuple[str, str, str]
 

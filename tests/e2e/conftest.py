@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess
-from tests.e2e.test_contract_support import Client, client_of, running_broker
+from tests.helpers.broker import BrokerProcess
+from tests.helpers.contract import Client, client_of, running_broker
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import time
 
-from tests.e2e.broker import BrokerProcess
-from tests.e2e.test_contract_support import (
+from tests.helpers.broker import BrokerProcess
+from tests.helpers.contract import (
     Client,
     connect,
     fill,

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from mbroker import __version__
-from tests.e2e.broker import BrokerProcess
-from tests.e2e.lineclient import Msg
-from tests.e2e.test_contract_support import Client, connect, running_broker, unique
+from tests.helpers.broker import BrokerProcess
+from tests.helpers.contract import Client, connect, running_broker, unique
+from tests.helpers.lineclient import Msg
 
 MAX_LINE = 200
 MAX_PAYLOAD = 100

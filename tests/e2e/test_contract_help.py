@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess
-from tests.e2e.test_contract_support import Client, connect, running_broker, unique
-from tests.test_auth import cheap_hash
+from tests.helpers.auth import cheap_hash
+from tests.helpers.broker import BrokerProcess
+from tests.helpers.contract import Client, connect, running_broker, unique
 
 #: every command a client may send, in the contract's words (section 4 and 7)
 COMMANDS = (

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess
-from tests.e2e.lineclient import Msg
-from tests.e2e.test_contract_support import (
+from tests.helpers.broker import BrokerProcess
+from tests.helpers.contract import (
     Client,
     connect,
     poll,
@@ -23,6 +22,7 @@ from tests.e2e.test_contract_support import (
     start_configured_broker,
     unique,
 )
+from tests.helpers.lineclient import Msg
 
 MiB = 1024 * 1024
 PRIVATE_MAX_BYTES = 4 * MiB

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess
-from tests.e2e.test_contract_support import Client, connect, poll, queue
-from tests.e2e.test_contract_support import unique as fresh
+from tests.helpers.broker import BrokerProcess
+from tests.helpers.contract import Client, connect, poll, queue
+from tests.helpers.contract import unique as fresh
 
 
 def exchange(c: Client, kind: str, *options: str) -> str:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess, start_broker
-from tests.e2e.test_contract_support import (
+from tests.helpers.broker import BrokerProcess, start_broker
+from tests.helpers.contract import (
     Client,
     connect,
     poll,

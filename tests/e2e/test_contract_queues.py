@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.test_contract_support import (
+from tests.helpers.contract import (
     Client,
     fill,
     poll,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess, start_broker
-from tests.e2e.lineclient import LineClient, Msg
+from tests.helpers.broker import BrokerProcess, start_broker
+from tests.helpers.lineclient import LineClient, Msg
 
 
 def ok(client: LineClient, line: str) -> bytes:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mbroker.frames import QueueOptions
+from mbroker.core.records import QueueDeclared
 from mbroker.store import codec
-from mbroker.store.records import QueueDeclared
-from tests.e2e.broker import start_broker
+from mbroker.wire.frames import QueueOptions
 from tests.e2e.test_durability import ok, pull_all
+from tests.helpers.broker import start_broker
 
 
 def test_a_corrupt_queue_declaration_keeps_its_queue_binding_and_messages(

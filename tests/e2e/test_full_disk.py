@@ -19,8 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.e2e.broker import _LISTENING, BrokerProcess, twistd_command
-from tests.e2e.test_contract_support import connect
+from tests.helpers.broker import _LISTENING, BrokerProcess, twistd_command
+from tests.helpers.contract import connect
 
 SIZE = 1024 * 1024
 #: four of them and a PING come in one read: the broker decodes them as one run

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mbroker import usercli
-from mbroker.auth import hash_password
-from tests.e2e.broker import BrokerProcess, start_broker, twistd_command
-from tests.e2e.test_contract_support import Client, connect, rss_bytes, unique
-from tests.test_auth import CHEAP, cheap_hash
+from mbroker.cli import users as usercli
+from mbroker.server.auth import hash_password
+from tests.helpers.auth import CHEAP, cheap_hash
+from tests.helpers.broker import BrokerProcess, start_broker, twistd_command
+from tests.helpers.contract import Client, connect, rss_bytes, unique
 
 MiB = 1024 * 1024
 NO_AUTH = "-ERR NO_AUTH log in first: AUTH <user> <password>"

@@ -10,8 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.e2e.broker import start_broker
-from tests.e2e.test_contract_support import connect, poll, rss_bytes, unique
+from tests.helpers.broker import start_broker
+from tests.helpers.contract import connect, poll, rss_bytes, unique
 
 MiB = 1024 * 1024
 

@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 
-from mbroker.client import connect as client_connect
-from tests.e2e.broker import _LISTENING, BrokerProcess, start_broker
-from tests.e2e.lineclient import LineClient
-from tests.test_auth import cheap_hash
+from mbroker.client.connection import connect as client_connect
+from tests.helpers.auth import cheap_hash
+from tests.helpers.broker import _LISTENING, BrokerProcess, start_broker
+from tests.helpers.lineclient import LineClient
 
 
 @attrs.frozen

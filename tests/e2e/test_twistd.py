@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.broker import BrokerProcess, start_broker, twistd_command
+from tests.helpers.broker import BrokerProcess, start_broker, twistd_command
 
 
 def run_twistd(

@@ -1,3 +1,3 @@
 from twisted.application.service import ServiceMaker
 
-mbroker = ServiceMaker("mbroker", "mbroker.tap", "A message broker (mbroker).", "mbroker")
+mbroker = ServiceMaker("mbroker", "mbroker.server.tap", "A message broker (mbroker).", "mbroker")

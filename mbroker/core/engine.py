@@ -1,0 +1,450 @@
+"""The queue machinery: enqueue, dispatch, delivery, redelivery, expiry, dead letters.
+
+:class:`QueueEngine` is the half of the broker core that moves messages once they are
+in a queue; :class:`mbroker.core.broker.Broker` (the other half: the namespace, routing
+and the commands) derives from it.  It is one class split across two modules to keep
+each to one job; the hot path (``_enqueue`` -> ``_dispatch`` -> ``_deliver``) stays a
+chain of plain method calls with no indirection.
+
+Durability hooks: a message copy in a durable queue carries its store id
+(``Message.msg_id``); whenever such a copy leaves its queue for good (acked,
+auto-acked on delivery, dropped, expired, dead-lettered) the engine tells the
+:class:`~mbroker.core.journal.Journal`.  A dead-lettered copy that lands in a durable queue
+is stored again under a new id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from mbroker.config import Config
+from mbroker.core.model import Clock, Consumer, Delivery, Message, PullWaiter, Queue, Session
+from mbroker.core.records import MessageStored
+
+if TYPE_CHECKING:
+    from mbroker.core.broker import Obj
+    from mbroker.core.journal import Journal
+
+Pulled = list[tuple[int, Message]]
+
+#: how deep a cascade of dead-lettering (a drop that dead-letters into a full queue
+#: that drops and dead-letters …) may go before messages are simply dropped
+MAX_DEAD_LETTER_DEPTH = 4
+
+
+class QueueEngine:
+    clock: Clock
+    config: Config
+    journal: Journal | None
+    _objects: dict[str, Obj]
+    _dl_depth: int
+    delivered: int
+    acked: int
+
+    def _expiry(self, q: Queue, ttl: int | None) -> float:
+        qttl = q.options.ttl
+        ms = ttl if qttl is None else (qttl if ttl is None else min(ttl, qttl))
+        return self.clock.seconds() + ms / 1000.0  # type: ignore[operator]
+
+    def _enqueue(self, q: Queue, m: Message) -> bool:
+        """Put ``m`` at the tail of ``q`` and dispatch; False if refused (reject)."""
+        o = q.options
+        limited = o.max_length is not None or o.max_bytes is not None
+        if limited and o.overflow == "reject" and _refuses(q, len(m.payload)):
+            q.rejected += 1
+            return False
+        q.published += 1
+        q.ready.append(m)
+        q.ready_bytes += len(m.payload)
+        if m.expires_at is not None:
+            if m.expires_at < q.last_expiry:
+                q.expiry_ordered = False
+            q.last_expiry = m.expires_at
+            self._schedule_expiry(q, m.expires_at)
+        self._dispatch(q)
+        if limited:
+            self._enforce_limits(q)
+        return True
+
+    def _enforce_limits(self, q: Queue) -> None:
+        o = q.options
+        max_len = o.max_length
+        max_bytes = o.max_bytes
+        ready = q.ready
+        dropped = 0
+        while ready and (
+            (max_len is not None and len(ready) > max_len)
+            or (max_bytes is not None and q.ready_bytes > max_bytes)
+        ):
+            m = ready.popleft()
+            q.ready_bytes -= len(m.payload)
+            q.dropped += 1
+            dropped += 1
+            self._dead_letter(q, m, "maxlen")
+        if dropped and q.private and self.config.slow_consumer_disconnect:
+            for c in list(q.consumers):
+                if not c.session.closed:
+                    c.session.target.slow(c.sid)
+
+    def _dispatch(self, q: Queue) -> None:
+        """Hand ready messages to pull waiters, then to consumers with room."""
+        ready = q.ready
+        if not ready:
+            return
+        if q.waiters:
+            self._serve_waiters(q)
+        consumers = q.consumers
+        n = len(consumers)
+        if not n:
+            return
+        if n == 1:
+            self._dispatch_one(q, consumers[0])
+            return
+        now: float | None = None
+        while ready:
+            i = q.rr
+            for _ in range(n):
+                if i >= n:
+                    i = 0
+                c = consumers[i]
+                i += 1
+                if (
+                    c.active
+                    and c.session.writable
+                    and (c.prefetch == 0 or c.in_flight < c.prefetch)
+                ):
+                    break
+            else:
+                return
+            q.rr = i
+            m = ready.popleft()
+            q.ready_bytes -= len(m.payload)
+            if m.expires_at is not None:
+                if now is None:
+                    now = self.clock.seconds()
+                if m.expires_at <= now:
+                    q.expired += 1
+                    self._dead_letter(q, m, "expired")
+                    continue
+            self._deliver(q, c, m)
+
+    def _dispatch_one(self, q: Queue, c: Consumer) -> None:
+        """The common case of a queue with one consumer: every ready message it has
+        room for goes out in one push (pipelined publishes arrive as runs)."""
+        s = c.session
+        if not (c.active and s.writable):
+            return
+        ready = q.ready
+        manual = c.manual
+        # (with ack=auto nothing stays in flight: a prefetch never binds)
+        room = c.prefetch - c.in_flight if manual and c.prefetch else len(ready)
+        if room <= 0:
+            return
+        out: list[Message] = []
+        size = 0
+        now: float | None = None
+        while ready and len(out) < room:
+            m = ready.popleft()
+            if m.expires_at is not None:
+                if now is None:
+                    now = self.clock.seconds()
+                if m.expires_at <= now:
+                    q.expired += 1
+                    q.ready_bytes -= len(m.payload)
+                    self._dead_letter(q, m, "expired")
+                    continue
+            size += len(m.payload)
+            m.deliveries += 1
+            out.append(m)
+        q.ready_bytes -= size
+        k = len(out)
+        if not k:
+            return
+        first = tag = s.next_tag
+        s.next_tag = tag + k
+        q.delivered += k
+        c.delivered += k
+        self.delivered += k
+        if manual:
+            outstanding = s.outstanding
+            timeout = c.ack_timeout
+            for m in out:
+                d = outstanding[tag] = Delivery(tag, m, q, c, timeout)
+                if timeout is not None:
+                    d.timer = self.clock.callLater(timeout, self._ack_timed_out, s, d)
+                tag += 1
+            c.in_flight += k
+            q.unacked += k
+        else:
+            q.acked += k
+            self.acked += k
+            journal = self.journal
+            if journal is not None and q.options.durable:
+                ids = [m.msg_id for m in out if m.msg_id]
+                if ids:
+                    journal.removed_many(q.name, ids)
+        s.target.push_many(c.sid, first, out)
+
+    def _deliver(self, q: Queue, c: Consumer, m: Message) -> None:
+        s = c.session
+        tag = s.next_tag
+        s.next_tag = tag + 1
+        m.deliveries += 1
+        q.delivered += 1
+        c.delivered += 1
+        self.delivered += 1
+        if c.manual:
+            d = Delivery(tag, m, q, c, c.ack_timeout)
+            s.outstanding[tag] = d
+            c.in_flight += 1
+            q.unacked += 1
+            if c.ack_timeout is not None:
+                d.timer = self.clock.callLater(c.ack_timeout, self._ack_timed_out, s, d)
+        else:
+            q.acked += 1
+            self.acked += 1
+            if m.msg_id:
+                self.journal.removed(q.name, m.msg_id)  # type: ignore[union-attr]
+        s.target.push(c.sid, tag, m)
+
+    def _take_ready(
+        self, s: Session, q: Queue, count: int, manual: bool, timeout: float | None
+    ) -> Pulled:
+        """Take up to ``count`` live messages from the head of ``q`` for a PULL."""
+        out: Pulled = []
+        ready = q.ready
+        now = self.clock.seconds()
+        while ready and len(out) < count:
+            m = ready.popleft()
+            q.ready_bytes -= len(m.payload)
+            if m.expires_at is not None and m.expires_at <= now:
+                q.expired += 1
+                self._dead_letter(q, m, "expired")
+                continue
+            tag = s.next_tag
+            s.next_tag = tag + 1
+            m.deliveries += 1
+            q.delivered += 1
+            self.delivered += 1
+            if manual:
+                d = Delivery(tag, m, q, None, timeout)
+                s.outstanding[tag] = d
+                q.unacked += 1
+                if timeout is not None:
+                    d.timer = self.clock.callLater(timeout, self._ack_timed_out, s, d)
+            else:
+                q.acked += 1
+                self.acked += 1
+                if m.msg_id:
+                    self.journal.removed(q.name, m.msg_id)  # type: ignore[union-attr]
+            out.append((tag, m))
+        return out
+
+    def _serve_waiters(self, q: Queue) -> None:
+        while q.waiters and q.ready:
+            w = q.waiters.popleft()
+            out = self._take_ready(w.session, q, w.max, w.manual, w.ack_timeout)
+            if not out:  # all expired
+                q.waiters.appendleft(w)
+                return
+            self._finish_wait(w, out)
+
+    def _finish_wait(self, w: PullWaiter, out: Pulled) -> None:
+        if w.timer is not None and w.timer.active():
+            w.timer.cancel()
+        if w in w.session.waiters:
+            w.session.waiters.remove(w)
+        w.on_done(out)
+
+    def _wait_timed_out(self, w: PullWaiter) -> None:
+        try:
+            w.queue.waiters.remove(w)
+        except ValueError:
+            return
+        self._finish_wait(w, [])
+
+    def _release(self, d: Delivery) -> None:
+        """A delivery ends (acked, nacked, returned): free its consumer's room."""
+        if d.timer is not None and d.timer.active():
+            d.timer.cancel()
+        d.queue.unacked -= 1
+        c = d.consumer
+        if c is not None:
+            c.in_flight -= 1
+
+    def _return(self, deliveries: list[Delivery]) -> None:
+        """Put delivered messages back at the head of their queues, in tag order."""
+        by_queue: dict[Queue, list[Message]] = {}
+        for d in deliveries:
+            self._release(d)
+            if not d.queue.deleted:
+                by_queue.setdefault(d.queue, []).append(d.message)
+        for q, msgs in by_queue.items():
+            self._requeue(q, msgs)
+            self._dispatch(q)
+
+    def _requeue(self, q: Queue, msgs: list[Message]) -> None:
+        max_deliver = q.options.max_deliver
+        for m in reversed(msgs):
+            if max_deliver is not None and m.deliveries >= max_deliver:
+                self._dead_letter(q, m, "delivery-limit")
+                continue
+            q.ready.appendleft(m)
+            q.ready_bytes += len(m.payload)
+            q.redelivered += 1
+            if m.expires_at is not None:
+                q.expiry_ordered = False
+                self._schedule_expiry(q, m.expires_at)
+
+    def _undelay(self, q: Queue, m: Message) -> None:
+        for timer, dm in list(q.delayed.items()):
+            if dm is m:
+                del q.delayed[timer]
+                break
+        if not q.deleted:
+            self._requeue(q, [m])
+            self._dispatch(q)
+
+    def _ack_timed_out(self, s: Session, d: Delivery) -> None:
+        if s.outstanding.get(d.tag) is not d:
+            return
+        del s.outstanding[d.tag]
+        d.timer = None
+        self._return([d])
+
+    def _schedule_expiry(self, q: Queue, when: float) -> None:
+        t = q.expiry_timer
+        if t is not None and t.active():
+            if q.expiry_at <= when:
+                return
+            t.cancel()
+        q.expiry_at = when
+        delay = when - self.clock.seconds()
+        q.expiry_timer = self.clock.callLater(delay if delay > 0 else 0, self._sweep, q)
+
+    def _sweep(self, q: Queue) -> None:
+        """Dead-letter the expired ready messages of ``q`` and re-arm its timer."""
+        q.expiry_timer = None
+        if q.deleted:
+            return
+        now = self.clock.seconds()
+        ready = q.ready
+        if q.expiry_ordered:
+            while ready:
+                e = ready[0].expires_at
+                if e is None or e > now:
+                    break
+                self._expire(q, ready.popleft())
+            if not ready:
+                q.last_expiry = 0.0
+                return
+            head = ready[0].expires_at
+            if head is not None:
+                self._schedule_expiry(q, head)
+                return
+        keep = []
+        next_at: float | None = None
+        last = 0.0
+        ordered = True
+        for m in ready:
+            e = m.expires_at
+            if e is not None and e <= now:
+                self._expire(q, m)
+                continue
+            keep.append(m)
+            if e is not None:
+                if e < last:
+                    ordered = False
+                last = e
+                if next_at is None or e < next_at:
+                    next_at = e
+        ready.clear()
+        ready.extend(keep)
+        q.expiry_ordered = ordered
+        q.last_expiry = last
+        if next_at is not None:
+            self._schedule_expiry(q, next_at)
+
+    def _expire(self, q: Queue, m: Message) -> None:
+        q.ready_bytes -= len(m.payload)
+        q.expired += 1
+        self._dead_letter(q, m, "expired")
+
+    def _dead_letter(self, q: Queue, m: Message, reason: str) -> None:
+        """``m`` leaves ``q`` for good: send it to ``q``'s dead-letter target with its
+        reason, or drop it."""
+        if m.msg_id:
+            self.journal.removed(q.name, m.msg_id)  # type: ignore[union-attr]
+        dl = q.options.dead_letter
+        if dl is None or self._dl_depth >= MAX_DEAD_LETTER_DEPTH:
+            return
+        target = self._objects.get(dl)
+        if target is None:
+            return
+        targets: Sequence[Queue]
+        if isinstance(target, Queue):
+            targets = (target,)
+        else:
+            targets = target.matcher.match(m.key)
+        # A cycle of automatic dead-lettering (expiry, overflow) would carry a message
+        # round for ever: a copy never goes back to a queue on its path.  A consumer's
+        # decision (rejected, delivery-limit) starts a new path.
+        if reason == "rejected" or reason == "delivery-limit":
+            path: tuple[str, ...] = ()
+        else:
+            path = (*m.dl_path, q.name)
+            targets = [t for t in targets if t.name not in path]
+        q.dead_lettered += 1
+        copies = []
+        for t in targets:
+            copy = Message(m.source, m.key, m.route, m.payload)
+            copy.reason = reason
+            copy.dl_path = path
+            if t.options.ttl is not None:
+                copy.expires_at = self._expiry(t, None)
+            copies.append((t, copy))
+        if self.journal is not None:
+            # The reason is not kept across a restart (the record has no field for it).
+            self._store(copies, m.source, m.key, m.payload, None)
+        self._dl_depth += 1
+        try:
+            for t, copy in copies:
+                self._enqueue(t, copy)
+        finally:
+            self._dl_depth -= 1
+
+    def _store(
+        self,
+        copies: list[tuple[Queue, Message]],
+        source: str,
+        key: str,
+        payload: bytes,
+        expires: float | None,
+    ) -> None:
+        """Give the copies bound for durable queues (and not refused) one store id and
+        record them, *before* they are enqueued: ids then grow in log order, and a
+        removal (an auto-ack on delivery) always follows its message in the log."""
+        journal = self.journal
+        assert journal is not None
+        names = [
+            q.name
+            for q, m in copies
+            if q.options.durable
+            and not (q.options.overflow == "reject" and _refuses(q, len(payload)))
+        ]
+        if not names:
+            return
+        msg_id = journal.new_id()
+        for q, m in copies:
+            if q.name in names:
+                m.msg_id = msg_id
+        journal.add(MessageStored(msg_id, tuple(names), source, key, payload, expires))
+
+
+def _refuses(q: Queue, size: int) -> bool:
+    """Whether ``q`` is too full for one more message of ``size`` bytes."""
+    o = q.options
+    return (o.max_length is not None and len(q.ready) >= o.max_length) or (
+        o.max_bytes is not None and q.ready_bytes + size > o.max_bytes
+    )

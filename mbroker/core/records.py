@@ -1,0 +1,203 @@
+"""What the broker tells its store, and what a store gives back when it opens.
+
+The broker core accumulates these records while it works and hands them to
+:meth:`mbroker.store.interfaces.IStore.write` once per batch.  They are plain frozen
+values with no Twisted import, so the synchronous domain layer may build them.
+
+Rules the broker follows (the stores rely on them):
+
+- ``MessageStored.msg_id`` values are unique and strictly increasing in the
+  order the records are written.  A message that moves to another queue
+  (dead-lettering) is stored again under a *new* id; a requeue stores nothing.
+- One ``MessageStored`` per published message, listing every durable queue it
+  went to (or one ``MessagesStored`` for a run of them, which is the same thing:
+  its ids count up from ``first_id`` and it is written as one frame each).  A
+  message listed for a queue that is not declared is ignored for that queue.
+- ``MessagesRemoved`` lists the ids that left one queue (ack, drop, expiry,
+  purge, dead-letter-out).  ``QueueDeleted`` implies that all the queue's
+  messages and bindings are gone; ``ExchangeDeleted`` implies its bindings are.
+- Declaring a queue or exchange that exists replaces its options or kind and
+  keeps its messages.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import attrs
+
+from mbroker.wire.frames import QueueOptions
+
+#: ``(name, value)`` pairs carried with a message (PROTOCOL section 7: headers).
+Headers = tuple[tuple[str, str], ...]
+
+#: One recovered message: ``(msg_id, source, key, payload, expires_at, headers)``.
+#: A plain tuple (not a class) because a million of them are built on recovery.
+StoredMessage = tuple[int, str, str, bytes, Optional[float], Headers]
+
+
+@attrs.frozen
+class ExchangeDeclared:
+    name: str
+    kind: str
+
+
+@attrs.frozen
+class ExchangeDeleted:
+    name: str
+
+
+@attrs.frozen
+class QueueDeclared:
+    name: str
+    options: QueueOptions
+
+
+@attrs.frozen
+class QueueDeleted:
+    name: str
+
+
+@attrs.frozen
+class Bound:
+    queue: str
+    exchange: str
+    key: str
+
+
+@attrs.frozen
+class Unbound:
+    queue: str
+    exchange: str
+    key: str
+
+
+@attrs.frozen
+class MessageStored:
+    """A published message, once for all the durable queues it went to.
+
+    ``expires_at`` is wall-clock time (``time.time()`` epoch seconds) or None.
+    """
+
+    msg_id: int
+    queues: tuple[str, ...]
+    source: str
+    key: str
+    payload: bytes
+    expires_at: float | None = None
+    headers: Headers = ()
+
+
+@attrs.frozen
+class MessagesStored:
+    """Messages published together (a run of PUBLISH with one name and key) into the
+    same durable queues, with ids ``first_id``, ``first_id + 1``, …: the same as one
+    :class:`MessageStored` per payload, and written as exactly those frames, but one
+    object for the broker to make and one for the store to take."""
+
+    first_id: int
+    queues: tuple[str, ...]
+    source: str
+    key: str
+    payloads: tuple[bytes, ...] | list[bytes]
+
+    def messages(self) -> list[MessageStored]:
+        return [
+            MessageStored(self.first_id + i, self.queues, self.source, self.key, p)
+            for i, p in enumerate(self.payloads)
+        ]
+
+
+@attrs.frozen
+class MessagesRemoved:
+    """Messages that left one queue; the broker batches them per queue per batch."""
+
+    queue: str
+    msg_ids: tuple[int, ...]
+
+
+Record = Union[
+    ExchangeDeclared,
+    ExchangeDeleted,
+    QueueDeclared,
+    QueueDeleted,
+    Bound,
+    Unbound,
+    MessageStored,
+    MessagesStored,
+    MessagesRemoved,
+]
+
+
+@attrs.frozen
+class RecoveryWarning:
+    """Something recovery repaired or skipped, with where it was found.
+
+    ``kind`` is one of ``torn-tail`` (a partial write at the end of the last
+    segment, truncated), ``corrupt`` (bytes that do not form a valid record,
+    skipped), ``bad-header`` (a segment file whose header is damaged),
+    ``redeclared`` (``queue`` had messages or bindings but its declaration was
+    lost, most likely in the damage at ``file``/``offset``: it was declared
+    again, durable with default options, with its ``messages``).
+    """
+
+    kind: str
+    file: str
+    offset: int
+    length: int
+    queue: str = ""
+    messages: int = 0
+
+    def __str__(self) -> str:
+        if self.kind == "redeclared":
+            return (
+                f"queue {self.queue!r} lost its declaration (damage at "
+                f"{self.file}:{self.offset}, {self.length} bytes): its {self.messages} "
+                f"messages are kept in durable queue {self.queue!r}, declared again "
+                "with default options"
+            )
+        what = {
+            "torn-tail": "torn tail truncated",
+            "corrupt": "corrupt record skipped",
+            "bad-header": "damaged segment header",
+        }.get(self.kind, self.kind)
+        return f"{what} at {self.file}:{self.offset} ({self.length} bytes)"
+
+
+@attrs.define
+class Recovered:
+    """The durable state a store found when it opened.
+
+    ``queues`` keeps declaration order.  ``messages`` maps every recovered
+    queue (possibly with an empty list) to its live messages in ``msg_id``
+    order.  ``next_msg_id`` is greater than every id the store ever saw, so
+    the broker continues from it.  ``warnings`` says what recovery repaired.
+    """
+
+    exchanges: dict[str, str] = attrs.Factory(dict)
+    queues: dict[str, QueueOptions] = attrs.Factory(dict)
+    bindings: list[tuple[str, str, str]] = attrs.Factory(list)
+    messages: dict[str, list[StoredMessage]] = attrs.Factory(dict)
+    next_msg_id: int = 1
+    warnings: list[RecoveryWarning] = attrs.Factory(list)
+
+    def message_count(self) -> int:
+        return sum(len(msgs) for msgs in self.messages.values())
+
+
+__all__ = [
+    "Bound",
+    "ExchangeDeclared",
+    "ExchangeDeleted",
+    "Headers",
+    "MessageStored",
+    "MessagesRemoved",
+    "MessagesStored",
+    "QueueDeclared",
+    "QueueDeleted",
+    "Record",
+    "Recovered",
+    "RecoveryWarning",
+    "StoredMessage",
+    "Unbound",
+]

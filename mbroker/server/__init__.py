@@ -1,0 +1,1 @@
+"""The Twisted glue: the protocol per connection, login, the factory, the service and tap."""

@@ -1,0 +1,294 @@
+"""The protocol's vocabulary: one frozen value class per command and per reply.
+
+Commands travel client -> broker, replies and pushes broker -> client.  The codec in
+:mod:`mbroker.wire.codec` turns bytes into these objects and back; the broker and the client
+both speak in them.  Names, routing keys and patterns are ``str`` (ASCII by the
+contract); payloads are ``bytes`` and are never copied or scanned.
+
+These classes carry no validators: the codec checks syntax once, on the way in.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import attrs
+
+Kind = Literal["queue", "direct", "fanout", "topic"]
+EXCHANGE_KINDS: frozenset[str] = frozenset({"direct", "fanout", "topic"})
+KINDS: frozenset[str] = EXCHANGE_KINDS | {"queue"}
+Overflow = Literal["drop-head", "reject"]
+
+#: A tag list: ``(first, last)`` pairs; a single tag ``t`` is ``(t, t)``.
+TagRanges = tuple[tuple[int, int], ...]
+
+
+@attrs.frozen
+class QueueOptions:
+    """The options of CREATE.  For an exchange only ``durable`` may be set."""
+
+    durable: bool = False
+    max_length: int | None = None
+    max_bytes: int | None = None
+    overflow: Overflow = "drop-head"
+    ttl: int | None = None  # milliseconds
+    dead_letter: str | None = None
+    max_deliver: int | None = None
+    exclusive: bool = False
+
+
+DEFAULT_OPTIONS = QueueOptions()
+
+
+# --------------------------------------------------------------------- commands
+
+
+@attrs.frozen
+class Create:
+    name: str
+    kind: Kind = "topic"
+    options: QueueOptions = DEFAULT_OPTIONS
+
+
+@attrs.frozen
+class Delete:
+    name: str
+    if_empty: bool = False
+    if_unused: bool = False
+
+
+@attrs.frozen
+class Bind:
+    queue: str
+    exchange: str
+    key: str = ""
+
+
+@attrs.frozen
+class Unbind:
+    queue: str
+    exchange: str
+    key: str = ""
+
+
+@attrs.frozen
+class Publish:
+    """PUBLISH.  Section 7 adds ``delay``, ``id``, ``priority`` and headers here."""
+
+    name: str
+    key: str
+    payload: bytes
+    ttl: int | None = None  # milliseconds
+
+
+@attrs.frozen
+class PublishRun:
+    """Consecutive PUBLISH commands with one name, key and ttl, as a pipelining
+    publisher sends them.  The decoder gives such a run as one item, so that the broker
+    parses, checks and routes it once; each payload still gets its own reply, in order.
+    ``payloads`` holds at least two (one is a :class:`Publish`) and is not changed once
+    the decoder has returned the item."""
+
+    name: str
+    key: str
+    payloads: list[bytes]
+    ttl: int | None = None  # milliseconds
+
+
+@attrs.frozen
+class Subscribe:
+    name: str
+    pattern: str | None = None
+    prefetch: int | None = None  # None: the contract's default for the ack mode
+    manual: bool = False  # ack=manual
+    ack_timeout: int | None = None  # milliseconds
+
+
+@attrs.frozen
+class Unsubscribe:
+    sid: int
+
+
+@attrs.frozen
+class Pull:
+    queue: str
+    max: int = 1
+    wait: int | None = None  # milliseconds
+    manual: bool = False
+    ack_timeout: int | None = None
+
+
+@attrs.frozen
+class Ack:
+    tags: TagRanges
+
+
+@attrs.frozen
+class Nack:
+    tags: TagRanges
+    requeue: bool = True
+    delay: int | None = None  # milliseconds
+
+
+@attrs.frozen
+class Touch:
+    tags: TagRanges
+
+
+@attrs.frozen
+class Purge:
+    queue: str
+
+
+@attrs.frozen
+class Ping:
+    pass
+
+
+@attrs.frozen
+class Pong:
+    """The answer to a ``PING`` the server pushed (contract section 7): it gets no reply."""
+
+
+@attrs.frozen
+class Quit:
+    pass
+
+
+@attrs.frozen
+class Help:
+    """``HELP [command]``; ``command`` is a command's name in upper case."""
+
+    command: str | None = None
+
+
+@attrs.frozen
+class Auth:
+    user: str
+    password: str
+
+
+@attrs.frozen
+class List:
+    pass
+
+
+@attrs.frozen
+class Stats:
+    name: str | None = None
+
+
+Command = Union[
+    Create,
+    Delete,
+    Bind,
+    Unbind,
+    Publish,
+    PublishRun,
+    Subscribe,
+    Unsubscribe,
+    Pull,
+    Ack,
+    Nack,
+    Touch,
+    Purge,
+    Ping,
+    Pong,
+    Quit,
+    Help,
+    Auth,
+    List,
+    Stats,
+]
+
+
+# ------------------------------------------------------ replies and pushed frames
+
+
+@attrs.frozen
+class Hello:
+    """The greeting: ``HELLO mbroker <version> proto=1 auth=… max-payload=… …``."""
+
+    version: str
+    proto: int = 1
+    auth_required: bool = False
+    max_payload: int = 1024 * 1024
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class Ok:
+    """A success status line; ``text`` is what follows the ``+`` (``OK 3``, ``PONG``)."""
+
+    text: str
+
+
+@attrs.frozen
+class Error:
+    """``-ERR <code> <text>``."""
+
+    code: str
+    text: str = ""
+
+
+@attrs.frozen
+class Msg:
+    """A delivery: pushed for a subscription, or a PULL data line (sid 0)."""
+
+    sid: int
+    tag: int
+    source: str
+    key: str
+    payload: bytes
+    redelivered: int = 0
+    reason: str | None = None
+    #: attributes this version does not know, kept in order for forward compatibility
+    attrs: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class Cancel:
+    """``CANCEL <sid> <reason>``: the broker ended a subscription."""
+
+    sid: int
+    reason: str
+
+
+@attrs.frozen
+class ExchangeInfo:
+    """A LIST data line: ``EXCHANGE <name> <type> durable=0|1 bindings=N``."""
+
+    name: str
+    kind: str
+    durable: bool
+    bindings: int
+
+
+@attrs.frozen
+class QueueInfo:
+    """A LIST data line: ``QUEUE <name> messages=N unacked=N consumers=N durable=0|1``."""
+
+    name: str
+    messages: int
+    unacked: int
+    consumers: int
+    durable: bool
+
+
+@attrs.frozen
+class Stat:
+    """A STATS data line: ``STAT <key> <value>``."""
+
+    key: str
+    value: str
+
+
+@attrs.frozen
+class HelpLine:
+    """A HELP data line: ``<COMMAND> <text>`` (a usage line, or what the command does)."""
+
+    command: str
+    text: str
+
+
+ServerFrame = Union[Hello, Ok, Error, Msg, Cancel, ExchangeInfo, QueueInfo, Stat, HelpLine]

@@ -1,0 +1,108 @@
+"""``mbroker.server.tap``: option parsing and the service it makes."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.python import usage
+
+from mbroker import config
+from mbroker.server.service import DEFAULT_BACKLOG, BrokerService
+from mbroker.server.tap import DEFAULT_DATA_DIR, DEFAULT_LISTEN, Options, makeService
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_defaults() -> None:
+    options = parse()
+    assert options["listen"] == [DEFAULT_LISTEN]
+    assert options["data-dir"] == DEFAULT_DATA_DIR
+    assert not options["memory"]
+    assert options["fsync"] == "always"
+    assert options["max-payload"] == config.DEFAULT_MAX_PAYLOAD
+    assert options["max-line"] == config.DEFAULT_MAX_LINE
+    assert options["private-max-length"] == config.DEFAULT_PRIVATE_MAX_LENGTH
+    assert options["private-max-bytes"] == config.DEFAULT_PRIVATE_MAX_BYTES
+    assert options["backlog"] == DEFAULT_BACKLOG == 1024
+
+
+def test_listen_repeats_and_replaces_the_default() -> None:
+    options = parse("--listen", "tcp:1", "--listen=unix:/tmp/x.sock")
+    assert options["listen"] == ["tcp:1", "unix:/tmp/x.sock"]
+
+
+def test_limits_are_integers() -> None:
+    options = parse(
+        "--max-payload=10",
+        "--max-line",
+        "20",
+        "--private-max-length=30",
+        "--private-max-bytes=40",
+        "--data-dir=/tmp/d",
+    )
+    assert (
+        options["max-payload"],
+        options["max-line"],
+        options["private-max-length"],
+        options["private-max-bytes"],
+        options["data-dir"],
+    ) == (10, 20, 30, 40, "/tmp/d")
+
+
+@pytest.mark.parametrize(
+    "option", ["max-payload", "max-line", "private-max-length", "private-max-bytes", "backlog"]
+)
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "ten", ""])
+def test_limits_must_be_positive_integers(option: str, value: str) -> None:
+    with pytest.raises(usage.UsageError, match=f"--{option} must be a positive integer"):
+        parse(f"--{option}={value}")
+
+
+def test_make_service() -> None:
+    options = parse("--listen=tcp:0", "--max-payload=100", "--max-line=200", "--data-dir=d")
+    service = makeService(options)
+    assert isinstance(service, BrokerService)
+    assert service.endpoints == ["tcp:0"]
+    assert service.data_dir == "d"
+    assert service.config == config.Config(max_payload=100, max_line=200)
+    assert not service.running
+
+
+def test_memory_means_no_data_dir() -> None:
+    service = makeService(parse("--memory", "--data-dir=d"))
+    assert isinstance(service, BrokerService)
+    assert service.data_dir is None
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "never"])
+def test_fsync_policies(policy: str) -> None:
+    service = makeService(parse(f"--fsync={policy}"))
+    assert isinstance(service, BrokerService)
+    assert service.fsync == policy
+
+
+def test_fsync_must_be_a_known_policy() -> None:
+    with pytest.raises(usage.UsageError, match="--fsync must be always, interval or never"):
+        parse("--fsync=sometimes")
+
+
+def test_section_6_limits_reach_the_config() -> None:
+    service = makeService(
+        parse("--max-connections=7", "--max-subscriptions=3", "--disconnect-slow")
+    )
+    assert isinstance(service, BrokerService)
+    assert service.config.max_connections == 7
+    assert service.config.max_subscriptions == 3
+    assert service.config.slow_consumer_disconnect
+
+
+def test_backlog_reaches_the_service() -> None:
+    service = makeService(parse("--backlog=4096"))
+    assert isinstance(service, BrokerService)
+    assert service.backlog == 4096
+    default = makeService(parse())
+    assert isinstance(default, BrokerService)
+    assert default.backlog == DEFAULT_BACKLOG
