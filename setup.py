@@ -56,6 +56,7 @@ setup(
         "zope.interface",
         "argon2-cffi>=23.1",
         "crochet>=2.1",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "test": TEST_REQUIRES,

@@ -24,6 +24,7 @@ from typing import Union
 from mbroker import errors
 from mbroker.config import DEFAULT_MANUAL_PREFETCH, Config
 from mbroker.core import records as rec
+from mbroker.core import report
 from mbroker.core.engine import Pulled, QueueEngine
 from mbroker.core.journal import Journal
 from mbroker.core.model import (
@@ -708,6 +709,21 @@ class Broker(QueueEngine):
                     ("unroutable", obj.unroutable),
                 ]
         return [(k, str(v)) for k, v in pairs]
+
+    def queue_reports(self, name: str | None = None) -> list[report.QueueReport]:
+        """Every queue's options, depth, consumers and counters, or only the queue
+        ``name`` (NOT_FOUND, WRONG_KIND): for monitoring (the HTTP API, /metrics)."""
+        objs = self._objects.values() if name is None else (self.queue(name),)
+        return [report.queue_report(o) for o in objs if isinstance(o, Queue)]
+
+    def exchange_reports(self, name: str | None = None) -> list[report.ExchangeReport]:
+        """Every exchange and its counters, or only the exchange ``name``."""
+        objs = self._objects.values() if name is None else (self.exchange(name),)
+        return [report.exchange_report(o) for o in objs if isinstance(o, Exchange)]
+
+    def binding_reports(self) -> list[report.BindingReport]:
+        """Every binding, exchange by exchange."""
+        return report.binding_reports(o for o in self._objects.values() if isinstance(o, Exchange))
 
 
 def _handled(found: list[Delivery], missing: str) -> int:

@@ -1,0 +1,653 @@
+"""The JSON API: RabbitMQ's management paths, translated onto the broker's public methods.
+
+Each handler takes an :class:`ApiRequest` (method, path below ``/api``, query, body,
+user) and returns a :class:`Reply`, or raises a :class:`~mbroker.errors.BrokerError`;
+:func:`error_reply` is the one place that turns such an error into a JSON error
+(``{"error": "NOT_FOUND", "reason": "..."}``) with the HTTP status of its wire code.
+Nothing here touches a socket: :mod:`mbroker.server.http.site` feeds it requests.
+
+Commands are checked by the wire protocol's own rules: a CREATE, BIND, UNBIND or
+PUBLISH made from a JSON body is encoded as the line a client would send and decoded
+again by :class:`~mbroker.wire.codec.CommandDecoder`, so a name, key, option or
+payload size the native protocol refuses is refused here too, with the same code.
+Permissions are the users file's, as the native protocol applies them.
+
+RabbitMQ's virtual-host segment is accepted and ignored (mbroker has one namespace):
+``/api/queues/%2F/jobs`` is ``/api/queues/jobs``.  A name never holds ``/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, get_args
+
+import attrs
+
+from mbroker import __version__, errors
+from mbroker.core.broker import Broker
+from mbroker.core.report import BindingReport, ConnectionReport, ExchangeReport, QueueReport
+from mbroker.server.auth import Permissions, User
+from mbroker.wire import frames
+from mbroker.wire.codec import CommandDecoder, encode_command
+
+#: The HTTP status for each wire error code (anything else: 500).
+STATUS_BY_CODE: dict[str, int] = {
+    errors.BadCommand.code: 400,
+    errors.BadArgs.code: 400,
+    errors.BadFrame.code: 400,
+    errors.LineTooLong.code: 400,
+    errors.TooBig.code: 413,
+    errors.NotFound.code: 404,
+    errors.Exists.code: 409,
+    errors.WrongKind.code: 409,
+    errors.NotEmpty.code: 409,
+    errors.InUse.code: 409,
+    errors.Overflow.code: 409,
+    errors.NoAuth.code: 401,
+    errors.AuthFailed.code: 401,
+    errors.Forbidden.code: 403,
+    errors.Limit.code: 429,
+    errors.Unavailable.code: 503,
+    errors.Internal.code: 500,
+}
+
+#: Content types a request that changes something may carry (see :func:`may_change`).
+JSON_TYPES = (b"application/json",)
+#: ... or, with any content type, this header (what JavaScript libraries send)
+CUSTOM_HEADER = b"x-requested-with"
+#: What changes state: refused without a JSON content type or the custom header.
+MUTATING = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+
+_ALL = Permissions()
+_VHOST = "/"
+
+
+@attrs.frozen
+class Reply:
+    """An answer: HTTP status, a JSON-able body (None: no body) and extra headers."""
+
+    status: int
+    body: Any = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+@attrs.frozen
+class ApiRequest:
+    """One request to the API, as the site hands it over."""
+
+    method: str
+    #: the path segments after ``/api``, percent-decoded
+    path: tuple[str, ...]
+    query: Mapping[str, str] = attrs.field(factory=dict)
+    body: bytes = b""
+    #: the logged-in user; None when the broker has no users file (anyone may do anything)
+    user: User | None = None
+
+
+def error_reply(e: errors.BrokerError) -> Reply:
+    """The JSON error for ``e``: its wire code and text, with the matching HTTP status."""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    status = STATUS_BY_CODE.get(e.code, 500)
+    if isinstance(e, (errors.NoAuth, errors.AuthFailed)):
+        headers = ((b"WWW-Authenticate", b'Basic realm="mbroker"'),)
+    return Reply(status, {"error": e.code, "reason": e.text}, headers)
+
+
+def may_change(content_type: bytes | None, custom_header: bytes | None) -> bool:
+    """Whether a PUT/POST/DELETE carries what a cross-site HTML form cannot send: a JSON
+    content type, or the custom header.  (No CORS headers are ever sent, so a browser
+    sends neither cross-site without a preflight that we do not answer.)"""
+    if custom_header is not None:
+        return True
+    if content_type is None:
+        return False
+    return content_type.split(b";", 1)[0].strip().lower() in JSON_TYPES
+
+
+# -------------------------------------------------------------------- the routes
+
+Handler = Callable[["Api", ApiRequest, list[str]], Reply]
+#: (method, path pattern, handler); ``*`` in a pattern is a name (the handler's args)
+_ROUTES: list[tuple[str, tuple[str, ...], Handler]] = []
+
+
+def _route(method: str, *pattern: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        _ROUTES.append((method, pattern, handler))
+        return handler
+
+    return register
+
+
+def _match(pattern: tuple[str, ...], path: tuple[str, ...]) -> list[str] | None:
+    if len(pattern) != len(path):
+        return None
+    names = []
+    for want, got in zip(pattern, path):
+        if want == "*":
+            names.append(got)
+        elif want != got:
+            return None
+    return names
+
+
+class Api:
+    """The JSON API over one broker and its connections.
+
+    ``connections`` lists the open connections' reports; ``extras`` adds the front
+    door's figures (memory watch, store) to ``/api/overview``.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        connections: Callable[[], list[ConnectionReport]] = list,
+        extras: Callable[[], dict[str, Any]] = dict,
+        memory_alarm: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.broker = broker
+        self.connections = connections
+        self.extras = extras
+        self.memory_alarm = memory_alarm
+        config = broker.config
+        self._max_line = config.max_line
+        self._max_payload = config.max_payload
+
+    def handle(self, request: ApiRequest) -> Reply:
+        """Answer ``request``; raises :class:`~mbroker.errors.BrokerError`."""
+        path = request.path
+        if len(path) >= 2 and path[1] == _VHOST:  # RabbitMQ's vhost: the only one
+            path = path[:1] + path[2:]
+        allowed = []
+        for method, pattern, handler in _ROUTES:
+            names = _match(pattern, path)
+            if names is None:
+                continue
+            if method == request.method or (method == "GET" and request.method == "HEAD"):
+                return handler(self, request, names)
+            allowed.append(method)
+        if allowed:
+            reply = error_reply(errors.BadCommand(f"{request.method} is not allowed here"))
+            allow = ", ".join(sorted(set(allowed)))
+            return attrs.evolve(reply, status=405, headers=((b"Allow", allow.encode()),))
+        raise errors.NotFound("no such API path: /api/" + "/".join(request.path))
+
+    # ------------------------------------------------------------ wire checks
+
+    def _checked(self, cmd: frames.Command) -> Any:
+        """``cmd`` as the native protocol would take it: encoded, decoded, so refused
+        (``BAD_ARGS``, ``TOO_BIG``, ...) wherever the wire refuses it."""
+        decoder = CommandDecoder(self._max_line, self._max_payload)
+        items = decoder.feed(encode_command(cmd))
+        if len(items) != 1:
+            raise errors.BadArgs("not one command")
+        item = items[0]
+        if isinstance(item, errors.BrokerError):
+            raise item
+        return item
+
+    # -------------------------------------------------------------- overview
+
+    @_route("GET", "overview")
+    def overview(self, request: ApiRequest, names: list[str]) -> Reply:
+        stats = {k: int(v) for k, v in self.broker.stats()}
+        ready = delayed = unacked = consumers = 0
+        for q in self.broker.queue_reports():
+            ready += q.ready
+            delayed += q.delayed
+            unacked += q.unacked
+            consumers += len(q.consumers)
+        body = {
+            "product_name": "mbroker",
+            "product_version": __version__,
+            "uptime": stats["uptime"],
+            "object_totals": {
+                "connections": stats["connections"],
+                "queues": stats["queues"],
+                "exchanges": stats["exchanges"],
+                "consumers": consumers,
+            },
+            "queue_totals": {
+                "messages": ready + delayed + unacked,
+                "messages_ready": ready,
+                "messages_delayed": delayed,
+                "messages_unacknowledged": unacked,
+            },
+            "message_stats": {
+                "publish": stats["published"],
+                "deliver": stats["delivered"],
+                "ack": stats["acked"],
+            },
+            "connections_total": stats["connections_total"],
+            "memory": {"rss": stats["memory_rss"], "peak_rss": stats["memory_peak_rss"]},
+        }
+        body.update(self.extras())
+        return Reply(200, body)
+
+    # ----------------------------------------------------------------- queues
+
+    @_route("GET", "queues")
+    def queues(self, request: ApiRequest, names: list[str]) -> Reply:
+        perms = _perms(request)
+        return Reply(
+            200,
+            [
+                queue_json(q)
+                for q in self.broker.queue_reports()
+                if perms is None or perms.may_see(q.name)
+            ],
+        )
+
+    @_route("GET", "queues", "*")
+    def queue(self, request: ApiRequest, names: list[str]) -> Reply:
+        name = names[0]
+        _check(request, Permissions.may_see, "see", name)
+        (q,) = self.broker.queue_reports(name)
+        body = queue_json(q)
+        body["consumer_details"] = [
+            {
+                "connection": c.session,
+                "sid": c.sid,
+                "ack": "manual" if c.manual else "auto",
+                "prefetch": c.prefetch,
+                "ack_timeout": c.ack_timeout,
+                "in_flight": c.in_flight,
+                "delivered": c.delivered,
+                "active": c.active,
+            }
+            for c in q.consumers
+        ]
+        body["bindings"] = [
+            binding_json(b) for b in self.broker.binding_reports() if b.queue == name
+        ]
+        return Reply(200, body)
+
+    @_route("PUT", "queues", "*")
+    def create_queue(self, request: ApiRequest, names: list[str]) -> Reply:
+        name = names[0]
+        body = _json_object(request.body)
+        _rabbit_defaults(body)
+        if body.pop("exclusive", False) is not False:
+            raise errors.BadArgs(
+                "an exclusive queue belongs to a connection: create it over the wire protocol"
+            )
+        options: dict[str, Any] = {"durable": _get(body, "durable", bool, False)}
+        for key in ("max_length", "max_bytes", "ttl", "max_deliver"):
+            value = _get(body, key, int, None)
+            if value is not None:
+                options[key] = value
+        overflow = _get(body, "overflow", str, "drop-head")
+        if overflow not in get_args(frames.Overflow):
+            raise errors.BadArgs(f"overflow must be drop-head or reject, not {overflow!r}")
+        options["overflow"] = overflow
+        dead_letter = _get(body, "dead_letter", str, None)
+        if dead_letter is not None:
+            options["dead_letter"] = dead_letter
+        _no_more(body)
+        cmd = frames.Create(name, "queue", frames.QueueOptions(**options))
+        return self._create(request, self._checked(cmd))
+
+    @_route("DELETE", "queues", "*")
+    def delete_queue(self, request: ApiRequest, names: list[str]) -> Reply:
+        name = names[0]
+        _check(request, Permissions.may_configure, "configure", name)
+        self.broker.queue_reports(name)  # NOT_FOUND, or WRONG_KIND for an exchange
+        dropped = self.broker.delete(name, _flag(request, "if-empty"), _flag(request, "if-unused"))
+        return Reply(200, {"dropped": dropped})
+
+    @_route("DELETE", "queues", "*", "contents")
+    def purge(self, request: ApiRequest, names: list[str]) -> Reply:
+        name = names[0]
+        _check(request, Permissions.may_read, "read from", name)
+        return Reply(200, {"purged": self.broker.purge(name)})
+
+    @_route("GET", "queues", "*", "bindings")
+    def queue_bindings(self, request: ApiRequest, names: list[str]) -> Reply:
+        name = names[0]
+        _check(request, Permissions.may_see, "see", name)
+        self.broker.queue_reports(name)
+        return Reply(
+            200, [binding_json(b) for b in self.broker.binding_reports() if b.queue == name]
+        )
+
+    # -------------------------------------------------------------- exchanges
+
+    @_route("GET", "exchanges")
+    def exchanges(self, request: ApiRequest, names: list[str]) -> Reply:
+        perms = _perms(request)
+        return Reply(
+            200,
+            [
+                exchange_json(e)
+                for e in self.broker.exchange_reports()
+                if perms is None or perms.may_see(e.name)
+            ],
+        )
+
+    @_route("GET", "exchanges", "*")
+    def exchange(self, request: ApiRequest, names: list[str]) -> Reply:
+        name = names[0]
+        _check(request, Permissions.may_see, "see", name)
+        (e,) = self.broker.exchange_reports(name)
+        body = exchange_json(e)
+        body["bindings"] = [
+            binding_json(b) for b in self.broker.binding_reports() if b.exchange == name
+        ]
+        return Reply(200, body)
+
+    @_route("PUT", "exchanges", "*")
+    def create_exchange(self, request: ApiRequest, names: list[str]) -> Reply:
+        name = names[0]
+        body = _json_object(request.body)
+        _rabbit_defaults(body)
+        kind = _get(body, "type", str, None)
+        if kind not in frames.EXCHANGE_KINDS:
+            raise errors.BadArgs(f"an exchange's type is direct, fanout or topic, not {kind!r}")
+        durable = _get(body, "durable", bool, False)
+        _no_more(body)
+        cmd = frames.Create(name, kind, frames.QueueOptions(durable=durable))
+        return self._create(request, self._checked(cmd))
+
+    def _create(self, request: ApiRequest, cmd: frames.Create) -> Reply:
+        perms = _perms(request)
+        if perms is not None:
+            _check(request, Permissions.may_configure, "configure", cmd.name)
+            if cmd.options.dead_letter is not None:
+                _check(request, Permissions.may_write, "write to", cmd.options.dead_letter)
+        made = self.broker.create(None, cmd.name, cmd.kind, cmd.options)
+        if not made:
+            return Reply(204)
+        kind = "queues" if cmd.kind == "queue" else "exchanges"
+        location = f"/api/{kind}/{cmd.name}".encode()
+        return Reply(201, {"created": cmd.name}, ((b"Location", location),))
+
+    @_route("DELETE", "exchanges", "*")
+    def delete_exchange(self, request: ApiRequest, names: list[str]) -> Reply:
+        name = names[0]
+        _check(request, Permissions.may_configure, "configure", name)
+        self.broker.exchange_reports(name)  # NOT_FOUND, or WRONG_KIND for a queue
+        self.broker.delete(name, if_unused=_flag(request, "if-unused"))
+        return Reply(200, {"deleted": name})
+
+    @_route("POST", "exchanges", "*", "publish")
+    def publish(self, request: ApiRequest, names: list[str]) -> Reply:
+        """A test message to an exchange, or straight to a queue (mbroker allows both)."""
+        name = names[0]
+        body = _json_object(request.body)
+        key = _get(body, "routing_key", str, "")
+        payload_text = _get(body, "payload", str, "")
+        encoding = _get(body, "payload_encoding", str, "string")
+        ttl = _get(body, "ttl", int, None)
+        properties = body.pop("properties", {})
+        if properties not in ({}, None):
+            raise errors.BadArgs("message properties are not supported")
+        _no_more(body)
+        if encoding == "string":
+            payload = payload_text.encode("utf-8")
+        elif encoding == "base64":
+            try:
+                payload = base64.b64decode(payload_text, validate=True)
+            except (binascii.Error, ValueError):
+                raise errors.BadArgs("payload is not valid base64") from None
+        else:
+            raise errors.BadArgs(f"payload_encoding is string or base64, not {encoding!r}")
+        _check(request, Permissions.may_write, "write to", name)
+        if self.memory_alarm():
+            raise errors.Unavailable("the broker's memory is over its high-water mark")
+        cmd: frames.Publish = self._checked(frames.Publish(name, key, payload, ttl))
+        reached = self.broker.publish(cmd.name, cmd.key, cmd.payload, cmd.ttl)
+        return Reply(200, {"routed": reached > 0, "queues": reached})
+
+    # --------------------------------------------------------------- bindings
+
+    @_route("GET", "bindings")
+    def bindings(self, request: ApiRequest, names: list[str]) -> Reply:
+        return Reply(200, [binding_json(b) for b in self._visible_bindings(request)])
+
+    @_route("POST", "bindings")
+    def bind_body(self, request: ApiRequest, names: list[str]) -> Reply:
+        body = _json_object(request.body)
+        source = _get(body, "source", str, None)
+        destination = _get(body, "destination", str, None)
+        if source is None or destination is None:
+            raise errors.BadArgs("a binding needs a source (exchange) and a destination (queue)")
+        if _get(body, "destination_type", str, "queue") not in ("q", "queue"):
+            raise errors.BadArgs("a binding's destination is a queue")
+        return self._bind(request, source, destination, body)
+
+    @_route("GET", "bindings", "e", "*", "q", "*")
+    def bindings_between(self, request: ApiRequest, names: list[str]) -> Reply:
+        exchange, queue = names
+        found = [
+            b
+            for b in self._visible_bindings(request)
+            if b.exchange == exchange and b.queue == queue
+        ]
+        return Reply(200, [binding_json(b) for b in found])
+
+    @_route("POST", "bindings", "e", "*", "q", "*")
+    def bind_path(self, request: ApiRequest, names: list[str]) -> Reply:
+        exchange, queue = names
+        return self._bind(request, exchange, queue, _json_object(request.body))
+
+    def _bind(self, request: ApiRequest, exchange: str, queue: str, body: dict[str, Any]) -> Reply:
+        key = _get(body, "routing_key", str, "")
+        if body.pop("arguments", {}) not in ({}, None):
+            raise errors.BadArgs("binding arguments are not supported")
+        _no_more(body)
+        cmd: frames.Bind = self._checked(frames.Bind(queue, exchange, key))
+        _check_binding(request, cmd.queue, cmd.exchange)
+        made = self.broker.bind(cmd.queue, cmd.exchange, cmd.key)
+        location = f"/api/bindings/e/{cmd.exchange}/q/{cmd.queue}/{_props(cmd.key)}".encode()
+        return Reply(
+            201 if made else 204, {"created": made} if made else None, ((b"Location", location),)
+        )
+
+    @_route("DELETE", "bindings", "e", "*", "q", "*", "*")
+    def unbind(self, request: ApiRequest, names: list[str]) -> Reply:
+        exchange, queue, props = names
+        key = "" if props == "~" else props
+        cmd: frames.Unbind = self._checked(frames.Unbind(queue, exchange, key))
+        _check_binding(request, cmd.queue, cmd.exchange)
+        self.broker.unbind(cmd.queue, cmd.exchange, cmd.key)
+        return Reply(
+            200, {"deleted": binding_json(BindingReport(cmd.exchange, cmd.queue, cmd.key))}
+        )
+
+    def _visible_bindings(self, request: ApiRequest) -> list[BindingReport]:
+        perms = _perms(request)
+        return [
+            b
+            for b in self.broker.binding_reports()
+            if perms is None or (perms.may_see(b.queue) and perms.may_see(b.exchange))
+        ]
+
+    # ------------------------------------------------------------ connections
+
+    @_route("GET", "connections")
+    def list_connections(self, request: ApiRequest, names: list[str]) -> Reply:
+        user = request.user
+        every = user is None or user.permissions == _ALL
+        return Reply(
+            200,
+            [
+                connection_json(c)
+                for c in sorted(self.connections(), key=_session_of)
+                if every or c.user == user.name  # type: ignore[union-attr]
+            ],
+        )
+
+
+# ------------------------------------------------------------------- JSON shapes
+
+
+def queue_json(q: QueueReport) -> dict[str, Any]:
+    """A queue as ``/api/queues`` shows it (RabbitMQ's field names where they exist)."""
+    o = q.options
+    return {
+        "name": q.name,
+        "vhost": _VHOST,
+        "durable": o.durable,
+        "exclusive": o.exclusive,
+        "auto_delete": False,
+        "private": q.private,
+        "owner": q.owner,
+        "arguments": {
+            "max_length": o.max_length,
+            "max_bytes": o.max_bytes,
+            "overflow": o.overflow,
+            "ttl": o.ttl,
+            "dead_letter": o.dead_letter,
+            "max_deliver": o.max_deliver,
+        },
+        "messages": q.ready + q.delayed + q.unacked,
+        "messages_ready": q.ready,
+        "messages_delayed": q.delayed,
+        "messages_unacknowledged": q.unacked,
+        "message_bytes_ready": q.ready_bytes,
+        "consumers": len(q.consumers),
+        "message_stats": {
+            "publish": q.published,
+            "deliver": q.delivered,
+            "ack": q.acked,
+            "redeliver": q.redelivered,
+            "expired": q.expired,
+            "dropped": q.dropped,
+            "rejected": q.rejected,
+            "dead_lettered": q.dead_lettered,
+        },
+    }
+
+
+def exchange_json(e: ExchangeReport) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "vhost": _VHOST,
+        "type": e.kind,
+        "durable": e.durable,
+        "auto_delete": False,
+        "internal": False,
+        "bindings": e.bindings,
+        "message_stats": {
+            "publish_in": e.published,
+            "routed": e.routed,
+            "unroutable": e.unroutable,
+        },
+    }
+
+
+def binding_json(b: BindingReport) -> dict[str, Any]:
+    return {
+        "source": b.exchange,
+        "vhost": _VHOST,
+        "destination": b.queue,
+        "destination_type": "queue",
+        "routing_key": b.key,
+        "arguments": {},
+        "properties_key": _props(b.key),
+    }
+
+
+def connection_json(c: ConnectionReport) -> dict[str, Any]:
+    return {
+        "id": c.session,
+        "peer": c.peer,
+        "user": c.user,
+        "connected_at": int(c.since * 1000),
+        "subscriptions": c.subscriptions,
+        "messages_unacknowledged": c.unacked,
+    }
+
+
+def encode_json(body: Any) -> bytes:
+    """The bytes of a JSON body (compact, UTF-8, one trailing line end)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _props(key: str) -> str:
+    """RabbitMQ's ``properties_key`` of a binding without arguments: the key, ``~`` if empty."""
+    return key or "~"
+
+
+def _session_of(c: ConnectionReport) -> int:
+    return c.session
+
+
+def _perms(request: ApiRequest) -> Permissions | None:
+    user = request.user
+    if user is None or user.permissions == _ALL:
+        return None
+    return user.permissions
+
+
+def _check(
+    request: ApiRequest, may: Callable[[Permissions, str], bool], what: str, name: str
+) -> None:
+    perms = _perms(request)
+    if perms is not None and not may(perms, name):
+        user = request.user.name if request.user is not None else "?"
+        raise errors.Forbidden(f"{user} may not {what} {name}")
+
+
+def _check_binding(request: ApiRequest, queue: str, exchange: str) -> None:
+    """BIND and UNBIND: configure the queue, read the exchange (as the native protocol)."""
+    _check(request, Permissions.may_configure, "configure", queue)
+    _check(request, Permissions.may_read, "read from", exchange)
+
+
+def _flag(request: ApiRequest, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise errors.BadArgs(f"{name} is true or false, not {value!r}")
+    return value in ("true", "1")
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; an empty body is ``{}``."""
+    if not data.strip():
+        return {}
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise errors.BadArgs(f"the body is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise errors.BadArgs("the body must be a JSON object")
+    return value
+
+
+def _get(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    """Take ``key`` out of ``body``: a value of type ``kind``, ``default`` if absent or null."""
+    value = body.pop(key, None)
+    if value is None:
+        return default
+    if type(value) is not kind:  # (a bool is no int here)
+        raise errors.BadArgs(f"{key} must be {_JSON_NAMES[kind]}, not {json.dumps(value)}")
+    return value
+
+
+_JSON_NAMES = {bool: "true or false", int: "an integer", str: "a string"}
+
+
+def _rabbit_defaults(body: dict[str, Any]) -> None:
+    """Accept what RabbitMQ clients send by default when it asks for nothing."""
+    if body.pop("auto_delete", False) is not False:
+        raise errors.BadArgs("auto_delete is not supported")
+    if body.pop("internal", False) is not False:
+        raise errors.BadArgs("internal exchanges are not supported")
+    arguments = body.pop("arguments", {})
+    if arguments not in ({}, None):
+        raise errors.BadArgs(
+            "arguments are not supported: give mbroker's options (max_length, ttl, ...) "
+            "at the top level of the body"
+        )
+
+
+def _no_more(body: dict[str, Any]) -> None:
+    if body:
+        raise errors.BadArgs("unknown field(s): " + ", ".join(sorted(body)))
