@@ -1,0 +1,63 @@
+"""``twistd -n mbroker --http``: the HTTP API, /metrics and /healthz of a real broker.
+
+The broker is started as users start it; requests go over TCP with ``urllib``, and
+what they do is checked over the native protocol and across a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.broker import BrokerProcess, start_broker
+
+HTTP = ("--http", "tcp:0:interface=127.0.0.1")
+
+
+def call(broker: BrokerProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{broker.http_port}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    if path == "/metrics":
+        return status, raw.decode()
+    return status, json.loads(raw) if raw else None
+
+
+def test_http_api_of_a_real_broker(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path, *HTTP)
+    try:
+        assert broker.http_port and broker.http_port != broker.port
+        assert call(broker, "GET", "/healthz") == (200, {"status": "ok"})
+        assert call(broker, "PUT", "/api/queues/jobs", {"durable": True})[0] == 201
+        with broker.connect() as c:
+            assert c.request(b"PUBLISH jobs 5\r\nhello") == ([], b"+OK 1")
+            status, q = call(broker, "GET", "/api/queues/jobs")
+            assert status == 200 and q["messages_ready"] == 1 and q["durable"] is True
+            [conn] = call(broker, "GET", "/api/connections")[1]
+            assert conn["peer"].startswith("127.0.0.1:")
+        status, text = call(broker, "GET", "/metrics")
+        assert status == 200 and 'mbroker_queue_messages_ready{queue="jobs"} 1.0' in text
+        status, err = call(broker, "DELETE", "/api/queues/nope")
+        assert (status, err["error"]) == (404, "NOT_FOUND")
+    finally:
+        assert broker.stop() == -15, broker.output()
+    # the durable queue made over HTTP, and its message, survive a restart
+    broker = start_broker(tmp_path, *HTTP)
+    try:
+        assert call(broker, "GET", "/api/queues/jobs")[1]["messages_ready"] == 1
+        with broker.connect() as c:
+            assert c.request(b"PULL jobs")[1] == b"+OK 1"
+    finally:
+        broker.stop()
