@@ -39,6 +39,7 @@ from mbroker.server.http.health import problem
 from mbroker.server.http.service import HttpService
 from mbroker.server.protocol import BrokerFactory
 from mbroker.server.service import BrokerService, ListenError, describe_address
+from mbroker.server.tap import Options, makeService
 
 JSON = {"Content-Type": "application/json"}
 
@@ -523,3 +524,15 @@ async def test_permissions_of_the_users_file_apply(secured: Site) -> None:
     assert b'queue="alice.q"' in raw and b'queue="jobs"' not in raw
     _, _, raw = await secured.request("GET", "/metrics", user=admin)
     assert b'queue="jobs"' in raw
+
+
+def test_the_http_option_is_repeatable_and_adds_the_http_service(tmp_path: Path) -> None:
+    options = Options()
+    options.parseOptions(["--memory", "--http", "tcp:0", "--http=tcp:1"])
+    assert options["http"] == ["tcp:0", "tcp:1"]
+    service = makeService(options)
+    [http] = list(service)  # type: ignore[call-overload]
+    assert isinstance(http, HttpService) and http.endpoints == ["tcp:0", "tcp:1"]
+    options = Options()
+    options.parseOptions(["--memory"])
+    assert list(makeService(options)) == []  # type: ignore[call-overload]

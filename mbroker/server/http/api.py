@@ -111,18 +111,19 @@ def may_change(content_type: bytes | None, custom_header: bytes | None) -> bool:
 
 Handler = Callable[["Api", ApiRequest, list[str]], Reply]
 #: (method, path pattern, handler); ``*`` in a pattern is a name (the handler's args)
-_ROUTES: list[tuple[str, tuple[str, ...], Handler]] = []
+ROUTES: list[tuple[str, tuple[str, ...], Handler]] = []
 
 
 def _route(method: str, *pattern: str) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        _ROUTES.append((method, pattern, handler))
+        ROUTES.append((method, pattern, handler))
         return handler
 
     return register
 
 
-def _match(pattern: tuple[str, ...], path: tuple[str, ...]) -> list[str] | None:
+def match_route(pattern: tuple[str, ...], path: tuple[str, ...]) -> list[str] | None:
+    """The names a path gives a route's pattern, or None when it does not match."""
     if len(pattern) != len(path):
         return None
     names = []
@@ -162,8 +163,8 @@ class Api:
         if len(path) >= 2 and path[1] == _VHOST:  # RabbitMQ's vhost: the only one
             path = path[:1] + path[2:]
         allowed = []
-        for method, pattern, handler in _ROUTES:
-            names = _match(pattern, path)
+        for method, pattern, handler in ROUTES:
+            names = match_route(pattern, path)
             if names is None:
                 continue
             if method == request.method or (method == "GET" and request.method == "HEAD"):
