@@ -40,6 +40,7 @@ from mbroker.server.http.service import HttpService
 from mbroker.server.protocol import BrokerFactory
 from mbroker.server.service import BrokerService, ListenError, describe_address
 from mbroker.server.tap import Options, makeService
+from mbroker.wire.frames import QueueOptions
 
 JSON = {"Content-Type": "application/json"}
 
@@ -536,3 +537,13 @@ def test_the_http_option_is_repeatable_and_adds_the_http_service(tmp_path: Path)
     options = Options()
     options.parseOptions(["--memory"])
     assert list(makeService(options)) == []  # type: ignore[call-overload]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_list_is_json_too(site: Site) -> None:
+    broker = site.service.broker
+    assert broker is not None
+    for i in range(150):  # (over the length encoded in a thread)
+        broker.create(None, f"q{i}", "queue", QueueOptions())
+    status, body = await site.json("GET", "/api/queues")
+    assert status == 200 and [q["name"] for q in body] == [f"q{i}" for i in range(150)]

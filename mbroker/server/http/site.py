@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
@@ -50,6 +51,9 @@ from mbroker.server.http.metrics import Snapshot, exposition
 from mbroker.server.service import BrokerService
 
 log = Logger()
+T = TypeVar("T")
+#: a list longer than this is encoded to JSON in a thread
+_ENCODE_IN_THREAD = 100
 
 _ALL = Permissions()
 
@@ -86,7 +90,8 @@ class HttpResource(Resource):
         self._api: Api | None = None
 
     def render(self, request: server.Request) -> int:
-        Deferred.fromCoroutine(self._serve(cast(BoundedRequest, request)))
+        d = Deferred.fromCoroutine(self._serve(cast(BoundedRequest, request)))
+        d.addErrback(lambda f: log.failure("answering HTTP failed", failure=f))
         return server.NOT_DONE_YET
 
     async def _serve(self, request: BoundedRequest) -> None:
@@ -149,6 +154,11 @@ class HttpResource(Resource):
         journal = broker.journal
         mark = journal.changes if journal is not None else 0
         reply = api.handle(ApiRequest(method, tuple(path[1:]), query, body, user))
+        if isinstance(reply.body, list) and len(reply.body) > _ENCODE_IN_THREAD:
+            # (10,000 queues are 5 MB of JSON: encoded off the reactor thread; the
+            # dicts were made for this reply alone)
+            data = await self._in_thread(encode_json, reply.body)
+            reply = Reply(reply.status, data, ((b"Content-Type", b"application/json"),))
         if journal is not None and journal.changes != mark:
             # a durable change: answer once the store has it (or could not take it)
             committed: Deferred[errors.BrokerError | None] = Deferred()
@@ -231,14 +241,16 @@ class HttpResource(Resource):
             store.stats() if store is not None else None,
         )
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
-        reactor = self.reactor
-        if IReactorThreads.providedBy(reactor):  # formatting 10,000 queues takes a while
-            data, content_type = await deferToThreadPool(
-                reactor, reactor.getThreadPool(), exposition, snapshot, accept
-            )
-        else:
-            data, content_type = exposition(snapshot, accept)
+        # formatting 10,000 queues takes a while: in a thread
+        data, content_type = await self._in_thread(exposition, snapshot, accept)
         return Reply(200, data, ((b"Content-Type", content_type.encode("latin-1")),))
+
+    async def _in_thread(self, f: Callable[..., T], *args: Any) -> T:
+        """``f(*args)`` in the reactor's thread pool (inline when it has none)."""
+        reactor = self.reactor
+        if IReactorThreads.providedBy(reactor):
+            return await deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+        return f(*args)
 
 
 class HttpSite(server.Site):
