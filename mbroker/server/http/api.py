@@ -139,7 +139,8 @@ class Api:
     """The JSON API over one broker and its connections.
 
     ``connections`` lists the open connections' reports; ``extras`` adds the front
-    door's figures (memory watch, store) to ``/api/overview``.
+    door's figures (memory watch, store) to ``/api/overview``, and ``rates`` its
+    message rates (:meth:`mbroker.server.http.rates.Rates.details`).
     """
 
     def __init__(
@@ -148,8 +149,10 @@ class Api:
         connections: Callable[[], list[ConnectionReport]] = list,
         extras: Callable[[], dict[str, Any]] = dict,
         memory_alarm: Callable[[], bool] = lambda: False,
+        rates: Callable[[], dict[str, dict[str, float]]] = dict,
     ) -> None:
         self.broker = broker
+        self.rates = rates
         self.connections = connections
         self.extras = extras
         self.memory_alarm = memory_alarm
@@ -201,6 +204,13 @@ class Api:
             delayed += q.delayed
             unacked += q.unacked
             consumers += len(q.consumers)
+        message_stats: dict[str, Any] = {
+            "publish": stats["published"],
+            "deliver": stats["delivered"],
+            "ack": stats["acked"],
+        }
+        for name, details in self.rates().items():
+            message_stats[name + "_details"] = details
         body = {
             "product_name": "mbroker",
             "product_version": __version__,
@@ -217,11 +227,7 @@ class Api:
                 "messages_delayed": delayed,
                 "messages_unacknowledged": unacked,
             },
-            "message_stats": {
-                "publish": stats["published"],
-                "deliver": stats["delivered"],
-                "ack": stats["acked"],
-            },
+            "message_stats": message_stats,
             "connections_total": stats["connections_total"],
             "memory": {"rss": stats["memory_rss"], "peak_rss": stats["memory_peak_rss"]},
         }

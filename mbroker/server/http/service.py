@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mbroker.server.http.rates import Rates
 from mbroker.server.http.site import HttpSite, make_site
 from mbroker.server.service import BrokerService, ListenError, describe_address, is_local
 
@@ -31,13 +32,14 @@ class HttpService(Service):
         self.broker_service = broker_service
         self.endpoints = list(endpoints)
         self.site: HttpSite | None = None
+        self.rates = Rates(reactor, self._counters)
         self.ports: list[IListeningPort] = []
         self._starting = False
         self._failures: list[str] = []
 
     def startService(self) -> None:
         super().startService()
-        self.site = site = make_site(self.broker_service, self.reactor)
+        self.site = site = make_site(self.broker_service, self.reactor, self.rates)
         self._starting, self._failures = True, []
         try:
             for description in self.endpoints:
@@ -61,6 +63,11 @@ class HttpService(Service):
             self.ports = []
             super().stopService()
             raise ListenError("mbroker cannot listen for HTTP: " + "; ".join(self._failures))
+        self.rates.start()
+
+    def _counters(self) -> dict[str, int] | None:
+        broker = self.broker_service.broker
+        return {k: int(v) for k, v in broker.stats()} if broker is not None else None
 
     def _listening(self, port: IListeningPort, description: str) -> None:
         if not self.running:
@@ -95,5 +102,6 @@ class HttpService(Service):
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
+        self.rates.stop()
         ports, self.ports = self.ports, []
         return gatherResults([maybeDeferred(port.stopListening) for port in ports])

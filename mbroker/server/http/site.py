@@ -48,6 +48,7 @@ from mbroker.server.http.api import (
 )
 from mbroker.server.http.health import health_json
 from mbroker.server.http.metrics import Snapshot, exposition
+from mbroker.server.http.rates import Rates
 from mbroker.server.service import BrokerService
 
 log = Logger()
@@ -83,10 +84,11 @@ class HttpResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, service: BrokerService, reactor: Any) -> None:
+    def __init__(self, service: BrokerService, reactor: Any, rates: Rates | None = None) -> None:
         super().__init__()
         self.service = service
         self.reactor = reactor
+        self.rates = rates
         self._api: Api | None = None
 
     def render(self, request: server.Request) -> int:
@@ -192,7 +194,8 @@ class HttpResource(Resource):
             factory = service.factory
             return factory is not None and factory.watch.alarm
 
-        return Api(broker, connections, extras, alarm)
+        rates = self.rates
+        return Api(broker, connections, extras, alarm, rates.details if rates is not None else dict)
 
     async def _login(self, request: BoundedRequest) -> User | None:
         factory = self.service.factory
@@ -264,10 +267,10 @@ class HttpSite(server.Site):
         pass
 
 
-def make_site(service: BrokerService, reactor: Any) -> HttpSite:
+def make_site(service: BrokerService, reactor: Any, rates: Rates | None = None) -> HttpSite:
     """The HTTP site of ``service``'s broker (which may not exist yet: it answers 503
     until the store is recovered)."""
-    site = HttpSite(HttpResource(service, reactor))
+    site = HttpSite(HttpResource(service, reactor, rates))
     # a JSON body may spell a payload at most ~4/3 longer (base64); the wire's
     # max-payload check applies to the decoded payload
     max_body = 2 * service.config.max_payload + 64 * 1024
