@@ -23,7 +23,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
@@ -37,6 +37,7 @@ from mbroker.server.auth import hash_password
 from mbroker.server.http.api import Api, ApiRequest, Reply, error_reply
 from mbroker.server.http.health import problem
 from mbroker.server.http.service import HttpService
+from mbroker.server.http.site import IDLE_TIMEOUT, make_site
 from mbroker.server.protocol import BrokerFactory
 from mbroker.server.service import BrokerService, ListenError, describe_address
 from mbroker.server.tap import Options, makeService
@@ -547,3 +548,16 @@ async def test_a_long_list_is_json_too(site: Site) -> None:
         broker.create(None, f"q{i}", "queue", QueueOptions())
     status, body = await site.json("GET", "/api/queues")
     assert status == 200 and [q["name"] for q in body] == [f"q{i}" for i in range(150)]
+
+
+def test_an_idle_http_connection_is_closed() -> None:
+    clock = MemoryReactorClock()
+    service = BrokerService(clock, Config(), [], None)
+    site = make_site(service, clock)
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    clock.advance(IDLE_TIMEOUT - 1)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting

@@ -53,6 +53,8 @@ from mbroker.server.service import BrokerService
 
 log = Logger()
 T = TypeVar("T")
+#: seconds an HTTP connection may stay idle (twisted.web's default is 12 hours)
+IDLE_TIMEOUT = 60.0
 #: a list longer than this is encoded to JSON in a thread
 _ENCODE_IN_THREAD = 100
 
@@ -270,7 +272,7 @@ class HttpSite(server.Site):
 def make_site(service: BrokerService, reactor: Any, rates: Rates | None = None) -> HttpSite:
     """The HTTP site of ``service``'s broker (which may not exist yet: it answers 503
     until the store is recovered)."""
-    site = HttpSite(HttpResource(service, reactor, rates))
+    site = HttpSite(HttpResource(service, reactor, rates), timeout=IDLE_TIMEOUT, reactor=reactor)
     # a JSON body may spell a payload at most ~4/3 longer (base64); the wire's
     # max-payload check applies to the decoded payload
     max_body = 2 * service.config.max_payload + 64 * 1024
