@@ -17,6 +17,7 @@ All timers (message ttl, ack-timeout, NACK delay, PULL wait) are made here, thro
 
 from __future__ import annotations
 
+import itertools
 import resource
 from collections.abc import Callable, Iterable, Sequence
 from typing import Union
@@ -720,6 +721,12 @@ class Broker(QueueEngine):
         """Every exchange and its counters, or only the exchange ``name``."""
         objs = self._objects.values() if name is None else (self.exchange(name),)
         return [report.exchange_report(o) for o in objs if isinstance(o, Exchange)]
+
+    def peek(self, name: str, count: int) -> list[report.MessageReport]:
+        """The first ``count`` ready messages of the queue ``name``, left where they are
+        (nothing is delivered, no counter moves): for inspection (the HTTP API)."""
+        q = self.queue(name)
+        return [report.message_report(m) for m in itertools.islice(q.ready, count)]
 
     def binding_reports(self) -> list[report.BindingReport]:
         """Every binding, exchange by exchange."""

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from mbroker.core.model import Exchange, Queue
+from mbroker.core.model import Exchange, Message, Queue
 from mbroker.wire.frames import QueueOptions
 
 __all__ = [
@@ -20,9 +20,11 @@ __all__ = [
     "ConnectionReport",
     "ConsumerReport",
     "ExchangeReport",
+    "MessageReport",
     "QueueReport",
     "binding_reports",
     "exchange_report",
+    "message_report",
     "queue_report",
 ]
 
@@ -93,6 +95,20 @@ class BindingReport:
 
 
 @attrs.frozen
+class MessageReport:
+    """A ready message, looked at where it is."""
+
+    #: the exchange (or queue) it was published to
+    source: str
+    key: str
+    payload: bytes
+    #: how many times it was delivered before (and came back)
+    deliveries: int
+    #: clock time at which it expires; None: never
+    expires_at: float | None
+
+
+@attrs.frozen
 class ConnectionReport:
     """One client connection, as its front door (the protocol) describes it."""
 
@@ -140,6 +156,11 @@ def queue_report(q: Queue) -> QueueReport:
         rejected=q.rejected,
         dead_lettered=q.dead_lettered,
     )
+
+
+def message_report(m: Message) -> MessageReport:
+    """The snapshot of one message (its payload is shared, not copied)."""
+    return MessageReport(m.source, m.key, m.payload, m.deliveries, m.expires_at)
 
 
 def exchange_report(ex: Exchange) -> ExchangeReport:

@@ -518,6 +518,8 @@ async def test_permissions_of_the_users_file_apply(secured: Site) -> None:
     assert [q["name"] for q in body] == ["alice.q"]
     assert (await secured.json("GET", "/api/queues/jobs", user=alice))[0] == 403
     assert (await secured.json("DELETE", "/api/queues/jobs/contents", user=alice))[0] == 403
+    assert (await secured.json("GET", "/api/queues/jobs/messages", user=alice))[0] == 403
+    assert (await secured.json("GET", "/api/queues/alice.q/messages", user=alice))[0] == 200
     status, body = await secured.json(
         "POST", "/api/exchanges/jobs/publish", {"payload": "x"}, user=alice
     )
@@ -561,3 +563,42 @@ def test_an_idle_http_connection_is_closed() -> None:
     assert not transport.disconnecting
     clock.advance(2)
     assert transport.disconnecting
+
+
+def test_peek_shows_ready_messages_and_leaves_them(api: Api) -> None:
+    call(api, "PUT", "queues/jobs", {})
+    call(api, "POST", "exchanges/jobs/publish", {"payload": "héllo"})
+    raw = base64.b64encode(b"\xff\x00").decode()
+    call(api, "POST", "exchanges/jobs/publish", {"payload": raw, "payload_encoding": "base64"})
+    call(api, "POST", "exchanges/jobs/publish", {"payload": "third", "ttl": 60000})
+    shown = call(api, "GET", "queues/jobs/messages", count="2").body
+    assert shown == [
+        {
+            "exchange": "jobs",
+            "routing_key": "",
+            "payload": "héllo",
+            "payload_encoding": "string",
+            "payload_bytes": 6,
+            "redelivered": False,
+            "deliveries": 0,
+            "expires_at": None,
+        },
+        {
+            "exchange": "jobs",
+            "routing_key": "",
+            "payload": raw,
+            "payload_encoding": "base64",
+            "payload_bytes": 2,
+            "redelivered": False,
+            "deliveries": 0,
+            "expires_at": None,
+        },
+    ]
+    [*_, third] = call(api, "GET", "queues/jobs/messages").body
+    assert third["expires_at"] == 60000
+    assert call(api, "GET", "queues/jobs/messages", truncate="3").body[0]["payload"] == "hé"
+    q = call(api, "GET", "queues/jobs").body
+    assert q["messages_ready"] == 3 and q["message_stats"]["deliver"] == 0
+    for bad in ({"count": "0"}, {"count": "101"}, {"count": "x"}, {"count": "²"}):
+        assert refused(api, "GET", "queues/jobs/messages", **bad).body["error"] == "BAD_ARGS"
+    assert refused(api, "GET", "queues/nope/messages").status == 404

@@ -28,7 +28,13 @@ import attrs
 
 from mbroker import __version__, errors
 from mbroker.core.broker import Broker
-from mbroker.core.report import BindingReport, ConnectionReport, ExchangeReport, QueueReport
+from mbroker.core.report import (
+    BindingReport,
+    ConnectionReport,
+    ExchangeReport,
+    MessageReport,
+    QueueReport,
+)
 from mbroker.server.auth import Permissions, User
 from mbroker.wire import frames
 from mbroker.wire.codec import CommandDecoder, encode_command
@@ -58,6 +64,8 @@ STATUS_BY_CODE: dict[str, int] = {
 JSON_TYPES = (b"application/json",)
 #: ... or, with any content type, this header (what JavaScript libraries send)
 CUSTOM_HEADER = b"x-requested-with"
+#: The most messages ``GET /api/queues/NAME/messages`` shows.
+PEEK_MAX = 100
 #: What changes state: refused without a JSON content type or the custom header.
 MUTATING = frozenset({"PUT", "POST", "DELETE", "PATCH"})
 
@@ -311,6 +319,16 @@ class Api:
         _check(request, Permissions.may_read, "read from", name)
         return Reply(200, {"purged": self.broker.purge(name)})
 
+    @_route("GET", "queues", "*", "messages")
+    def peek(self, request: ApiRequest, names: list[str]) -> Reply:
+        """The first ``count`` ready messages (default 10, at most 100), left in the queue;
+        payloads cut to ``truncate`` bytes (default and at most max-payload)."""
+        name = names[0]
+        _check(request, Permissions.may_read, "read from", name)
+        count = _number(request, "count", 10, 1, PEEK_MAX)
+        truncate = _number(request, "truncate", self._max_payload, 0, self._max_payload)
+        return Reply(200, [message_json(m, truncate) for m in self.broker.peek(name, count)])
+
     @_route("GET", "queues", "*", "bindings")
     def queue_bindings(self, request: ApiRequest, names: list[str]) -> Reply:
         name = names[0]
@@ -529,6 +547,26 @@ def queue_json(q: QueueReport) -> dict[str, Any]:
     }
 
 
+def message_json(m: MessageReport, truncate: int) -> dict[str, Any]:
+    """A peeked message, as RabbitMQ's "get messages" shows one: the payload as text
+    when it is UTF-8, else in base64."""
+    payload = m.payload[:truncate]
+    try:
+        text, encoding = payload.decode("utf-8"), "string"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
+    return {
+        "exchange": m.source,
+        "routing_key": m.key,
+        "payload": text,
+        "payload_encoding": encoding,
+        "payload_bytes": len(m.payload),
+        "redelivered": m.deliveries > 0,
+        "deliveries": m.deliveries,
+        "expires_at": int(m.expires_at * 1000) if m.expires_at is not None else None,
+    }
+
+
 def exchange_json(e: ExchangeReport) -> dict[str, Any]:
     return {
         "name": e.name,
@@ -613,6 +651,15 @@ def _flag(request: ApiRequest, name: str) -> bool:
     if value not in ("true", "false", "1", "0"):
         raise errors.BadArgs(f"{name} is true or false, not {value!r}")
     return value in ("true", "1")
+
+
+def _number(request: ApiRequest, name: str, default: int, least: int, most: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) < 10) or not least <= int(text) <= most:
+        raise errors.BadArgs(f"{name} is an integer from {least} to {most}, not {text!r}")
+    return int(text)
 
 
 def _json_object(data: bytes) -> dict[str, Any]:
