@@ -742,6 +742,11 @@ class BrokerProtocol(Protocol):
             len(s.outstanding),
         )
 
+    def disconnect(self, reason: str) -> None:
+        """Close this connection from outside (an operator, through the HTTP API):
+        ``-ERR LIMIT <reason>`` after the replies already due, then hang up."""
+        self._limit(reason)
+
 
 def _msg_head(sid: int, tag: int, m: Message) -> bytes:
     """The MSG line of a delivery of ``m``, with its redelivery count and reason."""

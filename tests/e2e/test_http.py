@@ -17,13 +17,15 @@ from tests.e2e.broker import BrokerProcess, start_broker
 HTTP = ("--http", "tcp:0:interface=127.0.0.1")
 
 
-def call(broker: BrokerProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def call(
+    broker: BrokerProcess, method: str, path: str, body: Any = None, reason: str = ""
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if reason:
+        headers["X-Reason"] = reason
     request = urllib.request.Request(
-        f"http://127.0.0.1:{broker.http_port}{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
+        f"http://127.0.0.1:{broker.http_port}{path}", data=data, method=method, headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -47,6 +49,12 @@ def test_http_api_of_a_real_broker(tmp_path: Path) -> None:
             assert status == 200 and q["messages_ready"] == 1 and q["durable"] is True
             [conn] = call(broker, "GET", "/api/connections")[1]
             assert conn["peer"].startswith("127.0.0.1:")
+            assert call(broker, "GET", f"/api/connections/{conn['id']}") == (200, conn)
+            closed = call(broker, "DELETE", f"/api/connections/{conn['id']}", None, "maintenance")
+            assert closed == (200, {"closed": conn["id"]})
+            assert c.readline() == b"-ERR LIMIT maintenance"
+            assert c.expect_closed()
+        assert call(broker, "GET", "/api/connections") == (200, [])
         status, text = call(broker, "GET", "/metrics")
         assert status == 200 and 'mbroker_queue_messages_ready{queue="jobs"} 1.0' in text
         status, err = call(broker, "DELETE", "/api/queues/nope")

@@ -33,7 +33,8 @@ from mbroker.client.connection import connect
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
-from mbroker.server.auth import hash_password
+from mbroker.core.report import ConnectionReport
+from mbroker.server.auth import Pattern, Permissions, User, hash_password
 from mbroker.server.http.api import Api, ApiRequest, Reply, error_reply
 from mbroker.server.http.health import problem
 from mbroker.server.http.service import HttpService
@@ -602,3 +603,25 @@ def test_peek_shows_ready_messages_and_leaves_them(api: Api) -> None:
     for bad in ({"count": "0"}, {"count": "101"}, {"count": "x"}, {"count": "²"}):
         assert refused(api, "GET", "queues/jobs/messages", **bad).body["error"] == "BAD_ARGS"
     assert refused(api, "GET", "queues/nope/messages").status == 404
+
+
+def test_closing_a_connection_names_it_by_id() -> None:
+    closed: list[tuple[int, str]] = []
+    report = ConnectionReport(7, "127.0.0.1:4000", "bob", 0.0, 0, 0)
+    api = Api(
+        Broker(Clock(), Config()),
+        connections=lambda: [report],
+        disconnect=lambda session, reason: closed.append((session, reason)),
+    )
+    assert call(api, "GET", "connections/7").body["user"] == "bob"
+    assert refused(api, "DELETE", "connections/8").status == 404
+    assert call(api, "DELETE", "connections/7").body == {"closed": 7}
+    with pytest.raises(errors.BadArgs):
+        api.handle(ApiRequest("DELETE", ("connections", "7"), reason="a\r\nb"))
+    with pytest.raises(errors.BadArgs):
+        api.handle(ApiRequest("DELETE", ("connections", "7"), reason="x" * 201))
+    assert closed == [(7, "closed by an operator")]
+    alice = User("alice", "-", Permissions(read=Pattern("alice.*")))
+    assert api.handle(ApiRequest("GET", ("connections",), user=alice)).body == []
+    with pytest.raises(errors.NotFound):
+        api.handle(ApiRequest("DELETE", ("connections", "7"), user=alice))

@@ -93,6 +93,8 @@ class ApiRequest:
     body: bytes = b""
     #: the logged-in user; None when the broker has no users file (anyone may do anything)
     user: User | None = None
+    #: the ``X-Reason`` header (why a connection is closed)
+    reason: str | None = None
 
 
 def error_reply(e: errors.BrokerError) -> Reply:
@@ -146,9 +148,10 @@ def match_route(pattern: tuple[str, ...], path: tuple[str, ...]) -> list[str] | 
 class Api:
     """The JSON API over one broker and its connections.
 
-    ``connections`` lists the open connections' reports; ``extras`` adds the front
-    door's figures (memory watch, store) to ``/api/overview``, and ``rates`` its
-    message rates (:meth:`mbroker.server.http.rates.Rates.details`).
+    ``connections`` lists the open connections' reports and ``disconnect(session,
+    reason)`` closes one; ``extras`` adds the front door's figures (memory watch,
+    store) to ``/api/overview``, and ``rates`` its message rates
+    (:meth:`mbroker.server.http.rates.Rates.details`).
     """
 
     def __init__(
@@ -158,9 +161,11 @@ class Api:
         extras: Callable[[], dict[str, Any]] = dict,
         memory_alarm: Callable[[], bool] = lambda: False,
         rates: Callable[[], dict[str, dict[str, float]]] = dict,
+        disconnect: Callable[[int, str], None] = lambda session, reason: None,
     ) -> None:
         self.broker = broker
         self.rates = rates
+        self.disconnect = disconnect
         self.connections = connections
         self.extras = extras
         self.memory_alarm = memory_alarm
@@ -494,16 +499,39 @@ class Api:
 
     @_route("GET", "connections")
     def list_connections(self, request: ApiRequest, names: list[str]) -> Reply:
+        return Reply(200, [connection_json(c) for c in self._visible_connections(request)])
+
+    @_route("GET", "connections", "*")
+    def connection(self, request: ApiRequest, names: list[str]) -> Reply:
+        return Reply(200, connection_json(self._connection(request, names[0])))
+
+    @_route("DELETE", "connections", "*")
+    def close_connection(self, request: ApiRequest, names: list[str]) -> Reply:
+        """Close a connection: the client gets ``-ERR LIMIT <reason>`` (the
+        ``X-Reason`` header, as RabbitMQ takes it, or "closed by an operator")."""
+        c = self._connection(request, names[0])
+        reason = request.reason or "closed by an operator"
+        if not reason.isprintable() or len(reason) > 200:
+            raise errors.BadArgs("the reason is at most 200 printable characters")
+        self.disconnect(c.session, reason)
+        return Reply(200, {"closed": c.session})
+
+    def _visible_connections(self, request: ApiRequest) -> list[ConnectionReport]:
+        """The connections the user may see: all of them, but for a user whose
+        permissions are not ``* * *``, who sees its own."""
         user = request.user
         every = user is None or user.permissions == _ALL
-        return Reply(
-            200,
-            [
-                connection_json(c)
-                for c in sorted(self.connections(), key=_session_of)
-                if every or c.user == user.name  # type: ignore[union-attr]
-            ],
-        )
+        return [
+            c
+            for c in sorted(self.connections(), key=_session_of)
+            if every or c.user == user.name  # type: ignore[union-attr]
+        ]
+
+    def _connection(self, request: ApiRequest, name: str) -> ConnectionReport:
+        for c in self._visible_connections(request):
+            if str(c.session) == name:
+                return c
+        raise errors.NotFound(f"no connection {name}")
 
 
 # ------------------------------------------------------------------- JSON shapes

@@ -157,7 +157,17 @@ class HttpResource(Resource):
         }
         journal = broker.journal
         mark = journal.changes if journal is not None else 0
-        reply = api.handle(ApiRequest(method, tuple(path[1:]), query, body, user))
+        reason = request.getHeader(b"x-reason")
+        reply = api.handle(
+            ApiRequest(
+                method,
+                tuple(path[1:]),
+                query,
+                body,
+                user,
+                reason.decode("utf-8", "replace") if reason is not None else None,
+            )
+        )
         if isinstance(reply.body, list) and len(reply.body) > _ENCODE_IN_THREAD:
             # (10,000 queues are 5 MB of JSON: encoded off the reactor thread; the
             # dicts were made for this reply alone)
@@ -196,8 +206,15 @@ class HttpResource(Resource):
             factory = service.factory
             return factory is not None and factory.watch.alarm
 
+        def disconnect(session: int, reason: str) -> None:
+            factory = service.factory
+            for p in list(factory.protocols) if factory is not None else []:
+                if p.report().session == session:
+                    p.disconnect(reason)
+
         rates = self.rates
-        return Api(broker, connections, extras, alarm, rates.details if rates is not None else dict)
+        details = rates.details if rates is not None else dict
+        return Api(broker, connections, extras, alarm, details, disconnect)
 
     async def _login(self, request: BoundedRequest) -> User | None:
         factory = self.service.factory
