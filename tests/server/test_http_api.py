@@ -454,6 +454,17 @@ async def test_a_durable_change_is_answered_once_stored(tmp_path: Path) -> None:
         status, h, raw = await site.request("GET", "/metrics")
         assert b"mbroker_store_available 1.0" in raw
         assert b"mbroker_store_fsyncs_total" in raw
+        [fsync] = [
+            f
+            for f in text_string_to_metric_families(raw.decode())
+            if f.name == "mbroker_store_fsync_seconds"
+        ]
+        assert fsync.type == "histogram"
+        values = {(s.name, s.labels.get("le")): s.value for s in fsync.samples}
+        count = values[("mbroker_store_fsync_seconds_count", None)]
+        assert count >= 2  # (the queue's record, the message's: --fsync always)
+        assert values[("mbroker_store_fsync_seconds_bucket", "+Inf")] == count
+        assert values[("mbroker_store_fsync_seconds_sum", None)] > 0
         status, body = await site.json("GET", "/api/overview")
         assert body["store"]["available"] == 1
     finally:

@@ -18,7 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import attrs
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -40,6 +45,8 @@ class Snapshot:
     connections_blocked: int = 0
     #: the store's counters (``LogStore.stats``); None when the broker runs in memory
     store: dict[str, int] | None = None
+    #: the store's fsync latency histogram (``LogStore.fsync_latency``)
+    fsync: tuple[tuple[float, ...], list[int], float] | None = None
 
 
 #: per-queue gauges: metric name suffix, help, QueueReport attribute
@@ -140,6 +147,18 @@ class BrokerCollector(Collector):
         if snap.store is not None:
             for name, doc, field, counter in _STORE:
                 yield _one(name, doc, snap.store.get(field, 0), counter)
+        if snap.fsync is not None:
+            bounds, counts, seconds = snap.fsync
+            cumulative, buckets = 0, []
+            for bound, n in zip((*map(repr, bounds), "+Inf"), counts):
+                cumulative += n
+                buckets.append((bound, float(cumulative)))
+            yield HistogramMetricFamily(
+                "mbroker_store_fsync_seconds",
+                "How long the store's fsyncs took.",
+                buckets=buckets,
+                sum_value=seconds,
+            )
         queues = [q for q in snap.queues if not q.private]
         consumers = GaugeMetricFamily(
             "mbroker_queue_consumers", "Subscriptions to the queue.", labels=["queue"]

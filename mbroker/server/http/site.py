@@ -261,6 +261,7 @@ class HttpResource(Resource):
             watch.alarm if watch is not None else False,
             len(watch.blocked) if watch is not None else 0,
             store.stats() if store is not None else None,
+            store.fsync_latency() if store is not None else None,
         )
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
         # formatting 10,000 queues takes a while: in a thread
