@@ -7,12 +7,14 @@ what they do is checked over the native protocol and across a restart.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.broker import BrokerProcess, start_broker
+from tests.e2e.broker import BrokerProcess, start_broker, twistd_command
 
 HTTP = ("--http", "tcp:0:interface=127.0.0.1")
 
@@ -69,3 +71,25 @@ def test_http_api_of_a_real_broker(tmp_path: Path) -> None:
             assert c.request(b"PULL jobs")[1] == b"+OK 1"
     finally:
         broker.stop()
+
+
+def test_a_busy_http_port_stops_twistd(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = [
+            *twistd_command(),
+            "--nodaemon",
+            "--logfile=-",
+            "--pidfile=",
+            "mbroker",
+            "--memory",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--http",
+            f"tcp:{port}:interface=127.0.0.1",
+        ]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"mbroker cannot listen for HTTP on tcp:{port}:interface=127.0.0.1" in done.stdout
