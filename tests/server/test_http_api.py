@@ -636,3 +636,34 @@ def test_closing_a_connection_names_it_by_id() -> None:
     assert api.handle(ApiRequest("GET", ("connections",), user=alice)).body == []
     with pytest.raises(errors.NotFound):
         api.handle(ApiRequest("DELETE", ("connections", "7"), user=alice))
+
+
+def test_lists_filter_sort_and_page(api: Api) -> None:
+    for i in range(25):
+        call(api, "PUT", f"queues/job-{i:02}", {})
+        for _ in range(i % 5):
+            call(api, "POST", f"exchanges/job-{i:02}/publish", {"payload": "x"})
+    call(api, "PUT", "queues/other", {})
+    names = [q["name"] for q in call(api, "GET", "queues", name="job-1").body]
+    assert names == [f"job-1{i}" for i in range(10)]
+    top = call(api, "GET", "queues", sort="messages", sort_reverse="true").body
+    assert [q["messages"] for q in top[:5]] == [4] * 5
+    page = call(api, "GET", "queues", name="job", page="3", page_size="10", sort="name").body
+    assert [q["name"] for q in page.pop("items")] == [f"job-{i}" for i in range(20, 25)]
+    assert page == {
+        "page": 3,
+        "page_size": 10,
+        "page_count": 3,
+        "filtered_count": 25,
+        "total_count": 26,
+    }
+    assert call(api, "GET", "queues", page="1", name="none").body["items"] == []
+    for bad in (
+        {"sort": "colour"},
+        {"page": "4", "page_size": "10"},
+        {"page": "1", "page_size": "501"},
+    ):
+        assert refused(api, "GET", "queues", **bad).body["error"] == "BAD_ARGS"
+    call(api, "PUT", "exchanges/b", {"type": "topic"})
+    call(api, "PUT", "exchanges/a", {"type": "direct"})
+    assert [e["name"] for e in call(api, "GET", "exchanges", sort="name").body] == ["a", "b"]

@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 import attrs
 
@@ -252,14 +252,8 @@ class Api:
     @_route("GET", "queues")
     def queues(self, request: ApiRequest, names: list[str]) -> Reply:
         perms = _perms(request)
-        return Reply(
-            200,
-            [
-                queue_json(q)
-                for q in self.broker.queue_reports()
-                if perms is None or perms.may_see(q.name)
-            ],
-        )
+        visible = [q for q in self.broker.queue_reports() if perms is None or perms.may_see(q.name)]
+        return Reply(200, _listing(request, visible, _QUEUE_SORTS, queue_json))
 
     @_route("GET", "queues", "*")
     def queue(self, request: ApiRequest, names: list[str]) -> Reply:
@@ -348,14 +342,10 @@ class Api:
     @_route("GET", "exchanges")
     def exchanges(self, request: ApiRequest, names: list[str]) -> Reply:
         perms = _perms(request)
-        return Reply(
-            200,
-            [
-                exchange_json(e)
-                for e in self.broker.exchange_reports()
-                if perms is None or perms.may_see(e.name)
-            ],
-        )
+        visible = [
+            e for e in self.broker.exchange_reports() if perms is None or perms.may_see(e.name)
+        ]
+        return Reply(200, _listing(request, visible, _EXCHANGE_SORTS, exchange_json))
 
     @_route("GET", "exchanges", "*")
     def exchange(self, request: ApiRequest, names: list[str]) -> Reply:
@@ -638,6 +628,62 @@ def connection_json(c: ConnectionReport) -> dict[str, Any]:
 def encode_json(body: Any) -> bytes:
     """The bytes of a JSON body (compact, UTF-8, one trailing line end)."""
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+# ------------------------------------------------------------------- listings
+
+R = TypeVar("R", QueueReport, ExchangeReport)
+
+#: what ``?sort=`` may name in /api/queues and /api/exchanges
+_QUEUE_SORTS: dict[str, Callable[[QueueReport], Any]] = {
+    "name": lambda q: q.name,
+    "messages": lambda q: q.ready + q.delayed + q.unacked,
+    "messages_ready": lambda q: q.ready,
+    "messages_unacknowledged": lambda q: q.unacked,
+    "message_bytes_ready": lambda q: q.ready_bytes,
+    "consumers": lambda q: len(q.consumers),
+}
+_EXCHANGE_SORTS: dict[str, Callable[[ExchangeReport], Any]] = {
+    "name": lambda e: e.name,
+    "type": lambda e: e.kind,
+    "bindings": lambda e: e.bindings,
+}
+#: the largest ``?page_size=``
+PAGE_SIZE_MAX = 500
+
+
+def _listing(
+    request: ApiRequest,
+    rows: list[R],
+    sorts: dict[str, Callable[[R], Any]],
+    shape: Callable[[R], dict[str, Any]],
+) -> Any:
+    """A list, as RabbitMQ's: ``?name=`` keeps the names holding that text, ``?sort=``
+    (and ``?sort_reverse=true``) orders them; with ``?page=N`` (``?page_size=``, 100 by
+    default) the answer is one page of them, ``{"items": [...], "page": ...}``.  Only
+    what is shown is turned into JSON."""
+    total = len(rows)
+    text = request.query.get("name")
+    if text:
+        rows = [r for r in rows if text in r.name]
+    key = request.query.get("sort")
+    if key is not None:
+        if key not in sorts:
+            raise errors.BadArgs(f"sort is one of {', '.join(sorts)}, not {key!r}")
+        rows = sorted(rows, key=sorts[key], reverse=_flag(request, "sort_reverse"))
+    if "page" not in request.query:
+        return [shape(r) for r in rows]
+    size = _number(request, "page_size", 100, 1, PAGE_SIZE_MAX)
+    pages = max(1, -(-len(rows) // size))
+    page = _number(request, "page", 1, 1, pages)
+    return {
+        "items": [shape(r) for r in rows[(page - 1) * size : page * size]],
+        "page": page,
+        "page_size": size,
+        "page_count": pages,
+        "filtered_count": len(rows),
+        "total_count": total,
+    }
 
 
 # ------------------------------------------------------------------- helpers
