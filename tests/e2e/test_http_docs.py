@@ -27,8 +27,9 @@ import attrs
 import pytest
 from argon2 import PasswordHasher
 
+from mbroker.errors import ERRORS_BY_CODE
 from mbroker.server.auth import hash_password
-from mbroker.server.http.api import ROUTES, match_route
+from mbroker.server.http.api import ROUTES, STATUS_BY_CODE, match_route
 from tests.e2e.broker import BrokerProcess, start_broker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "http.rst"
@@ -230,3 +231,15 @@ def test_a_wrong_example_fails() -> None:
     assert matches(json_pattern('{"a": <n>, ...}'), {"a": 1, "b": 2})
     assert not matches(json_pattern('{"a": <n>}'), {"a": 1, "b": 2})
     assert not matches(json_pattern('[{"a": 1, ...}]'), [{"a": 1}, {"a": 2}])
+
+
+def test_the_status_list_is_the_codes() -> None:
+    """The document's list of statuses names every wire code with its real status."""
+    documented: dict[str, int] = {}
+    for status, rest in re.findall(r"^\* (\d{3}): (.*)$", DOC.read_text(), re.MULTILINE):
+        if status in ("405", "415"):  # (a method or a content type: BAD_COMMAND, BAD_ARGS)
+            continue
+        for code in re.findall(r"``([A-Z_]+)``", rest):
+            documented[code] = int(status)
+    assert documented == STATUS_BY_CODE
+    assert set(STATUS_BY_CODE) == set(ERRORS_BY_CODE)
