@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
@@ -278,13 +279,15 @@ class Site:
         return status, None
 
 
-async def start_site(config: Config, data_dir: str | None = None) -> Site:
+async def start_site(
+    config: Config, data_dir: str | None = None, http: str = "tcp:0:interface=127.0.0.1"
+) -> Site:
     service = BrokerService(reactor, config, ["tcp:0:interface=127.0.0.1"], data_dir)
-    http = HttpService(reactor, service, ["tcp:0:interface=127.0.0.1"])
-    http.setServiceParent(service)
+    http_service = HttpService(reactor, service, [http])
+    http_service.setServiceParent(service)
     service.startService()
-    await eventually(lambda: service.ports and http.ports)
-    return Site(service, http)
+    await eventually(lambda: service.ports and http_service.ports)
+    return Site(service, http_service)
 
 
 async def eventually(predicate: Any, timeout: float = 10.0) -> None:
@@ -667,3 +670,19 @@ def test_lists_filter_sort_and_page(api: Api) -> None:
     call(api, "PUT", "exchanges/b", {"type": "topic"})
     call(api, "PUT", "exchanges/a", {"type": "direct"})
     assert [e["name"] for e in call(api, "GET", "exchanges", sort="name").body] == ["a", "b"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_http_listener_off_loopback_warns() -> None:
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        site = await start_site(Config(), http="tcp:0")  # (every interface)
+        loopback = await start_site(Config())
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    for s in (site, loopback):
+        await s.service.stopService()
+        await s.pool.closeCachedConnections()
+    warnings = [formatEvent(e) for e in events if "open to the network" in formatEvent(e)]
+    assert len(warnings) == 1 and "0.0.0.0:" in warnings[0], warnings
