@@ -168,12 +168,13 @@ class HttpResource(Resource):
                 reason.decode("utf-8", "replace") if reason is not None else None,
             )
         )
+        changed = journal is not None and journal.changes != mark
         if isinstance(reply.body, list) and len(reply.body) > _ENCODE_IN_THREAD:
             # (10,000 queues are 5 MB of JSON: encoded off the reactor thread; the
             # dicts were made for this reply alone)
             data = await self._in_thread(encode_json, reply.body)
             reply = Reply(reply.status, data, ((b"Content-Type", b"application/json"),))
-        if journal is not None and journal.changes != mark:
+        if changed and journal is not None:
             # a durable change: answer once the store has it (or could not take it)
             committed: Deferred[errors.BrokerError | None] = Deferred()
             journal.on_commit(committed.callback)
