@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, get_args
+from collections.abc import Callable
+from typing import Any, get_args
 
 import attrs
 
@@ -31,11 +30,29 @@ from mbroker.core.broker import Broker
 from mbroker.core.report import (
     BindingReport,
     ConnectionReport,
-    ExchangeReport,
-    MessageReport,
-    QueueReport,
 )
-from mbroker.server.auth import Permissions, User
+from mbroker.server.auth import Permissions
+from mbroker.server.http.request import (
+    EXCHANGE_SORTS,
+    QUEUE_SORTS,
+    ApiRequest,
+    flag,
+    json_object,
+    listing,
+    no_more,
+    number,
+    rabbit_defaults,
+    take,
+)
+from mbroker.server.http.views import (
+    VHOST,
+    binding_json,
+    connection_json,
+    exchange_json,
+    message_json,
+    props,
+    queue_json,
+)
 from mbroker.wire import frames
 from mbroker.wire.codec import CommandDecoder, encode_command
 
@@ -70,7 +87,6 @@ PEEK_MAX = 100
 MUTATING = frozenset({"PUT", "POST", "DELETE", "PATCH"})
 
 _ALL = Permissions()
-_VHOST = "/"
 
 
 @attrs.frozen
@@ -80,21 +96,6 @@ class Reply:
     status: int
     body: Any = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
-
-
-@attrs.frozen
-class ApiRequest:
-    """One request to the API, as the site hands it over."""
-
-    method: str
-    #: the path segments after ``/api``, percent-decoded
-    path: tuple[str, ...]
-    query: Mapping[str, str] = attrs.field(factory=dict)
-    body: bytes = b""
-    #: the logged-in user; None when the broker has no users file (anyone may do anything)
-    user: User | None = None
-    #: the ``X-Reason`` header (why a connection is closed)
-    reason: str | None = None
 
 
 def error_reply(e: errors.BrokerError) -> Reply:
@@ -176,7 +177,7 @@ class Api:
     def handle(self, request: ApiRequest) -> Reply:
         """Answer ``request``; raises :class:`~mbroker.errors.BrokerError`."""
         path = request.path
-        if len(path) >= 2 and path[1] == _VHOST:  # RabbitMQ's vhost: the only one
+        if len(path) >= 2 and path[1] == VHOST:  # RabbitMQ's vhost: the only one
             path = path[:1] + path[2:]
         allowed = []
         for method, pattern, handler in ROUTES:
@@ -253,7 +254,7 @@ class Api:
     def queues(self, request: ApiRequest, names: list[str]) -> Reply:
         perms = _perms(request)
         visible = [q for q in self.broker.queue_reports() if perms is None or perms.may_see(q.name)]
-        return Reply(200, _listing(request, visible, _QUEUE_SORTS, queue_json))
+        return Reply(200, listing(request, visible, QUEUE_SORTS, queue_json))
 
     @_route("GET", "queues", "*")
     def queue(self, request: ApiRequest, names: list[str]) -> Reply:
@@ -282,25 +283,25 @@ class Api:
     @_route("PUT", "queues", "*")
     def create_queue(self, request: ApiRequest, names: list[str]) -> Reply:
         name = names[0]
-        body = _json_object(request.body)
-        _rabbit_defaults(body)
+        body = json_object(request.body)
+        rabbit_defaults(body)
         if body.pop("exclusive", False) is not False:
             raise errors.BadArgs(
                 "an exclusive queue belongs to a connection: create it over the wire protocol"
             )
-        options: dict[str, Any] = {"durable": _get(body, "durable", bool, False)}
+        options: dict[str, Any] = {"durable": take(body, "durable", bool, False)}
         for key in ("max_length", "max_bytes", "ttl", "max_deliver"):
-            value = _get(body, key, int, None)
+            value = take(body, key, int, None)
             if value is not None:
                 options[key] = value
-        overflow = _get(body, "overflow", str, "drop-head")
+        overflow = take(body, "overflow", str, "drop-head")
         if overflow not in get_args(frames.Overflow):
             raise errors.BadArgs(f"overflow must be drop-head or reject, not {overflow!r}")
         options["overflow"] = overflow
-        dead_letter = _get(body, "dead_letter", str, None)
+        dead_letter = take(body, "dead_letter", str, None)
         if dead_letter is not None:
             options["dead_letter"] = dead_letter
-        _no_more(body)
+        no_more(body)
         cmd = frames.Create(name, "queue", frames.QueueOptions(**options))
         return self._create(request, self._checked(cmd))
 
@@ -309,7 +310,7 @@ class Api:
         name = names[0]
         _check(request, Permissions.may_configure, "configure", name)
         self.broker.queue_reports(name)  # NOT_FOUND, or WRONG_KIND for an exchange
-        dropped = self.broker.delete(name, _flag(request, "if-empty"), _flag(request, "if-unused"))
+        dropped = self.broker.delete(name, flag(request, "if-empty"), flag(request, "if-unused"))
         return Reply(200, {"dropped": dropped})
 
     @_route("DELETE", "queues", "*", "contents")
@@ -324,8 +325,8 @@ class Api:
         payloads cut to ``truncate`` bytes (default and at most max-payload)."""
         name = names[0]
         _check(request, Permissions.may_read, "read from", name)
-        count = _number(request, "count", 10, 1, PEEK_MAX)
-        truncate = _number(request, "truncate", self._max_payload, 0, self._max_payload)
+        count = number(request, "count", 10, 1, PEEK_MAX)
+        truncate = number(request, "truncate", self._max_payload, 0, self._max_payload)
         return Reply(200, [message_json(m, truncate) for m in self.broker.peek(name, count)])
 
     @_route("GET", "queues", "*", "bindings")
@@ -345,7 +346,7 @@ class Api:
         visible = [
             e for e in self.broker.exchange_reports() if perms is None or perms.may_see(e.name)
         ]
-        return Reply(200, _listing(request, visible, _EXCHANGE_SORTS, exchange_json))
+        return Reply(200, listing(request, visible, EXCHANGE_SORTS, exchange_json))
 
     @_route("GET", "exchanges", "*")
     def exchange(self, request: ApiRequest, names: list[str]) -> Reply:
@@ -361,13 +362,13 @@ class Api:
     @_route("PUT", "exchanges", "*")
     def create_exchange(self, request: ApiRequest, names: list[str]) -> Reply:
         name = names[0]
-        body = _json_object(request.body)
-        _rabbit_defaults(body)
-        kind = _get(body, "type", str, None)
+        body = json_object(request.body)
+        rabbit_defaults(body)
+        kind = take(body, "type", str, None)
         if kind not in frames.EXCHANGE_KINDS:
             raise errors.BadArgs(f"an exchange's type is direct, fanout or topic, not {kind!r}")
-        durable = _get(body, "durable", bool, False)
-        _no_more(body)
+        durable = take(body, "durable", bool, False)
+        no_more(body)
         cmd = frames.Create(name, kind, frames.QueueOptions(durable=durable))
         return self._create(request, self._checked(cmd))
 
@@ -389,22 +390,22 @@ class Api:
         name = names[0]
         _check(request, Permissions.may_configure, "configure", name)
         self.broker.exchange_reports(name)  # NOT_FOUND, or WRONG_KIND for a queue
-        self.broker.delete(name, if_unused=_flag(request, "if-unused"))
+        self.broker.delete(name, if_unused=flag(request, "if-unused"))
         return Reply(200, {"deleted": name})
 
     @_route("POST", "exchanges", "*", "publish")
     def publish(self, request: ApiRequest, names: list[str]) -> Reply:
         """A test message to an exchange, or straight to a queue (mbroker allows both)."""
         name = names[0]
-        body = _json_object(request.body)
-        key = _get(body, "routing_key", str, "")
-        payload_text = _get(body, "payload", str, "")
-        encoding = _get(body, "payload_encoding", str, "string")
-        ttl = _get(body, "ttl", int, None)
+        body = json_object(request.body)
+        key = take(body, "routing_key", str, "")
+        payload_text = take(body, "payload", str, "")
+        encoding = take(body, "payload_encoding", str, "string")
+        ttl = take(body, "ttl", int, None)
         properties = body.pop("properties", {})
         if properties not in ({}, None):
             raise errors.BadArgs("message properties are not supported")
-        _no_more(body)
+        no_more(body)
         if encoding == "string":
             payload = payload_text.encode("utf-8")
         elif encoding == "base64":
@@ -429,12 +430,12 @@ class Api:
 
     @_route("POST", "bindings")
     def bind_body(self, request: ApiRequest, names: list[str]) -> Reply:
-        body = _json_object(request.body)
-        source = _get(body, "source", str, None)
-        destination = _get(body, "destination", str, None)
+        body = json_object(request.body)
+        source = take(body, "source", str, None)
+        destination = take(body, "destination", str, None)
         if source is None or destination is None:
             raise errors.BadArgs("a binding needs a source (exchange) and a destination (queue)")
-        if _get(body, "destination_type", str, "queue") not in ("q", "queue"):
+        if take(body, "destination_type", str, "queue") not in ("q", "queue"):
             raise errors.BadArgs("a binding's destination is a queue")
         return self._bind(request, source, destination, body)
 
@@ -451,17 +452,17 @@ class Api:
     @_route("POST", "bindings", "e", "*", "q", "*")
     def bind_path(self, request: ApiRequest, names: list[str]) -> Reply:
         exchange, queue = names
-        return self._bind(request, exchange, queue, _json_object(request.body))
+        return self._bind(request, exchange, queue, json_object(request.body))
 
     def _bind(self, request: ApiRequest, exchange: str, queue: str, body: dict[str, Any]) -> Reply:
-        key = _get(body, "routing_key", str, "")
+        key = take(body, "routing_key", str, "")
         if body.pop("arguments", {}) not in ({}, None):
             raise errors.BadArgs("binding arguments are not supported")
-        _no_more(body)
+        no_more(body)
         cmd: frames.Bind = self._checked(frames.Bind(queue, exchange, key))
         _check_binding(request, cmd.queue, cmd.exchange)
         made = self.broker.bind(cmd.queue, cmd.exchange, cmd.key)
-        location = f"/api/bindings/e/{cmd.exchange}/q/{cmd.queue}/{_props(cmd.key)}".encode()
+        location = f"/api/bindings/e/{cmd.exchange}/q/{cmd.queue}/{props(cmd.key)}".encode()
         return Reply(
             201 if made else 204, {"created": made} if made else None, ((b"Location", location),)
         )
@@ -524,174 +525,7 @@ class Api:
         raise errors.NotFound(f"no connection {name}")
 
 
-# ------------------------------------------------------------------- JSON shapes
-
-
-def queue_json(q: QueueReport) -> dict[str, Any]:
-    """A queue as ``/api/queues`` shows it (RabbitMQ's field names where they exist)."""
-    o = q.options
-    return {
-        "name": q.name,
-        "vhost": _VHOST,
-        "durable": o.durable,
-        "exclusive": o.exclusive,
-        "auto_delete": False,
-        "private": q.private,
-        "owner": q.owner,
-        "arguments": {
-            "max_length": o.max_length,
-            "max_bytes": o.max_bytes,
-            "overflow": o.overflow,
-            "ttl": o.ttl,
-            "dead_letter": o.dead_letter,
-            "max_deliver": o.max_deliver,
-        },
-        "messages": q.ready + q.delayed + q.unacked,
-        "messages_ready": q.ready,
-        "messages_delayed": q.delayed,
-        "messages_unacknowledged": q.unacked,
-        "message_bytes_ready": q.ready_bytes,
-        "consumers": len(q.consumers),
-        "message_stats": {
-            "publish": q.published,
-            "deliver": q.delivered,
-            "ack": q.acked,
-            "redeliver": q.redelivered,
-            "expired": q.expired,
-            "dropped": q.dropped,
-            "rejected": q.rejected,
-            "dead_lettered": q.dead_lettered,
-        },
-    }
-
-
-def message_json(m: MessageReport, truncate: int) -> dict[str, Any]:
-    """A peeked message, as RabbitMQ's "get messages" shows one: the payload as text
-    when it is UTF-8, else in base64."""
-    payload = m.payload[:truncate]
-    try:
-        text, encoding = payload.decode("utf-8"), "string"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
-    return {
-        "exchange": m.source,
-        "routing_key": m.key,
-        "payload": text,
-        "payload_encoding": encoding,
-        "payload_bytes": len(m.payload),
-        "redelivered": m.deliveries > 0,
-        "deliveries": m.deliveries,
-        "expires_at": int(m.expires_at * 1000) if m.expires_at is not None else None,
-    }
-
-
-def exchange_json(e: ExchangeReport) -> dict[str, Any]:
-    return {
-        "name": e.name,
-        "vhost": _VHOST,
-        "type": e.kind,
-        "durable": e.durable,
-        "auto_delete": False,
-        "internal": False,
-        "bindings": e.bindings,
-        "message_stats": {
-            "publish_in": e.published,
-            "routed": e.routed,
-            "unroutable": e.unroutable,
-        },
-    }
-
-
-def binding_json(b: BindingReport) -> dict[str, Any]:
-    return {
-        "source": b.exchange,
-        "vhost": _VHOST,
-        "destination": b.queue,
-        "destination_type": "queue",
-        "routing_key": b.key,
-        "arguments": {},
-        "properties_key": _props(b.key),
-    }
-
-
-def connection_json(c: ConnectionReport) -> dict[str, Any]:
-    return {
-        "id": c.session,
-        "peer": c.peer,
-        "user": c.user,
-        "connected_at": int(c.since * 1000),
-        "subscriptions": c.subscriptions,
-        "messages_unacknowledged": c.unacked,
-    }
-
-
-def encode_json(body: Any) -> bytes:
-    """The bytes of a JSON body (compact, UTF-8, one trailing line end)."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-
-
-# ------------------------------------------------------------------- listings
-
-R = TypeVar("R", QueueReport, ExchangeReport)
-
-#: what ``?sort=`` may name in /api/queues and /api/exchanges
-_QUEUE_SORTS: dict[str, Callable[[QueueReport], Any]] = {
-    "name": lambda q: q.name,
-    "messages": lambda q: q.ready + q.delayed + q.unacked,
-    "messages_ready": lambda q: q.ready,
-    "messages_unacknowledged": lambda q: q.unacked,
-    "message_bytes_ready": lambda q: q.ready_bytes,
-    "consumers": lambda q: len(q.consumers),
-}
-_EXCHANGE_SORTS: dict[str, Callable[[ExchangeReport], Any]] = {
-    "name": lambda e: e.name,
-    "type": lambda e: e.kind,
-    "bindings": lambda e: e.bindings,
-}
-#: the largest ``?page_size=``
-PAGE_SIZE_MAX = 500
-
-
-def _listing(
-    request: ApiRequest,
-    rows: list[R],
-    sorts: dict[str, Callable[[R], Any]],
-    shape: Callable[[R], dict[str, Any]],
-) -> Any:
-    """A list, as RabbitMQ's: ``?name=`` keeps the names holding that text, ``?sort=``
-    (and ``?sort_reverse=true``) orders them; with ``?page=N`` (``?page_size=``, 100 by
-    default) the answer is one page of them, ``{"items": [...], "page": ...}``.  Only
-    what is shown is turned into JSON."""
-    total = len(rows)
-    text = request.query.get("name")
-    if text:
-        rows = [r for r in rows if text in r.name]
-    key = request.query.get("sort")
-    if key is not None:
-        if key not in sorts:
-            raise errors.BadArgs(f"sort is one of {', '.join(sorts)}, not {key!r}")
-        rows = sorted(rows, key=sorts[key], reverse=_flag(request, "sort_reverse"))
-    if "page" not in request.query:
-        return [shape(r) for r in rows]
-    size = _number(request, "page_size", 100, 1, PAGE_SIZE_MAX)
-    pages = max(1, -(-len(rows) // size))
-    page = _number(request, "page", 1, 1, pages)
-    return {
-        "items": [shape(r) for r in rows[(page - 1) * size : page * size]],
-        "page": page,
-        "page_size": size,
-        "page_count": pages,
-        "filtered_count": len(rows),
-        "total_count": total,
-    }
-
-
 # ------------------------------------------------------------------- helpers
-
-
-def _props(key: str) -> str:
-    """RabbitMQ's ``properties_key`` of a binding without arguments: the key, ``~`` if empty."""
-    return key or "~"
 
 
 def _session_of(c: ConnectionReport) -> int:
@@ -718,64 +552,3 @@ def _check_binding(request: ApiRequest, queue: str, exchange: str) -> None:
     """BIND and UNBIND: configure the queue, read the exchange (as the native protocol)."""
     _check(request, Permissions.may_configure, "configure", queue)
     _check(request, Permissions.may_read, "read from", exchange)
-
-
-def _flag(request: ApiRequest, name: str) -> bool:
-    value = request.query.get(name, "false").lower()
-    if value not in ("true", "false", "1", "0"):
-        raise errors.BadArgs(f"{name} is true or false, not {value!r}")
-    return value in ("true", "1")
-
-
-def _number(request: ApiRequest, name: str, default: int, least: int, most: int) -> int:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    if not (text.isascii() and text.isdigit() and len(text) < 10) or not least <= int(text) <= most:
-        raise errors.BadArgs(f"{name} is an integer from {least} to {most}, not {text!r}")
-    return int(text)
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    """The request body as a JSON object; an empty body is ``{}``."""
-    if not data.strip():
-        return {}
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise errors.BadArgs(f"the body is not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise errors.BadArgs("the body must be a JSON object")
-    return value
-
-
-def _get(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:
-    """Take ``key`` out of ``body``: a value of type ``kind``, ``default`` if absent or null."""
-    value = body.pop(key, None)
-    if value is None:
-        return default
-    if type(value) is not kind:  # (a bool is no int here)
-        raise errors.BadArgs(f"{key} must be {_JSON_NAMES[kind]}, not {json.dumps(value)}")
-    return value
-
-
-_JSON_NAMES = {bool: "true or false", int: "an integer", str: "a string"}
-
-
-def _rabbit_defaults(body: dict[str, Any]) -> None:
-    """Accept what RabbitMQ clients send by default when it asks for nothing."""
-    if body.pop("auto_delete", False) is not False:
-        raise errors.BadArgs("auto_delete is not supported")
-    if body.pop("internal", False) is not False:
-        raise errors.BadArgs("internal exchanges are not supported")
-    arguments = body.pop("arguments", {})
-    if arguments not in ({}, None):
-        raise errors.BadArgs(
-            "arguments are not supported: give mbroker's options (max_length, ttl, ...) "
-            "at the top level of the body"
-        )
-
-
-def _no_more(body: dict[str, Any]) -> None:
-    if body:
-        raise errors.BadArgs("unknown field(s): " + ", ".join(sorted(body)))

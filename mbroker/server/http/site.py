@@ -42,13 +42,13 @@ from mbroker.server.http.api import (
     Api,
     ApiRequest,
     Reply,
-    encode_json,
     error_reply,
     may_change,
 )
 from mbroker.server.http.health import health_json
 from mbroker.server.http.metrics import Snapshot, exposition
 from mbroker.server.http.rates import Rates
+from mbroker.server.http.views import encode_json
 from mbroker.server.service import BrokerService
 
 log = Logger()
