@@ -58,6 +58,7 @@ setup(
         "attrs>=23.1",
         "zope.interface",
         "argon2-cffi>=23.1",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "test": TEST_REQUIRES,
