@@ -28,6 +28,7 @@ import argparse
 import getpass
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -127,12 +128,21 @@ def _endpoint(text: str) -> str:
     try:
         clientFromString(reactor, text)
     except Exception as e:  # Twisted raises ValueError, TypeError, KeyError, …
-        detail = str(e)
+        detail = str(e) or type(e).__name__
         if isinstance(e, TypeError):  # a missing part, e.g. "tcp:localhost" (no port)
             detail = "a part is missing"
         raise argparse.ArgumentTypeError(
             f"not a client endpoint: {text!r} ({detail}; e.g. tcp:HOST:PORT)"
         ) from None
+    parts = re.split(r"(?<!\\):", text)
+    if parts[0] in ("tcp", "tls", "ssl"):
+        positional = [p for p in parts[1:] if "=" not in p]
+        named = [p[5:] for p in parts[1:] if p.startswith("port=")]
+        for port in (positional[1:2] or named)[:1]:
+            try:
+                _port(port)
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentTypeError(f"in {text!r}: {e}") from None
     return text
 
 

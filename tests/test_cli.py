@@ -211,6 +211,8 @@ async def test_usage_errors_exit_2() -> None:
         ["--connect", "bogus:1", "ping"],
         ["--connect", "tcp:localhost", "ping"],
         ["--connect", "tcp:localhost:x", "ping"],
+        ["--connect", "tcp:localhost:99999", "ping"],
+        ["--connect", "tls:host=localhost:port=0", "ping"],
         ["--timeout", "-1", "ping"],
         ["create", "q", "Queue"],
         ["publish", "q", "text", "--file", "lines.txt"],
