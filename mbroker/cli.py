@@ -545,7 +545,7 @@ async def run(
         _error(_refused(e, args))
         return 1
     except (DNSLookupError, OSError) as e:
-        _error(f"cannot connect to {endpoint}: {e}")
+        _error(f"cannot connect to {endpoint}: {e}" if client is None else f"error: {e}")
         return 1
     except Exception as e:
         _error(f"failed: {type(e).__name__}: {e}")
