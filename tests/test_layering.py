@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TWISTED_FREE = [
     "mbroker.wire.codec",
     "mbroker.wire.frames",
+    "mbroker.wire.stomp",  # and mbroker.wire.stomp_frames, which it imports
     "mbroker.errors",
     "mbroker.config",
     "mbroker.server.auth",

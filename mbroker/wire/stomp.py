@@ -25,7 +25,7 @@ Decoding
   a 1 MiB body fed a byte at a time is linear.
 * Only an unfinished frame is kept between reads, from its first byte, in one
   ``bytearray`` (a read that ends on a frame boundary keeps nothing).  What is kept is
-  bounded by the limits: ``max_header_bytes`` (+3) for a head, ``max_body`` (+1) for a
+  bounded by the limits: ``max_header_bytes`` (+2) for a head, ``max_body`` (+1) for a
   body.
 * EOL is LF or CRLF in every version: 1.2 allows both; 1.0 and 1.1 say LF, but a CR right
   before an LF is accepted as part of the EOL (so a 1.0/1.1 header value cannot end in a
@@ -157,7 +157,9 @@ _UNESCAPERS: dict[str, Callable[[str], str] | None] = {
 
 
 def _raw_name(s: str) -> str:
-    if not s or ":" in s or "\n" in s:
+    if not s:
+        raise ValueError("a header name cannot be empty")
+    if ":" in s or "\n" in s:
         raise ValueError(f"header name {s!r} cannot be written without escapes")
     return s
 
@@ -321,7 +323,7 @@ class StompDecoder:
                     state = _HEAD
                     self._scan = self._line = pos
                 if state == _HEAD:
-                    limit = pos + self.max_header_bytes + 3
+                    limit = pos + self.max_header_bytes + 2
                     m = _HEAD_END.search(buf, self._scan, limit)
                     if m is None:
                         self._head_unfinished(buf, pos, end, limit)
@@ -329,7 +331,7 @@ class StompDecoder:
                     head_end = m.start()
                     body = m.end()
                     del m
-                    if head_end - pos > self.max_header_bytes:
+                    if head_end + 1 - pos > self.max_header_bytes:
                         raise self._head_too_big()
                     self._parse_head(bytes(buf[pos:head_end]))
                     pos = self._scan = body
