@@ -670,9 +670,9 @@ class CountingBuffer(bytearray):
         super().__init__(*args)
         Work.total += len(self)  # a copy into a new buffer
 
-    def __iadd__(self, other: Any) -> CountingBuffer:  # type: ignore[override]
+    def __iadd__(self, other: Any) -> Any:  # type: ignore[misc]
         Work.total += len(other)
-        return super().__iadd__(other)  # type: ignore[return-value]
+        return super().__iadd__(other)
 
     def __delitem__(self, key: Any) -> None:
         if isinstance(key, slice):
@@ -685,12 +685,12 @@ class CountingBuffer(bytearray):
             Work.total += max(0, stop - start)
         return super().__getitem__(key)
 
-    def find(self, sub: Any, start: Any = 0, end: Any = sys.maxsize) -> int:  # type: ignore[override]
+    def find(self, sub: Any, start: Any = 0, end: Any = sys.maxsize) -> int:
         found = super().find(sub, start, end)
         Work.total += max(0, (found + 1 if found >= 0 else min(end, len(self))) - start)
         return found
 
-    def rfind(self, sub: Any, start: Any = 0, end: Any = sys.maxsize) -> int:  # type: ignore[override]
+    def rfind(self, sub: Any, start: Any = 0, end: Any = sys.maxsize) -> int:
         Work.total += max(0, min(end, len(self)) - start)
         return super().rfind(sub, start, end)
 
