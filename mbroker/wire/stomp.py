@@ -267,7 +267,7 @@ class StompDecoder:
     ) -> None:
         self.versions = tuple(versions)
         self.version = version
-        self._commands = {c.encode("ascii"): c for c in commands}
+        self._commands = frozenset(commands)
         self.max_line = max_line
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
@@ -399,36 +399,36 @@ class StompDecoder:
 
     def _parse_head(self, head: bytes) -> None:
         """Set the command, headers and body length from the command and header lines."""
-        lines = head.split(b"\n")
         max_line = self.max_line
-        raw = lines[0]
-        if raw[-1:] == b"\r":
-            raw = raw[:-1]
-        command = self._commands.get(raw)
-        if command is None:
-            if len(raw) > max_line:
-                raise StompError(
-                    f"command line longer than {max_line} bytes", code=LineTooLong.code
-                )
+        if len(head) > max_line:  # then one line may be too long: measure each, in bytes
+            for raw in head.split(b"\n"):
+                if len(raw) - raw.endswith(b"\r") > max_line:
+                    raise StompError(f"line longer than {max_line} bytes", code=LineTooLong.code)
+        text = head.decode("utf-8", "surrogateescape")
+        if "\r" in text:  # a CR right before an LF belongs to the EOL
+            text = text.replace("\r\n", "\n")
+            if text.endswith("\r"):
+                text = text[:-1]
+        lines = text.split("\n")
+        command = lines[0]
+        if command not in self._commands:
+            raw = command.encode("utf-8", "surrogateescape")
             raise StompError(f"unknown command {_show(raw)}", code=BadCommand.code)
         if len(lines) - 1 > self.max_headers:
             raise StompError(
                 f"more than {self.max_headers} headers in a {command} frame", code=TooBig.code
             )
-        unescape = None if command in UNESCAPED_COMMANDS else self._unescape
+        unescape = self._unescape
+        if command in UNESCAPED_COMMANDS or "\\" not in text:
+            unescape = None
         headers = []
         length = -1
-        for raw in lines[1:]:
-            if raw[-1:] == b"\r":
-                raw = raw[:-1]
-            if len(raw) > max_line:
-                raise StompError(f"header line longer than {max_line} bytes", code=LineTooLong.code)
-            colon = raw.find(b":")
-            if colon <= 0:
-                what = "no ':'" if colon < 0 else "an empty name"
+        for i in range(1, len(lines)):
+            name, colon, value = lines[i].partition(":")
+            if not name or not colon:
+                raw = lines[i].encode("utf-8", "surrogateescape")
+                what = "no ':'" if not colon else "an empty name"
                 raise StompError(f"malformed header line {_show(raw)}: {what}")
-            name = raw[:colon].decode("utf-8", "surrogateescape")
-            value = raw[colon + 1 :].decode("utf-8", "surrogateescape")
             if unescape is not None:
                 name = unescape(name)
                 value = unescape(value)
