@@ -18,11 +18,19 @@ Decoding
   *Head*: the command and header lines end at the first empty line, found with one
   bounded regex search for ``LF [CR] LF`` that resumes where the last one stopped (less
   the two bytes a terminator split across reads may have left behind); the head is then
-  split into lines once.  *Body*: with a ``content-length`` header its bytes are counted,
-  never scanned, and a NUL must follow them; without one, the first NUL ends the body,
-  found by one ``find`` per read that also resumes where the last one stopped.
+  decoded and split into lines once, and its lines are measured one by one only when the
+  whole head is longer than one line may be.  *Body*: with a ``content-length`` header
+  its bytes are counted, never scanned, and a NUL must follow them; without one, the
+  first NUL ends the body, found by one ``find`` per read that also resumes where the
+  last one stopped.
   So every byte is looked at a bounded number of times, however the stream is split:
   a 1 MiB body fed a byte at a time is linear.
+* Limits (constructor keywords; defaults in :mod:`~mbroker.wire.stomp_frames`): a line
+  of ``max_line`` bytes (8 KiB) is ``LINE_TOO_LONG``, a head of more than
+  ``max_header_bytes`` (64 KiB) or ``max_headers`` (100) headers, or a body of more than
+  ``max_body`` (1 MiB, the native max-payload) is ``TOO_BIG``.  Sizes are checked as soon
+  as the bytes that break them arrive (a ``content-length`` over the limit on sight), so
+  nothing is buffered past a limit; the header count once the head is complete.
 * Only an unfinished frame is kept between reads, from its first byte, in one
   ``bytearray`` (a read that ends on a frame boundary keeps nothing).  What is kept is
   bounded by the limits: ``max_header_bytes`` (+2) for a head, ``max_body`` (+1) for a
@@ -59,8 +67,9 @@ Encoding
 CONNECT/STOMP/CONNECTED) and writes ``content-length`` itself: it drops any the frame
 carries and adds the true one to every frame with a body, so a frame it writes is always
 framed right.  What a version cannot carry (a LF in a 1.0 value, a ``:`` in a 1.0 name, a
-value ending in CR before 1.2, an empty name) raises ``ValueError`` rather than go out
-garbled.  :func:`heartbeat` is the one-byte heart-beat.
+value ending in CR before 1.2, an empty name, a lone surrogate that ``surrogateescape``
+did not make) raises ``ValueError`` rather than go out garbled.  :func:`heartbeat` is
+the one-byte heart-beat.
 """
 
 from __future__ import annotations

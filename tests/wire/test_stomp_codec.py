@@ -300,6 +300,25 @@ def test_every_split_gives_the_same_frames(version: str) -> None:
     assert frames_of(items) == expected
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_split_of_the_servers_frames_gives_the_same_frames(version: str) -> None:
+    connected = Frame("CONNECTED", (("version", version), ("heart-beat", "0,0")))
+    message = Frame("MESSAGE", (("destination", "/q/a\\b"), ("message-id", "m:1")), b"\x00x")
+    if version == "1.0":
+        message = Frame("MESSAGE", (("destination", "/q/a\\b"), ("message-id", "m:1")), b"x\x00")
+    frames = [connected] + [TYPICAL[c] for c in sorted(SERVER_COMMANDS - {"CONNECTED"})]
+    frames.append(message)
+    data = b"\n".join(encode(f, version) for f in frames) + b"\r\n"
+    expected = [with_length(f) for f in frames]
+    for cut in range(len(data) + 1):
+        decoder = StompDecoder(commands=SERVER_COMMANDS)
+        items = decoder.feed(data[:cut]) + decoder.feed(data[cut:])
+        assert frames_of(items) == expected, cut
+        assert decoder.version == version
+    decoder = StompDecoder(commands=SERVER_COMMANDS)
+    assert frames_of(feed_chunks(decoder, data, [1] * len(data))) == expected
+
+
 def test_every_split_of_the_crlf_stream_gives_the_same_frames() -> None:
     for cut in range(len(LF_STREAM) + 1):
         decoder = StompDecoder()
