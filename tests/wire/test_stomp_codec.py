@@ -331,6 +331,8 @@ def test_every_split_of_a_bad_stream_gives_the_same_error() -> None:
     data = b"SEND\ndestination:q\n\nok\x00SEND\ncontent-length:2\n\nabc\x00"
     expected = StompDecoder().feed(data)
     assert frames_of(expected) == [Frame("SEND", (("destination", "q"),), b"ok")]
+    (err,) = errors_of(expected)
+    assert err.code == "BAD_FRAME" and "no NUL after the 2-byte body" in err.message
     for cut in range(len(data) + 1):
         decoder = StompDecoder()
         items = decoder.feed(data[:cut]) + decoder.feed(data[cut:])
