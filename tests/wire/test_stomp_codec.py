@@ -757,12 +757,12 @@ def test_a_large_body_in_small_chunks_is_linear(counting: type[Work], size: int)
     with_cl = encode(Frame("SEND", (("destination", "q"),), body))
     work, items = work_to_decode(with_cl, 16, max_body=size)
     assert frames_of(items)[0].body == body
-    assert work <= 4 * len(with_cl), work
+    assert work <= 6 * len(with_cl), work  # about 3: append, slice, copy
     no_nul = body.replace(b"\x00", b"\x01")
     nul_terminated = encode(Frame("SEND", (), no_nul), content_length=False)
     work, items = work_to_decode(nul_terminated, 16, max_body=size)
     assert frames_of(items)[0].body == no_nul
-    assert work <= 4 * len(nul_terminated), work
+    assert work <= 6 * len(nul_terminated), work  # about 4: append, find, slice, copy
 
 
 def test_a_large_head_a_byte_at_a_time_is_linear(counting: type[Work]) -> None:
