@@ -32,6 +32,7 @@ TEST_REQUIRES = [
     "mypy",
     "mypy-zope",
     "ruff",
+    "stomp.py",
 ]
 
 setup(
