@@ -22,6 +22,7 @@ from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
 from mbroker.core.records import Recovered
 from mbroker.server.protocol import BrokerFactory
+from mbroker.server.stomp import StompFactory
 from mbroker.store.bridge import journal_for
 from mbroker.store.logstore import FsyncPolicy, LogStore
 
@@ -70,6 +71,7 @@ class BrokerService(MultiService):
         endpoints: list[str],
         data_dir: str | None,
         fsync: FsyncPolicy = "always",
+        stomp_endpoints: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -82,6 +84,9 @@ class BrokerService(MultiService):
         self.journal: Journal | None = None
         self.broker: Broker | None = None
         self.factory: BrokerFactory | None = None
+        #: STOMP listeners (``--stomp``), served by ``stomp_factory``
+        self.stomp_endpoints = list(stomp_endpoints or ())
+        self.stomp_factory: StompFactory | None = None
         self.ports: list[IListeningPort] = []
         self._starting = False
         self._failures: list[str] = []
@@ -138,6 +143,8 @@ class BrokerService(MultiService):
         broker = Broker(clock=self.reactor, config=self.config, journal=journal)
         self.broker = broker
         self.factory = factory = BrokerFactory(broker, self.config, self.reactor)
+        if self.stomp_endpoints:
+            self.stomp_factory = StompFactory(broker, self.config, self.reactor, auth=factory.auth)
         if factory.auth is not None:
             self.log.info(
                 "mbroker requires AUTH: {users} users in {users_file}",
@@ -157,6 +164,10 @@ class BrokerService(MultiService):
         try:
             for description in self.endpoints:
                 self._listen(description, factory)
+            if self.stomp_factory is not None:  # (after recovery: amq.* may be back)
+                self.stomp_factory.declare_exchanges()
+                for description in self.stomp_endpoints:
+                    self._listen(description, self.stomp_factory)
         finally:
             self._starting = False
         if self._failures:
@@ -171,7 +182,7 @@ class BrokerService(MultiService):
             MultiService.stopService(self)
             raise error
 
-    def _listen(self, description: str, factory: BrokerFactory) -> None:
+    def _listen(self, description: str, factory: BrokerFactory | StompFactory) -> None:
         try:
             endpoint = serverFromString(self.reactor, description)
         except Exception as e:
@@ -181,11 +192,11 @@ class BrokerService(MultiService):
         d.addCallbacks(
             self._listening,
             self._listen_failed,
-            callbackArgs=(description,),
+            callbackArgs=(description, factory is self.stomp_factory),
             errbackArgs=(description,),
         )
 
-    def _listening(self, port: IListeningPort, description: str) -> None:
+    def _listening(self, port: IListeningPort, description: str, stomp: bool = False) -> None:
         if not self.running:  # stopped while this endpoint was still starting
             port.stopListening()
             return
@@ -204,7 +215,7 @@ class BrokerService(MultiService):
         # signal handlers are in place, so whoever waits for this line may send SIGTERM.
         self.reactor.callWhenRunning(
             self.log.info,
-            "mbroker listening on {address}",
+            "mbroker STOMP listening on {address}" if stomp else "mbroker listening on {address}",
             address=describe_address(port.getHost()),
             endpoint=description,
         )

@@ -226,10 +226,15 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["stomp"] = []
 
     def opt_listen(self, description: str) -> None:
         """Endpoint to listen on; repeatable [default: tcp:5555:interface=127.0.0.1]"""
         self["listen"].append(description)
+
+    def opt_stomp(self, description: str) -> None:
+        """Endpoint for STOMP 1.0-1.2 clients (see docs/stomp.rst); repeatable"""
+        self["stomp"].append(description)
 
     def postOptions(self) -> None:
         if not self["listen"]:
@@ -255,5 +260,10 @@ def makeService(options: Options) -> service.IService:
     )
     data_dir = None if options["memory"] else options["data-dir"]
     return BrokerService(
-        reactor, broker_config, list(options["listen"]), data_dir, fsync=options["fsync"]
+        reactor,
+        broker_config,
+        list(options["listen"]),
+        data_dir,
+        fsync=options["fsync"],
+        stomp_endpoints=list(options["stomp"]),
     )
