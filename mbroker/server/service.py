@@ -144,7 +144,9 @@ class BrokerService(MultiService):
         self.broker = broker
         self.factory = factory = BrokerFactory(broker, self.config, self.reactor)
         if self.stomp_endpoints:
-            self.stomp_factory = StompFactory(broker, self.config, self.reactor, auth=factory.auth)
+            self.stomp_factory = StompFactory(
+                broker, self.config, self.reactor, auth=factory.auth, watch=factory.watch
+            )
         if factory.auth is not None:
             self.log.info(
                 "mbroker requires AUTH: {users} users in {users_file}",

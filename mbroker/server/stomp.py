@@ -43,6 +43,7 @@ from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.model import Consumer, Message, Session
 from mbroker.server.auth import Authenticator, Permissions, User
+from mbroker.server.memwatch import NO_WATCH, MemoryWatch
 from mbroker.server.stomp_destinations import (
     AMQ_EXCHANGES,
     AMQ_QUEUE,
@@ -143,6 +144,7 @@ class StompProtocol(Protocol):
         self.version = "1.0"
         self._agreed = "1.0"
         self._journal = self.broker.journal
+        self._memory: MemoryWatch = factory.watch
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_pending = False
@@ -190,6 +192,7 @@ class StompProtocol(Protocol):
         self._closing = self._lost = True
         self._held = None
         self._tx.clear()
+        self._memory.blocked.pop(self, None)
         for timer in (self._connect_timer, self._beat_timer, self._watch_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -205,6 +208,10 @@ class StompProtocol(Protocol):
             self._tr.registerProducer(self, True)
         if self._expect_every:
             self._last_read = self.broker.clock.seconds()
+        watch = self._memory
+        watch.received += len(data)
+        if watch.received > watch.check_after:
+            watch.check()
         if not self._connected and not self._connecting:
             self._pre_bytes += len(data)
             if self._pre_bytes > self.config.pre_auth_max_bytes:
@@ -583,6 +590,15 @@ class StompProtocol(Protocol):
             if not self._reading:
                 self._flush()
 
+    def _release(self) -> None:
+        """The memory is back under its mark: run what was held, read again."""
+        held, self._held = self._held, None
+        if held is None or self._closing:
+            return
+        self._update_reading()
+        self._run(list(held))
+        self._flush()
+
     def _again(self, f: Frame) -> None:
         raise StompError("already connected")
 
@@ -636,6 +652,13 @@ class StompProtocol(Protocol):
         return found
 
     def _send(self, f: Frame) -> None:
+        if self._memory.alarm:
+            # Over the memory mark: hold this SEND and what follows, stop reading,
+            # until the watch releases us (as the native protocol holds a PUBLISH).
+            self._held = deque([f])
+            self._memory.blocked[self] = None
+            self._update_reading()
+            return
         tx = f.header("transaction")
         if tx is not None:
             self._hold(tx, f)
@@ -902,7 +925,8 @@ class StompFactory(Factory):
     ``auth`` (or ``config.users_file``) makes CONNECT need a login and passcode, checked
     in the reactor's thread pool, at most ``MAX_CONCURRENT_CHECKS`` at a time (inline
     with a reactor that has no threads, or with ``check_in_thread=False``).
-    ``heartbeat`` is the ``sx,sy`` the server offers, in milliseconds.
+    ``heartbeat`` is the ``sx,sy`` the server offers, in milliseconds; ``watch`` the
+    memory watch that holds publishers over the high-water mark.
     """
 
     MAX_CONCURRENT_CHECKS = 2
@@ -915,6 +939,7 @@ class StompFactory(Factory):
         auth: Authenticator | None = None,
         heartbeat: tuple[int, int] = DEFAULT_HEARTBEAT,
         check_in_thread: bool = True,
+        watch: MemoryWatch = NO_WATCH,
     ) -> None:
         self.broker = broker
         self.config = config
@@ -924,6 +949,8 @@ class StompFactory(Factory):
         self.auth = auth
         self.auth_required = config.auth_required or auth is not None
         self.heartbeat = heartbeat
+        #: the broker's memory watch (the native factory's: one per broker)
+        self.watch = watch
         self._threads = check_in_thread and IReactorThreads.providedBy(reactor)
         self._checks = DeferredSemaphore(self.MAX_CONCURRENT_CHECKS)
 

@@ -660,3 +660,27 @@ def test_stomp_option_is_repeatable() -> None:
     service = makeService(options)
     assert isinstance(service, BrokerService)
     assert service.stomp_endpoints == ["tcp:0", "unix:/tmp/s.sock"]
+
+
+def test_over_the_memory_mark_sends_wait_and_reading_stops() -> None:
+    from mbroker.server.memwatch import MemoryWatch
+
+    s = Setup()
+    used = [10]
+    s.factory.watch = MemoryWatch(s.clock, 100, measure=lambda: used[0])
+    p = s.peer()
+    p.send("SUBSCRIBE", id="s", destination="/queue/q")
+    used[0] = 200
+    s.factory.watch.check()
+    p.raw(
+        encode(Frame("SEND", (("destination", "/queue/q"), ("receipt", "1")), b"a"))
+        + encode(Frame("SEND", (("destination", "/queue/q"), ("receipt", "2")), b"b"))
+    )
+    assert p.frames() == [] and s.messages("q") == 0
+    assert p.transport.producerState == "paused"
+    used[0] = 10
+    s.factory.watch.check()
+    s.clock.advance(0)
+    got = [(f.command, f.body or f.header("receipt-id")) for f in p.frames()]
+    assert sorted(got) == [("MESSAGE", b"a"), ("MESSAGE", b"b"), ("RECEIPT", "1"), ("RECEIPT", "2")]
+    assert p.transport.producerState == "producing"
