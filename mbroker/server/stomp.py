@@ -327,6 +327,8 @@ class StompProtocol(Protocol):
     def _receipt(self, frame: Frame, then: Callable[[], None] | None = None) -> None:
         """RECEIPT for ``frame`` if it asks; once the store has its changes."""
         receipt = frame.header("receipt")
+        if receipt is None and then is None:
+            return  # (nothing to confirm: no callback per SEND to a durable queue)
         journal = self._journal
         if journal is not None and (journal.changes != self._mark or self._commits):
             self._commits += 1
