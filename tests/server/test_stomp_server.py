@@ -684,3 +684,37 @@ def test_over_the_memory_mark_sends_wait_and_reading_stops() -> None:
     got = [(f.command, f.body or f.header("receipt-id")) for f in p.frames()]
     assert sorted(got) == [("MESSAGE", b"a"), ("MESSAGE", b"b"), ("RECEIPT", "1"), ("RECEIPT", "2")]
     assert p.transport.producerState == "producing"
+
+
+def test_a_deleted_queue_ends_its_subscriptions_with_an_error(setup: Setup) -> None:
+    p = setup.peer()
+    p.send("SUBSCRIBE", id="s", destination="/queue/gone")
+    setup.broker.delete("gone")  # (as a native DELETE does)
+    assert p.one("ERROR").header("message") == "subscription s ended: its queue was deleted"
+    assert p.closed
+
+
+def test_a_slow_topic_subscriber_is_disconnected_when_configured() -> None:
+    s = Setup(slow_consumer_disconnect=True, private_max_length=3)
+    p = s.peer()
+    p.send("SUBSCRIBE", id="t", destination="/topic/#")
+    p.proto.pauseProducing()
+    for i in range(5):
+        s.broker.publish("amq.topic", "k", b"%d" % i)
+    s.clock.advance(0)
+    assert "slow consumer" in (p.one("ERROR").header("message") or "")
+    assert p.closed
+
+
+def test_stomp_connections_count_toward_max_connections() -> None:
+    s = Setup(max_connections=1)
+    s.peer()
+    refused = s.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2))
+    assert refused is not None and not isinstance(refused, StompProtocol)
+    transport = StringTransport()
+    refused.makeConnection(transport)
+    frames = StompDecoder(commands=SERVER_COMMANDS).feed(transport.value())
+    assert [f.header("message") for f in frames if isinstance(f, Frame)] == [
+        "at most 1 connections"
+    ]
+    assert transport.disconnecting
