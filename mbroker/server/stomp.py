@@ -212,11 +212,6 @@ class StompProtocol(Protocol):
         watch.received += len(data)
         if watch.received > watch.check_after:
             watch.check()
-        if not self._connected and not self._connecting:
-            self._pre_bytes += len(data)
-            if self._pre_bytes > self.config.pre_auth_max_bytes:
-                self._fatal(f"more than {self.config.pre_auth_max_bytes} bytes before CONNECT")
-                return
         items = self.decoder.feed(data)
         self._reading = True
         try:
@@ -224,6 +219,12 @@ class StompProtocol(Protocol):
                 self._held.extend(items)
             else:
                 self._run(items)
+            if not self._connected and not self._connecting:
+                # Before CONNECT a few frames' worth, not payloads (bytes that came
+                # with a CONNECT being checked do not count: reading stops then).
+                self._pre_bytes += len(data)
+                if self._pre_bytes > self.config.pre_auth_max_bytes:
+                    self._fatal(f"more than {self.config.pre_auth_max_bytes} bytes before CONNECT")
         finally:
             self._reading = False
             self._flush()

@@ -718,3 +718,13 @@ def test_stomp_connections_count_toward_max_connections() -> None:
         "at most 1 connections"
     ]
     assert transport.disconnecting
+
+
+def test_a_connect_with_a_large_pipelined_send_in_one_read_is_fine() -> None:
+    s = Setup(pre_auth_max_bytes=100)
+    p = s.peer(connect=False)
+    connect = Frame("CONNECT", (("accept-version", "1.2"),))
+    send = Frame("SEND", (("destination", "/queue/big"), ("receipt", "r")), b"x" * 5000)
+    p.raw(encode(connect) + encode(send))
+    assert [f.command for f in p.frames()] == ["CONNECTED", "RECEIPT"]
+    assert s.messages("big") == 1
