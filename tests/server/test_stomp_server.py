@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -728,3 +730,47 @@ def test_a_connect_with_a_large_pipelined_send_in_one_read_is_fine() -> None:
     p.raw(encode(connect) + encode(send))
     assert [f.command for f in p.frames()] == ["CONNECTED", "RECEIPT"]
     assert s.messages("big") == 1
+
+
+_PIECES = [
+    b"CONNECT\naccept-version:1.2\n\n\0",
+    b"SEND\ndestination:/queue/f\n\nx\0",
+    b"SEND\ndestination:/topic/a.b\nreceipt:r\n\n\0",
+    b"SUBSCRIBE\nid:1\ndestination:/queue/f\nack:client\n\n\0",
+    b"ACK\nid:1-1\n\n\0",
+    b"NACK\nid:9-9\n\n\0",
+    b"BEGIN\ntransaction:t\n\n\0",
+    b"COMMIT\ntransaction:t\n\n\0",
+    b"UNSUBSCRIBE\nid:1\n\n\0",
+    b"DISCONNECT\nreceipt:z\n\n\0",
+    b"content-length:3\n",
+    b"\n",
+    b"\0",
+    b":",
+    b"\\",
+    b"\xff",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=30), st.integers(1, 64))
+def test_any_stream_is_answered_with_frames_and_never_crashes(
+    pieces: list[bytes], cut: int
+) -> None:
+    s = Setup()
+    p = s.peer(connect=False)
+    data = b"".join(pieces)
+    for i in range(0, len(data), cut):
+        if p.closed:
+            break
+        p.raw(data[i : i + cut])
+    s.clock.advance(0)
+    items = p.items()
+    assert not any(isinstance(i, StompError) for i in items)  # well-formed output
+    errors = [i for i in items if isinstance(i, Frame) and i.command == "ERROR"]
+    assert len(errors) <= 1
+    if errors:
+        assert p.closed
+        assert "internal error" not in (errors[0].header("message") or "internal error")
+    p.lose()
+    assert s.broker.connections == 0
