@@ -21,6 +21,8 @@ TWISTED_FREE = [
     "mbroker.errors",
     "mbroker.config",
     "mbroker.server.auth",
+    "mbroker.server.stomp_destinations",
+    "mbroker.server.stomp_state",
     "mbroker.core.routing",
     "mbroker.core.model",
     "mbroker.core.broker",

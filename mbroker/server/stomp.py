@@ -17,7 +17,8 @@ broker: a SEND is a publish, a SUBSCRIBE a subscription, an ACK an ack.  The cod
   when the peer stops reading, the broker stops delivering to the connection and we
   stop reading from it.  While a CONNECT's password is checked (in a thread), reading
   stops and frames that came with it wait.  Transactions hold at most
-  ``MAX_TX_FRAMES`` frames and ``max_payload * 16`` body bytes per connection.
+  ``MAX_TX_FRAMES`` frames and ``max_payload * 16`` body bytes per connection
+  (:mod:`~mbroker.server.stomp_state` keeps the books).
 * Heart-beats: at most two timers per connection (sending, watching), re-armed from
   the time of the last write or read; nothing per message.
 """
@@ -56,6 +57,12 @@ from mbroker.server.stomp_destinations import (
     message_destination,
     parse_destination,
 )
+from mbroker.server.stomp_state import (
+    ACK_MODES,
+    Subscription,
+    Transactions,
+    parse_message_id,
+)
 from mbroker.wire.codec import valid_name
 from mbroker.wire.frames import QueueOptions, TagRanges
 from mbroker.wire.stomp import (
@@ -81,11 +88,8 @@ _FLUSH_AT = 64 * 1024
 DEFAULT_HEARTBEAT = (1000, 1000)
 #: a client is dead after this many of its heart-beat periods without a byte
 HEARTBEAT_GRACE = 2.0
-MAX_TRANSACTIONS = 64
-MAX_TX_FRAMES = 10_000
 #: remembered destinations (per connection) before the caches are emptied
 _CACHE_MAX = 4096
-_ACK_MODES = ("auto", "client", "client-individual")
 _DURABLE_VALUES = ("true", "True", "1")
 _ALL = Permissions()
 
@@ -106,26 +110,6 @@ class _Transport(TypingProtocol):  # the parts of ITCPTransport + IConsumer used
     def unregisterProducer(self) -> None: ...
 
     def getPeer(self) -> object: ...
-
-
-class _Sub:
-    """One STOMP subscription: the client's ``id``, the broker's ``sid``."""
-
-    __slots__ = ("id", "sid", "mode", "prefix", "mid", "pending", "queue", "durable")
-
-    def __init__(self, id: str, sid: int, mode: str, version: str, queue: str) -> None:
-        self.id = id
-        self.sid = sid
-        self.mode = mode
-        #: ``MESSAGE`` and the escaped ``subscription`` header
-        self.prefix = encode(Frame("MESSAGE", (("subscription", id),)), version)[:-2]
-        #: message ids are ``<sid>-<tag>``: an ACK names its subscription
-        self.mid = b"%d-" % sid
-        #: ack=client: the tags out, oldest first (an ACK acknowledges up to its tag)
-        self.pending: deque[int] | None = deque() if mode == "client" else None
-        self.queue = queue
-        #: a durable topic subscription: its queue outlives the connection
-        self.durable = False
 
 
 @implementer(IPushProducer)
@@ -161,14 +145,12 @@ class StompProtocol(Protocol):
         self._pre_bytes = 0
         self.user: User | None = None
         self._perms: Permissions | None = None
-        self._subs: dict[str, _Sub] = {}
-        self._by_sid: dict[int, _Sub] = {}
+        self._subs: dict[str, Subscription] = {}
+        self._by_sid: dict[int, Subscription] = {}
         self._routes: dict[bytes, bytes] = {}
         self._sends: dict[str, tuple[str, str, str]] = {}
         self._temp: dict[str, str] = {}  # client's temp-queue NAME -> queue name
-        self._tx: dict[str, list[Frame]] = {}
-        self._tx_bytes = 0
-        self._tx_frames = 0
+        self._tx = Transactions(self.config.max_payload * 16)
         self._commits = 0  # receipts waiting for the store
         self._mark = 0
         self._connect_timer: IDelayedCall | None = None
@@ -664,7 +646,7 @@ class StompProtocol(Protocol):
             return
         tx = f.header("transaction")
         if tx is not None:
-            self._hold(tx, f)
+            self._tx.hold(tx, f)
         else:
             self._do_send(f)
         self._receipt(f)
@@ -707,7 +689,7 @@ class StompProtocol(Protocol):
         if sub_id in self._subs:
             raise StompError(f"subscription id {sub_id!r} is already in use")
         mode = f.header("ack", "auto")
-        if mode not in _ACK_MODES:
+        if mode not in ACK_MODES:
             raise StompError(f"bad ack {mode!r}: auto, client or client-individual")
         prefetch = None
         count = f.header("prefetch-count")
@@ -757,10 +739,10 @@ class StompProtocol(Protocol):
         mode: str,
         prefetch: int | None,
         activate: bool = True,
-    ) -> tuple[_Sub, Consumer]:
+    ) -> tuple[Subscription, Consumer]:
         manual = mode != "auto"
         c = self.broker.subscribe(self.session, name, pattern, prefetch if manual else None, manual)
-        sub = _Sub(sub_id, c.sid, mode, self.version, name)
+        sub = Subscription(sub_id, c.sid, mode, self.version, name)
         self._subs[sub_id] = sub
         self._by_sid[c.sid] = sub
         if activate:
@@ -787,7 +769,7 @@ class StompProtocol(Protocol):
     def _ack(self, f: Frame) -> None:
         tx = f.header("transaction")
         if tx is not None:
-            self._hold(tx, f)
+            self._tx.hold(tx, f)
         else:
             self._do_ack(f)
         self._receipt(f)
@@ -806,63 +788,28 @@ class StompProtocol(Protocol):
                 raise errors.NotFound(f"message {mid!r} is not outstanding") from None
             # (some of a cumulative range was already void: the rest is done)
 
-    def _acked(self, f: Frame) -> tuple[_Sub, TagRanges, bool]:
+    def _acked(self, f: Frame) -> tuple[Subscription, TagRanges, bool]:
         """The subscription, tags and kind (cumulative or not) an ACK or NACK names."""
         mid = f.header("id") if self.version == "1.2" else None
         if mid is None:
             mid = f.header("message-id")
         if mid is None:
             raise StompError(f"{f.command} needs an id header")
-        sid_text, dash, tag_text = mid.partition("-")
-        if not (dash and sid_text.isdigit() and tag_text.isdigit() and len(mid) < 40):
-            raise StompError(f"{f.command}: {mid[:40]!r} is not a message id of ours")
-        sub = self._by_sid.get(int(sid_text))
+        sid, tag = parse_message_id(f.command, mid)
+        sub = self._by_sid.get(sid)
         if sub is None:
             raise StompError(f"{f.command}: no subscription for message {mid!r}")
-        tag = int(tag_text)
         if sub.mode == "auto":
             raise StompError(f"{f.command}: subscription {sub.id!r} is ack:auto")
-        pending = sub.pending
-        if pending is None:
-            return sub, ((tag, tag),), False
-        ranges: list[tuple[int, int]] = []
-        while pending and pending[0] <= tag:
-            t = pending.popleft()
-            if ranges and ranges[-1][1] == t - 1:
-                ranges[-1] = (ranges[-1][0], t)
-            else:
-                ranges.append((t, t))
-        return sub, tuple(ranges), True
+        tags, cumulative = sub.acked(tag)
+        return sub, tags, cumulative
 
     def _begin(self, f: Frame) -> None:
-        tx = _transaction(f)
-        if tx in self._tx:
-            raise StompError(f"transaction {tx!r} has already begun")
-        if len(self._tx) >= MAX_TRANSACTIONS:
-            raise errors.Limit(f"at most {MAX_TRANSACTIONS} open transactions")
-        self._tx[tx] = []
+        self._tx.begin(_transaction(f))
         self._receipt(f)
 
-    def _hold(self, tx: str, f: Frame) -> None:
-        held = self._tx.get(tx)
-        if held is None:
-            raise StompError(f"no transaction {tx!r}")
-        self._tx_frames += 1
-        self._tx_bytes += len(f.body)
-        if self._tx_frames > MAX_TX_FRAMES or self._tx_bytes > self.config.max_payload * 16:
-            raise errors.Limit("too much held in transactions: commit or abort first")
-        held.append(f)
-
-    def _end(self, tx: str) -> list[Frame]:
-        held = self._tx.pop(tx, None)
-        if held is None:
-            raise StompError(f"no transaction {tx!r}")
-        self._tx_frames -= len(held)
-        self._tx_bytes -= sum(len(h.body) for h in held)
-        return held
-
     def _commit(self, f: Frame) -> None:
-        for held in self._end(_transaction(f)):
+        for held in self._tx.end(_transaction(f)):
             if held.command == "SEND":
                 self._do_send(held)
             else:
@@ -870,7 +817,7 @@ class StompProtocol(Protocol):
         self._receipt(f)
 
     def _abort(self, f: Frame) -> None:
-        self._end(_transaction(f))
+        self._tx.end(_transaction(f))
         self._receipt(f)
 
     def _disconnect(self, f: Frame) -> None:

@@ -774,3 +774,52 @@ def test_any_stream_is_answered_with_frames_and_never_crashes(
         assert "internal error" not in (errors[0].header("message") or "internal error")
     p.lose()
     assert s.broker.connections == 0
+
+
+# ------------------------------------------------------------------ book-keeping
+
+
+def test_cumulative_ack_ranges_cover_only_the_subscriptions_tags() -> None:
+    from mbroker.server.stomp_state import Subscription
+
+    sub = Subscription("s", 7, "client", "1.2", "q")
+    assert sub.prefix == b"MESSAGE\nsubscription:s\n" and sub.mid == b"7-"
+    assert sub.pending is not None
+    sub.pending.extend([1, 2, 3, 5, 6, 9])  # (4, 7, 8 went to other subscriptions)
+    assert sub.acked(6) == (((1, 3), (5, 6)), True)
+    assert sub.acked(6) == ((), True)
+    assert sub.acked(100) == (((9, 9),), True)
+    single = Subscription("t", 8, "client-individual", "1.2", "q")
+    assert single.acked(4) == (((4, 4),), False)
+
+
+def test_subscription_id_is_escaped_per_version() -> None:
+    from mbroker.server.stomp_state import Subscription
+
+    assert Subscription("a:b", 1, "auto", "1.2", "q").prefix == b"MESSAGE\nsubscription:a\\cb\n"
+    assert Subscription("a:b", 1, "auto", "1.0", "q").prefix == b"MESSAGE\nsubscription:a:b\n"
+
+
+def test_transactions_book_keeping() -> None:
+    from mbroker.errors import Limit
+    from mbroker.server import stomp_state
+    from mbroker.server.stomp_state import Transactions
+
+    txs = Transactions(max_bytes=10)
+    txs.begin("a")
+    with pytest.raises(StompError):
+        txs.begin("a")
+    one = Frame("SEND", (), b"12345")
+    txs.hold("a", one)
+    txs.hold("a", one)
+    with pytest.raises(Limit):
+        txs.hold("a", Frame("SEND", (), b"x"))
+    assert txs.end("a") == [one, one]
+    txs.begin("b")
+    txs.hold("b", one)  # the bytes of "a" were given back
+    with pytest.raises(StompError):
+        txs.end("a")
+    for i in range(stomp_state.MAX_TRANSACTIONS - 1):
+        txs.begin(f"t{i}")
+    with pytest.raises(Limit):
+        txs.begin("one-too-many")
