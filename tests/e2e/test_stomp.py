@@ -408,3 +408,31 @@ def test_queue_destinations_are_durable(tmp_path: Path) -> None:
         conn.disconnect()
     finally:
         broker.stop()
+
+
+def test_stomp_over_tls(tmp_path: Path) -> None:
+    import ssl
+
+    from tests.e2e.test_tls import make_pki
+
+    pki = make_pki(tmp_path)
+    endpoint = f"ssl:0:privateKey={pki.server_key}:certKey={pki.server_cert}:interface=127.0.0.1"
+    broker = start_broker(tmp_path, "--stomp", endpoint, memory_only=True)
+    try:
+        conn = stomp.Connection12(
+            [(broker.host, broker.stomp_port)], auto_decode=False, reconnect_attempts_max=1
+        )
+        conn.set_ssl(
+            for_hosts=[(broker.host, broker.stomp_port)],
+            ca_certs=str(pki.ca_cert),
+            ssl_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        frames = Frames()
+        conn.set_listener("t", frames)
+        conn.connect(wait=True)
+        conn.subscribe("/queue/secret", id="s")
+        conn.send("/queue/secret", b"over tls " * 10000)
+        assert frames.message().body == b"over tls " * 10000
+        conn.disconnect()
+    finally:
+        broker.stop()
