@@ -823,3 +823,11 @@ def test_transactions_book_keeping() -> None:
         txs.begin(f"t{i}")
     with pytest.raises(Limit):
         txs.begin("one-too-many")
+
+
+def test_auth_required_without_a_users_file_lets_nobody_in() -> None:
+    s = Setup(auth_required=True)
+    p = s.peer(connect=False)
+    p.send("CONNECT", accept_version="1.2", login="x", passcode="y")
+    s.clock.advance(s.config.auth_fail_delay)
+    assert p.one("ERROR").header("message") == "login failed: wrong login or passcode"
