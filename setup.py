@@ -33,6 +33,7 @@ TEST_REQUIRES = [
     "mypy-zope",
     "ruff",
     "pytest-cov",
+    "stomp.py",
 ]
 
 setup(

@@ -17,9 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TWISTED_FREE = [
     "mbroker.wire.codec",
     "mbroker.wire.frames",
+    "mbroker.wire.stomp",  # and mbroker.wire.stomp_frames, which it imports
     "mbroker.errors",
     "mbroker.config",
     "mbroker.server.auth",
+    "mbroker.server.stomp_destinations",
+    "mbroker.server.stomp_state",
     "mbroker.core.routing",
     "mbroker.core.model",
     "mbroker.core.broker",

@@ -24,6 +24,7 @@ from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
 from mbroker.core.records import Recovered
 from mbroker.server.protocol import BrokerFactory
+from mbroker.server.stomp import StompFactory
 from mbroker.store.bridge import journal_for
 from mbroker.store.logstore import FsyncPolicy, LogStore
 
@@ -112,6 +113,7 @@ class BrokerService(MultiService):
         data_dir: str | None,
         fsync: FsyncPolicy = "always",
         backlog: int = DEFAULT_BACKLOG,
+        stomp_endpoints: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -126,10 +128,13 @@ class BrokerService(MultiService):
         self.journal: Journal | None = None
         self.broker: Broker | None = None
         self.factory: BrokerFactory | None = None
+        #: STOMP listeners (``--stomp``), served by ``stomp_factory``
+        self.stomp_endpoints = list(stomp_endpoints or ())
+        self.stomp_factory: StompFactory | None = None
         self.ports: list[IListeningPort] = []
         self._starting = False
         self._failures: list[str] = []
-        self._unannounced: list[tuple[IListeningPort, str]] = []
+        self._unannounced: list[tuple[IListeningPort, str, bool]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -191,6 +196,11 @@ class BrokerService(MultiService):
         self.broker = broker
         self.factory = factory = BrokerFactory(broker, self.config, self.reactor)
         factory.noisy = False  # no "Starting factory <... at 0x7f...>" at start-up
+        if self.stomp_endpoints:
+            self.stomp_factory = StompFactory(
+                broker, self.config, self.reactor, auth=factory.auth, watch=factory.watch
+            )
+            self.stomp_factory.noisy = False
         if factory.auth is not None:
             self.log.info(
                 "mbroker requires AUTH: {users} users in {users_file}",
@@ -210,6 +220,10 @@ class BrokerService(MultiService):
         try:
             for description in self.endpoints:
                 self._listen(description, factory)
+            if self.stomp_factory is not None:  # (after recovery: amq.* may be back)
+                self.stomp_factory.declare_exchanges()
+                for description in self.stomp_endpoints:
+                    self._listen(description, self.stomp_factory)
         finally:
             self._starting = False
         if self._failures:
@@ -220,10 +234,10 @@ class BrokerService(MultiService):
             self.ports = []
             self._fatal(Failure(ListenError("; ".join(self._failures))))
             return
-        for port, description in self._unannounced:
-            self.reactor.callWhenRunning(self._announce, port, description)
+        for port, description, stomp in self._unannounced:
+            self.reactor.callWhenRunning(self._announce, port, description, stomp)
 
-    def _listen(self, description: str, factory: BrokerFactory) -> None:
+    def _listen(self, description: str, factory: BrokerFactory | StompFactory) -> None:
         try:
             endpoint = serverFromString(self.reactor, with_backlog(description, self.backlog))
         except Exception as e:
@@ -233,11 +247,11 @@ class BrokerService(MultiService):
         d.addCallbacks(
             self._listening,
             self._listen_failed,
-            callbackArgs=(description,),
+            callbackArgs=(description, factory is self.stomp_factory),
             errbackArgs=(description,),
         )
 
-    def _listening(self, port: IListeningPort, description: str) -> None:
+    def _listening(self, port: IListeningPort, description: str, stomp: bool = False) -> None:
         if not self.running:  # stopped while this endpoint was still starting
             port.stopListening()
             return
@@ -253,16 +267,18 @@ class BrokerService(MultiService):
                 endpoint=description,
             )
         if self._starting:  # said once every endpoint listens (_start_listening)
-            self._unannounced.append((port, description))
+            self._unannounced.append((port, description, stomp))
         else:
-            self.reactor.callWhenRunning(self._announce, port, description)
+            self.reactor.callWhenRunning(self._announce, port, description, stomp)
 
-    def _announce(self, port: IListeningPort, description: str) -> None:
+    def _announce(self, port: IListeningPort, description: str, stomp: bool = False) -> None:
         # Said once the reactor runs: from then on connections are served and twistd's
         # signal handlers are in place, so whoever waits for this line may send SIGTERM.
         if port in self.ports:
             self.log.info(
-                "mbroker listening on {address}",
+                "mbroker STOMP listening on {address}"
+                if stomp
+                else "mbroker listening on {address}",
                 address=describe_address(port.getHost()),
                 endpoint=description,
             )

@@ -236,6 +236,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["http"] = []
+        self["stomp"] = []
 
     def opt_listen(self, description: str) -> None:
         """Endpoint to listen on; repeatable [default: tcp:5555:interface=127.0.0.1]"""
@@ -244,6 +245,10 @@ class Options(usage.Options):
     def opt_http(self, description: str) -> None:
         """Endpoint for the HTTP API, /metrics and /healthz; repeatable [default: none]"""
         self["http"].append(description)
+
+    def opt_stomp(self, description: str) -> None:
+        """Endpoint for STOMP 1.0-1.2 clients (see docs/stomp.rst); repeatable"""
+        self["stomp"].append(description)
 
     def postOptions(self) -> None:
         if not self["listen"]:
@@ -275,6 +280,7 @@ def makeService(options: Options) -> service.IService:
         data_dir,
         fsync=options["fsync"],
         backlog=options["backlog"],
+        stomp_endpoints=list(options["stomp"]),
     )
     if options["http"]:
         from mbroker.server.http.service import HttpService

@@ -36,7 +36,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
 
 
 @pytest.fixture(scope="module")
-def configured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+def configured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """Limits that twistd's options cannot set yet."""
     process = start_configured_broker(
         Path(tmp_path_factory.mktemp("configured")),
@@ -49,6 +49,23 @@ def configured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProce
         yield process
     finally:
         process.stop()
+
+
+def _alone(broker: BrokerProcess) -> bool:
+    """Whether a new connection is greeted and is the broker's only one."""
+    try:
+        with connect(broker) as probe:
+            return probe.hello.startswith(b"HELLO") and probe.stats()["connections"] == "1"
+    except (ConnectionError, TimeoutError, OSError):
+        return False
+
+
+@pytest.fixture
+def configured(configured_broker: BrokerProcess) -> BrokerProcess:
+    """The broker with four connections at most, once every earlier test's connections
+    have gone (the broker counts a closed one only when it has seen the close)."""
+    poll(lambda: _alone(configured_broker))
+    return configured_broker
 
 
 def numbered(i: int) -> bytes:
