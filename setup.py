@@ -58,6 +58,8 @@ setup(
         "attrs>=23.1",
         "zope.interface",
         "argon2-cffi>=23.1",
+        # --config FILE (TOML): tomllib is in the standard library from Python 3.11
+        'tomli; python_version < "3.11"',
     ],
     extras_require={
         "test": TEST_REQUIRES,
