@@ -58,6 +58,7 @@ setup(
         "attrs>=23.1",
         "zope.interface",
         "argon2-cffi>=23.1",
+        "prometheus_client>=0.17",
         # --config FILE (TOML): tomllib is in the standard library from Python 3.11
         'tomli; python_version < "3.11"',
     ],

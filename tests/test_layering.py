@@ -26,6 +26,7 @@ TWISTED_FREE = [
     "mbroker.core.engine",
     "mbroker.core.journal",
     "mbroker.core.records",
+    "mbroker.core.report",
 ]
 
 PROBE = """

@@ -17,6 +17,7 @@ All timers (message ttl, ack-timeout, NACK delay, PULL wait) are made here, thro
 
 from __future__ import annotations
 
+import itertools
 import resource
 from collections.abc import Callable, Iterable, Sequence
 from typing import Union
@@ -24,6 +25,7 @@ from typing import Union
 from mbroker import errors
 from mbroker.config import DEFAULT_MANUAL_PREFETCH, Config
 from mbroker.core import records as rec
+from mbroker.core import report
 from mbroker.core.engine import Pulled, QueueEngine
 from mbroker.core.journal import Journal
 from mbroker.core.model import (
@@ -729,6 +731,27 @@ class Broker(QueueEngine):
                     ("unroutable", obj.unroutable),
                 ]
         return [(k, str(v)) for k, v in pairs]
+
+    def queue_reports(self, name: str | None = None) -> list[report.QueueReport]:
+        """Every queue's options, depth, consumers and counters, or only the queue
+        ``name`` (NOT_FOUND, WRONG_KIND): for monitoring (the HTTP API, /metrics)."""
+        objs = self._objects.values() if name is None else (self.queue(name),)
+        return [report.queue_report(o) for o in objs if isinstance(o, Queue)]
+
+    def exchange_reports(self, name: str | None = None) -> list[report.ExchangeReport]:
+        """Every exchange and its counters, or only the exchange ``name``."""
+        objs = self._objects.values() if name is None else (self.exchange(name),)
+        return [report.exchange_report(o) for o in objs if isinstance(o, Exchange)]
+
+    def peek(self, name: str, count: int) -> list[report.MessageReport]:
+        """The first ``count`` ready messages of the queue ``name``, left where they are
+        (nothing is delivered, no counter moves): for inspection (the HTTP API)."""
+        q = self.queue(name)
+        return [report.message_report(m) for m in itertools.islice(q.ready, count)]
+
+    def binding_reports(self) -> list[report.BindingReport]:
+        """Every binding, exchange by exchange."""
+        return report.binding_reports(o for o in self._objects.values() if isinstance(o, Exchange))
 
 
 def _handled(found: list[Delivery], missing: str) -> int:

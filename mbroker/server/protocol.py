@@ -60,6 +60,7 @@ from mbroker import __version__, errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker, Pulled
 from mbroker.core.model import Message, Session
+from mbroker.core.report import ConnectionReport
 from mbroker.server.auth import Authenticator, Permissions, User
 from mbroker.server.memwatch import NO_WATCH, MemoryWatch
 from mbroker.wire.codec import (
@@ -178,8 +179,10 @@ class BrokerProtocol(Protocol):
         self.session = self.broker.open_session(self)
         config = self.config
         clock = self.broker.clock
+        self.since = clock.seconds()
         factory: BrokerFactory | None = getattr(self, "factory", None)
         if factory is not None:
+            factory.protocols.add(self)
             self._watch = factory.watch
             self._auth_required = factory.auth_required
         else:
@@ -203,6 +206,9 @@ class BrokerProtocol(Protocol):
         self._auth_timer = self._idle_timer = None
         self._watch.blocked.pop(self, None)
         self.broker.close_session(self.session)
+        factory: BrokerFactory | None = getattr(self, "factory", None)
+        if factory is not None:
+            factory.protocols.discard(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -822,6 +828,23 @@ class BrokerProtocol(Protocol):
             ]
         self._reply(b"".join([encode_frame(frames.Stat(k, v)) for k, v in pairs]) + _OK)
 
+    def report(self) -> ConnectionReport:
+        """This connection, for monitoring (the HTTP API's ``/api/connections``)."""
+        s, user = self.session, self.user
+        return ConnectionReport(
+            s.id,
+            self._peer(),
+            user.name if user is not None else None,
+            self.since,
+            len(s.consumers),
+            len(s.outstanding),
+        )
+
+    def disconnect(self, reason: str) -> None:
+        """Close this connection from outside (an operator, through the HTTP API):
+        ``-ERR LIMIT <reason>`` after the replies already due, then hang up."""
+        self._limit(reason)
+
 
 def _msg_head(sid: int, tag: int, m: Message) -> bytes:
     """The MSG line of a delivery of ``m``, with its redelivery count and reason."""
@@ -913,6 +936,8 @@ class BrokerFactory(Factory):
         self._flush_scheduled = False
         #: a connection is handling what it read (see flush_later)
         self.reading = False
+        #: the connections now open (for monitoring: see BrokerProtocol.report)
+        self.protocols: set[BrokerProtocol] = set()
 
     def flush_later(self, p: BrokerProtocol) -> None:
         """``p`` has output queued: write it at the end of this read or turn.

@@ -256,10 +256,15 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["http"] = []
 
     def opt_listen(self, description: str) -> None:
         """Endpoint to listen on; repeatable [default: tcp:5555:interface=127.0.0.1]"""
         self["listen"].append(description)
+
+    def opt_http(self, description: str) -> None:
+        """Endpoint for the HTTP API, /metrics and /healthz; repeatable [default: none]"""
+        self["http"].append(description)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         self._command_line = sys.argv[1:] if options is None else list(options)
@@ -294,7 +299,7 @@ def makeService(options: Options) -> service.IService:
         memory_high_water=options["memory-high-water"],
     )
     data_dir = None if options["memory"] else options["data-dir"]
-    return BrokerService(
+    broker_service = BrokerService(
         reactor,
         broker_config,
         list(options["listen"]),
@@ -302,3 +307,8 @@ def makeService(options: Options) -> service.IService:
         fsync=options["fsync"],
         backlog=options["backlog"],
     )
+    if options["http"]:
+        from mbroker.server.http.service import HttpService
+
+        HttpService(reactor, broker_service, options["http"]).setServiceParent(broker_service)
+    return broker_service

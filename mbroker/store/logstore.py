@@ -82,7 +82,13 @@ from mbroker.store.files import FileSystem, Lock, RealFileSystem
 from mbroker.store.interfaces import IStore
 from mbroker.store.ledger import Ledger
 from mbroker.store.replay import ReplayResult, replay
-from mbroker.store.segment import Appended, SegmentWriter, StoreBroken, WriteFailed
+from mbroker.store.segment import (
+    FSYNC_BUCKETS,
+    Appended,
+    SegmentWriter,
+    StoreBroken,
+    WriteFailed,
+)
 
 log = Logger()
 
@@ -257,6 +263,12 @@ class LogStore:
             messages_copied=compactor.messages_copied,
         )
         return stats
+
+    def fsync_latency(self) -> tuple[tuple[float, ...], list[int], float]:
+        """The fsync latency histogram: the buckets' upper bounds (seconds), the
+        fsyncs in each (one more, last, for the slower ones), the seconds in all."""
+        w = self._writer
+        return FSYNC_BUCKETS, list(w.fsync_counts), w.fsync_seconds
 
     # -------------------------------------------------------------------- open
 

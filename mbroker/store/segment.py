@@ -16,9 +16,11 @@ come in two kinds:
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import re
+import time
 
 import attrs
 
@@ -26,6 +28,8 @@ from mbroker.store.codec import FILE_HEADER, file_header
 from mbroker.store.files import File, FileSystem
 
 SEGMENT_RE = re.compile(r"^(\d{8,})\.seg$")
+#: upper bounds (seconds) of the buckets of the fsync latency histogram
+FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 def segment_name(number: int) -> str:
@@ -67,24 +71,36 @@ class SegmentWriter:
         self.number = 0
         self.offset = 0
         self.fsyncs = 0
+        #: fsyncs per latency bucket (FSYNC_BUCKETS, then one for the slower), and
+        #: the seconds they took in all
+        self.fsync_counts = [0] * (len(FSYNC_BUCKETS) + 1)
+        self.fsync_seconds = 0.0
         self._file: File | None = None
 
     def path(self, number: int) -> str:
         return os.path.join(self.directory, segment_name(number))
 
     def _sync(self, f: File, what: str) -> None:
+        started = time.monotonic()
         try:
             f.sync()
         except OSError as e:
             raise StoreBroken(e, f"fsync of {what} failed") from e
-        self.fsyncs += 1
+        self._synced(started)
 
     def _sync_dir(self) -> None:
+        started = time.monotonic()
         try:
             self.fs.fsync_dir(self.directory)
         except OSError as e:
             raise StoreBroken(e, "fsync of the data directory failed") from e
+        self._synced(started)
+
+    def _synced(self, started: float) -> None:
+        took = time.monotonic() - started
         self.fsyncs += 1
+        self.fsync_seconds += took
+        self.fsync_counts[bisect.bisect_left(FSYNC_BUCKETS, took)] += 1
 
     def open_tail(self, number: int, good_size: int, size: int) -> None:
         """Open the last segment for appending (recovery calls this).

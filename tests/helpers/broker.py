@@ -19,6 +19,8 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
 _LISTENING = re.compile(rb"mbroker listening on (\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)\s*$")
+#: (said before _LISTENING: the HTTP listener starts first)
+_HTTP_LISTENING = re.compile(rb"mbroker HTTP listening on (\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)\s*$")
 
 
 def twistd_command() -> list[str]:
@@ -41,6 +43,8 @@ class BrokerProcess:
         self.data_dir = data_dir
         self.host = ""
         self.port = 0
+        #: the port of the first ``--http`` endpoint (0: none)
+        self.http_port = 0
         #: Every line the broker printed (stdout and stderr), line ends removed.
         self.lines: list[bytes] = []
         self._new_lines: queue.Queue[bytes | None] = queue.Queue()
@@ -153,4 +157,6 @@ def start_broker(
         raise
     broker.host = match.group(1).decode("ascii").strip("[]")
     broker.port = int(match.group(2))
+    http = [m for m in map(_HTTP_LISTENING.search, broker.lines) if m]
+    broker.http_port = int(http[0].group(2)) if http else 0
     return broker
