@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,11 +94,17 @@ def test_the_broker_listens_where_the_file_says(tmp_path: Path, short_dir: Path)
         tmp_path / "mbroker.toml",
         f'listen = ["tcp:0:interface=127.0.0.1", "unix:{sock}"]\n'
         f'data-dir = "{tmp_path / "state"}"\n'
+        'http = ["tcp:0:interface=127.0.0.1"]\n'
         "max-payload = 4096\n",
     )
     broker = start(tmp_path, "--config", str(config))
     try:
         broker.wait_for_line(re.compile(re.escape(f"mbroker listening on {sock}").encode()), 10)
+        [http] = filter(
+            None, map(re.compile(rb"HTTP listening on [0-9.]+:(\d+)").search, broker.lines)
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{int(http.group(1))}/healthz") as reply:
+            assert reply.status == 200
         assert b"max-payload=4096" in greeting_over_unix(sock).split()
         with broker.connect() as client:
             assert b"max-payload=4096" in client.hello.split()
@@ -136,6 +143,7 @@ def test_the_example_file_starts_a_broker(tmp_path: Path) -> None:
         "--config",
         str(EXAMPLE),
         "--listen=tcp:0:interface=127.0.0.1",
+        "--http=tcp:0:interface=127.0.0.1",
         f"--data-dir={tmp_path / 'data'}",
     )
     try:

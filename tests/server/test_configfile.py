@@ -50,7 +50,7 @@ def test_every_command_line_option_may_be_in_the_file() -> None:
     long_names = {name.rstrip("=") for name in options.longOpt}
     expected = long_names - {"config", "help", "version"}
     assert set(configfile.known_options(options)) == expected
-    assert {"listen", "data-dir", "memory", "log-format", "users"} <= expected
+    assert {"listen", "http", "data-dir", "memory", "log-format", "users"} <= expected
 
 
 def test_the_example_file_loads(tmp_path: Path) -> None:
@@ -64,6 +64,7 @@ def test_the_example_file_loads(tmp_path: Path) -> None:
     assert options["memory-high-water"] == config.DEFAULT_MEMORY_HIGH_WATER
     assert options["auth-timeout"] == config.DEFAULT_AUTH_TIMEOUT
     assert options["log-format"] == "text"
+    assert options["http"] == ["tcp:15672:interface=127.0.0.1"]
     assert not options["memory"] and not options["disconnect-slow"]
     # every key of the example is an option (a typo would be a start-up error)
     assert set(configfile.read(str(EXAMPLE))) <= set(configfile.known_options(options))
@@ -75,6 +76,7 @@ def test_every_kind_of_value(tmp_path: Path) -> None:
         tmp_path,
         f"""
         listen = ["tcp:1", "unix:/tmp/x.sock"]   # repeatable: a list
+        http = ["tcp:15672"]                     # repeatable too
         data-dir = "/srv/mbroker"                # a path
         fsync = "interval"                       # a choice
         max-payload = 4096                       # an integer
@@ -90,6 +92,7 @@ def test_every_kind_of_value(tmp_path: Path) -> None:
     )
     assert options.config_problem is None
     assert options["listen"] == ["tcp:1", "unix:/tmp/x.sock"]
+    assert options["http"] == ["tcp:15672"]
     assert options["data-dir"] == "/srv/mbroker"
     assert options["fsync"] == "interval"
     assert options["max-payload"] == 4096
@@ -121,7 +124,7 @@ def test_the_command_line_wins(tmp_path: Path, before: bool) -> None:
     path = tmp_path / "mbroker.toml"
     path.write_text(
         'max-payload = 100\nlisten = ["tcp:1", "tcp:2"]\nmemory = false\nfsync = "interval"\n'
-        'max-line = 300\n',
+        "max-line = 300\n",
         encoding="utf-8",
     )
     config_args = ["--config", str(path)]
