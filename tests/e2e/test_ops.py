@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -15,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.scripts.twistd import ServerOptions
 
 from tests.e2e.test_twistd import assert_one_line_failure, run_twistd
 from tests.helpers.broker import START_TIMEOUT, BrokerProcess, twistd_command
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "contrib" / "mbroker.toml"
+UNIT = ROOT / "contrib" / "mbroker.service"
 
 _TEXT_LISTENING = re.compile(rb"mbroker listening on 127\.0\.0\.1:(\d+)\s*$")
 _JSON_LISTENING = re.compile(rb'"address": "127\.0\.0\.1:(\d+)"')
@@ -136,12 +140,47 @@ def test_the_command_line_wins_over_the_file(tmp_path: Path) -> None:
     assert "cannot listen" not in broker.output()  # the file's port 1 was never tried
 
 
-def test_the_example_file_starts_a_broker(tmp_path: Path) -> None:
-    # contrib/mbroker.toml as shipped, with a place this test may listen and write in
+def unit_file() -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(UNIT.read_text(encoding="utf-8"))
+    return unit
+
+
+def exec_start_args() -> list[str]:
+    """The arguments of twistd in contrib/mbroker.service, with the example config."""
+    program, *args = shlex.split(unit_file()["Service"]["ExecStart"])
+    assert program.endswith("/twistd")
+    config = args.index("--config") + 1
+    assert args[config] == "/etc/mbroker/mbroker.toml"
+    args[config] = str(EXAMPLE)
+    return args
+
+
+def test_the_systemd_unit() -> None:
+    service = unit_file()["Service"]
+    assert service["Type"] == "simple"
+    assert service["User"] == "mbroker" and service["Restart"] == "on-failure"
+    assert int(service["LimitNOFILE"]) >= 10_000 + 1024  # --max-connections and files
+    assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
+    assert service["StateDirectory"] == "mbroker"  # /var/lib/mbroker, the example's data-dir
+    assert 'data-dir = "/var/lib/mbroker"' in EXAMPLE.read_text(encoding="utf-8")
+    args = exec_start_args()
+    assert args[:3] == ["-n", "--pidfile=", "mbroker"]
+    twistd = ServerOptions()
+    twistd.parseOptions(args)  # what twistd makes of them
+    assert twistd["nodaemon"] and twistd.subCommand == "mbroker"
+    assert twistd.subOptions.config_problem is None
+
+
+def test_the_units_command_starts_a_broker_with_the_example_file(tmp_path: Path) -> None:
+    # the unit's twistd command and contrib/mbroker.toml as shipped, with a place this
+    # test may listen and write in
+    args = exec_start_args()
+    assert args[:3] == ["-n", "--pidfile=", "mbroker"]  # as start() runs twistd
     broker = start(
         tmp_path,
-        "--config",
-        str(EXAMPLE),
+        *args[3:],
         "--listen=tcp:0:interface=127.0.0.1",
         "--http=tcp:0:interface=127.0.0.1",
         f"--data-dir={tmp_path / 'data'}",
@@ -151,6 +190,7 @@ def test_the_example_file_starts_a_broker(tmp_path: Path) -> None:
             assert client.request("PING") == ([], b"+PONG")
     finally:
         broker.stop()
+    assert (tmp_path / "data").is_dir()
 
 
 @pytest.mark.parametrize(
