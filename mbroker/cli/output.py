@@ -1,17 +1,34 @@
-"""What the ``mbroker`` command prints: messages, tables and a progress bar."""
+"""What the ``mbroker`` command prints: messages, tables and a progress bar, and
+:class:`Output`, which knows when a message it printed has been read."""
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
+import os
+import select
+import stat
+import struct
 import sys
+import termios
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import IO, Any
 
+from twisted.internet.defer import Deferred, succeed
+
 from mbroker.client.messages import Message
 
-__all__ = ["PROGRESS_BYTES", "PROGRESS_MESSAGES", "Progress", "message_text", "table"]
+__all__ = [
+    "PROGRESS_BYTES",
+    "PROGRESS_MESSAGES",
+    "Output",
+    "Progress",
+    "message_text",
+    "table",
+]
 
 #: Inputs of more messages than this (or a file this big) get a progress bar.
 PROGRESS_MESSAGES = 1000
@@ -101,3 +118,121 @@ def table(rows: Sequence[Sequence[str]]) -> str:
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+#: How many reactor turns :class:`Output` checks a pipe at once before it backs off,
+#: and the longest pause between two checks (seconds).
+_SPIN_TURNS = 50
+_LONGEST_PAUSE = 0.05
+
+
+class Output:
+    """The messages the CLI prints, and whether they reached their reader.
+
+    :meth:`show` fires True once a line is written and flushed; on a pipe, only once
+    the program reading the pipe has read it, so that ``mbroker pull q | head -2``
+    acknowledges only what ``head`` took.  (A pipe cannot say when it is empty:
+    the reader's progress is polled, at once and then less and less often.)  On a
+    pipe the lines go out one at a time, each after the previous one was read.  Once
+    the reader is gone (a broken pipe), every :meth:`show` fires False, and standard
+    output goes to ``/dev/null`` so that nothing complains about it at exit.
+    """
+
+    def __init__(self, reactor: Any, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self._reactor = reactor
+        self._fd: int | None
+        try:
+            self._fd = self.stream.fileno()
+            self.pipe = stat.S_ISFIFO(os.fstat(self._fd).st_mode)
+        except (OSError, ValueError, AttributeError):
+            self._fd, self.pipe = None, False
+        #: True once the reader is gone
+        self.closed = False
+        self._pending: deque[tuple[str, Deferred[bool]]] = deque()
+        self._current: Deferred[bool] | None = None
+        self._turns = 0
+
+    def write(self, line: str) -> bool:
+        """Write and flush ``line`` (a newline is added); False when the reader is gone."""
+        if self.closed:
+            return False
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            self._gone()
+            return False
+        return True
+
+    def show(self, line: str) -> Deferred[bool]:
+        """Fires True once ``line`` was written, flushed and (on a pipe) read."""
+        if not self.pipe:
+            return succeed(self.write(line))
+        d: Deferred[bool] = Deferred()
+        self._pending.append((line, d))
+        if self._current is None:
+            self._next()
+        return d
+
+    def _next(self) -> None:
+        while self._pending:
+            line, d = self._pending.popleft()
+            if not self.write(line):
+                d.callback(False)
+                continue
+            self._current, self._turns = d, 0
+            self._reactor.callLater(0, self._check)
+            return
+
+    def _check(self) -> None:
+        if self._current is None:  # settled by last_look()
+            return
+        if not self._settle():
+            self._turns += 1
+            pause = 0.0
+            if self._turns > _SPIN_TURNS:
+                pause = min(0.0005 * 2 ** min(self._turns - _SPIN_TURNS, 10), _LONGEST_PAUSE)
+            self._reactor.callLater(pause, self._check)
+
+    def last_look(self) -> None:
+        """Before the program ends: settle the line waiting to be read, if it was."""
+        if self._current is not None:
+            self._settle()
+
+    def _settle(self) -> bool:
+        """Fire the line in wait if it was read or cannot be; False when still unread."""
+        d = self._current
+        assert d is not None and self._fd is not None
+        if _unread(self._fd) == 0:
+            read = True
+        elif _no_reader(self._fd):
+            self._gone()
+            read = False
+        else:
+            return False
+        self._current = None
+        d.callback(read)
+        if self._current is None:
+            self._next()
+        return True
+
+    def _gone(self) -> None:
+        self.closed = True
+        if self._fd is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._fd)
+            os.close(devnull)
+
+
+def _unread(fd: int) -> int:
+    """Bytes written to the pipe ``fd`` and not read yet."""
+    result: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    return result
+
+
+def _no_reader(fd: int) -> bool:
+    """True when nobody holds the read end of the pipe ``fd`` any more."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))

@@ -75,20 +75,20 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     add = sub.add_parser("add", help="add a user (asks for the password)")
-    add.add_argument("name")
+    add.add_argument("name", help="the user's name")
     users_option(add)
     rights(add, "-")
     password(add)
 
     change = sub.add_parser("set", help="change a user's rights, or password (--password)")
-    change.add_argument("name")
+    change.add_argument("name", help="the user's name")
     users_option(change)
     rights(change, None)
     change.add_argument("--password", action="store_true", help="ask for a new password")
     password(change)
 
     remove = sub.add_parser("remove", help="remove a user")
-    remove.add_argument("name")
+    remove.add_argument("name", help="the user's name")
     users_option(remove)
 
     listing = sub.add_parser("list", help="list the users and their rights")

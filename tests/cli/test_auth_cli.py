@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.python import usage
@@ -14,6 +18,7 @@ from twisted.python import usage
 from mbroker.cli import users as usercli
 from mbroker.server.auth import Authenticator, Pattern, Users
 from mbroker.server.tap import Options, makeService
+from tests.helpers.broker import BrokerProcess, start_broker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -177,3 +182,92 @@ def test_twistd_option_checks_the_file(users: Path) -> None:
     options.parseOptions(["--users", str(users), "--memory"])
     service = makeService(options)
     assert service.config.users_file == str(users)  # type: ignore[attr-defined]
+
+
+# ------------------------------------------- logging in from the mbroker command
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[BrokerProcess]:
+    from tests.helpers.auth import cheap_hash
+
+    users = tmp_path / "users"
+    users.write_text(f"bob:{cheap_hash('b0b')}:*:*:*\n")
+    broker = start_broker(tmp_path, "--users", str(users), memory_only=True)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def mbroker(broker: BrokerProcess, *args: str, env: dict[str, str] | None = None) -> Any:
+    from tests.helpers.proc import child_env, mbroker_command
+
+    return subprocess.run(
+        [*mbroker_command(), "--host", broker.host, "--port", str(broker.port), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**child_env(), **(env or {})},
+    )
+
+
+def test_the_password_from_a_file_or_the_environment(
+    secured: BrokerProcess, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("b0b\n")
+    from_file = mbroker(secured, "--user", "bob", "--password-file", str(secret), "list")
+    assert (from_file.returncode, from_file.stderr) == (0, "")
+    from_env = mbroker(secured, "list", "--user", "bob", env={"MBROKER_PASSWORD": "b0b"})
+    assert (from_env.returncode, from_env.stderr) == (0, "")
+    wrong = mbroker(secured, "list", "--user", "bob", env={"MBROKER_PASSWORD": "nope"})
+    assert wrong.returncode == 1 and "AUTH" in wrong.stderr and "bob" in wrong.stderr
+    nothing = mbroker(secured, "list", "--user", "bob", env={"MBROKER_PASSWORD": ""})
+    assert nothing.returncode == 1
+    assert nothing.stderr.startswith("mbroker: no password for bob: give --password-file")
+    missing = mbroker(secured, "--user", "bob", "--password-file", str(tmp_path / "no"), "list")
+    assert missing.returncode == 1 and "cannot read the password file" in missing.stderr
+
+
+def test_no_auth_says_which_flags_to_use(secured: BrokerProcess) -> None:
+    refused = mbroker(secured, "list")
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert "NO_AUTH" in line and "--user NAME" in line and "--password-file" in line
+
+
+def test_the_password_prompt_on_a_terminal(secured: BrokerProcess) -> None:
+    """``--user`` alone on a terminal asks (getpass, no echo), as redis-cli and nats do."""
+    import pty
+
+    from tests.helpers.proc import child_env, mbroker_command
+
+    argv = [*mbroker_command(), "--port", str(secured.port), "--user", "bob", "list"]
+    argv[argv.index("--port") : argv.index("--port")] = ["--host", secured.host]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a terminal of its own
+        os.execve(argv[0], argv, child_env())
+    seen = b""
+    deadline = time.monotonic() + 60
+    answered = False
+    while True:
+        assert time.monotonic() < deadline, seen
+        ready, _, _ = select.select([fd], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"Password for bob: " in seen:
+            os.write(fd, b"b0b\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert answered and b"NAME" in seen and b"b0b" not in seen  # not echoed

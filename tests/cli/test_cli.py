@@ -8,22 +8,32 @@ run has a deadline and is killed when it passes.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import shlex
 import signal
-from collections.abc import Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
 
-from mbroker.cli.main import parse_args
+from mbroker import __version__
+from mbroker.cli import users as usercli
+from mbroker.cli.main import build_parser, parse_args
 from mbroker.cli.main import run as run_cli
 from mbroker.cli.output import Progress
 from mbroker.client.connection import Client
 from mbroker.testing import LoopbackBroker
-from tests.helpers.proc import ROOT, Proc, mbroker_command, reactor
+from tests.helpers.broker import BrokerProcess
+from tests.helpers.proc import ROOT, RUN_TIMEOUT, Proc, child_env, mbroker_command, reactor
 
 
 async def run(argv: Sequence[str], stdin: bytes = b"") -> Proc:
@@ -68,7 +78,8 @@ async def test_usage_errors_exit_2() -> None:
     )
     for proc in results[:-1]:
         assert proc.code == 2, proc.stderr
-        assert "usage: mbroker" in proc.stderr
+        [line] = proc.stderr.splitlines()  # one line, no usage block, no traceback
+        assert line.startswith("mbroker: error: ") and "mbroker --help" in line
     helped = results[-1]
     assert helped.code == 0 and "subscribe" in helped.stdout
 
@@ -82,13 +93,27 @@ async def test_usage_errors_exit_2() -> None:
         ["bind", "q"],
         ["publish", "q", "text", "--ttl", "-1"],
         ["--port", "x", "ping"],
+        ["--port", "99999", "ping"],
+        ["--port", "0", "ping"],
+        ["--connect", "bogus:1", "ping"],
+        ["--connect", "tcp:localhost", "ping"],
+        ["--connect", "tcp:localhost:x", "ping"],
+        ["--connect", "tcp:localhost:99999", "ping"],
+        ["--connect", "tls:host=localhost:port=0", "ping"],
+        ["--timeout", "-1", "ping"],
+        ["create", "q", "Queue"],
+        ["publish", "q", "text", "--file", "lines.txt"],
+        ["pull", "q", "--requeue", "--ack", "auto"],
+        ["--password", "pw", "ping"],
+        ["--user", "u", "--password", "pw", "--password-file", "f", "ping"],
     ],
 )
 def test_usage_errors_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit:
         parse_args(args)
     assert exit.value.code == 2
-    assert "usage: mbroker" in capsys.readouterr().err
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("mbroker") and ": error: " in line
 
 
 @pytest_twisted.ensureDeferred
@@ -173,9 +198,10 @@ async def test_subscribe_prints_messages_as_they_come(
     await client.publish("news", b"\xff", "sport.fr")
     await client.delete("doomed")
     await endless.wait_for("one\n")
-    endless.signal(signal.SIGINT)  # Ctrl-C: a clean stop
+    endless.signal(signal.SIGINT)  # Ctrl-C: a quiet stop, status 130
     codes = await gatherResults([p.ended() for p in (json_sub, text_sub, endless, doomed)])
-    assert codes == [0, 0, 0, 1], [p.stderr for p in (json_sub, text_sub, endless, doomed)]
+    assert codes == [0, 0, 130, 1], [p.stderr for p in (json_sub, text_sub, endless, doomed)]
+    assert "Traceback" not in endless.stderr
     first, second = (json.loads(line) for line in json_sub.stdout.splitlines())
     assert first == {
         "source": "news", "routing_key": "sport.uk", "redelivered": 0, "payload": "Goal! ⚽"
@@ -299,3 +325,216 @@ async def test_user_subcommand_manages_a_users_file(tmp_path: Path) -> None:
     assert b"s3cret" not in (tmp_path / "users").read_bytes()  # only a hash is kept
     missing = await run([*mbroker_command(), "user", "remove", "bob", "--users", users])
     assert missing.code != 0
+
+
+# ------------------------------------------- pipes, against a real twistd broker
+
+
+def shell(broker: BrokerProcess, pipeline: str, timeout: float = RUN_TIMEOUT) -> Any:
+    """Run ``pipeline`` in ``sh``, ``MB`` standing for ``mbroker --port <broker>``."""
+    mb = " ".join(shlex.quote(w) for w in mbroker_command())
+    mb += f" --host {broker.host} --port {broker.port}"
+    return subprocess.run(
+        ["sh", "-c", pipeline.replace("MB", mb)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        cwd=str(ROOT),
+    )
+
+
+def fill(broker: BrokerProcess, queue: str, n: int) -> None:
+    with broker.connect() as c:
+        assert c.request(f"CREATE {queue} queue")[1].startswith(b"+OK")
+        for i in range(n):
+            assert c.request(f"PUBLISH {queue} :m{i}")[1] == b"+OK 1"
+
+
+def settled_queue(broker: BrokerProcess, queue: str, messages: int) -> list[bytes]:
+    """Once ``queue`` holds ``messages`` ready and none unacknowledged (polled with a
+    deadline: the broker requeues as it notices a close), its payloads in order."""
+    deadline = time.monotonic() + 15
+    with broker.connect() as c:
+        while True:
+            data, status = c.request(f"STATS {queue}")
+            stats = {
+                line.split()[1].decode(): line.split()[2].decode()
+                for line in data
+                if isinstance(line, bytes)
+            }
+            if (stats.get("messages"), stats.get("unacked")) == (str(messages), "0"):
+                break
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.05)
+        msgs, status = c.request(f"PULL {queue} max=1000")
+        return [m.payload for m in msgs if not isinstance(m, bytes)]
+
+
+def test_pull_into_head_takes_only_what_head_read(broker_process: BrokerProcess) -> None:
+    fill(broker_process, "q", 10)
+    done = shell(broker_process, "MB pull q --max 10 | head -2")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "m0\nm1\n", "")
+    assert settled_queue(broker_process, "q", 8) == [f"m{i}".encode() for i in range(2, 10)]
+
+
+def test_subscribe_into_head_exits_quietly_and_leaves_the_rest(
+    broker_process: BrokerProcess,
+) -> None:
+    fill(broker_process, "q", 10)
+    shown = []
+    for args in ("", "--json", "--prefetch 5"):
+        done = shell(broker_process, f"MB subscribe q {args} | head -2", timeout=20)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        lines = done.stdout.splitlines()
+        shown += [json.loads(line)["payload"] for line in lines] if "json" in args else lines
+    assert shown == [f"m{i}" for i in range(6)]
+    # what was delivered and not read (one message, or up to --prefetch) went back
+    assert settled_queue(broker_process, "q", 4) == [b"m6", b"m7", b"m8", b"m9"]
+
+
+def test_subscribe_count_takes_exactly_n(broker_process: BrokerProcess, tmp_path: Path) -> None:
+    fill(broker_process, "q", 10)
+    out = tmp_path / "out"
+    for ack, shown in (("manual", "m0 m1 m2"), ("auto", "m3 m4 m5")):
+        done = shell(broker_process, f"MB subscribe q --count 3 --ack {ack} > {out}")
+        assert (done.returncode, done.stderr) == (0, "")
+        assert out.read_text().split() == shown.split()
+    piped = shell(broker_process, "MB subscribe q -n 2 | cat")
+    assert (piped.returncode, piped.stdout) == (0, "m6\nm7\n")
+    assert settled_queue(broker_process, "q", 2) == [b"m8", b"m9"]
+
+
+# ------------------------------------------------------------------- publish
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_from_a_pipe_sends_each_line_as_it_comes(
+    broker: LoopbackBroker, client: Client
+) -> None:
+    """``tail -f app.log | mbroker publish logs``: stdin stays open."""
+    await client.create("logs", "queue")
+    proc = Proc.start([*mbroker_command(), "--connect", broker.endpoint, "publish", "logs"], None)
+
+    async def arrives(payload: bytes) -> None:
+        deadline = reactor.seconds() + 15
+        while True:
+            got = await client.pull("logs")
+            if got:
+                assert [m.payload for m in got] == [payload]
+                return
+            assert reactor.seconds() < deadline, proc.stderr
+            await deferLater(reactor, 0.02)
+
+    proc.transport.write(b"first line\n")
+    await arrives(b"first line")
+    proc.transport.write(b"second ")
+    proc.transport.write(b"line\r\n")
+    await arrives(b"second line")
+    proc.transport.closeStdin()
+    assert await proc.ended() == 0
+    assert proc.stdout == "published 2 messages to logs\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_ctrl_c_during_a_publish_says_what_was_sent(
+    broker: LoopbackBroker, client: Client
+) -> None:
+    await client.create("logs", "queue")
+    proc = Proc.start([*mbroker_command(), "--connect", broker.endpoint, "publish", "logs"], None)
+    proc.transport.write(b"a\nb\nc\n")
+    deadline = reactor.seconds() + 15
+    while (await client.stats("logs"))["messages"] != 3:
+        assert reactor.seconds() < deadline, proc.stderr
+        await deferLater(reactor, 0.02)
+    proc.signal(signal.SIGINT)
+    assert await proc.ended() == 130
+    assert proc.stderr == "mbroker: interrupted: published 3 messages to logs\n"
+
+
+# ---------------------------------------------------------- errors, no traceback
+
+
+@pytest_twisted.ensureDeferred
+async def test_errors_are_one_line_with_the_right_status(broker: LoopbackBroker) -> None:
+    probe = await LoopbackBroker.start(reactor)
+    closed = str(probe.port)
+    await probe.stop()
+    runs = {
+        "port": (2, ["--port", "99999", "ping"]),
+        "endpoint": (2, ["--connect", "bogus:1", "ping"]),
+        "no port": (2, ["--connect", "tcp:localhost", "ping"]),
+        "kind": (2, ["create", "q", "stack"]),
+        # a check that needs no broker comes first: no "cannot connect" here
+        "both": (2, ["--port", closed, "publish", "q", "m", "--file", "x"]),
+        "no file": (1, ["--port", closed, "publish", "q", "--file", "/no/such/file"]),
+        "unknown host": (1, ["--host", "no-such-host.invalid", "ping"]),
+        "refused": (1, ["--host", "127.0.0.1", "--port", closed, "ping"]),
+        "bench size": (1, ["--connect", broker.endpoint, "bench", "--size", "2000000"]),
+    }
+    procs = await gatherResults(
+        [Deferred.fromCoroutine(run([*mbroker_command(), *argv])) for _, argv in runs.values()]
+    )
+    for (what, (code, _)), proc in zip(runs.items(), procs):
+        assert proc.code == code, (what, proc.stderr)
+        assert len(proc.stderr.splitlines()) == 1, (what, proc.stderr)
+        assert proc.stderr.startswith("mbroker"), (what, proc.stderr)
+    both, no_file = procs[4], procs[5]
+    assert "give a message or --file, not both" in both.stderr
+    assert "cannot read /no/such/file" in no_file.stderr
+    assert "largest payload" in procs[-1].stderr
+
+
+# ------------------------------------------------------- create, peek, -m, help
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_exclusive_and_pull_manual_and_peek(
+    broker: LoopbackBroker, client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = await inproc(broker, capsys, "create", "mine", "queue", "--exclusive")
+    assert (code, out) == (
+        0,
+        "created queue mine (exclusive: it is deleted as this command ends)\n",
+    )
+    await client.create("q", "queue")
+    for i in range(4):
+        await client.publish("q", f"m{i}")
+    assert await inproc(broker, capsys, "peek", "q", "--max", "2") == (0, "m0\nm1\n", "")
+    assert await inproc(broker, capsys, "pull", "q", "-n", "3", "--requeue") == (
+        0, "m0\nm1\nm2\n", ""
+    )  # fmt: skip
+    assert (await client.stats("q"))["messages"] == 4  # all given back
+    assert await inproc(broker, capsys, "pull", "q", "--ack", "manual") == (0, "m0\n", "")
+    assert await inproc(broker, capsys, "pull", "q", "--ack", "auto") == (0, "m1\n", "")
+    stats = await client.stats("q")
+    assert (stats["messages"], stats["unacked"]) == (2, 0)
+    names = [r.name for r in await client.list()]
+    assert "mine" not in names  # exclusive: gone with the command's connection
+
+
+def test_python_dash_m_mbroker() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mbroker", "--version"],
+        capture_output=True, text=True, env=child_env(), cwd=str(ROOT), timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, f"mbroker {__version__}\n")
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+@pytest.mark.parametrize("parser", [build_parser(), usercli._parser()], ids=["mbroker", "user"])
+def test_every_option_has_help(parser: argparse.ArgumentParser) -> None:
+    missing = [
+        f"{p.prog} {a.option_strings or a.dest}"
+        for p in _parsers(parser)
+        for a in p._actions
+        if not isinstance(a, argparse._SubParsersAction) and not a.help
+    ]
+    assert missing == []

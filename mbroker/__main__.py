@@ -1,0 +1,6 @@
+"""``python -m mbroker``: the ``mbroker`` command (:func:`mbroker.cli.main`)."""
+
+from mbroker.cli.main import main
+
+if __name__ == "__main__":
+    main()
