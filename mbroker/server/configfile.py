@@ -44,6 +44,8 @@ def read(path: str) -> dict[str, Any]:
         raise ConfigFileError(f"cannot read config file {path}: {e.strerror or e}") from None
     except _toml.TOMLDecodeError as e:
         raise ConfigFileError(f"config file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigFileError(f"config file {path} is not UTF-8: {e}") from None
 
 
 def known_options(options: usage.Options) -> dict[str, str]:

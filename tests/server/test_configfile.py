@@ -199,6 +199,18 @@ def test_a_file_that_is_not_toml(tmp_path: Path) -> None:
     assert "line 1" in problem
 
 
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "mbroker.toml").write_bytes(b'data-dir = "caf\xe9"\n')
+    options = parse("--config", str(tmp_path / "mbroker.toml"))
+    assert options.config_problem is not None
+    assert options.config_problem.startswith(f"config file {tmp_path / 'mbroker.toml'} is not")
+
+
+def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
+    options = parse("--config", str(tmp_path))
+    assert options.config_problem == f"cannot read config file {tmp_path}: Is a directory"
+
+
 def test_a_bad_file_makes_a_service_that_fails_in_one_line(tmp_path: Path) -> None:
     options = with_file(tmp_path, "bogus = 1\n")
     service = makeService(options)
