@@ -3,7 +3,7 @@
 Every record has ``time`` (ISO 8601, UTC), ``level`` (``debug``, ``info``, ``warn``,
 ``error``, ``critical``), ``namespace`` (the logger's, such as
 ``mbroker.server.service``) and ``message`` (the text the text format shows), then the
-event's own fields (``address``, ``endpoint``, ``peer``, ``queue``, ...) and, for an
+event's own fields (``address``, ``endpoint``, ``peer``, ``user``, ...) and, for an
 error with a traceback, ``traceback``.
 
 Two ways to get them under twistd:
