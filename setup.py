@@ -60,6 +60,8 @@ setup(
         "zope.interface",
         "argon2-cffi>=23.1",
         "prometheus_client>=0.17",
+        # --config FILE (TOML): tomllib is in the standard library from Python 3.11
+        'tomli; python_version < "3.11"',
     ],
     extras_require={
         "test": TEST_REQUIRES,

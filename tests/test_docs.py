@@ -296,7 +296,15 @@ def test_what_the_quick_start_leaves_behind_is_ignored(tmp_path: Path) -> None:
 def test_the_index_leads_to_every_guide() -> None:
     index = (DOC.parent / "index.rst").read_text(encoding="utf-8")
     toctree = index.split(".. toctree::", 1)[1]
-    for document in ("tutorial/index", "client", "api", "cli", "protocol", "security"):
+    for document in (
+        "tutorial/index",
+        "client",
+        "api",
+        "cli",
+        "protocol",
+        "security",
+        "operations",
+    ):
         assert f"\n   {document}\n" in toctree, document
         assert (DOC.parent / f"{document}.rst").is_file(), document
         assert f":doc:`{document}`" in index, document

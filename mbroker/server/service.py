@@ -185,7 +185,7 @@ class BrokerService(MultiService):
             self.log.critical("mbroker cannot start: {reason}", reason=_reason(failure))
         else:
             self.log.failure("mbroker cannot start", failure=failure)
-        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        self.reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         if self.reactor.running:
             self.reactor.stop()
         else:
@@ -366,7 +366,8 @@ def _reason(failure: Failure) -> str:
     return failure.getErrorMessage()
 
 
-def _exit_failed() -> None:
+def exit_failed() -> None:
+    """End the process with status 1 after a failed start (a shutdown trigger)."""
     # twistd has no exit status of its own for "stopped because it could not start"
     sys.stdout.flush()
     sys.stderr.flush()

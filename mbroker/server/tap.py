@@ -6,12 +6,14 @@ touches the global reactor (by a function-local import in :func:`makeService`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 
 from twisted.application import service
 from twisted.python import usage
 
 from mbroker import config
+from mbroker.server import configfile, logformat
 from mbroker.server.auth import Users, UsersFileError
 from mbroker.server.service import DEFAULT_BACKLOG, BrokerService
 
@@ -230,7 +232,26 @@ class Options(usage.Options):
             "(capped by the kernel's net.core.somaxconn).",
             _positive_int("backlog"),
         ],
+        [
+            "config",
+            None,
+            None,
+            "TOML FILE of options: the long names above as keys (max-payload = 65536, "
+            'listen = ["tcp:5555"], memory = true); the command line wins.',
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "text, or json: one JSON object per line (time, level, namespace, message "
+            "and the event's own fields), for log shippers.",
+            logformat.log_format,
+        ],
     ]
+
+    #: Why the ``--config`` file cannot be used (one line), or None.
+    config_problem: str | None = None
+    _command_line: Sequence[str] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -250,7 +271,15 @@ class Options(usage.Options):
         """Endpoint for STOMP 1.0-1.2 clients (see docs/stomp.rst); repeatable"""
         self["stomp"].append(description)
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        self._command_line = sys.argv[1:] if options is None else list(options)
+        super().parseOptions(options)
+
     def postOptions(self) -> None:
+        if self["config"]:
+            self.config_problem = configfile.apply_file(self, self["config"], self._command_line)
+        if self["log-format"] == "json":
+            logformat.use_json(self.parent)
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
 
@@ -259,6 +288,8 @@ def makeService(options: Options) -> service.IService:
     """Build the broker service that ``twistd mbroker`` runs."""
     from twisted.internet import reactor
 
+    if options.config_problem is not None:
+        return configfile.FailedStart(reactor, options.config_problem)
     broker_config = config.Config(
         max_line=options["max-line"],
         max_payload=options["max-payload"],
