@@ -142,7 +142,9 @@ def test_auth_holds_later_commands_until_checked(users_file: Path) -> None:
     c.send(b"PUBLISH alice.q :x\r\n")  # arrives while AUTH is checked: held too
     assert c.take() == b""
     assert setup.broker.list_objects() == []
-    alice = setup.factory.auth.users.get("alice")  # type: ignore[union-attr]
+    auth = setup.factory.auth
+    assert auth is not None
+    alice = auth.users.get("alice")
     pending[0].callback((alice, None))
     assert c.lines() == [b"+OK", b"+OK created", b"+PONG", b"+OK 1"]
 

@@ -240,7 +240,8 @@ def test_the_options_reach_the_config(tmp_path: object) -> None:
     service = makeService(
         parse("--memory", "--auth-timeout=2.5", "--idle-timeout=60", "--memory-high-water=1M")
     )
-    cfg = service.config  # type: ignore[attr-defined]
+    assert isinstance(service, BrokerService)
+    cfg = service.config
     assert (cfg.auth_timeout, cfg.idle_timeout, cfg.memory_high_water) == (2.5, 60.0, 1 << 20)
     assert cfg.users_file is None and not cfg.auth_required
 
