@@ -60,6 +60,7 @@ def test_durable_objects_and_messages_come_back_acked_and_transient_ones_do_not(
     assert any(b"recovered 2 messages in 1 durable queues" in line for line in broker.lines)
 
 
+@pytest.mark.slow
 def test_confirmed_messages_survive_repeated_kill_9_while_publishing(tmp_path: Path) -> None:
     """Kill the broker again and again with publishes in flight; then every message
     that was confirmed (+OK) is still there, and nothing unconfirmed is invented."""
