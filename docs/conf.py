@@ -6,18 +6,17 @@ Built by ``.ci/run`` with ``sphinx-build -W -b html docs <dir>`` (warnings are e
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # autodoc imports mbroker from this checkout
 
+import mbroker  # noqa: E402  (after the path is set)
+
 project = "mbroker"
 author = "the mbroker authors"
-_init = (ROOT / "mbroker" / "__init__.py").read_text(encoding="utf-8")
-_match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', _init, re.MULTILINE)
-release = version = _match.group(1) if _match else "unknown"
+release = version = mbroker.__version__  # the one place the version is written
 
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx"]
 intersphinx_mapping: dict[str, tuple[str, str | None]] = {}  # no network at build time

@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -39,6 +40,7 @@ async def run_all(broker: LoopbackBroker, *runs: tuple[str, ...]) -> list[Proc]:
 # ------------------------------------------------------- publisher & subscriber
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_publisher_and_live_subscriber(broker: LoopbackBroker, client: Client) -> None:
     created = await run(broker, "publisher.py", "--create", "news")
@@ -66,6 +68,7 @@ async def test_publisher_and_live_subscriber(broker: LoopbackBroker, client: Cli
     assert (deleted.code, deleted.stdout) == (0, "deleted topic news\n")
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_pulling_subscriber_gets_what_arrived_since_its_last_pull(
     broker: LoopbackBroker, client: Client
@@ -102,6 +105,7 @@ async def test_pulling_subscriber_gets_what_arrived_since_its_last_pull(
 # -------------------------------------------------------------- more examples
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_work_queue_shares_tasks_and_acks_them(
     broker: LoopbackBroker, client: Client
@@ -120,6 +124,7 @@ async def test_work_queue_shares_tasks_and_acks_them(
     assert (stats["messages"], stats["unacked"], stats["acked"]) == (0, 0, 6)
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_fanout_logs_reach_every_listener(broker: LoopbackBroker, client: Client) -> None:
     listeners = [start(broker, "fanout_logs.py", "--listen", "--count", "2") for _ in range(2)]
@@ -133,6 +138,7 @@ async def test_fanout_logs_reach_every_listener(broker: LoopbackBroker, client: 
         assert listener.stdout == "INFO: started\nERROR: disk full\n"
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_topic_routing_by_patterns(broker: LoopbackBroker, client: Client) -> None:
     kern = start(broker, "topic_routing.py", "--listen", "kern.*", "--count", "2")
@@ -150,6 +156,7 @@ async def test_topic_routing_by_patterns(broker: LoopbackBroker, client: Client)
     assert critical.stdout == "[kern.critical] disk full\n[app.critical] oom\n"
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_request_reply(broker: LoopbackBroker, client: Client) -> None:
     server = start(broker, "rpc.py", "--serve", "--count", "2")
@@ -178,6 +185,7 @@ async def poll_stats(client: Client, name: str, key: str, value: int) -> dict[st
     return stats
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_rpc_requests_whose_caller_is_gone_do_not_come_round_again(
     broker: LoopbackBroker, client: Client
@@ -211,6 +219,7 @@ async def test_rpc_requests_whose_caller_is_gone_do_not_come_round_again(
     )
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_rpc_refuses_bad_arguments(broker: LoopbackBroker, client: Client) -> None:
     negative, huge, no_time, no_count, count_alone = await run_all(
@@ -256,6 +265,7 @@ async def test_a_bad_task_is_refused_or_dropped_once(
     assert stats["acked"] == 1
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_counts_must_be_positive(broker: LoopbackBroker) -> None:
     procs = await run_all(

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -52,6 +53,7 @@ def test_the_tutorial_shows_every_program() -> None:
         assert f".. literalinclude:: {program}" in text, program
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_1_work_queues_share_tasks_one_at_a_time(
     broker: LoopbackBroker, client: Client
@@ -70,6 +72,7 @@ async def test_1_work_queues_share_tasks_one_at_a_time(
     assert (await client.stats("task_queue"))["messages"] == 0
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_2_publish_subscribe_reaches_every_listener(
     broker: LoopbackBroker, client: Client
@@ -87,6 +90,7 @@ async def test_2_publish_subscribe_reaches_every_listener(
     await until(lambda: list_names(client), lambda names: names == ["logs"])
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_3_routing_by_severity(broker: LoopbackBroker, client: Client) -> None:
     errors = start(broker, "routing.py", "listen", "error", "--count", "1")
@@ -102,6 +106,7 @@ async def test_3_routing_by_severity(broker: LoopbackBroker, client: Client) -> 
     assert everything.stdout == "[info] started\n[warning] low on disk\n[error] disk full\n"
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_4_topics_by_pattern(broker: LoopbackBroker, client: Client) -> None:
     kern = start(broker, "topics.py", "listen", "kern.*", "--count", "2")
@@ -120,6 +125,7 @@ async def test_4_topics_by_pattern(broker: LoopbackBroker, client: Client) -> No
     )
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_5_rpc(broker: LoopbackBroker, client: Client) -> None:
     server = start(broker, "rpc.py", "serve", "--count", "2")
@@ -150,6 +156,7 @@ async def test_5_rpc_without_a_server_gives_up_and_its_request_expires(
     await until(lambda: client.stats("rpc_queue"), lambda stats: stats["messages"] == 0)
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_6_durable_work_survives_a_crashed_worker(
     broker: LoopbackBroker, client: Client
@@ -174,6 +181,7 @@ async def test_6_durable_work_survives_a_crashed_worker(
     assert queue.durable
 
 
+@pytest.mark.slow
 def test_6_durable_work_survives_a_broker_restart(tmp_path: Path) -> None:
     def program(broker: BrokerProcess, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, str(TUTORIAL / "durable_work.py")]

@@ -28,6 +28,7 @@ from mbroker.client.blocking import BlockingMessage, Connection
 from mbroker.client.connection import NotConnected, connect
 from mbroker.testing import LoopbackBroker
 from tests.helpers.proc import ROOT, Proc
+from tests.helpers.state import now
 
 try:
     crochet.no_setup()
@@ -114,7 +115,7 @@ async def test_subscribe_runs_callbacks_in_worker_threads(server: LoopbackBroker
             assert sub.wait(timeout=0.05) is None  # the user's timeout: not an error
             assert sub.active
             sub.unsubscribe()
-            assert sub.wait(1) == "unsubscribed" and not sub.active
+            assert sub.wait(1) == "unsubscribed" and not now(lambda: sub.active)
             assert sub.received == 4
             stats = conn.stats("jobs")
             assert (stats["messages"], stats["unacked"], stats["acked"]) == (0, 0, 3)

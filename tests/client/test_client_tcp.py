@@ -15,6 +15,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
@@ -437,10 +438,12 @@ class _Impostor(Protocol):
         self.greeting, self.answer, self.close = greeting, answer, close
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         if self.greeting:
             self.transport.write(self.greeting)
 
     def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
         if self.answer:
             self.transport.write(self.answer)
             if self.close:
@@ -532,14 +535,16 @@ async def test_a_slow_greeting_is_still_a_broker(
         """Greets after 0.5 s, and (like the broker) reads nothing before it greets."""
 
         def connectionMade(self) -> None:
-            self.transport.pauseProducing()
+            IPushProducer(self.transport).pauseProducing()
             reactor.callLater(0.5, self.greet)
 
         def greet(self) -> None:
+            assert self.transport is not None
             self.transport.write(hello)
-            self.transport.resumeProducing()
+            IPushProducer(self.transport).resumeProducing()
 
         def dataReceived(self, data: bytes) -> None:
+            assert self.transport is not None
             for line in data.splitlines():
                 self.transport.write(b"+PONG\r\n" if line == b"PING" else b"+OK bye\r\n")
 

@@ -17,8 +17,9 @@ from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
-from mbroker.server.protocol import BrokerFactory
+from mbroker.server.protocol import BrokerFactory, BrokerProtocol
 from mbroker.wire.frames import QueueOptions
+from tests.helpers.conn import broker_protocol
 
 Done = Callable[[Optional[errors.BrokerError]], None]
 
@@ -53,8 +54,8 @@ class World:
         self.broker = Broker(self.clock, Config(), self.journal)
         self.factory = BrokerFactory(self.broker, Config(), self.clock)
 
-    def connect(self) -> tuple[object, StringTransport]:
-        p = self.factory.buildProtocol(None)
+    def connect(self) -> tuple[BrokerProtocol, StringTransport]:
+        p = broker_protocol(self.factory, None)
         t = StringTransport()
         p.makeConnection(t)
         t.clear()
@@ -66,7 +67,7 @@ class World:
 
 
 def lines(t: StringTransport) -> list[bytes]:
-    out = t.value().split(b"\r\n")[:-1]
+    out: list[bytes] = t.value().split(b"\r\n")[:-1]
     t.clear()
     return out
 

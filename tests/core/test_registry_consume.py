@@ -214,9 +214,9 @@ class TestTags:
         with pytest.raises(errors.NotFound):
             c1.ack(3)
         c2.ack(1, 2)
-        assert w.info("q").unacked == 2  # type: ignore[union-attr]
+        assert w.queue_info("q").unacked == 2
         c1.ack(1, 2)
-        assert w.info("q").unacked == 0  # type: ignore[union-attr]
+        assert w.queue_info("q").unacked == 0
 
     def test_each_subscription_shares_the_session_counter(self, w: World) -> None:
         w.queue("q")
@@ -251,7 +251,7 @@ class TestTags:
         w.publish("q", *msgs(*"abcdef"))  # tags 1..6
         c.ack(2, 4)
         assert c.ack((1, 100)) == 4
-        assert w.info("q").unacked == 0  # type: ignore[union-attr]
+        assert w.queue_info("q").unacked == 0
 
     def test_wide_and_narrow_ranges(self, w: World) -> None:
         w.queue("q")
@@ -269,7 +269,7 @@ class TestTags:
         with pytest.raises(errors.NotFound) as e:
             c.ack((5, 9))
         assert e.value.text == "5-9"
-        assert w.info("q").unacked == 2  # type: ignore[union-attr]
+        assert w.queue_info("q").unacked == 2
 
     def test_missing_tags_listed_while_others_are_handled(self, w: World) -> None:
         w.queue("q")

@@ -18,6 +18,7 @@ from mbroker import errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.model import Message
+from mbroker.core.records import Recovered
 from mbroker.store.bridge import journal_for
 from mbroker.store.executor import SyncExecutor
 from mbroker.store.files import CrashFS
@@ -257,7 +258,8 @@ def test_durable_targets_are_stored_as_one_publish_each_would_be() -> None:
     """A run into a durable queue is one record for the broker to make, but the
     store writes the very bytes one publish at a time would, and a restart brings
     back the same messages."""
-    disks, recovered = [], []
+    disks: list[dict[str, bytes]] = []
+    recovered: list[Recovered] = []
     for run in (False, True):
         clock, fs = task.Clock(), CrashFS()
         store = LogStore(clock, "/data", fs=fs, executor=SyncExecutor())

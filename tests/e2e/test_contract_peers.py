@@ -93,6 +93,7 @@ def test_commands_behind_a_waiting_pull_are_answered_in_order_after_it(
         assert c.read_reply() == ([], b"+OK 0")
 
 
+@pytest.mark.slow
 def test_the_broker_does_not_read_without_bound_behind_a_waiting_pull(
     broker: BrokerProcess,
 ) -> None:
@@ -183,6 +184,7 @@ def _peak_rss(broker: BrokerProcess) -> int:
     raise AssertionError(status)
 
 
+@pytest.mark.slow
 def test_a_client_that_asks_for_more_than_it_reads_stops_being_read(tmp_path: Path) -> None:
     """1,000 queues and 1,000 LIST (5 KB asking for about 57 MB): the broker's peak
     memory grows by little, and every reply still comes, in order."""

@@ -8,24 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.broker import BrokerProcess, start_broker
-from tests.helpers.lineclient import LineClient, Msg
-
-
-def ok(client: LineClient, line: str) -> bytes:
-    _, status = client.request(line)
-    assert status.startswith(b"+"), (line, status)
-    return status
-
-
-def pull_all(client: LineClient, queue: str) -> list[Msg]:
-    out: list[Msg] = []
-    while True:
-        data, status = client.request(f"PULL {queue} max=1000")
-        assert status.startswith(b"+OK"), status
-        msgs = [m for m in data if isinstance(m, Msg)]
-        out.extend(msgs)
-        if not msgs:
-            return out
+from tests.helpers.lineclient import LineClient, Msg, ok, pull_all
 
 
 def listing(client: LineClient) -> set[bytes]:
@@ -77,6 +60,7 @@ def test_durable_objects_and_messages_come_back_acked_and_transient_ones_do_not(
     assert any(b"recovered 2 messages in 1 durable queues" in line for line in broker.lines)
 
 
+@pytest.mark.slow
 def test_confirmed_messages_survive_repeated_kill_9_while_publishing(tmp_path: Path) -> None:
     """Kill the broker again and again with publishes in flight; then every message
     that was confirmed (+OK) is still there, and nothing unconfirmed is invented."""

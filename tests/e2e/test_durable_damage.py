@@ -8,8 +8,8 @@ from pathlib import Path
 from mbroker.core.records import QueueDeclared
 from mbroker.store import codec
 from mbroker.wire.frames import QueueOptions
-from tests.e2e.test_durability import ok, pull_all
 from tests.helpers.broker import start_broker
+from tests.helpers.lineclient import ok, pull_all
 
 
 def test_a_corrupt_queue_declaration_keeps_its_queue_binding_and_messages(

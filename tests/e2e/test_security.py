@@ -140,7 +140,9 @@ def test_permissions(secured: BrokerProcess) -> None:
 
 
 def test_a_user_added_while_running_can_log_in(secured: BrokerProcess, tmp_path: Path) -> None:
-    users = Path(secured.process.args[secured.process.args.index("--users") + 1])  # type: ignore[union-attr]
+    args = secured.process.args
+    assert isinstance(args, list)
+    users = Path(args[args.index("--users") + 1])
     with connect(secured) as c:
         assert c.err("AUTH carol c4rol").startswith("-ERR AUTH ")
     before = users.read_text()

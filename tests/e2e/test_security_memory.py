@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.broker import start_broker
 from tests.helpers.contract import connect, poll, rss_bytes, unique
 
@@ -52,6 +54,7 @@ def test_thousands_of_idle_connections(tmp_path: Path) -> None:
         broker.stop()
 
 
+@pytest.mark.slow
 def test_long_poll_pulls_with_bursts_behind_them(tmp_path: Path) -> None:
     """Each connection waits in a PULL and pipelines 512 KiB of commands behind it: the
     broker reads at most its allowance (64 KiB) behind a waiting PULL, runs none of it,
@@ -90,6 +93,7 @@ def test_long_poll_pulls_with_bursts_behind_them(tmp_path: Path) -> None:
         broker.stop()
 
 
+@pytest.mark.slow
 def test_publishers_are_held_at_the_memory_high_water_mark(tmp_path: Path) -> None:
     mark = 160 * MiB
     payload = b"p" * 60_000

@@ -196,10 +196,10 @@ def test_a_burst_of_connections_is_greeted(tmp_path: Path) -> None:
         deadline = started + BURST_DEADLINE
         while greeted < len(sockets) and time.monotonic() < deadline:
             for key, _ in selector.select(timeout=max(deadline - time.monotonic(), 0)):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                assert sock.recv(4096).startswith(b"HELLO mbroker ")
-                selector.unregister(sock)
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                assert ready.recv(4096).startswith(b"HELLO mbroker ")
+                selector.unregister(ready)
                 greeted += 1
         elapsed = time.monotonic() - started
         print(f"300 simultaneous connects greeted in {elapsed:.3f} s")

@@ -192,3 +192,22 @@ class LineClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def ok(client: LineClient, line: str) -> bytes:
+    """Send ``line``; its reply must be a success (``+…``), which is returned."""
+    _, status = client.request(line)
+    assert status.startswith(b"+"), (line, status)
+    return status
+
+
+def pull_all(client: LineClient, queue: str) -> list[Msg]:
+    """Every message ``queue`` holds, pulled (auto-acked) until it is empty."""
+    out: list[Msg] = []
+    while True:
+        data, status = client.request(f"PULL {queue} max=1000")
+        assert status.startswith(b"+OK"), status
+        msgs = [m for m in data if isinstance(m, Msg)]
+        out.extend(msgs)
+        if not msgs:
+            return out

@@ -63,8 +63,9 @@ class Proc(ProcessProtocol):
 
     def connectionMade(self) -> None:
         if self.stdin is not None:
-            self.transport.write(self.stdin)  # type: ignore[union-attr]
-            self.transport.closeStdin()  # type: ignore[union-attr]
+            assert self.transport is not None
+            self.transport.write(self.stdin)
+            self.transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:
         self.out += data
@@ -93,7 +94,8 @@ class Proc(ProcessProtocol):
 
     def signal(self, sig: int) -> None:
         if self.code is None:
-            self.transport.signalProcess(sig)  # type: ignore[union-attr]
+            assert self.transport is not None
+            self.transport.signalProcess(sig)
 
     def _kill(self) -> None:
         self.err += b"\n[killed: deadline passed]"

@@ -131,6 +131,12 @@ class World:
         (row,) = [r for r in self.broker.list_objects() if r.name == name]
         return row
 
+    def queue_info(self, name: str) -> QueueInfo:
+        """:meth:`info` of a queue (asserts it is one)."""
+        row = self.info(name)
+        assert isinstance(row, QueueInfo)
+        return row
+
     def stat(self, name: str | None = None) -> dict[str, str]:
         return dict(self.broker.stats(name))
 

@@ -21,6 +21,7 @@ from functools import cache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -173,7 +174,7 @@ def run(script: bytes, pieces: list[int], auth: bool) -> tuple[bytes, bool, Brok
         clock.advance(0.1)
     out = transport.value()
     closed = transport.disconnecting
-    proto.connectionLost(None)  # type: ignore[arg-type]
+    proto.connectionLost(connectionDone)
     return out, closed, broker
 
 

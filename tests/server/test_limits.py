@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent
 from twisted.python import usage
 
 from mbroker import config
@@ -21,6 +21,8 @@ from mbroker.server.service import BrokerService, is_local
 from mbroker.server.tap import Options, makeService
 from tests.helpers.auth import cheap_hash
 from tests.helpers.conn import Conn
+from tests.helpers.logs import logged
+from tests.helpers.state import now
 
 
 def make(**options: object) -> tuple[Clock, Broker, BrokerFactory]:
@@ -43,7 +45,7 @@ def test_an_idle_connection_is_closed() -> None:
     assert not c.transport.disconnecting
     clock.advance(4)
     assert c.lines() == [b"-ERR LIMIT idle for 10 s"]
-    assert c.transport.disconnecting
+    assert now(lambda: c.transport.disconnecting)
     c.close()
     assert not clock.getDelayedCalls()
 
@@ -118,7 +120,7 @@ def test_over_the_mark_publishers_are_held_in_order() -> None:
     pub.send(b"PING\r\nPUBLISH q :2\r\nPING\r\nPUBLISH q :3\r\n")
     assert pub.lines() == [b"+PONG"]  # held at the PUBLISH, in order
     assert pub.transport.producerState == "paused"
-    assert list(f.watch.blocked) == [pub.proto]
+    assert list(f.watch.blocked) == [pub.server]
     # Others are served: consuming brings the memory down.
     other.send(b"PULL q\r\nSTATS\r\n")
     lines = other.lines()
@@ -127,7 +129,7 @@ def test_over_the_mark_publishers_are_held_in_order() -> None:
     assert b"STAT memory_high_water 1000" in lines
     memory.used = 999
     clock.advance(0.1)
-    assert not f.watch.alarm and not f.watch.blocked
+    assert not now(lambda: f.watch.alarm) and not f.watch.blocked
     assert pub.lines() == [b"+OK 1", b"+PONG", b"+OK 1"]
     assert pub.transport.producerState == "producing"
     assert broker.stats("q")[2] == ("messages", "2")
@@ -156,9 +158,9 @@ def test_a_held_connection_that_goes_away() -> None:
     memory.used = 2000
     clock.advance(0.1)
     pub.send(b"CREATE q queue\r\nPUBLISH q :x\r\n")
-    assert pub.proto in f.watch.blocked
+    assert pub.server in f.watch.blocked
     pub.close()
-    assert pub.proto not in f.watch.blocked
+    assert pub.server not in f.watch.blocked
     memory.used = 0
     clock.advance(0.1)
 
@@ -174,7 +176,7 @@ def test_the_memory_is_looked_at_after_so_many_bytes_read() -> None:
     assert not f.watch.alarm
     assert pub.lines() == [b"+OK created"] + [b"+OK 1"] * 500
     pub.send(b"PUBLISH q :y\r\n" * 500)  # 14,000 bytes read since the last look
-    assert f.watch.alarm
+    assert now(lambda: f.watch.alarm)
     assert pub.take() == b""
     assert f.watch.received == 0
 
@@ -238,7 +240,8 @@ def test_the_options_reach_the_config(tmp_path: object) -> None:
     service = makeService(
         parse("--memory", "--auth-timeout=2.5", "--idle-timeout=60", "--memory-high-water=1M")
     )
-    cfg = service.config  # type: ignore[attr-defined]
+    assert isinstance(service, BrokerService)
+    cfg = service.config
     assert (cfg.auth_timeout, cfg.idle_timeout, cfg.memory_high_water) == (2.5, 60.0, 1 << 20)
     assert cfg.users_file is None and not cfg.auth_required
 
@@ -262,9 +265,7 @@ def _messages(events: list[LogEvent]) -> list[str]:
 
 
 def test_an_open_service_says_so_and_warns_per_network_endpoint(tmp_path: Path) -> None:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with logged() as events:
         reactor = MemoryReactorClock()
         service = BrokerService(
             reactor, Config(), ["unix:/tmp/mbroker-test.sock", "tcp:5556"], None
@@ -278,8 +279,6 @@ def test_an_open_service_says_so_and_warns_per_network_endpoint(tmp_path: Path) 
         )
         secured.startService()
         secured.stopService()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
     messages = _messages(events)
     assert sum("mbroker is open: no --users file" in m for m in messages) == 1
     network = [m for m in messages if "open to the network" in m]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogEvent, globalLogPublisher
 
 from mbroker import __version__
 from mbroker.config import Config
 from mbroker.server.protocol import BrokerProtocol
 from mbroker.wire.codec import encode_frame
-from tests.helpers.conn import Conn, make
+from tests.helpers.conn import Conn, broker_protocol, make
+from tests.helpers.logs import logged
+from tests.helpers.state import now
 
 
 def test_greeting() -> None:
@@ -162,17 +162,17 @@ def test_paused_consumer_is_skipped_and_resumed() -> None:
     a.send(b"SUBSCRIBE q\n")
     b.send(b"SUBSCRIBE q\n")
     a.take(), b.take()
-    a.proto.pauseProducing()  # a's socket buffer is full
+    a.server.pauseProducing()  # a's socket buffer is full
     assert a.transport.producerState == "paused"
     for i in range(4):
         p.send(b"PUBLISH q :m%d\n" % i)
     assert a.take() == b""
     assert b.lines()[1::2] == [b"m0", b"m1", b"m2", b"m3"]
     p.send(b"PUBLISH q :m4\n")
-    b.proto.pauseProducing()
+    b.server.pauseProducing()
     p.send(b"PUBLISH q :m5\nPUBLISH q :m6\n")
     assert a.take() == b"" and b.lines()[1::2] == [b"m4"]
-    a.proto.resumeProducing()
+    a.server.resumeProducing()
     assert a.lines()[1::2] == [b"m5", b"m6"]
     assert a.transport.producerState == "producing"
 
@@ -271,12 +271,8 @@ def test_a_run_that_crashes_answers_each_publish() -> None:
         raise RuntimeError("boom")
 
     broker.publish_many = boom  # type: ignore[method-assign,assignment]
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with logged() as events:
         c.send(run_of(b"PUBLISH q 1\r\nx\r\n", 2) + b"PING\r\n")
-    finally:
-        globalLogPublisher.removeObserver(events.append)
     assert c.lines() == [b"-ERR INTERNAL see the broker's log"] * 2 + [b"+PONG"]
     (failed,) = [e for e in events if "log_failure" in e]
     assert failed["log_failure"].check(RuntimeError)
@@ -302,7 +298,7 @@ def test_a_read_is_answered_without_a_timer_deliveries_first() -> None:
     log: list[tuple[str, bytes]] = []
     conns = {}
     for name in ("pub", "sub"):
-        p = f.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        p = broker_protocol(f)
         p.makeConnection(Recording(name, log))
         conns[name] = p
     conns["pub"].dataReceived(b"CREATE q queue\r\n")
@@ -335,7 +331,7 @@ def test_a_half_close_ends_a_waiting_pull_with_nothing_and_answers_the_rest() ->
         c, p = Conn(f), Conn(f)
         c.send(b"CREATE q queue\nPULL q wait=30000 ack=" + ack + b"\nPING\nPULL q wait=5000\n")
         assert c.lines() == [b"+OK created"]
-        c.proto.readConnectionLost()  # FIN: the client sends no more
+        c.server.readConnectionLost()  # FIN: the client sends no more
         assert c.lines() == [b"+OK 0"]
         clock.advance(0)
         # the PULL after the EOF does not wait either; then the broker closes
@@ -350,7 +346,7 @@ def test_a_half_closed_client_gets_every_reply_then_the_broker_closes() -> None:
     _, _, f = make()
     c = Conn(f)
     c.send(b"PING\r\nCREATE q queue\r\nPUBLISH q :x\r\n")
-    c.proto.readConnectionLost()
+    c.server.readConnectionLost()
     assert c.lines() == [b"+PONG", b"+OK created", b"+OK 1"]
     assert c.transport.disconnecting
 
@@ -359,11 +355,11 @@ def test_a_half_close_behind_an_auth_being_checked_waits_for_its_answer() -> Non
     clock, _, f = make(Config(auth_required=True, auth_fail_delay=1.0))
     c = Conn(f)
     c.send(b"AUTH bob nope\r\nPING\r\n")
-    c.proto.readConnectionLost()
+    c.server.readConnectionLost()
     assert not c.transport.disconnecting
     clock.advance(1.0)
     assert c.lines() == [b"-ERR AUTH wrong user or password", b"+PONG"]
-    assert c.transport.disconnecting
+    assert now(lambda: c.transport.disconnecting)
     # reading is not resumed after the EOF (the transport would only read EOF again)
     assert c.transport.producerState == "paused"
 
@@ -394,7 +390,7 @@ class FillingTransport(StringTransport):
 
     def drain(self) -> bytes:
         """The peer reads everything; the transport resumes its producer."""
-        out = self.value()
+        out: bytes = self.value()
         self.clear()
         if self.producer is not None and self.full:
             self.full = False
@@ -442,10 +438,10 @@ def test_a_half_close_behind_congested_replies_answers_them_all_then_closes() ->
     clock.advance(0)
     t.clear()
     c.send(b"LIST\n" * 50 + b"PING\n")
-    c.proto.readConnectionLost()
+    c.server.readConnectionLost()
     assert not t.disconnecting
     out = bytearray()
-    while not t.disconnecting:
+    while not now(lambda: t.disconnecting):
         out += t.drain()
         clock.advance(0)
     out += t.value()

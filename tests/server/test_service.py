@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogEvent, LogLevel, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel
 
 from mbroker.config import Config
 from mbroker.server.service import (
@@ -21,14 +21,13 @@ from mbroker.server.service import (
     describe_address,
     with_backlog,
 )
+from tests.helpers.logs import logged
 
 
 @pytest.fixture
-def events() -> list[LogEvent]:
-    captured: list[LogEvent] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
+def events() -> Iterator[list[LogEvent]]:
+    with logged() as captured:
+        yield captured
 
 
 def test_describe_address() -> None:

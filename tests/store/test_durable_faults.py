@@ -14,34 +14,36 @@ from twisted.internet.testing import StringTransport
 
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.server.protocol import BrokerFactory
+from mbroker.core.records import Recovered
+from mbroker.server.protocol import BrokerFactory, BrokerProtocol
 from mbroker.store.bridge import journal_for
 from mbroker.store.executor import SyncExecutor
 from mbroker.store.files import CrashFS
 from mbroker.store.logstore import LogStore
+from tests.helpers.conn import broker_protocol
 
 
 def start(fs: CrashFS, clock: Clock) -> tuple[LogStore, Broker, BrokerFactory]:
     store = LogStore(clock, "/data", fs=fs, executor=SyncExecutor(), retry_interval=1.0)
-    recovered: list[object] = []
+    recovered: list[Recovered] = []
     store.open().addCallback(recovered.append)
     broker = Broker(clock, Config(), journal_for(store, clock))
-    broker.restore(recovered[0])  # type: ignore[arg-type]
+    broker.restore(recovered[0])
     return store, broker, BrokerFactory(broker, Config(), clock)
 
 
-def connect(factory: BrokerFactory) -> tuple[object, StringTransport]:
-    p = factory.buildProtocol(None)
+def connect(factory: BrokerFactory) -> tuple[BrokerProtocol, StringTransport]:
+    p = broker_protocol(factory, None)
     t = StringTransport()
     p.makeConnection(t)
     t.clear()
     return p, t
 
 
-def say(p: object, t: StringTransport, clock: Clock, data: bytes) -> list[bytes]:
-    p.dataReceived(data)  # type: ignore[attr-defined]
+def say(p: BrokerProtocol, t: StringTransport, clock: Clock, data: bytes) -> list[bytes]:
+    p.dataReceived(data)
     clock.advance(0)  # the journal commits at the end of the turn
-    out = t.value().split(b"\r\n")[:-1]
+    out: list[bytes] = t.value().split(b"\r\n")[:-1]
     t.clear()
     return out
 

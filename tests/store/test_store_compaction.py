@@ -12,14 +12,15 @@ from twisted.internet.task import deferLater
 
 from mbroker.core.records import MessagesRemoved, QueueDeclared, QueueDeleted
 from mbroker.store.executor import ManualExecutor
+from mbroker.store.files import CrashFS
 from mbroker.store.ledger import Ledger
 from mbroker.store.logstore import LogStore
 from mbroker.store.segment import segment_name
 from tests.helpers.store import DATA, DURABLE, declare, ids, log_store, msg, open_log, result
 
 
-def segments(fs: object) -> list[str]:
-    return sorted(fs.files(DATA))  # type: ignore[attr-defined]
+def segments(fs: CrashFS) -> list[str]:
+    return sorted(fs.files(DATA))
 
 
 def test_segments_without_live_messages_are_deleted() -> None:

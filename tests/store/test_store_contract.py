@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from mbroker import errors
@@ -334,9 +335,9 @@ def test_memory_store_can_play_a_full_disk() -> None:
     store = MemoryStore()
     store.open()
     store.available = False
-    failures: list[object] = []
+    failures: list[Failure] = []
     store.write(declare("q")).addErrback(failures.append)
-    assert len(failures) == 1 and failures[0].check(errors.Unavailable)  # type: ignore[attr-defined]
+    assert len(failures) == 1 and failures[0].check(errors.Unavailable)
     assert store.stats()["available"] == 0
     store.available = True
     store.write(declare("q"))

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
@@ -305,6 +306,7 @@ ROUND = st.tuples(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=1000,
     deadline=None,

@@ -8,6 +8,7 @@ import os
 from mbroker import errors
 from mbroker.store.executor import ManualExecutor
 from mbroker.store.segment import segment_name
+from tests.helpers.state import now
 from tests.helpers.store import (
     DATA,
     declare,
@@ -43,7 +44,7 @@ def test_enospc_fails_the_group_and_the_store_takes_writes_again_later() -> None
     assert failure(store.write([msg(3)])).check(errors.Unavailable)
     fs.clear()  # space comes back
     clock.advance(1.0)
-    assert store.stats()["available"] == 1 and store.available
+    assert store.stats()["available"] == 1 and now(lambda: store.available)
     result(store.write([msg(4)]))
     rec = open_log(fs.kill9())[2]
     assert ids(rec) == [1, 4]

@@ -46,9 +46,13 @@ def test_writes_during_a_write_share_the_next_fsync() -> None:
 def test_deferreds_fire_in_write_order() -> None:
     store, executor, _fs, _ = manual_store()
     order: list[int] = []
-    store.write(declare("q")).addCallback(lambda _: order.append(0))
+
+    def done(_: object, i: int) -> None:
+        order.append(i)
+
+    store.write(declare("q")).addCallback(done, 0)
     for i in range(1, 6):
-        store.write([msg(i)]).addCallback(lambda _, i=i: order.append(i))
+        store.write([msg(i)]).addCallback(done, i)
     executor.run_all()
     assert order == [0, 1, 2, 3, 4, 5]
 
@@ -119,7 +123,7 @@ def test_close_flushes_pending_writes_first() -> None:
 
 def test_bad_policy_is_refused() -> None:
     with pytest.raises(ValueError):
-        log_store(fsync="sometimes")  # type: ignore[arg-type]
+        log_store(fsync="sometimes")
 
 
 @pytest_twisted.ensureDeferred

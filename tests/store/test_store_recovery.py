@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from mbroker import errors
 from mbroker.core.records import (
@@ -22,6 +22,7 @@ from mbroker.store import codec
 from mbroker.store.files import CrashFS, Locked, RealFileSystem
 from mbroker.store.segment import segment_name
 from mbroker.wire.frames import QueueOptions
+from tests.helpers.logs import logged
 from tests.helpers.store import DATA, declare, failure, ids, log_store, msg, open_log, result
 
 SEG1 = os.path.join(DATA, segment_name(1))
@@ -161,12 +162,8 @@ def test_recovery_warnings_are_logged() -> None:
     fs, ends = store_with(2)
     crashed = fs.kill9()
     crashed.set_content(SEG1, fs.content(SEG1)[:-3])
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with logged() as events:
         open_log(crashed)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
     texts = [formatEvent(e) for e in events]
     assert any("torn tail truncated at 00000001.seg:" in t for t in texts), texts
 
@@ -286,12 +283,8 @@ def test_the_log_says_what_was_lost_and_where_the_messages_are() -> None:
     damaged[start + 12] ^= 0xFF
     crashed = fs.kill9()
     crashed.set_content(SEG1, bytes(damaged))
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with logged() as events:
         open_log(crashed)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
     texts = [formatEvent(e) for e in events]
     assert any(f"corrupt record skipped at 00000001.seg:{start}" in t for t in texts), texts
     assert any(
