@@ -382,7 +382,7 @@ def test_subscribe_into_head_exits_quietly_and_leaves_the_rest(
     broker_process: BrokerProcess,
 ) -> None:
     fill(broker_process, "q", 10)
-    shown = []
+    shown: list[str] = []
     for args in ("", "--json", "--prefetch 5"):
         done = shell(broker_process, f"MB subscribe q {args} | head -2", timeout=20)
         assert done.returncode == 0 and done.stderr == "", done.stderr
@@ -426,12 +426,12 @@ async def test_publish_from_a_pipe_sends_each_line_as_it_comes(
             assert reactor.seconds() < deadline, proc.stderr
             await deferLater(reactor, 0.02)
 
-    proc.transport.write(b"first line\n")
+    proc.process.write(b"first line\n")
     await arrives(b"first line")
-    proc.transport.write(b"second ")
-    proc.transport.write(b"line\r\n")
+    proc.process.write(b"second ")
+    proc.process.write(b"line\r\n")
     await arrives(b"second line")
-    proc.transport.closeStdin()
+    proc.process.closeStdin()
     assert await proc.ended() == 0
     assert proc.stdout == "published 2 messages to logs\n"
 
@@ -442,7 +442,7 @@ async def test_ctrl_c_during_a_publish_says_what_was_sent(
 ) -> None:
     await client.create("logs", "queue")
     proc = Proc.start([*mbroker_command(), "--connect", broker.endpoint, "publish", "logs"], None)
-    proc.transport.write(b"a\nb\nc\n")
+    proc.process.write(b"a\nb\nc\n")
     deadline = reactor.seconds() + 15
     while (await client.stats("logs"))["messages"] != 3:
         assert reactor.seconds() < deadline, proc.stderr

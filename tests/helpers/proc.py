@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
@@ -60,6 +61,12 @@ class Proc(ProcessProtocol):
         reactor.spawnProcess(proc, argv[0], list(argv), env=child_env(), path=str(ROOT))
         proc._deadline = reactor.callLater(timeout, proc._kill)
         return proc
+
+    @property
+    def process(self) -> IProcessTransport:
+        """The running program's transport (write to its stdin, close it)."""
+        assert self.transport is not None, "the program has not started"
+        return self.transport
 
     def connectionMade(self) -> None:
         if self.stdin is not None:

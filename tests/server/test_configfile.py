@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogEvent, globalLogPublisher
 
 from mbroker import config
 from mbroker.server import configfile
 from mbroker.server.service import BrokerService
 from mbroker.server.tap import DEFAULT_LISTEN, Options, makeService
 from tests.helpers.auth import cheap_hash, write_users
+from tests.helpers.logs import logged
+from tests.helpers.state import now
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "contrib" / "mbroker.toml"
@@ -216,18 +217,20 @@ def test_a_bad_file_makes_a_service_that_fails_in_one_line(tmp_path: Path) -> No
     service = makeService(options)
     assert isinstance(service, configfile.FailedStart)
     reactor = MemoryReactorClock()
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with logged() as events:
         failing = configfile.FailedStart(reactor, "bad config file x: unknown key 'bogus'")
         failing.startService()
-        assert not events and not reactor.hasStopped  # only once the reactor runs
+        assert not events  # only once the reactor runs
+        assert not stopped(reactor)
         for hook, args, kwargs in reactor.whenRunningHooks:
             hook(*args, **kwargs)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
     critical = [e for e in events if e["log_level"].name == "critical"]
     assert [e["reason"] for e in critical] == ["bad config file x: unknown key 'bogus'"]
-    assert reactor.hasStopped
+    assert stopped(reactor)
     triggers: Any = reactor.triggers
     assert triggers["after"]["shutdown"]  # exits with status 1 once stopped
+
+
+def stopped(reactor: MemoryReactorClock) -> bool:
+    """Whether the reactor was stopped (read afresh: mypy keeps an attribute narrowed)."""
+    return bool(now(lambda: reactor.hasStopped))

@@ -20,11 +20,12 @@ import pytest_twisted
 from argon2 import PasswordHasher
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
@@ -44,9 +45,9 @@ from mbroker.server.protocol import BrokerFactory
 from mbroker.server.service import BrokerService, ListenError, describe_address
 from mbroker.server.tap import Options, makeService
 from mbroker.wire.frames import QueueOptions
+from tests.helpers.logs import logged
 
 JSON = {"Content-Type": "application/json"}
-
 
 # ------------------------------------------------------------- the API, directly
 
@@ -130,7 +131,7 @@ def test_exchanges_bindings_publish_and_purge(api: Api) -> None:
 def test_errors_carry_the_wire_code_and_its_http_status(api: Api) -> None:
     call(api, "PUT", "queues/jobs", {"max_length": 5})
     call(api, "PUT", "exchanges/ev", {"type": "fanout"})
-    cases = [
+    cases: list[tuple[tuple[Any, ...], int, str]] = [
         (("GET", "queues/nope"), 404, "NOT_FOUND"),
         (("GET", "exchanges/jobs"), 409, "WRONG_KIND"),
         (("DELETE", "queues/ev"), 409, "WRONG_KIND"),  # not the exchange of that name
@@ -366,7 +367,9 @@ async def test_connections_lists_native_clients(site: Site) -> None:
         assert q["consumers"] == 1 and q["consumer_details"][0]["connection"] == c["id"]
     finally:
         await client.close()
-    await eventually(lambda: not site.service.factory.protocols)
+    factory = site.service.factory
+    assert factory is not None
+    await eventually(lambda: not factory.protocols)
     assert (await site.json("GET", "/api/connections"))[1] == []
 
 
@@ -377,7 +380,7 @@ async def test_metrics_are_prometheus_text(site: Site) -> None:
     await site.json("POST", "/api/exchanges/jobs/publish", {"payload": "b"})
     status, h, raw = await site.request("GET", "/metrics")
     assert status == 200
-    assert h.getRawHeaders("content-type")[0].startswith("text/plain; version=0.0.4")
+    assert (h.getRawHeaders("content-type") or [""])[0].startswith("text/plain; version=0.0.4")
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(raw.decode())
@@ -395,7 +398,7 @@ async def test_metrics_are_prometheus_text(site: Site) -> None:
     status, h, raw = await site.request(
         "GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
     )
-    assert h.getRawHeaders("content-type")[0].startswith("application/openmetrics-text")
+    assert (h.getRawHeaders("content-type") or [""])[0].startswith("application/openmetrics-text")
     assert raw.endswith(b"# EOF\n")
 
 
@@ -417,7 +420,9 @@ async def test_healthz_fails_at_the_connection_limit() -> None:
             "reason": "the broker is at its connection limit (1)",
         }
         await client.close()
-        await eventually(lambda: site.service.broker.connections == 0)
+        broker = site.service.broker
+        assert broker is not None
+        await eventually(lambda: broker.connections == 0)
         assert (await site.json("GET", "/healthz"))[0] == 200
     finally:
         await site.service.stopService()
@@ -477,7 +482,9 @@ async def test_a_durable_change_is_answered_once_stored(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_busy_http_port_fails_start_up(site: Site) -> None:
-    port = site.http.ports[0].getHost().port
+    address = site.http.ports[0].getHost()
+    assert isinstance(address, IPv4Address)
+    port = address.port
     service = BrokerService(reactor, Config(), ["tcp:0:interface=127.0.0.1"], None)
     HttpService(reactor, service, [f"tcp:{port}:interface=127.0.0.1"]).setServiceParent(service)
     with pytest.raises(ListenError, match="cannot listen for HTTP"):
@@ -674,13 +681,9 @@ def test_lists_filter_sort_and_page(api: Api) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_an_open_http_listener_off_loopback_warns() -> None:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with logged() as events:
         site = await start_site(Config(), http="tcp:0")  # (every interface)
         loopback = await start_site(Config())
-    finally:
-        globalLogPublisher.removeObserver(events.append)
     for s in (site, loopback):
         await s.service.stopService()
         await s.pool.closeCachedConnections()
