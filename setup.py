@@ -33,6 +33,8 @@ TEST_REQUIRES = [
     "mypy-zope",
     "ruff",
     "pytest-cov",
+    # the dashboard's test drives Debian's chromium (and chromedriver) with it
+    "selenium",
 ]
 
 setup(
@@ -47,7 +49,7 @@ setup(
     package_dir={"": "."},
     packages=find_packages(exclude=["tests", "tests.*", "benchmarks", "examples"])
     + ["twisted.plugins"],
-    package_data={"mbroker": ["py.typed"]},
+    package_data={"mbroker": ["py.typed"], "mbroker.server.http": ["static/*"]},
     include_package_data=False,
     zip_safe=False,
     python_requires=">=3.9",
