@@ -204,19 +204,33 @@ def test_the_page_loads_and_its_charts_draw(
     page: WebDriver, broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     assert page.title == "mbroker"
-    create(broker, "chart")
-    publish(broker, "chart", [b"x"] * 20)
+    create(broker, "chart", "chart-2")
     wait_for("the totals", lambda: "Queues" in page.find_element(By.ID, "totals").text)
+    points = page.find_element(By.ID, "chart-rates")
+
+    def drawn() -> int:
+        return int(points.get_attribute("data-points") or 0)
+
+    # a few rounds of traffic, a poll apart: published, then some of it taken
+    with broker.connect() as c:
+        for n in range(1, 5):
+            at = drawn()
+            publish(broker, "chart", [b"x"] * 10 * n)
+            publish(broker, "chart-2", [b"y"] * 5)
+            assert c.request(b"PULL chart max=%d ack=auto" % (4 * n))[1] == b"+OK %d" % (4 * n)
+            wait_for("another point", lambda: drawn() > at)  # noqa: B023
     for canvas in ("chart-rates", "chart-depths"):
-        points = page.find_element(By.ID, canvas)
-        wait_for(f"{canvas} to draw", lambda: int(points.get_attribute("data-points") or 0) >= 2)
+        element = page.find_element(By.ID, canvas)
+        assert int(element.get_attribute("data-points") or 0) >= 2
     # the "published" line (blue) of the rates and the "ready" line of the depths
     assert wait_for("a rates line", lambda: series_pixels(page, "chart-rates", (43, 123, 185)) > 50)
-    assert wait_for("a depth line", lambda: series_pixels(page, "chart-depths", (43, 123, 185)) > 50)
+    assert wait_for(
+        "a depth line", lambda: series_pixels(page, "chart-depths", (43, 123, 185)) > 50
+    )
     legend = page.find_element(By.ID, "legend-depths").text
     assert "ready" in legend
+    assert "chart-2" in page.find_element(By.ID, "deepest").text
     shot = tmp_path_factory.mktemp("screenshots") / "dashboard.png"
-    page.set_window_size(1280, 760)
     assert page.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
 
@@ -316,10 +330,14 @@ def test_ten_thousand_queues_page_on_the_server(page: WebDriver, broker: BrokerP
     assert len(page.find_elements(By.CSS_SELECTOR, "#queues-table tbody tr")) == 10
     # sort by name, descending: the last one first
     header = page.find_element(By.CSS_SELECTOR, "#queues-table th[data-key=name]")
+
+    def first() -> str:
+        return str(page.find_elements(By.CSS_SELECTOR, "#queues-table tbody tr td")[0].text)
+
+    assert first() == "many-09990"
     header.click()
-    wait_for("descending", lambda: row_of(page, "queues-table", "many-09999") is not None)
-    first = page.find_elements(By.CSS_SELECTOR, "#queues-table tbody tr td")[0].text
-    assert first == "many-09999"
+    wait_for("descending", lambda: first() == "many-09999")
+    assert "sorted-down" in (header.get_attribute("class") or "")
     search.send_keys(Keys.BACKSPACE * 4)
     wait_for("no filter", lambda: info.text.startswith("page 1 of 200 (10000 of"))
     page.find_element(By.XPATH, "//div[@id='queues-table']//button[contains(., 'next')]").click()
@@ -334,7 +352,9 @@ def test_close_a_connection_from_the_page(page: WebDriver, broker: BrokerProcess
             lambda: page.find_elements(By.CSS_SELECTOR, "#connections-table tbody tr td.num"),
         )
         assert row
-        button = page.find_element(By.XPATH, "//div[@id='connections-table']//button[text()='Close']")
+        button = page.find_element(
+            By.XPATH, "//div[@id='connections-table']//button[text()='Close']"
+        )
         button.click()
         confirm(page, "Close connection")
         assert c.readline() == b"-ERR LIMIT closed by an operator"

@@ -20,6 +20,7 @@ from importlib import resources
 import attrs
 
 from mbroker import errors
+from mbroker.server.http.api import Reply, error_reply
 
 #: the Content-Security-Policy of every dashboard file
 CSP = (
@@ -76,20 +77,20 @@ class Dashboard:
         """Whether ``path`` (the request's segments) is the dashboard's."""
         return not path or path == [""] or path[0] == "static"
 
-    def answer(self, method: str, path: list[str]) -> tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]:
-        """``(status, body, headers)`` for a GET or HEAD of ``path``; raises
-        :class:`~mbroker.errors.NotFound` for a file that is not there and
-        :class:`~mbroker.errors.BadCommand` for any other method."""
+    def answer(self, method: str, path: list[str]) -> Reply:
+        """The answer to a ``method`` of ``path``: the file, ``405`` to anything but
+        GET or HEAD; raises :class:`~mbroker.errors.NotFound` for a file that is not
+        there."""
         if method not in ("GET", "HEAD"):
-            raise errors.BadCommand("the dashboard answers GET")
+            refused = error_reply(errors.BadCommand(f"{method} is not allowed here"))
+            return Reply(405, refused.body, ((b"Allow", b"GET, HEAD"),))
         if not path or path == [""]:
             name = INDEX
-        elif len(path) == 2 and path[0] == "static" and path[1] != INDEX:
+        elif len(path) == 2 and path[0] == "static":
             name = path[1]
         else:
             name = ""
         found = self.files.get(name)
         if found is None:
             raise errors.NotFound("no such file: /" + "/".join(path))
-        headers = ((b"Content-Type", found.content_type), *HEADERS)
-        return 200, found.data, headers
+        return Reply(200, found.data, ((b"Content-Type", found.content_type), *HEADERS))

@@ -126,7 +126,7 @@ class HttpResource(Resource):
             # the page and its files (no data in them: served while the broker starts)
             if self.service.factory is not None:
                 await self._login(request)
-            return Reply(*self.dashboard.answer(method, path))
+            return self.dashboard.answer(method, path)
         if (
             not path
             or path[0] not in ("api", "metrics")

@@ -262,6 +262,10 @@ async function refreshOverview() {
     ["Memory", bytes(o.memory.rss)],
     ["Store on disk", o.store ? bytes(o.store.disk_bytes) : "memory only"],
   ]);
+  if (view === "overview") {
+    const deepest = await api("GET", "queues" + query({ page: 1, page_size: 10, sort: "messages", sort_reverse: "true" }));
+    $("deepest").replaceChildren(table(queueColumns.filter((c) => c.key !== "actions"), deepest.items, "no queues"));
+  }
 }
 
 // ------------------------------------------------------------- one queue

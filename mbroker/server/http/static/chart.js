@@ -61,7 +61,10 @@ export class LineChart {
     for (const [, values] of this.points) for (const v of values) max = Math.max(max, v);
     max = niceCeiling(max);
     const now = this.points.length ? this.points[this.points.length - 1][0] : 0;
-    const x = (t) => left + w - ((now - t) / this.span) * w;
+    // the window shown grows with the history, from a minute up to `span`
+    const age = this.points.length ? now - this.points[0][0] : 0;
+    const shown = Math.min(this.span, Math.max(60, Math.ceil(age / 60) * 60));
+    const x = (t) => left + w - ((now - t) / shown) * w;
     const y = (v) => top + h - (v / max) * h;
     // grid and axes
     g.font = "11px system-ui, sans-serif";
@@ -79,11 +82,12 @@ export class LineChart {
       g.stroke();
       g.fillText(label(v), left - 6, yy);
     }
-    g.textAlign = "center";
     g.textBaseline = "top";
-    for (let s = 0; s <= this.span; s += this.span / 5) {
-      const xx = left + w - (s / this.span) * w;
-      g.fillText(s === 0 ? "now" : `-${Math.round(s / 60 * 10) / 10}m`, xx, top + h + 4);
+    const step = shown <= 60 ? 10 : 60;
+    for (let s = 0; s <= shown; s += step) {
+      const xx = left + w - (s / shown) * w;
+      g.textAlign = s === 0 ? "right" : "center";
+      g.fillText(s === 0 ? "now" : step < 60 ? `-${s}s` : `-${s / 60}m`, xx, top + h + 4);
     }
     // the lines
     g.lineWidth = 2;
