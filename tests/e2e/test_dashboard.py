@@ -308,6 +308,14 @@ def test_a_payload_is_shown_as_text_on_the_queue_page(
             "no message",
             lambda: "no ready messages" in page.find_element(By.ID, "queue-messages").text,
         )
+        # a consumer, on the queue's page
+        assert c.request(b"SUBSCRIBE xss prefetch=7 ack=manual")[1].startswith(b"+OK")
+        consumers = page.find_element(By.ID, "queue-consumers")
+        wait_for("the consumer", lambda: "manual" in consumers.text and "7" in consumers.text)
+        # the exchange, in the exchanges' table
+        go(page, "#/exchanges")
+        wait_for("the exchange", lambda: cell(page, "exchanges-table", "tags", 1) == "direct")
+        assert cell(page, "exchanges-table", "tags", 3) == "1"  # its binding
     go(page, "#/")
 
 

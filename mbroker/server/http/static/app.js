@@ -406,14 +406,20 @@ async function refresh() {
 }
 
 // Refresh now (after an action or a change of view: after the refresh under way),
-// then every POLL_MS.
+// then every POLL_MS, or less often when the broker is slow to answer (10,000 queues):
+// the page waits at least ten times as long as a refresh took.
 function refreshNow() {
   clearTimeout(timer);
-  const run = (pending || Promise.resolve()).then(refresh).finally(() => {
+  let took = 0;
+  const run = (pending || Promise.resolve()).then(async () => {
+    const started = performance.now();
+    await refresh();
+    took = performance.now() - started;
+  }).finally(() => {
     if (pending === run) {
       pending = null;
       clearTimeout(timer);
-      timer = setTimeout(refreshNow, POLL_MS);
+      timer = setTimeout(refreshNow, Math.max(POLL_MS, 10 * took));
     }
   });
   pending = run;
