@@ -34,6 +34,8 @@ TEST_REQUIRES = [
     "ruff",
     "pytest-cov",
     "stomp.py",
+    # the dashboard's test drives Debian's chromium (and chromedriver) with it
+    "selenium",
 ]
 
 setup(
@@ -48,7 +50,7 @@ setup(
     package_dir={"": "."},
     packages=find_packages(exclude=["tests", "tests.*", "benchmarks", "examples"])
     + ["twisted.plugins"],
-    package_data={"mbroker": ["py.typed"]},
+    package_data={"mbroker": ["py.typed"], "mbroker.server.http": ["static/*"]},
     include_package_data=False,
     zip_safe=False,
     python_requires=">=3.9",

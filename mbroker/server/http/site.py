@@ -1,7 +1,8 @@
 """The HTTP front door: a ``twisted.web`` site in the broker's process and reactor.
 
 One leaf resource answers every path: ``/healthz`` (no login), ``/metrics``
-(Prometheus) and ``/api/...`` (the JSON API of :mod:`mbroker.server.http.api`).  For
+(Prometheus), ``/api/...`` (the JSON API of :mod:`mbroker.server.http.api`) and the
+dashboard page, ``/`` and ``/static/...`` (:mod:`mbroker.server.http.dashboard`).  For
 each request it
 
 * logs the user in with HTTP Basic auth when the broker has a users file, through
@@ -45,6 +46,7 @@ from mbroker.server.http.api import (
     error_reply,
     may_change,
 )
+from mbroker.server.http.dashboard import Dashboard
 from mbroker.server.http.health import health_json
 from mbroker.server.http.metrics import Snapshot, exposition
 from mbroker.server.http.rates import Rates
@@ -92,6 +94,7 @@ class HttpResource(Resource):
         self.reactor = reactor
         self.rates = rates
         self._api: Api | None = None
+        self.dashboard = Dashboard()
 
     def render(self, request: server.Request) -> int:
         d = Deferred.fromCoroutine(self._serve(cast(BoundedRequest, request)))
@@ -119,6 +122,11 @@ class HttpResource(Resource):
                 raise errors.BadCommand("healthz answers GET")
             status, health = health_json(self.service)
             return Reply(status, health)
+        if self.dashboard.handles(path):
+            # the page and its files (no data in them: served while the broker starts)
+            if self.service.factory is not None:
+                await self._login(request)
+            return self.dashboard.answer(method, path)
         if (
             not path
             or path[0] not in ("api", "metrics")
