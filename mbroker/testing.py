@@ -114,7 +114,7 @@ def _join(broker: Broker, clock: Clock) -> ClientPair:
     server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
     assert isinstance(server, BrokerProtocol)
     client = Client(clock)
-    proto = ClientProtocol(clock, on_lost=client._lost)
+    proto = client.link.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
     pump = iosim.connect(
         server,
         iosim.makeFakeServer(server),
@@ -123,7 +123,7 @@ def _join(broker: Broker, clock: Clock) -> ClientPair:
         greet=True,
         clock=clock,
     )
-    result_of(Deferred.fromCoroutine(client._prepare(proto)))
+    result_of(client.link.prepare(proto))
     return ClientPair(client, broker, server, proto, pump, clock)
 
 
