@@ -68,15 +68,7 @@ from mbroker.client.messages import (
     first_error,
     tag_ranges,
 )
-from mbroker.client.protocol import (
-    ClientProtocol,
-    PullReply,
-    ok_count,
-    ok_created,
-    ok_data,
-    ok_none,
-    ok_stats,
-)
+from mbroker.client.protocol import ClientProtocol, PullReply
 from mbroker.client.subscription import (
     AckMode,
     Callback,
@@ -111,6 +103,7 @@ from mbroker.wire.frames import (
     Touch,
     Unbind,
 )
+from mbroker.wire.replydata import ok_count, ok_created, ok_data, ok_none, ok_stats
 
 __all__ = [
     "DEFAULT_ENDPOINT",

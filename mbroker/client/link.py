@@ -21,9 +21,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker.client.messages import ClientError, ConnectionLost, NotABroker, NotConnected
-from mbroker.client.protocol import ClientProtocol, ok_none
+from mbroker.client.protocol import ClientProtocol
 from mbroker.client.subscription import Subscriptions
 from mbroker.wire.frames import Auth
+from mbroker.wire.replydata import ok_none
 
 __all__ = ["Link", "LinkOwner"]
 

@@ -60,18 +60,15 @@ from mbroker.wire.frames import (
     Msg,
     Nack,
     Ok,
-    Stat,
     Unsubscribe,
 )
+from mbroker.wire.replydata import Finish, ok_count, ok_none
 
 __all__ = ["ClientProtocol", "PullReply", "Sink", "SubscribeReply"]
 
 log = Logger()
 
 T = TypeVar("T")
-
-#: Turns a status line's text (``OK 3``) and the data lines before it into a result.
-Finish = Callable[[str, Optional[list[Any]]], Any]
 
 #: Commands waiting in one turn are written at once when this many are buffered.
 _WRITE_BATCH = 1024
@@ -84,39 +81,6 @@ _PROBE_AFTER = 0.25
 _GREETING_MAX = 4096
 #: How the first line of each kind of server this client talks to begins.
 _GREETING_STARTS = (b"HELLO mbroker ", b"-ERR")
-
-
-# ----------------------------------------------------------- reply converters
-
-
-def ok_count(text: str, data: list[Any] | None) -> int:
-    """``+OK <n>`` -> n."""
-    return int(text[3:])
-
-
-def ok_none(text: str, data: list[Any] | None) -> None:
-    """``+OK`` (or anything positive) -> None."""
-    return None
-
-
-def ok_created(text: str, data: list[Any] | None) -> bool:
-    """``+OK created`` -> True, ``+OK exists`` -> False."""
-    return text == "OK created"
-
-
-def ok_data(text: str, data: list[Any] | None) -> list[Any]:
-    """The data lines that came before the status line."""
-    return data if data is not None else []
-
-
-def ok_stats(text: str, data: list[Any] | None) -> dict[str, int | str]:
-    """``STAT <key> <value>`` lines -> ``{key: value}``, all-digit values as ints."""
-    out: dict[str, int | str] = {}
-    for stat in data or ():
-        assert isinstance(stat, Stat)
-        value = stat.value
-        out[stat.key] = int(value) if value.isdigit() else value
-    return out
 
 
 class PullReply:
@@ -162,13 +126,13 @@ class SubscribeReply:
         self.sink = sink
 
     def __call__(self, text: str, data: list[Any] | None) -> int:
-        sid = int(text[3:])
+        sid = ok_count(text, data)
         self.conn.subscriptions[sid] = self.sink
         return sid
 
     def discard(self, text: str, data: list[Any] | None) -> None:
         """The SUBSCRIBE was cancelled: end the subscription it made."""
-        self.conn.send_quietly(Unsubscribe(int(text[3:])))
+        self.conn.send_quietly(Unsubscribe(ok_count(text, data)))
 
 
 # ---------------------------------------------------------------- the protocol

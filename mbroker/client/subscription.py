@@ -19,9 +19,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker.client.messages import ClientError, Message
-from mbroker.client.protocol import ClientProtocol, SubscribeReply, ok_none
+from mbroker.client.protocol import ClientProtocol, SubscribeReply
 from mbroker.errors import BrokerError
 from mbroker.wire.frames import Msg, Subscribe, Unsubscribe
+from mbroker.wire.replydata import ok_none
 
 __all__ = [
     "AckMode",

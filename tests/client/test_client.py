@@ -23,10 +23,11 @@ from mbroker.client.connection import (
     NotConnected,
     Unconfirmed,
 )
-from mbroker.client.protocol import ClientProtocol, ok_count
+from mbroker.client.protocol import ClientProtocol
 from mbroker.config import Config
 from mbroker.testing import ClientPair, connected_pair, result_of
 from mbroker.wire.frames import ExchangeInfo, QueueInfo
+from mbroker.wire.replydata import ok_count
 
 
 def failure_of(pair: ClientPair, d: Deferred[Any]) -> Any:
