@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 
 from mbroker.client.messages import Message
 from mbroker.wire.frames import ExchangeInfo, QueueInfo
@@ -177,7 +178,7 @@ class Output:
     output goes to ``/dev/null`` so that nothing complains about it at exit.
     """
 
-    def __init__(self, reactor: Any, stream: IO[str] | None = None) -> None:
+    def __init__(self, reactor: IReactorTime, stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self._reactor = reactor
         self._fd: int | None

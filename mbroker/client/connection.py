@@ -37,7 +37,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast, get_args
 
 from twisted.internet.defer import (
     CancelledError,
@@ -89,6 +89,7 @@ from mbroker.wire.frames import (
     Delete,
     ExchangeInfo,
     Hello,
+    Kind,
     List,
     Nack,
     Ping,
@@ -129,6 +130,9 @@ _MAX_TAG_ITEMS = 1000
 #: Most PUBLISH heads kept (one per name, key and ttl in use).
 _HEADS_KEPT = 4096
 
+#: The kinds CREATE takes, by name.
+_KINDS: dict[str, Kind] = {kind: kind for kind in get_args(Kind)}
+
 Endpoint = Union[str, IStreamClientEndpoint]  # noqa: UP007
 
 
@@ -142,7 +146,7 @@ def tcp_endpoint(host: str = "localhost", port: int = 5555) -> str:
 
 
 def connect(
-    reactor: Any = None,
+    reactor: IReactorTime | None = None,
     endpoint: Endpoint = DEFAULT_ENDPOINT,
     *,
     reconnect: bool = False,
@@ -175,7 +179,7 @@ def connect(
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = global_reactor
+        reactor = cast(IReactorTime, global_reactor)
     client = Client(
         reactor,
         user=user,
@@ -323,7 +327,8 @@ class Client:
         options (``max_length``, ``max_bytes``, ``overflow``, ``ttl`` in ms,
         ``dead_letter``, ``max_deliver``, ``exclusive``) only apply to a queue.
         """
-        if kind not in KINDS:
+        known = _KINDS.get(kind)
+        if known is None:
             return fail(BadArgs(f"kind must be one of {', '.join(sorted(KINDS))}, not {kind!r}"))
         if overflow not in ("drop-head", "reject"):
             return fail(BadArgs(f"overflow must be drop-head or reject, not {overflow!r}"))
@@ -332,7 +337,7 @@ class Client:
         )
         if kind in EXCHANGE_KINDS and options != QueueOptions(durable=durable):
             return fail(BadArgs("an exchange takes no queue options"))
-        return self._send(Create(name, kind, options), ok_created)  # type: ignore[arg-type]
+        return self._send(Create(name, known, options), ok_created)
 
     def delete(
         self, name: str, *, if_empty: bool = False, if_unused: bool = False

@@ -36,7 +36,7 @@ from typing import Any, Optional, TypeVar
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -149,6 +149,10 @@ class ClientProtocol(Protocol):
     ``greeting_timeout`` (seconds), nothing at all for that long.
     """
 
+    #: A stream transport: TCP, TLS, UNIX or in memory.  Each has ``abortConnection``,
+    #: which Twisted's interfaces declare on ITCPTransport only.
+    transport: ITCPTransport | None
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -227,7 +231,7 @@ class ClientProtocol(Protocol):
         self._first = None
         self._fatal = NotABroker(f"{self._peer()} is not an mbroker server ({why})")
         if abort and self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
 
     def _screen(self, data: bytes) -> bytes | None:
         """Bytes before the greeting: what to decode once the first line looks like a
@@ -417,7 +421,7 @@ class ClientProtocol(Protocol):
             log.error("bad data from the broker, closing: {error}", error=str(e))
             self.server_error = e
             if self.transport is not None:
-                self.transport.abortConnection()  # type: ignore[attr-defined]
+                self.transport.abortConnection()
             return
         pending = self._pending
         for f in frames:
@@ -502,7 +506,7 @@ class ClientProtocol(Protocol):
         log.info("{error}", error=str(error))
         self._fatal = error
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
 
 
 def _greeting_like(line: bytes) -> bool:
