@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from inspect import isawaitable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,6 +39,13 @@ class LinkOwner(Protocol):
 
     def connection_lost(self, proto: ClientProtocol, reason: Failure) -> None:
         """``proto`` ended (whether or not it was ever used)."""
+
+
+class Greeted(Protocol):
+    """A new connection: a :class:`ClientProtocol`, or ClientService's proxy of one."""
+
+    def when_ready(self) -> Deferred[ClientProtocol]:
+        """Fires with the protocol once the broker greeted it."""
 
 
 class Link(Factory):
@@ -145,18 +152,17 @@ class Link(Factory):
             # Not from inside ClientService's state machine, which the errback stops.
             self._reactor.callLater(0, _fail_unless_called, first, error)
 
-    def prepare(self, protocol: Any) -> Deferred[None]:
+    def prepare(self, protocol: IProtocol) -> Deferred[None]:
         """Get a new connection ready for the client: greeting, AUTH, ``on_connect``,
         subscriptions; the connection is closed if any of it fails.
 
-        ``protocol`` is a :class:`ClientProtocol` or ClientService's proxy of one.
         """
         return Deferred.fromCoroutine(self._prepare(protocol))
 
-    async def _prepare(self, protocol: Any) -> None:
-        # ``protocol`` may be ClientService's proxy: when_ready gives the real one.
+    async def _prepare(self, protocol: IProtocol) -> None:
         try:
-            proto: ClientProtocol = await protocol.when_ready()
+            # this factory's protocol, or ClientService's proxy of one
+            proto = await cast(Greeted, protocol).when_ready()
         except NotABroker as e:
             self._not_a_broker(e)
             raise
