@@ -109,6 +109,11 @@ class BlockingMessage:
         self.tag: int = message.tag
 
     @property
+    def message(self) -> Message:
+        """The :class:`mbroker.client.Message` it wraps (for the reactor thread)."""
+        return self._message
+
+    @property
     def text(self) -> str:
         """The payload decoded as UTF-8 (undecodable bytes replaced)."""
         return self._message.text
@@ -384,7 +389,7 @@ class Connection:
 
 def _unwrap(tags: BlockingTags) -> Tags:
     if isinstance(tags, BlockingMessage):
-        return tags._message
+        return tags.message
     if isinstance(tags, (int, Message)):
         return tags
-    return [t._message if isinstance(t, BlockingMessage) else t for t in tags]
+    return [t.message if isinstance(t, BlockingMessage) else t for t in tags]
