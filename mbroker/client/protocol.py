@@ -24,8 +24,9 @@ once; a server still silent after a moment gets a ``PING`` (an HTTP server answe
 seconds is taken for something else.  After the greeting, a line that answers no
 command closes the connection with :class:`~mbroker.client.messages.BadReply`.
 
-This module holds no policy about reconnection or subscriptions; :mod:`mbroker.client.connection`
-does.
+This module holds no policy about reconnection or subscriptions: :mod:`mbroker.client.link`
+and :mod:`mbroker.client.subscription` do; what a reply's text means is
+:mod:`mbroker.wire.replydata`'s.
 """
 
 from __future__ import annotations
