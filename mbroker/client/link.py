@@ -26,7 +26,7 @@ from mbroker.client.subscription import Subscriptions
 from mbroker.wire.frames import Auth
 from mbroker.wire.replydata import ok_none
 
-__all__ = ["Link", "LinkOwner"]
+__all__ = ["Greeted", "Link", "LinkOwner"]
 
 log = Logger()
 
