@@ -52,6 +52,7 @@ def task_arg(text: str) -> str:
 
 def at_least_one(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
+    # Repeated in each example on purpose: every example is one file that runs alone.
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text}")

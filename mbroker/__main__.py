@@ -1,4 +1,4 @@
-"""``python -m mbroker``: the ``mbroker`` command (:func:`mbroker.cli.main`)."""
+"""``python -m mbroker``: the ``mbroker`` command (:func:`mbroker.cli.main.main`)."""
 
 from mbroker.cli.main import main
 

@@ -1,4 +1,5 @@
-"""Broker configuration: the named limits and defaults, one frozen value."""
+"""Broker configuration: the named limits and defaults, one frozen value, and the
+parsers of the numbers that command lines give them."""
 
 from __future__ import annotations
 
@@ -53,3 +54,82 @@ class Config:
     memory_high_water: int = DEFAULT_MEMORY_HIGH_WATER
     #: seconds between two looks at the broker's memory
     memory_check_interval: float = 0.1
+
+
+# ------------------------------------------------------------ number parsers
+#
+# One set for every command line (``mbroker …``'s argparse, ``twistd mbroker``'s usage
+# options): each takes the text of an option and returns its value, or raises
+# :class:`BadNumber`, whose text says what was expected ("a positive integer"); the
+# command line wraps that in its own kind of usage error.
+
+
+class BadNumber(ValueError):
+    """An option's text is not the number it should be; ``str()`` says what it should be."""
+
+
+def _integer(text: str) -> int | None:
+    try:
+        return int(text, 10)
+    except ValueError:
+        return None
+
+
+def positive_int(text: str) -> int:
+    """A decimal integer of at least 1."""
+    value = _integer(text)
+    if value is None or value <= 0:
+        raise BadNumber("a positive integer")
+    return value
+
+
+def natural_int(text: str) -> int:
+    """A decimal integer of at least 0."""
+    value = _integer(text)
+    if value is None or value < 0:
+        raise BadNumber("a non-negative integer")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    value = _integer(text)
+    if value is None or not 0 < value < 65536:
+        raise BadNumber("a port number (1-65535)")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds above 0 (a timeout that must end)."""
+    value = _number(text)
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise BadNumber("a positive number of seconds")
+    return value
+
+
+def seconds_or_zero(text: str) -> float:
+    """A number of seconds of at least 0, where 0 means no limit."""
+    value = _number(text)
+    if not 0 <= value < 10**9:  # also refuses nan and inf
+        raise BadNumber("a number of seconds >= 0")
+    return value
+
+
+_UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}
+
+
+def byte_size(text: str) -> int:
+    """Bytes, or with a suffix K, M, G or T (KiB, MiB, GiB, TiB; ``1G``, ``512MiB``)."""
+    lowered = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = lowered[-1:] if lowered[-1:] in _UNITS else ""
+    digits = lowered[: len(lowered) - len(unit)]
+    if not digits.isdigit() or len(digits) > 18:
+        raise BadNumber("a size in bytes (or with K, M, G)")
+    return int(digits) * _UNITS[unit]

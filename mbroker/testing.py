@@ -16,12 +16,17 @@ drop every connection and listen again on the same port, as a restarted broker d
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
-from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorTCP,
+    IReactorTime,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import Clock
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -41,14 +46,14 @@ T = TypeVar("T")
 def result_of(d: Deferred[T]) -> T:
     """The result a Deferred already has; raises its failure, or ``AssertionError``
     when it has none yet (like trial's ``successResultOf``)."""
-    results: list[Any] = []
+    results: list[T | Failure] = []
     d.addBoth(results.append)
     if not results:
         raise AssertionError(f"{d!r} has no result yet")
     result = results[0]
     if isinstance(result, Failure):
         result.raiseException()
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 class ClientPair:
@@ -114,7 +119,7 @@ def _join(broker: Broker, clock: Clock) -> ClientPair:
     server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
     assert isinstance(server, BrokerProtocol)
     client = Client(clock)
-    proto = ClientProtocol(clock, on_lost=client._lost)
+    proto = client.link.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
     pump = iosim.connect(
         server,
         iosim.makeFakeServer(server),
@@ -123,15 +128,16 @@ def _join(broker: Broker, clock: Clock) -> ClientPair:
         greet=True,
         clock=clock,
     )
-    result_of(Deferred.fromCoroutine(client._prepare(proto)))
+    result_of(client.link.prepare(proto))
     return ClientPair(client, broker, server, proto, pump, clock)
 
 
 # ------------------------------------------------------------------ loopback
 
 
-class _Tracking(WrappingFactory):
-    """Knows its open connections, to drop them all at once."""
+class _Tracking(WrappingFactory, ServerFactory):
+    """Knows its open connections, to drop them all at once; a server's factory
+    (WrappingFactory is declared for clients only)."""
 
     def __init__(self, factory: BrokerFactory) -> None:
         super().__init__(factory)
@@ -151,7 +157,7 @@ class _Tracking(WrappingFactory):
         self._gone.append(d)
         for p in list(self.protocols):
             assert isinstance(p, ProtocolWrapper)
-            p.transport.abortConnection()  # type: ignore[union-attr]
+            cast(ITCPTransport, p.transport).abortConnection()  # listening on TCP
         return d
 
 
@@ -159,30 +165,43 @@ class LoopbackBroker:
     """A real broker listening on ``127.0.0.1`` in this process.
 
     ``await LoopbackBroker.start(reactor)``; ``endpoint`` is the client endpoint
-    string to give :func:`mbroker.client.connect`; ``broker`` the core.
+    string to give :func:`mbroker.client.connect`; ``broker`` the core.  The reactor
+    listens on TCP and, adapted to ``IReactorTime``, is the broker's clock (Twisted's
+    reactors are both).
     """
 
-    def __init__(self, reactor: Any, config: Config, port: int = 0) -> None:
+    def __init__(self, reactor: IReactorTCP, config: Config, port: int = 0) -> None:
         self.reactor = reactor
         self.config = config
         self.port = port
-        self.broker: Broker = Broker(reactor, config)
+        self.broker: Broker = self._new_broker()
         self._factory: _Tracking | None = None
         self._listening: IListeningPort | None = None
 
     @classmethod
     def start(
-        cls, reactor: Any, config: Config | None = None, port: int = 0
+        cls, reactor: IReactorTCP, config: Config | None = None, port: int = 0
     ) -> Deferred[LoopbackBroker]:
         """Listen on ``port`` (default: a free one) of 127.0.0.1."""
         server = cls(reactor, config if config is not None else Config(), port)
         server._listen()
         return succeed(server)
 
+    @property
+    def clock(self) -> IReactorTime:
+        """The reactor as a clock (what the broker and its connections time with)."""
+        return IReactorTime(self.reactor)
+
+    def _new_broker(self) -> Broker:
+        # Broker's annotation says Clock; it asks a clock for callLater and seconds only.
+        return Broker(cast(Clock, self.clock), self.config)
+
     def _listen(self) -> None:
-        self._factory = _Tracking(BrokerFactory(self.broker, self.config, self.reactor))
+        self._factory = _Tracking(BrokerFactory(self.broker, self.config, self.clock))
         self._listening = self.reactor.listenTCP(self.port, self._factory, interface="127.0.0.1")
-        self.port = self._listening.getHost().port  # type: ignore[union-attr]
+        address = self._listening.getHost()
+        assert isinstance(address, IPv4Address)
+        self.port = address.port
 
     @property
     def endpoint(self) -> str:
@@ -214,7 +233,7 @@ class LoopbackBroker:
 
         def again(_: object) -> None:
             if not keep_state:
-                self.broker = Broker(self.reactor, self.config)
+                self.broker = self._new_broker()
             self._listen()
 
         return self.stop().addCallback(again)

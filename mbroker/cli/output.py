@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 
 from mbroker.client.messages import Message
+from mbroker.wire.frames import ExchangeInfo, QueueInfo
 
 __all__ = [
     "PROGRESS_BYTES",
@@ -27,6 +29,10 @@ __all__ = [
     "Output",
     "Progress",
     "message_text",
+    "objects_json",
+    "objects_table",
+    "complain",
+    "say",
     "table",
 ]
 
@@ -120,6 +126,40 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def objects_json(rows: Sequence[ExchangeInfo | QueueInfo]) -> str:
+    """``mbroker list --json``: one JSON object per exchange or queue."""
+    out: list[dict[str, object]] = []
+    for r in rows:
+        if isinstance(r, ExchangeInfo):
+            out.append({"name": r.name, "type": r.kind, "durable": r.durable,
+                        "bindings": r.bindings})  # fmt: skip
+        else:
+            out.append({"name": r.name, "type": "queue", "durable": r.durable,
+                        "messages": r.messages, "unacked": r.unacked,
+                        "consumers": r.consumers})  # fmt: skip
+    return json.dumps(out, indent=2)
+
+
+def objects_table(rows: Sequence[ExchangeInfo | QueueInfo]) -> str:
+    """``mbroker list``: a table of the exchanges and queues (a line says there are none)."""
+    grid: list[tuple[str, ...]] = [
+        ("NAME", "TYPE", "DURABLE", "MESSAGES", "UNACKED", "CONSUMERS", "BINDINGS")
+    ]
+    for r in rows:
+        if isinstance(r, QueueInfo):
+            grid.append(
+                (r.name, "queue", _yes(r.durable), str(r.messages), str(r.unacked),
+                 str(r.consumers), "-")
+            )  # fmt: skip
+        else:
+            grid.append((r.name, r.kind, _yes(r.durable), "-", "-", "-", str(r.bindings)))
+    return table(grid) + ("" if rows else "\n(no exchanges or queues)")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
 #: How many reactor turns :class:`Output` checks a pipe at once before it backs off,
 #: and the longest pause between two checks (seconds).
 _SPIN_TURNS = 50
@@ -138,7 +178,7 @@ class Output:
     output goes to ``/dev/null`` so that nothing complains about it at exit.
     """
 
-    def __init__(self, reactor: Any, stream: IO[str] | None = None) -> None:
+    def __init__(self, reactor: IReactorTime, stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self._reactor = reactor
         self._fd: int | None
@@ -236,3 +276,14 @@ def _no_reader(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def say(text: str) -> None:
+    """A line of the command's result, on stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def complain(text: str) -> None:
+    """A line about a problem (``mbroker: …``), on stderr, at once."""
+    sys.stderr.write(f"mbroker: {text}\n")
+    sys.stderr.flush()

@@ -41,6 +41,7 @@ except ImportError as e:  # pragma: no cover - depends on what was installed
         " (from a checkout: pip install '.[blocking]')"
     ) from e
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
@@ -52,6 +53,11 @@ from mbroker.wire.frames import ExchangeInfo, Hello, QueueInfo
 __all__ = ["BlockingMessage", "BlockingSubscription", "Connection"]
 
 T = TypeVar("T")
+
+
+class FacadeReactor(IReactorTime, IReactorThreads):
+    """What the facade asks of crochet's reactor: time-outs, and the thread pool where
+    subscription callbacks run."""
 
 
 class _Runner:
@@ -75,6 +81,7 @@ class _Runner:
 
         result = crochet.run_in_reactor(call)()
         try:
+            # crochet's stub wants a float; its wait takes None too (no time limit)
             return cast(T, result.wait(wait))  # type: ignore[arg-type]
         except crochet.TimeoutError:
             timed_out.append(True)
@@ -100,6 +107,11 @@ class BlockingMessage:
         self.redelivered: int = message.redelivered
         self.reason: str | None = message.reason
         self.tag: int = message.tag
+
+    @property
+    def message(self) -> Message:
+        """The :class:`mbroker.client.Message` it wraps (for the reactor thread)."""
+        return self._message
 
     @property
     def text(self) -> str:
@@ -134,7 +146,7 @@ BlockingTags = Union[int, Message, BlockingMessage, Iterable[Union[int, Message,
 class BlockingSubscription:
     """A subscription made by :meth:`Connection.subscribe`."""
 
-    def __init__(self, subscription: Subscription, run: _Runner, reactor: Any) -> None:
+    def __init__(self, subscription: Subscription, run: _Runner, reactor: FacadeReactor) -> None:
         self._subscription = subscription
         self._run = run
         self._reactor = reactor
@@ -172,7 +184,7 @@ class BlockingSubscription:
         reactor, subscription = self._reactor, self._subscription
 
         def ended() -> Deferred[str | None]:
-            d: Deferred[str | None] = subscription.when_ended()  # type: ignore[assignment]
+            d = subscription.when_ended().addCallback(_why)
             if timeout is not None:
                 d.addTimeout(timeout, reactor, onTimeoutCancel=_still_active)
             return d
@@ -182,6 +194,11 @@ class BlockingSubscription:
         except KeyboardInterrupt:
             self.unsubscribe()  # a second Ctrl-C interrupts this too
             return "interrupted"
+
+
+def _why(reason: str) -> str | None:
+    """The reason a subscription ended, as :meth:`BlockingSubscription.wait` returns it."""
+    return reason
 
 
 def _still_active(result: object, timeout: float) -> None:
@@ -212,7 +229,7 @@ class Connection:
         crochet.setup()
         from twisted.internet import reactor
 
-        self._reactor: Any = reactor
+        self._reactor = cast(FacadeReactor, reactor)
         self._run = _Runner(timeout)
         target = endpoint if endpoint is not None else tcp_endpoint(host, port)
         self._client: Client = self._run(
@@ -372,7 +389,7 @@ class Connection:
 
 def _unwrap(tags: BlockingTags) -> Tags:
     if isinstance(tags, BlockingMessage):
-        return tags._message
+        return tags.message
     if isinstance(tags, (int, Message)):
         return tags
-    return [t._message if isinstance(t, BlockingMessage) else t for t in tags]
+    return [t.message if isinstance(t, BlockingMessage) else t for t in tags]

@@ -36,14 +36,12 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from inspect import isawaitable
-from typing import Any, Literal, Union, cast
+from functools import partial
+from typing import Any, Literal, Union, cast, get_args
 
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    DeferredList,
     fail,
     gatherResults,
     succeed,
@@ -53,11 +51,11 @@ from twisted.internet.defer import (
 )
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectError, DNSLookupError
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mbroker.client.link import Link
 from mbroker.client.messages import (
     BadReply,
     ClientError,
@@ -70,16 +68,15 @@ from mbroker.client.messages import (
     first_error,
     tag_ranges,
 )
-from mbroker.client.protocol import (
-    ClientProtocol,
-    PullReply,
-    ok_count,
-    ok_created,
-    ok_data,
-    ok_none,
-    ok_stats,
+from mbroker.client.protocol import ClientProtocol, PullReply
+from mbroker.client.subscription import (
+    AckMode,
+    Callback,
+    NackDelay,
+    Subscription,
+    Subscriptions,
+    backoff,
 )
-from mbroker.client.subscription import AckMode, Callback, NackDelay, Subscription, backoff
 from mbroker.errors import BadArgs, BrokerError, TooBig
 from mbroker.wire.codec import encode_command
 from mbroker.wire.frames import (
@@ -92,6 +89,7 @@ from mbroker.wire.frames import (
     Delete,
     ExchangeInfo,
     Hello,
+    Kind,
     List,
     Nack,
     Ping,
@@ -106,6 +104,7 @@ from mbroker.wire.frames import (
     Touch,
     Unbind,
 )
+from mbroker.wire.replydata import ok_count, ok_created, ok_data, ok_none, ok_stats
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -131,6 +130,9 @@ _MAX_TAG_ITEMS = 1000
 #: Most PUBLISH heads kept (one per name, key and ttl in use).
 _HEADS_KEPT = 4096
 
+#: The kinds CREATE takes, by name.
+_KINDS: dict[str, Kind] = {kind: kind for kind in get_args(Kind)}
+
 Endpoint = Union[str, IStreamClientEndpoint]  # noqa: UP007
 
 
@@ -144,7 +146,7 @@ def tcp_endpoint(host: str = "localhost", port: int = 5555) -> str:
 
 
 def connect(
-    reactor: Any = None,
+    reactor: IReactorTime | None = None,
     endpoint: Endpoint = DEFAULT_ENDPOINT,
     *,
     reconnect: bool = False,
@@ -177,20 +179,23 @@ def connect(
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = global_reactor
-    client = Client(reactor, user=user, password=password, on_connect=on_connect)
-    client._greeting_timeout = greeting_timeout
+        reactor = cast(IReactorTime, global_reactor)
+    client = Client(
+        reactor,
+        user=user,
+        password=password,
+        on_connect=on_connect,
+        greeting_timeout=greeting_timeout,
+    )
+    link = client.link
     ep = clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
     where = endpoint if isinstance(endpoint, str) else repr(endpoint)
-    if reconnect:
-        d = client._start_service(ep, retry_policy)
-    else:
-        d = Deferred.fromCoroutine(client._connect_once(ep))
+    d = link.keep_connected(ep, retry_policy) if reconnect else link.connect_once(ep)
     if timeout is not None:
         d.addTimeout(timeout, reactor)
 
     def failed(failure: Failure) -> Failure:
-        client._abandon()
+        link.abandon()
         if failure.check(DeferredTimeout, CancelledError):
             return Failure(NotConnected(f"no connection to {where} within {timeout} s"))
         if failure.check(ConnectError, DNSLookupError, OverflowError):  # Overflow: port 99999
@@ -200,53 +205,42 @@ def connect(
     return d.addCallbacks(lambda _: client, failed)
 
 
-class _Factory(Factory):
-    """Builds the client's protocols; each tells the client when it is lost."""
-
-    noisy = False
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        client = self.client
-        return ClientProtocol(
-            client._reactor, on_lost=client._lost, greeting_timeout=client._greeting_timeout
-        )
-
-
 # ------------------------------------------------------------------- client
 
 
 class Client:
     """A connection (or, with ``reconnect``, a succession of them) to one broker.
 
-    Made by :func:`connect`.  ``hello`` is the broker's greeting.
+    Made by :func:`connect`.  ``hello`` is the broker's greeting; ``link`` makes and
+    prepares the connections (:class:`~mbroker.client.link.Link`), and tells the client
+    through :meth:`use_connection` and :meth:`connection_lost`.
     """
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         user: str | None = None,
         password: str | None = None,
         on_connect: Callable[[Client], Any] | None = None,
+        greeting_timeout: float | None = None,
     ) -> None:
         self._reactor = reactor
-        self._user = user
-        self._password = password
-        self._on_connect = on_connect
-        #: seconds a server may stay silent once connected (see :func:`connect`)
-        self._greeting_timeout: float | None = None
         self._proto: ClientProtocol | None = None
         #: why the latest connection ended, for the errors of later commands
         self._lost_why = ""
-        self._service: ClientService | None = None
-        #: with ``reconnect``: what :func:`connect` waits for, until it fired
-        self._first: Deferred[Any] | None = None
         #: active subscriptions, in the order they were made (restored in that order)
-        self._subscriptions: dict[Subscription, None] = {}
-        self._closing = False
+        self._subscriptions = Subscriptions()
+        #: The connections: made once, or again after each loss with ``reconnect``.
+        self.link = Link(
+            reactor,
+            self,
+            self._subscriptions,
+            user=user,
+            password=password,
+            on_connect=None if on_connect is None else partial(on_connect, self),
+            greeting_timeout=greeting_timeout,
+        )
         #: (name, key, ttl) -> the encoded start of a PUBLISH line, see _publish_head
         self._heads: dict[tuple[str, str, int | None], bytes] = {}
         #: The broker's greeting on the latest connection.
@@ -254,114 +248,22 @@ class Client:
 
     # ------------------------------------------------------------- connection
 
-    async def _connect_once(self, endpoint: IStreamClientEndpoint) -> None:
-        proto = await endpoint.connect(_Factory(self))
-        await self._prepare(proto)
-
-    def _start_service(
-        self, endpoint: IStreamClientEndpoint, retry_policy: Callable[[int], float] | None
-    ) -> Deferred[Any]:
-        policy = retry_policy or backoffPolicy(initialDelay=0.1, maxDelay=10.0, factor=2.0)
-        self._service = ClientService(
-            endpoint,
-            _Factory(self),
-            retryPolicy=policy,
-            clock=self._reactor,
-            prepareConnection=lambda p: Deferred.fromCoroutine(self._prepare(p)),
-        )
-        self._service.startService()
-        connected = self._service.whenConnected()
-        # The first connection, or a first server that is not a broker (retrying will not
-        # make it one; a refused connection is retried: the broker may start later).
-        first: Deferred[Any] = Deferred(lambda _: connected.cancel())
-        self._first = first
-
-        def settle(outcome: object) -> None:
-            if first.called:
-                return  # cancelled, or the first server was not a broker
-            if isinstance(outcome, Failure):
-                first.errback(outcome)
-            else:
-                first.callback(outcome)
-
-        connected.addBoth(settle)
-        return first
-
-    def _not_a_broker(self, error: NotABroker) -> None:
-        first = self._first
-        if first is not None and not first.called:
-            # Not from inside ClientService's state machine, which the errback stops.
-            self._reactor.callLater(0, _fail_unless_called, first, error)
-
-    async def _prepare(self, protocol: Any) -> None:
-        # ``protocol`` may be ClientService's proxy: when_ready gives the real one.
-        try:
-            proto: ClientProtocol = await protocol.when_ready()
-        except NotABroker as e:
-            self._not_a_broker(e)
-            raise
-        try:
-            if self._closing:
-                raise NotConnected("the client is closed")
-            self._proto = proto
+    def use_connection(self, proto: ClientProtocol | None) -> None:
+        """Send the commands on ``proto`` (a greeted connection); None: on none."""
+        self._proto = proto
+        if proto is not None:
             self.hello = proto.hello
-            if self._user is not None:
-                await proto.command(Auth(self._user, self._password or ""), ok_none)
-            if self._on_connect is not None:
-                result = self._on_connect(self)
-                if isawaitable(result):
-                    await result
-            await self._restore(proto)
-        except BaseException as e:
-            if self._proto is proto:
-                self._proto = None
-            proto.close()
-            if self.reconnecting and not isinstance(e, ClientError):
-                # ClientService only retries: say why this connection was dropped.
-                log.failure("preparing the connection to the broker failed", Failure())
-            raise
 
-    async def _restore(self, proto: ClientProtocol) -> None:
-        subs = [s for s in self._subscriptions if s._proto is None and not s._stopping]
-        if not subs:
-            return
-        results = await DeferredList([s._attach(proto) for s in subs], consumeErrors=True)
-        for sub, (ok, outcome) in zip(subs, results):
-            result = cast(Failure, outcome)
-            if ok:
-                log.info("subscription to {name} restored", name=sub.name)
-                continue
-            if result.check(ClientError):
-                result.raiseException()
-            log.error(
-                "subscription to {name} could not be restored: {error}",
-                name=sub.name,
-                error=result.getErrorMessage(),
-            )
-            self._subscriptions.pop(sub, None)
-            sub._end(result)
-
-    def _lost(self, proto: ClientProtocol, reason: Failure) -> None:
+    def connection_lost(self, proto: ClientProtocol, reason: Failure) -> None:
+        """``proto`` ended: later commands say why, until there is another."""
         if self._proto is proto:
             self._proto = None
             self._lost_why = reason.getErrorMessage()
-        if not self.reconnecting:
-            for sub in builtins.list(self._subscriptions):
-                sub._end(Failure(ConnectionLost(f"connection lost: {reason.getErrorMessage()}")))
-            self._subscriptions.clear()
-
-    def _abandon(self) -> None:
-        """The first connection never came: stop trying."""
-        self._closing = True
-        if self._service is not None:
-            self._service.stopService()
-        if self._proto is not None:
-            self._proto.close()
 
     @property
     def reconnecting(self) -> bool:
         """True when a lost connection will be replaced (``reconnect`` and not closed)."""
-        return self._service is not None and not self._closing
+        return self.link.reconnecting
 
     @property
     def connected(self) -> bool:
@@ -382,12 +284,10 @@ class Client:
         """
         if self.connected:
             return succeed(None)
-        if self._service is None or self._closing:
-            return fail(NotConnected("not connected"))
-        return self._service.whenConnected().addCallback(lambda _: None)
+        return self.link.when_connected()
 
     def _not_connected(self) -> NotConnected:
-        if self._closing:
+        if self.link.closing:
             return NotConnected("closed")
         why = f" (the connection was lost: {self._lost_why})" if self._lost_why else ""
         return NotConnected(f"not connected to the broker{why}")
@@ -427,7 +327,8 @@ class Client:
         options (``max_length``, ``max_bytes``, ``overflow``, ``ttl`` in ms,
         ``dead_letter``, ``max_deliver``, ``exclusive``) only apply to a queue.
         """
-        if kind not in KINDS:
+        known = _KINDS.get(kind)
+        if known is None:
             return fail(BadArgs(f"kind must be one of {', '.join(sorted(KINDS))}, not {kind!r}"))
         if overflow not in ("drop-head", "reject"):
             return fail(BadArgs(f"overflow must be drop-head or reject, not {overflow!r}"))
@@ -436,7 +337,7 @@ class Client:
         )
         if kind in EXCHANGE_KINDS and options != QueueOptions(durable=durable):
             return fail(BadArgs("an exchange takes no queue options"))
-        return self._send(Create(name, kind, options), ok_created)  # type: ignore[arg-type]
+        return self._send(Create(name, known, options), ok_created)
 
     def delete(
         self, name: str, *, if_empty: bool = False, if_unused: bool = False
@@ -588,7 +489,7 @@ class Client:
         """
         manual = _manual(ack)
         sub = Subscription(
-            self._forget, name, callback, pattern, manual, prefetch, ack_timeout, nack_delay
+            self._subscriptions, name, callback, pattern, manual, prefetch, ack_timeout, nack_delay
         )
         try:
             proto = self._conn()
@@ -596,13 +497,10 @@ class Client:
             return fail(e)
 
         def attached(_: object) -> Subscription:
-            self._subscriptions[sub] = None
+            self._subscriptions.add(sub)
             return sub
 
-        return sub._attach(proto).addCallback(attached)
-
-    def _forget(self, sub: Subscription) -> None:
-        self._subscriptions.pop(sub, None)
+        return sub.attach(proto).addCallback(attached)
 
     @property
     def subscriptions(self) -> builtins.list[Subscription]:
@@ -618,36 +516,24 @@ class Client:
         return Deferred.fromCoroutine(self._close())
 
     async def _close(self) -> None:
-        if self._closing and self._proto is None:
+        if self.link.closing and self._proto is None:
             return
-        self._closing = True
-        for sub in builtins.list(self._subscriptions):
-            sub._stopping = True
+        self.link.start_closing()
+        self._subscriptions.halt_all()
         proto = self._proto
         if proto is not None and proto.lost_reason is None:
             try:
                 await proto.command(Quit(), ok_none)
             except (ClientError, BrokerError):
                 pass
-        if self._service is not None:
-            await self._service.stopService()
-        elif proto is not None:
-            proto.close()
-            await proto.when_lost()
+        await self.link.stop()
         self._proto = None
-        for sub in builtins.list(self._subscriptions):
-            sub._end("closed")
-        self._subscriptions.clear()
+        self._subscriptions.end_all("closed")
 
     def list(self) -> Deferred[builtins.list[ExchangeInfo | QueueInfo]]:
         """LIST every exchange and queue (:class:`~mbroker.wire.frames.ExchangeInfo`,
         :class:`~mbroker.wire.frames.QueueInfo`)."""
         return self._send(List(), ok_data, collect=True)
-
-
-def _fail_unless_called(d: Deferred[Any], error: Exception) -> None:
-    if not d.called:
-        d.errback(Failure(error))
 
 
 def _as_bytes(payload: Any) -> bytes:

@@ -197,7 +197,7 @@ def tag_ranges(tags: Tags) -> TagRanges:
     numbers = set()
     for item in items:
         if isinstance(item, Message):
-            item._settled = True
+            item._settled = True  # this module's own class: settling is not a user's call
             numbers.add(item.tag)
         else:
             numbers.add(int(item))

@@ -24,8 +24,9 @@ once; a server still silent after a moment gets a ``PING`` (an HTTP server answe
 seconds is taken for something else.  After the greeting, a line that answers no
 command closes the connection with :class:`~mbroker.client.messages.BadReply`.
 
-This module holds no policy about reconnection or subscriptions; :mod:`mbroker.client.connection`
-does.
+This module holds no policy about reconnection or subscriptions: :mod:`mbroker.client.link`
+and :mod:`mbroker.client.subscription` do; what a reply's text means is
+:mod:`mbroker.wire.replydata`'s.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any, Optional, TypeVar
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -60,18 +61,15 @@ from mbroker.wire.frames import (
     Msg,
     Nack,
     Ok,
-    Stat,
     Unsubscribe,
 )
+from mbroker.wire.replydata import Finish, ok_count, ok_none
 
 __all__ = ["ClientProtocol", "PullReply", "Sink", "SubscribeReply"]
 
 log = Logger()
 
 T = TypeVar("T")
-
-#: Turns a status line's text (``OK 3``) and the data lines before it into a result.
-Finish = Callable[[str, Optional[list[Any]]], Any]
 
 #: Commands waiting in one turn are written at once when this many are buffered.
 _WRITE_BATCH = 1024
@@ -84,39 +82,6 @@ _PROBE_AFTER = 0.25
 _GREETING_MAX = 4096
 #: How the first line of each kind of server this client talks to begins.
 _GREETING_STARTS = (b"HELLO mbroker ", b"-ERR")
-
-
-# ----------------------------------------------------------- reply converters
-
-
-def ok_count(text: str, data: list[Any] | None) -> int:
-    """``+OK <n>`` -> n."""
-    return int(text[3:])
-
-
-def ok_none(text: str, data: list[Any] | None) -> None:
-    """``+OK`` (or anything positive) -> None."""
-    return None
-
-
-def ok_created(text: str, data: list[Any] | None) -> bool:
-    """``+OK created`` -> True, ``+OK exists`` -> False."""
-    return text == "OK created"
-
-
-def ok_data(text: str, data: list[Any] | None) -> list[Any]:
-    """The data lines that came before the status line."""
-    return data if data is not None else []
-
-
-def ok_stats(text: str, data: list[Any] | None) -> dict[str, int | str]:
-    """``STAT <key> <value>`` lines -> ``{key: value}``, all-digit values as ints."""
-    out: dict[str, int | str] = {}
-    for stat in data or ():
-        assert isinstance(stat, Stat)
-        value = stat.value
-        out[stat.key] = int(value) if value.isdigit() else value
-    return out
 
 
 class PullReply:
@@ -162,13 +127,13 @@ class SubscribeReply:
         self.sink = sink
 
     def __call__(self, text: str, data: list[Any] | None) -> int:
-        sid = int(text[3:])
+        sid = ok_count(text, data)
         self.conn.subscriptions[sid] = self.sink
         return sid
 
     def discard(self, text: str, data: list[Any] | None) -> None:
         """The SUBSCRIBE was cancelled: end the subscription it made."""
-        self.conn.send_quietly(Unsubscribe(int(text[3:])))
+        self.conn.send_quietly(Unsubscribe(ok_count(text, data)))
 
 
 # ---------------------------------------------------------------- the protocol
@@ -184,6 +149,10 @@ class ClientProtocol(Protocol):
     fails with :class:`NotABroker` when the server says something else first or, with
     ``greeting_timeout`` (seconds), nothing at all for that long.
     """
+
+    #: A stream transport: TCP, TLS, UNIX or in memory.  Each has ``abortConnection``,
+    #: which Twisted's interfaces declare on ITCPTransport only.
+    transport: ITCPTransport | None
 
     def __init__(
         self,
@@ -263,7 +232,7 @@ class ClientProtocol(Protocol):
         self._first = None
         self._fatal = NotABroker(f"{self._peer()} is not an mbroker server ({why})")
         if abort and self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
 
     def _screen(self, data: bytes) -> bytes | None:
         """Bytes before the greeting: what to decode once the first line looks like a
@@ -453,7 +422,7 @@ class ClientProtocol(Protocol):
             log.error("bad data from the broker, closing: {error}", error=str(e))
             self.server_error = e
             if self.transport is not None:
-                self.transport.abortConnection()  # type: ignore[attr-defined]
+                self.transport.abortConnection()
             return
         pending = self._pending
         for f in frames:
@@ -538,7 +507,7 @@ class ClientProtocol(Protocol):
         log.info("{error}", error=str(error))
         self._fatal = error
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
 
 
 def _greeting_like(line: bytes) -> bool:

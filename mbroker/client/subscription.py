@@ -3,25 +3,36 @@
 A :class:`Subscription` is made by :meth:`mbroker.client.Client.subscribe`.  It is the
 sink that :class:`~mbroker.client.protocol.ClientProtocol` hands the ``MSG`` and ``CANCEL``
 frames of its sid to, and it outlives connections: when the client reconnects it sends
-its SUBSCRIBE again on the new connection (:meth:`Subscription._attach`).
+its SUBSCRIBE again on the new connection (:meth:`Subscription.attach`).  A client keeps
+its subscriptions in a :class:`Subscriptions`, which restores them and ends them; a
+subscription asks of it only what :class:`SubscriptionOwner` says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from inspect import iscoroutine
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Protocol, Union, cast
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker.client.messages import ClientError, Message
-from mbroker.client.protocol import ClientProtocol, SubscribeReply, ok_none
+from mbroker.client.protocol import ClientProtocol, SubscribeReply
 from mbroker.errors import BrokerError
 from mbroker.wire.frames import Msg, Subscribe, Unsubscribe
+from mbroker.wire.replydata import ok_none
 
-__all__ = ["AckMode", "Callback", "NackDelay", "Subscription", "backoff"]
+__all__ = [
+    "AckMode",
+    "Callback",
+    "NackDelay",
+    "Subscription",
+    "SubscriptionOwner",
+    "Subscriptions",
+    "backoff",
+]
 
 log = Logger()
 
@@ -41,6 +52,13 @@ def backoff(message: Message) -> int | None:
     return int(min(100 * 2 ** (message.redelivered - 1), 30_000))
 
 
+class SubscriptionOwner(Protocol):
+    """What a subscription asks of the client that made it."""
+
+    def forget(self, subscription: Subscription) -> None:
+        """``subscription`` is ending: do not restore it any more."""
+
+
 class Subscription:
     """One subscription made by :meth:`Client.subscribe`; survives reconnections.
 
@@ -50,7 +68,7 @@ class Subscription:
 
     def __init__(
         self,
-        forget: Callable[[Subscription], None],
+        owner: SubscriptionOwner,
         name: str,
         callback: Callback,
         pattern: str | None,
@@ -66,7 +84,7 @@ class Subscription:
         self.ack_timeout = ack_timeout
         self.sid: int | None = None
         self.received = 0
-        self._forget = forget
+        self._owner = owner
         self._callback = callback
         self._manual = manual
         self._nack_delay = nack_delay
@@ -88,8 +106,14 @@ class Subscription:
 
     # -------------------------------------------------------------- wiring
 
-    def _attach(self, proto: ClientProtocol) -> Deferred[None]:
-        """Send SUBSCRIBE on ``proto``; the sink is registered as its ``+OK`` arrives."""
+    @property
+    def detached(self) -> bool:
+        """True while it is to be restored: no connection, and not ending."""
+        return self._proto is None and not self._stopping
+
+    def attach(self, proto: ClientProtocol) -> Deferred[None]:
+        """Send SUBSCRIBE on ``proto`` (for the client); the sink is registered as its
+        ``+OK`` arrives."""
 
         def subscribed(sid: int) -> None:
             self.sid = sid
@@ -152,16 +176,21 @@ class Subscription:
             name=self.name,
             reason=reason,
         )
-        self._forget(self)
+        self._owner.forget(self)
         self._proto = self.sid = None
-        self._end(reason)
+        self.end(reason)
 
     def lost(self, conn: ClientProtocol, reason: Failure) -> None:
         """The connection ended; the client restores the subscription if it reconnects."""
         if self._proto is conn:
             self._proto = self.sid = None
 
-    def _end(self, reason: str | Failure) -> None:
+    def halt(self) -> None:
+        """The client is closing: deliver nothing more (for the client)."""
+        self._stopping = True
+
+    def end(self, reason: str | Failure) -> None:
+        """The subscription is over (for the client): tell :meth:`when_ended`."""
         if self._ended is not None:
             return
         self._ended = reason
@@ -201,7 +230,7 @@ class Subscription:
                 await self.when_ended()
             return
         self._stopping = True
-        self._forget(self)
+        self._owner.forget(self)
         if self._manual:
             await self._wait_idle()
         proto, sid = self._proto, self.sid
@@ -213,7 +242,59 @@ class Subscription:
             proto.subscriptions.pop(sid, None)
         await self._wait_idle()
         self._proto = self.sid = None
-        self._end("unsubscribed")
+        self.end("unsubscribed")
+
+
+class Subscriptions:
+    """A client's active subscriptions, in the order they were made (restored in that
+    order); the :class:`SubscriptionOwner` of each."""
+
+    def __init__(self) -> None:
+        self._active: dict[Subscription, None] = {}
+
+    def add(self, subscription: Subscription) -> None:
+        """``subscription`` was confirmed by the broker: keep it."""
+        self._active[subscription] = None
+
+    def forget(self, subscription: Subscription) -> None:
+        """``subscription`` is ending: do not restore it any more."""
+        self._active.pop(subscription, None)
+
+    def __iter__(self) -> Iterator[Subscription]:
+        return iter(list(self._active))
+
+    async def restore(self, proto: ClientProtocol) -> None:
+        """Subscribe again on a new connection; a subscription the broker now refuses
+        ends with its error (logged), a failing connection fails the whole."""
+        subs = [s for s in self._active if s.detached]
+        if not subs:
+            return
+        results = await DeferredList([s.attach(proto) for s in subs], consumeErrors=True)
+        for sub, (ok, outcome) in zip(subs, results):
+            result = cast(Failure, outcome)
+            if ok:
+                log.info("subscription to {name} restored", name=sub.name)
+                continue
+            if result.check(ClientError):
+                result.raiseException()
+            log.error(
+                "subscription to {name} could not be restored: {error}",
+                name=sub.name,
+                error=result.getErrorMessage(),
+            )
+            self._active.pop(sub, None)
+            sub.end(result)
+
+    def halt_all(self) -> None:
+        """The client is closing: no subscription delivers any more."""
+        for sub in self._active:
+            sub.halt()
+
+    def end_all(self, reason: str | Failure) -> None:
+        """End every subscription with ``reason`` and forget them."""
+        for sub in list(self._active):
+            sub.end(reason)
+        self._active.clear()
 
 
 def _settle_failed(failure: Failure, name: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from twisted.application import service
 from twisted.python import usage
@@ -22,57 +23,29 @@ DEFAULT_LISTEN = "tcp:5555:interface=127.0.0.1"
 #: Where durable state goes when no ``--data-dir`` is given.
 DEFAULT_DATA_DIR = "mbroker-data"
 
-
-def _positive_int(option: str) -> Callable[[str], int]:
-    """A coerce function for ``--option``: a positive decimal integer, or a UsageError."""
-
-    def coerce(value: str) -> int:
-        try:
-            number = int(value, 10)
-        except ValueError:
-            number = 0
-        if number <= 0:
-            raise usage.UsageError(f"--{option} must be a positive integer, not {value!r}")
-        return number
-
-    coerce.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
-    return coerce
+T = TypeVar("T")
 
 
-def _seconds(option: str) -> Callable[[str], float]:
-    """A coerce function for a time in seconds: a number >= 0 (0: no limit)."""
+def _coerce(parse: Callable[[str], T], doc: str) -> Callable[[str], Callable[[str], T]]:
+    """Coerce functions for options: ``parse`` (one of :mod:`mbroker.config`'s number
+    parsers) with its error as a UsageError that names the option."""
 
-    def coerce(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if not 0 <= number < 10**9:  # also refuses nan and inf
-            raise usage.UsageError(f"--{option} must be a number of seconds >= 0, not {value!r}")
-        return number
+    def for_option(option: str) -> Callable[[str], T]:
+        def coerce(value: str) -> T:
+            try:
+                return parse(value)
+            except config.BadNumber as e:
+                raise usage.UsageError(f"--{option} must be {e}, not {value!r}") from None
 
-    coerce.coerceDoc = "Seconds, 0 for no limit."  # type: ignore[attr-defined]
-    return coerce
+        coerce.coerceDoc = doc  # type: ignore[attr-defined]
+        return coerce
 
-
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    return for_option
 
 
-def _byte_size(option: str) -> Callable[[str], int]:
-    """A coerce function for a size: bytes, or with a suffix K, M, G (KiB, MiB, GiB)."""
-
-    def coerce(value: str) -> int:
-        text = value.strip().lower().removesuffix("ib").removesuffix("b")
-        unit = text[-1:] if text[-1:] in _UNITS else ""
-        digits = text[: len(text) - len(unit)]
-        if not digits.isdigit() or len(digits) > 18:
-            raise usage.UsageError(
-                f"--{option} must be a size in bytes (or with K, M, G), not {value!r}"
-            )
-        return int(digits) * _UNITS[unit]
-
-    coerce.coerceDoc = "Bytes, or with a suffix K, M or G; 0 for no mark."  # type: ignore[attr-defined]
-    return coerce
+_positive_int = _coerce(config.positive_int, "A positive integer.")
+_seconds = _coerce(config.seconds_or_zero, "Seconds, 0 for no limit.")
+_byte_size = _coerce(config.byte_size, "Bytes, or with a suffix K, M or G; 0 for no mark.")
 
 
 def _users_file(value: str) -> str:

@@ -27,9 +27,9 @@ from twisted.internet.task import deferLater
 
 from mbroker import __version__
 from mbroker.cli import users as usercli
-from mbroker.cli.main import build_parser, parse_args
 from mbroker.cli.main import run as run_cli
 from mbroker.cli.output import Progress
+from mbroker.cli.parser import build_parser, parse_args
 from mbroker.client.connection import Client
 from mbroker.testing import LoopbackBroker
 from tests.helpers.broker import BrokerProcess

@@ -23,10 +23,11 @@ from mbroker.client.connection import (
     NotConnected,
     Unconfirmed,
 )
-from mbroker.client.protocol import ClientProtocol, ok_count
+from mbroker.client.protocol import ClientProtocol
 from mbroker.config import Config
 from mbroker.testing import ClientPair, connected_pair, result_of
 from mbroker.wire.frames import ExchangeInfo, QueueInfo
+from mbroker.wire.replydata import ok_count
 
 
 def failure_of(pair: ClientPair, d: Deferred[Any]) -> Any:
@@ -337,7 +338,7 @@ def test_commands_in_one_turn_are_written_once() -> None:
     proto.makeConnection(transport)
     proto.dataReceived(b"HELLO mbroker 1\r\n")
     client = Client(clock)
-    result_of(Deferred.fromCoroutine(client._prepare(proto)))
+    result_of(client.link.prepare(proto))
     writes: list[Any] = []
     transport.writeSequence = writes.append  # type: ignore[method-assign]
     ds = [client.publish("q", b"%d" % i) for i in range(3)]
@@ -403,7 +404,7 @@ def test_replies_split_anywhere_match_their_commands(data: st.DataObject) -> Non
     expected: list[Any] = []
     ds: list[Deferred[Any]] = []
     proto.dataReceived(stream)
-    result_of(Deferred.fromCoroutine(client._prepare(proto)))
+    result_of(client.link.prepare(proto))
     stream = b""
     for i, kind in enumerate(kinds):
         if kind == "pub":

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from twisted.scripts.twistd import ServerOptions
 
-from tests.e2e.test_twistd import assert_one_line_failure, run_twistd
 from tests.helpers.broker import START_TIMEOUT, BrokerProcess, twistd_command
+from tests.helpers.twistd import assert_one_line_failure, run_twistd
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "contrib" / "mbroker.toml"

@@ -413,7 +413,7 @@ def test_queue_destinations_are_durable(tmp_path: Path) -> None:
 def test_stomp_over_tls(tmp_path: Path) -> None:
     import ssl
 
-    from tests.e2e.test_tls import make_pki
+    from tests.helpers.tls import make_pki
 
     pki = make_pki(tmp_path)
     endpoint = f"ssl:0:privateKey={pki.server_key}:certKey={pki.server_cert}:interface=127.0.0.1"

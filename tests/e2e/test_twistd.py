@@ -6,41 +6,13 @@ import os
 import selectors
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.broker import BrokerProcess, start_broker, twistd_command
-
-
-def run_twistd(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*twistd_command(), "--nodaemon", "--logfile=-", "--pidfile=", "mbroker", *args],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def assert_one_line_failure(result: subprocess.CompletedProcess[str], *expected: str) -> str:
-    """twistd exited 1 and said why in one critical line, with no traceback."""
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
-    assert "Traceback" not in output, output
-    errors = [line for line in output.splitlines() if "#critical]" in line or "#error]" in line]
-    assert len(errors) == 1, output
-    [line] = errors
-    assert "mbroker cannot start: " in line, output
-    for text in expected:
-        assert text in line, output
-    return line
+from tests.helpers.broker import BrokerProcess, start_broker
+from tests.helpers.twistd import assert_one_line_failure, run_twistd
 
 
 def test_help_lists_the_options(tmp_path: Path) -> None:

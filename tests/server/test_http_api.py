@@ -11,24 +11,17 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator, Iterator
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from argon2 import PasswordHasher
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
-from twisted.web.http_headers import Headers
 
 from mbroker import errors
 from mbroker.client.connection import connect
@@ -36,7 +29,7 @@ from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
 from mbroker.core.report import ConnectionReport
-from mbroker.server.auth import Pattern, Permissions, User, hash_password
+from mbroker.server.auth import Pattern, Permissions, User
 from mbroker.server.http.api import Api, ApiRequest, Reply, error_reply
 from mbroker.server.http.health import problem
 from mbroker.server.http.service import HttpService
@@ -45,9 +38,9 @@ from mbroker.server.protocol import BrokerFactory
 from mbroker.server.service import BrokerService, ListenError, describe_address
 from mbroker.server.tap import Options, makeService
 from mbroker.wire.frames import QueueOptions
+from tests.helpers.auth import cheap_hash
+from tests.helpers.http import JSON, Site, eventually, start_site
 from tests.helpers.logs import logged
-
-JSON = {"Content-Type": "application/json"}
 
 # ------------------------------------------------------------- the API, directly
 
@@ -212,91 +205,6 @@ def test_overview_totals(api: Api) -> None:
 
 
 # ------------------------------------------------------------- the real site
-
-
-def cheap_hash(password: str) -> str:
-    return hash_password(password, PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
-
-
-class _Body(Protocol):
-    def __init__(self, done: Deferred[bytes]) -> None:
-        self.done = done
-        self.chunks: list[bytes] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if reason is not None and not reason.check(ResponseDone):
-            self.done.errback(reason)
-        else:
-            self.done.callback(b"".join(self.chunks))
-
-
-def read_body(response: Any) -> Deferred[bytes]:
-    done: Deferred[bytes] = Deferred()
-    response.deliverBody(_Body(done))
-    return done
-
-
-class Site:
-    """A BrokerService with an HttpService child, both on loopback ports."""
-
-    def __init__(self, service: BrokerService, http: HttpService) -> None:
-        self.service = service
-        self.http = http
-        self.base = "http://" + describe_address(http.ports[0].getHost())
-        self.pool = HTTPConnectionPool(reactor, persistent=False)
-        self.agent = Agent(reactor, pool=self.pool)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        user: tuple[str, str] | None = None,
-    ) -> tuple[int, Headers, bytes]:
-        h = Headers()
-        for k, v in (headers or {}).items():
-            h.addRawHeader(k, v)
-        if user is not None:
-            token = base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
-            h.addRawHeader("Authorization", "Basic " + token)
-        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
-        response = await self.agent.request(
-            method.encode(), (self.base + path).encode(), h, producer
-        )
-        data = await read_body(response)
-        return response.code, response.headers, data
-
-    async def json(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        headers = kw.pop("headers", JSON)
-        status, h, raw = await self.request(method, path, data, headers, **kw)
-        if raw:
-            assert h.getRawHeaders("content-type") == ["application/json"]
-            return status, json.loads(raw)
-        return status, None
-
-
-async def start_site(
-    config: Config, data_dir: str | None = None, http: str = "tcp:0:interface=127.0.0.1"
-) -> Site:
-    service = BrokerService(reactor, config, ["tcp:0:interface=127.0.0.1"], data_dir)
-    http_service = HttpService(reactor, service, [http])
-    http_service.setServiceParent(service)
-    service.startService()
-    await eventually(lambda: service.ports and http_service.ports)
-    return Site(service, http_service)
-
-
-async def eventually(predicate: Any, timeout: float = 10.0) -> None:
-    waited = 0.0
-    while not predicate():
-        assert waited < timeout, "condition not met in time"
-        await deferLater(reactor, 0.01, lambda: None)
-        waited += 0.01
 
 
 @pytest_twisted.async_yield_fixture

@@ -20,7 +20,8 @@ from mbroker import errors
 from mbroker.config import Config
 from mbroker.server.http import dashboard
 from mbroker.server.http.dashboard import CSP, Dashboard, File, load
-from tests.server.test_http_api import Site, cheap_hash, start_site
+from tests.helpers.auth import cheap_hash
+from tests.helpers.http import Site, start_site
 
 STATIC = Path(dashboard.__file__).with_name("static")
 
