@@ -649,9 +649,9 @@ class TestReports:
     def test_peak_memory_is_never_below_the_memory_now(
         self, w: World, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import mbroker.core.broker
+        import mbroker.core.reports
 
-        monkeypatch.setattr(mbroker.core.broker, "current_rss", lambda: 1 << 50)
+        monkeypatch.setattr(mbroker.core.reports, "current_rss", lambda: 1 << 50)
         st = w.stat()
         assert st["memory_rss"] == str(1 << 50)
         assert int(st["memory_peak_rss"]) >= int(st["memory_rss"])
