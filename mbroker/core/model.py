@@ -38,9 +38,7 @@ class Clock(Protocol):
 
     def seconds(self) -> float: ...
 
-    def callLater(
-        self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any
-    ) -> Any:
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Call ``callable(*args, **kw)`` in ``delay`` seconds; returns a
         :class:`DelayedCall` (typed loosely so that Twisted's ``IDelayedCall`` fits)."""
 
