@@ -63,6 +63,36 @@ def test_the_counters_are_read_from_where_they_move() -> None:
     assert (q["delivered"], q["acked"]) == ("2", "2")
 
 
+def test_every_delivery_path_moves_the_same_counters() -> None:
+    """Round-robin to two consumers, a run passed straight through, a manual
+    subscription and a PULL: each delivery counts once for the server, its queue and its
+    consumer; only the automatic ones count as acked at once."""
+    b = Broker(Clock())
+    s = b.open_session(_Target())
+    for name in ("rr", "run", "manual", "pulled"):
+        b.create(None, name, "queue", QueueOptions())
+    consumers = [b.subscribe(s, "rr"), b.subscribe(s, "rr"), b.subscribe(s, "run")]
+    manual = b.subscribe(s, "manual", manual=True)
+    for c in [*consumers, manual]:
+        b.activate(c)
+    for _ in range(4):
+        b.publish("rr", "", b"m")
+    b.publish_many("run", "", [b"m"] * 3)
+    b.publish("manual", "", b"m")
+    b.publish("pulled", "", b"m")
+    assert b.pull(s, "pulled", max=5)
+    assert [c.delivered for c in consumers] == [2, 2, 3]
+    assert manual.delivered == 1
+    assert (b.delivered, b.acked) == (9, 8)
+    figures = {n: dict(b.stats(n)) for n in ("rr", "run", "manual", "pulled")}
+    assert {n: (f["delivered"], f["acked"]) for n, f in figures.items()} == {
+        "rr": ("4", "4"),
+        "run": ("3", "3"),
+        "manual": ("1", "0"),
+        "pulled": ("1", "1"),
+    }
+
+
 def test_no_object_reaches_into_another_ones_private_attributes() -> None:
     found = []
     for path in sorted(CORE.glob("*.py")):
