@@ -1,6 +1,6 @@
 """Unit tests of the broker core (:class:`mbroker.core.broker.Broker`), written from the
-contract (``PROTOCOL.md`` sections 2-4): the namespace, CREATE/DELETE/BIND/UNBIND,
-routing, PURGE, LIST and STATS.
+contract (``docs/protocol.rst``, "Names, keys and patterns" to "Commands"): the
+namespace, CREATE/DELETE/BIND/UNBIND, routing, PURGE, LIST and STATS.
 
 The helpers at the top are shared by the other ``tests/test_registry_*.py`` files:
 a fake :class:`~mbroker.core.model.DeliveryTarget` that records what the broker pushes,

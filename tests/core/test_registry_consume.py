@@ -1,6 +1,7 @@
 """Broker core, consumption: SUBSCRIBE and its dispatch, delivery tags, ACK, NACK,
 TOUCH, redelivery, UNSUBSCRIBE, PULL, private subscription queues, exclusive
-queues and flow control (``PROTOCOL.md`` sections 3, 4 and 6)."""
+queues and flow control (``docs/protocol.rst``: "Commands", "Limits and flow
+control")."""
 
 from __future__ import annotations
 
