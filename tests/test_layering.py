@@ -26,10 +26,14 @@ TWISTED_FREE = [
     "mbroker.core.routing",
     "mbroker.core.model",
     "mbroker.core.broker",
-    "mbroker.core.engine",
+    "mbroker.core.namespace",
+    "mbroker.core.publishing",
+    "mbroker.core.dispatch",
+    "mbroker.core.consuming",
+    "mbroker.core.reports",
     "mbroker.core.journal",
     "mbroker.core.records",
-    "mbroker.core.report",
+    "mbroker.core.snapshots",
 ]
 
 PROBE = """

@@ -1,9 +1,11 @@
 """The broker's entities: messages, queues, exchanges, consumers, sessions.
 
-Plain Python, no Twisted.  These are the nouns; :mod:`mbroker.core.broker` holds the
-verbs (routing a publish, dispatching to consumers, acks, timers).
+Plain Python, no Twisted.  These are the nouns; the broker's collaborators hold the
+verbs (:mod:`~mbroker.core.namespace`, :mod:`~mbroker.core.publishing`,
+:mod:`~mbroker.core.dispatch`, :mod:`~mbroker.core.consuming`, composed by
+:mod:`~mbroker.core.broker`).
 
-The hot-path entities (:class:`Message`, :class:`Delivery`) are hand-slotted classes
+The hot-path entities (:class:`QueuedMessage`, :class:`Delivery`) are hand-slotted classes
 rather than attrs classes: they are created once per message and per delivery, and a
 plain ``__slots__`` class with a positional ``__init__`` is the cheapest object
 CPython makes.  Everything else uses ``attrs.define``.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 import attrs
 
@@ -36,9 +38,9 @@ class Clock(Protocol):
 
     def seconds(self) -> float: ...
 
-    def callLater(
-        self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any
-    ) -> Any: ...
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Call ``callable(*args, **kw)`` in ``delay`` seconds; returns a
+        :class:`DelayedCall` (typed loosely so that Twisted's ``IDelayedCall`` fits)."""
 
 
 class DeliveryTarget(Protocol):
@@ -48,10 +50,10 @@ class DeliveryTarget(Protocol):
     back into the broker from inside them.
     """
 
-    def push(self, sid: int, tag: int, message: Message) -> None:
+    def push(self, sid: int, tag: int, message: QueuedMessage) -> None:
         """Send ``MSG sid tag …`` for a subscription."""
 
-    def push_many(self, sid: int, tag: int, messages: list[Message]) -> None:
+    def push_many(self, sid: int, tag: int, messages: list[QueuedMessage]) -> None:
         """Send ``messages`` for a subscription, tagged ``tag``, ``tag + 1``, …"""
 
     def push_run(self, sid: int, tag: int, route: bytes, payloads: list[bytes]) -> None:
@@ -67,10 +69,11 @@ class DeliveryTarget(Protocol):
         disconnect slow consumers: close the connection with ``-ERR LIMIT``."""
 
 
-class Message:
-    """One copy of a message in one queue.
+class QueuedMessage:
+    """One copy of a message in one queue (the client's received message is
+    :class:`mbroker.client.Message`, another thing).
 
-    A message routed to three queues is three :class:`Message` objects sharing one
+    A message routed to three queues is three :class:`QueuedMessage` objects sharing one
     payload ``bytes`` (never copied).  ``route`` is the pre-encoded
     ``b"<source> <key-or->"`` part of the MSG header, built once per publish.
     """
@@ -113,7 +116,8 @@ class Message:
         self.dl_path: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
-        return f"<Message {self.source} {self.key!r} {len(self.payload)}B d={self.deliveries}>"
+        size = len(self.payload)
+        return f"<QueuedMessage {self.source} {self.key!r} {size}B d={self.deliveries}>"
 
 
 class Delivery:
@@ -124,7 +128,7 @@ class Delivery:
     def __init__(
         self,
         tag: int,
-        message: Message,
+        message: QueuedMessage,
         queue: Queue,
         consumer: Consumer | None,
         timeout: float | None = None,
@@ -150,8 +154,6 @@ class Exchange:
     unroutable: int = 0
     deleted: bool = False
 
-    is_queue = False
-
 
 @attrs.define(eq=False)
 class Consumer:
@@ -173,13 +175,6 @@ class Consumer:
     active: bool = False
     delivered: int = 0
 
-    def has_room(self) -> bool:
-        return (
-            self.active
-            and self.session.writable
-            and (self.prefetch == 0 or self.in_flight < self.prefetch)
-        )
-
 
 @attrs.define(eq=False)
 class PullWaiter:
@@ -190,22 +185,31 @@ class PullWaiter:
     max: int
     manual: bool
     ack_timeout: float | None
-    on_done: Callable[[list[tuple[int, Message]]], None]
+    on_done: Callable[[Pulled], None]
     timer: DelayedCall | None = None
+
+    def finish(self, out: Pulled) -> None:
+        """Answer the PULL with ``out`` (empty: nothing came) and stop waiting.  The
+        caller has taken the waiter out of its queue's ``waiters``."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        if self in self.session.waiters:
+            self.session.waiters.remove(self)
+        self.on_done(out)
 
 
 @attrs.define(eq=False)
 class Queue:
     name: str
     options: QueueOptions
-    ready: deque[Message] = attrs.Factory(deque)
+    ready: deque[QueuedMessage] = attrs.Factory(deque)
     ready_bytes: int = 0
     unacked: int = 0
     consumers: list[Consumer] = attrs.Factory(list)
     rr: int = 0
     waiters: deque[PullWaiter] = attrs.Factory(deque)
     #: messages NACKed with a delay, waiting to come back: timer -> message
-    delayed: dict[Any, Message] = attrs.Factory(dict)
+    delayed: dict[DelayedCall, QueuedMessage] = attrs.Factory(dict)
     #: exchanges this queue is bound to (their matchers hold the bindings)
     bound_to: dict[str, Exchange] = attrs.Factory(dict)
     owner: Session | None = None
@@ -227,8 +231,6 @@ class Queue:
     rejected: int = 0
     redelivered: int = 0
 
-    is_queue = True
-
     @property
     def durable(self) -> bool:
         return self.options.durable
@@ -237,12 +239,6 @@ class Queue:
     def messages(self) -> int:
         """Messages in the queue and not out for delivery (ready and delayed)."""
         return len(self.ready) + len(self.delayed)
-
-    def is_full(self) -> bool:
-        o = self.options
-        return (o.max_length is not None and len(self.ready) >= o.max_length) or (
-            o.max_bytes is not None and self.ready_bytes >= o.max_bytes
-        )
 
 
 @attrs.define(eq=False)
@@ -260,3 +256,14 @@ class Session:
     waiters: list[PullWaiter] = attrs.Factory(list)
     exclusive: list[Queue] = attrs.Factory(list)
     closed: bool = False
+
+
+#: what the namespace holds under a name (exchanges and queues share it)
+Obj = Union[Exchange, Queue]
+
+#: the deliveries of a PULL: ``(tag, message)`` in tag order
+Pulled = list[tuple[int, QueuedMessage]]
+
+#: the former name of :class:`QueuedMessage`, kept while the front doors written
+#: against it (``DeliveryTarget`` implementations on other branches) move over
+Message = QueuedMessage

@@ -1,8 +1,9 @@
 """Binding indexes: which bound targets does a routing key reach?
 
 Plain data structures for the three exchange kinds of the contract
-(``PROTOCOL.md`` sections 2 and 3), with no Twisted import: the registry owns one
-matcher per exchange and calls :meth:`Matcher.match` once per published message.
+(``docs/protocol.rst``, "Names, keys and patterns" and "Objects and routing"), with no
+Twisted import: the namespace owns one matcher per exchange, and publishing calls
+:meth:`Matcher.match` once per published message.
 
 - :class:`DirectMatcher`: key equality, one dict lookup of a cached tuple.
 - :class:`FanoutMatcher`: every bound target; the key is ignored.

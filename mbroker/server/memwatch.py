@@ -13,8 +13,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from mbroker.core.broker import current_rss
 from mbroker.core.model import Clock
+from mbroker.core.reports import current_rss
 
 log = Logger()
 

@@ -60,7 +60,7 @@ from mbroker import __version__, errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker, Pulled
 from mbroker.core.model import Message, Session
-from mbroker.core.report import ConnectionReport
+from mbroker.core.snapshots import ConnectionReport
 from mbroker.server.auth import Authenticator, Permissions, User
 from mbroker.server.memwatch import NO_WATCH, MemoryWatch
 from mbroker.wire.codec import (

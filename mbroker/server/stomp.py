@@ -42,7 +42,7 @@ from zope.interface import implementer
 from mbroker import __version__, errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.core.model import Consumer, Message, Session
+from mbroker.core.model import Consumer, Message, Queue, Session
 from mbroker.server.auth import Authenticator, Permissions, User
 from mbroker.server.memwatch import NO_WATCH, MemoryWatch
 from mbroker.server.stomp_destinations import (
@@ -400,7 +400,7 @@ class StompProtocol(Protocol):
             obj = self.broker.get(source)
         except errors.NotFound:
             obj = None
-        is_queue = obj is not None and obj.is_queue
+        is_queue = isinstance(obj, Queue)
         if is_queue and source in self._temp.values():
             text = f"/reply-queue/{source}"
         else:

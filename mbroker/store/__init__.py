@@ -3,6 +3,7 @@
 - :mod:`mbroker.core.records` -- the records the broker writes and the
   :class:`~mbroker.core.records.Recovered` state a store opens with (no
   Twisted import: the synchronous domain layer builds records).
+- :mod:`mbroker.store.interfaces` -- :class:`IStore`, what every store provides.
 - :mod:`mbroker.store.memory` -- :class:`MemoryStore`, the reference.
 - :mod:`mbroker.store.logstore` -- :class:`LogStore`, the embedded default: an
   append-only log of segment files with group commit, crash recovery and

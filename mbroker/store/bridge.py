@@ -17,7 +17,7 @@ from mbroker.core.records import Record
 from mbroker.errors import BrokerError, Unavailable
 from mbroker.store.interfaces import IStore
 
-log = Logger()
+_log = Logger()
 
 
 def journal_for(store: IStore, clock: Clock) -> Journal:
@@ -31,7 +31,7 @@ def journal_for(store: IStore, clock: Clock) -> Journal:
             done(err)
 
         d.addCallbacks(lambda _: done(None), failed)
-        d.addErrback(lambda f: log.failure("answering stored records failed", failure=f))
+        d.addErrback(lambda f: _log.failure("answering stored records failed", failure=f))
 
     def available() -> bool:
         return bool(store.available)

@@ -44,8 +44,8 @@ class ThreadExecutor:
     with its coordinator and context tracking, cost about a tenth of the broker's
     CPU in the durable benchmark)."""
 
-    def __init__(self, reactor: Any, name: str = "mbroker-store") -> None:
-        self._reactor = IReactorFromThreads(reactor)
+    def __init__(self, reactor: IReactorFromThreads, name: str = "mbroker-store") -> None:
+        self._reactor = reactor
         self._jobs: SimpleQueue[tuple[Callable[[], Any], Deferred[Any]] | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
@@ -98,11 +98,7 @@ class ThreadExecutor:
 class SyncExecutor:
     """Jobs run at once in the calling thread; the Deferred has already fired."""
 
-    def __init__(self) -> None:
-        self.jobs = 0
-
     def submit(self, job: Callable[[], T]) -> Deferred[T]:
-        self.jobs += 1
         try:
             result = job()
         except BaseException:
@@ -118,7 +114,6 @@ class ManualExecutor:
 
     def __init__(self) -> None:
         self._queue: deque[tuple[Callable[[], Any], Deferred[Any]]] = deque()
-        self.jobs = 0
 
     def submit(self, job: Callable[[], T]) -> Deferred[T]:
         d: Deferred[T] = Deferred()
@@ -134,7 +129,6 @@ class ManualExecutor:
         if not self._queue:
             return False
         job, d = self._queue.popleft()
-        self.jobs += 1
         try:
             result = job()
         except BaseException:

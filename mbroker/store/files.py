@@ -74,9 +74,6 @@ class FileSystem(Protocol):
     def delete(self, path: str) -> None:
         """Remove a file."""
 
-    def rename(self, src: str, dst: str) -> None:
-        """Rename a file, replacing ``dst``."""
-
     def fsync_dir(self, path: str) -> None:
         """Make the directory's entries (creations, deletions) durable."""
 
@@ -159,9 +156,6 @@ class RealFileSystem:
 
     def delete(self, path: str) -> None:
         os.unlink(path)
-
-    def rename(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
 
     def fsync_dir(self, path: str) -> None:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -276,7 +270,7 @@ class CrashFS:
         after: int = 0,
     ) -> Fault:
         """Make ``op`` (write, fsync, truncate, open, read, delete, fsync_dir,
-        listdir, rename) raise ``OSError(err)``, ``times`` times (None: until
+        listdir) raise ``OSError(err)``, ``times`` times (None: until
         :meth:`clear`), on paths containing ``path``, after ``after`` calls."""
         fault = Fault(op, err, times, path, after)
         self.faults.append(fault)
@@ -343,11 +337,6 @@ class CrashFS:
         if path not in self._names:
             raise FileNotFoundError(errno_mod.ENOENT, "no such file", path)
         del self._names[path]
-
-    def rename(self, src: str, dst: str) -> None:
-        self._check("rename", src)
-        src, dst = os.path.normpath(src), os.path.normpath(dst)
-        self._names[dst] = self._names.pop(src)
 
     def fsync_dir(self, path: str) -> None:
         self._check("fsync_dir", path)

@@ -1,23 +1,20 @@
-"""Interfaces for what plugs into the broker.
+"""The store's interface: :class:`IStore`, what the broker needs of a persistence backend.
 
-The store
----------
 :class:`IStore` is how the broker persists durable exchanges, queues, bindings
 and messages.  Two providers: :class:`mbroker.store.memory.MemoryStore` (the
 reference, for tests) and :class:`mbroker.store.logstore.LogStore` (the embedded
 default, append-only segment files).  One contract test suite runs against both.
 
-The broker core is synchronous.  It accumulates records (the types in
-:mod:`mbroker.core.records`, re-exported here) while it handles a batch of
-input and calls :meth:`IStore.write` once per batch; every record of the batch
-shares that one Deferred.  It answers the commands whose effect must be
-durable (``+OK`` to a PUBLISH that reached a durable queue, to an ACK on one)
-only when that Deferred fires.
+The broker core is synchronous.  Its :class:`~mbroker.core.journal.Journal`
+accumulates records (the types in :mod:`mbroker.core.records`)
+during a reactor turn, and :mod:`mbroker.store.bridge` calls :meth:`IStore.write`
+once per turn; every record of the batch shares that one Deferred.  The broker
+answers the commands whose effect must be durable (``+OK`` to a PUBLISH that
+reached a durable queue, to an ACK on one) only when that Deferred fires.
 
 Every method returns a Deferred, even in the memory store, except
 :meth:`IStore.stats` and the :attr:`IStore.available` attribute, which are
-synchronous.  A store is used from the reactor
-thread only.
+synchronous.  A store is used from the reactor thread only.
 """
 
 from __future__ import annotations
@@ -27,21 +24,7 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from mbroker.core.records import (
-    Bound,
-    ExchangeDeclared,
-    ExchangeDeleted,
-    MessagesRemoved,
-    MessagesStored,
-    MessageStored,
-    QueueDeclared,
-    QueueDeleted,
-    Record,
-    Recovered,
-    RecoveryWarning,
-    StoredMessage,
-    Unbound,
-)
+from mbroker.core.records import Record, Recovered
 
 
 class IStore(Interface):
@@ -93,21 +76,3 @@ class IStore(Interface):
         (write calls), ``records``.  Stores add their own (the log store:
         ``segments``, ``disk_bytes``, ``fsyncs``, ``groups``...).
         """
-
-
-__all__ = [
-    "Bound",
-    "ExchangeDeclared",
-    "ExchangeDeleted",
-    "IStore",
-    "MessageStored",
-    "MessagesStored",
-    "MessagesRemoved",
-    "QueueDeclared",
-    "QueueDeleted",
-    "Record",
-    "Recovered",
-    "RecoveryWarning",
-    "StoredMessage",
-    "Unbound",
-]

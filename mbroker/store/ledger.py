@@ -32,7 +32,7 @@ of replay is declared again (see :mod:`mbroker.store.replay`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import cast
 
 import attrs
 
@@ -46,7 +46,7 @@ from mbroker.core.records import (
     StoredMessage,
 )
 from mbroker.store.codec import Snapshot
-from mbroker.store.state import Declarations
+from mbroker.store.state import Declarations, sorted_messages
 from mbroker.wire.frames import QueueOptions
 
 _SIZE_MASK = (1 << 32) - 1
@@ -61,7 +61,6 @@ class Segment:
     live_bytes: int = 0
     #: older segments holding messages that this segment's removals removed
     refs: set[int] = attrs.Factory(set)
-    has_snapshot: bool = False
 
 
 @attrs.define(eq=False)
@@ -95,7 +94,7 @@ class Ledger:
     # ------------------------------------------------------------- segments
 
     def add_segment(self, number: int, size: int = 0, snapshot: bool = False) -> Segment:
-        seg = self.segments[number] = Segment(number, size, has_snapshot=snapshot)
+        seg = self.segments[number] = Segment(number, size)
         self.tail = max(self.tail, number)
         if snapshot:
             self.last_snapshot = max(self.last_snapshot, number)
@@ -398,7 +397,6 @@ class Ledger:
             decls.bind(*binding)
         self.decls = decls
         self.orphans.clear()  # dropped, or declared by the snapshot
-        seg.has_snapshot = True
         self.last_snapshot = max(self.last_snapshot, seg.number)
 
     def forget_payloads(self) -> None:
@@ -406,8 +404,14 @@ class Ledger:
         for queue, msgs in self.queue_msgs.items():
             self.queue_msgs[queue] = dict.fromkeys(msgs)
 
+    def recovered_messages(self, queue: str) -> list[StoredMessage]:
+        """The live messages of ``queue`` in id order, while recovery has them (until
+        :meth:`forget_payloads`, every value in ``queue_msgs`` is a message)."""
+        msgs = cast("dict[int, StoredMessage]", self.queue_msgs.get(queue, {}))
+        return sorted_messages(msgs)
+
     def live_queues(self, msg_id: int, queues: Sequence[str]) -> tuple[str, ...]:
         return tuple(q for q in queues if msg_id in self.queue_msgs.get(q, _EMPTY))
 
 
-_EMPTY: dict[int, Any] = {}
+_EMPTY: dict[int, StoredMessage | None] = {}

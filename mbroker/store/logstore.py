@@ -1,13 +1,12 @@
 """The embedded default store: an append-only log of segment files.
 
-Layout.  The data directory holds a ``LOCK`` file, which the broker using it holds
-with ``flock`` (a second store on the directory refuses to open), and segment files
+Layout.  The data directory holds a ``LOCK`` file, which the broker using it holds with
+``flock`` (a second store on the directory refuses to open), and segment files
 ``00000001.seg``, ``00000002.seg``... Each starts with a header and holds CRC-framed records
-(:mod:`mbroker.store.codec`).  The last one is the *tail*, the only one written
-to.  When the tail has passed ``segment_size`` the next group of records goes
-to a new segment, which begins with a snapshot of every declaration
-(exchanges, queues, bindings), so that older segments matter only for the
-messages they hold.
+(:mod:`mbroker.store.codec`).  The last one is the *tail*, the only one written to.  When
+the tail has passed ``segment_size`` the next group of records goes to a new segment,
+which begins with a snapshot of every declaration (exchanges, queues, bindings), so that
+older segments matter only for the messages they hold.
 
 Writes and group commit.  The broker calls :meth:`LogStore.write` once per
 batch.  The records are encoded at once, on the reactor thread (cheap byte
@@ -41,14 +40,13 @@ Compaction.  Disk use tracks the live messages, not the history:
 - a sealed segment with no live message is deleted once a later segment holds
   a snapshot and no existing segment holds messages that its removal records
   removed (else those messages would come back on recovery);
-- a sealed segment whose live messages take less than ``compact_ratio``
-  (25%) of its bytes, once a later segment is sealed too, is rewritten
-  (:mod:`mbroker.store.compaction`): a
-  reader thread reads it off the write path, the live messages are copied (a
-  chunk at the head of each group, with the queues they are still live in) to
-  the tail, and once those copies are on disk (the deletion job fsyncs the tail
-  first) the old segment is deleted.  A crash in between leaves two copies of
-  a message, which recovery merges by message id.
+- a sealed segment whose live messages take less than ``compact_ratio`` (25%) of its
+  bytes, once a later segment is sealed too, is rewritten (:mod:`mbroker.store.compaction`):
+  a reader thread reads it off the write path, the live messages are copied (a chunk at
+  the head of each group, with the queues they are still live in) to the tail, and once
+  those copies are on disk (the deletion job fsyncs the tail first) the old segment is
+  deleted.  A crash in between leaves two copies of a message, which recovery merges by
+  message id.
 
 Faults.  A failed write (``ENOSPC``...) is cut back so the log stays valid; the
 Deferreds of that group, and of the writes waiting behind it, errback with
@@ -68,7 +66,7 @@ from typing import Any, Literal
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -90,7 +88,7 @@ from mbroker.store.segment import (
     WriteFailed,
 )
 
-log = Logger()
+_log = Logger()
 
 FsyncPolicy = Literal["always", "interval", "never"]
 #: the file in a data directory that one broker at a time holds locked
@@ -148,7 +146,7 @@ class LogStore:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         directory: str,
         fsync: FsyncPolicy = "always",
         segment_size: int = 64 * MiB,
@@ -162,8 +160,7 @@ class LogStore:
     ) -> None:
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {fsync!r}")
-        self._reactor = reactor
-        self._clock = IReactorTime(reactor)
+        self._clock = reactor
         self.directory = directory
         self.fsync = fsync
         self.segment_size = segment_size
@@ -205,8 +202,9 @@ class LogStore:
             return fail(errors.Unavailable("the store was already opened"))
         self._state = _OPENING
         if self._executor is None:
-            self._executor = ThreadExecutor(self._reactor, "mbroker-store")
-            self._reader = ThreadExecutor(self._reactor, "mbroker-store-compaction")
+            threads = IReactorFromThreads(self._clock)
+            self._executor = ThreadExecutor(threads, "mbroker-store")
+            self._reader = ThreadExecutor(threads, "mbroker-store-compaction")
         d = self._executor.submit(self._open_job)
         return d.addCallbacks(self._opened, self._open_failed)
 
@@ -305,8 +303,8 @@ class LogStore:
         self._ledger = result.ledger
         recovered = result.recovered
         for warning in recovered.warnings:
-            log.warn("store recovery: {warning}", warning=str(warning), directory=self.directory)
-        log.info(
+            _log.warn("store recovery: {warning}", warning=str(warning), directory=self.directory)
+        _log.info(
             "store opened: {messages} messages in {queues} queues, {segments} segments",
             messages=recovered.message_count(),
             queues=len(recovered.queues),
@@ -325,7 +323,7 @@ class LogStore:
         ]
         if again:
             self.write(again).addErrback(
-                lambda f: log.warn(
+                lambda f: _log.warn(
                     "store could not write the declarations recovered: {error}",
                     error=f.getErrorMessage(),
                 )
@@ -337,7 +335,7 @@ class LogStore:
         self._state = _CLOSED
         self._reason = f"the store could not be opened: {failure.value}"
         if not failure.check(OSError):  # (a held lock, a full disk: the opener says so)
-            log.failure("store could not open {directory}", failure, directory=self.directory)
+            _log.failure("store could not open {directory}", failure, directory=self.directory)
         self._release_executors()
         waiters, self._close_waiters = self._close_waiters, []
         _fire(waiters)
@@ -462,14 +460,16 @@ class LogStore:
         self._kick()
 
     def _compaction_read_failed(self, failure: Failure, number: int) -> None:
-        log.failure("store could not read segment {segment} to compact it", failure, segment=number)
+        _log.failure(
+            "store could not read segment {segment} to compact it", failure, segment=number
+        )
         self._compactor.failed_to_read(number)
 
     def _check_compaction(self) -> None:
         number = self._compactor.segment
         left = self._compactor.check_done(self._ledger)
         if left:
-            log.warn(
+            _log.warn(
                 "store compaction left {live} messages in segment {segment}",
                 live=left,
                 segment=number,
@@ -521,7 +521,7 @@ class LogStore:
         self._counters["records"] += len(group.records)
         if job.probe:
             self._state, self._reason = _AVAILABLE, ""
-            log.info("store takes writes again", directory=self.directory)
+            _log.info("store takes writes again", directory=self.directory)
         self._check_compaction()
         _fire(group.waiters)
 
@@ -530,7 +530,7 @@ class LogStore:
         self._ledger.deleted(deleted)
         self._counters["segments_deleted"] += len(deleted)
         for number, error in failed:
-            log.warn(
+            _log.warn(
                 "store could not delete segment {segment}: {error}", segment=number, error=error
             )
             self._no_delete.add(number)
@@ -548,7 +548,7 @@ class LogStore:
     def _failed(self, failure: Failure, job: _Job) -> None:
         err = failure.value
         if job.kind == "close":
-            log.failure("store close failed", failure)
+            _log.failure("store close failed", failure)
             self._done_close(None, job)
             return
         if isinstance(err, WriteFailed):
@@ -557,7 +557,7 @@ class LogStore:
             self._compactor.abandon()  # its copies were lost: start again later
             self._counters["failed_writes"] += 1
             if self._state == _AVAILABLE:
-                log.error(
+                _log.error(
                     "store write failed, not taking writes: {error}",
                     error=str(err.error),
                     directory=self.directory,
@@ -572,7 +572,7 @@ class LogStore:
                 reason = f"store stopped: {err}; restart the broker"
             else:
                 reason = f"store stopped after an unexpected error: {err!r}"
-            log.failure("store stopped taking writes for good", failure, directory=self.directory)
+            _log.failure("store stopped taking writes for good", failure, directory=self.directory)
             self._state, self._reason = _BROKEN, reason
             self._compactor.abandon()
         waiters = job.group.waiters if job.group is not None else []
@@ -582,7 +582,7 @@ class LogStore:
             d.errback(errors.Unavailable(self._reason))
 
     def _bug(self, failure: Failure) -> None:
-        log.failure("bug in the log store", failure)
+        _log.failure("bug in the log store", failure)
 
     def _release_executors(self) -> None:
         for executor in {

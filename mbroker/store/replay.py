@@ -64,7 +64,6 @@ from mbroker.store.codec import (
 from mbroker.store.files import FileSystem
 from mbroker.store.ledger import Ledger, Segment
 from mbroker.store.segment import SEGMENT_RE, segment_name
-from mbroker.store.state import sorted_messages
 
 _CACHE_LIMIT = 4096
 _DECODE_ERRORS = (struct.error, UnicodeDecodeError, ValueError, IndexError)
@@ -124,10 +123,7 @@ def _replay(fs: FileSystem, directory: str) -> ReplayResult:
         exchanges=dict(ledger.decls.exchanges),
         queues=dict(ledger.decls.queues),
         bindings=list(ledger.decls.bindings),
-        messages={
-            queue: sorted_messages(ledger.queue_msgs.get(queue, {}))  # type: ignore[arg-type]
-            for queue in ledger.decls.queues
-        },
+        messages={queue: ledger.recovered_messages(queue) for queue in ledger.decls.queues},
         next_msg_id=ledger.next_msg_id,
         warnings=warnings,
     )

@@ -1,6 +1,6 @@
 """Unit tests of the broker core (:class:`mbroker.core.broker.Broker`), written from the
-contract (``PROTOCOL.md`` sections 2-4): the namespace, CREATE/DELETE/BIND/UNBIND,
-routing, PURGE, LIST and STATS.
+contract (``docs/protocol.rst``, "Names, keys and patterns" to "Commands"): the
+namespace, CREATE/DELETE/BIND/UNBIND, routing, PURGE, LIST and STATS.
 
 The helpers at the top are shared by the other ``tests/test_registry_*.py`` files:
 a fake :class:`~mbroker.core.model.DeliveryTarget` that records what the broker pushes,
@@ -649,9 +649,9 @@ class TestReports:
     def test_peak_memory_is_never_below_the_memory_now(
         self, w: World, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import mbroker.core.broker
+        import mbroker.core.reports
 
-        monkeypatch.setattr(mbroker.core.broker, "current_rss", lambda: 1 << 50)
+        monkeypatch.setattr(mbroker.core.reports, "current_rss", lambda: 1 << 50)
         st = w.stat()
         assert st["memory_rss"] == str(1 << 50)
         assert int(st["memory_peak_rss"]) >= int(st["memory_rss"])

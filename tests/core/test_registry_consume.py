@@ -1,6 +1,7 @@
 """Broker core, consumption: SUBSCRIBE and its dispatch, delivery tags, ACK, NACK,
 TOUCH, redelivery, UNSUBSCRIBE, PULL, private subscription queues, exclusive
-queues and flow control (``PROTOCOL.md`` sections 3, 4 and 6)."""
+queues and flow control (``docs/protocol.rst``: "Commands", "Limits and flow
+control")."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from mbroker import errors
 from mbroker.config import DEFAULT_MANUAL_PREFETCH, Config
 from mbroker.core.broker import Pulled
-from mbroker.core.model import Message
+from mbroker.core.model import QueuedMessage
 from mbroker.wire.frames import QueueInfo, QueueOptions
 from tests.helpers.world import World, msgs, tags
 
@@ -921,7 +922,7 @@ class TestFlowControl:
         target, broker, session = c1.target, w.broker, c1.session
         real_push = target.push
 
-        def push(sid: int, tag: int, message: Message) -> None:
+        def push(sid: int, tag: int, message: QueuedMessage) -> None:
             real_push(sid, tag, message)
             if len(target.pushed) == 2:
                 broker.set_writable(session, False)

@@ -1,6 +1,6 @@
 """Broker core, queue limits and message life: max-length and max-bytes with
 drop-head and reject, message and queue ttl, dead-lettering and max-deliver
-(``PROTOCOL.md`` section 4, CREATE and NACK)."""
+(``docs/protocol.rst``: CREATE, ACK, NACK and TOUCH, "Dead letters")."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from mbroker import errors
 from mbroker.core.broker import Pulled
-from mbroker.core.model import Message
+from mbroker.core.model import QueuedMessage
 from tests.helpers.world import Client, World
 
 MAX_DELIVER = 3
@@ -81,7 +81,7 @@ class QueueMachine(RuleBasedStateMachine):
         return mid
 
     def delivered(
-        self, mc: MClient, sid: int, tag: int, m: Message, manual: bool, timeout: int | None
+        self, mc: MClient, sid: int, tag: int, m: QueuedMessage, manual: bool, timeout: int | None
     ) -> None:
         mid = int(m.payload)
         assert mid in self.ready, f"message {mid} delivered but not ready in the model"

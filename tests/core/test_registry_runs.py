@@ -17,7 +17,7 @@ from twisted.internet import task
 from mbroker import errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.core.model import Message
+from mbroker.core.model import QueuedMessage
 from mbroker.core.records import Recovered
 from mbroker.store.bridge import journal_for
 from mbroker.store.executor import SyncExecutor
@@ -230,7 +230,7 @@ def test_the_fast_paths_are_taken_when_they_can_be() -> None:
     calls: list[tuple[str, int]] = []
     push_many, push_run = target.push_many, target.push_run
 
-    def many(sid: int, tag: int, messages: list[Message]) -> None:
+    def many(sid: int, tag: int, messages: list[QueuedMessage]) -> None:
         calls.append(("many", len(messages)))
         push_many(sid, tag, messages)
 

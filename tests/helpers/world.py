@@ -8,7 +8,7 @@ from twisted.internet import task
 
 from mbroker.config import Config
 from mbroker.core.broker import Broker, Pulled
-from mbroker.core.model import Consumer, Message, Session
+from mbroker.core.model import Consumer, QueuedMessage, Session
 from mbroker.wire.frames import ExchangeInfo, QueueInfo, QueueOptions
 
 
@@ -16,21 +16,21 @@ class Target:
     """A fake connection: records every push, cancel and slow call."""
 
     def __init__(self) -> None:
-        self.pushed: list[tuple[int, int, Message]] = []
+        self.pushed: list[tuple[int, int, QueuedMessage]] = []
         self.cancels: list[tuple[int, str]] = []
         self.slows: list[int] = []
 
-    def push(self, sid: int, tag: int, message: Message) -> None:
+    def push(self, sid: int, tag: int, message: QueuedMessage) -> None:
         self.pushed.append((sid, tag, message))
 
-    def push_many(self, sid: int, tag: int, messages: list[Message]) -> None:
+    def push_many(self, sid: int, tag: int, messages: list[QueuedMessage]) -> None:
         for i, m in enumerate(messages):
             self.push(sid, tag + i, m)
 
     def push_run(self, sid: int, tag: int, route: bytes, payloads: list[bytes]) -> None:
         source, _, key = route.decode().partition(" ")
         for i, p in enumerate(payloads):
-            m = Message(source, "" if key == "-" else key, route, p)
+            m = QueuedMessage(source, "" if key == "-" else key, route, p)
             m.deliveries = 1
             self.push(sid, tag + i, m)
 
@@ -46,7 +46,7 @@ class Target:
     def tags(self, sid: int | None = None) -> list[int]:
         return [t for s, t, _ in self.pushed if sid is None or s == sid]
 
-    def take(self) -> list[tuple[int, int, Message]]:
+    def take(self) -> list[tuple[int, int, QueuedMessage]]:
         """The pushes so far, forgetting them."""
         out, self.pushed = self.pushed, []
         return out

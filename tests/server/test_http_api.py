@@ -28,7 +28,7 @@ from mbroker.client.connection import connect
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
-from mbroker.core.report import ConnectionReport
+from mbroker.core.snapshots import ConnectionReport
 from mbroker.server.auth import Pattern, Permissions, User
 from mbroker.server.http.api import Api, ApiRequest, Reply, error_reply
 from mbroker.server.http.health import problem

@@ -27,7 +27,7 @@ import attrs
 
 from mbroker import __version__, errors
 from mbroker.core.broker import Broker
-from mbroker.core.report import (
+from mbroker.core.snapshots import (
     BindingReport,
     ConnectionReport,
 )

@@ -29,7 +29,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from mbroker import __version__
-from mbroker.core.report import ExchangeReport, QueueReport
+from mbroker.core.snapshots import ExchangeReport, QueueReport
 
 
 @attrs.frozen

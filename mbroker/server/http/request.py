@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import attrs
 
 from mbroker import errors
-from mbroker.core.report import ExchangeReport, QueueReport
+from mbroker.core.snapshots import ExchangeReport, QueueReport
 from mbroker.server.auth import User
 
 

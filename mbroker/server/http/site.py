@@ -35,7 +35,7 @@ from twisted.web.resource import Resource
 
 from mbroker import errors
 from mbroker.core.broker import Broker
-from mbroker.core.report import ConnectionReport
+from mbroker.core.snapshots import ConnectionReport
 from mbroker.server.auth import Permissions, User
 from mbroker.server.http.api import (
     CUSTOM_HEADER,

@@ -11,7 +11,7 @@ import base64
 import json
 from typing import Any
 
-from mbroker.core.report import (
+from mbroker.core.snapshots import (
     BindingReport,
     ConnectionReport,
     ExchangeReport,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from mbroker.core.model import Exchange, Message, Queue
+from mbroker.core.model import Exchange, Queue, QueuedMessage
 from mbroker.wire.frames import QueueOptions
 
 __all__ = [
@@ -158,7 +158,7 @@ def queue_report(q: Queue) -> QueueReport:
     )
 
 
-def message_report(m: Message) -> MessageReport:
+def message_report(m: QueuedMessage) -> MessageReport:
     """The snapshot of one message (its payload is shared, not copied)."""
     return MessageReport(m.source, m.key, m.payload, m.deliveries, m.expires_at)
 

@@ -1,0 +1,197 @@
+"""Publishing: route a PUBLISH (or a run of them) and put the copies in their queues.
+
+:class:`Publisher` looks the target up in the namespace, routes through an exchange's
+matcher, stamps each copy's expiry, and hands the copies to the
+:class:`~mbroker.core.dispatch.Dispatcher`.  With a store, copies bound for durable
+queues are recorded in the :class:`~mbroker.core.journal.Journal` (once, whatever the
+number of queues) before they are queued.  A run of publishes with one name and key
+(``publish_many``) is routed once, and passed straight through to a lone ack=auto
+consumer of an empty queue without making a message object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mbroker import errors
+from mbroker.core import records as rec
+from mbroker.core.dispatch import Dispatcher
+from mbroker.core.journal import Journal
+from mbroker.core.model import Queue, QueuedMessage
+from mbroker.core.namespace import Namespace
+
+
+class Publisher:
+    """PUBLISH and its runs; ``published`` counts the messages published."""
+
+    def __init__(
+        self, journal: Journal | None, namespace: Namespace, dispatcher: Dispatcher
+    ) -> None:
+        self.journal = journal
+        self.published = 0
+        # (bound once: these run for every message)
+        self._find = namespace.find
+        self._enqueue = dispatcher.enqueue
+        self._expiry = dispatcher.expiry
+        self._dispatcher = dispatcher
+
+    def publish(self, name: str, key: str, payload: bytes, ttl: int | None = None) -> int:
+        """PUBLISH: route and enqueue; returns the number of queues reached."""
+        obj = self._find(name)
+        if obj is None:
+            raise errors.NotFound(name)
+        self.published += 1
+        targets: Sequence[Queue]
+        if isinstance(obj, Queue):
+            targets = (obj,)
+        else:
+            obj.published += 1
+            targets = obj.matcher.match(key)
+            if not targets:
+                obj.unroutable += 1
+                return 0
+            obj.routed += 1
+        route = f"{name} {key or '-'}".encode()
+        if self.journal is not None:
+            for q in targets:  # only a durable target needs the store's path
+                if q.options.durable:
+                    return self._publish_durable(targets, name, key, route, payload, ttl)
+        rejected: Queue | None = None
+        for q in targets:
+            expires = None
+            if ttl is not None or q.options.ttl is not None:
+                expires = self._expiry(q, ttl)
+            if not self._enqueue(q, QueuedMessage(name, key, route, payload, expires)):
+                rejected = q
+        if rejected is not None:
+            raise errors.Overflow(f"{rejected.name} is full")
+        return len(targets)
+
+    def publish_many(
+        self, name: str, key: str, payloads: list[bytes], ttl: int | None = None
+    ) -> tuple[int, dict[int, errors.BrokerError]]:
+        """A run of PUBLISH with one name, key and ttl: :meth:`publish` for each payload,
+        in order, but routed once, and put in each queue at once and dispatched once
+        (when no target has a ttl, reject overflow or durability).
+
+        Returns the number of queues each message reached, and the refusals by index
+        (``OVERFLOW``, ``UNAVAILABLE``); raises ``NOT_FOUND`` for them all."""
+        obj = self._find(name)
+        if obj is None:
+            raise errors.NotFound(name)
+        targets: Sequence[Queue] = (obj,) if isinstance(obj, Queue) else obj.matcher.match(key)
+        if ttl is not None or not all(_takes_runs(q) for q in targets):
+            return self._publish_each(name, key, payloads, ttl)
+        journal = self.journal
+        first_id = 0
+        if journal is not None and any(q.options.durable for q in targets):
+            if not journal.available:
+                raise errors.Unavailable("the store cannot take writes; nothing was published")
+            # stored before any is queued (ids grow in log order): one record for the
+            # run, written as one frame per message
+            first_id = journal.next_id
+            journal.next_id = first_id + len(payloads)
+            names = tuple([q.name for q in targets if q.options.durable])
+            journal.add(rec.MessagesStored(first_id, names, name, key, payloads))
+        n = len(payloads)
+        self.published += n
+        if not isinstance(obj, Queue):
+            obj.published += n
+            if not targets:
+                obj.unroutable += n
+                return 0, {}
+            obj.routed += n
+        route = f"{name} {key or '-'}".encode()
+        size = sum(map(len, payloads))
+        for q in targets:
+            if not q.ready and len(q.consumers) == 1 and not (first_id and q.options.durable):
+                # Straight through: an empty queue whose one consumer (ack=auto) can
+                # take everything gets the run without a message object or a queue.
+                c = q.consumers[0]
+                s = c.session
+                if not c.manual and c.active and s.writable:
+                    tag = s.next_tag
+                    s.next_tag = tag + n
+                    q.published += n
+                    self._dispatcher.count_delivered(q, c, n, True)
+                    s.target.push_run(c.sid, tag, route, payloads)
+                    continue
+            if first_id and q.options.durable:
+                q.ready.extend(
+                    [
+                        QueuedMessage(name, key, route, p, None, first_id + i)
+                        for i, p in enumerate(payloads)
+                    ]
+                )
+            else:
+                q.ready.extend([QueuedMessage(name, key, route, p) for p in payloads])
+            q.published += n
+            q.ready_bytes += size
+            self._dispatcher.dispatch(q)
+            o = q.options
+            if o.max_length is not None or o.max_bytes is not None:
+                self._dispatcher.enforce_limits(q)
+        return len(targets), {}
+
+    def _publish_each(
+        self, name: str, key: str, payloads: list[bytes], ttl: int | None
+    ) -> tuple[int, dict[int, errors.BrokerError]]:
+        reached = 0
+        refused: dict[int, errors.BrokerError] = {}
+        for i, payload in enumerate(payloads):
+            try:
+                reached = self.publish(name, key, payload, ttl)
+            except errors.BrokerError as e:
+                refused[i] = e
+        return reached, refused
+
+    def _publish_durable(
+        self,
+        targets: Sequence[Queue],
+        name: str,
+        key: str,
+        route: bytes,
+        payload: bytes,
+        ttl: int | None,
+    ) -> int:
+        """PUBLISH with a store: copies in durable queues are stored, once."""
+        journal = self.journal
+        assert journal is not None
+        if not journal.available:  # (some target is durable: publish() checked)
+            raise errors.Unavailable("the store cannot take writes; nothing was published")
+        copies = []
+        # Durable queues with different ttls share one record: it keeps the longest
+        # life, and each queue re-applies its own ttl when the broker restarts.
+        lives: list[float] = []
+        endless = False
+        for q in targets:
+            expires = None
+            if ttl is not None or q.options.ttl is not None:
+                expires = self._expiry(q, ttl)
+            if q.options.durable:
+                if expires is None:
+                    endless = True
+                else:
+                    lives.append(expires)
+            copies.append((q, QueuedMessage(name, key, route, payload, expires)))
+        expiry = None if endless or not lives else max(lives)
+        self._dispatcher.store(copies, name, key, payload, expiry)
+        rejected: Queue | None = None
+        for q, m in copies:
+            if not self._enqueue(q, m):
+                rejected = q
+        if rejected is not None:
+            raise errors.Overflow(f"{rejected.name} is full")
+        return len(targets)
+
+
+def _takes_runs(q: Queue) -> bool:
+    """Whether a run of messages may go into ``q`` at once (see ``publish_many``):
+    no per-message expiry or refusal, and no PULL waiting (which would take up to its
+    ``max`` of the run where one at a time it takes one)."""
+    o = q.options
+    return (
+        not q.waiters
+        and o.ttl is None
+        and (o.overflow != "reject" or (o.max_length is None and o.max_bytes is None))
+    )
