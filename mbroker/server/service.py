@@ -23,7 +23,7 @@ from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
 from mbroker.core.records import Recovered
-from mbroker.server.protocol import BrokerFactory
+from mbroker.server.factory import BrokerFactory
 from mbroker.store.bridge import journal_for
 from mbroker.store.logstore import FsyncPolicy, LogStore
 

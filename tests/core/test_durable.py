@@ -17,7 +17,7 @@ from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
-from mbroker.server.protocol import BrokerFactory
+from mbroker.server.factory import BrokerFactory
 from mbroker.wire.frames import QueueOptions
 
 Done = Callable[[Optional[errors.BrokerError]], None]

@@ -8,7 +8,7 @@ from twisted.internet.testing import StringTransport
 
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.server.protocol import BrokerFactory
+from mbroker.server.factory import BrokerFactory
 
 
 class Conn:

@@ -11,7 +11,7 @@ from twisted.logger import LogEvent, globalLogPublisher
 from mbroker import __version__
 from mbroker.config import Config
 from mbroker.server.protocol import BrokerProtocol
-from mbroker.wire.codec import encode_frame
+from mbroker.wire import encode_frame
 from tests.helpers.conn import Conn, make
 
 

@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.server.protocol import BrokerFactory
+from mbroker.server.factory import BrokerFactory
 from mbroker.store.bridge import journal_for
 from mbroker.store.executor import SyncExecutor
 from mbroker.store.files import CrashFS
