@@ -1,4 +1,4 @@
-"""The broker's memory against its high-water mark (PROTOCOL section 6).
+"""The broker's memory against its high-water mark (docs/protocol.rst, "Limits and flow control").
 
 When the process's memory passes the mark, the broker stops reading from connections
 that publish until it falls back: publishers see back-pressure, not errors.

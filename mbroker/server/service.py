@@ -14,7 +14,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,6 +26,13 @@ from mbroker.core.records import Recovered
 from mbroker.server.factory import BrokerFactory
 from mbroker.store.bridge import journal_for
 from mbroker.store.logstore import FsyncPolicy, LogStore
+
+
+class IServiceReactor(IReactorCore, IReactorTime):
+    """What the service asks of its reactor: its life cycle (``running``, ``stop``,
+    ``callWhenRunning``, shutdown triggers) and time (the broker's clock).  The
+    endpoint descriptions may need more (``IReactorTCP``, ``IReactorSSL``, …): the
+    endpoint parser checks for those itself."""
 
 
 class ListenError(Exception):
@@ -98,15 +105,15 @@ def is_local(address: IAddress) -> bool:
 class BrokerService(MultiService):
     """Creates the broker and its factory on start and listens on each endpoint.
 
-    ``reactor`` must provide ``IReactorTime`` (the broker's clock) and whatever the
-    endpoint descriptions need (``IReactorTCP``, ``IReactorUNIX``, ...).
+    ``reactor`` must provide :class:`IServiceReactor` and whatever the endpoint
+    descriptions need (``IReactorTCP``, ``IReactorUNIX``, ...).
     """
 
     log = Logger()
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IServiceReactor,
         config: Config,
         endpoints: list[str],
         data_dir: str | None,

@@ -7,13 +7,14 @@ touches the global reactor (by a function-local import in :func:`makeService`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from twisted.application import service
 from twisted.python import usage
 
 from mbroker import config
 from mbroker.server.auth import Users, UsersFileError
-from mbroker.server.service import DEFAULT_BACKLOG, BrokerService
+from mbroker.server.service import DEFAULT_BACKLOG, BrokerService, IServiceReactor
 
 #: Where the broker listens when no ``--listen`` is given: loopback only, on purpose.
 DEFAULT_LISTEN = "tcp:5555:interface=127.0.0.1"
@@ -264,7 +265,7 @@ def makeService(options: Options) -> service.IService:
     )
     data_dir = None if options["memory"] else options["data-dir"]
     return BrokerService(
-        reactor,
+        cast(IServiceReactor, reactor),
         broker_config,
         list(options["listen"]),
         data_dir,

@@ -1,5 +1,6 @@
 """Tokens and the values they carry: how a line splits, and what a name, key, pattern,
-number or tag list may be, read from bytes and written back (docs/protocol.rst, section 2).
+number or tag list may be, read from bytes and written back (docs/protocol.rst: "Lines,
+tokens and options", "Names, keys and patterns").
 
 * Tokens are separated by runs of spaces and tabs, and by nothing else (the contract): a
   VT, FF, NUL, a CR that is not right before the LF or any other byte is part of its
