@@ -159,6 +159,7 @@ class Commands:
 
     def publish_run(self, f: frames.PublishRun) -> None:
         """Many PUBLISH, one reply each (see :class:`~mbroker.wire.frames.PublishRun`)."""
+        # (the checks of publish, written out again: a call more per publish costs)
         if self._watch.alarm:
             self._conn.hold_for_memory(f)
             return
