@@ -139,8 +139,11 @@ class Output:
     def write_queued(self) -> None:
         """The scheduler's call: write what is queued, unless the connection is gone."""
         self._dirty = False
-        if not self.lost:
-            self.flush()
+        out = self.out
+        if out and not self.lost:  # (flush, inline: once per connection per read)
+            self.out = []
+            self._size = 0
+            self._transport.writeSequence(out)
 
     def later(self) -> Slot:
         """A place for a reply that is not ready: it holds back the replies after it."""

@@ -24,6 +24,7 @@ from mbroker.wire.frames import Command
 from mbroker.wire.grammar import PUBLISH_SPEC, SPECS, parse_args, parse_auth, publish_args, usage
 from mbroker.wire.tokens import MAX_DIGITS, WS, show, split_tokens
 
+#: what the decoder gives for a line: a command, or a refusal in its place
 Item = Union[Command, BrokerError]
 
 #: how many distinct PUBLISH heads a connection remembers as already validated

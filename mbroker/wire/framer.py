@@ -23,8 +23,6 @@ from typing import Generic, Optional, TypeVar
 
 from mbroker.errors import BadFrame, BrokerError, LineTooLong
 
-# ------------------------------------------------------------------ framing
-
 _T = TypeVar("_T")
 #: a PUBLISH line's meaning: (name, key, ttl, payload size)
 PublishHead = tuple[str, str, Optional[int], int]

@@ -20,8 +20,6 @@ from mbroker.wire.frames import ServerFrame
 from mbroker.wire.grammar import SPECS
 from mbroker.wire.tokens import MAX_DIGITS, cut_tokens, decode_text, show, split_tokens
 
-# ------------------------------------------------------------------ replies
-
 
 def _uint(tok: bytes | None) -> int:
     if tok is None or not tok.isdigit() or len(tok) > MAX_DIGITS:
