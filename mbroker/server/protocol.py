@@ -233,7 +233,6 @@ class BrokerProtocol(Protocol):
         journal = self._journal
         output = self.output
         commands = self.commands
-        reply = output.reply
         for n, item in enumerate(items):
             if self._stop:  # closing, waiting or congested
                 if not self._closing:
@@ -242,7 +241,7 @@ class BrokerProtocol(Protocol):
             if journal is not None:
                 output.mark = journal.changes
             if isinstance(item, errors.BrokerError):
-                reply(error_line(item))
+                output.reply(error_line(item))
                 if item.fatal:
                     self.close()
                     return
@@ -252,12 +251,12 @@ class BrokerProtocol(Protocol):
                 self._handlers[type(item)](commands, item)
             except errors.BrokerError as e:
                 k = command_count(item)
-                reply(error_line(e) * k, count=k)
+                output.reply(error_line(e) * k, count=k)
             except Exception:
                 log.failure("command {command!r} failed", command=item, peer=self._peer())
                 internal = error_line(errors.Internal("see the broker's log"))
                 k = command_count(item)
-                reply(internal * k, count=k)
+                output.reply(internal * k, count=k)
         if not self._host.reading:
             output.flush()
         # (else the read's flush_all writes everyone's output in the order it was
