@@ -43,7 +43,7 @@ BROKER = """
 import sys
 from twisted.internet import reactor
 from mbroker.config import Config
-from mbroker.server.protocol import BrokerFactory
+from mbroker.server.factory import BrokerFactory
 from mbroker.core.broker import Broker
 config = Config(max_payload=16 * 1024 * 1024)
 port = reactor.listenTCP(0, BrokerFactory(Broker(reactor, config), config, reactor),

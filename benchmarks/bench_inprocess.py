@@ -35,7 +35,8 @@ from twisted.internet.task import Clock  # noqa: E402
 
 from mbroker.config import Config  # noqa: E402
 from mbroker.core.broker import Broker  # noqa: E402
-from mbroker.server.protocol import BrokerFactory, BrokerProtocol  # noqa: E402
+from mbroker.server.factory import BrokerFactory  # noqa: E402
+from mbroker.server.protocol import BrokerProtocol  # noqa: E402
 from mbroker.server.service import GC_THRESHOLD  # noqa: E402
 from mbroker.store.bridge import journal_for  # noqa: E402
 from mbroker.store.executor import SyncExecutor  # noqa: E402

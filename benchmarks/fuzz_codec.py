@@ -3,7 +3,7 @@
 Two engines:
 
 ``python benchmarks/fuzz_codec.py --atheris [-- ATHERIS/LIBFUZZER OPTIONS]``
-    coverage-guided fuzzing of :mod:`mbroker.wire.codec` with atheris (``pip install
+    coverage-guided fuzzing of :mod:`mbroker.wire` with atheris (``pip install
     atheris``; it is not a dependency of mbroker).  For example
     ``python benchmarks/fuzz_codec.py --atheris -- -max_total_time=600``.  A crash
     leaves its input in a ``crash-…`` file; replay it with ``--replay FILE``.
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mbroker.errors import BadFrame, BrokerError  # noqa: E402
-from mbroker.wire.codec import CommandDecoder, ReplyDecoder  # noqa: E402
+from mbroker.wire import CommandDecoder, ReplyDecoder  # noqa: E402
 
 
 def check(data: bytes) -> None:

@@ -9,7 +9,7 @@ through :mod:`twisted.test.iosim`: no sockets, no reactor, a fake clock.  Call
     pair.flush()
     assert pair.successResultOf(d) is True   # or trial's / your own helper
 
-:class:`LoopbackBroker` runs the real :class:`~mbroker.server.protocol.BrokerFactory` on a
+:class:`LoopbackBroker` runs the real :class:`~mbroker.server.factory.BrokerFactory` on a
 TCP port of ``127.0.0.1`` in this process, for tests that need real sockets; it can
 drop every connection and listen again on the same port, as a restarted broker does.
 """
@@ -36,7 +36,8 @@ from mbroker.client.connection import Client
 from mbroker.client.protocol import ClientProtocol
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.server.protocol import BrokerFactory, BrokerProtocol
+from mbroker.server.factory import BrokerFactory
+from mbroker.server.protocol import BrokerProtocol
 
 __all__ = ["ClientPair", "LoopbackBroker", "connected_pair", "result_of"]
 

@@ -78,7 +78,7 @@ from mbroker.client.subscription import (
     backoff,
 )
 from mbroker.errors import BadArgs, BrokerError, TooBig
-from mbroker.wire.codec import encode_command
+from mbroker.wire.encode import publish_head
 from mbroker.wire.frames import (
     EXCHANGE_KINDS,
     KINDS,
@@ -93,7 +93,6 @@ from mbroker.wire.frames import (
     List,
     Nack,
     Ping,
-    Publish,
     Pull,
     Purge,
     QueueInfo,
@@ -377,14 +376,11 @@ class Client:
         return proto.send_publish(head, payload)
 
     def _publish_head(self, name: str, key: str, ttl: int | None) -> bytes:
-        """``PUBLISH <name> [<key>] [ttl=…] `` as the codec encodes it, checked once and
-        kept: a publish then costs a dict look-up, not a frame and an encoding."""
+        """``PUBLISH <name> [<key>] [ttl=…] `` (:func:`~mbroker.wire.encode.publish_head`),
+        checked once and kept: a publish then costs a dict look-up, not an encoding."""
         if type(key) is not str:
             raise TypeError(f"the routing key must be a str, not {type(key).__name__}")
-        empty = encode_command(Publish(name, key, b"", ttl))  # b"PUBLISH … 0\r\n\r\n"
-        if not empty.endswith(b" 0\r\n\r\n"):
-            raise AssertionError(f"unexpected PUBLISH encoding {empty!r}")
-        head = empty[:-5]
+        head = publish_head(name, key, ttl)
         if len(self._heads) >= _HEADS_KEPT:
             self._heads.clear()
         self._heads[(name, key, ttl)] = head

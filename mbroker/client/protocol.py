@@ -1,6 +1,6 @@
 """The client's side of one connection: commands out, replies matched in order.
 
-:class:`ClientProtocol` feeds what it reads to :class:`~mbroker.wire.codec.ReplyDecoder` and
+:class:`ClientProtocol` feeds what it reads to :class:`~mbroker.wire.replies.ReplyDecoder` and
 keeps a deque of pending commands, one entry per command sent: ``(deferred, finish,
 data)``.  The broker answers commands in order with exactly one status line each, so a
 status line (``+…`` or ``-ERR …``) always completes the command at the head of the
@@ -52,7 +52,8 @@ from mbroker.client.messages import (
     Unconfirmed,
 )
 from mbroker.errors import BadFrame, BrokerError, error_for_code
-from mbroker.wire.codec import ReplyDecoder, encode_command
+from mbroker.wire import ReplyDecoder, encode_command
+from mbroker.wire.encode import append_publish
 from mbroker.wire.frames import (
     Cancel,
     Command,
@@ -73,9 +74,6 @@ T = TypeVar("T")
 
 #: Commands waiting in one turn are written at once when this many are buffered.
 _WRITE_BATCH = 1024
-#: A payload smaller than this is copied into its PUBLISH frame; a larger one is
-#: written as a part of its own.
-_JOIN_BELOW = 16 * 1024
 #: Seconds of silence before the greeting after which the client sends a probe PING.
 _PROBE_AFTER = 0.25
 #: Most bytes of a first line screened for the greeting.
@@ -351,10 +349,7 @@ class ClientProtocol(Protocol):
         d: Deferred[int] = Deferred()
         self._pending.append((d, ok_count, None))
         out = self._out
-        if len(payload) < _JOIN_BELOW:
-            out.append(b"%s%d\r\n%s\r\n" % (head, len(payload), payload))
-        else:
-            out += (b"%s%d\r\n" % (head, len(payload)), payload, b"\r\n")
+        append_publish(out, head, payload)
         if self._flush_call is None:
             self._flush_call = self._clock.callLater(0, self._flush)
         elif len(out) >= _WRITE_BATCH:

@@ -263,7 +263,3 @@ Obj = Union[Exchange, Queue]
 
 #: the deliveries of a PULL: ``(tag, message)`` in tag order
 Pulled = list[tuple[int, QueuedMessage]]
-
-#: the former name of :class:`QueuedMessage`, kept while the front doors written
-#: against it (``DeliveryTarget`` implementations on other branches) move over
-Message = QueuedMessage

@@ -1,4 +1,4 @@
-"""The broker's memory against its high-water mark (PROTOCOL section 6).
+"""The broker's memory against its high-water mark (docs/protocol.rst, "Limits and flow control").
 
 When the process's memory passes the mark, the broker stops reading from connections
 that publish until it falls back: publishers see back-pressure, not errors.
@@ -22,14 +22,15 @@ log = Logger()
 class Holdable(Protocol):
     """A connection the watch can hold and release (a ``BrokerProtocol``)."""
 
-    def _release(self) -> None: ...
+    def release(self) -> None:
+        """The memory is under the mark again: go on reading and publishing."""
 
 
 class MemoryWatch:
     """The broker's memory against its high-water mark, looked at periodically.
 
     Over the mark (``alarm``), a connection that sends a PUBLISH stops being read
-    (:meth:`BrokerProtocol._hold_for_memory`) and is listed in ``blocked``; once the
+    (:meth:`BrokerProtocol.hold_for_memory`) and is listed in ``blocked``; once the
     memory is under the mark again, every blocked connection goes on.  Consumers are
     never blocked: they are what brings the memory down.  ``measure`` gives the
     memory in bytes (default: the process's resident set size).
@@ -103,11 +104,8 @@ class MemoryWatch:
                 n=len(blocked),
             )
             for p in blocked:
-                p._release()
+                p.release()
 
-
-#: the watch of a connection made without a factory (tests): never holds anything
-NO_WATCH = MemoryWatch(cast(Clock, None), 0)
 
 #: libc's malloc_trim once looked up, ``False`` where there is none (declared before
 #: the ``global`` below: PyPy 3.9 rejects an annotated global declared after it)

@@ -14,7 +14,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -23,7 +23,7 @@ from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
 from mbroker.core.records import Recovered
-from mbroker.server.protocol import BrokerFactory
+from mbroker.server.factory import BrokerFactory
 from mbroker.server.stomp import StompFactory
 from mbroker.store.bridge import journal_for
 from mbroker.store.logstore import FsyncPolicy, LogStore
@@ -99,15 +99,15 @@ def is_local(address: IAddress) -> bool:
 class BrokerService(MultiService):
     """Creates the broker and its factory on start and listens on each endpoint.
 
-    ``reactor`` must provide ``IReactorTime`` (the broker's clock) and whatever the
-    endpoint descriptions need (``IReactorTCP``, ``IReactorUNIX``, ...).
+    ``reactor`` must provide ``IReactorCore`` and ``IReactorTime`` and whatever the endpoint
+    descriptions need (``IReactorTCP``, ``IReactorUNIX``, ...).
     """
 
     log = Logger()
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorCore,
         config: Config,
         endpoints: list[str],
         data_dir: str | None,
@@ -117,6 +117,8 @@ class BrokerService(MultiService):
     ) -> None:
         super().__init__()
         self.reactor = reactor
+        #: the reactor as a clock (every reactor is one): the broker's and the store's time
+        self.clock: IReactorTime = IReactorTime(reactor)
         self.config = config
         self.endpoints = list(endpoints)
         #: Where durable state lives; ``None`` keeps everything in memory.
@@ -151,8 +153,8 @@ class BrokerService(MultiService):
             return
         # Open (and replay) the store first, off the reactor thread; listen once the
         # durable state is back, so that no client sees a half-recovered broker.
-        self.store = LogStore(self.reactor, self.data_dir, fsync=self.fsync)
-        started = self.reactor.seconds()
+        self.store = LogStore(self.clock, self.data_dir, fsync=self.fsync)
+        started = self.clock.seconds()
         d = self.store.open()
         d.addCallback(self._recovered, started)
         d.addErrback(self._fatal)
@@ -160,7 +162,7 @@ class BrokerService(MultiService):
     def _recovered(self, recovered: Recovered, started: float) -> None:
         store = self.store
         assert store is not None
-        self.journal = journal_for(store, self.reactor)
+        self.journal = journal_for(store, self.clock)
         broker = self._make_broker(self.journal)
         broker.restore(recovered)
         _settle_gc(collect=False)
@@ -170,7 +172,7 @@ class BrokerService(MultiService):
             messages=recovered.message_count(),
             queues=len(recovered.queues),
             data_dir=self.data_dir,
-            seconds=self.reactor.seconds() - started,
+            seconds=self.clock.seconds() - started,
         )
         if self.running:
             self._start_listening()
@@ -192,13 +194,13 @@ class BrokerService(MultiService):
             self.reactor.callWhenRunning(self.reactor.stop)
 
     def _make_broker(self, journal: Journal | None) -> Broker:
-        broker = Broker(clock=self.reactor, config=self.config, journal=journal)
+        broker = Broker(clock=self.clock, config=self.config, journal=journal)
         self.broker = broker
-        self.factory = factory = BrokerFactory(broker, self.config, self.reactor)
+        self.factory = factory = BrokerFactory(broker, self.config, self.clock)
         factory.noisy = False  # no "Starting factory <... at 0x7f...>" at start-up
         if self.stomp_endpoints:
             self.stomp_factory = StompFactory(
-                broker, self.config, self.reactor, auth=factory.auth, watch=factory.watch
+                broker, self.config, self.clock, auth=factory.auth, watch=factory.watch
             )
             self.stomp_factory.noisy = False
         if factory.auth is not None:

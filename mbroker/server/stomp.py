@@ -42,9 +42,9 @@ from zope.interface import implementer
 from mbroker import __version__, errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.core.model import Consumer, Message, Queue, Session
+from mbroker.core.model import Consumer, Queue, QueuedMessage, Session
 from mbroker.server.auth import Authenticator, Permissions, User
-from mbroker.server.memwatch import NO_WATCH, MemoryWatch
+from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.stomp_destinations import (
     AMQ_EXCHANGES,
     AMQ_QUEUE,
@@ -63,7 +63,6 @@ from mbroker.server.stomp_state import (
     Transactions,
     parse_message_id,
 )
-from mbroker.wire.codec import valid_name
 from mbroker.wire.frames import QueueOptions, TagRanges
 from mbroker.wire.stomp import (
     SUPPORTED_VERSIONS,
@@ -76,6 +75,7 @@ from mbroker.wire.stomp import (
     negotiate_version,
     parse_heartbeat,
 )
+from mbroker.wire.tokens import valid_name
 
 log = Logger()
 
@@ -341,10 +341,10 @@ class StompProtocol(Protocol):
 
     # ------------------------------------------------------ DeliveryTarget API
 
-    def push(self, sid: int, tag: int, message: Message) -> None:
+    def push(self, sid: int, tag: int, message: QueuedMessage) -> None:
         self.push_many(sid, tag, [message])
 
-    def push_many(self, sid: int, tag: int, messages: list[Message]) -> None:
+    def push_many(self, sid: int, tag: int, messages: list[QueuedMessage]) -> None:
         sub = self._by_sid[sid]
         append = self._out.append
         prefix, mid, pending = sub.prefix, sub.mid, sub.pending
@@ -575,7 +575,7 @@ class StompProtocol(Protocol):
             if not self._reading:
                 self._flush()
 
-    def _release(self) -> None:
+    def release(self) -> None:
         """The memory is back under its mark: run what was held, read again."""
         held, self._held = self._held, None
         if held is None or self._closing:
@@ -889,7 +889,7 @@ class StompFactory(Factory):
         auth: Authenticator | None = None,
         heartbeat: tuple[int, int] = DEFAULT_HEARTBEAT,
         check_in_thread: bool = True,
-        watch: MemoryWatch = NO_WATCH,
+        watch: MemoryWatch | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
@@ -899,8 +899,9 @@ class StompFactory(Factory):
         self.auth = auth
         self.auth_required = config.auth_required or auth is not None
         self.heartbeat = heartbeat
-        #: the broker's memory watch (the native factory's: one per broker)
-        self.watch = watch
+        #: the broker's memory watch (the native factory's: one per broker); without
+        #: one (tests), a watch with no mark, which never holds anything
+        self.watch = watch if watch is not None else MemoryWatch(broker.clock, 0)
         self._threads = check_in_thread and IReactorThreads.providedBy(reactor)
         self._checks = DeferredSemaphore(self.MAX_CONCURRENT_CHECKS)
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import attrs
 
 from mbroker.errors import BadArgs
-from mbroker.wire.codec import valid_key, valid_name, valid_pattern
 from mbroker.wire.stomp import StompError
+from mbroker.wire.tokens import valid_key, valid_name, valid_pattern
 
 __all__ = [
     "AMQ_EXCHANGES",

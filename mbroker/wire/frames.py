@@ -1,7 +1,7 @@
 """The protocol's vocabulary: one frozen value class per command and per reply.
 
 Commands travel client -> broker, replies and pushes broker -> client.  The codec in
-:mod:`mbroker.wire.codec` turns bytes into these objects and back; the broker and the client
+:mod:`mbroker.wire` turns bytes into these objects and back; the broker and the client
 both speak in them.  Names, routing keys and patterns are ``str`` (ASCII by the
 contract); payloads are ``bytes`` and are never copied or scanned.
 

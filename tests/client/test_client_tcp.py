@@ -33,7 +33,7 @@ from mbroker.client.connection import (
 )
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.server.protocol import BrokerFactory
+from mbroker.server.factory import BrokerFactory
 from mbroker.testing import LoopbackBroker
 from tests.helpers.broker import start_broker
 

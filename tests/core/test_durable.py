@@ -17,7 +17,8 @@ from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
-from mbroker.server.protocol import BrokerFactory, BrokerProtocol
+from mbroker.server.factory import BrokerFactory
+from mbroker.server.protocol import BrokerProtocol
 from mbroker.wire.frames import QueueOptions
 from tests.helpers.conn import broker_protocol
 

@@ -10,7 +10,8 @@ from twisted.internet.testing import StringTransport
 
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.server.protocol import BrokerFactory, BrokerProtocol
+from mbroker.server.factory import BrokerFactory
+from mbroker.server.protocol import BrokerProtocol
 
 PEER = IPv4Address("TCP", "127.0.0.1", 1)
 

@@ -1,6 +1,6 @@
 """A small blocking client for end-to-end tests: raw lines in, raw lines out.
 
-It deliberately does not use :mod:`mbroker.wire.codec`: the end-to-end tests check the bytes
+It deliberately does not use :mod:`mbroker.wire`: the end-to-end tests check the bytes
 the broker really sends against the contract, with an independent reader.
 Every read has a deadline; nothing sleeps.
 """

@@ -12,7 +12,7 @@ from mbroker import __version__
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.server.auth import User
-from mbroker.server.protocol import BrokerFactory
+from mbroker.server.factory import BrokerFactory
 from tests.helpers.auth import cheap_hash, write_users
 from tests.helpers.conn import Conn
 from tests.helpers.logs import logged
@@ -312,7 +312,7 @@ def test_the_write_cache_is_bounded(setup: Setup) -> None:
     bob = setup.login("bob", "b0b")
     bob.send(b"".join(b"PUBLISH n%d :x\r\n" % i for i in range(5000)))
     assert len(bob.lines()) == 5000
-    assert len(bob.server._may_write) <= 4096
+    assert len(bob.server.commands.may_write) <= 4096
 
 
 def test_read(setup: Setup) -> None:
@@ -387,6 +387,6 @@ def test_acks_and_unsubscribe_need_no_rights(setup: Setup) -> None:
 
 def test_a_user_with_every_right_skips_the_checks(setup: Setup) -> None:
     admin = setup.login("admin", "root")
-    assert admin.server._perms is None
+    assert admin.server.commands.perms is None
     alice = setup.login("alice", "s3cret")
-    assert alice.server._perms is not None
+    assert alice.server.commands.perms is not None

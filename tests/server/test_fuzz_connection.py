@@ -29,8 +29,8 @@ from mbroker import errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.errors import BrokerError
-from mbroker.server.protocol import BrokerFactory
-from mbroker.wire.codec import CommandDecoder, ReplyDecoder, frames
+from mbroker.server.factory import BrokerFactory
+from mbroker.wire import CommandDecoder, ReplyDecoder, frames
 from tests.helpers.auth import cheap_hash
 
 EXAMPLES = int(os.environ.get("MBROKER_FUZZ_EXAMPLES", "300"))

@@ -30,11 +30,11 @@ from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
 from mbroker.core.snapshots import ConnectionReport
 from mbroker.server.auth import Pattern, Permissions, User
+from mbroker.server.factory import BrokerFactory
 from mbroker.server.http.api import Api, ApiRequest, Reply, error_reply
 from mbroker.server.http.health import problem
 from mbroker.server.http.service import HttpService
 from mbroker.server.http.site import IDLE_TIMEOUT, make_site
-from mbroker.server.protocol import BrokerFactory
 from mbroker.server.service import BrokerService, ListenError, describe_address
 from mbroker.server.tap import Options, makeService
 from mbroker.wire.frames import QueueOptions
@@ -338,7 +338,7 @@ async def test_healthz_fails_at_the_connection_limit() -> None:
 
 
 def test_health_problems_before_start_and_when_the_store_fails() -> None:
-    clock = Clock()
+    clock = MemoryReactorClock()
     service = BrokerService(clock, Config(), [], None)
     assert problem(service) == "the broker is not running"
     service.running = True

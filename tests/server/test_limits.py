@@ -15,8 +15,8 @@ from twisted.python import usage
 from mbroker import config
 from mbroker.config import Config
 from mbroker.core.broker import Broker
+from mbroker.server.factory import BrokerFactory
 from mbroker.server.memwatch import MemoryWatch
-from mbroker.server.protocol import BrokerFactory
 from mbroker.server.service import BrokerService, is_local
 from mbroker.server.tap import Options, makeService
 from tests.helpers.auth import cheap_hash

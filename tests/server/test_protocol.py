@@ -9,7 +9,7 @@ from twisted.internet.testing import StringTransport
 from mbroker import __version__
 from mbroker.config import Config
 from mbroker.server.protocol import BrokerProtocol
-from mbroker.wire.codec import encode_frame
+from mbroker.wire import encode_frame
 from tests.helpers.conn import Conn, broker_protocol, make
 from tests.helpers.logs import logged
 from tests.helpers.state import now

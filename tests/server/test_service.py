@@ -102,9 +102,10 @@ def test_endpoints_get_a_large_listen_backlog() -> None:
         ("/tmp/mb.sock", DEFAULT_BACKLOG),
         ("/tmp/mb2.sock", 9),
     ]
-    other = BrokerService(MemoryReactorClock(), Config(), ["tcp:5557"], None, backlog=300)
+    other_reactor = MemoryReactorClock()
+    other = BrokerService(other_reactor, Config(), ["tcp:5557"], None, backlog=300)
     other.startService()
-    assert other.reactor.tcpServers[0][2] == 300
+    assert other_reactor.tcpServers[0][2] == 300
 
 
 def test_with_backlog() -> None:

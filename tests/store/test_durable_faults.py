@@ -15,7 +15,8 @@ from twisted.internet.testing import StringTransport
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.records import Recovered
-from mbroker.server.protocol import BrokerFactory, BrokerProtocol
+from mbroker.server.factory import BrokerFactory
+from mbroker.server.protocol import BrokerProtocol
 from mbroker.store.bridge import journal_for
 from mbroker.store.executor import SyncExecutor
 from mbroker.store.files import CrashFS

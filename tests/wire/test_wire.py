@@ -1,4 +1,4 @@
-"""Tests for mbroker.wire.codec: the sans-IO codec, both directions, example by example.
+"""Tests for mbroker.wire: the sans-IO codec, both directions, example by example.
 
 The hypothesis round-trip and fuzz properties live in ``test_wire_props.py``.
 """
@@ -12,14 +12,15 @@ import pytest
 
 from mbroker import errors
 from mbroker.errors import BadArgs, BadCommand, BadFrame, LineTooLong, TooBig
-from mbroker.wire import codec as wire
-from mbroker.wire import frames
-from mbroker.wire.codec import (
+from mbroker.wire import (
     CommandDecoder,
     ReplyDecoder,
+    encode,
     encode_command,
     encode_frame,
     error_line,
+    frames,
+    grammar,
     hello_line,
     help_reply,
     msg_header,
@@ -1157,12 +1158,12 @@ FLAGGED = {b"CREATE": b"CREATE q queue", b"DELETE": b"DELETE q"}
 
 
 def test_every_command_with_flags_is_checked_below() -> None:
-    assert set(FLAGGED) == {verb for verb, spec in wire._SPECS.items() if spec.flags}
+    assert set(FLAGGED) == {verb for verb, spec in grammar.SPECS.items() if spec.flags}
 
 
 @pytest.mark.parametrize(
     "verb, flag",
-    [(verb, flag) for verb, spec in wire._SPECS.items() for flag in spec.flags],
+    [(verb, flag) for verb, spec in grammar.SPECS.items() for flag in spec.flags],
     ids=lambda v: v.decode(),
 )
 def test_every_flag_takes_1_and_0(verb: bytes, flag: bytes) -> None:
@@ -1184,7 +1185,7 @@ def test_help_lists_every_command_once_in_the_table_order() -> None:
     lines = frames_[:-1]
     assert all(type(f) is HelpLine and f.text for f in lines)
     help_lines = [f for f in lines if isinstance(f, HelpLine)]  # all of them, as just checked
-    assert [f.command for f in help_lines] == [v.decode() for v in wire._SPECS]
+    assert [f.command for f in help_lines] == [v.decode() for v in grammar.SPECS]
     assert {"PONG", "HELP", "AUTH", "PUBLISH", "PING"} <= {f.command for f in help_lines}
     assert help_reply(None).startswith(b"CREATE makes an exchange")
 
@@ -1193,14 +1194,14 @@ def test_every_command_class_has_a_help_entry() -> None:
     """The table is the grammar: every command the decoder makes is in it, and every
     verb HELP lists is one the decoder takes (no drift either way)."""
     classes = set(typing.get_args(frames.Command)) - {PublishRun}
-    assert classes == {spec.cls for spec in wire._SPECS.values()}
-    for verb in wire._SPECS:
+    assert classes == {spec.cls for spec in grammar.SPECS.values()}
+    for verb in grammar.SPECS:
         items = decode(verb + b"\r\n")
         assert not any(type(i) is BadCommand for i in items), verb
-        assert verb.decode() in wire._HELP_ONE
+        assert verb.decode() in encode._HELP_ONE
 
 
-@pytest.mark.parametrize("verb", list(wire._SPECS), ids=lambda v: v.decode())
+@pytest.mark.parametrize("verb", list(grammar.SPECS), ids=lambda v: v.decode())
 def test_help_for_one_command(verb: bytes) -> None:
     assert one(b"HELP " + verb.lower() + b"\r\n") == Help(verb.decode())
     data = help_reply(verb.decode())
@@ -1208,8 +1209,8 @@ def test_help_for_one_command(verb: bytes) -> None:
     lines = data.split(b"\r\n")[:-2]
     assert len(lines) >= 3  # the usage line and at least two lines on what it does
     assert all(line.startswith(verb + b" ") for line in lines)
-    spec = wire._SPECS[verb]
-    usage = wire._usage(verb, spec)  # what a refusal quotes
+    spec = grammar.SPECS[verb]
+    usage = grammar.usage(verb, spec)  # what a refusal quotes
     if spec.positional or spec.options or spec.flags:
         assert usage == "usage: " + lines[0].decode()
     else:

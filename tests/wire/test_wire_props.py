@@ -1,4 +1,4 @@
-"""Hypothesis properties of mbroker.wire.codec: round trips both ways, and fuzzing."""
+"""Hypothesis properties of mbroker.wire: round trips both ways, and fuzzing."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mbroker.errors import BadFrame, BrokerError
-from mbroker.wire import codec as wire
-from mbroker.wire import frames
-from mbroker.wire.codec import CommandDecoder, ReplyDecoder, encode_command, encode_frame
+from mbroker.wire import CommandDecoder, ReplyDecoder, encode_command, encode_frame, frames, grammar
 from mbroker.wire.frames import (
     Ack,
     Auth,
@@ -46,7 +44,7 @@ from mbroker.wire.frames import (
 PROPS = settings(max_examples=200, deadline=None)
 WS = " \t\n\r"  # what a token can never hold (VT, FF, NUL … are token bytes)
 ODD = [b"\x0b", b"\x0c", b"\r", b"\x00", b"\x1c", b"\x85", b"\xa0", b"\xff"]
-VERBS = [verb.decode() for verb in wire._SPECS]
+VERBS = [verb.decode() for verb in grammar.SPECS]
 
 word = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=8)
 names = st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=40).filter(

@@ -8,7 +8,7 @@ Nothing here touches a socket: :mod:`mbroker.server.http.site` feeds it requests
 
 Commands are checked by the wire protocol's own rules: a CREATE, BIND, UNBIND or
 PUBLISH made from a JSON body is encoded as the line a client would send and decoded
-again by :class:`~mbroker.wire.codec.CommandDecoder`, so a name, key, option or
+again by :class:`~mbroker.wire.commands.CommandDecoder`, so a name, key, option or
 payload size the native protocol refuses is refused here too, with the same code.
 Permissions are the users file's, as the native protocol applies them.
 
@@ -54,7 +54,8 @@ from mbroker.server.http.views import (
     queue_json,
 )
 from mbroker.wire import frames
-from mbroker.wire.codec import CommandDecoder, encode_command
+from mbroker.wire.commands import CommandDecoder
+from mbroker.wire.encode import encode_command
 
 #: The HTTP status for each wire error code (anything else: 500).
 STATUS_BY_CODE: dict[str, int] = {

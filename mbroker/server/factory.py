@@ -1,0 +1,136 @@
+"""The factory of broker connections: one :class:`BrokerProtocol` per connection, all
+sharing one broker, the memory watch, the password checks and the batched writes.
+
+Output is written once per read: while a connection handles what it read
+(``reading``), every connection it queued bytes for (deliveries to subscribers) is
+noted, and all are written when it is done (:meth:`BrokerFactory.flush_all`); output
+queued at any other time (a timer, a store commit) is written at the end of the reactor
+turn.  Past the connection limit a :class:`RefusingProtocol` says ``-ERR LIMIT`` and
+hangs up.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred
+from twisted.internet.interfaces import IAddress, IReactorThreads, IReactorTime, ITransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThreadPool
+
+from mbroker import errors
+from mbroker.config import Config
+from mbroker.core.broker import Broker
+from mbroker.server.auth import Authenticator, User
+from mbroker.server.memwatch import MemoryWatch
+from mbroker.server.output import Output
+from mbroker.server.protocol import BrokerProtocol
+from mbroker.wire.encode import error_line
+
+
+class BrokerFactory(Factory):
+    """Makes a :class:`BrokerProtocol` per connection, all sharing one broker.
+
+    With ``config.users_file`` it checks passwords (``auth``) in the reactor's
+    thread pool, at most ``MAX_CONCURRENT_CHECKS`` at a time (argon2 takes tens of
+    milliseconds and 64 MiB each); with a reactor that has no threads (a test's
+    ``Clock``), or with ``check_in_thread=False``, it checks them inline.
+    """
+
+    MAX_CONCURRENT_CHECKS = 2
+
+    def __init__(
+        self,
+        broker: Broker,
+        config: Config,
+        reactor: IReactorTime | None = None,
+        auth: Authenticator | None = None,
+        check_in_thread: bool = True,
+    ) -> None:
+        self.broker = broker
+        self.config = config
+        self.reactor = reactor
+        if auth is None and config.users_file is not None:
+            auth = Authenticator(config.users_file)
+        self.auth = auth
+        self.auth_required = config.auth_required or auth is not None
+        self._threads = check_in_thread and IReactorThreads.providedBy(reactor)
+        self._checks = DeferredSemaphore(self.MAX_CONCURRENT_CHECKS)
+        self.watch = MemoryWatch(
+            broker.clock, config.memory_high_water, config.memory_check_interval
+        )
+        self._dirty: list[Output] = []
+        self._flush_scheduled = False
+        #: a connection is handling what it read (see flush_later)
+        self.reading = False
+        #: the connections now open (for monitoring: see BrokerProtocol.report)
+        self.protocols: set[BrokerProtocol] = set()
+
+    def flush_later(self, output: Output) -> None:
+        """``output`` has bytes queued: write them at the end of this read or turn.
+
+        Within a read (``reading``) the reading connection flushes everyone when it is
+        done; anything else (a timer, a store commit) schedules one flush for the end
+        of the reactor turn.  No timer per read: it would delay every reply."""
+        self._dirty.append(output)
+        if not self._flush_scheduled and not self.reading:
+            self._flush_scheduled = True
+            self.broker.clock.callLater(0, self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._flush_scheduled = False
+        self.flush_all()
+
+    def flush_all(self) -> None:
+        """Write every connection's queued output (deliveries made for others)."""
+        dirty, self._dirty = self._dirty, []
+        for output in dirty:
+            output.write_queued()
+
+    def startFactory(self) -> None:
+        self.watch.start()
+
+    def stopFactory(self) -> None:
+        self.watch.stop()
+
+    def check_password(self, user: str, password: str) -> Deferred[tuple[User | None, str | None]]:
+        """``(user, None)`` for the right password, ``(None, None)`` otherwise; the
+        second item says why a changed users file could not be re-read."""
+        auth = self.auth
+        if auth is None:
+            return Deferred.fromCoroutine(_nobody())
+
+        def check() -> tuple[User | None, str | None]:
+            problem = auth.refresh()
+            return auth.check(user, password), problem
+
+        def run() -> Deferred[tuple[User | None, str | None]]:
+            if self._threads:
+                threads = cast(IReactorThreads, self.reactor)
+                return deferToThreadPool(threads, threads.getThreadPool(), check)
+            return maybeDeferred(check)
+
+        return self._checks.run(run)
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        if self.broker.connections >= self.config.max_connections:
+            return RefusingProtocol(f"at most {self.config.max_connections} connections")
+        p = BrokerProtocol(self.broker, self.config, self)
+        p.factory = self
+        return p
+
+
+async def _nobody() -> tuple[User | None, str | None]:
+    return None, None
+
+
+class RefusingProtocol(Protocol):
+    """Says ``-ERR LIMIT …`` and hangs up: the connection limit was reached."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def connectionMade(self) -> None:
+        transport = cast(ITransport, self.transport)
+        transport.write(error_line(errors.Limit(self.text)))
+        transport.loseConnection()

@@ -1,0 +1,186 @@
+"""One connection's output: replies in command order, written in batches.
+
+Replies keep command order through a queue of reply slots: a reply that is not ready
+yet (a PULL that waits, an AUTH being checked, a change the journal has not stored) holds
+back the replies after it.  What is ready goes to a list of byte strings that is written
+once per read or per reactor turn (see :class:`FlushScheduler`), or at once past
+``FLUSH_AT`` bytes, so that the transport still tells the connection, as its producer,
+when the peer stops reading.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Protocol
+
+from mbroker import errors
+from mbroker.core.journal import Journal
+from mbroker.wire.encode import error_line
+
+#: queued output past this many bytes is written at once (Twisted's own buffer size)
+FLUSH_AT = 64 * 1024
+
+
+class Writer(Protocol):
+    """Where the bytes go: the connection's transport."""
+
+    def writeSequence(self, data: Iterable[bytes]) -> None: ...
+
+
+class FlushScheduler(Protocol):
+    """What an :class:`Output` asks of its factory: to be written at the end of the
+    read being handled (``reading``) or of the reactor turn."""
+
+    reading: bool
+
+    def flush_later(self, output: Output) -> None: ...
+
+    def flush_all(self) -> None: ...
+
+
+class Slot:
+    """One reply not written yet, in command order (``count``: how many commands it
+    answers, so how many status lines a refusal of the whole slot must give)."""
+
+    __slots__ = ("data", "after", "count")
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.after: Callable[[], None] | None = None
+        self.count = 1
+
+
+class Output:
+    """The bytes for one peer: replies in command order, deliveries, batched writes."""
+
+    def __init__(
+        self, transport: Writer, journal: Journal | None, scheduler: FlushScheduler
+    ) -> None:
+        self._transport = transport
+        self._journal = journal
+        self._scheduler = scheduler
+        self._slots: deque[Slot] = deque()
+        #: bytes for the peer, written once per read or per reactor turn (flush)
+        self.out: list[bytes] = []
+        self._size = 0
+        #: the scheduler will call :meth:`write_queued`
+        self._dirty = False
+        #: the journal's change count before the command being run
+        self.mark = 0
+        #: no more ``after`` callbacks run (the connection is closing)
+        self.closing = False
+        #: the connection is gone: queued bytes are dropped
+        self.lost = False
+        self._on_empty: Callable[[], None] | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Some reply is not ready yet."""
+        return bool(self._slots)
+
+    def reply(self, data: bytes, after: Callable[[], None] | None = None, count: int = 1) -> None:
+        """Write a reply now, or queue it behind replies that are not ready.
+
+        A command that changed durable state is answered only once the journal's
+        commit stored the change, or, if it could not, with one ``-ERR UNAVAILABLE``
+        per command the reply stands for (``count``: a run of PUBLISH is many)."""
+        journal = self._journal
+        if journal is not None and journal.changes != self.mark:
+            slot = self.later()
+            slot.count = count
+            slot.after = after
+            journal.on_commit(partial(self.committed, slot, data))
+            return
+        if not self._slots:
+            self.send(data)
+            if after is not None:
+                after()
+            return
+        slot = Slot()
+        slot.data = data
+        slot.after = after
+        self._slots.append(slot)
+
+    def say(self, data: bytes) -> None:
+        """A line of the broker's own (not a reply to a command): after the pending ones."""
+        if not self._slots:
+            self.send(data)
+        else:
+            slot = Slot()
+            slot.data = data
+            self._slots.append(slot)
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for the peer, in no slot (it is written at the end of the read
+        being handled, or of the reactor turn, or at once past ``FLUSH_AT`` bytes)."""
+        self.out.append(data)
+        self.queued(len(data))
+
+    def queued(self, size: int) -> None:
+        """``size`` more bytes are in ``out``: write now past ``FLUSH_AT``, else make
+        sure they are written at the end of this read or turn."""
+        self._size += size
+        if self._size >= FLUSH_AT:
+            self.flush()
+        elif not self._dirty:
+            self._dirty = True
+            self._scheduler.flush_later(self)
+
+    def flush(self) -> None:
+        """Write what is queued."""
+        out = self.out
+        if out:
+            self.out = []
+            self._size = 0
+            self._transport.writeSequence(out)
+
+    def write_queued(self) -> None:
+        """The scheduler's call: write what is queued, unless the connection is gone."""
+        self._dirty = False
+        out = self.out
+        if out and not self.lost:  # (flush, inline: once per connection per read)
+            self.out = []
+            self._size = 0
+            self._transport.writeSequence(out)
+
+    def later(self) -> Slot:
+        """A place for a reply that is not ready: it holds back the replies after it."""
+        slot = Slot()
+        self._slots.append(slot)
+        return slot
+
+    def committed(self, slot: Slot, data: bytes, err: errors.BrokerError | None) -> None:
+        """The journal's answer for ``slot``: ``data``, or ``err`` for each command."""
+        if err is not None:
+            slot.after = None
+            data = error_line(err) * slot.count
+        self.fill(slot, data)
+
+    def fill(self, slot: Slot, data: bytes) -> None:
+        """``slot``'s reply is ready: write it and every ready one after it."""
+        slot.data = data
+        slots = self._slots
+        write = self.send
+        while slots:
+            ready = slots[0].data
+            if ready is None:
+                break
+            done = slots.popleft()
+            write(ready)
+            if done.after is not None and not self.closing:
+                done.after()
+        on_empty = self._on_empty
+        if on_empty is not None and not slots:
+            self._on_empty = None
+            on_empty()
+        else:
+            self.flush()
+
+    def when_replied(self, done: Callable[[], None]) -> None:
+        """Call ``done`` once every reply is written: now, or when the last slot fills."""
+        if self._slots:
+            self._on_empty = done
+        else:
+            done()
