@@ -1,6 +1,6 @@
 """One exception hierarchy for the whole project.
 
-Each class carries the wire code of the contract (``../PROTOCOL.md`` section 5).
+Each class carries the wire code of the contract (``docs/protocol.rst``, error codes).
 The broker raises these from its handlers and exactly one place, the connection's
 dispatch loop, turns them into ``-ERR <CODE> <text>`` lines.  The client raises the
 same classes when the broker answers with an error, so user code catches

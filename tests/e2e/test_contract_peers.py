@@ -1,5 +1,6 @@
-"""PROTOCOL.md sections 1 and 6 against ``twistd``: clients that go away while a PULL
-waits, clients that half-close, and clients that do not read what they asked for.
+"""docs/protocol.rst (framing, limits and flow control) against ``twistd``: clients that
+go away while a PULL waits, clients that half-close, and clients that do not read what
+they asked for.
 
 * A PULL that waits takes nothing when its client goes away, by FIN or by RST, with
   either ack mode and with commands pipelined behind it; an alive client still gets

@@ -1,6 +1,6 @@
 """A durable write batch that fails on a real, really full file system, against
 ``twistd``: every command of the pipelined window gets its own status line, in order
-(PROTOCOL.md sections 1 and 5).
+(docs/protocol.rst: framing and error codes).
 
 The broker runs in a mount namespace of its own (``unshare -m``) with a 1 MiB tmpfs
 mounted on its data directory: a real small file system that fills up, made without

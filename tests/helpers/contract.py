@@ -1,7 +1,8 @@
 """Helpers for the contract tests (``test_contract_*.py``): no tests of its own.
 
-The contract tests check ``PROTOCOL.md`` sections 1-6 end to end: a real broker
-process, real TCP, and an independent line reader (:mod:`tests.helpers.lineclient`).
+The contract tests check ``docs/protocol.rst`` (the contract, sections 1-6) end to end: a
+real broker process, real TCP, and an independent line reader
+(:mod:`tests.helpers.lineclient`).
 Each module shares one broker (a module-scoped fixture built on :func:`running_broker`)
 and makes its objects under unique names, so that tests never see each other's queues.
 """
