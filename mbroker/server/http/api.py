@@ -504,7 +504,10 @@ class Api:
     def close_connection(self, request: ApiRequest, names: list[str]) -> Reply:
         """Close a connection: the client gets ``-ERR LIMIT <reason>`` (the
         ``X-Reason`` header, as RabbitMQ takes it, or "closed by an operator")."""
-        c = self._connection(request, names[0], act=True)
+        c = self._connection(request, names[0])
+        if c not in self._visible_connections(request, act=True):  # (a monitoring user)
+            user = request.user.name if request.user is not None else "?"
+            raise errors.Forbidden(f"{user} may not close connection {c.session}")
         reason = request.reason or "closed by an operator"
         if not reason.isprintable() or len(reason) > 200:
             raise errors.BadArgs("the reason is at most 200 printable characters")
@@ -529,8 +532,8 @@ class Api:
             if every or c.user == user.name  # type: ignore[union-attr]
         ]
 
-    def _connection(self, request: ApiRequest, name: str, act: bool = False) -> ConnectionReport:
-        for c in self._visible_connections(request, act):
+    def _connection(self, request: ApiRequest, name: str) -> ConnectionReport:
+        for c in self._visible_connections(request):
             if str(c.session) == name:
                 return c
         raise errors.NotFound(f"no connection {name}")
