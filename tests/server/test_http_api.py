@@ -667,7 +667,7 @@ ACTIONS: list[tuple[str, str, Any]] = [
 ]
 
 
-def _names(reply: Reply, key: str = "name") -> list[str]:
+def _names(reply: Reply, key: str = "name") -> list[Any]:
     return sorted(item[key] for item in reply.body)
 
 
