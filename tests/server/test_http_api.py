@@ -715,6 +715,15 @@ def test_monitoring_sees_every_figure_and_may_do_nothing_more() -> None:
     assert message["payload"] == "secret"
 
 
+def test_whoami_tells_the_user_and_its_tags() -> None:
+    api, _ = _tagged_api()
+    assert as_user(api, MON, "GET", "whoami").body == {"name": "mon", "tags": ["monitoring"]}
+    both = attrs.evolve(OPS, tags=frozenset({"administrator", "monitoring"}))
+    assert as_user(api, both, "GET", "whoami").body["tags"] == ["monitoring", "administrator"]
+    assert as_user(api, ALICE, "GET", "whoami").body == {"name": "alice", "tags": []}
+    assert call(api, "GET", "whoami").body == {"name": None, "tags": ["administrator"]}
+
+
 def test_administrator_may_do_everything() -> None:
     api, closed = _tagged_api()
     assert _names(as_user(api, OPS, "GET", "queues")) == ["alice.q", "jobs"]

@@ -35,7 +35,7 @@ from mbroker.core.report import (
     BindingReport,
     ConnectionReport,
 )
-from mbroker.server.auth import Permissions
+from mbroker.server.auth import ADMINISTRATOR, TAGS, Permissions
 from mbroker.server.http.request import (
     EXCHANGE_SORTS,
     QUEUE_SORTS,
@@ -212,6 +212,16 @@ class Api:
         return item
 
     # -------------------------------------------------------------- overview
+
+    @_route("GET", "whoami")
+    def whoami(self, request: ApiRequest, names: list[str]) -> Reply:
+        """The logged-in user and its tags, as RabbitMQ answers it (so that a page can
+        leave out what the user may not do); on an open broker, no name and the
+        ``administrator`` tag (anyone may do anything)."""
+        user = request.user
+        if user is None:
+            return Reply(200, {"name": None, "tags": [ADMINISTRATOR]})
+        return Reply(200, {"name": user.name, "tags": [t for t in TAGS if t in user.tags]})
 
     @_route("GET", "overview")
     def overview(self, request: ApiRequest, names: list[str]) -> Reply:
