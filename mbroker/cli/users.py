@@ -10,6 +10,8 @@ running broker picks the change up at the next AUTH.
 
 A new user has no rights until ``--configure``, ``--write`` and ``--read`` give some:
 patterns of names, ``*`` for all (see :mod:`mbroker.server.auth` and docs/security.rst).
+``--tags monitoring`` or ``--tags administrator`` (``-`` for none) opens the HTTP API
+wider to the user: every figure, or every figure and every action.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from typing import TextIO
 
 from mbroker.server.auth import (
     NOTHING,
+    TAGS,
     Pattern,
     Permissions,
     User,
     Users,
     UsersFileError,
+    format_tags,
     hash_password,
+    parse_tags,
     valid_user_name,
 )
 
@@ -66,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
                 help=f"{text}: globs separated by '|', '*' for any run of name "
                 "characters, '-' for none" + (" (default: none)" if default is not None else ""),
             )
+        p.add_argument(
+            "--tags",
+            default=default,
+            metavar="TAGS",
+            help=f"the user's HTTP API tags, comma-separated ({', '.join(TAGS)}), '-' for "
+            "none: monitoring reads every figure, administrator also takes every action"
+            + (" (default: none)" if default is not None else ""),
+        )
 
     def password(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -123,6 +136,13 @@ def _pattern(text: str, right: str) -> Pattern:
         raise _Failed(f"--{right}: {e}") from None
 
 
+def _tags(text: str) -> frozenset[str]:
+    try:
+        return parse_tags(text)
+    except UsersFileError as e:
+        raise _Failed(f"--tags: {e}") from None
+
+
 def _read_password(from_stdin: bool, stdin: TextIO) -> str:
     if from_stdin:
         line = stdin.readline()
@@ -143,7 +163,8 @@ def _read_password(from_stdin: bool, stdin: TextIO) -> str:
 
 def _describe(user: User) -> str:
     p = user.permissions
-    return f"{user.name} configure={p.configure} write={p.write} read={p.read}"
+    text = f"{user.name} configure={p.configure} write={p.write} read={p.read}"
+    return f"{text} tags={format_tags(user.tags)}" if user.tags else text
 
 
 def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> None:
@@ -166,10 +187,11 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
                 _pattern(args.write, "write"),
                 _pattern(args.read, "read"),
             )
+            tags = _tags(args.tags)
             password = _read_password(args.password_stdin, stdin)
-            user = User(name, hash_password(password), permissions)
+            user = User(name, hash_password(password), permissions, tags)
             users = users.with_user(user)
-            if permissions == Permissions(NOTHING, NOTHING, NOTHING):
+            if permissions == Permissions(NOTHING, NOTHING, NOTHING) and not tags:
                 print(
                     f"note: {name} may do nothing yet; give rights with "
                     f"'mbroker user set {name} --configure … --write … --read …'",
@@ -186,10 +208,11 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
                 p.write if args.write is None else _pattern(args.write, "write"),
                 p.read if args.read is None else _pattern(args.read, "read"),
             )
+            tags = old.tags if args.tags is None else _tags(args.tags)
             hashed = old.hash
             if args.password or args.password_stdin:
                 hashed = hash_password(_read_password(args.password_stdin, stdin))
-            user = User(name, hashed, permissions)
+            user = User(name, hashed, permissions, tags)
             users = users.with_user(user)
         else:  # remove
             users = _load(path)

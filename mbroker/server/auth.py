@@ -4,16 +4,23 @@ No Twisted here: the protocol runs :meth:`Authenticator.check` in a thread (argo
 is slow on purpose) and asks :class:`Permissions` before each command.
 
 The users file
-    One user per line, five fields separated by colons::
+    One user per line, five or six fields separated by colons::
 
-        # user:hash:configure:write:read
+        # user:hash:configure:write:read[:tags]
         alice:$argon2id$v=19$m=65536,t=3,p=4$…$…:alice.*:*:alice.*|jobs
+        ops:$argon2id$v=19$m=65536,t=3,p=4$…$…:-:-:-:administrator
 
     ``hash`` is an argon2id hash in its PHC string form (what ``mbroker user add``
     writes; argon2-cffi makes and checks it, and checks in constant time).  The
     three last fields are :class:`Pattern` texts, as in RabbitMQ: *configure* names
     may be created, deleted, bound and unbound; *write* names may be published to;
     *read* names may be consumed from (SUBSCRIBE, PULL, PURGE) and bound to.
+    The optional sixth field holds the user's *tags*, comma-separated (``-`` or
+    nothing for none), as RabbitMQ's management plugin has them; they matter to the
+    HTTP API only (see :class:`User`): ``monitoring`` may read every figure,
+    ``administrator`` may also do everything, whatever the patterns say.  An unknown
+    tag makes the file invalid (a misspelt tag would silently grant nothing).  A file
+    of five-field lines (from before tags) is read as users without tags.
     Blank lines and lines starting with ``#`` are ignored.  User names are 1-64
     characters of ``A-Z a-z 0-9 _ - . @``.
 
@@ -42,15 +49,20 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from mbroker.config import NAME_MAX
 
 __all__ = [
+    "ADMINISTRATOR",
     "ANYTHING",
     "Authenticator",
+    "MONITORING",
     "NOTHING",
     "Pattern",
     "Permissions",
+    "TAGS",
     "User",
     "Users",
     "UsersFileError",
+    "format_tags",
     "hash_password",
+    "parse_tags",
     "valid_user_name",
 ]
 
@@ -60,6 +72,13 @@ _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 #: the most alternatives, and the longest one, a pattern may have
 MAX_ALTERNATIVES = 64
 MAX_ALTERNATIVE = NAME_MAX
+
+#: the tag that lets a user read every figure over HTTP
+MONITORING = "monitoring"
+#: the tag that lets a user read and do everything over HTTP
+ADMINISTRATOR = "administrator"
+#: the tags a users file may give
+TAGS = (MONITORING, ADMINISTRATOR)
 
 
 class UsersFileError(ValueError):
@@ -174,11 +193,48 @@ class Permissions:
         return bool(self.configure.text or self.write.text or self.read.text)
 
 
+def parse_tags(text: str) -> frozenset[str]:
+    """The tags of a users file's sixth field (or ``--tags``): comma-separated names
+    of :data:`TAGS`; ``""`` or ``-`` for none.  Raises :class:`UsersFileError`."""
+    text = text.strip()
+    if text in ("", "-"):
+        return frozenset()
+    tags = [t.strip() for t in text.split(",")]
+    for tag in tags:
+        if tag not in TAGS:
+            raise UsersFileError(
+                f"unknown tag {tag!r} in {text!r}: tags are {', '.join(TAGS)}"
+                " (comma-separated, '-' for none)"
+            )
+    return frozenset(tags)
+
+
+def format_tags(tags: frozenset[str]) -> str:
+    """``tags`` as the users file writes them: in :data:`TAGS` order, ``-`` for none."""
+    return ",".join(t for t in TAGS if t in tags) or "-"
+
+
 @attrs.frozen
 class User:
+    """A user of the users file.
+
+    ``tags`` matter to the HTTP API only (the native protocol applies the patterns
+    alone): :meth:`may_monitor` users read every figure there, :meth:`may_administer`
+    users also take every action; a user without tags gets what its patterns allow.
+    """
+
     name: str
     hash: str = attrs.field(repr=False)
     permissions: Permissions = Permissions()
+    tags: frozenset[str] = frozenset()
+
+    def may_monitor(self) -> bool:
+        """Tagged ``monitoring`` or ``administrator``: every figure over HTTP."""
+        return MONITORING in self.tags or ADMINISTRATOR in self.tags
+
+    def may_administer(self) -> bool:
+        """Tagged ``administrator``: every figure and every action over HTTP."""
+        return ADMINISTRATOR in self.tags
 
 
 # ------------------------------------------------------------------- the file
@@ -193,14 +249,15 @@ def hash_password(password: str, hasher: PasswordHasher | None = None) -> str:
 
 def _format(user: User) -> str:
     p = user.permissions
-    return f"{user.name}:{user.hash}:{p.configure}:{p.write}:{p.read}"
+    line = f"{user.name}:{user.hash}:{p.configure}:{p.write}:{p.read}"
+    return f"{line}:{format_tags(user.tags)}" if user.tags else line
 
 
 def _parse_line(line: str, where: str) -> User:
     fields = line.split(":")
-    if len(fields) != 5:
-        raise UsersFileError(f"{where}: expected user:hash:configure:write:read")
-    name, hashed, configure, write, read = fields
+    if len(fields) not in (5, 6):
+        raise UsersFileError(f"{where}: expected user:hash:configure:write:read[:tags]")
+    name, hashed, configure, write, read = fields[:5]
     if not valid_user_name(name):
         raise UsersFileError(
             f"{where}: bad user name {name!r} (1-{USER_MAX} of A-Z a-z 0-9 _ - . @)"
@@ -213,9 +270,10 @@ def _parse_line(line: str, where: str) -> User:
         raise UsersFileError(f"{where}: the hash of {name} is not a valid argon2 hash") from None
     try:
         permissions = Permissions(Pattern(configure), Pattern(write), Pattern(read))
+        tags = parse_tags(fields[5]) if len(fields) == 6 else frozenset()
     except UsersFileError as e:
         raise UsersFileError(f"{where}: {e}") from None
-    return User(name, hashed, permissions)
+    return User(name, hashed, permissions, tags)
 
 
 @attrs.frozen
@@ -262,7 +320,10 @@ class Users:
         return cls.parse(text, os.fspath(path))
 
     def dumps(self) -> str:
-        lines = ["# mbroker users: user:argon2id-hash:configure:write:read (see docs/security.rst)"]
+        lines = [
+            "# mbroker users: user:argon2id-hash:configure:write:read[:tags]"
+            " (see docs/security.rst)"
+        ]
         lines += [_format(u) for u in sorted(self, key=lambda u: u.name)]
         return "\n".join(lines) + "\n"
 

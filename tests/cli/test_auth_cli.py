@@ -92,6 +92,55 @@ def test_add_list_set_remove(users: Path) -> None:
     assert [u.name for u in Users.load(users)] == ["alice"]
 
 
+def test_tags(users: Path) -> None:
+    code, out, err = run(
+        "add", "mon", "--users", str(users), "--password-stdin", "--tags", "monitoring", stdin="pw"
+    )
+    assert (code, out, err) == (0, "mon configure=- write=- read=- tags=monitoring\n", "")
+    mon = Users.load(users).get("mon")
+    assert mon is not None and mon.tags == {"monitoring"}
+
+    code, out, _ = run("set", "mon", "--users", str(users), "--read=jobs")
+    assert (code, out) == (0, "mon configure=- write=- read=jobs tags=monitoring\n")  # kept
+
+    code, out, _ = run("set", "mon", "--users", str(users), "--tags=administrator,monitoring")
+    assert (code, out) == (0, "mon configure=- write=- read=jobs tags=monitoring,administrator\n")
+    run("add", "bob", "--users", str(users), "--password-stdin", "--read=jobs", stdin="pw")
+    code, out, _ = run("list", "--users", str(users))
+    assert (code, out) == (
+        0,
+        "bob configure=- write=- read=jobs\n"
+        "mon configure=- write=- read=jobs tags=monitoring,administrator\n",
+    )
+    assert Authenticator(users).check("mon", "pw") is not None  # password kept
+
+    code, out, _ = run("set", "mon", "--users", str(users), "--tags=-")
+    assert (code, out) == (0, "mon configure=- write=- read=jobs\n")
+    mon = Users.load(users).get("mon")
+    assert mon is not None and mon.tags == frozenset()
+
+
+def test_bad_tags_are_refused_and_change_nothing(users: Path) -> None:
+    run("add", "mon", "--users", str(users), "--password-stdin", "--tags=monitoring", stdin="pw")
+    before = users.read_text()
+    code, out, err = run("set", "mon", "--users", str(users), "--tags=admin")
+    assert (code, out) == (1, "")
+    assert err.startswith("mbroker user: --tags: unknown tag 'admin'")
+    assert "monitoring, administrator" in err
+    code, _, err = run(
+        "add", "x", "--users", str(users), "--password-stdin", "--tags=monitoring,", stdin="pw"
+    )
+    assert code == 1 and "--tags: unknown tag ''" in err
+    assert users.read_text() == before
+
+
+def test_a_user_with_only_a_tag_gets_no_nothing_yet_note(users: Path) -> None:
+    code, _, err = run(
+        "add", "mon", "--users", str(users), "--password-stdin", "--tags=monitoring", stdin="pw"
+    )
+    assert (code, err) == (0, "")
+
+
 def test_password_from_the_terminal(users: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     answers = iter(["pw1", "pw1", "pw2", "other"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))

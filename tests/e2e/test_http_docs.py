@@ -4,7 +4,9 @@ An example is a ``.. code-block:: console`` of ``$ curl ...`` commands, each fol
 by what it prints.  The blocks are replayed in the document's order on one broker
 (``twistd -n mbroker --http ...`` with a data directory), so the document reads as a
 tour; a block after ``.. replay: users`` goes to a second broker started with a users
-file (``alice`` with password ``s3cret`` and the patterns ``alice.*``).
+file (``alice`` with password ``s3cret`` and the patterns ``alice.*``; ``monitor``,
+password ``look``, tagged ``monitoring``; ``ops``, password ``act``, tagged
+``administrator``).
 
 What a command prints is compared this way: with ``-i``, the status line must be the
 same, and each header shown must be in the answer; a JSON body must match the one
@@ -174,7 +176,11 @@ def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[bool, Bro
     users_dir = tmp_path_factory.mktemp("http-docs-users")
     hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     users = users_dir / "users"
-    users.write_text(f"alice:{hash_password('s3cret', hasher)}:alice.*:alice.*:alice.*\n")
+    users.write_text(
+        f"alice:{hash_password('s3cret', hasher)}:alice.*:alice.*:alice.*\n"
+        f"monitor:{hash_password('look', hasher)}:-:-:-:monitoring\n"
+        f"ops:{hash_password('act', hasher)}:-:-:-:administrator\n"
+    )
     made = [start_broker(open_dir, *HTTP)]
     try:
         made.append(start_broker(users_dir, *HTTP, "--users", str(users)))

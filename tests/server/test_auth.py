@@ -19,7 +19,9 @@ from mbroker.server.auth import (
     User,
     Users,
     UsersFileError,
+    format_tags,
     hash_password,
+    parse_tags,
     valid_user_name,
 )
 from tests.helpers.auth import CHEAP, cheap_hash, write_users
@@ -189,6 +191,11 @@ def test_parse_and_dump_round_trip(tmp_path: Path) -> None:
         ("alice:$argon2id$garbage:*:*:*", "not a valid argon2 hash"),
         ("alice:{h}:(a+)+$:*:*", "only name characters"),
         ("alice:{h}:*:*:[a-z]", "only name characters"),
+        ("alice:{h}:*:*:*:admin", "unknown tag 'admin'"),
+        ("alice:{h}:*:*:*:monitoring,,administrator", "unknown tag ''"),
+        ("alice:{h}:*:*:*:monitoring;administrator", "unknown tag"),
+        ("alice:{h}:*:*:*:Monitoring", "unknown tag 'Monitoring'"),
+        ("alice:{h}:*:*:*:monitoring:extra", "expected user:hash:configure:write:read"),
     ],
 )
 def test_bad_lines_are_refused_with_their_line_number(
@@ -198,6 +205,55 @@ def test_bad_lines_are_refused_with_their_line_number(
     with pytest.raises(UsersFileError, match=message) as info:
         Users.load(path)
     assert "line 2" in str(info.value)
+
+
+def test_tags_are_an_optional_sixth_field(tmp_path: Path) -> None:
+    h = cheap_hash("pw")
+    old = f"alice:{h}:alice.*:*:alice.*|jobs"
+    path = write_users(
+        tmp_path / "users",
+        old,  # a line from before tags
+        f"mon:{h}:-:-:-:monitoring",
+        f"ops:{h}:-:-:-:administrator,monitoring",
+        f"none:{h}:-:-:-:-",
+        f"empty:{h}:-:-:-:",
+        f"spaced:{h}:-:-:-: monitoring , administrator ",
+    )
+    users = Users.load(path)
+    tags = {u.name: u.tags for u in users}
+    assert tags == {
+        "alice": frozenset(),
+        "mon": {"monitoring"},
+        "ops": {"monitoring", "administrator"},
+        "none": frozenset(),
+        "empty": frozenset(),
+        "spaced": {"monitoring", "administrator"},
+    }
+    alice, mon, ops = users.get("alice"), users.get("mon"), users.get("ops")
+    assert alice is not None and mon is not None and ops is not None
+    assert not alice.may_monitor() and not alice.may_administer()
+    assert mon.may_monitor() and not mon.may_administer()
+    assert ops.may_monitor() and ops.may_administer()
+    administrator = User("root", h, tags=frozenset({"administrator"}))
+    assert administrator.may_monitor()  # administrator implies monitoring
+    # written back: untagged users keep five fields (older brokers can read them)
+    lines = users.dumps().splitlines()
+    assert old in lines
+    assert f"mon:{h}:-:-:-:monitoring" in lines
+    assert f"ops:{h}:-:-:-:monitoring,administrator" in lines
+    assert f"none:{h}:-:-:-" in lines and f"empty:{h}:-:-:-" in lines
+    assert Users.parse(users.dumps()) == users
+
+
+def test_parse_and_format_tags() -> None:
+    assert parse_tags("") == parse_tags("-") == frozenset()
+    assert parse_tags("administrator") == {"administrator"}
+    assert parse_tags("monitoring,monitoring") == {"monitoring"}
+    assert format_tags(frozenset()) == "-"
+    assert format_tags(frozenset({"administrator", "monitoring"})) == "monitoring,administrator"
+    for bad in ("management", "monitoring,", ",", "monitoring administrator", "*"):
+        with pytest.raises(UsersFileError, match="unknown tag"):
+            parse_tags(bad)
 
 
 def test_a_user_twice_is_refused(tmp_path: Path) -> None:

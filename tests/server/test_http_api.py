@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
@@ -409,6 +410,8 @@ def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = [
         f"admin:{cheap_hash('root')}:*:*:*",
         f"alice:{cheap_hash('s3cret')}:alice.*:alice.*:alice.*",
+        f"mon:{cheap_hash('look')}:-:-:-:monitoring",
+        f"ops:{cheap_hash('act')}:-:-:-:administrator",
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -458,6 +461,19 @@ async def test_permissions_of_the_users_file_apply(secured: Site) -> None:
     assert b'queue="alice.q"' in raw and b'queue="jobs"' not in raw
     _, _, raw = await secured.request("GET", "/metrics", user=admin)
     assert b'queue="jobs"' in raw
+
+
+@pytest_twisted.ensureDeferred
+async def test_tags_of_the_users_file_apply(secured: Site) -> None:
+    mon, ops = ("mon", "look"), ("ops", "act")
+    assert (await secured.json("PUT", "/api/queues/tagged", {}, user=mon))[0] == 403
+    assert (await secured.json("PUT", "/api/queues/tagged", {}, user=ops))[0] == 201
+    status, body = await secured.json("GET", "/api/queues", user=mon)
+    assert status == 200 and "tagged" in [q["name"] for q in body]
+    _, _, raw = await secured.request("GET", "/metrics", user=mon)
+    assert b'mbroker_queue_messages_ready{queue="tagged"}' in raw
+    assert (await secured.json("DELETE", "/api/queues/tagged", user=mon))[0] == 403
+    assert (await secured.json("DELETE", "/api/queues/tagged", user=ops))[0] == 200
 
 
 def test_the_http_option_is_repeatable_and_adds_the_http_service(tmp_path: Path) -> None:
@@ -597,3 +613,125 @@ async def test_an_open_http_listener_off_loopback_warns() -> None:
         await s.pool.closeCachedConnections()
     warnings = [formatEvent(e) for e in events if "open to the network" in formatEvent(e)]
     assert len(warnings) == 1 and "0.0.0.0:" in warnings[0], warnings
+
+
+# ------------------------------------------------------------------ user tags
+
+
+def _tagged_api() -> tuple[Api, list[int]]:
+    closed: list[int] = []
+    reports = [
+        ConnectionReport(7, "127.0.0.1:4000", "bob", 0.0, 0, 0),
+        ConnectionReport(8, "127.0.0.1:4001", "mon", 0.0, 0, 0),
+    ]
+    api = Api(
+        Broker(Clock(), Config()),
+        connections=lambda: reports,
+        disconnect=lambda session, reason: closed.append(session),
+    )
+    call(api, "PUT", "queues/jobs", {})
+    call(api, "PUT", "queues/alice.q", {})
+    call(api, "PUT", "exchanges/events", {"type": "fanout"})
+    call(api, "POST", "bindings/e/events/q/jobs", {})
+    call(api, "POST", "exchanges/jobs/publish", {"payload": "secret"})
+    return api, closed
+
+
+def as_user(api: Api, user: User, method: str, path: str, body: Any = None) -> Reply:
+    """The reply, or the JSON error the site would answer."""
+    data = b"" if body is None else json.dumps(body).encode()
+    request = ApiRequest(method, tuple(path.split("/")), {}, data, user)
+    try:
+        return api.handle(request)
+    except errors.BrokerError as e:
+        return error_reply(e)
+
+
+NOBODY = Permissions(Pattern("-"), Pattern("-"), Pattern("-"))
+ALICE = User("alice", "-", Permissions(Pattern("alice.*"), Pattern("alice.*"), Pattern("alice.*")))
+MON = User("mon", "-", NOBODY, frozenset({"monitoring"}))
+OPS = User("ops", "-", NOBODY, frozenset({"administrator"}))
+
+#: (method, path, body): every action of the API on names outside alice.*
+ACTIONS: list[tuple[str, str, Any]] = [
+    ("PUT", "queues/made", {}),
+    ("PUT", "exchanges/made.x", {"type": "topic"}),
+    ("POST", "bindings/e/events/q/alice.q", {}),
+    ("POST", "bindings", {"source": "events", "destination": "alice.q", "routing_key": "k"}),
+    ("DELETE", "bindings/e/events/q/jobs/~", None),
+    ("POST", "exchanges/jobs/publish", {"payload": "x"}),
+    ("GET", "queues/jobs/messages", None),  # payloads: an action, not a figure
+    ("DELETE", "queues/jobs/contents", None),
+    ("DELETE", "queues/jobs", None),
+    ("DELETE", "exchanges/events", None),
+]
+
+
+def _names(reply: Reply, key: str = "name") -> list[Any]:
+    return sorted(item[key] for item in reply.body)
+
+
+def test_a_user_without_tags_gets_what_its_patterns_allow() -> None:
+    api, closed = _tagged_api()
+    assert _names(as_user(api, ALICE, "GET", "queues")) == ["alice.q"]
+    assert as_user(api, ALICE, "GET", "exchanges").body == []
+    assert as_user(api, ALICE, "GET", "bindings").body == []
+    assert as_user(api, ALICE, "GET", "queues/jobs").body["error"] == "FORBIDDEN"
+    assert as_user(api, ALICE, "GET", "connections").body == []
+    assert as_user(api, ALICE, "GET", "connections/7").status == 404
+    for method, path, body in ACTIONS:
+        reply = as_user(api, ALICE, method, path, body)
+        assert (reply.status, reply.body["error"]) == (403, "FORBIDDEN"), (method, path)
+    assert as_user(api, ALICE, "DELETE", "connections/7").status == 404
+    assert closed == []
+
+
+def test_monitoring_sees_every_figure_and_may_do_nothing_more() -> None:
+    api, closed = _tagged_api()
+    assert _names(as_user(api, MON, "GET", "queues")) == ["alice.q", "jobs"]
+    assert _names(as_user(api, MON, "GET", "exchanges")) == ["events"]
+    assert _names(as_user(api, MON, "GET", "bindings"), "destination") == ["jobs"]
+    assert len(as_user(api, MON, "GET", "bindings/e/events/q/jobs").body) == 1
+    jobs = as_user(api, MON, "GET", "queues/jobs").body
+    assert jobs["messages_ready"] == 1 and jobs["bindings"][0]["source"] == "events"
+    assert len(as_user(api, MON, "GET", "queues/jobs/bindings").body) == 1
+    assert as_user(api, MON, "GET", "exchanges/events").body["name"] == "events"
+    assert as_user(api, MON, "GET", "overview").body["object_totals"]["queues"] == 2
+    assert _names(as_user(api, MON, "GET", "connections"), "id") == [7, 8]
+    assert as_user(api, MON, "GET", "connections/7").body["user"] == "bob"
+    for method, path, body in ACTIONS:
+        reply = as_user(api, MON, method, path, body)
+        assert (reply.status, reply.body["error"]) == (403, "FORBIDDEN"), (method, path)
+    assert as_user(api, MON, "DELETE", "connections/7").body == {
+        "error": "FORBIDDEN",
+        "reason": "mon may not close connection 7",
+    }
+    assert as_user(api, MON, "DELETE", "connections/8").body == {"closed": 8}  # its own
+    assert closed == [8]
+    assert _names(as_user(api, MON, "GET", "queues")) == ["alice.q", "jobs"]  # nothing changed
+    # with the read right on the queue, peeking is allowed (the pattern, not the tag)
+    reader = attrs.evolve(MON, permissions=Permissions(read=Pattern("jobs")))
+    [message] = as_user(api, reader, "GET", "queues/jobs/messages").body
+    assert message["payload"] == "secret"
+
+
+def test_whoami_tells_the_user_and_its_tags() -> None:
+    api, _ = _tagged_api()
+    assert as_user(api, MON, "GET", "whoami").body == {"name": "mon", "tags": ["monitoring"]}
+    both = attrs.evolve(OPS, tags=frozenset({"administrator", "monitoring"}))
+    assert as_user(api, both, "GET", "whoami").body["tags"] == ["monitoring", "administrator"]
+    assert as_user(api, ALICE, "GET", "whoami").body == {"name": "alice", "tags": []}
+    assert call(api, "GET", "whoami").body == {"name": None, "tags": ["administrator"]}
+
+
+def test_administrator_may_do_everything() -> None:
+    api, closed = _tagged_api()
+    assert _names(as_user(api, OPS, "GET", "queues")) == ["alice.q", "jobs"]
+    assert _names(as_user(api, OPS, "GET", "connections"), "id") == [7, 8]
+    for method, path, body in ACTIONS:
+        reply = as_user(api, OPS, method, path, body)
+        assert reply.status in (200, 201, 204), (method, path, reply)
+    assert as_user(api, OPS, "DELETE", "connections/7").body == {"closed": 7}
+    assert closed == [7]
+    assert _names(as_user(api, OPS, "GET", "queues")) == ["alice.q", "made"]
+    assert _names(as_user(api, OPS, "GET", "exchanges")) == ["made.x"]

@@ -10,7 +10,11 @@ Commands are checked by the wire protocol's own rules: a CREATE, BIND, UNBIND or
 PUBLISH made from a JSON body is encoded as the line a client would send and decoded
 again by :class:`~mbroker.wire.commands.CommandDecoder`, so a name, key, option or
 payload size the native protocol refuses is refused here too, with the same code.
-Permissions are the users file's, as the native protocol applies them.
+Permissions are the users file's, as the native protocol applies them, widened by the
+user's tags (as RabbitMQ's management plugin has them): a ``monitoring`` user sees
+every figure (every queue, exchange, binding and connection, whatever its patterns),
+an ``administrator`` also takes every action; a user without tags gets what its
+patterns allow (and, as before tags, sees every connection with ``* * *``).
 
 RabbitMQ's virtual-host segment is accepted and ignored (mbroker has one namespace):
 ``/api/queues/%2F/jobs`` is ``/api/queues/jobs``.  A name never holds ``/``.
@@ -31,7 +35,7 @@ from mbroker.core.snapshots import (
     BindingReport,
     ConnectionReport,
 )
-from mbroker.server.auth import Permissions
+from mbroker.server.auth import ADMINISTRATOR, TAGS, Permissions
 from mbroker.server.http.request import (
     EXCHANGE_SORTS,
     QUEUE_SORTS,
@@ -210,6 +214,16 @@ class Api:
 
     # -------------------------------------------------------------- overview
 
+    @_route("GET", "whoami")
+    def whoami(self, request: ApiRequest, names: list[str]) -> Reply:
+        """The logged-in user and its tags, as RabbitMQ answers it (so that a page can
+        leave out what the user may not do); on an open broker, no name and the
+        ``administrator`` tag (anyone may do anything)."""
+        user = request.user
+        if user is None:
+            return Reply(200, {"name": None, "tags": [ADMINISTRATOR]})
+        return Reply(200, {"name": user.name, "tags": [t for t in TAGS if t in user.tags]})
+
     @_route("GET", "overview")
     def overview(self, request: ApiRequest, names: list[str]) -> Reply:
         stats = {k: int(v) for k, v in self.broker.stats()}
@@ -253,14 +267,14 @@ class Api:
 
     @_route("GET", "queues")
     def queues(self, request: ApiRequest, names: list[str]) -> Reply:
-        perms = _perms(request)
+        perms = _perms(request, act=False)
         visible = [q for q in self.broker.queue_reports() if perms is None or perms.may_see(q.name)]
         return Reply(200, listing(request, visible, QUEUE_SORTS, queue_json))
 
     @_route("GET", "queues", "*")
     def queue(self, request: ApiRequest, names: list[str]) -> Reply:
         name = names[0]
-        _check(request, Permissions.may_see, "see", name)
+        _see(request, name)
         (q,) = self.broker.queue_reports(name)
         body = queue_json(q)
         body["consumer_details"] = [
@@ -333,7 +347,7 @@ class Api:
     @_route("GET", "queues", "*", "bindings")
     def queue_bindings(self, request: ApiRequest, names: list[str]) -> Reply:
         name = names[0]
-        _check(request, Permissions.may_see, "see", name)
+        _see(request, name)
         self.broker.queue_reports(name)
         return Reply(
             200, [binding_json(b) for b in self.broker.binding_reports() if b.queue == name]
@@ -343,7 +357,7 @@ class Api:
 
     @_route("GET", "exchanges")
     def exchanges(self, request: ApiRequest, names: list[str]) -> Reply:
-        perms = _perms(request)
+        perms = _perms(request, act=False)
         visible = [
             e for e in self.broker.exchange_reports() if perms is None or perms.may_see(e.name)
         ]
@@ -352,7 +366,7 @@ class Api:
     @_route("GET", "exchanges", "*")
     def exchange(self, request: ApiRequest, names: list[str]) -> Reply:
         name = names[0]
-        _check(request, Permissions.may_see, "see", name)
+        _see(request, name)
         (e,) = self.broker.exchange_reports(name)
         body = exchange_json(e)
         body["bindings"] = [
@@ -374,7 +388,7 @@ class Api:
         return self._create(request, self._checked(cmd))
 
     def _create(self, request: ApiRequest, cmd: frames.Create) -> Reply:
-        perms = _perms(request)
+        perms = _perms(request, act=True)
         if perms is not None:
             _check(request, Permissions.may_configure, "configure", cmd.name)
             if cmd.options.dead_letter is not None:
@@ -480,7 +494,7 @@ class Api:
         )
 
     def _visible_bindings(self, request: ApiRequest) -> list[BindingReport]:
-        perms = _perms(request)
+        perms = _perms(request, act=False)
         return [
             b
             for b in self.broker.binding_reports()
@@ -502,17 +516,27 @@ class Api:
         """Close a connection: the client gets ``-ERR LIMIT <reason>`` (the
         ``X-Reason`` header, as RabbitMQ takes it, or "closed by an operator")."""
         c = self._connection(request, names[0])
+        if c not in self._visible_connections(request, act=True):  # (a monitoring user)
+            user = request.user.name if request.user is not None else "?"
+            raise errors.Forbidden(f"{user} may not close connection {c.session}")
         reason = request.reason or "closed by an operator"
         if not reason.isprintable() or len(reason) > 200:
             raise errors.BadArgs("the reason is at most 200 printable characters")
         self.disconnect(c.session, reason)
         return Reply(200, {"closed": c.session})
 
-    def _visible_connections(self, request: ApiRequest) -> list[ConnectionReport]:
-        """The connections the user may see: all of them, but for a user whose
-        permissions are not ``* * *``, who sees its own."""
+    def _visible_connections(
+        self, request: ApiRequest, act: bool = False
+    ) -> list[ConnectionReport]:
+        """The connections the user may see (or, with ``act``, close): all of them for
+        a user whose permissions are ``* * *`` or whose tag covers it (monitoring to
+        see, administrator to close); its own for any other user."""
         user = request.user
-        every = user is None or user.permissions == _ALL
+        every = (
+            user is None
+            or user.permissions == _ALL
+            or (user.may_administer() if act else user.may_monitor())
+        )
         return [
             c
             for c in sorted(self.connections(), key=_session_of)
@@ -533,17 +557,33 @@ def _session_of(c: ConnectionReport) -> int:
     return c.session
 
 
-def _perms(request: ApiRequest) -> Permissions | None:
+def _perms(request: ApiRequest, act: bool) -> Permissions | None:
+    """The patterns that limit what the request's user may see (or, with ``act``, do);
+    None when nothing does: no users file, ``* * *``, or a tag that covers it
+    (``monitoring`` or ``administrator`` to see, ``administrator`` to act)."""
     user = request.user
     if user is None or user.permissions == _ALL:
         return None
+    if user.may_administer() or (not act and user.may_monitor()):
+        return None
     return user.permissions
+
+
+def _see(request: ApiRequest, name: str) -> None:
+    """Refuse to show ``name``'s figures to a user with no right to it nor a tag."""
+    perms = _perms(request, act=False)
+    if perms is not None and not perms.may_see(name):
+        user = request.user.name if request.user is not None else "?"
+        raise errors.Forbidden(f"{user} may not see {name}")
 
 
 def _check(
     request: ApiRequest, may: Callable[[Permissions, str], bool], what: str, name: str
 ) -> None:
-    perms = _perms(request)
+    """Refuse an action on ``name`` that the user's patterns do not allow (unless the
+    user is an administrator).  Peeking at messages is an action: it shows payloads,
+    which ``monitoring`` does not open."""
+    perms = _perms(request, act=True)
     if perms is not None and not may(perms, name):
         user = request.user.name if request.user is not None else "?"
         raise errors.Forbidden(f"{user} may not {what} {name}")

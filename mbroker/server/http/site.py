@@ -254,7 +254,11 @@ class HttpResource(Resource):
     async def _metrics(self, request: BoundedRequest, broker: Broker, user: User | None) -> Reply:
         if (request.method or b"") not in (b"GET", b"HEAD"):
             raise errors.BadCommand("metrics answers GET")
-        perms = None if user is None or user.permissions == _ALL else user.permissions
+        perms = (
+            None
+            if user is None or user.permissions == _ALL or user.may_monitor()
+            else user.permissions
+        )
         queues = broker.queue_reports()
         exchanges = broker.exchange_reports()
         if perms is not None:
