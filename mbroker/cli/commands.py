@@ -108,9 +108,11 @@ async def publish(reactor: CommandReactor, client: Client, args: argparse.Namesp
         try:
             await publisher.publish_all(_Reader(reactor, fd))
         except CancelledError:
-            sent = publisher.confirmed()
-            plural = "s" if sent != 1 else ""
-            complain(f"interrupted: published {sent} message{plural} to {args.name}")
+            confirmed = publisher.confirmed()
+            plural = "s" if confirmed != 1 else ""
+            unsure = publisher.sent - confirmed
+            more = f" ({unsure} more sent, not confirmed)" if unsure else ""
+            complain(f"interrupted: published {confirmed} message{plural} to {args.name}{more}")
             raise
     finally:
         if fd != sys.stdin.fileno():
