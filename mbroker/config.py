@@ -3,6 +3,9 @@ parsers of the numbers that command lines give them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
 import attrs
 
 KiB = 1024
@@ -133,3 +136,18 @@ def byte_size(text: str) -> int:
     if not digits.isdigit() or len(digits) > 18:
         raise BadNumber("a size in bytes (or with K, M, G)")
     return int(digits) * _UNITS[unit]
+
+
+_T = TypeVar("_T")
+
+
+class Documented(Generic[_T]):
+    """A parse function that says what it takes (``coerceDoc``): a ``twistd mbroker``
+    option's coerce function, whose doc ``--help`` shows beside the option."""
+
+    def __init__(self, parse: Callable[[str], _T], doc: str) -> None:
+        self._parse = parse
+        self.coerceDoc = doc
+
+    def __call__(self, value: str) -> _T:
+        return self._parse(value)

@@ -169,7 +169,7 @@ def error_for_code(code: str, text: str = "") -> BrokerError:
     """The exception for a wire code; unknown codes become a plain BrokerError."""
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
-        err = BrokerError(text)
-        err.code = code  # type: ignore[misc]
-        return err
+        # a code this version does not know: an error class of its own that carries it
+        unknown: type[BrokerError] = type("BrokerError", (BrokerError,), {"code": code})
+        return unknown(text)
     return cls(text)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -167,7 +168,7 @@ class FailedStart(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, reason: str) -> None:
+    def __init__(self, reactor: IReactorCore, reason: str) -> None:
         self.reactor = reactor
         self.reason = reason
 

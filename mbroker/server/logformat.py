@@ -27,6 +27,8 @@ from twisted.python import usage
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
+from mbroker.config import Documented
+
 #: What ``--log-format`` accepts.
 FORMATS = ("text", "json")
 
@@ -43,14 +45,14 @@ _STABLE = ("time", "level", "namespace", "message")
 _log_path: str | None = None
 
 
-def log_format(value: str) -> str:
+def _check_log_format(value: str) -> str:
     """The coerce function of ``--log-format``."""
     if value not in FORMATS:
         raise usage.UsageError(f"--log-format must be text or json, not {value!r}")
     return value
 
 
-log_format.coerceDoc = "text or json."  # type: ignore[attr-defined]
+log_format = Documented(_check_log_format, "text or json.")
 
 
 def record(event: LogEvent) -> dict[str, Any]:

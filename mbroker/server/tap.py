@@ -37,8 +37,7 @@ def _coerce(parse: Callable[[str], T], doc: str) -> Callable[[str], Callable[[st
             except config.BadNumber as e:
                 raise usage.UsageError(f"--{option} must be {e}, not {value!r}") from None
 
-        coerce.coerceDoc = doc  # type: ignore[attr-defined]
-        return coerce
+        return config.Documented(coerce, doc)
 
     return for_option
 
@@ -48,7 +47,7 @@ _seconds = _coerce(config.seconds_or_zero, "Seconds, 0 for no limit.")
 _byte_size = _coerce(config.byte_size, "Bytes, or with a suffix K, M or G; 0 for no mark.")
 
 
-def _users_file(value: str) -> str:
+def _check_users_file(value: str) -> str:
     try:
         Users.load(value)
     except UsersFileError as e:
@@ -56,16 +55,16 @@ def _users_file(value: str) -> str:
     return value
 
 
-_users_file.coerceDoc = "A users file (see mbroker user --help)."  # type: ignore[attr-defined]
+_users_file = config.Documented(_check_users_file, "A users file (see mbroker user --help).")
 
 
-def _fsync_policy(value: str) -> str:
+def _check_fsync_policy(value: str) -> str:
     if value not in ("always", "interval", "never"):
         raise usage.UsageError(f"--fsync must be always, interval or never, not {value!r}")
     return value
 
 
-_fsync_policy.coerceDoc = "One of always, interval, never."  # type: ignore[attr-defined]
+_fsync_policy = config.Documented(_check_fsync_policy, "One of always, interval, never.")
 
 
 class Options(usage.Options):

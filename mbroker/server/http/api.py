@@ -540,7 +540,7 @@ class Api:
         return [
             c
             for c in sorted(self.connections(), key=_session_of)
-            if every or c.user == user.name  # type: ignore[union-attr]
+            if every or (user is not None and c.user == user.name)
         ]
 
     def _connection(self, request: ApiRequest, name: str) -> ConnectionReport:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-
-from mbroker.core.model import Clock
 
 #: the counters sampled: overview name -> STATS field
 FIELDS = {"publish": "published", "deliver": "delivered", "ack": "acked"}
@@ -26,7 +25,7 @@ class Rates:
 
     def __init__(
         self,
-        clock: Clock,
+        clock: IReactorTime,
         read: Callable[[], dict[str, int] | None],
         interval: float = 5.0,
     ) -> None:
@@ -41,7 +40,7 @@ class Rates:
 
     def start(self) -> None:
         loop = self._loop = LoopingCall(self.sample)
-        loop.clock = self.clock  # type: ignore[assignment]
+        loop.clock = self.clock
         loop.start(self.interval, now=True)
 
     def stop(self) -> None:

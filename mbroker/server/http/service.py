@@ -13,7 +13,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -27,19 +27,22 @@ log = Logger()
 class HttpService(Service):
     """Serves the HTTP API, ``/metrics`` and ``/healthz`` of ``broker_service``."""
 
-    def __init__(self, reactor: Any, broker_service: BrokerService, endpoints: list[str]) -> None:
+    def __init__(
+        self, reactor: IReactorCore, broker_service: BrokerService, endpoints: list[str]
+    ) -> None:
         self.reactor = reactor
         self.broker_service = broker_service
         self.endpoints = list(endpoints)
         self.site: HttpSite | None = None
-        self.rates = Rates(reactor, self._counters)
+        self.clock: IReactorTime = IReactorTime(reactor)
+        self.rates = Rates(self.clock, self._counters)
         self.ports: list[IListeningPort] = []
         self._starting = False
         self._failures: list[str] = []
 
     def startService(self) -> None:
         super().startService()
-        self.site = site = make_site(self.broker_service, self.reactor, self.rates)
+        self.site = site = make_site(self.broker_service, self.clock, self.rates)
         self._starting, self._failures = True, []
         try:
             for description in self.endpoints:

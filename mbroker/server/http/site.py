@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -88,7 +88,9 @@ class HttpResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, service: BrokerService, reactor: Any, rates: Rates | None = None) -> None:
+    def __init__(
+        self, service: BrokerService, reactor: IReactorTime, rates: Rates | None = None
+    ) -> None:
         super().__init__()
         self.service = service
         self.reactor = reactor
@@ -300,7 +302,9 @@ class HttpSite(server.Site):
         pass
 
 
-def make_site(service: BrokerService, reactor: Any, rates: Rates | None = None) -> HttpSite:
+def make_site(
+    service: BrokerService, reactor: IReactorTime, rates: Rates | None = None
+) -> HttpSite:
     """The HTTP site of ``service``'s broker (which may not exist yet: it answers 503
     until the store is recovered)."""
     site = HttpSite(HttpResource(service, reactor, rates), timeout=IDLE_TIMEOUT, reactor=reactor)
