@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorThreads, ITransport
+from twisted.internet.interfaces import IReactorThreads, IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThreadPool
 
@@ -49,7 +49,7 @@ class StompFactory(Factory):
         self,
         broker: Broker,
         config: Config,
-        reactor: object | None = None,
+        reactor: IReactorTime | None = None,
         auth: Authenticator | None = None,
         heartbeat: tuple[int, int] = DEFAULT_HEARTBEAT,
         check_in_thread: bool = True,
