@@ -27,6 +27,7 @@ TWISTED_FREE = [
     "mbroker.errors",
     "mbroker.config",
     "mbroker.server.auth",
+    "mbroker.server.stomp_commands",
     "mbroker.server.stomp_destinations",
     "mbroker.server.stomp_state",
     "mbroker.core.routing",

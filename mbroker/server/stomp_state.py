@@ -1,6 +1,6 @@
 """A STOMP connection's book-keeping: subscriptions, message ids, acks, transactions.
 
-Plain Python, no Twisted and no broker: :mod:`mbroker.server.stomp` keeps one
+Plain Python, no Twisted and no broker: :mod:`mbroker.server.stomp_commands` keeps one
 :class:`Subscription` per SUBSCRIBE and one :class:`Transactions` per connection.
 
 Message ids are ``<sid>-<tag>``: the broker's subscription number and delivery tag, so
