@@ -1226,7 +1226,7 @@ def test_help_for_one_command(verb: bytes) -> None:
 
 
 def test_help_for_a_flagged_command_says_how_to_write_flags() -> None:
-    assert b"CREATE takes the flags durable and exclusive: durable or durable=1 sets one, " in (
+    assert b"CREATE takes the flags durable, exclusive and auto-delete: durable or durable=1 sets one, " in (
         help_reply("CREATE")
     )
     assert b"DELETE takes the flags if-empty and if-unused" in help_reply("DELETE")
