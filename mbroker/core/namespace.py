@@ -247,11 +247,12 @@ class Namespace:
         for name, kind in recovered.exchanges.items():
             self._objects[name] = Exchange(name, kind, make_matcher(kind), True)
         for name, options in recovered.queues.items():
-            q = self._objects[name] = Queue(name, options)
+            queue = Queue(name, options)
+            self._objects[name] = queue
             if options.expires is not None:
-                self._arm_idle(q)  # its idle time starts again now
-        for queue, exchange, key in recovered.bindings:
-            q, ex = self._objects.get(queue), self._objects.get(exchange)
+                self._arm_idle(queue)  # its idle time starts again now
+        for qname, exchange, key in recovered.bindings:
+            q, ex = self._objects.get(qname), self._objects.get(exchange)
             if isinstance(q, Queue) and isinstance(ex, Exchange):
                 ex.matcher.add(key, q)
                 q.bound_to[exchange] = ex
