@@ -66,7 +66,17 @@ async def create(reactor: CommandReactor, client: Client, args: argparse.Namespa
     options: dict[str, Any] = {"durable": args.durable}
     if args.exclusive:
         options["exclusive"] = True
-    for key in ("max_length", "max_bytes", "overflow", "ttl", "dead_letter", "max_deliver"):
+    if args.auto_delete:
+        options["auto_delete"] = True
+    for key in (
+        "max_length",
+        "max_bytes",
+        "overflow",
+        "ttl",
+        "dead_letter",
+        "max_deliver",
+        "expires",
+    ):
         value = getattr(args, key)
         if value is not None:
             options[key] = value

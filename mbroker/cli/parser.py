@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="queue: owned by this command's connection, deleted when it ends",
     )
+    p.add_argument(
+        "--auto-delete",
+        action="store_true",
+        help="queue: deleted when its last subscriber goes",
+    )
+    p.add_argument(
+        "--expires", type=_positive, metavar="MS", help="queue: deleted once unused for MS"
+    )
 
     p = command("delete", commands.delete, "delete an exchange or a queue")
     p.add_argument("name", help="the exchange's or queue's name")

@@ -318,13 +318,17 @@ class Client:
         dead_letter: str | None = None,
         max_deliver: int | None = None,
         exclusive: bool = False,
+        auto_delete: bool = False,
+        expires: int | None = None,
     ) -> Deferred[bool]:
         """CREATE an exchange (``direct``, ``fanout``, ``topic``) or a ``queue``.
 
         Fires with True when it was made, False when it existed alike; fails with
         ``Exists`` when the name exists with another kind or options.  The queue
         options (``max_length``, ``max_bytes``, ``overflow``, ``ttl`` in ms,
-        ``dead_letter``, ``max_deliver``, ``exclusive``) only apply to a queue.
+        ``dead_letter``, ``max_deliver``, ``exclusive``, ``auto_delete``: deleted when
+        its last subscriber goes, ``expires``: deleted once unused for that many ms)
+        only apply to a queue.
         """
         known = _KINDS.get(kind)
         if known is None:
@@ -332,7 +336,16 @@ class Client:
         if overflow not in ("drop-head", "reject"):
             return fail(BadArgs(f"overflow must be drop-head or reject, not {overflow!r}"))
         options = QueueOptions(
-            durable, max_length, max_bytes, overflow, ttl, dead_letter, max_deliver, exclusive
+            durable,
+            max_length,
+            max_bytes,
+            overflow,
+            ttl,
+            dead_letter,
+            max_deliver,
+            exclusive,
+            auto_delete,
+            expires,
         )
         if kind in EXCHANGE_KINDS and options != QueueOptions(durable=durable):
             return fail(BadArgs("an exchange takes no queue options"))

@@ -53,7 +53,7 @@ class Broker:
         self._sessions: dict[int, Session] = {}
         self._next_session = 1
 
-        self._namespace = namespace = Namespace(journal)
+        self._namespace = namespace = Namespace(journal, clock)
         self._dispatcher = dispatcher = Dispatcher(clock, config, journal, namespace.find)
         self._publishing = publishing = Publisher(journal, namespace, dispatcher)
         self._consumption = consumption = Consumption(clock, config, journal, namespace, dispatcher)
@@ -129,6 +129,8 @@ class Broker:
                 w.queue.waiters.remove(w)
             except ValueError:
                 pass
+            if w.queue.idle_timer is not None:
+                self._namespace.used(w.queue)
         s.waiters.clear()
         for c in list(s.consumers.values()):
             self._consumption.drop_consumer(c)

@@ -117,6 +117,8 @@ class Consumption:
             q.rr -= 1
         if c.private and not q.deleted:
             self._namespace.delete_queue(q)
+        elif q.options.auto_delete or q.idle_timer is not None:
+            self._namespace.consumer_gone(q)
 
     # ---------------------------------------------------------------------- pull
 
@@ -132,15 +134,30 @@ class Consumption:
     ) -> Pulled | None:
         """PULL: the deliveries now, or None when waiting (``on_done`` fires later)."""
         q = self._namespace.queue(name)
+        if q.idle_timer is not None:
+            self._namespace.used(q)
         timeout = ack_timeout / 1000.0 if ack_timeout is not None else None
         out = self._dispatcher.take_ready(s, q, max, manual, timeout)
         if out or not wait or on_done is None:
             return out
+        if q.idle_timer is not None:
+            on_done = self._waited(q, on_done)
         w = PullWaiter(s, q, max, manual, timeout, on_done)
         w.timer = self.clock.callLater(wait / 1000.0, self._dispatcher.wait_timed_out, w)
         q.waiters.append(w)
         s.waiters.append(w)
         return None
+
+    def _waited(self, q: Queue, on_done: Callable[[Pulled], None]) -> Callable[[Pulled], None]:
+        """``on_done`` for a waiting PULL on a queue with ``expires``: the idle time
+        starts again when the wait ends."""
+
+        def done(out: Pulled) -> None:
+            if q.idle_timer is not None:
+                self._namespace.used(q)
+            on_done(out)
+
+        return done
 
     # ---------------------------------------------------------------------- acks
 

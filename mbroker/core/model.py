@@ -220,6 +220,10 @@ class Queue:
     #: is the next to expire (False after a mix or a requeue: the sweep scans)
     expiry_ordered: bool = True
     last_expiry: float = 0.0
+    #: for a queue with ``expires``: its one idle timer, and when it was last used
+    #: (set on use; the timer checks it when it fires)
+    idle_timer: DelayedCall | None = None
+    last_used: float = 0.0
     deleted: bool = False
     # statistics
     published: int = 0

@@ -8,6 +8,11 @@ a restart becomes a record in the :class:`~mbroker.core.journal.Journal`.
 Deleting a queue ends everything that hangs on it: its subscriptions are cancelled
 (``CANCEL sid deleted``), its waiting PULLs answered with nothing, its ready and
 delayed messages dropped; deliveries still out become void (their tags ack nothing).
+
+It also keeps the queues' lifetimes (section 7): ``auto-delete`` (see
+:meth:`Namespace.consumer_gone`) and ``expires``: one idle timer per queue that has
+it, rescheduled lazily (a use only writes ``Queue.last_used``; the timer checks it
+when it fires).  A queue without these options has no timer and pays nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from mbroker import errors
 from mbroker.core import records as rec
 from mbroker.core.journal import Journal
-from mbroker.core.model import Exchange, Obj, Queue, Session
+from mbroker.core.model import Clock, Exchange, Obj, Queue, Session
 from mbroker.core.routing import make_matcher
 from mbroker.wire.frames import QueueOptions
 
@@ -23,8 +28,9 @@ from mbroker.wire.frames import QueueOptions
 class Namespace:
     """The broker's objects by name (read them with :meth:`get` or :meth:`find`)."""
 
-    def __init__(self, journal: Journal | None) -> None:
+    def __init__(self, journal: Journal | None, clock: Clock | None = None) -> None:
         self.journal = journal
+        self.clock = clock
         self._objects: dict[str, Obj] = {}
         #: the object under a name, or None (a bound ``dict.get``: it is on hot paths)
         self.find = self._objects.get
@@ -65,6 +71,8 @@ class Namespace:
             else:
                 same = kind == existing.kind and options.durable == existing.durable
             if same:
+                if isinstance(existing, Queue) and existing.idle_timer is not None:
+                    self.used(existing)  # a CREATE naming it is a use
                 return False
             raise errors.Exists(f"{name} exists with another kind or other options")
         if options.durable and self.journal is not None and not self.journal.available:
@@ -77,6 +85,8 @@ class Namespace:
                 q.owner = s
                 s.exclusive.append(q)
             self._objects[name] = q
+            if options.expires is not None:
+                self._arm_idle(q)
         else:
             self._objects[name] = Exchange(name, kind, make_matcher(kind), options.durable)
         if options.durable and self.journal is not None:
@@ -123,6 +133,10 @@ class Namespace:
         dropped = _drop_ready(q) + q.unacked
         if q.expiry_timer is not None and q.expiry_timer.active():
             q.expiry_timer.cancel()
+        if q.idle_timer is not None:
+            if q.idle_timer.active():
+                q.idle_timer.cancel()
+            q.idle_timer = None
         for ex in q.bound_to.values():
             ex.matcher.remove_target(q)
         q.bound_to.clear()
@@ -150,6 +164,47 @@ class Namespace:
             if q.private and not q.deleted:
                 # a subscription to this exchange can never receive again: end it
                 self.delete_queue(q)
+
+    # ------------------------------------------------------------------ lifetime
+
+    def used(self, q: Queue) -> None:
+        """A use of ``q``, which has ``expires``: its idle time starts again now."""
+        assert self.clock is not None
+        q.last_used = self.clock.seconds()
+
+    def consumer_gone(self, q: Queue) -> None:
+        """A SUBSCRIBE consumer left ``q``: an ``auto-delete`` queue left with none is
+        deleted; an ``expires`` queue's idle time starts now."""
+        if q.deleted:
+            return
+        if q.options.auto_delete and not q.consumers:
+            self.delete_queue(q)
+        elif q.idle_timer is not None:
+            self.used(q)
+
+    def _arm_idle(self, q: Queue) -> None:
+        assert self.clock is not None and q.options.expires is not None
+        q.last_used = self.clock.seconds()
+        q.idle_timer = self.clock.callLater(q.options.expires / 1000.0, self._idle_check, q)
+
+    def _idle_check(self, q: Queue) -> None:
+        """``q``'s idle timer fired: delete it if unused for ``expires``, else wait on."""
+        assert self.clock is not None and q.options.expires is not None
+        if q.deleted:
+            return
+        period = q.options.expires / 1000.0
+        now = self.clock.seconds()
+        if q.consumers or q.waiters:
+            # in use now; when the last one goes it writes last_used
+            q.last_used = now
+            delay = period
+        else:
+            delay = q.last_used + period - now
+            if delay <= 1e-9:
+                q.idle_timer = None
+                self.delete_queue(q)
+                return
+        q.idle_timer = self.clock.callLater(delay, self._idle_check, q)
 
     # ------------------------------------------------------------------ bindings
 
@@ -192,9 +247,12 @@ class Namespace:
         for name, kind in recovered.exchanges.items():
             self._objects[name] = Exchange(name, kind, make_matcher(kind), True)
         for name, options in recovered.queues.items():
-            self._objects[name] = Queue(name, options)
-        for queue, exchange, key in recovered.bindings:
-            q, ex = self._objects.get(queue), self._objects.get(exchange)
+            queue = Queue(name, options)
+            self._objects[name] = queue
+            if options.expires is not None:
+                self._arm_idle(queue)  # its idle time starts again now
+        for qname, exchange, key in recovered.bindings:
+            q, ex = self._objects.get(qname), self._objects.get(exchange)
             if isinstance(q, Queue) and isinstance(ex, Exchange):
                 ex.matcher.add(key, q)
                 q.bound_to[exchange] = ex

@@ -31,6 +31,7 @@ class Publisher:
         self.published = 0
         # (bound once: these run for every message)
         self._find = namespace.find
+        self._used = namespace.used
         self._enqueue = dispatcher.enqueue
         self._expiry = dispatcher.expiry
         self._dispatcher = dispatcher
@@ -44,6 +45,8 @@ class Publisher:
         targets: Sequence[Queue]
         if isinstance(obj, Queue):
             targets = (obj,)
+            if obj.idle_timer is not None:
+                self._used(obj)
         else:
             obj.published += 1
             targets = obj.matcher.match(key)
@@ -80,6 +83,8 @@ class Publisher:
         if obj is None:
             raise errors.NotFound(name)
         targets: Sequence[Queue] = (obj,) if isinstance(obj, Queue) else obj.matcher.match(key)
+        if isinstance(obj, Queue) and obj.idle_timer is not None:
+            self._used(obj)
         if ttl is not None or not all(_takes_runs(q) for q in targets):
             return self._publish_each(name, key, payloads, ttl)
         journal = self.journal

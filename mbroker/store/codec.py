@@ -228,6 +228,7 @@ def encode_options(options: QueueOptions) -> bytes:
         (1 if options.durable else 0)
         | (2 if options.exclusive else 0)
         | (4 if options.overflow == "reject" else 0)
+        | (8 if options.auto_delete else 0)
     )
     mask = 0
     parts: list[bytes] = []
@@ -240,6 +241,9 @@ def encode_options(options: QueueOptions) -> bytes:
     if options.dead_letter is not None:
         mask |= 16
         parts.append(_str16(options.dead_letter))
+    if options.expires is not None:  # (after the older fields: old data still decodes)
+        mask |= 32
+        parts.append(_I64.pack(options.expires))
     return bytes((flags, mask)) + b"".join(parts)
 
 
@@ -262,6 +266,10 @@ def decode_options(data: Buffer, pos: int) -> tuple[QueueOptions, int]:
     dead_letter = None
     if mask & 16:
         dead_letter, pos = _decode_str16(data, pos)
+    expires = None
+    if mask & 32:
+        (expires,) = _I64.unpack_from(data, pos)
+        pos += 8
     options = QueueOptions(
         durable=bool(flags & 1),
         max_length=ints[0],
@@ -271,6 +279,8 @@ def decode_options(data: Buffer, pos: int) -> tuple[QueueOptions, int]:
         dead_letter=dead_letter,
         max_deliver=ints[3],
         exclusive=bool(flags & 2),
+        auto_delete=bool(flags & 8),
+        expires=expires,
     )
     return options, pos
 

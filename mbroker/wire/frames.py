@@ -35,6 +35,10 @@ class QueueOptions:
     dead_letter: str | None = None
     max_deliver: int | None = None
     exclusive: bool = False
+    #: deleted when its last SUBSCRIBE consumer goes (section 7, queue lifetime)
+    auto_delete: bool = False
+    #: deleted once unused for this many milliseconds (section 7, queue lifetime)
+    expires: int | None = None
 
 
 DEFAULT_OPTIONS = QueueOptions()

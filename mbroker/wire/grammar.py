@@ -146,8 +146,9 @@ SPECS: dict[bytes, Spec] = {
             b"ttl": _number("ttl", meta="MS"),
             b"dead-letter": Field("dead_letter", parse_name, write_name, "NAME"),
             b"max-deliver": _number("max_deliver", 1),
+            b"expires": _number("expires", 1, "MS"),
         },
-        {b"durable": "durable", b"exclusive": "exclusive"},
+        {b"durable": "durable", b"exclusive": "exclusive", b"auto-delete": "auto_delete"},
         (
             "makes an exchange (direct, fanout, or topic: the default) or a queue",
             "replies +OK created, or +OK exists when it exists with the same kind and "
@@ -159,6 +160,8 @@ SPECS: dict[bytes, Spec] = {
             "ttl=MS: how long a message may wait; dead-letter=NAME: where expired, dropped "
             "and rejected messages go",
             "max-deliver=N: a message delivered N times without an ack is dead-lettered",
+            "auto-delete: the queue is deleted when its last SUBSCRIBE consumer goes; "
+            "expires=MS: it is deleted once unused for MS milliseconds",
         ),
     ),
     b"DELETE": Spec(
@@ -338,7 +341,8 @@ def help_lines(verb: bytes, spec: Spec) -> list[str]:
     usage = usage_line(verb, spec)[len(verb) + 1 :] or "takes no arguments"
     lines = [usage, *spec.doc]
     if spec.flags:
-        names = " and ".join(flag.decode() for flag in spec.flags)
+        *most, last = [flag.decode() for flag in spec.flags]
+        names = f"{', '.join(most)} and {last}" if most else last
         first = next(iter(spec.flags)).decode()
         lines.append(
             f"takes the flags {names}: {first} or {first}=1 sets one, and {first}=0 is the "

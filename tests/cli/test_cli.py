@@ -33,6 +33,7 @@ from mbroker.cli.output import Progress
 from mbroker.cli.parser import build_parser, parse_args
 from mbroker.client.connection import Client
 from mbroker.testing import LoopbackBroker
+from mbroker.wire.frames import QueueOptions
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.proc import ROOT, RUN_TIMEOUT, Proc, child_env, mbroker_command, reactor
 
@@ -520,6 +521,21 @@ async def test_create_exclusive_and_pull_manual_and_peek(
     assert (stats["messages"], stats["unacked"]) == (2, 0)
     names = [r.name for r in await client.list()]
     assert "mine" not in names  # exclusive: gone with the command's connection
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_with_queue_lifetime_options(
+    broker: LoopbackBroker, client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("create", "tmp", "queue", "--auto-delete", "--expires", "60000")
+    assert await inproc(broker, capsys, *argv) == (0, "created queue tmp\n", "")
+    assert broker.broker.queue("tmp").options == QueueOptions(auto_delete=True, expires=60000)
+    assert await inproc(broker, capsys, *argv) == (0, "queue tmp exists\n", "")
+    code, _, err = await inproc(broker, capsys, "create", "tmp", "queue", "--expires", "1")
+    assert code != 0 and "EXISTS" in err
+    sub = await client.subscribe("tmp", lambda m: None)
+    await sub.unsubscribe()
+    assert "tmp" not in [r.name for r in await client.list()]  # auto-delete
 
 
 def test_python_dash_m_mbroker() -> None:

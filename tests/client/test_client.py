@@ -26,7 +26,7 @@ from mbroker.client.connection import (
 from mbroker.client.protocol import ClientProtocol
 from mbroker.config import Config
 from mbroker.testing import ClientPair, connected_pair, result_of
-from mbroker.wire.frames import ExchangeInfo, QueueInfo
+from mbroker.wire.frames import ExchangeInfo, QueueInfo, QueueOptions
 from mbroker.wire.replydata import ok_count
 
 
@@ -660,3 +660,16 @@ def test_callbacks_style(pair: ClientPair) -> None:
     c.pull("q").addCallback(lambda msgs: seen.append([m.payload for m in msgs]))
     pair.flush()
     assert seen == [True, 1, errors.NotFound, [b"x"]]
+
+
+def test_create_with_queue_lifetime_options(pair: ClientPair) -> None:
+    c = pair.client
+    assert pair.successResultOf(c.create("r", "queue", expires=1000)) is True
+    assert pair.successResultOf(c.create("r", "queue", expires=1000)) is False
+    assert isinstance(failure_of(pair, c.create("r", "queue")), errors.Exists)
+    assert pair.successResultOf(c.create("a", "queue", auto_delete=True)) is True
+    assert pair.broker.queue("a").options == QueueOptions(auto_delete=True)
+    assert isinstance(failure_of(pair, c.create("x", "topic", expires=5)), errors.BadArgs)
+    pair.clock.advance(1)
+    pair.flush()
+    assert [i.name for i in pair.successResultOf(c.list())] == ["a"]

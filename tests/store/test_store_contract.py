@@ -129,6 +129,9 @@ async def test_empty_store(harness: Harness) -> None:
     assert rec.queues == {} and rec.next_msg_id == 1
 
 
+LIFETIME = QueueOptions(durable=True, auto_delete=True, expires=60000)
+
+
 @pytest_twisted.ensureDeferred
 async def test_declarations_round_trip(harness: Harness) -> None:
     await harness.open()
@@ -148,6 +151,7 @@ async def test_declarations_round_trip(harness: Harness) -> None:
             ExchangeDeclared("logs", "fanout"),
             QueueDeclared("b-queue", options),
             QueueDeclared("a-queue", DURABLE),
+            QueueDeclared("c-queue", LIFETIME),
             Bound("b-queue", "news", "sport.#"),
             Bound("a-queue", "news", "*.uk"),
             Bound("a-queue", "logs", ""),
@@ -155,14 +159,15 @@ async def test_declarations_round_trip(harness: Harness) -> None:
     )
     for rec in (await harness.restart(), await harness.restart()):
         assert rec.exchanges == {"news": "topic", "logs": "fanout"}
-        assert list(rec.queues) == ["b-queue", "a-queue"]
+        assert list(rec.queues) == ["b-queue", "a-queue", "c-queue"]
         assert rec.queues["b-queue"] == options
+        assert rec.queues["c-queue"] == LIFETIME
         assert rec.bindings == [
             ("b-queue", "news", "sport.#"),
             ("a-queue", "news", "*.uk"),
             ("a-queue", "logs", ""),
         ]
-        assert rec.messages == {"b-queue": [], "a-queue": []}
+        assert rec.messages == {"b-queue": [], "a-queue": [], "c-queue": []}
 
 
 @pytest_twisted.ensureDeferred

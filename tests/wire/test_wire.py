@@ -239,6 +239,15 @@ VALID = [
     (b"CREATE q queue DURABLE=1 exclusive=0", Create("q", "queue", Q(durable=True))),
     (b"CREATE q queue durable=0 exclusive=1", Create("q", "queue", Q(exclusive=True))),
     (b"CREATE q queue durable=0", Create("q", "queue")),
+    # queue lifetime (section 7)
+    (b"CREATE q queue auto-delete", Create("q", "queue", Q(auto_delete=True))),
+    (b"CREATE q queue AUTO-DELETE=1", Create("q", "queue", Q(auto_delete=True))),
+    (b"CREATE q queue auto-delete=0", Create("q", "queue")),
+    (b"CREATE q queue expires=60000", Create("q", "queue", Q(expires=60000))),
+    (
+        b"CREATE q queue durable auto-delete expires=1",
+        Create("q", "queue", Q(durable=True, auto_delete=True, expires=1)),
+    ),
     (b"CREATE x fanout durable=1", Create("x", "fanout", Q(durable=True))),
     (b"CREATE x topic exclusive=0", Create("x", "topic")),
     (b"CREATE x durable=1", Create("x", "topic", Q(durable=True))),
@@ -287,6 +296,14 @@ INVALID = [
     b"CREATE q queue max-bytes=x",
     b"CREATE q queue ttl=1s",
     b"CREATE q queue max-deliver=0",
+    b"CREATE q queue expires=0",
+    b"CREATE q queue expires=-1",
+    b"CREATE q queue expires=1s",
+    b"CREATE q queue expires",
+    b"CREATE q queue auto-delete=2",
+    b"CREATE q queue auto-delete auto-delete",
+    b"CREATE x topic auto-delete",
+    b"CREATE x fanout expires=1000",
     b"CREATE q queue dead-letter=bad!",
     b"CREATE q queue durable=2",
     b"CREATE q queue durable=01",
@@ -1226,8 +1243,9 @@ def test_help_for_one_command(verb: bytes) -> None:
 
 
 def test_help_for_a_flagged_command_says_how_to_write_flags() -> None:
-    assert b"CREATE takes the flags durable and exclusive: durable or durable=1 sets one, " in (
-        help_reply("CREATE")
+    assert (
+        b"CREATE takes the flags durable, exclusive and auto-delete: durable or durable=1 "
+        b"sets one, " in help_reply("CREATE")
     )
     assert b"DELETE takes the flags if-empty and if-unused" in help_reply("DELETE")
 
