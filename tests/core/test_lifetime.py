@@ -40,9 +40,7 @@ class TestAutoDelete:
         assert not exists(w)
         assert a.target.cancels == [] and b.target.cancels == []
 
-    def test_deleted_when_the_last_consumer_disconnects_and_drops_messages(
-        self, w: World
-    ) -> None:
+    def test_deleted_when_the_last_consumer_disconnects_and_drops_messages(self, w: World) -> None:
         w.queue("q", auto_delete=True)
         a = w.client()
         a.sub("q", manual=True, prefetch=1)
