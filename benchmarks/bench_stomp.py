@@ -54,7 +54,6 @@ from rawclient import (  # noqa: E402
     load_note,
     machine,
     print_table,
-    read_until,
     run_flow,
 )
 
@@ -78,6 +77,20 @@ class StompBroker(BrokerProcess):
 # ---------------------------------------------------------------- the client
 
 
+def read_frame(s: socket.socket, timeout: float = 10.0) -> bytes:
+    """Bytes from *s* until a NUL (RabbitMQ writes a newline after it: not an end)."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\x00" not in buf:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited for a frame, got {buf[-200:]!r}")
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed while waiting for a frame: {buf[-200:]!r}")
+        buf += chunk
+    return buf
+
+
 def stomp_connect(port: int) -> socket.socket:
     """A STOMP 1.2 connection (no heart-beats) once ``CONNECTED`` came."""
     s = connect(HOST, port, greeting=False)
@@ -85,7 +98,7 @@ def stomp_connect(port: int) -> socket.socket:
         b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n"
         b"heart-beat:0,0\n\n\x00"
     )
-    reply = read_until(s, b"\x00")
+    reply = read_frame(s)
     if not reply.startswith(b"CONNECTED"):
         raise RuntimeError(f"CONNECT -> {reply[:300]!r}")
     return s
@@ -94,7 +107,7 @@ def stomp_connect(port: int) -> socket.socket:
 def receipted(s: socket.socket, frame_head: bytes, receipt: bytes) -> None:
     """Send a body-less frame with a ``receipt`` header and wait for its ``RECEIPT``."""
     s.sendall(frame_head + b"receipt:" + receipt + b"\n\n\x00")
-    reply = read_until(s, b"\x00")
+    reply = read_frame(s)
     if not reply.startswith(b"RECEIPT") or receipt not in reply:
         command_name = frame_head.split(b"\n")[0]
         raise RuntimeError(f"{command_name!r} -> {reply[:300]!r}")

@@ -27,7 +27,7 @@ import struct
 import subprocess
 import time
 
-from rawclient import BATCH, Reader, Subscriber, connect, read_until
+from rawclient import BATCH, Reader, Subscriber, connect
 
 from peers import HOST, PeerServer, Setup, free_port
 
@@ -281,7 +281,14 @@ class StompServer(Server):
             return False
         try:
             s.sendall(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\x00")
-            return read_until(s, b"\x00", timeout=5).startswith(b"CONNECTED")
+            s.settimeout(5)
+            reply = b""
+            while b"\x00" not in reply:  # (a newline follows the NUL)
+                chunk = s.recv(4096)
+                if not chunk:
+                    return False
+                reply += chunk
+            return reply.startswith(b"CONNECTED")
         except OSError:
             return False
         finally:
