@@ -95,8 +95,7 @@ def stomp_connect(port: int) -> socket.socket:
     """A STOMP 1.2 connection (no heart-beats) once ``CONNECTED`` came."""
     s = connect(HOST, port, greeting=False)
     s.sendall(
-        b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n"
-        b"heart-beat:0,0\n\n\x00"
+        b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\nheart-beat:0,0\n\n\x00"
     )
     reply = read_frame(s)
     if not reply.startswith(b"CONNECTED"):
@@ -256,9 +255,7 @@ def latency(t: Target, messages: int, warmup: int) -> None:
         sub.close()
     for name, values in (("SEND -> MESSAGE", deliver), ("SEND -> RECEIPT", receipt)):
         values.sort()
-        t.latency.setdefault(name, []).append(
-            (percentile(values, 0.5), percentile(values, 0.99))
-        )
+        t.latency.setdefault(name, []).append((percentile(values, 0.5), percentile(values, 0.99)))
 
 
 # ---------------------------------------------------------------- the run
@@ -358,9 +355,7 @@ def report(targets: list[Target], rounds: int, seconds: float, lat_messages: int
             ratio = nan
             if peer is not None and t is peer:
                 ratio = median(p50s) / median([p for p, _ in ours.latency[name]])
-            lat_rows.append(
-                [name, t.name, min(p50s), median(p50s), min(p99s), median(p99s), ratio]
-            )
+            lat_rows.append([name, t.name, min(p50s), median(p50s), min(p99s), median(p99s), ratio])
     print_table(
         f"{LATENCY_TITLE}, /queue/, {SIZE}-byte bodies, {lat_messages} messages x "
         f"{rounds} rounds (best and median of the rounds' percentiles)",
