@@ -11,7 +11,10 @@ every call: read the shares, not the times).
 Cases: one SEND per read into ``/queue/`` (a one-at-a-time client); runs of 400 SENDs
 per read into ``/queue/`` with an ``ack:auto`` subscriber, the same with an
 ``ack:client-individual`` subscriber that sends one ``ACK`` frame per message (all of
-one read's ACKs in one read back, pre-encoded), and into ``/topic/``.  For comparison
+one read's ACKs in one read back, pre-encoded), and into ``/topic/``.  ``ceiling`` is
+not a client's case: ``Broker.publish_many`` called directly, 400 bodies at a time, into
+the queue of a STOMP ``ack:auto`` subscriber (what SENDs batched into runs, as the native
+protocol batches PUBLISH, would cost, less their decoding).  For comparison
 the same run of 400 as native ``PUBLISH`` frames into a queue (``bench_inprocess.py``'s
 ``queue`` case).  Usage::
 
@@ -109,6 +112,33 @@ def stomp(kind: bytes, ack: bytes, per_read: int, reads: int) -> Case:
     return make
 
 
+def run_ceiling(per_read: int, reads: int) -> Case:
+    """Not a client's case: ``Broker.publish_many`` (what the native ``PublishRun``
+    calls) straight into ``/queue/bench`` with a STOMP ``ack:auto`` subscriber, once per
+    400 bodies: what a run of SENDs could cost if the STOMP side batched them as the
+    native side does, less decoding the SENDs."""
+
+    def make() -> tuple[Callable[[], None], int]:
+        clock = Clock()
+        config = Config()
+        factory = StompFactory(Broker(clock, config), config, clock, check_in_thread=False)
+        sub, out = connect(factory, clock)
+        sub.dataReceived(b"SUBSCRIBE\nid:0\ndestination:/queue/bench\nack:auto\nreceipt:s\n\n\x00")
+        clock.advance(0)
+        payloads = [b"x" * SIZE] * per_read
+        broker = factory.broker
+
+        def run() -> None:
+            for _ in range(reads):
+                broker.publish_many("bench", "", payloads)
+                sub._flush()  # (what the end of a read does)
+            assert out.bytes >= per_read * reads * SIZE, "not delivered"
+
+        return run, per_read * reads
+
+    return make
+
+
 def _sid(sub: StompProtocol) -> int:
     return next(iter(sub._by_sid))  # (the one subscription's id in its message ids)
 
@@ -121,6 +151,10 @@ CASES: dict[str, tuple[str, Case]] = {
         stomp(b"/queue/", b"client-individual", 400, 500),
     ),
     "topic": ("runs of 400 SEND per read, /topic/ ack:auto", stomp(b"/topic/", b"auto", 400, 500)),
+    "ceiling": (
+        "publish_many per 400 into /queue/ -> STOMP ack:auto (no decoding)",
+        run_ceiling(400, 500),
+    ),
     "native": ("runs of 400 native PUBLISH per read, queue", pubsub(b"queue", 1, 400, 500)),
 }
 
