@@ -13,9 +13,10 @@ The client is raw sockets, STOMP 1.2, 100-byte bodies of ``x`` with ``content-le
   connection counts ``MESSAGE`` frames with one ``bytes.count`` per read.  Cases:
   ``/queue/Q`` with ``ack:auto``; ``/queue/Q`` with ``ack:client-individual`` (1.2's
   ``ack`` header of every ``MESSAGE`` answered by its own ``ACK``, all of one read sent
-  in one write; ``prefetch-count:1000``); ``/topic/K`` with ``ack:auto``.  The rate is
-  deliveries from the first ``SEND`` to the last ``MESSAGE``; ``CPU us/msg`` is the
-  broker's CPU (all its threads) per delivery.
+  in one write; ``prefetch-count:1000``); ``/queue/Q`` with ``ack:client`` (one
+  cumulative ``ACK`` per read, of its last ``MESSAGE``); ``/topic/K`` with
+  ``ack:auto``.  The rate is deliveries from the first ``SEND`` to the last ``MESSAGE``;
+  ``CPU us/msg`` is the broker's CPU (all its threads) per delivery.
 * latency, one at a time on ``/queue/Q`` (``ack:auto``): ``SEND`` -> ``MESSAGE``
   (send one, wait for it on the subscriber, send the next), and ``SEND`` with
   ``receipt`` -> ``RECEIPT`` on the publisher's connection; p50 and p99 in µs.
@@ -151,6 +152,20 @@ class IndividualAcker(Reader):
         return n, b"".join([b"ACK\nid:" + i + b"\n\n\x00" for i in ids])
 
 
+class CumulativeAcker(IndividualAcker):
+    """``ack:client``: one ``ACK`` per read, of the read's last ``MESSAGE`` (and all before)."""
+
+    def feed(self, chunk: bytes) -> tuple[int, bytes]:
+        data = self._rest + chunk
+        end = data.rfind(b"\x00") + 1
+        done, self._rest = data[:end], data[end:]
+        n = done.count(MARKER)
+        if not n:
+            return 0, b""
+        i = done.rfind(b"\nack:") + 5
+        return n, b"ACK\nid:" + done[i : done.index(b"\n", i)] + b"\n\n\x00"
+
+
 # ---------------------------------------------------------------- a target
 
 
@@ -173,6 +188,7 @@ class Target:
 CASES = {
     "queue, ack:auto": (b"/queue/", b"auto"),
     "queue, ack:client-individual": (b"/queue/", b"client-individual"),
+    "queue, ack:client": (b"/queue/", b"client"),
     "topic, ack:auto": (b"/topic/", b"auto"),
 }
 
@@ -184,7 +200,8 @@ def throughput(t: Target, case: str, seconds: float, max_messages: int) -> FlowR
     pub = stomp_connect(t.port)
     try:
         subscribe(sub, dest, ack)
-        reader = IndividualAcker() if ack == b"client-individual" else Reader(MARKER)
+        readers = {b"client-individual": IndividualAcker, b"client": CumulativeAcker}
+        reader = readers.get(ack, lambda: Reader(MARKER))()
         r = run_flow(
             pub,
             [send_frame(dest) * BATCH],
