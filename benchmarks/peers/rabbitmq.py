@@ -11,10 +11,15 @@ publishers: RabbitMQ's own credit flow stops reading the socket when it falls be
 Each consumer counts ``basic.deliver`` method frames, whose first bytes are the same
 for every delivery.  In the work-queue case the consumer (prefetch 1000) sends one
 ``basic.ack`` with ``multiple`` after each read: delivery tags on a channel run 1, 2, 3 …
+
+:class:`StompServer` is the same node with the ``rabbitmq_stomp`` plugin enabled (in its
+private ``enabled_plugins`` file) and listening on a second free loopback port,
+``stomp_port``; ``bench_stomp.py`` drives it.
 """
 
 from __future__ import annotations
 
+import glob
 import itertools
 import os
 import shutil
@@ -142,6 +147,7 @@ class Server(PeerServer):
     package = "rabbitmq-server"
     binary = SERVER_SCRIPT
     start_timeout = 90.0
+    plugins: tuple[str, ...] = ()  # in the private enabled_plugins file
 
     def __init__(self) -> None:
         super().__init__()
@@ -165,10 +171,15 @@ class Server(PeerServer):
             stderr=subprocess.DEVNULL,
         )
         with open(os.path.join(self.tmp, "enabled_plugins"), "w") as f:
-            f.write("[].\n")
+            f.write(f"[{','.join(self.plugins)}].\n")
         with open(os.path.join(self.tmp, "rabbitmq.conf"), "w") as f:
             f.write(f"listeners.tcp.default = {HOST}:{self.port}\n")
+            f.write(self.extra_config())
         open(os.path.join(self.tmp, "rabbitmq-env.conf"), "w").close()
+
+    def extra_config(self) -> str:
+        """Lines added to the private ``rabbitmq.conf``."""
+        return ""
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -236,3 +247,49 @@ class Server(PeerServer):
         pub = AmqpConnection(self.port)
         chunk = publish_frames(b"", b"work", b"x" * size) * BATCH
         return Setup(pub.sock, [chunk], [sub], None, fanout=1)
+
+
+class StompServer(Server):
+    """The node with ``rabbitmq_stomp`` on ``stomp_port`` (127.0.0.1 only)."""
+
+    name = "rabbitmq-stomp"
+    plugins = ("rabbitmq_stomp",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stomp_port = 0
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        why = super().unavailable()
+        if why is None and not glob.glob("/usr/lib/rabbitmq/lib/*/plugins/rabbitmq_stomp-*"):
+            return "the rabbitmq_stomp plugin is not installed"
+        return why
+
+    def prepare(self) -> None:
+        self.stomp_port = free_port()
+        super().prepare()
+
+    def extra_config(self) -> str:
+        return f"stomp.listeners.tcp.1 = {HOST}:{self.stomp_port}\n"
+
+    def ready(self) -> bool:
+        """Once the STOMP listener answers ``CONNECT`` with ``CONNECTED``."""
+        try:
+            s = connect(HOST, self.stomp_port, greeting=False, timeout=1)
+        except OSError:
+            return False
+        try:
+            s.sendall(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\x00")
+            s.settimeout(5)
+            reply = b""
+            while b"\x00" not in reply:  # (a newline follows the NUL)
+                chunk = s.recv(4096)
+                if not chunk:
+                    return False
+                reply += chunk
+            return reply.startswith(b"CONNECTED")
+        except OSError:
+            return False
+        finally:
+            s.close()
