@@ -1,0 +1,201 @@
+"""STOMP over WebSocket (``--stomp-ws``): Autobahn's WebSocket server in front of the
+one :class:`~mbroker.server.stomp.StompProtocol`, for stomp.js in browsers.
+
+There is no second STOMP implementation here.  A :class:`StompWebSocketProtocol` is an
+Autobahn server protocol that, once the WebSocket is open, builds a ``StompProtocol``
+with the STOMP listener's factory and connects it to a :class:`WebSocketTransport`: the
+bytes of every WebSocket message (text or binary) go to its ``dataReceived``, and what it
+writes goes out as WebSocket messages.
+
+* Subprotocols: ``v12.stomp``, ``v11.stomp`` and ``v10.stomp``; the newest one the client
+  offers is chosen.  A client that offers none gets plain STOMP; one that offers only
+  others is refused (HTTP 400).  The STOMP version itself is agreed on CONNECT, as over
+  TCP.
+* Framing: each flush of the STOMP connection (whole frames, one or more) is one
+  WebSocket message.  Messages are text frames while the client sends text, and binary
+  frames once it sent a binary one; a text-mode message that is not UTF-8 (a binary
+  body) goes as a binary frame.
+* Flow control: the STOMP connection registers itself as the TCP (or TLS) transport's
+  push producer through the adapter, so a browser that does not read stops deliveries
+  to it, as a native client's socket does; the adapter's ``pauseProducing`` stops
+  reading from the socket.  WebSocket frames and messages are limited to the largest
+  STOMP frame (``max-payload`` plus the head), the opening handshake to
+  ``MAX_HANDSHAKE`` bytes and ``HANDSHAKE_TIMEOUT`` seconds; per-message compression is
+  not offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mbroker import __version__
+from mbroker.server.stomp import StompFactory
+from mbroker.wire.stomp import MAX_HEADER_BYTES
+
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "MAX_HANDSHAKE",
+    "SUBPROTOCOLS",
+    "StompWebSocketFactory",
+    "StompWebSocketProtocol",
+    "WebSocketTransport",
+]
+
+#: the subprotocols spoken, best first (the names stomp.js and RabbitMQ use)
+SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
+#: bytes of an opening handshake (the HTTP request) before the connection is dropped
+MAX_HANDSHAKE = 16 * 1024
+#: seconds a client has to finish the opening handshake
+HANDSHAKE_TIMEOUT = 10.0
+#: seconds to wait for the client's answer to our close before dropping the socket
+CLOSE_TIMEOUT = 5.0
+
+
+@implementer(IPushProducer)
+class WebSocketTransport:
+    """What a :class:`StompProtocol` sees as its transport: one open WebSocket.
+
+    Writes become WebSocket messages; producer registration and pausing go to the
+    socket's own transport, so back-pressure works exactly as it does over TCP.
+    """
+
+    def __init__(self, ws: StompWebSocketProtocol) -> None:
+        self.ws = ws
+        #: the client sent a binary frame: answer in binary frames
+        self.binary = False
+        self.disconnecting = False
+
+    def write(self, data: bytes) -> None:
+        if self.disconnecting or not data:
+            return
+        ws = self.ws
+        if ws.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        binary = self.binary
+        if not binary and not data.isascii():
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                binary = True
+        ws.sendMessage(data, binary)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        """Close the WebSocket (normal closure) after what was written."""
+        if self.disconnecting:
+            return
+        self.disconnecting = True
+        ws = self.ws
+        if ws.state == WebSocketServerProtocol.STATE_OPEN:
+            ws.sendClose(1000)
+        elif ws.transport is not None:
+            ws.transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+        if self.ws.transport is not None:
+            self.ws.transport.abortConnection()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.ws.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self.ws.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self.ws.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.ws.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.abortConnection()
+
+    def getPeer(self) -> Any:
+        return self.ws.transport.getPeer()
+
+    def getHost(self) -> Any:
+        return self.ws.transport.getHost()
+
+
+class StompWebSocketProtocol(WebSocketServerProtocol):
+    """One WebSocket connection carrying one STOMP connection."""
+
+    factory: StompWebSocketFactory
+    stomp: Protocol | None = None
+    adapter: WebSocketTransport | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if (
+            self.state == WebSocketServerProtocol.STATE_CONNECTING
+            and len(self.data) + len(data) > MAX_HANDSHAKE
+        ):
+            self.transport.loseConnection()
+            return
+        super().dataReceived(data)
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        offered = request.protocols
+        if not offered:
+            return None
+        for name in SUBPROTOCOLS:
+            if name in offered:
+                return name
+        raise ConnectionDeny(
+            ConnectionDeny.BAD_REQUEST,
+            "no STOMP subprotocol offered (speaks " + ", ".join(SUBPROTOCOLS) + ")",
+        )
+
+    def onOpen(self) -> None:
+        stomp = self.factory.stomp_factory.buildProtocol(self.transport.getPeer())
+        if stomp is None:
+            self.sendClose(1013)  # (try again later)
+            return
+        self.adapter = adapter = WebSocketTransport(self)
+        self.stomp = stomp
+        stomp.makeConnection(cast(Any, adapter))
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        stomp = self.stomp
+        if stomp is not None:
+            if isBinary:
+                cast(WebSocketTransport, self.adapter).binary = True
+            stomp.dataReceived(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        stomp, self.stomp = self.stomp, None
+        if stomp is not None:
+            cast(WebSocketTransport, self.adapter).disconnecting = True
+            stomp.connectionLost(Failure(ConnectionDone()))
+
+
+class StompWebSocketFactory(WebSocketServerFactory):
+    """Serves STOMP over WebSocket with ``stomp_factory``'s protocols (one broker)."""
+
+    protocol = StompWebSocketProtocol
+
+    def __init__(self, stomp_factory: StompFactory) -> None:
+        super().__init__(server=f"mbroker/{__version__}", protocols=list(SUBPROTOCOLS))
+        self.stomp_factory = stomp_factory
+        # the largest STOMP frame: its head, body and NUL (the decoder checks the rest)
+        biggest = stomp_factory.config.max_payload + MAX_HEADER_BYTES + 1024
+        self.setProtocolOptions(
+            maxFramePayloadSize=biggest,
+            maxMessagePayloadSize=biggest,
+            openHandshakeTimeout=HANDSHAKE_TIMEOUT,
+            closeHandshakeTimeout=CLOSE_TIMEOUT,
+            autoFragmentSize=0,
+            # a protocol error is a close frame with its code and reason, then a close
+            failByDrop=False,
+        )

@@ -1,0 +1,281 @@
+"""STOMP over WebSocket (mbroker.server.stomp_ws) in memory: Autobahn's own client and
+the server protocol joined by twisted.test.iosim, the broker on a task.Clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import txaio
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.types import ConnectionResponse
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.test.iosim import FakeTransport, IOPump, connect
+
+from mbroker.config import Config
+from mbroker.core.broker import Broker
+from mbroker.server.stomp import StompFactory, StompProtocol
+from mbroker.server.stomp_ws import (
+    MAX_HANDSHAKE,
+    StompWebSocketFactory,
+    StompWebSocketProtocol,
+    WebSocketTransport,
+)
+from mbroker.wire.stomp import SERVER_COMMANDS, Frame, StompDecoder, encode
+
+ADDR = IPv4Address("TCP", "127.0.0.1", 4242)
+ALL = ["v12.stomp", "v11.stomp", "v10.stomp"]
+
+
+class Client(WebSocketClientProtocol):
+    """Autobahn's client, keeping what it was told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.response: ConnectionResponse | None = None
+        self.opened = False
+        self.messages: list[tuple[bytes, bool]] = []
+        self.closed: tuple[bool, int | None, str | None] | None = None
+
+    def onConnect(self, response: ConnectionResponse) -> None:
+        self.response = response
+
+    def onOpen(self) -> None:
+        self.opened = True
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messages.append((payload, isBinary))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closed = (wasClean, code, reason)
+
+
+class Transport(FakeTransport):
+    """iosim's transport, remembering whether reading is paused."""
+
+    reading_paused = False
+
+    def pauseProducing(self) -> None:
+        self.reading_paused = True
+
+    def resumeProducing(self) -> None:
+        self.reading_paused = False
+
+
+class Conn:
+    def __init__(self, setup: Setup, protocols: list[str] | None) -> None:
+        cf = WebSocketClientFactory("ws://127.0.0.1:4242/", protocols=protocols or [])
+        cf.protocol = Client
+        server = setup.ws.buildProtocol(ADDR)
+        client = cf.buildProtocol(ADDR)
+        assert isinstance(server, StompWebSocketProtocol) and isinstance(client, Client)
+        self.server, self.client = server, client
+        self.st = Transport(server, isServer=True, hostAddress=ADDR, peerAddress=ADDR)
+        self.ct = Transport(client, isServer=False, hostAddress=ADDR, peerAddress=ADDR)
+        self.pump: IOPump = connect(server, self.st, client, self.ct, clock=setup.clock)
+        self.decoder = StompDecoder(commands=SERVER_COMMANDS)
+
+    def send(self, data: bytes, binary: bool = False) -> None:
+        self.client.sendMessage(data, isBinary=binary)
+        self.pump.flush()
+
+    def frame(self, command: str, body: bytes = b"", binary: bool = False, **h: str) -> None:
+        pairs = tuple((k.replace("_", "-"), v) for k, v in h.items())
+        self.send(encode(Frame(command, pairs, body), "1.2"), binary)
+
+    def frames(self) -> list[tuple[Frame, bool]]:
+        self.pump.flush()  # (what other connections made it write)
+        out = []
+        for payload, binary in self.client.messages:
+            out.extend((f, binary) for f in self.decoder.feed(payload) if isinstance(f, Frame))
+        self.client.messages.clear()
+        return out
+
+    def connect(self) -> None:
+        self.frame("CONNECT", accept_version="1.2", host="/")
+        [(f, _)] = self.frames()
+        assert f.command == "CONNECTED" and f.header("version") == "1.2"
+
+
+class Setup:
+    def __init__(self, **config: Any) -> None:
+        self.clock = Clock()
+        self.config = Config(**config)
+        self.broker = Broker(self.clock, self.config)
+        self.stomp = StompFactory(self.broker, self.config, self.clock)
+        self.stomp.declare_exchanges()
+        self.ws = StompWebSocketFactory(self.stomp)
+
+    def conn(self, protocols: list[str] | None = ALL) -> Conn:
+        return Conn(self, protocols)
+
+
+@pytest.fixture
+def setup(monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    # Autobahn's timers run on txaio's loop: the test's clock, not the global reactor.
+    s = Setup()
+    monkeypatch.setattr(txaio.config, "loop", s.clock)
+    yield s
+
+
+@pytest.mark.parametrize(
+    ("offered", "chosen"),
+    [
+        (ALL, "v12.stomp"),
+        (["v10.stomp", "v11.stomp"], "v11.stomp"),
+        (["x.other", "v10.stomp"], "v10.stomp"),
+    ],
+)
+def test_the_newest_stomp_subprotocol_offered_is_chosen(
+    setup: Setup, offered: list[str], chosen: str
+) -> None:
+    c = setup.conn(offered)
+    assert c.client.opened
+    assert c.client.response is not None and c.client.response.protocol == chosen
+    c.connect()
+
+
+def test_a_client_offering_no_subprotocol_speaks_plain_stomp(setup: Setup) -> None:
+    c = setup.conn(None)
+    assert c.client.opened
+    c.connect()
+
+
+def test_a_client_offering_only_other_subprotocols_is_refused(setup: Setup) -> None:
+    c = setup.conn(["mqtt"])
+    assert not c.client.opened
+    assert c.client.closed is not None
+    assert setup.broker.connections == 0
+
+
+def test_stomp_in_text_frames_reaches_another_websocket(setup: Setup) -> None:
+    sub, pub = setup.conn(), setup.conn()
+    sub.connect()
+    pub.connect()
+    sub.frame("SUBSCRIBE", destination="/queue/x", id="0", receipt="r")
+    [(receipt, binary)] = sub.frames()
+    assert receipt.command == "RECEIPT" and not binary
+    pub.frame("SEND", b"hello", destination="/queue/x")
+    [(message, binary)] = sub.frames()
+    assert message.command == "MESSAGE" and message.body == b"hello"
+    assert message.header("destination") == "/queue/x"
+    assert not binary  # a text client is answered in text frames
+
+
+def test_frames_split_over_messages_and_many_in_one_message(setup: Setup) -> None:
+    c = setup.conn()
+    connect = encode(Frame("CONNECT", (("accept-version", "1.2"), ("host", "/"))), "1.2")
+    c.send(connect[:5])
+    c.send(connect[5:])
+    assert [f.command for f, _ in c.frames()] == ["CONNECTED"]
+    both = encode(Frame("SUBSCRIBE", (("destination", "/queue/y"), ("id", "1"))), "1.2")
+    for body in (b"a", b"b", b"c"):
+        both += encode(Frame("SEND", (("destination", "/queue/y"),), body), "1.2")
+    c.send(both)
+    assert [f.body for f, _ in c.frames()] == [b"a", b"b", b"c"]
+
+
+def test_binary_bodies_travel_in_binary_frames(setup: Setup) -> None:
+    text_sub, bin_pub = setup.conn(), setup.conn()
+    text_sub.connect()
+    bin_pub.frame("CONNECT", binary=True, accept_version="1.2", host="/")
+    [(connected, binary)] = bin_pub.frames()
+    assert connected.command == "CONNECTED" and binary  # it spoke binary: so do we
+    text_sub.frame("SUBSCRIBE", destination="/queue/b", id="0")
+    body = bytes(range(256))
+    bin_pub.frame("SEND", body, binary=True, destination="/queue/b", receipt="r")
+    [(message, binary)] = text_sub.frames()
+    assert message.body == body
+    assert binary  # not UTF-8: a text frame would kill the browser's socket
+    [(receipt, binary)] = bin_pub.frames()
+    assert receipt.command == "RECEIPT" and binary
+
+
+def test_a_stomp_error_is_sent_then_the_websocket_is_closed(setup: Setup) -> None:
+    c = setup.conn()
+    c.send(b"NOPE\n\n\0")
+    [(error, _)] = c.frames()
+    assert error.command == "ERROR" and error.header("message")
+    assert c.client.closed is not None and c.client.closed[1] == 1000
+    assert setup.broker.connections == 0
+
+
+def test_a_message_bigger_than_the_largest_frame_is_refused(monkeypatch: Any) -> None:
+    s = Setup(max_payload=1024)
+    monkeypatch.setattr(txaio.config, "loop", s.clock)
+    c = s.conn()
+    c.connect()
+    c.send(b"x" * (s.ws.maxMessagePayloadSize + 1))
+    assert c.client.closed is not None
+    assert c.client.closed[1] == 1009  # (message too big)
+    assert s.broker.connections == 0
+
+
+def test_a_body_over_max_payload_gets_a_stomp_error(monkeypatch: Any) -> None:
+    s = Setup(max_payload=1024)
+    monkeypatch.setattr(txaio.config, "loop", s.clock)
+    c = s.conn()
+    c.connect()
+    c.frame("SEND", b"x" * 2000, destination="/queue/big")
+    [(error, _)] = c.frames()
+    assert error.command == "ERROR"
+    assert c.client.closed is not None
+
+
+def test_an_endless_opening_handshake_is_dropped(setup: Setup) -> None:
+    server = setup.ws.buildProtocol(ADDR)
+    assert server is not None
+    t = Transport(server, isServer=True, hostAddress=ADDR, peerAddress=ADDR)
+    server.makeConnection(t)
+    server.dataReceived(b"GET / HTTP/1.1\r\n")
+    for _ in range(MAX_HANDSHAKE // 1000 + 1):
+        if t.disconnecting:
+            break
+        server.dataReceived(b"X-Junk: " + b"j" * 990 + b"\r\n")
+    assert t.disconnecting
+    assert len(server.data) <= MAX_HANDSHAKE
+
+
+def test_closing_the_websocket_closes_the_stomp_session(setup: Setup) -> None:
+    c = setup.conn()
+    c.connect()
+    assert setup.broker.connections == 1
+    c.client.sendClose(1000)
+    c.pump.flush()
+    assert setup.broker.connections == 0
+    assert c.server.stomp is None
+
+
+def test_the_connection_limit_holds_for_websockets(monkeypatch: Any) -> None:
+    s = Setup(max_connections=1)
+    monkeypatch.setattr(txaio.config, "loop", s.clock)
+    first, second = s.conn(), s.conn()
+    first.connect()
+    [(error, _)] = second.frames()
+    assert error.command == "ERROR" and "at most 1" in (error.header("message") or "")
+    assert second.client.closed is not None
+
+
+def test_a_websocket_that_does_not_read_stops_deliveries(setup: Setup) -> None:
+    sub, pub = setup.conn(), setup.conn()
+    sub.connect()
+    pub.connect()
+    sub.frame("SUBSCRIBE", destination="/queue/slow", id="0")
+    stomp = sub.server.stomp
+    assert isinstance(stomp, StompProtocol)
+    assert isinstance(stomp.transport, WebSocketTransport)
+    # the STOMP connection is the socket's push producer, as over TCP
+    assert sub.st.producer is stomp and sub.st.streamingProducer
+    stomp.pauseProducing()  # (what the socket does when its buffer is full)
+    assert sub.st.reading_paused  # and we stop reading from it
+    for n in range(50):
+        pub.frame("SEND", b"m%d" % n, destination="/queue/slow")
+    assert sub.frames() == []
+    assert setup.broker.queue("slow").messages == 50  # held by the broker, not in buffers
+    stomp.resumeProducing()
+    sub.pump.flush()
+    assert not sub.st.reading_paused
+    assert [f.body for f, _ in sub.frames()] == [b"m%d" % n for n in range(50)]
