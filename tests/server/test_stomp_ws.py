@@ -4,6 +4,7 @@ the server protocol joined by twisted.test.iosim, the broker on a task.Clock.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,10 +14,13 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.types import ConnectionResponse
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from mbroker.config import Config
 from mbroker.core.broker import Broker
+from mbroker.server.service import BrokerService
 from mbroker.server.stomp import StompFactory, StompProtocol
 from mbroker.server.stomp_ws import (
     MAX_HANDSHAKE,
@@ -24,6 +28,7 @@ from mbroker.server.stomp_ws import (
     StompWebSocketProtocol,
     WebSocketTransport,
 )
+from mbroker.server.tap import Options, makeService
 from mbroker.wire.stomp import SERVER_COMMANDS, Frame, StompDecoder, encode
 
 ADDR = IPv4Address("TCP", "127.0.0.1", 4242)
@@ -279,3 +284,29 @@ def test_a_websocket_that_does_not_read_stops_deliveries(setup: Setup) -> None:
     sub.pump.flush()
     assert not sub.st.reading_paused
     assert [f.body for f, _ in sub.frames()] == [b"m%d" % n for n in range(50)]
+
+
+def test_stomp_ws_option_is_repeatable_and_shares_the_stomp_factory() -> None:
+    options = Options()
+    options.parseOptions(
+        ["--memory", "--stomp", "tcp:0", "--stomp-ws", "tcp:0", "--stomp-ws", "ssl:0"]
+    )
+    assert options["stomp-ws"] == ["tcp:0", "ssl:0"]
+    service = makeService(options)
+    assert isinstance(service, BrokerService)
+    assert service.stomp_ws_endpoints == ["tcp:0", "ssl:0"]
+    # (made on start: here on a memory reactor)
+    service = BrokerService(MemoryReactorClock(), Config(), [], None, stomp_ws_endpoints=["x"])
+    service._make_broker(None)
+    assert isinstance(service.stomp_ws_factory, StompWebSocketFactory)
+    assert service.stomp_ws_factory.stomp_factory is service.stomp_factory
+
+
+def test_stomp_ws_without_autobahn_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "autobahn" else real(name)
+    )
+    with pytest.raises(usage.UsageError, match=r"mbroker\[ws\]"):
+        Options().parseOptions(["--memory", "--stomp-ws", "tcp:0"])
+    Options().parseOptions(["--memory"])  # (without --stomp-ws, Autobahn is not needed)
