@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any, cast
+from typing import Protocol as TypingProtocol
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -60,6 +61,24 @@ HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
 
 
+class _Tcp(TypingProtocol):  # the parts of the socket's transport used here (for mypy)
+    def loseConnection(self) -> None: ...
+
+    def abortConnection(self) -> None: ...
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+    def getPeer(self) -> Any: ...
+
+    def getHost(self) -> Any: ...
+
+
 @implementer(IPushProducer)
 class WebSocketTransport:
     """What a :class:`StompProtocol` sees as its transport: one open WebSocket.
@@ -70,6 +89,8 @@ class WebSocketTransport:
 
     def __init__(self, ws: StompWebSocketProtocol) -> None:
         self.ws = ws
+        #: the socket's own transport (TCP or TLS)
+        self.tcp = cast(_Tcp, ws.transport)
         #: the client sent a binary frame: answer in binary frames
         self.binary = False
         self.disconnecting = False
@@ -99,34 +120,33 @@ class WebSocketTransport:
         ws = self.ws
         if ws.state == WebSocketServerProtocol.STATE_OPEN:
             ws.sendClose(1000)
-        elif ws.transport is not None:
-            ws.transport.loseConnection()
+        else:
+            self.tcp.loseConnection()
 
     def abortConnection(self) -> None:
         self.disconnecting = True
-        if self.ws.transport is not None:
-            self.ws.transport.abortConnection()
+        self.tcp.abortConnection()
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.ws.transport.registerProducer(producer, streaming)
+        self.tcp.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        self.ws.transport.unregisterProducer()
+        self.tcp.unregisterProducer()
 
     def pauseProducing(self) -> None:
-        self.ws.transport.pauseProducing()
+        self.tcp.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self.ws.transport.resumeProducing()
+        self.tcp.resumeProducing()
 
     def stopProducing(self) -> None:
         self.abortConnection()
 
     def getPeer(self) -> Any:
-        return self.ws.transport.getPeer()
+        return self.tcp.getPeer()
 
     def getHost(self) -> Any:
-        return self.ws.transport.getHost()
+        return self.tcp.getHost()
 
 
 class StompWebSocketProtocol(WebSocketServerProtocol):
@@ -141,7 +161,7 @@ class StompWebSocketProtocol(WebSocketServerProtocol):
             self.state == WebSocketServerProtocol.STATE_CONNECTING
             and len(self.data) + len(data) > MAX_HANDSHAKE
         ):
-            self.transport.loseConnection()
+            cast(_Tcp, self.transport).loseConnection()
             return
         super().dataReceived(data)
 
@@ -158,7 +178,7 @@ class StompWebSocketProtocol(WebSocketServerProtocol):
         )
 
     def onOpen(self) -> None:
-        stomp = self.factory.stomp_factory.buildProtocol(self.transport.getPeer())
+        stomp = self.factory.stomp_factory.buildProtocol(cast(_Tcp, self.transport).getPeer())
         if stomp is None:
             self.sendClose(1013)  # (try again later)
             return
@@ -183,7 +203,7 @@ class StompWebSocketProtocol(WebSocketServerProtocol):
 class StompWebSocketFactory(WebSocketServerFactory):
     """Serves STOMP over WebSocket with ``stomp_factory``'s protocols (one broker)."""
 
-    protocol = StompWebSocketProtocol
+    protocol = StompWebSocketProtocol  # type: ignore[assignment]
 
     def __init__(self, stomp_factory: StompFactory) -> None:
         super().__init__(server=f"mbroker/{__version__}", protocols=list(SUBPROTOCOLS))

@@ -98,7 +98,7 @@ class WsStomp(WebSocketClientProtocol):
         while not self.frames:
             assert self.close_code is None, f"closed ({self.close_code})"
             assert time.monotonic() < deadline, "no frame in time"
-            self.waiting = d = Deferred()
+            self.waiting = d = Deferred[None]()
             d.addTimeout(deadline - time.monotonic(), reactor)
             await d
         return self.frames.pop(0)

@@ -40,7 +40,7 @@ class Files(Resource):
     isLeaf = True
 
     def render_GET(self, request: Request) -> bytes:
-        name = b"/".join(request.postpath).decode("utf-8", "replace")
+        name = b"/".join(request.postpath or []).decode("utf-8", "replace")
         path = PAGE_DIR / name
         if "/" in name or path.suffix not in TYPES or not path.is_file():
             request.setResponseCode(404)

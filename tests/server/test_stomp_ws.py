@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
-import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
 from twisted.internet.address import IPv4Address
@@ -70,14 +69,16 @@ class Transport(FakeTransport):
         self.reading_paused = False
 
 
+def reading_paused(t: Transport) -> bool:
+    return t.reading_paused
+
+
 class Conn:
-    def __init__(self, setup: Setup, protocols: list[str] | None) -> None:
-        cf = WebSocketClientFactory("ws://127.0.0.1:4242/", protocols=protocols or [])
+    def __init__(self, setup: Setup, protocols: list[str] | None, path: str = "/") -> None:
+        cf = WebSocketClientFactory("ws://127.0.0.1:4242" + path, protocols=protocols or [])
         cf.protocol = Client
-        server = setup.ws.buildProtocol(ADDR)
-        client = cf.buildProtocol(ADDR)
-        assert isinstance(server, StompWebSocketProtocol) and isinstance(client, Client)
-        self.server, self.client = server, client
+        self.server = server = cast(StompWebSocketProtocol, setup.ws.buildProtocol(ADDR))
+        self.client = client = cast(Client, cf.buildProtocol(ADDR))
         self.st = Transport(server, isServer=True, hostAddress=ADDR, peerAddress=ADDR)
         self.ct = Transport(client, isServer=False, hostAddress=ADDR, peerAddress=ADDR)
         self.pump: IOPump = connect(server, self.st, client, self.ct, clock=setup.clock)
@@ -93,7 +94,7 @@ class Conn:
 
     def frames(self) -> list[tuple[Frame, bool]]:
         self.pump.flush()  # (what other connections made it write)
-        out = []
+        out: list[tuple[Frame, bool]] = []
         for payload, binary in self.client.messages:
             out.extend((f, binary) for f in self.decoder.feed(payload) if isinstance(f, Frame))
         self.client.messages.clear()
@@ -114,15 +115,15 @@ class Setup:
         self.stomp.declare_exchanges()
         self.ws = StompWebSocketFactory(self.stomp)
 
-    def conn(self, protocols: list[str] | None = ALL) -> Conn:
-        return Conn(self, protocols)
+    def conn(self, protocols: list[str] | None = ALL, path: str = "/") -> Conn:
+        return Conn(self, protocols, path)
 
 
 @pytest.fixture
 def setup(monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
     # Autobahn's timers run on txaio's loop: the test's clock, not the global reactor.
     s = Setup()
-    monkeypatch.setattr(txaio.config, "loop", s.clock)
+    monkeypatch.setattr("txaio.config.loop", s.clock)
     yield s
 
 
@@ -140,6 +141,12 @@ def test_the_newest_stomp_subprotocol_offered_is_chosen(
     c = setup.conn(offered)
     assert c.client.opened
     assert c.client.response is not None and c.client.response.protocol == chosen
+    c.connect()
+
+
+@pytest.mark.parametrize("path", ["/ws", "/stomp/websocket?x=1"])
+def test_any_path_is_served(setup: Setup, path: str) -> None:
+    c = setup.conn(path=path)  # (RabbitMQ's Web-STOMP answers on /ws)
     c.connect()
 
 
@@ -210,7 +217,7 @@ def test_a_stomp_error_is_sent_then_the_websocket_is_closed(setup: Setup) -> Non
 
 def test_a_message_bigger_than_the_largest_frame_is_refused(monkeypatch: Any) -> None:
     s = Setup(max_payload=1024)
-    monkeypatch.setattr(txaio.config, "loop", s.clock)
+    monkeypatch.setattr("txaio.config.loop", s.clock)
     c = s.conn()
     c.connect()
     c.send(b"x" * (s.ws.maxMessagePayloadSize + 1))
@@ -221,7 +228,7 @@ def test_a_message_bigger_than_the_largest_frame_is_refused(monkeypatch: Any) ->
 
 def test_a_body_over_max_payload_gets_a_stomp_error(monkeypatch: Any) -> None:
     s = Setup(max_payload=1024)
-    monkeypatch.setattr(txaio.config, "loop", s.clock)
+    monkeypatch.setattr("txaio.config.loop", s.clock)
     c = s.conn()
     c.connect()
     c.frame("SEND", b"x" * 2000, destination="/queue/big")
@@ -231,8 +238,7 @@ def test_a_body_over_max_payload_gets_a_stomp_error(monkeypatch: Any) -> None:
 
 
 def test_an_endless_opening_handshake_is_dropped(setup: Setup) -> None:
-    server = setup.ws.buildProtocol(ADDR)
-    assert server is not None
+    server = cast(StompWebSocketProtocol, setup.ws.buildProtocol(ADDR))
     t = Transport(server, isServer=True, hostAddress=ADDR, peerAddress=ADDR)
     server.makeConnection(t)
     server.dataReceived(b"GET / HTTP/1.1\r\n")
@@ -256,7 +262,7 @@ def test_closing_the_websocket_closes_the_stomp_session(setup: Setup) -> None:
 
 def test_the_connection_limit_holds_for_websockets(monkeypatch: Any) -> None:
     s = Setup(max_connections=1)
-    monkeypatch.setattr(txaio.config, "loop", s.clock)
+    monkeypatch.setattr("txaio.config.loop", s.clock)
     first, second = s.conn(), s.conn()
     first.connect()
     [(error, _)] = second.frames()
@@ -269,20 +275,19 @@ def test_a_websocket_that_does_not_read_stops_deliveries(setup: Setup) -> None:
     sub.connect()
     pub.connect()
     sub.frame("SUBSCRIBE", destination="/queue/slow", id="0")
-    stomp = sub.server.stomp
-    assert isinstance(stomp, StompProtocol)
-    assert isinstance(stomp.transport, WebSocketTransport)
+    stomp = cast(StompProtocol, sub.server.stomp)
+    assert isinstance(cast(object, stomp.transport), WebSocketTransport)
     # the STOMP connection is the socket's push producer, as over TCP
-    assert sub.st.producer is stomp and sub.st.streamingProducer
+    assert (cast(object, sub.st.producer), sub.st.streamingProducer) == (stomp, True)
     stomp.pauseProducing()  # (what the socket does when its buffer is full)
-    assert sub.st.reading_paused  # and we stop reading from it
+    assert reading_paused(sub.st)  # and we stop reading from it
     for n in range(50):
         pub.frame("SEND", b"m%d" % n, destination="/queue/slow")
     assert sub.frames() == []
     assert setup.broker.queue("slow").messages == 50  # held by the broker, not in buffers
     stomp.resumeProducing()
     sub.pump.flush()
-    assert not sub.st.reading_paused
+    assert not reading_paused(sub.st)
     assert [f.body for f, _ in sub.frames()] == [b"m%d" % n for n in range(50)]
 
 
