@@ -11,10 +11,10 @@ writes goes out as WebSocket messages.
   offers is chosen.  A client that offers none gets plain STOMP; one that offers only
   others is refused (HTTP 400).  The STOMP version itself is agreed on CONNECT, as over
   TCP.
-* Framing: each flush of the STOMP connection (whole frames, one or more) is one
-  WebSocket message.  Messages are text frames while the client sends text, and binary
-  frames once it sent a binary one; a text-mode message that is not UTF-8 (a binary
-  body) goes as a binary frame.
+* Framing: what the STOMP connection writes goes out as WebSocket messages of whole
+  frames, up to ``MESSAGE_BYTES`` of them per message (a bigger frame alone).  Messages
+  are text frames while the client sends text, and binary frames once it sent a binary
+  one; a text-mode message that is not UTF-8 (a binary body) goes as a binary frame.
 * Flow control: the STOMP connection registers itself as the TCP (or TLS) transport's
   push producer through the adapter, so a browser that does not read stops deliveries
   to it, as a native client's socket does; the adapter's ``pauseProducing`` stops
@@ -45,6 +45,7 @@ from mbroker.wire.stomp import MAX_HEADER_BYTES
 __all__ = [
     "HANDSHAKE_TIMEOUT",
     "MAX_HANDSHAKE",
+    "MESSAGE_BYTES",
     "SUBPROTOCOLS",
     "StompWebSocketFactory",
     "StompWebSocketProtocol",
@@ -57,6 +58,8 @@ SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 MAX_HANDSHAKE = 16 * 1024
 #: seconds a client has to finish the opening handshake
 HANDSHAKE_TIMEOUT = 10.0
+#: bytes of frames put in one outgoing WebSocket message (a bigger frame goes alone)
+MESSAGE_BYTES = 64 * 1024
 #: seconds to wait for the client's answer to our close before dropping the socket
 CLOSE_TIMEOUT = 5.0
 
@@ -110,7 +113,34 @@ class WebSocketTransport:
         ws.sendMessage(data, binary)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
-        self.write(b"".join(data))
+        """Whole frames in WebSocket messages of up to ``MESSAGE_BYTES`` (or one bigger
+        frame): a parser that takes each message alone (stomp.js 2) gets whole frames,
+        and a burst of deliveries never makes one message over the size limit.
+
+        A :class:`StompProtocol` writes frames whole, except deliveries, which come as
+        three parts: a head ending in a blank line, the body and the NUL.
+        """
+        parts = data if isinstance(data, list) else list(data)
+        n = len(parts)
+        chunk: list[bytes] = []
+        size = i = 0
+        while i < n:
+            part = parts[i]
+            if part.endswith(b"\n\n"):  # a delivery's head: its body and NUL follow
+                frame = parts[i : i + 3]
+                i += 3
+                length = len(part) + len(frame[1]) + 1 if len(frame) == 3 else len(part)
+            else:
+                frame = [part]
+                i += 1
+                length = len(part)
+            if size and size + length > MESSAGE_BYTES:
+                self.write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk += frame
+            size += length
+        if chunk:
+            self.write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
 
     def loseConnection(self) -> None:
         """Close the WebSocket (normal closure) after what was written."""

@@ -70,11 +70,13 @@ class WsStomp(WebSocketClientProtocol):
         self.frames: list[Frame] = []
         self.waiting: Deferred[None] | None = None
         self.close_code: int | None = None
+        self.biggest = 0  # the largest WebSocket message received
 
     def onOpen(self) -> None:
         self.opened.callback(None)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.biggest = max(self.biggest, len(payload))
         self.frames.extend(f for f in self.decoder.feed(payload) if isinstance(f, Frame))
         self._wake()
 
@@ -185,5 +187,49 @@ async def test_a_client_without_a_stomp_subprotocol_is_refused(broker: WsBroker)
     ws = await ws_connect(f"tcp:127.0.0.1:{port}", f"ws://127.0.0.1:{port}/")
     try:
         await ws.connect()
+    finally:
+        ws.dropConnection()
+
+
+def queue_messages(native: LineClient, name: str) -> int:
+    data, status = native.request("LIST")
+    assert status.startswith(b"+OK"), status
+    for line in data:
+        if isinstance(line, bytes) and line.split()[:2] == [b"QUEUE", name.encode()]:
+            fields = dict(f.split(b"=", 1) for f in line.split()[2:])
+            return int(fields[b"messages"])
+    raise AssertionError(f"no queue {name}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_that_does_not_read_leaves_the_messages_in_the_queue(
+    broker: WsBroker,
+) -> None:
+    port = broker.process.stomp_ws_port
+    ws = await ws_connect(f"tcp:127.0.0.1:{port}", f"ws://127.0.0.1:{port}/")
+    try:
+        await ws.connect()
+        q, n, size = unique("stalled"), 3000, 16 * 1024  # 48 MiB: more than any buffer
+        ws.send("SUBSCRIBE", destination=f"/queue/{q}", id="0", receipt="r")
+        assert (await ws.frame()).command == "RECEIPT"
+        ws.transport.pauseProducing()  # the client stops reading its socket
+        with broker.process.connect() as native:
+            for i in range(n):
+                payload = b"%05d" % i + b"x" * (size - 5)
+                _, status = native.request(b"PUBLISH %s %d\r\n%s" % (q.encode(), size, payload))
+                assert status.startswith(b"+OK"), status
+            # The broker stopped delivering: most messages wait in the queue, not in
+            # buffers (the sockets of both ends hold a few MiB at most).
+            left = queue_messages(native, q)
+            assert left > n // 2, left
+            ws.transport.resumeProducing()
+            got = 0
+            while got < n:
+                frame = await ws.frame()
+                assert frame.command == "MESSAGE" and frame.body[:5] == b"%05d" % got
+                got += 1
+            assert queue_messages(native, q) == 0
+            # the burst after the stall went in messages of whole frames, 64 KiB or so
+            assert ws.biggest <= 64 * 1024 + size + 1024, ws.biggest
     finally:
         ws.dropConnection()

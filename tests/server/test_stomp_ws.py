@@ -23,6 +23,7 @@ from mbroker.server.service import BrokerService
 from mbroker.server.stomp import StompFactory, StompProtocol
 from mbroker.server.stomp_ws import (
     MAX_HANDSHAKE,
+    MESSAGE_BYTES,
     StompWebSocketFactory,
     StompWebSocketProtocol,
     WebSocketTransport,
@@ -315,3 +316,28 @@ def test_stomp_ws_without_autobahn_is_a_usage_error(monkeypatch: pytest.MonkeyPa
     with pytest.raises(usage.UsageError, match=r"mbroker\[ws\]"):
         Options().parseOptions(["--memory", "--stomp-ws", "tcp:0"])
     Options().parseOptions(["--memory"])  # (without --stomp-ws, Autobahn is not needed)
+
+
+def test_a_burst_goes_in_messages_of_whole_frames(setup: Setup) -> None:
+    sub, pub = setup.conn(), setup.conn()
+    sub.connect()
+    pub.connect()
+    sub.frame("SUBSCRIBE", destination="/queue/burst", id="0")
+    stomp = cast(StompProtocol, sub.server.stomp)
+    stomp.pauseProducing()
+    body = b"\0" + b"b" * (16 * 1024) + b"\n\n"  # (NULs and blank lines in a body too)
+    for _ in range(100):
+        pub.frame("SEND", body, binary=True, destination="/queue/burst")
+    stomp.resumeProducing()
+    sub.pump.flush()
+    messages = [payload for payload, _ in sub.client.messages]
+    assert len(messages) > 10  # not one 1.6 MB message
+    count = 0
+    for payload in messages:
+        assert len(payload) <= MESSAGE_BYTES + len(body) + 200
+        assert payload.endswith(b"\0")
+        # each message alone holds whole frames (as stomp.js 2 parses them)
+        frames = StompDecoder(commands=SERVER_COMMANDS).feed(payload)
+        assert all(isinstance(f, Frame) and f.body == body for f in frames), frames
+        count += len(frames)
+    assert count == 100
