@@ -20,8 +20,10 @@ writes goes out as WebSocket messages.
   to it, as a native client's socket does; the adapter's ``pauseProducing`` stops
   reading from the socket.  WebSocket frames and messages are limited to the largest
   STOMP frame (``max-payload`` plus the head), the opening handshake to
-  ``MAX_HANDSHAKE`` bytes and ``HANDSHAKE_TIMEOUT`` seconds; per-message compression is
-  not offered.
+  ``MAX_HANDSHAKE`` bytes and ``HANDSHAKE_TIMEOUT`` seconds, and at most
+  ``--max-connections`` WebSockets (open or opening) are served at once (HTTP 503); the
+  broker's own connection limit holds as over TCP.  Per-message compression is not
+  offered.
 """
 
 from __future__ import annotations
@@ -246,6 +248,8 @@ class StompWebSocketFactory(WebSocketServerFactory):
             openHandshakeTimeout=HANDSHAKE_TIMEOUT,
             closeHandshakeTimeout=CLOSE_TIMEOUT,
             autoFragmentSize=0,
+            # (WebSockets still in their opening handshake count too)
+            maxConnections=stomp_factory.config.max_connections,
             # a protocol error is a close frame with its code and reason, then a close
             failByDrop=False,
         )

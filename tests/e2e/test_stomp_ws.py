@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import attrs
 import pytest
@@ -17,6 +18,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IPushProducer
 
 from mbroker.wire.stomp import SERVER_COMMANDS, Frame, StompDecoder, encode
 from tests.helpers.broker import BrokerProcess, start_broker
@@ -212,7 +214,8 @@ async def test_a_websocket_that_does_not_read_leaves_the_messages_in_the_queue(
         q, n, size = unique("stalled"), 3000, 16 * 1024  # 48 MiB: more than any buffer
         ws.send("SUBSCRIBE", destination=f"/queue/{q}", id="0", receipt="r")
         assert (await ws.frame()).command == "RECEIPT"
-        ws.transport.pauseProducing()  # the client stops reading its socket
+        socket = cast(IPushProducer, ws.transport)
+        socket.pauseProducing()  # the client stops reading its socket
         with broker.process.connect() as native:
             for i in range(n):
                 payload = b"%05d" % i + b"x" * (size - 5)
@@ -222,7 +225,7 @@ async def test_a_websocket_that_does_not_read_leaves_the_messages_in_the_queue(
             # buffers (the sockets of both ends hold a few MiB at most).
             left = queue_messages(native, q)
             assert left > n // 2, left
-            ws.transport.resumeProducing()
+            socket.resumeProducing()
             got = 0
             while got < n:
                 frame = await ws.frame()

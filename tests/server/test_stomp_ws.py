@@ -13,7 +13,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.types import ConnectionResponse
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
@@ -266,9 +266,20 @@ def test_the_connection_limit_holds_for_websockets(monkeypatch: Any) -> None:
     monkeypatch.setattr("txaio.config.loop", s.clock)
     first, second = s.conn(), s.conn()
     first.connect()
-    [(error, _)] = second.frames()
-    assert error.command == "ERROR" and "at most 1" in (error.header("message") or "")
+    assert not second.client.opened  # (refused in the handshake: 503)
     assert second.client.closed is not None
+
+
+def test_the_broker_wide_connection_limit_is_a_stomp_error(monkeypatch: Any) -> None:
+    s = Setup(max_connections=1)
+    monkeypatch.setattr("txaio.config.loop", s.clock)
+    tcp = s.stomp.buildProtocol(ADDR)  # a STOMP client over TCP holds the one slot
+    assert tcp is not None
+    tcp.makeConnection(StringTransport())
+    c = s.conn()
+    [(error, _)] = c.frames()
+    assert error.command == "ERROR" and "at most 1" in (error.header("message") or "")
+    assert c.client.closed is not None
 
 
 def test_a_websocket_that_does_not_read_stops_deliveries(setup: Setup) -> None:
