@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -26,8 +24,8 @@ from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from tests.e2e.test_dashboard import CHROMEDRIVER, FLAGS
 from tests.helpers.broker import BrokerProcess, start_broker
+from tests.helpers.chromium import start_chromium
 
 PAGE_DIR = Path(__file__).with_name("stompjs")
 WAIT = 20.0
@@ -65,12 +63,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument("--user-data-dir=" + str(tmp_path / "chromium-profile"))
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = start_chromium(tmp_path / "chromium-profile")
     try:
         yield driver
     finally:
