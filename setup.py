@@ -34,6 +34,8 @@ TEST_REQUIRES = [
     "ruff",
     "pytest-cov",
     "stomp.py",
+    # STOMP over WebSocket (--stomp-ws) and its tests' WebSocket client
+    "autobahn[twisted]>=23.1",
     # the dashboard's test drives Debian's chromium (and chromedriver) with it
     "selenium",
 ]
@@ -70,6 +72,9 @@ setup(
         # The blocking facade (mbroker.blocking) runs the reactor in a thread with crochet.
         "blocking": ["crochet>=2.1"],
         "tls": ["twisted[tls]", "pyopenssl", "service_identity"],
+        # STOMP over WebSocket (--stomp-ws), for stomp.js in browsers: optional, since
+        # Autobahn (and its own dependencies) are of no use to native or TCP-STOMP users
+        "ws": ["autobahn[twisted]>=23.1"],
         # the documentation and its API reference: sphinx-build -W -b html docs <dir>
         "docs": ["sphinx>=7"],
     },

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IListeningPort, IReactorCore, IReactorTime
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -96,6 +97,14 @@ def is_local(address: IAddress) -> bool:
     return False
 
 
+#: the start-up line of each kind of listener (``kind`` of ``_listen``)
+_LISTENING = {
+    "": "mbroker listening on {address}",
+    "STOMP ": "mbroker STOMP listening on {address}",
+    "STOMP-WS ": "mbroker STOMP-WS listening on {address}",
+}
+
+
 class BrokerService(MultiService):
     """Creates the broker and its factory on start and listens on each endpoint.
 
@@ -114,6 +123,7 @@ class BrokerService(MultiService):
         fsync: FsyncPolicy = "always",
         backlog: int = DEFAULT_BACKLOG,
         stomp_endpoints: list[str] | None = None,
+        stomp_ws_endpoints: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -133,10 +143,13 @@ class BrokerService(MultiService):
         #: STOMP listeners (``--stomp``), served by ``stomp_factory``
         self.stomp_endpoints = list(stomp_endpoints or ())
         self.stomp_factory: StompFactory | None = None
+        #: STOMP-over-WebSocket listeners (``--stomp-ws``), on ``stomp_factory`` too
+        self.stomp_ws_endpoints = list(stomp_ws_endpoints or ())
+        self.stomp_ws_factory: Factory | None = None
         self.ports: list[IListeningPort] = []
         self._starting = False
         self._failures: list[str] = []
-        self._unannounced: list[tuple[IListeningPort, str, bool]] = []
+        self._unannounced: list[tuple[IListeningPort, str, str]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -198,11 +211,17 @@ class BrokerService(MultiService):
         self.broker = broker
         self.factory = factory = BrokerFactory(broker, self.config, self.clock)
         factory.noisy = False  # no "Starting factory <... at 0x7f...>" at start-up
-        if self.stomp_endpoints:
+        if self.stomp_endpoints or self.stomp_ws_endpoints:
             self.stomp_factory = StompFactory(
                 broker, self.config, self.clock, auth=factory.auth, watch=factory.watch
             )
             self.stomp_factory.noisy = False
+        if self.stomp_ws_endpoints:
+            from mbroker.server.stomp_ws import StompWebSocketFactory  # (needs autobahn)
+
+            assert self.stomp_factory is not None
+            self.stomp_ws_factory = StompWebSocketFactory(self.stomp_factory)
+            self.stomp_ws_factory.noisy = False
         if factory.auth is not None:
             self.log.info(
                 "mbroker requires AUTH: {users} users in {users_file}",
@@ -225,7 +244,10 @@ class BrokerService(MultiService):
             if self.stomp_factory is not None:  # (after recovery: amq.* may be back)
                 self.stomp_factory.declare_exchanges()
                 for description in self.stomp_endpoints:
-                    self._listen(description, self.stomp_factory)
+                    self._listen(description, self.stomp_factory, "STOMP ")
+            if self.stomp_ws_factory is not None:
+                for description in self.stomp_ws_endpoints:
+                    self._listen(description, self.stomp_ws_factory, "STOMP-WS ")
         finally:
             self._starting = False
         if self._failures:
@@ -236,10 +258,10 @@ class BrokerService(MultiService):
             self.ports = []
             self._fatal(Failure(ListenError("; ".join(self._failures))))
             return
-        for port, description, stomp in self._unannounced:
-            self.reactor.callWhenRunning(self._announce, port, description, stomp)
+        for port, description, kind in self._unannounced:
+            self.reactor.callWhenRunning(self._announce, port, description, kind)
 
-    def _listen(self, description: str, factory: BrokerFactory | StompFactory) -> None:
+    def _listen(self, description: str, factory: Factory, kind: str = "") -> None:
         try:
             endpoint = serverFromString(self.reactor, with_backlog(description, self.backlog))
         except Exception as e:
@@ -249,11 +271,11 @@ class BrokerService(MultiService):
         d.addCallbacks(
             self._listening,
             self._listen_failed,
-            callbackArgs=(description, factory is self.stomp_factory),
+            callbackArgs=(description, kind),
             errbackArgs=(description,),
         )
 
-    def _listening(self, port: IListeningPort, description: str, stomp: bool = False) -> None:
+    def _listening(self, port: IListeningPort, description: str, kind: str = "") -> None:
         if not self.running:  # stopped while this endpoint was still starting
             port.stopListening()
             return
@@ -269,18 +291,16 @@ class BrokerService(MultiService):
                 endpoint=description,
             )
         if self._starting:  # said once every endpoint listens (_start_listening)
-            self._unannounced.append((port, description, stomp))
+            self._unannounced.append((port, description, kind))
         else:
-            self.reactor.callWhenRunning(self._announce, port, description, stomp)
+            self.reactor.callWhenRunning(self._announce, port, description, kind)
 
-    def _announce(self, port: IListeningPort, description: str, stomp: bool = False) -> None:
+    def _announce(self, port: IListeningPort, description: str, kind: str = "") -> None:
         # Said once the reactor runs: from then on connections are served and twistd's
         # signal handlers are in place, so whoever waits for this line may send SIGTERM.
         if port in self.ports:
             self.log.info(
-                "mbroker STOMP listening on {address}"
-                if stomp
-                else "mbroker listening on {address}",
+                _LISTENING[kind],
                 address=describe_address(port.getHost()),
                 endpoint=description,
             )

@@ -6,6 +6,7 @@ touches the global reactor (by a function-local import in :func:`makeService`).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -230,6 +231,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["http"] = []
         self["stomp"] = []
+        self["stomp-ws"] = []
 
     def opt_listen(self, description: str) -> None:
         """Endpoint to listen on; repeatable [default: tcp:5555:interface=127.0.0.1]"""
@@ -243,6 +245,10 @@ class Options(usage.Options):
         """Endpoint for STOMP 1.0-1.2 clients (see docs/stomp.rst); repeatable"""
         self["stomp"].append(description)
 
+    def opt_stomp_ws(self, description: str) -> None:
+        """Endpoint for STOMP over WebSocket (stomp.js; needs mbroker[ws]); repeatable"""
+        self["stomp-ws"].append(description)
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         self._command_line = sys.argv[1:] if options is None else list(options)
         super().parseOptions(options)
@@ -254,6 +260,10 @@ class Options(usage.Options):
             logformat.use_json(self.parent)
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if self["stomp-ws"] and importlib.util.find_spec("autobahn") is None:
+            raise usage.UsageError(
+                "--stomp-ws needs Autobahn: pip install 'mbroker[ws]' (or autobahn[twisted])"
+            )
 
 
 def makeService(options: Options) -> service.IService:
@@ -284,6 +294,7 @@ def makeService(options: Options) -> service.IService:
         fsync=options["fsync"],
         backlog=options["backlog"],
         stomp_endpoints=list(options["stomp"]),
+        stomp_ws_endpoints=list(options["stomp-ws"]),
     )
     if options["http"]:
         from mbroker.server.http.service import HttpService

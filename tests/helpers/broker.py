@@ -22,6 +22,7 @@ _LISTENING = re.compile(rb"mbroker listening on (\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d
 #: (said before _LISTENING: the HTTP listener starts first)
 _HTTP_LISTENING = re.compile(rb"mbroker HTTP listening on (\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)\s*$")
 _STOMP_LISTENING = re.compile(rb"mbroker STOMP listening on [^ ]*:(\d+)\s*$")
+_STOMP_WS_LISTENING = re.compile(rb"mbroker STOMP-WS listening on [^ ]*:(\d+)\s*$")
 
 
 def twistd_command() -> list[str]:
@@ -48,6 +49,8 @@ class BrokerProcess:
         self.http_port = 0
         #: the port of the first ``--stomp`` listener (0: none)
         self.stomp_port = 0
+        #: the port of the first ``--stomp-ws`` listener (0: none)
+        self.stomp_ws_port = 0
         #: Every line the broker printed (stdout and stderr), line ends removed.
         self.lines: list[bytes] = []
         self._new_lines: queue.Queue[bytes | None] = queue.Queue()
@@ -162,12 +165,18 @@ def start_broker(
     broker.port = int(match.group(2))
     http = [m for m in map(_HTTP_LISTENING.search, broker.lines) if m]
     broker.http_port = int(http[0].group(2)) if http else 0
-    if "--stomp" in extra_args:  # (its line may have come before the native one)
-        seen = [m for m in map(_STOMP_LISTENING.search, list(broker.lines)) if m]
+    for option, pattern, attribute in (
+        ("--stomp", _STOMP_LISTENING, "stomp_port"),
+        ("--stomp-ws", _STOMP_WS_LISTENING, "stomp_ws_port"),
+    ):
+        if option not in extra_args:
+            continue
+        # (its line may have come before the native one)
+        seen = [m for m in map(pattern.search, list(broker.lines)) if m]
         try:
-            stomp = seen[0] if seen else broker.wait_for_line(_STOMP_LISTENING, timeout)
+            found = seen[0] if seen else broker.wait_for_line(pattern, timeout)
         except BaseException:
             broker.stop()
             raise
-        broker.stomp_port = int(stomp.group(1))
+        setattr(broker, attribute, int(found.group(1)))
     return broker
