@@ -58,10 +58,15 @@ class Publisher:
                     return self._publish_durable(targets, name, key, route, payload, ttl)
         rejected: Queue | None = None
         for q in targets:
-            expires = None
-            if ttl is not None or q.options.ttl is not None:
-                expires = self._expiry(q, ttl)
-            if not self._enqueue(q, QueuedMessage(name, key, route, payload, expires)):
+            if ttl is None and q.options.ttl is None:
+                if not self._enqueue(q, QueuedMessage(name, key, route, payload)):
+                    rejected = q
+                continue
+            m = QueuedMessage(name, key, route, payload, self._expiry(q, ttl))
+            if ttl == 0 or q.options.ttl == 0:
+                if not self._dispatcher.enqueue_now(q, m):
+                    rejected = q
+            elif not self._enqueue(q, m):
                 rejected = q
         if rejected is not None:
             raise errors.Overflow(f"{rejected.name} is full")
@@ -178,7 +183,10 @@ class Publisher:
         self._dispatcher.store(copies, name, key, payload, expiry)
         rejected: Queue | None = None
         for q, m in copies:
-            if not self._enqueue(q, m):
+            if ttl == 0 or q.options.ttl == 0:
+                if not self._dispatcher.enqueue_now(q, m):
+                    rejected = q
+            elif not self._enqueue(q, m):
                 rejected = q
         if rejected is not None:
             raise errors.Overflow(f"{rejected.name} is full")
