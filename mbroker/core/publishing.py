@@ -169,10 +169,13 @@ class Publisher:
         # life, and each queue re-applies its own ttl when the broker restarts.
         lives: list[float] = []
         endless = False
+        at_once: list[Queue] | None = None  # the targets where the copy's ttl is 0
         for q in targets:
             expires = None
             if ttl is not None or q.options.ttl is not None:
                 expires = self._expiry(q, ttl)
+                if ttl == 0 or q.options.ttl == 0:
+                    at_once = [q] if at_once is None else [*at_once, q]
             if q.options.durable:
                 if expires is None:
                     endless = True
@@ -183,7 +186,7 @@ class Publisher:
         self._dispatcher.store(copies, name, key, payload, expiry)
         rejected: Queue | None = None
         for q, m in copies:
-            if ttl == 0 or q.options.ttl == 0:
+            if at_once is not None and q in at_once:
                 if not self._dispatcher.enqueue_now(q, m):
                     rejected = q
             elif not self._enqueue(q, m):
