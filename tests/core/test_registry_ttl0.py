@@ -1,15 +1,13 @@
 """Broker core, ttl=0 (``docs/protocol.rst``, ``ttl``; PROTOCOL.md section 7): a copy
 with a ttl of 0, from its queue or its PUBLISH, is delivered only if a consumer can take
-it at once, and otherwise expires at once; the reply counts the queues it reached."""
+it at once, and otherwise expires at once; the reply counts the queues it reached.
+(Durable queues: ``test_durable.py``.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from mbroker.core import records as rec
 from mbroker.core.broker import Pulled
-from mbroker.wire.frames import QueueOptions
-from tests.core.test_durable import World as DurableWorld
 from tests.helpers.world import World, msgs
 
 
@@ -191,28 +189,3 @@ class TestPublishTtl0:
         assert w.broker.publish_many("q", "", msgs("3", "4"), 0) == (1, {})
         assert w.ready("q") == []
         assert w.stat("q")["expired"] == "2"
-
-
-class TestDurableTtl0:
-    def test_an_expired_copy_is_journaled_as_removed(self) -> None:
-        dw = DurableWorld()
-        b = dw.broker
-        b.create(None, "q", "queue", QueueOptions(durable=True, ttl=0))
-        assert b.publish("q", "", b"a") == 1
-        assert list(b.queue("q").ready) == []
-        dw.turn()
-        assert dw.writer.records == [
-            rec.QueueDeclared("q", QueueOptions(durable=True, ttl=0)),
-            rec.MessageStored(1, ("q",), "q", "", b"a", 0.0),
-            rec.MessagesRemoved("q", (1,)),
-        ]
-
-    def test_a_publish_ttl0_on_a_durable_queue(self) -> None:
-        dw = DurableWorld()
-        b = dw.broker
-        b.create(None, "q", "queue", QueueOptions(durable=True))
-        assert b.publish("q", "", b"a", 0) == 1
-        assert list(b.queue("q").ready) == []
-        dw.turn()
-        removed = [r for r in dw.writer.records if isinstance(r, rec.MessagesRemoved)]
-        assert removed == [rec.MessagesRemoved("q", (1,))]
