@@ -114,6 +114,35 @@ class Dispatcher:
             self.enforce_limits(q)
         return True
 
+    def enqueue_now(self, q: Queue, m: QueuedMessage) -> bool:
+        """ttl=0: ``m`` goes to a consumer or waiter that takes it at once (behind what is
+        ready before it), or expires at once; it never waits in ``q``.  False if
+        refused (reject), as :meth:`enqueue`."""
+        o = q.options
+        if (
+            (o.max_length is not None or o.max_bytes is not None)
+            and o.overflow == "reject"
+            and refuses(q, len(m.payload))
+        ):
+            q.rejected += 1
+            return False
+        q.published += 1
+        expires = m.expires_at
+        # (alive for this one dispatch only: it must not be found dead on the way out)
+        m.expires_at = None
+        ready = q.ready
+        ready.append(m)
+        q.ready_bytes += len(m.payload)
+        self.dispatch(q)
+        m.expires_at = expires  # a delivered copy that comes back has outlived its ttl
+        if not m.deliveries:
+            if ready and ready[-1] is m:
+                ready.pop()
+            else:
+                ready.remove(m)
+            self._expire(q, m)
+        return True
+
     def enforce_limits(self, q: Queue) -> None:
         o = q.options
         max_len = o.max_length
@@ -480,7 +509,10 @@ class Dispatcher:
         self._dl_depth += 1
         try:
             for t, copy in copies:
-                self.enqueue(t, copy)
+                if t.options.ttl == 0:
+                    self.enqueue_now(t, copy)
+                else:
+                    self.enqueue(t, copy)
         finally:
             self._dl_depth -= 1
 

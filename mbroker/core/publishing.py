@@ -61,10 +61,15 @@ class Publisher:
                     return self._publish_durable(targets, name, key, route, payload, ttl)
         rejected: Queue | None = None
         for q in targets:
-            expires = None
-            if ttl is not None or q.options.ttl is not None:
-                expires = self._expiry(q, ttl)
-            if not self._enqueue(q, QueuedMessage(name, key, route, payload, expires)):
+            if ttl is None and q.options.ttl is None:
+                if not self._enqueue(q, QueuedMessage(name, key, route, payload)):
+                    rejected = q
+                continue
+            m = QueuedMessage(name, key, route, payload, self._expiry(q, ttl))
+            if ttl == 0 or q.options.ttl == 0:
+                if not self._dispatcher.enqueue_now(q, m):
+                    rejected = q
+            elif not self._enqueue(q, m):
                 rejected = q
         if rejected is not None:
             raise errors.Overflow(f"{rejected.name} is full")
@@ -169,10 +174,13 @@ class Publisher:
         # life, and each queue re-applies its own ttl when the broker restarts.
         lives: list[float] = []
         endless = False
+        at_once: list[Queue] | None = None  # the targets where the copy's ttl is 0
         for q in targets:
             expires = None
             if ttl is not None or q.options.ttl is not None:
                 expires = self._expiry(q, ttl)
+                if ttl == 0 or q.options.ttl == 0:
+                    at_once = [q] if at_once is None else [*at_once, q]
             if q.options.durable:
                 if expires is None:
                     endless = True
@@ -183,7 +191,10 @@ class Publisher:
         self._dispatcher.store(copies, name, key, payload, expiry)
         rejected: Queue | None = None
         for q, m in copies:
-            if not self._enqueue(q, m):
+            if at_once is not None and q in at_once:
+                if not self._dispatcher.enqueue_now(q, m):
+                    rejected = q
+            elif not self._enqueue(q, m):
                 rejected = q
         if rejected is not None:
             raise errors.Overflow(f"{rejected.name} is full")

@@ -225,3 +225,29 @@ def test_restore_rebuilds_objects_bindings_and_messages() -> None:
         b"new",
         b"+OK 3",
     ]
+
+
+def test_an_expired_ttl0_copy_is_journaled_as_removed() -> None:
+    # ttl=0 on the queue: nobody takes it, it expires at once, and leaves the store
+    w = World()
+    b = w.broker
+    b.create(None, "q", "queue", QueueOptions(durable=True, ttl=0))
+    assert b.publish("q", "", b"a") == 1
+    assert list(b.queue("q").ready) == []
+    w.turn()
+    assert w.writer.records == [
+        rec.QueueDeclared("q", QueueOptions(durable=True, ttl=0)),
+        rec.MessageStored(1, ("q",), "q", "", b"a", 0.0),
+        rec.MessagesRemoved("q", (1,)),
+    ]
+
+
+def test_a_publish_ttl0_on_a_durable_queue_leaves_nothing_stored() -> None:
+    w = World()
+    b = w.broker
+    b.create(None, "q", "queue", QueueOptions(durable=True))
+    assert b.publish("q", "", b"a", 0) == 1
+    assert list(b.queue("q").ready) == []
+    w.turn()
+    removed = [r for r in w.writer.records if isinstance(r, rec.MessagesRemoved)]
+    assert removed == [rec.MessagesRemoved("q", (1,))]

@@ -1,0 +1,71 @@
+"""Contract sections 4 and 7, ttl=0 against a real broker: a copy is delivered only if a
+consumer (a subscription with room, a waiting PULL) takes it at once, and otherwise
+expires at once; the reply counts the queues it was routed to either way."""
+
+from __future__ import annotations
+
+import time
+
+from tests.helpers.broker import BrokerProcess
+from tests.helpers.contract import Client, connect, queue, unique
+from tests.helpers.lineclient import Msg
+
+
+def test_queue_ttl0(client: Client) -> None:
+    dead = queue(client)
+    q = queue(client, "ttl=0", f"dead-letter={dead}")
+    # no consumer: expired at once, not left in the queue (no timer to wait for)
+    assert client.publish(q, b"nobody") == "+OK 1"
+    stats = client.stats(q)
+    assert (stats["messages"], stats["expired"]) == ("0", "1")
+    (m,) = client.pull(f"PULL {dead}")
+    assert (m.payload, m.attrs) == (b"nobody", {"reason": "expired"})
+    # a subscription with room takes it
+    assert client.ok(f"SUBSCRIBE {q} ack=manual prefetch=1") == "+OK 1"
+    assert client.publish(q, b"taken") == "+OK 1"
+    assert client.read_msg().payload == b"taken"
+    # at its prefetch limit it does not
+    assert client.publish(q, b"no room") == "+OK 1"
+    assert client.stats(q)["expired"] == "2"
+    assert client.payloads(f"PULL {dead}") == [b"no room"]
+    assert client.ok("UNSUBSCRIBE 1") == "+OK"
+
+
+def test_publish_ttl0_pipelined_and_fanout(client: Client) -> None:
+    q = queue(client)
+    x = unique("x")
+    client.ok(f"CREATE {x} fanout")
+    plain = queue(client)
+    zero = queue(client, "ttl=0")
+    client.ok(f"BIND {plain} {x}")
+    client.ok(f"BIND {zero} {x}")
+    assert client.ok(f"SUBSCRIBE {q} ack=manual prefetch=2") == "+OK 1"
+    # several publishes in one write: the broker reads them as a run
+    client.send(b"".join(b"PUBLISH %s ttl=0 :%d\r\n" % (q.encode(), i) for i in range(5)))
+    replies = [client.read_reply() for _ in range(5)]
+    assert [status for _, status in replies] == [b"+OK 1"] * 5
+    assert [client.read_msg().payload for _ in range(2)] == [b"0", b"1"]
+    assert client.quiet()
+    assert (client.stats(q)["messages"], client.stats(q)["expired"]) == ("0", "3")
+    # a fanout to a queue with ttl=0 and one without: the reply counts both
+    assert client.publish(x, b"f") == "+OK 2"
+    assert client.payloads(f"PULL {plain}") == [b"f"]
+    assert client.stats(zero)["expired"] == "1"
+
+
+def test_a_waiting_pull_takes_a_ttl0_message(broker: BrokerProcess, client: Client) -> None:
+    q = queue(client)
+    with connect(broker) as waiter:
+        waiter.send(f"PULL {q} wait=10000\r\n".encode())
+        # Until the broker has read that PULL each copy expires; the first one
+        # published after it goes to the PULL.
+        deadline = time.monotonic() + 10
+        i = 0
+        while client.stats(q)["expired"] == str(i):
+            assert time.monotonic() < deadline, "the PULL never took a ttl=0 message"
+            i += 1
+            assert client.publish(q, b"%d" % i, "", "ttl=0") == "+OK 1"
+        data, status = waiter.read_reply()
+        assert status == b"+OK 1"
+        assert [m.payload for m in data if isinstance(m, Msg)] == [b"%d" % i]
+        assert client.stats(q)["messages"] == "0"
