@@ -30,6 +30,15 @@ Authentication (when the factory requires it): before a successful AUTH a connec
 may send only ``pre_auth_max_bytes`` and has ``auth_timeout`` seconds to log in.  AUTH
 holds later commands like a waiting PULL while argon2 runs in a thread; a failed one is
 answered only after ``auth_fail_delay``.
+
+Heartbeats (``HEARTBEAT <MS>``, contract section 7): one timer per connection, which
+compares when it fires.  A read notes its time (as for ``idle_timeout``) and a write
+sets :attr:`Output.wrote`: nothing more on the hot path.  The timer pushes ``PING``
+once nothing was sent for MS (within MS / 2 after the last write, which it sees only as
+the flag) and closes with ``-ERR LIMIT heartbeat`` once nothing came for 3 x MS; a peer
+that vanished without a FIN (its unacknowledged messages go back to their queues as the
+connection closes) cannot stall that close: the connection is aborted MS later if the
+goodbye could not be sent.
 """
 
 from __future__ import annotations
@@ -63,7 +72,14 @@ from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.output import FlushScheduler, Output, Slot
 from mbroker.wire import frames
 from mbroker.wire.commands import CommandDecoder
-from mbroker.wire.encode import append_deliveries, append_run, encode_frame, error_line, hello_line
+from mbroker.wire.encode import (
+    PING_LINE,
+    append_deliveries,
+    append_run,
+    encode_frame,
+    error_line,
+    hello_line,
+)
 
 log = Logger()
 
@@ -84,6 +100,8 @@ class _Transport(TypingProtocol):  # the parts of ITCPTransport + IPushProducer 
     def unregisterProducer(self) -> None: ...
 
     def getPeer(self) -> object: ...
+
+    def abortConnection(self) -> None: ...
 
 
 class ConnectionHost(FlushScheduler, TypingProtocol):
@@ -145,6 +163,13 @@ class BrokerProtocol(Protocol):
         self._auth_timer: IDelayedCall | None = None
         self._idle_timer: IDelayedCall | None = None
         self._last_read = 0.0
+        #: note the time of each read (idle timeout or heartbeats on)
+        self._note_reads = False
+        #: the heartbeat interval in seconds (0: off), its timer, and since when (at
+        #: the latest) nothing was sent
+        self._heartbeat = 0.0
+        self._heartbeat_timer: IDelayedCall | None = None
+        self._quiet_since = 0.0
         self._lost = False
         self._watch = host.watch
 
@@ -177,6 +202,7 @@ class BrokerProtocol(Protocol):
             if config.auth_timeout > 0:
                 self._auth_timer = clock.callLater(config.auth_timeout, self._auth_expired)
         if config.idle_timeout > 0:
+            self._note_reads = True
             self._last_read = clock.seconds()
             self._idle_timer = clock.callLater(config.idle_timeout, self._idle_check)
         self._tr.write(hello_line(__version__, self._auth_required, config.max_payload))
@@ -186,10 +212,10 @@ class BrokerProtocol(Protocol):
         self._lost = True
         self.output.closing = self.output.lost = True
         self._backlog.clear()
-        for timer in (self._auth_timer, self._idle_timer):
+        for timer in (self._auth_timer, self._idle_timer, self._heartbeat_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._auth_timer = self._idle_timer = None
+        self._auth_timer = self._idle_timer = self._heartbeat_timer = None
         self._watch.blocked.pop(self, None)
         self.broker.close_session(self.session)
         self._host.protocols.discard(self)
@@ -203,7 +229,7 @@ class BrokerProtocol(Protocol):
             # reading, so a producer registered before the handshake deadlocks it.
             self._producing = True
             self._tr.registerProducer(self, True)
-        if self._idle_timer is not None:
+        if self._note_reads:
             self._last_read = self.broker.clock.seconds()
         watch = self._watch
         watch.received += len(data)
@@ -450,6 +476,61 @@ class BrokerProtocol(Protocol):
             self._limit(f"idle for {timeout:g} s")
             return
         self._idle_timer = clock.callLater(left, self._idle_check)
+
+    # -------------------------------------------------------------- heartbeats
+
+    def heartbeat(self, ms: int) -> None:
+        """``HEARTBEAT <ms>``: start (or restart, or with 0 stop) the heartbeat timer."""
+        timer = self._heartbeat_timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._heartbeat_timer = None
+        self._heartbeat = ms / 1000
+        if not ms:
+            self._note_reads = self.config.idle_timeout > 0
+            return
+        clock = self.broker.clock
+        now = clock.seconds()
+        self._note_reads = True
+        self._last_read = self._quiet_since = now
+        self.output.wrote = False  # (the +OK about to go counts as sent now)
+        self._heartbeat_timer = clock.callLater(self._heartbeat / 2, self._heartbeat_check)
+
+    def _heartbeat_check(self) -> None:
+        """Push ``PING`` after MS of silence; close after 3 x MS heard nothing."""
+        self._heartbeat_timer = None
+        interval = self._heartbeat
+        if self._closing or not interval:
+            return
+        clock = self.broker.clock
+        now = clock.seconds()
+        if self._paused_reading and not self._congested:
+            self._last_read = now  # we stopped reading (a command waits), not the peer
+        # (a thousandth of a second of slack for the clock's rounding)
+        if now - self._last_read >= 3 * interval - 0.001:
+            self._limit("heartbeat")
+            # a peer that vanished may never take the goodbye: abort if still open
+            clock.callLater(interval, self._abort)
+            return
+        output = self.output
+        if output.wrote:  # something went out since the last check
+            output.wrote = False
+            self._quiet_since = now
+            due = now + interval / 2
+        elif now - self._quiet_since >= interval - 0.001:
+            output.send(PING_LINE)
+            output.flush()
+            output.wrote = False
+            self._quiet_since = now
+            due = now + interval
+        else:
+            due = self._quiet_since + interval
+        due = min(due, self._last_read + 3 * interval)
+        self._heartbeat_timer = clock.callLater(max(due - now, 0.001), self._heartbeat_check)
+
+    def _abort(self) -> None:
+        if not self._lost:
+            self._tr.abortConnection()
 
     # ---------------------------------------------------------- memory watch
 

@@ -151,6 +151,13 @@ class Pong:
 
 
 @attrs.frozen
+class Heartbeat:
+    """``HEARTBEAT <MS>`` (contract section 7): 0 stops, 1000 to 3,600,000 starts."""
+
+    ms: int
+
+
+@attrs.frozen
 class Quit:
     pass
 
@@ -194,6 +201,7 @@ Command = Union[
     Purge,
     Ping,
     Pong,
+    Heartbeat,
     Quit,
     Help,
     Auth,
@@ -291,4 +299,11 @@ class HelpLine:
     text: str
 
 
-ServerFrame = Union[Hello, Ok, Error, Msg, Cancel, ExchangeInfo, QueueInfo, Stat, HelpLine]
+@attrs.frozen
+class PingPush:
+    """A ``PING`` line the server pushed (heartbeats): answered with ``PONG``, no reply."""
+
+
+ServerFrame = Union[
+    Hello, Ok, Error, Msg, Cancel, ExchangeInfo, QueueInfo, Stat, HelpLine, PingPush
+]
