@@ -276,7 +276,8 @@ SPECS: dict[bytes, Spec] = {
         (Field("ms", parse_heartbeat, b"%d".__mod__, "MS"),),
         doc=(
             "asks the server to push PING after MS milliseconds of silence, and replies +OK <MS>",
-            "MS is 0 (off, the default) or 1000 to 3600000; answer each pushed PING with PONG",
+            "takes MS of 0 (off, the default) or 1000 to 3600000; the client answers each "
+            "pushed PING with PONG",
             "closes the connection with -ERR LIMIT heartbeat after 3 x MS milliseconds in "
             "which nothing came from the client",
         ),
