@@ -24,8 +24,8 @@ from mbroker.client.messages import ClientError, ConnectionLost, NotABroker, Not
 from mbroker.client.protocol import ClientProtocol
 from mbroker.client.subscription import Subscriptions
 from mbroker.wire.frames import Auth, Heartbeat
-from mbroker.wire.tokens import HEARTBEAT_MAX, HEARTBEAT_MIN
 from mbroker.wire.replydata import ok_count, ok_none
+from mbroker.wire.tokens import HEARTBEAT_MAX, HEARTBEAT_MIN
 
 __all__ = ["Greeted", "Link", "LinkOwner"]
 
