@@ -508,6 +508,7 @@ class BrokerProtocol(Protocol):
             self._last_read = now  # we stopped reading (a command waits), not the peer
         # (a thousandth of a second of slack for the clock's rounding)
         if now - self._last_read >= 3 * interval - 0.001:
+            self.broker.end_waits(self.session)  # a waiting PULL ends now, taking nothing
             self._limit("heartbeat")
             # a peer that vanished may never take the goodbye: abort if still open
             clock.callLater(interval, self._abort)

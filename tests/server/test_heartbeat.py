@@ -156,3 +156,13 @@ def test_the_unacked_messages_of_a_silent_peer_go_back_to_their_queue() -> None:
     c.close()  # the transport's loss, as the close ends it
     other.send(b"PULL q\r\n")
     assert other.lines() == [b"MSG 0 1 q - redelivered=1 3", b"job", b"+OK 1"]
+
+
+def test_a_waiting_pull_of_a_silent_peer_ends_before_the_goodbye() -> None:
+    clock, _, f = make(Config())
+    c = Conn(f)
+    c.send(b"CREATE q queue\r\nHEARTBEAT 1000\r\nPULL q wait=600000\r\n")
+    assert c.lines() == [b"+OK created", b"+OK 1000"]
+    _advance(clock, 3.0)
+    assert c.lines() == [b"PING", b"PING", b"+OK 0", b"-ERR LIMIT heartbeat"]
+    assert c.transport.disconnecting
