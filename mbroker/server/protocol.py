@@ -163,6 +163,8 @@ class BrokerProtocol(Protocol):
         self._auth_timer: IDelayedCall | None = None
         self._idle_timer: IDelayedCall | None = None
         self._last_read = 0.0
+        #: when the idle check last found the connection busy (subscribed, waiting)
+        self._busy_at = 0.0
         #: note the time of each read (idle timeout or heartbeats on)
         self._note_reads = False
         #: the heartbeat interval in seconds (0: off), its timer, and since when (at
@@ -470,8 +472,8 @@ class BrokerProtocol(Protocol):
         timeout = self.config.idle_timeout
         now = clock.seconds()
         if self.session.consumers or self._waiting or self._congested:
-            self._last_read = now
-        left = self._last_read + timeout - now
+            self._busy_at = now  # (not _last_read: heartbeats count only what was read)
+        left = max(self._last_read, self._busy_at) + timeout - now
         if left <= 0:
             self._limit(f"idle for {timeout:g} s")
             return

@@ -166,3 +166,13 @@ def test_a_waiting_pull_of_a_silent_peer_ends_before_the_goodbye() -> None:
     _advance(clock, 3.0)
     assert c.lines() == [b"PING", b"PING", b"+OK 0", b"-ERR LIMIT heartbeat"]
     assert c.transport.disconnecting
+
+
+def test_with_an_idle_timeout_a_silent_subscriber_is_still_closed() -> None:
+    # the idle timeout spares a subscriber, the heartbeat does not spare a silent one
+    clock, _, f = make(Config(idle_timeout=1.0))
+    c = Conn(f)
+    c.send(b"CREATE q queue\r\nSUBSCRIBE q\r\nHEARTBEAT 1000\r\n")
+    c.take()
+    _advance(clock, 3.0)
+    assert c.take().endswith(b"-ERR LIMIT heartbeat\r\n")
