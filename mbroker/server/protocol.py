@@ -34,8 +34,8 @@ answered only after ``auth_fail_delay``.
 Heartbeats (``HEARTBEAT <MS>``, contract section 7): one timer per connection, which
 compares when it fires.  A read notes its time (as for ``idle_timeout``) and a write
 sets :attr:`Output.wrote`: nothing more on the hot path.  The timer pushes ``PING``
-once nothing was sent for MS (within MS / 2 after the last write, which it sees only as
-the flag) and closes with ``-ERR LIMIT heartbeat`` once nothing came for 3 x MS; a peer
+once nothing was sent for MS (at most MS / 2 later: it looks every MS / 2 at most, and
+sees a write only as the flag) and closes with ``-ERR LIMIT heartbeat`` once nothing came for 3 x MS; a peer
 that vanished without a FIN (its unacknowledged messages go back to their queues as the
 connection closes) cannot stall that close: the connection is aborted MS later if the
 goodbye could not be sent.
@@ -516,19 +516,16 @@ class BrokerProtocol(Protocol):
             clock.callLater(interval, self._abort)
             return
         output = self.output
-        if output.wrote:  # something went out since the last check
+        if output.wrote:  # something went out since the last check (at most MS / 2 ago)
             output.wrote = False
             self._quiet_since = now
-            due = now + interval / 2
         elif now - self._quiet_since >= interval - 0.001:
             output.send(PING_LINE)
             output.flush()
             output.wrote = False
             self._quiet_since = now
-            due = now + interval
-        else:
-            due = self._quiet_since + interval
-        due = min(due, self._last_read + 3 * interval)
+        # every MS / 2 at most: a PING comes MS to 1.5 x MS after the last write
+        due = min(self._quiet_since + interval, now + interval / 2, self._last_read + 3 * interval)
         self._heartbeat_timer = clock.callLater(max(due - now, 0.001), self._heartbeat_check)
 
     def _abort(self) -> None:

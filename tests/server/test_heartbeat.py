@@ -176,3 +176,18 @@ def test_with_an_idle_timeout_a_silent_subscriber_is_still_closed() -> None:
     c.take()
     _advance(clock, 3.0)
     assert c.take().endswith(b"-ERR LIMIT heartbeat\r\n")
+
+
+def test_a_write_just_after_a_ping_delays_the_next_by_at_most_half_an_interval() -> None:
+    clock, _, c = _heartbeat(1000)
+    c.send(b"CREATE q queue\r\n")
+    c.take()
+    _advance(clock, 1.5)
+    assert c.take() == b"PING\r\n"  # 1.5 s after the +OK created
+    _advance(clock, 0.05)
+    c.send(b"PING\r\n")
+    assert c.take() == b"+PONG\r\n"  # a write 0.05 s after the PING
+    _advance(clock, 1.4)
+    assert c.take() == b""
+    _advance(clock, 0.1)  # 1.55 s after the write at most
+    assert c.take() == b"PING\r\n"
