@@ -35,10 +35,10 @@ Heartbeats (``HEARTBEAT <MS>``, contract section 7): one timer per connection, w
 compares when it fires.  A read notes its time (as for ``idle_timeout``) and a write
 sets :attr:`Output.wrote`: nothing more on the hot path.  The timer pushes ``PING``
 once nothing was sent for MS (at most MS / 2 later: it looks every MS / 2 at most, and
-sees a write only as the flag) and closes with ``-ERR LIMIT heartbeat`` once nothing came for 3 x MS; a peer
-that vanished without a FIN (its unacknowledged messages go back to their queues as the
-connection closes) cannot stall that close: the connection is aborted MS later if the
-goodbye could not be sent.
+sees a write only as the flag) and closes with ``-ERR LIMIT heartbeat`` once nothing
+came for 3 x MS.  A peer that vanished without a FIN (its unacknowledged messages go
+back to their queues as the connection closes) cannot stall that close: the connection
+is aborted MS later if the goodbye could not be sent.
 """
 
 from __future__ import annotations
