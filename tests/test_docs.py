@@ -52,7 +52,7 @@ from tests.helpers.lineclient import LineClient
 
 COMMANDS = (
     "CREATE DELETE BIND UNBIND PUBLISH SUBSCRIBE UNSUBSCRIBE PULL ACK NACK TOUCH PURGE "
-    "PING PONG QUIT HELP AUTH LIST STATS"
+    "PING PONG HEARTBEAT QUIT HELP AUTH LIST STATS"
 ).split()
 #: The error codes replayed on an open broker here (NO_AUTH, AUTH and FORBIDDEN are
 #: replayed by test_auth_docs.py; UNAVAILABLE needs a full disk: test_durable_faults.py;

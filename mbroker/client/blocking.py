@@ -210,7 +210,8 @@ class Connection:
     """A blocking connection to a broker at ``host:port`` (or any client ``endpoint``).
 
     ``timeout`` bounds every call, in seconds.  ``reconnect``, ``greeting_timeout``,
-    ``user`` and ``password`` are those of :func:`mbroker.client.connect`.  Use it as a context
+    ``user``, ``password`` and ``heartbeat`` are those of :func:`mbroker.client.connect`
+    (the reactor thread answers the broker's PINGs, even while no call runs).  Use it as a context
     manager, or call :meth:`close`.
     """
 
@@ -225,6 +226,7 @@ class Connection:
         greeting_timeout: float | None = 1.0,
         user: str | None = None,
         password: str | None = None,
+        heartbeat: float | None = None,
     ) -> None:
         crochet.setup()
         from twisted.internet import reactor
@@ -241,6 +243,7 @@ class Connection:
             greeting_timeout=greeting_timeout,
             user=user,
             password=password,
+            heartbeat=heartbeat,
         )
 
     @property

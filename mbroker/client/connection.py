@@ -155,6 +155,7 @@ def connect(
     user: str | None = None,
     password: str | None = None,
     on_connect: Callable[[Client], Any] | None = None,
+    heartbeat: float | None = None,
 ) -> Deferred[Client]:
     """Connect to a broker; the Deferred fires with a :class:`Client` after the greeting.
 
@@ -164,6 +165,14 @@ def connect(
     client authenticates first.  ``on_connect(client)`` (which may return a Deferred
     or be ``async``) runs after every connection, before subscriptions are restored:
     the place to declare exchanges and queues.
+
+    With ``heartbeat`` (seconds, 1 to 3600) the client sends ``HEARTBEAT`` on every
+    connection (after AUTH, before ``on_connect``): the broker then pushes a ``PING``
+    whenever it has sent nothing for that long, which the client answers with ``PONG``,
+    and closes the connection (``-ERR LIMIT heartbeat``) once it has heard nothing from
+    it for three times that long, so a peer that vanished without closing is found on
+    both sides; with ``reconnect`` a new connection replaces it.  ``ValueError`` for an
+    interval out of range.
 
     With ``reconnect``, the client reconnects with ``retry_policy`` (default: back-off
     from 0.1 s to 10 s) whenever the connection is lost, until :meth:`Client.close`.
@@ -185,6 +194,7 @@ def connect(
         password=password,
         on_connect=on_connect,
         greeting_timeout=greeting_timeout,
+        heartbeat=heartbeat,
     )
     link = client.link
     ep = clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
@@ -223,6 +233,7 @@ class Client:
         password: str | None = None,
         on_connect: Callable[[Client], Any] | None = None,
         greeting_timeout: float | None = None,
+        heartbeat: float | None = None,
     ) -> None:
         self._reactor = reactor
         self._proto: ClientProtocol | None = None
@@ -239,6 +250,7 @@ class Client:
             password=password,
             on_connect=None if on_connect is None else partial(on_connect, self),
             greeting_timeout=greeting_timeout,
+            heartbeat=heartbeat,
         )
         #: (name, key, ttl) -> the encoded start of a PUBLISH line, see _publish_head
         self._heads: dict[tuple[str, str, int | None], bytes] = {}

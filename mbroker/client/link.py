@@ -23,8 +23,9 @@ from twisted.python.failure import Failure
 from mbroker.client.messages import ClientError, ConnectionLost, NotABroker, NotConnected
 from mbroker.client.protocol import ClientProtocol
 from mbroker.client.subscription import Subscriptions
-from mbroker.wire.frames import Auth
-from mbroker.wire.replydata import ok_none
+from mbroker.wire.frames import Auth, Heartbeat
+from mbroker.wire.replydata import ok_count, ok_none
+from mbroker.wire.tokens import HEARTBEAT_MAX, HEARTBEAT_MIN
 
 __all__ = ["Greeted", "Link", "LinkOwner"]
 
@@ -51,8 +52,9 @@ class Greeted(Protocol):
 class Link(Factory):
     """The connections of one client; also the factory of their protocols.
 
-    ``on_connect`` runs on every connection after the AUTH (``user``, ``password``),
-    before ``subscriptions`` are restored; ``greeting_timeout`` is how long a server may
+    ``on_connect`` runs on every connection after the AUTH (``user``, ``password``)
+    and the ``HEARTBEAT`` (``heartbeat`` seconds, when given), before ``subscriptions``
+    are restored; ``greeting_timeout`` is how long a server may
     stay silent once connected (see :func:`~mbroker.client.connection.connect`).
     """
 
@@ -68,8 +70,10 @@ class Link(Factory):
         password: str | None = None,
         on_connect: Callable[[], Any] | None = None,
         greeting_timeout: float | None = None,
+        heartbeat: float | None = None,
     ) -> None:
         self._reactor = reactor
+        self._heartbeat = heartbeat_ms(heartbeat)
         self._owner = owner
         self._subscriptions = subscriptions
         self._user = user
@@ -173,6 +177,8 @@ class Link(Factory):
             self._owner.use_connection(proto)
             if self._user is not None:
                 await proto.command(Auth(self._user, self._password or ""), ok_none)
+            if self._heartbeat:
+                await proto.command(Heartbeat(self._heartbeat), ok_count)
             if self._on_connect is not None:
                 result = self._on_connect()
                 if isawaitable(result):
@@ -220,6 +226,17 @@ class Link(Factory):
             return succeed(None)
         proto.close()
         return proto.when_lost()
+
+
+def heartbeat_ms(seconds: float | None) -> int:
+    """``connect(heartbeat=)`` in seconds as HEARTBEAT's milliseconds (0: none); a
+    ``ValueError`` outside 1 to 3600 seconds."""
+    if not seconds:
+        return 0
+    ms = round(seconds * 1000)
+    if not HEARTBEAT_MIN <= ms <= HEARTBEAT_MAX:
+        raise ValueError(f"heartbeat must be 1 to 3600 seconds (or None), not {seconds!r}")
+    return ms
 
 
 def _fail_unless_called(d: Deferred[Any], error: Exception) -> None:

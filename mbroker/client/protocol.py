@@ -6,7 +6,8 @@ data)``.  The broker answers commands in order with exactly one status line each
 status line (``+…`` or ``-ERR …``) always completes the command at the head of the
 deque.  Data lines (``MSG 0 …`` of a PULL, ``EXCHANGE``/``QUEUE`` of a LIST, ``STAT``)
 are collected in the head's ``data`` list; ``MSG`` with a sid other than 0 and
-``CANCEL`` go to the subscription that owns the sid.
+``CANCEL`` go to the subscription that owns the sid.  A pushed ``PING`` (heartbeats,
+asked for with ``HEARTBEAT``) is no reply: it is answered ``PONG`` at once.
 
 Cancelling the Deferred of a pending command keeps its slot: its reply is still
 consumed in order, only its result is dropped (a cancelled PULL with ``ack=manual``
@@ -62,6 +63,8 @@ from mbroker.wire.frames import (
     Msg,
     Nack,
     Ok,
+    PingPush,
+    Pong,
     Unsubscribe,
 )
 from mbroker.wire.replydata import Finish, ok_count, ok_none
@@ -80,6 +83,8 @@ _PROBE_AFTER = 0.25
 _GREETING_MAX = 4096
 #: How the first line of each kind of server this client talks to begins.
 _GREETING_STARTS = (b"HELLO mbroker ", b"-ERR")
+#: the answer to a pushed PING
+_PONG = encode_command(Pong())
 
 
 class PullReply:
@@ -460,6 +465,8 @@ class ClientProtocol(Protocol):
                 cancelled = self.subscriptions.pop(f.sid, None)
                 if cancelled is not None:
                     cancelled.cancelled(self, f.reason)
+            elif isinstance(f, PingPush):
+                self._pong()
             elif isinstance(f, Hello):
                 if self.hello is not None:
                     self._protocol_error("a second greeting")
@@ -472,6 +479,12 @@ class ClientProtocol(Protocol):
                 return
             if self.lost_reason is not None:
                 return
+
+    def _pong(self) -> None:
+        """Answer a pushed ``PING`` (the broker's heartbeat): ``PONG`` gets no reply."""
+        if self.transport is not None:
+            self._out.append(_PONG)
+            self._write_out()
 
     def _greeted(self, hello: Hello) -> None:
         self.hello = hello

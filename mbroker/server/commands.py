@@ -60,6 +60,9 @@ class Connection(Protocol):
     def login(self, f: frames.Auth) -> None:
         """Check an AUTH, answering it in its place."""
 
+    def heartbeat(self, ms: int) -> None:
+        """Push PING after ``ms`` of silence, close after 3 x ``ms`` unheard (0: off)."""
+
 
 def command_count(item: object) -> int:
     """How many commands, so replies, a decoded item stands for (a run of PUBLISH is
@@ -237,6 +240,10 @@ class Commands:
     def pong(self, f: frames.Pong) -> None:
         pass  # the answer to a pushed PING gets no reply
 
+    def heartbeat(self, f: frames.Heartbeat) -> None:
+        self._conn.heartbeat(f.ms)
+        self.reply(b"+OK %d\r\n" % f.ms)
+
     def help(self, f: frames.Help) -> None:
         self.reply(help_reply(f.command))
 
@@ -296,6 +303,7 @@ HANDLERS: dict[type, Handler] = {
     frames.Purge: Commands.purge,
     frames.Ping: Commands.ping,
     frames.Pong: Commands.pong,
+    frames.Heartbeat: Commands.heartbeat,
     frames.Quit: Commands.quit,
     frames.Help: Commands.help,
     frames.Auth: Commands.auth,

@@ -74,6 +74,8 @@ class Output:
         #: the connection is gone: queued bytes are dropped
         self.lost = False
         self._on_empty: Callable[[], None] | None = None
+        #: something was written since the heartbeat timer last looked (and cleared it)
+        self.wrote = False
 
     @property
     def waiting(self) -> bool:
@@ -134,6 +136,7 @@ class Output:
         if out:
             self.out = []
             self._size = 0
+            self.wrote = True
             self._transport.writeSequence(out)
 
     def write_queued(self) -> None:
@@ -143,6 +146,7 @@ class Output:
         if out and not self.lost:  # (flush, inline: once per connection per read)
             self.out = []
             self._size = 0
+            self.wrote = True
             self._transport.writeSequence(out)
 
     def later(self) -> Slot:

@@ -1,35 +1,30 @@
-"""One :class:`BrokerProtocol` per connection: bytes in, commands run in order, and the
-push producer of its own transport.
+"""One :class:`BrokerProtocol` per connection: bytes in, commands run in order, and the push
+producer of its own transport.
 
-Bytes go to the sans-IO :class:`~mbroker.wire.commands.CommandDecoder`; each command goes
-to its handler in :mod:`mbroker.server.commands`, which calls the
-:class:`~mbroker.core.broker.Broker`; replies go out through the connection's
-:class:`~mbroker.server.output.Output`, which keeps them in command order.  Exactly one
-place (:meth:`BrokerProtocol._run`) turns :class:`~mbroker.errors.BrokerError` into
-``-ERR`` lines.
+Bytes go to the sans-IO :class:`~mbroker.wire.commands.CommandDecoder`; each command goes to its
+handler in :mod:`mbroker.server.commands`, which calls the :class:`~mbroker.core.broker.Broker`;
+replies go out through the connection's :class:`~mbroker.server.output.Output`, which keeps them
+in command order.  Exactly one place (:meth:`BrokerProtocol._run`) turns
+:class:`~mbroker.errors.BrokerError` into ``-ERR`` lines.
 
-A command that waits also holds back the *execution* of later commands (the contract:
-"later commands on the connection queue behind it"): they go to a backlog.  While a PULL
-waits the socket is still read (so that a client that goes away, by FIN or RST, is
-noticed and its PULL takes nothing), until the backlog holds ``_BACKLOG_MAX`` bytes.
+A command that waits holds back the later commands in a backlog; while a PULL waits the socket
+is still read (a client gone by FIN or RST is noticed, its PULL takes nothing), until the
+backlog holds ``_BACKLOG_MAX`` bytes.
 
-Flow control: the protocol is the push producer of its own transport.  When the
-transport's buffer fills, Twisted calls :meth:`pauseProducing`; the broker then stops
-delivering to this connection (its messages stay queued or go to competing consumers),
-we stop reading from the peer, and the commands of the read being handled that have
-not run yet wait in the backlog until the output drains: a client that does not read
-its replies cannot make us buffer them without bound, whatever it sends.  When the
-broker's memory is over its high-water mark (:class:`MemoryWatch`), a connection that
-sends a PUBLISH is held the same way until the memory is back under the mark.
+Flow control: the protocol is the push producer of its own transport.  When the transport's
+buffer fills (:meth:`pauseProducing`) the broker stops delivering here, we stop reading, and
+the commands not yet run wait in the backlog until the output drains; over the memory mark
+(:class:`MemoryWatch`) a connection that sends a PUBLISH is held the same way.
 
-Half-close (:class:`~twisted.internet.interfaces.IHalfCloseableProtocol`): a client
-that shuts down its sending side still gets the reply to every command it sent (a
-PULL that waits ends at once with what it has, nothing); then the broker closes.
+Half-close (:class:`~twisted.internet.interfaces.IHalfCloseableProtocol`): a client that shuts
+down its sending side still gets the reply to every command it sent, then the broker closes.
 
-Authentication (when the factory requires it): before a successful AUTH a connection
-may send only ``pre_auth_max_bytes`` and has ``auth_timeout`` seconds to log in.  AUTH
-holds later commands like a waiting PULL while argon2 runs in a thread; a failed one is
-answered only after ``auth_fail_delay``.
+Authentication: before AUTH a connection may send ``pre_auth_max_bytes`` within
+``auth_timeout``; AUTH holds later commands while argon2 runs in a thread.
+
+Heartbeats (``HEARTBEAT <MS>``): one timer per connection, which compares times when it fires
+(see :meth:`BrokerProtocol.heartbeat`); a read notes its time and a write sets
+:attr:`Output.wrote`, nothing more on the hot path.
 """
 
 from __future__ import annotations
@@ -63,7 +58,14 @@ from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.output import FlushScheduler, Output, Slot
 from mbroker.wire import frames
 from mbroker.wire.commands import CommandDecoder
-from mbroker.wire.encode import append_deliveries, append_run, encode_frame, error_line, hello_line
+from mbroker.wire.encode import (
+    PING_LINE,
+    append_deliveries,
+    append_run,
+    encode_frame,
+    error_line,
+    hello_line,
+)
 
 log = Logger()
 
@@ -84,6 +86,8 @@ class _Transport(TypingProtocol):  # the parts of ITCPTransport + IPushProducer 
     def unregisterProducer(self) -> None: ...
 
     def getPeer(self) -> object: ...
+
+    def abortConnection(self) -> None: ...
 
 
 class ConnectionHost(FlushScheduler, TypingProtocol):
@@ -145,6 +149,15 @@ class BrokerProtocol(Protocol):
         self._auth_timer: IDelayedCall | None = None
         self._idle_timer: IDelayedCall | None = None
         self._last_read = 0.0
+        #: when the idle check last found the connection busy (subscribed, waiting)
+        self._busy_at = 0.0
+        #: note the time of each read (idle timeout or heartbeats on)
+        self._note_reads = False
+        #: the heartbeat interval in seconds (0: off), its timer, and since when (at
+        #: the latest) nothing was sent
+        self._heartbeat = 0.0
+        self._heartbeat_timer: IDelayedCall | None = None
+        self._quiet_since = 0.0
         self._lost = False
         self._watch = host.watch
 
@@ -177,6 +190,7 @@ class BrokerProtocol(Protocol):
             if config.auth_timeout > 0:
                 self._auth_timer = clock.callLater(config.auth_timeout, self._auth_expired)
         if config.idle_timeout > 0:
+            self._note_reads = True
             self._last_read = clock.seconds()
             self._idle_timer = clock.callLater(config.idle_timeout, self._idle_check)
         self._tr.write(hello_line(__version__, self._auth_required, config.max_payload))
@@ -186,10 +200,10 @@ class BrokerProtocol(Protocol):
         self._lost = True
         self.output.closing = self.output.lost = True
         self._backlog.clear()
-        for timer in (self._auth_timer, self._idle_timer):
+        for timer in (self._auth_timer, self._idle_timer, self._heartbeat_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._auth_timer = self._idle_timer = None
+        self._auth_timer = self._idle_timer = self._heartbeat_timer = None
         self._watch.blocked.pop(self, None)
         self.broker.close_session(self.session)
         self._host.protocols.discard(self)
@@ -203,7 +217,7 @@ class BrokerProtocol(Protocol):
             # reading, so a producer registered before the handshake deadlocks it.
             self._producing = True
             self._tr.registerProducer(self, True)
-        if self._idle_timer is not None:
+        if self._note_reads:
             self._last_read = self.broker.clock.seconds()
         watch = self._watch
         watch.received += len(data)
@@ -444,12 +458,68 @@ class BrokerProtocol(Protocol):
         timeout = self.config.idle_timeout
         now = clock.seconds()
         if self.session.consumers or self._waiting or self._congested:
-            self._last_read = now
-        left = self._last_read + timeout - now
+            self._busy_at = now  # (not _last_read: heartbeats count only what was read)
+        left = max(self._last_read, self._busy_at) + timeout - now
         if left <= 0:
             self._limit(f"idle for {timeout:g} s")
             return
         self._idle_timer = clock.callLater(left, self._idle_check)
+
+    # -------------------------------------------------------------- heartbeats
+
+    def heartbeat(self, ms: int) -> None:
+        """``HEARTBEAT <ms>``: start (or restart, or with 0 stop) the heartbeat timer.  It
+        pushes ``PING`` once nothing was sent for MS (up to MS / 2 late: it looks every
+        MS / 2 and sees a write only as a flag) and closes with ``-ERR LIMIT heartbeat``
+        once nothing came for 3 x MS, aborting MS later a peer that cannot take it."""
+        timer = self._heartbeat_timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._heartbeat_timer = None
+        self._heartbeat = ms / 1000
+        if not ms:
+            self._note_reads = self.config.idle_timeout > 0
+            return
+        clock = self.broker.clock
+        now = clock.seconds()
+        self._note_reads = True
+        self._last_read = self._quiet_since = now
+        self.output.wrote = False  # (the +OK about to go counts as sent now)
+        self._heartbeat_timer = clock.callLater(self._heartbeat / 2, self._heartbeat_check)
+
+    def _heartbeat_check(self) -> None:
+        """Push ``PING`` after MS of silence; close after 3 x MS heard nothing."""
+        self._heartbeat_timer = None
+        interval = self._heartbeat
+        if self._closing or not interval:
+            return
+        clock = self.broker.clock
+        now = clock.seconds()
+        if self._paused_reading and not self._congested:
+            self._last_read = now  # we stopped reading (a command waits), not the peer
+        # (a thousandth of a second of slack for the clock's rounding)
+        if now - self._last_read >= 3 * interval - 0.001:
+            self.broker.end_waits(self.session)  # a waiting PULL ends now, taking nothing
+            self._limit("heartbeat")
+            # a peer that vanished may never take the goodbye: abort if still open
+            clock.callLater(interval, self._abort)
+            return
+        output = self.output
+        if output.wrote:  # something went out since the last check (at most MS / 2 ago)
+            output.wrote = False
+            self._quiet_since = now
+        elif now - self._quiet_since >= interval - 0.001:
+            output.send(PING_LINE)
+            output.flush()
+            output.wrote = False
+            self._quiet_since = now
+        # every MS / 2 at most: a PING comes MS to 1.5 x MS after the last write
+        due = min(self._quiet_since + interval, now + interval / 2, self._last_read + 3 * interval)
+        self._heartbeat_timer = clock.callLater(max(due - now, 0.001), self._heartbeat_check)
+
+    def _abort(self) -> None:
+        if not self._lost:
+            self._tr.abortConnection()
 
     # ---------------------------------------------------------- memory watch
 

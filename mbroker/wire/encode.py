@@ -204,6 +204,10 @@ def _kv_bytes(pairs: tuple[tuple[str, str], ...]) -> bytes:
     return b"".join(b" %s=%s" % (encode_text(k), encode_text(v)) for k, v in pairs)
 
 
+#: the ``PING`` a heartbeat pushes (contract section 7)
+PING_LINE = b"PING\r\n"
+
+
 def hello_line(
     version: str, auth_required: bool, max_payload: int, extra: tuple[tuple[str, str], ...] = ()
 ) -> bytes:
@@ -244,6 +248,8 @@ def encode_frame(frame: ServerFrame) -> bytes:
         return b"STAT " + encode_text(frame.key) + value + CRLF
     if isinstance(frame, frames.HelpLine):
         return encode_text(frame.command) + b" " + _safe(frame.text) + CRLF
+    if isinstance(frame, frames.PingPush):
+        return PING_LINE
     raise TypeError(f"not a server frame: {frame!r}")
 
 

@@ -155,6 +155,13 @@ class Pong:
 
 
 @attrs.frozen
+class Heartbeat:
+    """``HEARTBEAT <MS>`` (contract section 7): 0 stops, 1000 to 3,600,000 starts."""
+
+    ms: int
+
+
+@attrs.frozen
 class Quit:
     pass
 
@@ -198,6 +205,7 @@ Command = Union[
     Purge,
     Ping,
     Pong,
+    Heartbeat,
     Quit,
     Help,
     Auth,
@@ -295,4 +303,11 @@ class HelpLine:
     text: str
 
 
-ServerFrame = Union[Hello, Ok, Error, Msg, Cancel, ExchangeInfo, QueueInfo, Stat, HelpLine]
+@attrs.frozen
+class PingPush:
+    """A ``PING`` line the server pushed (heartbeats): answered with ``PONG``, no reply."""
+
+
+ServerFrame = Union[
+    Hello, Ok, Error, Msg, Cancel, ExchangeInfo, QueueInfo, Stat, HelpLine, PingPush
+]

@@ -28,6 +28,7 @@ from mbroker.wire import frames
 from mbroker.wire.frames import Command
 from mbroker.wire.tokens import (
     decode_text,
+    parse_heartbeat,
     parse_int,
     parse_key,
     parse_name,
@@ -271,6 +272,18 @@ SPECS: dict[bytes, Spec] = {
         frames.Pong,
         0,
         doc=("answers a PING that the server pushed", "gets no reply; allowed before AUTH"),
+    ),
+    b"HEARTBEAT": Spec(
+        frames.Heartbeat,
+        1,
+        (Field("ms", parse_heartbeat, b"%d".__mod__, "MS"),),
+        doc=(
+            "asks the server to push PING after MS milliseconds of silence, and replies +OK <MS>",
+            "takes MS of 0 (off, the default) or 1000 to 3600000; the client answers each "
+            "pushed PING with PONG",
+            "closes the connection with -ERR LIMIT heartbeat after 3 x MS milliseconds in "
+            "which nothing came from the client",
+        ),
     ),
     b"QUIT": Spec(
         frames.Quit,

@@ -130,6 +130,8 @@ class ReplyDecoder(Framer[ServerFrame]):
                 out.append(_REPLIES[verb](tokens))
             except IndexError:
                 raise BadFrame(f"short {verb.decode()} line from the server") from None
+        elif verb == b"PING" and len(tokens) == 1:  # pushed: a heartbeat (never a reply)
+            out.append(frames.PingPush())
         elif verb in SPECS and len(tokens) > 1:  # a HELP data line
             out.append(frames.HelpLine(verb.decode(), decode_text(cut_tokens(line, 1)[1])))
         else:

@@ -112,6 +112,18 @@ def parse_int(tok: bytes, what: str, least: int = 0) -> int:
     return value
 
 
+#: HEARTBEAT's interval: 0 (off) or this range of milliseconds (contract section 7)
+HEARTBEAT_MIN, HEARTBEAT_MAX = 1000, 3_600_000
+
+
+def parse_heartbeat(tok: bytes, what: str) -> int:
+    """HEARTBEAT's ``MS``: 0, or 1000 to 3,600,000."""
+    value = parse_int(tok, what)
+    if value and not HEARTBEAT_MIN <= value <= HEARTBEAT_MAX:
+        raise BadArgs(f"{what} must be 0 or {HEARTBEAT_MIN} to {HEARTBEAT_MAX}, not {value}")
+    return value
+
+
 def parse_name(tok: bytes, what: str = "name") -> str:
     if not _name_ok(tok):
         raise BadArgs(f"bad {what} {show(tok)}: 1-255 characters of A-Z a-z 0-9 _ - .")

@@ -240,3 +240,19 @@ async def test_readme_client_and_blocking_examples_run_one_after_the_other(
         proc = run_script(tmp_path, code)
         assert await proc.ended() == 0, proc.stderr
         assert (proc.stdout, proc.stderr) == (out, "")
+
+
+@pytest_twisted.ensureDeferred
+async def test_heartbeat_is_passed_on_and_pings_are_answered_between_calls(
+    server: LoopbackBroker,
+) -> None:
+    assert server._factory is not None
+    protocols = server._factory.wrappedFactory.protocols
+
+    def script() -> None:
+        with Connection(endpoint=server.endpoint, timeout=5, heartbeat=1) as conn:
+            assert [p._heartbeat for p in protocols] == [1.0]
+            threading.Event().wait(3.5)  # no call for more than 3 x 1 s
+            assert conn.ping() >= 0  # the same connection: the reactor answered the PINGs
+
+    await in_thread(script)

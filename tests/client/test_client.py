@@ -673,3 +673,31 @@ def test_create_with_queue_lifetime_options(pair: ClientPair) -> None:
     pair.clock.advance(1)
     pair.flush()
     assert [i.name for i in pair.successResultOf(c.list())] == ["a"]
+
+
+# ------------------------------------------------------------------ heartbeats
+
+
+def test_a_pushed_ping_is_answered_pong_and_is_no_reply() -> None:
+    proto, transport, clock = screened()
+    proto.dataReceived(HELLO)
+    d = proto.send(b"PURGE q\r\n", ok_count)
+    clock.advance(0)
+    transport.clear()
+    # a PING between two replies: answered at once, the pending PURGE still waits
+    proto.dataReceived(b"PING\r\n")
+    assert transport.value() == b"PONG\r\n" and not d.called
+    proto.dataReceived(b"+OK 2\r\nPING\r\n")
+    assert result_of(d) == 2
+    assert transport.value() == b"PONG\r\nPONG\r\n"
+    assert proto.is_open
+
+
+def test_heartbeat_seconds_are_checked() -> None:
+    from mbroker.client.link import heartbeat_ms
+
+    assert heartbeat_ms(None) == 0 and heartbeat_ms(0) == 0
+    assert heartbeat_ms(1) == 1000 and heartbeat_ms(30) == 30000 and heartbeat_ms(3600) == 3600000
+    for bad in (0.5, 3601, -1):
+        with pytest.raises(ValueError, match="heartbeat must be 1 to 3600 seconds"):
+            heartbeat_ms(bad)

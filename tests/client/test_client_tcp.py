@@ -581,3 +581,32 @@ async def test_a_stray_reply_line_is_one_clear_error(impostor: Callable[..., str
     with pytest.raises(ConnectionLost) as ended:
         await within(sub.when_ended())
     assert "a reply no command was waiting for: '+OK 5'" in str(ended.value)
+
+
+# ------------------------------------------------------------------ heartbeats
+
+
+def _heartbeats(server: LoopbackBroker) -> list[float]:
+    """The heartbeat interval of each connection the broker has open (seconds)."""
+    assert server._factory is not None
+    return [p._heartbeat for p in server._factory.wrappedFactory.protocols]
+
+
+@pytest_twisted.ensureDeferred
+async def test_heartbeat_is_sent_on_every_connection_and_pings_answered(
+    server: LoopbackBroker, clients: list[Client]
+) -> None:
+    client = await connect(
+        reactor, server.endpoint, heartbeat=1, reconnect=True, retry_policy=FAST_RETRY
+    )
+    clients.append(client)
+    assert _heartbeats(server) == [1.0]
+    proto = client._proto
+    # idle for more than 3 x 1 s: the broker pushes PINGs and the client answers them,
+    # so the broker keeps the connection (it would close one that stays silent)
+    await deferLater(reactor, 3.6)
+    assert client.connected and client._proto is proto
+    assert await client.ping() >= 0
+    await server.restart()
+    await eventually(lambda: client.connected and client._proto is not proto)
+    await eventually(lambda: _heartbeats(server) == [1.0])

@@ -19,7 +19,7 @@ from tests.helpers.contract import Client, connect, running_broker, unique
 #: every command a client may send, in the contract's words (section 4 and 7)
 COMMANDS = (
     "CREATE DELETE BIND UNBIND PUBLISH SUBSCRIBE UNSUBSCRIBE PULL ACK NACK TOUCH PURGE "
-    "PING PONG QUIT HELP AUTH LIST STATS"
+    "PING PONG HEARTBEAT QUIT HELP AUTH LIST STATS"
 ).split()
 
 

@@ -108,3 +108,30 @@ def test_publish_is_what_encode_command_makes(name: str, key: str, ttl: int | No
 def test_publish_head_refuses_what_the_broker_would(name: str, key: str) -> None:
     with pytest.raises(BadArgs):
         publish_head(name, key)
+
+
+def test_a_pushed_ping_round_trips_and_is_no_help_line() -> None:
+    from mbroker.wire import frames
+    from mbroker.wire.encode import PING_LINE, encode_frame
+    from mbroker.wire.replies import ReplyDecoder
+
+    assert encode_frame(frames.PingPush()) == PING_LINE == b"PING\r\n"
+    decoder = ReplyDecoder()
+    got = decoder.feed(b"PING\r\nHEARTBEAT asks the server\r\n+OK\r\n")
+    assert got == [
+        frames.PingPush(),
+        frames.HelpLine("HEARTBEAT", "asks the server"),
+        frames.Ok("OK"),
+    ]
+
+
+def test_heartbeat_command_encodes_and_decodes() -> None:
+    from mbroker.wire import frames
+    from mbroker.wire.commands import CommandDecoder
+    from mbroker.wire.encode import encode_command
+
+    assert encode_command(frames.Heartbeat(30000)) == b"HEARTBEAT 30000\r\n"
+    assert CommandDecoder().feed(b"heartbeat 0\r\nHEARTBEAT 3600000\r\n") == [
+        frames.Heartbeat(0),
+        frames.Heartbeat(3600000),
+    ]
