@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from typing import cast
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred
-from twisted.internet.interfaces import IAddress, IReactorThreads, IReactorTime, ITransport
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.threads import deferToThreadPool
 
 from mbroker import errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.server.auth import Authenticator, User
+from mbroker.server.login import PasswordChecks
 from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.output import Output
 from mbroker.server.protocol import BrokerProtocol
@@ -31,13 +31,11 @@ from mbroker.wire.encode import error_line
 class BrokerFactory(Factory):
     """Makes a :class:`BrokerProtocol` per connection, all sharing one broker.
 
-    With ``config.users_file`` it checks passwords (``auth``) in the reactor's
-    thread pool, at most ``MAX_CONCURRENT_CHECKS`` at a time (argon2 takes tens of
-    milliseconds and 64 MiB each); with a reactor that has no threads (a test's
-    ``Clock``), or with ``check_in_thread=False``, it checks them inline.
+    With ``config.users_file`` it checks passwords (``auth``) through
+    :class:`~mbroker.server.login.PasswordChecks` (``password_checks``, which the
+    broker's other front doors share): in the reactor's thread pool, or inline with
+    ``check_in_thread=False``.
     """
-
-    MAX_CONCURRENT_CHECKS = 2
 
     def __init__(
         self,
@@ -54,8 +52,8 @@ class BrokerFactory(Factory):
             auth = Authenticator(config.users_file)
         self.auth = auth
         self.auth_required = config.auth_required or auth is not None
-        self._threads = check_in_thread and IReactorThreads.providedBy(reactor)
-        self._checks = DeferredSemaphore(self.MAX_CONCURRENT_CHECKS)
+        #: every front door of this broker checks passwords through these
+        self.password_checks = PasswordChecks(auth, reactor, check_in_thread)
         self.watch = MemoryWatch(
             broker.clock, config.memory_high_water, config.memory_check_interval
         )
@@ -96,21 +94,7 @@ class BrokerFactory(Factory):
     def check_password(self, user: str, password: str) -> Deferred[tuple[User | None, str | None]]:
         """``(user, None)`` for the right password, ``(None, None)`` otherwise; the
         second item says why a changed users file could not be re-read."""
-        auth = self.auth
-        if auth is None:
-            return Deferred.fromCoroutine(_nobody())
-
-        def check() -> tuple[User | None, str | None]:
-            problem = auth.refresh()
-            return auth.check(user, password), problem
-
-        def run() -> Deferred[tuple[User | None, str | None]]:
-            if self._threads:
-                threads = cast(IReactorThreads, self.reactor)
-                return deferToThreadPool(threads, threads.getThreadPool(), check)
-            return maybeDeferred(check)
-
-        return self._checks.run(run)
+        return self.password_checks.check(user, password)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if self.broker.connections >= self.config.max_connections:
@@ -118,10 +102,6 @@ class BrokerFactory(Factory):
         p = BrokerProtocol(self.broker, self.config, self)
         p.factory = self
         return p
-
-
-async def _nobody() -> tuple[User | None, str | None]:
-    return None, None
 
 
 class RefusingProtocol(Protocol):

@@ -213,7 +213,12 @@ class BrokerService(MultiService):
         factory.noisy = False  # no "Starting factory <... at 0x7f...>" at start-up
         if self.stomp_endpoints or self.stomp_ws_endpoints:
             self.stomp_factory = StompFactory(
-                broker, self.config, self.clock, auth=factory.auth, watch=factory.watch
+                broker,
+                self.config,
+                self.clock,
+                auth=factory.auth,
+                watch=factory.watch,
+                password_checks=factory.password_checks,
             )
             self.stomp_factory.noisy = False
         if self.stomp_ws_endpoints:

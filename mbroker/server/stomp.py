@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorThreads, IReactorTime, ITransport
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.threads import deferToThreadPool
 
 from mbroker import errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.server.auth import Authenticator, User
+from mbroker.server.login import PasswordChecks
 from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.stomp_destinations import AMQ_EXCHANGES
 from mbroker.server.stomp_protocol import StompProtocol
@@ -37,13 +37,11 @@ class StompFactory(Factory):
     """Makes a :class:`StompProtocol` per connection, all on one broker.
 
     ``auth`` (or ``config.users_file``) makes CONNECT need a login and passcode, checked
-    in the reactor's thread pool, at most ``MAX_CONCURRENT_CHECKS`` at a time (inline
-    with a reactor that has no threads, or with ``check_in_thread=False``).
+    by ``password_checks`` (give the native factory's, so that the broker's bound on
+    concurrent checks holds across its front doors; else one of its own).
     ``heartbeat`` is the ``sx,sy`` the server offers, in milliseconds; ``watch`` the
     memory watch that holds publishers over the high-water mark.
     """
-
-    MAX_CONCURRENT_CHECKS = 2
 
     def __init__(
         self,
@@ -54,6 +52,7 @@ class StompFactory(Factory):
         heartbeat: tuple[int, int] = DEFAULT_HEARTBEAT,
         check_in_thread: bool = True,
         watch: MemoryWatch | None = None,
+        password_checks: PasswordChecks | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
@@ -66,8 +65,9 @@ class StompFactory(Factory):
         #: the broker's memory watch (the native factory's: one per broker); without
         #: one (tests), a watch with no mark, which never holds anything
         self.watch = watch if watch is not None else MemoryWatch(broker.clock, 0)
-        self._threads = check_in_thread and IReactorThreads.providedBy(reactor)
-        self._checks = DeferredSemaphore(self.MAX_CONCURRENT_CHECKS)
+        if password_checks is None:
+            password_checks = PasswordChecks(auth, reactor, check_in_thread)
+        self.password_checks = password_checks
 
     def declare_exchanges(self) -> None:
         """Make ``amq.direct``, ``amq.fanout`` and ``amq.topic`` (durable) if missing."""
@@ -80,21 +80,7 @@ class StompFactory(Factory):
     def check_password(self, user: str, password: str) -> Deferred[tuple[User | None, str | None]]:
         """``(user, None)`` for the right password, ``(None, None)`` otherwise; the
         second item says why a changed users file could not be re-read."""
-        auth = self.auth
-        if auth is None:  # (auth required, but no users file: nobody gets in)
-            return succeed((None, None))
-
-        def check() -> tuple[User | None, str | None]:
-            problem = auth.refresh()
-            return auth.check(user, password), problem
-
-        def run() -> Deferred[tuple[User | None, str | None]]:
-            if self._threads:
-                threads = cast(IReactorThreads, self.reactor)
-                return deferToThreadPool(threads, threads.getThreadPool(), check)
-            return maybeDeferred(check)
-
-        return self._checks.run(run)
+        return self.password_checks.check(user, password)
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         if self.broker.connections >= self.config.max_connections:

@@ -165,3 +165,14 @@ async def test_the_collector_is_off_while_state_is_rebuilt_then_tuned(
     early.startService()
     await early.stopService()  # stopped before its store had opened
     assert gc.isenabled()
+
+
+def test_every_front_door_shares_one_bound_on_password_checks() -> None:
+    """argon2 checks are bounded per broker, not per listener: the STOMP listener
+    checks passwords through the native factory's PasswordChecks."""
+    service = BrokerService(
+        MemoryReactorClock(), Config(), ["tcp:5557"], None, stomp_endpoints=["tcp:5558"]
+    )
+    service.startService()
+    assert service.factory is not None and service.stomp_factory is not None
+    assert service.stomp_factory.password_checks is service.factory.password_checks
