@@ -30,7 +30,6 @@ Heartbeats (``HEARTBEAT <MS>``): one timer per connection, which compares times 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
 from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
@@ -55,7 +54,7 @@ from mbroker.server.commands import (
     command_count,
 )
 from mbroker.server.memwatch import MemoryWatch
-from mbroker.server.output import FlushScheduler, Output, Slot
+from mbroker.server.output import FlushScheduler, Output, Slot, StreamTransport
 from mbroker.wire import frames
 from mbroker.wire.commands import CommandDecoder
 from mbroker.wire.encode import (
@@ -68,26 +67,6 @@ from mbroker.wire.encode import (
 )
 
 log = Logger()
-
-
-class _Transport(TypingProtocol):  # the parts of ITCPTransport + IPushProducer we use
-    def write(self, data: bytes) -> None: ...
-
-    def writeSequence(self, data: Iterable[bytes]) -> None: ...
-
-    def loseConnection(self) -> None: ...
-
-    def pauseProducing(self) -> None: ...
-
-    def resumeProducing(self) -> None: ...
-
-    def registerProducer(self, producer: object, streaming: bool) -> None: ...
-
-    def unregisterProducer(self) -> None: ...
-
-    def getPeer(self) -> object: ...
-
-    def abortConnection(self) -> None: ...
 
 
 class ConnectionHost(FlushScheduler, TypingProtocol):
@@ -177,7 +156,7 @@ class BrokerProtocol(Protocol):
     # ------------------------------------------------------------ connection life
 
     def connectionMade(self) -> None:
-        self._tr = cast(_Transport, self.transport)
+        self._tr = cast(StreamTransport, self.transport)
         self.session = self.broker.open_session(self)
         self.output = output = Output(self._tr, self._journal, self._host)
         self.commands = Commands(self, self.broker, self.session, output, self._watch)

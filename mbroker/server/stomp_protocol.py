@@ -45,6 +45,7 @@ from mbroker.core.broker import Broker
 from mbroker.core.model import Queue, QueuedMessage, Session
 from mbroker.server.auth import User
 from mbroker.server.memwatch import MemoryWatch
+from mbroker.server.output import StreamTransport
 from mbroker.server.stomp_commands import CACHE_MAX, StompCommands
 from mbroker.server.stomp_destinations import message_destination
 from mbroker.wire.stomp import (
@@ -67,24 +68,6 @@ __all__ = ["Listener", "StompProtocol"]
 _FLUSH_AT = 64 * 1024
 #: a client is dead after this many of its heart-beat periods without a byte
 HEARTBEAT_GRACE = 2.0
-
-
-class _Transport(TypingProtocol):  # the parts of ITCPTransport + IConsumer used here (for mypy)
-    def write(self, data: bytes) -> None: ...
-
-    def writeSequence(self, data: Iterable[bytes]) -> None: ...
-
-    def loseConnection(self) -> None: ...
-
-    def pauseProducing(self) -> None: ...
-
-    def resumeProducing(self) -> None: ...
-
-    def registerProducer(self, producer: object, streaming: bool) -> None: ...
-
-    def unregisterProducer(self) -> None: ...
-
-    def getPeer(self) -> object: ...
 
 
 class Listener(TypingProtocol):
@@ -154,7 +137,7 @@ class StompProtocol(Protocol):
     # ------------------------------------------------------------ connection life
 
     def connectionMade(self) -> None:
-        self._tr = cast(_Transport, self.transport)
+        self._tr = cast(StreamTransport, self.transport)
         self.session = self.broker.open_session(self)
         self._commands = StompCommands(self, self.broker, self.session, self.config, self._memory)
         #: subscriptions by sid (the commands' own dict), read on every delivery
