@@ -71,6 +71,7 @@ class Broker:
         # publishing
         self.publish = publishing.publish
         self.publish_many = publishing.publish_many
+        self.publish_props = publishing.publish_props
         # consuming
         self.subscribe = consumption.subscribe
         self.activate = consumption.activate
