@@ -121,6 +121,9 @@ class ConnectionReport:
     subscriptions: int
     #: manual deliveries not yet acknowledged
     unacked: int
+    #: bytes read from the peer and written to it since the connection was made
+    bytes_in: int = 0
+    bytes_out: int = 0
 
 
 def queue_report(q: Queue) -> QueueReport:

@@ -5,7 +5,8 @@ yet (a PULL that waits, an AUTH being checked, a change the journal has not stor
 back the replies after it.  What is ready goes to a list of byte strings that is written
 once per read or per reactor turn (see :class:`FlushScheduler`), or at once past
 ``FLUSH_AT`` bytes, so that the transport still tells the connection, as its producer,
-when the peer stops reading.
+when the peer stops reading.  Each such write adds its length to ``bytes_out`` (one
+``sum`` per write, not per message: the HTTP API's ``send_oct``).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class Output:
         self._on_empty: Callable[[], None] | None = None
         #: something was written since the heartbeat timer last looked (and cleared it)
         self.wrote = False
+        #: bytes handed to the transport (counted once per write, for monitoring)
+        self.bytes_out = 0
 
     @property
     def waiting(self) -> bool:
@@ -158,6 +161,7 @@ class Output:
             self.out = []
             self._size = 0
             self.wrote = True
+            self.bytes_out += sum(map(len, out))
             self._transport.writeSequence(out)
 
     def write_queued(self) -> None:
@@ -168,6 +172,7 @@ class Output:
             self.out = []
             self._size = 0
             self.wrote = True
+            self.bytes_out += sum(map(len, out))
             self._transport.writeSequence(out)
 
     def later(self) -> Slot:

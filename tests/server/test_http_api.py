@@ -272,6 +272,9 @@ async def test_connections_lists_native_clients(site: Site) -> None:
         assert status == 200 and len(body) == 1
         [c] = body
         assert c["subscriptions"] == 1 and c["user"] is None and c["peer"].startswith("127.0.0.1:")
+        # the bytes it sent (CREATE, SUBSCRIBE) and got (HELLO and two replies)
+        assert c["recv_oct"] >= len(b"CREATE jobs queue\r\nSUBSCRIBE jobs\r\n")
+        assert c["send_oct"] > len(b"+OK created\r\n+OK 1\r\n") + len(b"HELLO mbroker ")
         status, q = await site.json("GET", "/api/queues/jobs")
         assert q["consumers"] == 1 and q["consumer_details"][0]["connection"] == c["id"]
     finally:
@@ -309,6 +312,37 @@ async def test_metrics_are_prometheus_text(site: Site) -> None:
     )
     assert (h.getRawHeaders("content-type") or [""])[0].startswith("application/openmetrics-text")
     assert raw.endswith(b"# EOF\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_publishes_held_by_the_memory_mark_are_counted(site: Site) -> None:
+    factory = site.service.factory
+    assert factory is not None
+    watch, used = factory.watch, [2000]
+    watch.high_water, watch.measure = 1000, lambda: used[0]
+    host, port = describe_address(site.service.ports[0].getHost()).split(":")
+    client = await connect(reactor, f"tcp:host={host}:port={port}")
+    try:
+        await client.create("jobs", "queue")
+        watch.check()  # over the mark
+        held = [client.publish("jobs", b"a"), client.publish("jobs", b"b")]
+        await eventually(lambda: watch.blocked)
+        used[0] = 0
+        watch.check()  # under it again: the publishes go on
+        assert [await d for d in held] == [1, 1]
+    finally:
+        await client.close()
+    _, _, raw = await site.request("GET", "/metrics")
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(raw.decode())
+        for s in family.samples
+    }
+    assert samples["mbroker_memory_blocked_total"] == 1
+    assert samples["mbroker_memory_blocked_publishes_total"] == 2
+    _, overview = await site.json("GET", "/api/overview")
+    high_water = overview["memory_high_water"]
+    assert (high_water["blocked_total"], high_water["blocked_publishes"]) == (1, 2)
 
 
 @pytest_twisted.ensureDeferred

@@ -209,6 +209,8 @@ class HttpResource(Resource):
                     "limit": watch.high_water,
                     "alarm": watch.alarm,
                     "connections_blocked": len(watch.blocked),
+                    "blocked_total": watch.blocked_total,
+                    "blocked_publishes": watch.blocked_publishes,
                 }
             out["store"] = service.store.stats() if service.store is not None else None
             return out
@@ -275,6 +277,8 @@ class HttpResource(Resource):
             watch.high_water if watch is not None else 0,
             watch.alarm if watch is not None else False,
             len(watch.blocked) if watch is not None else 0,
+            watch.blocked_total if watch is not None else 0,
+            watch.blocked_publishes if watch is not None else 0,
             store.stats() if store is not None else None,
             store.fsync_latency() if store is not None else None,
         )

@@ -118,6 +118,8 @@ def connection_json(c: ConnectionReport) -> dict[str, Any]:
         "connected_at": int(c.since * 1000),
         "subscriptions": c.subscriptions,
         "messages_unacknowledged": c.unacked,
+        "recv_oct": c.bytes_in,
+        "send_oct": c.bytes_out,
     }
 
 
