@@ -22,6 +22,7 @@ __all__ = [
     "ExchangeReport",
     "MessageReport",
     "QueueReport",
+    "QueueTotals",
     "binding_reports",
     "exchange_report",
     "message_report",
@@ -44,6 +45,16 @@ class ConsumerReport:
     in_flight: int
     delivered: int
     active: bool
+
+
+@attrs.frozen
+class QueueTotals:
+    """The messages of every queue, summed, and their consumers."""
+
+    ready: int
+    delayed: int
+    unacked: int
+    consumers: int
 
 
 @attrs.frozen

@@ -29,10 +29,11 @@ from mbroker.client.connection import connect
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
+from mbroker.core.namespace import Namespace
 from mbroker.core.snapshots import ConnectionReport
 from mbroker.server.auth import Pattern, Permissions, User
 from mbroker.server.factory import BrokerFactory
-from mbroker.server.http.api import Api, ApiRequest, Reply, error_reply
+from mbroker.server.http.api import TOTALS_TTL, Api, ApiRequest, Reply, error_reply
 from mbroker.server.http.health import problem
 from mbroker.server.http.service import HttpService
 from mbroker.server.http.site import IDLE_TIMEOUT, make_site
@@ -203,6 +204,40 @@ def test_overview_totals(api: Api) -> None:
     assert body["queue_totals"]["messages_ready"] == 1
     assert body["message_stats"]["publish"] == 1
     assert body["product_name"] == "mbroker"
+
+
+def test_overview_sums_the_queues_at_most_once_per_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    broker = Broker(clock, Config())
+    api = Api(broker)
+    call(api, "PUT", "queues/a", {})
+    call(api, "POST", "exchanges/a/publish", {"payload": "1"})
+    assert call(api, "GET", "overview").body["queue_totals"]["messages_ready"] == 1
+    call(api, "POST", "exchanges/a/publish", {"payload": "2"})
+    call(api, "PUT", "queues/b", {})
+
+    def walk() -> list[Any]:
+        raise AssertionError("a walk of every object")
+
+    # within the TTL no request walks the queues (nor does STATS count them)
+    with monkeypatch.context() as m:
+        m.setattr(Namespace, "objects", walk)
+        for _ in range(100):
+            body = call(api, "GET", "overview").body
+        assert body["queue_totals"]["messages_ready"] == 1  # (summed under a second ago)
+        assert body["object_totals"]["queues"] == 2  # (counted on CREATE: exact)
+        assert broker.stats()[4] == ("queues", "2")
+    clock.advance(TOTALS_TTL)
+    body = call(api, "GET", "overview").body
+    assert body["queue_totals"] == {
+        "messages": 2,
+        "messages_ready": 2,
+        "messages_delayed": 0,
+        "messages_unacknowledged": 0,
+    }
+    call(api, "DELETE", "queues/a")
+    call(api, "PUT", "exchanges/x", {"type": "topic"})
+    assert dict(broker.stats())["queues"] == "1" and dict(broker.stats())["exchanges"] == "1"
 
 
 # ------------------------------------------------------------- the real site
@@ -718,6 +753,18 @@ def test_a_user_without_tags_gets_what_its_patterns_allow() -> None:
         assert (reply.status, reply.body["error"]) == (403, "FORBIDDEN"), (method, path)
     assert as_user(api, ALICE, "DELETE", "connections/7").status == 404
     assert closed == []
+
+
+def test_the_overview_is_refused_to_a_user_with_no_right_and_no_tag() -> None:
+    api, _ = _tagged_api()
+    nobody = User("nobody", "-", NOBODY)
+    assert as_user(api, nobody, "GET", "overview").body == {
+        "error": "FORBIDDEN",
+        "reason": "nobody may not see the broker's figures (no right on any name)",
+    }
+    # as STATS: a right on some name shows the broker's figures; so does a tag
+    for user in (ALICE, MON, OPS):
+        assert as_user(api, user, "GET", "overview").body["object_totals"]["queues"] == 2
 
 
 def test_monitoring_sees_every_figure_and_may_do_nothing_more() -> None:

@@ -263,6 +263,11 @@ class HttpResource(Resource):
             if user is None or user.permissions == _ALL or user.may_monitor()
             else user.permissions
         )
+        if perms is not None and not perms.may_see_broker():
+            name = user.name if user is not None else "?"
+            raise errors.Forbidden(
+                f"{name} may not see the broker's figures (no right on any name)"
+            )
         queues = broker.queue_reports()
         exchanges = broker.exchange_reports()
         if perms is not None:
