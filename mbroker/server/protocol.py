@@ -79,6 +79,8 @@ class ConnectionHost(FlushScheduler, TypingProtocol):
     #: the connections now open (for monitoring: see BrokerProtocol.report)
     protocols: set[BrokerProtocol]
 
+    def closed(self, p: BrokerProtocol) -> None: ...
+
     def check_password(
         self, user: str, password: str
     ) -> Deferred[tuple[User | None, str | None]]: ...
@@ -186,14 +188,13 @@ class BrokerProtocol(Protocol):
         self.output.closing = self.output.lost = True
         if self in self._watch.blocked:
             self._count_held()
-            del self._watch.blocked[self]
         self._backlog.clear()
         for timer in (self._auth_timer, self._idle_timer, self._heartbeat_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         self._auth_timer = self._idle_timer = self._heartbeat_timer = None
         self.broker.close_session(self.session)
-        self._host.protocols.discard(self)
+        self._host.closed(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -527,9 +528,9 @@ class BrokerProtocol(Protocol):
 
     def _count_held(self) -> None:
         """Add the publishes that waited in the backlog to the watch's count."""
-        self._watch.blocked_publishes += sum(
-            [command_count(item) for item in self._backlog if type(item) in _PUBLISHING]
-        )
+        self._watch.blocked.pop(self, None)
+        held = [command_count(i) for i in self._backlog if type(i) in _PUBLISHING]
+        self._watch.blocked_publishes += sum(held)
 
     # ------------------------------------------------------------------ login
 

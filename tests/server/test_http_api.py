@@ -318,6 +318,15 @@ async def test_connections_lists_native_clients(site: Site) -> None:
     assert factory is not None
     await eventually(lambda: not factory.protocols)
     assert (await site.json("GET", "/api/connections"))[1] == []
+    # /metrics: the bytes of every connection, closed ones included
+    _, _, raw = await site.request("GET", "/metrics")
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(raw.decode())
+        for s in family.samples
+    }
+    assert samples["mbroker_connection_incoming_bytes_total"] >= c["recv_oct"] > 0
+    assert samples["mbroker_connection_outgoing_bytes_total"] >= c["send_oct"] > 0
 
 
 @pytest_twisted.ensureDeferred

@@ -284,6 +284,7 @@ class HttpResource(Resource):
             len(watch.blocked) if watch is not None else 0,
             watch.blocked_total if watch is not None else 0,
             watch.blocked_publishes if watch is not None else 0,
+            *(factory.bytes_totals() if factory is not None else (0, 0)),
             store.stats() if store is not None else None,
             store.fsync_latency() if store is not None else None,
         )
