@@ -275,6 +275,7 @@ class HttpResource(Resource):
             exchanges = [e for e in exchanges if perms.may_see(e.name)]
         factory, store = self.service.factory, self.service.store
         watch = factory.watch if factory is not None else None
+        bytes_in, bytes_out = factory.bytes_totals() if factory is not None else (0, 0)
         snapshot = Snapshot(
             {k: int(v) for k, v in broker.stats()},
             queues,
@@ -282,11 +283,12 @@ class HttpResource(Resource):
             watch.high_water if watch is not None else 0,
             watch.alarm if watch is not None else False,
             len(watch.blocked) if watch is not None else 0,
-            watch.blocked_total if watch is not None else 0,
-            watch.blocked_publishes if watch is not None else 0,
-            *(factory.bytes_totals() if factory is not None else (0, 0)),
-            store.stats() if store is not None else None,
-            store.fsync_latency() if store is not None else None,
+            memory_blocked=watch.blocked_total if watch is not None else 0,
+            memory_blocked_publishes=watch.blocked_publishes if watch is not None else 0,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            store=store.stats() if store is not None else None,
+            fsync=store.fsync_latency() if store is not None else None,
         )
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
         # formatting 10,000 queues takes a while: in a thread
