@@ -84,6 +84,7 @@ class Broker:
         self.list_objects = reports.list_objects
         self.stats = reports.stats
         self.queue_reports = reports.queue_reports
+        self.queue_totals = reports.queue_totals
         self.exchange_reports = reports.exchange_reports
         self.binding_reports = reports.binding_reports
         self.peek = reports.peek
