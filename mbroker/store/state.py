@@ -1,6 +1,7 @@
 """The meaning of the records, as plain in-memory state.
 
-:class:`Declarations` (exchanges, queues, bindings) is shared by every store
+:class:`Declarations` (exchanges, queues, bindings, and the PUBLISH ids durable
+objects remember) is shared by every store
 and by recovery.  :class:`StoreState` adds messages with their payloads; it is
 the memory store's whole state and the reference model the tests compare the
 log store with.  No Twisted here.
@@ -18,6 +19,7 @@ from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,
+    IdRemembered,
     MessagesRemoved,
     MessagesStored,
     MessageStored,
@@ -48,13 +50,54 @@ class Declarations:
     queues: dict[str, QueueOptions] = attrs.Factory(dict)
     floors: dict[str, int] = attrs.Factory(dict)
     bindings: dict[Binding, None] = attrs.Factory(dict)
+    #: exchanges' dedup windows (ms), for those whose CREATE gave one
+    dedup_windows: dict[str, int] = attrs.Factory(dict)
+    #: remembered PUBLISH ids of durable objects: name -> id -> (expires_at, reached)
+    ids: dict[str, dict[str, tuple[float, int]]] = attrs.Factory(dict)
+    #: name -> how many ids it held after its last pruning (see :meth:`remember_id`)
+    _pruned: dict[str, int] = attrs.Factory(dict)
 
-    def declare_exchange(self, name: str, kind: str) -> None:
+    def declare_exchange(self, name: str, kind: str, dedup_window: int | None = None) -> None:
         self.exchanges[name] = kind
+        if dedup_window is not None:
+            self.dedup_windows[name] = dedup_window
+        else:
+            self.dedup_windows.pop(name, None)
 
     def delete_exchange(self, name: str) -> None:
         self.exchanges.pop(name, None)
+        self.dedup_windows.pop(name, None)
+        self.forget_ids(name)
         self._drop_bindings(lambda b: b[1] == name)
+
+    def remember_id(self, record: IdRemembered) -> None:
+        """A PUBLISH id of a declared object; the ids of that object that expired by
+        ``record.at`` are dropped once they could be half of them, so an object holds
+        at most about twice the ids of one window (without a scan per id)."""
+        name = record.name
+        if name not in self.queues and name not in self.exchanges:
+            return
+        ids = self.ids.get(name)
+        if ids is None:
+            ids = self.ids[name] = {}
+        ids[record.id] = (record.expires_at, record.reached)
+        if len(ids) >= 2 * self._pruned.get(name, 512):
+            self.prune_ids(record.at, [name])
+
+    def prune_ids(self, now: float, names: Iterable[str] | None = None) -> None:
+        """Forget the ids (of ``names``, or all) whose window ended by ``now``."""
+        for name in list(self.ids) if names is None else names:
+            ids = self.ids[name]
+            live = {i: e for i, e in ids.items() if e[0] > now}
+            if live:
+                self.ids[name] = live
+                self._pruned[name] = max(len(live), 512)
+            else:
+                self.forget_ids(name)
+
+    def forget_ids(self, name: str) -> None:
+        self.ids.pop(name, None)
+        self._pruned.pop(name, None)
 
     def declare_queue(self, name: str, options: QueueOptions, floor: int) -> bool:
         """Declare (or redeclare) a queue; True if it is new."""
@@ -67,6 +110,7 @@ class Declarations:
     def delete_queue(self, name: str) -> None:
         self.queues.pop(name, None)
         self.floors.pop(name, None)
+        self.forget_ids(name)
         self._drop_bindings(lambda b: b[0] == name)
 
     def bind(self, queue: str, exchange: str, key: str) -> None:
@@ -82,7 +126,9 @@ class Declarations:
         elif isinstance(record, QueueDeleted):
             self.delete_queue(record.name)
         elif isinstance(record, ExchangeDeclared):
-            self.declare_exchange(record.name, record.kind)
+            self.declare_exchange(record.name, record.kind, record.dedup_window)
+        elif isinstance(record, IdRemembered):
+            self.remember_id(record)
         elif isinstance(record, ExchangeDeleted):
             self.delete_exchange(record.name)
         elif isinstance(record, Bound):
@@ -92,7 +138,12 @@ class Declarations:
 
     def copy(self) -> Declarations:
         return Declarations(
-            dict(self.exchanges), dict(self.queues), dict(self.floors), dict(self.bindings)
+            dict(self.exchanges),
+            dict(self.queues),
+            dict(self.floors),
+            dict(self.bindings),
+            dict(self.dedup_windows),
+            {name: dict(ids) for name, ids in self.ids.items()},
         )
 
     def _drop_bindings(self, match: Callable[[Binding], bool]) -> None:
@@ -162,6 +213,8 @@ class StoreState:
                 name: sorted_messages(self.messages.get(name, {})) for name in self.decls.queues
             },
             next_msg_id=self.next_msg_id,
+            dedup_windows=dict(self.decls.dedup_windows),
+            ids={name: dict(ids) for name, ids in self.decls.ids.items()},
         )
 
 
