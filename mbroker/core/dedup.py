@@ -122,8 +122,6 @@ class Dedup:
         self._forgotten_gone = 0
         self._duplicates_gone = 0
         self._sweeping = False
-        #: some window was made and is gone (STATS shows the figures from then on)
-        self._used = False
 
     def window_ms(self, obj: Obj) -> int:
         """``obj``'s dedup window in milliseconds (0: it remembers no ids)."""
@@ -189,7 +187,6 @@ class Dedup:
             self.clock.callLater(SWEEP_INTERVAL, self.sweep)
 
     def _retire(self, w: Window) -> None:
-        self._used = True
         self._forgotten_gone += w.forgotten
         self._duplicates_gone += w.duplicates
 
@@ -222,11 +219,8 @@ class Dedup:
         w.expire(self.clock.seconds())
         return len(w.seen), w.forgotten, w.duplicates
 
-    def totals(self) -> tuple[int, int, int] | None:
-        """The same for the whole broker (forgotten and duplicates since it started);
-        None while no PUBLISH ever had an id that was remembered."""
-        if not self.windows and not self._used:
-            return None
+    def totals(self) -> tuple[int, int, int]:
+        """The same for the whole broker (forgotten and duplicates since it started)."""
         now = self.clock.seconds()
         ids = forgotten = duplicates = 0
         for w in self.windows.values():

@@ -88,9 +88,8 @@ class Reports:
                 ("memory_rss", rss),
                 ("memory_peak_rss", peak),
             ]
-            figures = self._dedup.totals() if self._dedup is not None else None
-            if figures is not None:  # (once the broker saw ids: see mbroker.core.dedup)
-                ids, forgotten, duplicates = figures
+            if self._dedup is not None:
+                ids, forgotten, duplicates = self._dedup.totals()
                 pairs += [
                     ("dedup_ids", ids),
                     ("dedup_forgotten", forgotten),
