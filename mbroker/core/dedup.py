@@ -155,10 +155,12 @@ class Dedup:
             return None, None
         w.expire(self.clock.seconds())
         first = w.seen.get(msg_id)
+        journal = self.journal
         if first is not None:
             w.duplicates += 1
+            if w.durable and journal is not None:
+                journal.barrier()  # (``duplicate`` says the first is stored: wait for it)
             return w, first
-        journal = self.journal
         if w.durable and journal is not None and not journal.available:
             raise errors.Unavailable("the store cannot take writes; nothing was published")
         return w, None

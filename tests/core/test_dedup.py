@@ -19,6 +19,7 @@ from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker
 from mbroker.core.dedup import SWEEP_INTERVAL
+from mbroker.core.journal import Done, Journal
 from mbroker.server.factory import BrokerFactory
 from mbroker.server.protocol import BrokerProtocol
 from mbroker.store.bridge import journal_for
@@ -304,3 +305,72 @@ class TestDurable:
         result(store.close())
         b = self.start(store, clock)
         assert b.publish_props("q", "", b"1", None, props("a")) == (1, False)
+
+
+class HeldWriter:
+    """A store writer whose writes the test confirms (or fails) by hand."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Done] = []
+
+    def __call__(self, records: list[rec.Record], done: Done) -> None:
+        self.waiting.append(done)
+
+    def confirm(self, err: errors.BrokerError | None = None) -> None:
+        waiting, self.waiting = self.waiting, []
+        for done in waiting:
+            done(err)
+
+
+class TestDuplicateWaitsForTheFirst:
+    """``+OK <n> duplicate`` says the first PUBLISH is stored: on a durable object it is
+    not written before the first one's write is confirmed."""
+
+    def connect(self, factory: BrokerFactory) -> tuple[BrokerProtocol, StringTransport]:
+        p = broker_protocol(factory, None)
+        t = StringTransport()
+        p.makeConnection(t)
+        t.clear()
+        return p, t
+
+    def setup(self) -> tuple[task.Clock, HeldWriter, BrokerFactory]:
+        clock, writer = task.Clock(), HeldWriter()
+        journal = Journal(clock, writer, lambda: True)
+        broker = Broker(clock, Config(), journal)
+        factory = BrokerFactory(broker, Config(), clock)
+        broker.create(None, "q", "queue", QueueOptions(durable=True))
+        broker.create(None, "t", "queue", QueueOptions())
+        clock.advance(0)
+        writer.confirm()
+        return clock, writer, factory
+
+    def test_in_the_same_turn(self) -> None:
+        clock, writer, factory = self.setup()
+        (a, ta), (b, tb) = self.connect(factory), self.connect(factory)
+        a.dataReceived(b"PUBLISH q id=x :1\r\n")
+        b.dataReceived(b"PUBLISH q id=x :1\r\nPUBLISH t id=x :1\r\n")
+        clock.advance(0)
+        assert ta.value() == tb.value() == b""
+        writer.confirm()
+        assert ta.value() == b"+OK 1\r\n"
+        assert tb.value() == b"+OK 1 duplicate\r\n+OK 1\r\n"
+
+    def test_while_the_first_write_is_in_flight(self) -> None:
+        clock, writer, factory = self.setup()
+        (a, ta), (b, tb) = self.connect(factory), self.connect(factory)
+        a.dataReceived(b"PUBLISH q id=x :1\r\n")
+        clock.advance(0)  # the write is handed to the store
+        b.dataReceived(b"PUBLISH q id=x :1\r\n")
+        clock.advance(0)
+        assert tb.value() == b""
+        writer.confirm(errors.Unavailable("disk full"))
+        assert ta.value() == tb.value() == b"-ERR UNAVAILABLE disk full\r\n"
+
+    def test_once_stored_a_duplicate_is_answered_at_once(self) -> None:
+        clock, writer, factory = self.setup()
+        (a, ta) = self.connect(factory)
+        a.dataReceived(b"PUBLISH q id=x :1\r\n")
+        clock.advance(0)
+        writer.confirm()
+        a.dataReceived(b"PUBLISH q id=x :1\r\n")
+        assert ta.value() == b"+OK 1\r\n+OK 1 duplicate\r\n"
