@@ -173,7 +173,8 @@ class Dedup:
         expires = now + w.ms / 1000.0
         w.add(msg_id, reached, expires, self.max_ids)
         if w.durable and self.journal is not None:
-            self.journal.add(rec.IdRemembered(w.obj.name, msg_id, now, expires, reached))
+            record = rec.IdRemembered(w.obj.name, msg_id, now, expires, reached, self.max_ids)
+            self.journal.add(record)
 
     def sweep(self) -> None:
         """Forget expired ids everywhere, and the windows of deleted objects; run every

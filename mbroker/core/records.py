@@ -18,6 +18,9 @@ Rules the broker follows (the stores rely on them):
   messages and bindings are gone; ``ExchangeDeleted`` implies its bindings are.
 - Declaring a queue or exchange that exists replaces its options or kind and
   keeps its messages.
+- ``IdRemembered`` names a declared durable exchange or queue (one that is not is
+  ignored); deleting the object forgets its ids, redeclaring it keeps them.  A store
+  may forget an id once its ``expires_at`` has passed, and must keep it until then.
 """
 
 from __future__ import annotations
@@ -114,13 +117,16 @@ class IdRemembered:
     reached ``reached`` queues: a retry of it until ``expires_at`` is a duplicate
     (contract section 7).  Both times are wall-clock, like ``MessageStored.expires_at``;
     ``at`` lets a store forget the ids that expired by then.  Written in the batch of
-    the message it names, so the PUBLISH's ``+OK`` waits for it."""
+    the message it names, so the PUBLISH's ``+OK`` waits for it.  ``bound`` is the
+    most ids the broker keeps for one object (0: no bound): a store need not keep
+    more of them than that, the newest."""
 
     name: str
     id: str
     at: float
     expires_at: float
     reached: int
+    bound: int = 0
 
 
 @attrs.frozen

@@ -32,7 +32,7 @@ Bodies, hand-rolled with :mod:`struct` (a million messages replay in seconds):
 - ExchangeDeclared: name, kind, then an i64 dedup window if it has one (an older
   record ends after the kind: none).
 - IdRemembered: name, id (str), ``dd`` wall-clock publish time and expiry, u32
-  queues reached.
+  queues reached, u32 bound (the most ids the broker keeps per object).
 - Noop: empty; the write probe after a failed write.
 """
 
@@ -97,7 +97,7 @@ _I64 = struct.Struct("<q")
 _REMOVED_FIXED = struct.Struct("<HI")
 _SNAP_FIXED = struct.Struct("<QIII")
 _ID_TAIL = struct.Struct("<dI")  # an id's expiry and the queues it reached
-_ID_RECORD = struct.Struct("<ddI")  # IdRemembered: when, expiry, queues reached
+_ID_RECORD = struct.Struct("<ddII")  # IdRemembered: when, expiry, queues reached, bound
 _NAN = float("nan")
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -380,7 +380,7 @@ def encode_record(rec: Record) -> bytes:
             body += _I64.pack(rec.dedup_window)
         return frame(T_EXCHANGE_DECLARED, body)
     if isinstance(rec, IdRemembered):
-        tail = _ID_RECORD.pack(rec.at, rec.expires_at, rec.reached)
+        tail = _ID_RECORD.pack(rec.at, rec.expires_at, rec.reached, rec.bound)
         body = _str16(rec.name) + _str16(rec.id) + tail
         return frame(T_ID, body)
     if isinstance(rec, ExchangeDeleted):
@@ -469,8 +469,8 @@ def decode_record(typ: int, body: Buffer) -> Record | Snapshot | None:
         return ExchangeDeclared(first, kind, window)
     if typ == T_ID:
         msg_id, pos = _decode_str16(body, pos)
-        at, expires, reached = _ID_RECORD.unpack_from(body, pos)
-        return IdRemembered(first, msg_id, at, expires, reached)
+        at, expires, reached, bound = _ID_RECORD.unpack_from(body, pos)
+        return IdRemembered(first, msg_id, at, expires, reached, bound)
     if typ == T_EXCHANGE_DELETED:
         return ExchangeDeleted(first)
     if typ in (T_BOUND, T_UNBOUND):

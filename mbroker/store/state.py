@@ -71,9 +71,10 @@ class Declarations:
         self._drop_bindings(lambda b: b[1] == name)
 
     def remember_id(self, record: IdRemembered) -> None:
-        """A PUBLISH id of a declared object; the ids of that object that expired by
-        ``record.at`` are dropped once they could be half of them, so an object holds
-        at most about twice the ids of one window (without a scan per id)."""
+        """A PUBLISH id of a declared object.  Once the object's ids have doubled since
+        they were last pruned, those that expired by ``record.at`` are dropped, and the
+        oldest past ``record.bound``: an object holds at most about twice the ids of
+        one window, and twice the bound (without a scan per id)."""
         name = record.name
         if name not in self.queues and name not in self.exchanges:
             return
@@ -82,13 +83,16 @@ class Declarations:
             ids = self.ids[name] = {}
         ids[record.id] = (record.expires_at, record.reached)
         if len(ids) >= 2 * self._pruned.get(name, 512):
-            self.prune_ids(record.at, [name])
+            self.prune_ids(record.at, [name], record.bound)
 
-    def prune_ids(self, now: float, names: Iterable[str] | None = None) -> None:
-        """Forget the ids (of ``names``, or all) whose window ended by ``now``."""
+    def prune_ids(self, now: float, names: Iterable[str] | None = None, bound: int = 0) -> None:
+        """Forget the ids (of ``names``, or all) whose window ended by ``now``, and the
+        oldest past ``bound`` (0: none)."""
         for name in list(self.ids) if names is None else names:
             ids = self.ids[name]
             live = {i: e for i, e in ids.items() if e[0] > now}
+            if bound and len(live) > bound:
+                live = dict(islice(live.items(), len(live) - bound, None))
             if live:
                 self.ids[name] = live
                 self._pruned[name] = max(len(live), 512)

@@ -35,11 +35,18 @@ def test_an_exchange_declared_before_dedup_windows_decodes_with_none() -> None:
     assert codec.encode_record(ExchangeDeclared("ex", "topic")) == old  # the same bytes
 
 
-@given(_names, _ids, st.floats(0, 2e9), st.floats(0, 2e9), st.integers(0, 2**32 - 1))
+@given(
+    _names,
+    _ids,
+    st.floats(0, 2e9),
+    st.floats(0, 2e9),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+)
 def test_id_remembered_round_trips(
-    name: str, msg_id: str, at: float, expires: float, reached: int
+    name: str, msg_id: str, at: float, expires: float, reached: int, bound: int
 ) -> None:
-    record = IdRemembered(name, msg_id, at, expires, reached)
+    record = IdRemembered(name, msg_id, at, expires, reached, bound)
     typ, data = body(codec.encode_record(record))
     assert typ == codec.T_ID
     assert codec.decode_record(typ, data) == record
@@ -103,3 +110,13 @@ def test_expired_ids_are_dropped_as_they_pile_up() -> None:
     assert min(int(i) for i in decls.ids["q"]) >= 5000 - 1024
     decls.prune_ids(5000.0)
     assert sorted(int(i) for i in decls.ids["q"]) == list(range(4901, 5000))
+
+
+def test_past_their_bound_the_oldest_ids_are_dropped() -> None:
+    decls = Declarations()
+    decls.declare_queue("q", QueueOptions(durable=True), 1)
+    for i in range(5000):  # a window of an hour, and a bound of 600
+        decls.remember_id(IdRemembered("q", str(i), float(i), i + 3600.0, 1, 600))
+        assert len(decls.ids["q"]) <= 1200
+    assert min(int(i) for i in decls.ids["q"]) >= 5000 - 1200
+    assert [int(i) for i in decls.ids["q"]][-600:] == list(range(4400, 5000))
