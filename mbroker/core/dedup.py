@@ -41,6 +41,8 @@ from mbroker.core.model import Clock, Obj, Queue
 
 #: seconds between two sweeps of every window (while some window holds ids)
 SWEEP_INTERVAL = 10.0
+#: float noise forgiven when times in seconds become milliseconds (a nanosecond)
+_SLACK_MS = 1e-6
 
 __all__ = ["SWEEP_INTERVAL", "Dedup", "Window"]
 
@@ -80,7 +82,7 @@ class Window:
     def expire(self, now: float) -> None:
         """Forget the ids whose window ended by ``now``."""
         order, seen = self.order, self.seen
-        now_ms = now * 1000.0
+        now_ms = now * 1000.0 + _SLACK_MS
         while order and order[0].expires_ms <= now_ms:
             b = order.popleft()
             ids = b.ids
@@ -90,7 +92,7 @@ class Window:
     def add(self, msg_id: str, reached: int, expires: float, max_ids: int) -> None:
         """Remember ``msg_id`` until ``expires`` (clock seconds)."""
         # (rounded up to the millisecond: an id is never forgotten before its time)
-        expires_ms = math.ceil(expires * 1000.0)
+        expires_ms = math.ceil(expires * 1000.0 - _SLACK_MS)
         order = self.order
         if order and order[-1].expires_ms >= expires_ms:
             order[-1].ids.append(msg_id)  # (a later one never expires sooner)

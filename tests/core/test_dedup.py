@@ -10,7 +10,11 @@ counted in STATS.  Durable objects keep their ids across a restart.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
@@ -213,6 +217,31 @@ class TestBound:
         assert list(seen) == [str(i) for i in range(7, 12)]
         w.advance_ms(10_000)
         assert w.stat("q")["dedup_ids"] == "0"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 700), st.sampled_from("abcdefg")), max_size=60))
+def test_a_window_is_a_fifo_of_ids_with_a_lifetime(steps: list[tuple[int, str]]) -> None:
+    """Against a reference model in whole milliseconds: a window of 1000 ms holding
+    at most 5 ids, the oldest forgotten first."""
+    w = World(Config(dedup_window=1000, dedup_max_ids=5))
+    w.queue("q")
+    model: OrderedDict[str, int] = OrderedDict()  # id -> expiry (ms)
+    now = forgotten = 0
+    for advance, msg_id in steps:
+        w.advance_ms(advance)
+        now += advance
+        for old in [i for i, expiry in model.items() if expiry <= now]:
+            del model[old]
+        duplicate = msg_id in model
+        assert pub(w, "q", msg_id) == (1, duplicate)
+        if not duplicate:
+            model[msg_id] = now + 1000
+            if len(model) > 5:
+                model.popitem(last=False)
+                forgotten += 1
+        st_q = w.stat("q")
+        assert (st_q["dedup_ids"], st_q["dedup_forgotten"]) == (str(len(model)), str(forgotten))
 
 
 class TestWire:

@@ -95,7 +95,7 @@ def test_a_publisher_retrying_after_kill_9_does_not_duplicate(tmp_path: Path) ->
 
 
 def test_a_durable_window_ends_at_its_wall_clock_time_across_a_restart(tmp_path: Path) -> None:
-    window = 8.0
+    window = 12.0
     broker = start_broker(tmp_path)
     try:
         with broker.connect() as c:
@@ -104,8 +104,8 @@ def test_a_durable_window_ends_at_its_wall_clock_time_across_a_restart(tmp_path:
             assert ok(c, "PUBLISH q id=a :x") == b"+OK 1"
     finally:
         broker.stop()
-    # down for a while: a window counted again from the restart would end 2 s later
-    while time.time() < first + 2.0:
+    # down for a while: a window counted again from the restart would end 4 s later
+    while time.time() < first + 4.0:
         time.sleep(0.05)
     broker = start_broker(tmp_path)
     try:
@@ -117,7 +117,7 @@ def test_a_durable_window_ends_at_its_wall_clock_time_across_a_restart(tmp_path:
                 assert time.time() < deadline, "the id is still remembered"
                 time.sleep(0.05)
             gone = time.time()
-            assert first + window - 0.1 <= gone < first + window + 1.5
+            assert first + window - 0.1 <= gone < first + window + 2.5
             assert ok(c, "PUBLISH q id=a :x") == b"+OK 1"
     finally:
         broker.stop()
