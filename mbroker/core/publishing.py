@@ -98,6 +98,8 @@ class Publisher:
         if props.id is not None:  # (ids and dedup windows: see mbroker.core.dedup)
             window, first = self._dedup.check(obj, props.id)
             if first is not None:
+                if isinstance(obj, Queue) and obj.idle_timer is not None:
+                    self._used(obj)  # (a PUBLISH naming it, duplicate or not)
                 return first, True
         self.published += 1
         targets: Sequence[Queue]

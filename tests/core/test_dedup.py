@@ -104,6 +104,16 @@ class TestWindow:
         assert not w.broker._dedup.windows["q"].seen
         assert w.stat("q")["dedup_ids"] == "0"
 
+    def test_a_duplicate_is_a_use_of_an_expiring_queue(self, w: World) -> None:
+        w.queue("q", expires=1000)
+        pub(w, "q")
+        w.advance_ms(900)
+        assert pub(w, "q") == (1, True)
+        w.advance_ms(900)
+        assert w.broker._namespace.find("q") is not None
+        w.advance_ms(200)
+        assert w.broker._namespace.find("q") is None
+
     def test_a_deleted_object_forgets_its_ids(self, w: World) -> None:
         w.queue("q")
         pub(w, "q")
