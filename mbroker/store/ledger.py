@@ -46,7 +46,7 @@ from mbroker.core.records import (
     StoredMessage,
 )
 from mbroker.store.codec import Snapshot
-from mbroker.store.state import Declarations, sorted_messages
+from mbroker.store.state import Declarations, pack_id, sorted_messages, unpack_id
 from mbroker.wire.frames import QueueOptions
 
 _SIZE_MASK = (1 << 32) - 1
@@ -380,9 +380,9 @@ class Ledger:
             tuple(decls.bindings),
             tuple(decls.dedup_windows.items()),
             tuple(
-                (name, msg_id, expires, reached)
+                (name, msg_id, *unpack_id(value))
                 for name, ids in decls.ids.items()
-                for msg_id, (expires, reached) in ids.items()
+                for msg_id, value in ids.items()
             ),
         )
 
@@ -407,7 +407,7 @@ class Ledger:
         for binding in snap.bindings:
             decls.bind(*binding)
         for name, msg_id, expires, reached in snap.ids:
-            decls.ids.setdefault(name, {})[msg_id] = (expires, reached)
+            decls.ids.setdefault(name, {})[msg_id] = pack_id(expires, reached)
         self.decls = decls
         self.orphans.clear()  # dropped, or declared by the snapshot
         self.last_snapshot = max(self.last_snapshot, seg.number)

@@ -127,7 +127,7 @@ def _replay(fs: FileSystem, directory: str) -> ReplayResult:
         next_msg_id=ledger.next_msg_id,
         warnings=warnings,
         dedup_windows=dict(ledger.decls.dedup_windows),
-        ids={name: dict(ids) for name, ids in ledger.decls.ids.items()},
+        ids=ledger.decls.recovered_ids(),
     )
     ledger.forget_payloads()
     return ReplayResult(recovered, ledger, numbers[-1] if numbers else 0, tail_good, tail_size)

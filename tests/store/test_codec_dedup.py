@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mbroker.core.records import ExchangeDeclared, IdRemembered, QueueDeclared, QueueDeleted
 from mbroker.store import codec
-from mbroker.store.state import Declarations, StoreState
+from mbroker.store.state import Declarations, StoreState, pack_id, unpack_id
 from mbroker.wire.frames import QueueOptions
 
 _names = st.text("abcxyz.-_", min_size=1, max_size=20)
@@ -120,3 +120,12 @@ def test_past_their_bound_the_oldest_ids_are_dropped() -> None:
         assert len(decls.ids["q"]) <= 1200
     assert min(int(i) for i in decls.ids["q"]) >= 5000 - 1200
     assert [int(i) for i in decls.ids["q"]][-600:] == list(range(4400, 5000))
+
+
+@given(st.floats(0, 4e9), st.integers(0, 2**32 - 1))
+def test_a_stored_id_keeps_its_expiry_to_the_millisecond_rounded_up(
+    expires: float, reached: int
+) -> None:
+    back, n = unpack_id(pack_id(expires, reached))
+    assert n == reached
+    assert expires - 1e-6 <= back < expires + 0.001 + 1e-6
