@@ -27,6 +27,10 @@ DEFAULT_MEMORY_HIGH_WATER = 1 * GiB
 DEFAULT_PRE_AUTH_MAX_BYTES = 64 * KiB
 #: how long a failed AUTH waits before its ``-ERR AUTH``
 DEFAULT_AUTH_FAIL_DELAY = 0.5
+#: how long an exchange or queue remembers PUBLISH ids (ms) unless CREATE says
+DEFAULT_DEDUP_WINDOW = 120_000
+#: most ids one exchange or queue remembers; past it the oldest are forgotten early
+DEFAULT_DEDUP_MAX_IDS = 100_000
 
 
 @attrs.frozen
@@ -57,6 +61,11 @@ class Config:
     memory_high_water: int = DEFAULT_MEMORY_HIGH_WATER
     #: seconds between two looks at the broker's memory
     memory_check_interval: float = 0.1
+    #: milliseconds an exchange or queue without ``dedup-window`` remembers PUBLISH
+    #: ids (section 7); 0: not at all
+    dedup_window: int = DEFAULT_DEDUP_WINDOW
+    #: most ids one exchange or queue remembers at once
+    dedup_max_ids: int = DEFAULT_DEDUP_MAX_IDS
 
 
 # ------------------------------------------------------------ number parsers

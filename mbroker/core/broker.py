@@ -6,7 +6,7 @@ composes the objects that do the work, each with one job:
 - :class:`~mbroker.core.namespace.Namespace`: exchanges and queues by name; CREATE,
   DELETE, BIND, UNBIND, PURGE;
 - :class:`~mbroker.core.publishing.Publisher`: PUBLISH and its runs, routed through
-  the exchanges' matchers;
+  the exchanges' matchers, with :class:`~mbroker.core.dedup.Dedup` remembering ids;
 - :class:`~mbroker.core.dispatch.Dispatcher`: what happens in a queue: dispatch to
   consumers and waiters, redelivery, expiry, dead letters, the delivery counters;
 - :class:`~mbroker.core.consuming.Consumption`: SUBSCRIBE, PULL, ACK, NACK, TOUCH;
@@ -29,6 +29,7 @@ from __future__ import annotations
 from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.consuming import Consumption, tag_order
+from mbroker.core.dedup import Dedup
 from mbroker.core.dispatch import Dispatcher
 from mbroker.core.journal import Journal
 from mbroker.core.model import Clock, DeliveryTarget, Obj, Pulled, Queue, Session
@@ -55,9 +56,10 @@ class Broker:
 
         self._namespace = namespace = Namespace(journal, clock)
         self._dispatcher = dispatcher = Dispatcher(clock, config, journal, namespace.find)
-        self._publishing = publishing = Publisher(journal, namespace, dispatcher)
+        self._dedup = dedup = Dedup(clock, config, journal)
+        self._publishing = publishing = Publisher(journal, namespace, dispatcher, dedup)
         self._consumption = consumption = Consumption(clock, config, journal, namespace, dispatcher)
-        reports = Reports(self, namespace)
+        reports = Reports(self, namespace, dedup)
 
         # the namespace
         self.get = namespace.get
@@ -171,5 +173,6 @@ class Broker:
             q = self._namespace.find(name)
             if isinstance(q, Queue):
                 self._dispatcher.restore(q, messages)
+        self._dedup.restore(recovered, self._namespace.find)
         if self.journal is not None:
             self.journal.next_id = max(self.journal.next_id, recovered.next_msg_id)

@@ -9,6 +9,10 @@ PUBLISH that reached a durable queue, an ACK of a durable message, …) register
 callback with :meth:`Journal.on_commit`; the callback gets ``None`` once the
 records are stored, or the :class:`~mbroker.errors.BrokerError` that stopped them.
 
+A commit with nothing to write (a callback registered after the turn's commit ran, or
+a :meth:`Journal.barrier`) answers its callbacks once the last write in flight is
+answered: the store answers writes in order, so "stored" is never said too early.
+
 Removals are gathered per queue and written as one ``MessagesRemoved`` per queue per
 commit, after the turn's other records: a removal always names a message stored
 earlier in the log or earlier in the same batch.
@@ -40,6 +44,8 @@ class Journal:
         self._removed: dict[str, list[int]] = {}
         self._callbacks: list[Done] = []
         self._scheduled = False
+        #: the callbacks of the last commit handed to the store and not yet answered
+        self._inflight: list[Done] | None = None
         #: counts every change; a command that moved it must wait for the commit
         self.changes = 0
         #: the next message id (the store's ``next_msg_id`` after recovery)
@@ -86,6 +92,13 @@ class Journal:
             self._scheduled = True
             self._clock.callLater(0, self.commit)
 
+    def barrier(self) -> None:
+        """The command being answered says that something recorded earlier is stored
+        (a duplicate PUBLISH id): its reply waits for the records collected and the
+        writes in flight, as if it had changed something itself."""
+        if self.pending or self._records or self._removed:
+            self._changed()
+
     def on_commit(self, callback: Done) -> None:
         """Call ``callback`` when the records collected so far are stored."""
         self._callbacks.append(callback)
@@ -102,13 +115,20 @@ class Journal:
         for queue, ids in removed.items():
             records.append(MessagesRemoved(queue, tuple(ids)))
         if not records:
+            if self._inflight is not None:
+                # (the store answers writes in order: these wait behind the last one)
+                self._inflight.extend(callbacks)
+                return
             for cb in callbacks:
                 cb(None)
             return
         self.pending += 1
+        self._inflight = callbacks
 
         def done(err: errors.BrokerError | None) -> None:
             self.pending -= 1
+            if self._inflight is callbacks:
+                self._inflight = None
             for cb in callbacks:
                 cb(err)
 

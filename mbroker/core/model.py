@@ -157,6 +157,8 @@ class Exchange:
     routed: int = 0
     unroutable: int = 0
     deleted: bool = False
+    #: its CREATE's ``dedup-window`` (ms); None: the server's default
+    dedup_window: int | None = None
 
 
 @attrs.define(eq=False)

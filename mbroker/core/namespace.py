@@ -77,7 +77,11 @@ class Namespace:
             if isinstance(existing, Queue):
                 same = kind == "queue" and existing.options == options
             else:
-                same = kind == existing.kind and options.durable == existing.durable
+                same = (
+                    kind == existing.kind
+                    and options.durable == existing.durable
+                    and options.dedup_window == existing.dedup_window
+                )
             if same:
                 if isinstance(existing, Queue) and existing.idle_timer is not None:
                     self.used(existing)  # a CREATE naming it is a use
@@ -96,13 +100,15 @@ class Namespace:
             if options.expires is not None:
                 self._arm_idle(q)
         else:
-            self._objects[name] = Exchange(name, kind, make_matcher(kind), options.durable)
+            self._objects[name] = Exchange(
+                name, kind, make_matcher(kind), options.durable, dedup_window=options.dedup_window
+            )
             self.exchanges += 1
         if options.durable and self.journal is not None:
             if kind == "queue":
                 self.journal.add(rec.QueueDeclared(name, options))
             else:
-                self.journal.add(rec.ExchangeDeclared(name, kind))
+                self.journal.add(rec.ExchangeDeclared(name, kind, options.dedup_window))
         return True
 
     def private_queue(
@@ -255,7 +261,10 @@ class Namespace:
         """Rebuild the durable exchanges, queues and bindings a store recovered
         (their messages are the dispatcher's: see ``Dispatcher.restore``)."""
         for name, kind in recovered.exchanges.items():
-            self._objects[name] = Exchange(name, kind, make_matcher(kind), True)
+            window = recovered.dedup_windows.get(name)
+            self._objects[name] = Exchange(
+                name, kind, make_matcher(kind), True, dedup_window=window
+            )
             self.exchanges += 1
         for name, options in recovered.queues.items():
             queue = Queue(name, options)

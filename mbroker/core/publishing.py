@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from mbroker import errors
 from mbroker.core import records as rec
+from mbroker.core.dedup import Dedup
 from mbroker.core.dispatch import Dispatcher
 from mbroker.core.journal import Journal
 from mbroker.core.model import Queue, QueuedMessage
@@ -26,9 +27,14 @@ class Publisher:
     """PUBLISH and its runs; ``published`` counts the messages published."""
 
     def __init__(
-        self, journal: Journal | None, namespace: Namespace, dispatcher: Dispatcher
+        self,
+        journal: Journal | None,
+        namespace: Namespace,
+        dispatcher: Dispatcher,
+        dedup: Dedup,
     ) -> None:
         self.journal = journal
+        self._dedup = dedup
         self.published = 0
         # (bound once: these run for every message)
         self._find = namespace.find
@@ -88,6 +94,13 @@ class Publisher:
         obj = self._find(name)
         if obj is None:
             raise errors.NotFound(name)
+        window = None
+        if props.id is not None:  # (ids and dedup windows: see mbroker.core.dedup)
+            window, first = self._dedup.check(obj, props.id)
+            if first is not None:
+                if isinstance(obj, Queue) and obj.idle_timer is not None:
+                    self._used(obj)  # (a PUBLISH naming it, duplicate or not)
+                return first, True
         self.published += 1
         targets: Sequence[Queue]
         if isinstance(obj, Queue):
@@ -99,6 +112,8 @@ class Publisher:
             targets = obj.matcher.match(key)
             if not targets:
                 obj.unroutable += 1
+                if window is not None:
+                    self._dedup.remember(window, props.id, 0)
                 return 0, False
             obj.routed += 1
         route = f"{name} {key or '-'}".encode()
@@ -122,6 +137,8 @@ class Publisher:
                 rejected = q
         if rejected is not None:
             raise errors.Overflow(f"{rejected.name} is full")
+        if window is not None:
+            self._dedup.remember(window, props.id, len(targets))
         return len(targets), False
 
     def publish_many(

@@ -18,6 +18,9 @@ Rules the broker follows (the stores rely on them):
   messages and bindings are gone; ``ExchangeDeleted`` implies its bindings are.
 - Declaring a queue or exchange that exists replaces its options or kind and
   keeps its messages.
+- ``IdRemembered`` names a declared durable exchange or queue (one that is not is
+  ignored); deleting the object forgets its ids, redeclaring it keeps them.  A store
+  may forget an id once its ``expires_at`` has passed, and must keep it until then.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ StoredMessage = tuple[int, str, str, bytes, Optional[float], Optional[Props]]
 class ExchangeDeclared:
     name: str
     kind: str
+    #: its CREATE's ``dedup-window`` (ms); None: the server's default
+    dedup_window: int | None = None
 
 
 @attrs.frozen
@@ -107,6 +112,24 @@ class MessagesStored:
 
 
 @attrs.frozen
+class IdRemembered:
+    """A PUBLISH with ``id=`` named the durable exchange or queue ``name`` at ``at`` and
+    reached ``reached`` queues: a retry of it until ``expires_at`` is a duplicate
+    (contract section 7).  Both times are wall-clock, like ``MessageStored.expires_at``;
+    ``at`` lets a store forget the ids that expired by then.  Written in the batch of
+    the message it names, so the PUBLISH's ``+OK`` waits for it.  ``bound`` is the
+    most ids the broker keeps for one object (0: no bound): a store need not keep
+    more of them than that, the newest."""
+
+    name: str
+    id: str
+    at: float
+    expires_at: float
+    reached: int
+    bound: int = 0
+
+
+@attrs.frozen
 class MessagesRemoved:
     """Messages that left one queue; the broker batches them per queue per batch."""
 
@@ -124,6 +147,7 @@ Record = Union[
     MessageStored,
     MessagesStored,
     MessagesRemoved,
+    IdRemembered,
 ]
 
 
@@ -178,6 +202,11 @@ class Recovered:
     messages: dict[str, list[StoredMessage]] = attrs.Factory(dict)
     next_msg_id: int = 1
     warnings: list[RecoveryWarning] = attrs.Factory(list)
+    #: exchanges whose CREATE gave ``dedup-window``: name -> ms
+    dedup_windows: dict[str, int] = attrs.Factory(dict)
+    #: remembered PUBLISH ids of durable objects: name -> id -> (expires_at, reached),
+    #: in the order they were remembered (some may have expired since)
+    ids: dict[str, dict[str, tuple[float, int]]] = attrs.Factory(dict)
 
     def message_count(self) -> int:
         return sum(len(msgs) for msgs in self.messages.values())
@@ -187,6 +216,7 @@ __all__ = [
     "Bound",
     "ExchangeDeclared",
     "ExchangeDeleted",
+    "IdRemembered",
     "MessageStored",
     "MessagesRemoved",
     "MessagesStored",

@@ -11,6 +11,7 @@ import resource
 from typing import Protocol
 
 from mbroker.core import snapshots
+from mbroker.core.dedup import Dedup
 from mbroker.core.model import Clock, Exchange, Queue
 from mbroker.core.namespace import Namespace
 from mbroker.wire.frames import ExchangeInfo, QueueInfo
@@ -44,9 +45,12 @@ class ServerCounters(Protocol):
 class Reports:
     """LIST and STATS, and the snapshots monitoring reads (:mod:`mbroker.core.snapshots`)."""
 
-    def __init__(self, server: ServerCounters, namespace: Namespace) -> None:
+    def __init__(
+        self, server: ServerCounters, namespace: Namespace, dedup: Dedup | None = None
+    ) -> None:
         self._server = server
         self._namespace = namespace
+        self._dedup = dedup
 
     def list_objects(self) -> list[ExchangeInfo | QueueInfo]:
         out: list[ExchangeInfo | QueueInfo] = []
@@ -83,6 +87,13 @@ class Reports:
                 ("memory_rss", rss),
                 ("memory_peak_rss", peak),
             ]
+            if self._dedup is not None:
+                ids, forgotten, duplicates = self._dedup.totals()
+                pairs += [
+                    ("dedup_ids", ids),
+                    ("dedup_forgotten", forgotten),
+                    ("duplicates", duplicates),
+                ]
         else:
             obj = self._namespace.get(name)
             if isinstance(obj, Queue):
@@ -113,6 +124,14 @@ class Reports:
                     ("published", obj.published),
                     ("routed", obj.routed),
                     ("unroutable", obj.unroutable),
+                ]
+            figures = self._dedup.figures(obj) if self._dedup is not None else None
+            if figures is not None:  # (an object that was sent ids)
+                ids, forgotten, duplicates = figures
+                pairs += [
+                    ("dedup_ids", ids),
+                    ("dedup_forgotten", forgotten),
+                    ("duplicates", duplicates),
                 ]
         return [(k, str(v)) for k, v in pairs]
 

@@ -45,6 +45,7 @@ def _coerce(parse: Callable[[str], T], doc: str) -> Callable[[str], Callable[[st
 
 _positive_int = _coerce(config.positive_int, "A positive integer.")
 _seconds = _coerce(config.seconds_or_zero, "Seconds, 0 for no limit.")
+_natural_int = _coerce(config.natural_int, "A non-negative integer.")
 _byte_size = _coerce(config.byte_size, "Bytes, or with a suffix K, M or G; 0 for no mark.")
 
 
@@ -197,6 +198,23 @@ class Options(usage.Options):
             _byte_size("memory-high-water"),
         ],
         [
+            "dedup-window",
+            None,
+            config.DEFAULT_DEDUP_WINDOW,
+            "Milliseconds an exchange or queue created without dedup-window= remembers "
+            "the id= of each PUBLISH naming it, so that a retried PUBLISH is not routed "
+            "again (default 120000: 2 minutes; 0: off).",
+            _natural_int("dedup-window"),
+        ],
+        [
+            "dedup-max-ids",
+            None,
+            config.DEFAULT_DEDUP_MAX_IDS,
+            "Most PUBLISH ids one exchange or queue remembers; past it the oldest are "
+            "forgotten before their window ends (counted in STATS: dedup_forgotten).",
+            _positive_int("dedup-max-ids"),
+        ],
+        [
             "backlog",
             None,
             DEFAULT_BACKLOG,
@@ -284,6 +302,8 @@ def makeService(options: Options) -> service.IService:
         auth_timeout=options["auth-timeout"],
         idle_timeout=options["idle-timeout"],
         memory_high_water=options["memory-high-water"],
+        dedup_window=options["dedup-window"],
+        dedup_max_ids=options["dedup-max-ids"],
     )
     data_dir = None if options["memory"] else options["data-dir"]
     broker_service = BrokerService(

@@ -25,7 +25,14 @@ Bodies, hand-rolled with :mod:`struct` (a million messages replay in seconds):
   key (a million messages mostly share a few queue/source/key combinations).
 - MessagesRemoved: queue (str), u32 count, then count u64 ids.
 - Snapshot: next message id, then every exchange, queue (options and floor)
-  and binding; written at the head of each new segment and at open.
+  and binding; written at the head of each new segment and at open.  Then (absent
+  from a snapshot written before dedup windows, which reads as none) the exchanges'
+  dedup windows (u32 count, then name and i64 ms each) and the live remembered ids
+  (u32 count, then name, id, ``d`` expiry and u32 queues reached each).
+- ExchangeDeclared: name, kind, then an i64 dedup window if it has one (an older
+  record ends after the kind: none).
+- IdRemembered: name, id (str), ``dd`` wall-clock publish time and expiry, u32
+  queues reached, u32 bound (the most ids the broker keeps per object).
 - Noop: empty; the write probe after a failed write.
 """
 
@@ -44,6 +51,7 @@ from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,
+    IdRemembered,
     MessagesRemoved,
     MessagesStored,
     MessageStored,
@@ -72,7 +80,8 @@ T_MESSAGE = 7
 T_REMOVED = 8
 T_SNAPSHOT = 9
 T_NOOP = 10
-MAX_TYPE = T_NOOP
+T_ID = 11
+MAX_TYPE = T_ID
 
 MSG_FIXED = struct.Struct("<QdIHHHH")
 #: where the names block (3 lengths, then queues, source, key) starts in a body
@@ -87,6 +96,8 @@ _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _REMOVED_FIXED = struct.Struct("<HI")
 _SNAP_FIXED = struct.Struct("<QIII")
+_ID_TAIL = struct.Struct("<dI")  # an id's expiry and the queues it reached
+_ID_RECORD = struct.Struct("<ddII")  # IdRemembered: when, expiry, queues reached, bound
 _NAN = float("nan")
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -105,6 +116,10 @@ class Snapshot:
     exchanges: tuple[tuple[str, str], ...]
     queues: tuple[tuple[str, QueueOptions, int], ...]  # name, options, floor
     bindings: tuple[tuple[str, str, str], ...]
+    #: exchanges' dedup windows (ms), for those that have one
+    dedup_windows: tuple[tuple[str, int], ...] = ()
+    #: live remembered ids: (name, id, expires_at, reached)
+    ids: tuple[tuple[str, str, float, int], ...] = ()
 
 
 def file_header(number: int) -> bytes:
@@ -227,6 +242,9 @@ def encode_options(options: QueueOptions) -> bytes:
     if options.expires is not None:  # (after the older fields: old data still decodes)
         mask |= 32
         parts.append(_I64.pack(options.expires))
+    if options.dedup_window is not None:  # (the same: after every older field)
+        mask |= 64
+        parts.append(_I64.pack(options.dedup_window))
     return bytes((flags, mask)) + b"".join(parts)
 
 
@@ -253,6 +271,10 @@ def decode_options(data: Buffer, pos: int) -> tuple[QueueOptions, int]:
     if mask & 32:
         (expires,) = _I64.unpack_from(data, pos)
         pos += 8
+    dedup_window = None
+    if mask & 64:
+        (dedup_window,) = _I64.unpack_from(data, pos)
+        pos += 8
     options = QueueOptions(
         durable=bool(flags & 1),
         max_length=ints[0],
@@ -264,6 +286,7 @@ def decode_options(data: Buffer, pos: int) -> tuple[QueueOptions, int]:
         exclusive=bool(flags & 2),
         auto_delete=bool(flags & 8),
         expires=expires,
+        dedup_window=dedup_window,
     )
     return options, pos
 
@@ -280,6 +303,13 @@ def encode_snapshot(snap: Snapshot) -> bytes:
         parts += (_str16(name), encode_options(options), _U64.pack(floor))
     for queue, exchange, key in snap.bindings:
         parts += (_str16(queue), _str16(exchange), _str16(key))
+    if snap.dedup_windows or snap.ids:
+        parts.append(_U32.pack(len(snap.dedup_windows)))
+        for name, ms in snap.dedup_windows:
+            parts += (_str16(name), _I64.pack(ms))
+        parts.append(_U32.pack(len(snap.ids)))
+        for name, msg_id, expires, reached in snap.ids:
+            parts += (_str16(name), _str16(msg_id), _ID_TAIL.pack(expires, reached))
     return frame(T_SNAPSHOT, b"".join(parts))
 
 
@@ -304,7 +334,27 @@ def decode_snapshot(data: Buffer) -> Snapshot:
         exchange, pos = _decode_str16(data, pos)
         key, pos = _decode_str16(data, pos)
         bindings.append((queue, exchange, key))
-    return Snapshot(next_id, tuple(exchanges), tuple(queues), tuple(bindings))
+    windows: list[tuple[str, int]] = []
+    ids: list[tuple[str, str, float, int]] = []
+    if pos < len(data):  # (a snapshot written before dedup windows ends here)
+        (count,) = _U32.unpack_from(data, pos)
+        pos += 4
+        for _ in range(count):
+            name, pos = _decode_str16(data, pos)
+            (ms,) = _I64.unpack_from(data, pos)
+            pos += 8
+            windows.append((name, ms))
+        (count,) = _U32.unpack_from(data, pos)
+        pos += 4
+        for _ in range(count):
+            name, pos = _decode_str16(data, pos)
+            msg_id, pos = _decode_str16(data, pos)
+            expires, reached = _ID_TAIL.unpack_from(data, pos)
+            pos += _ID_TAIL.size
+            ids.append((name, msg_id, expires, reached))
+    return Snapshot(
+        next_id, tuple(exchanges), tuple(queues), tuple(bindings), tuple(windows), tuple(ids)
+    )
 
 
 def encode_record(rec: Record) -> bytes:
@@ -325,7 +375,14 @@ def encode_record(rec: Record) -> bytes:
     if isinstance(rec, QueueDeleted):
         return frame(T_QUEUE_DELETED, _str16(rec.name))
     if isinstance(rec, ExchangeDeclared):
-        return frame(T_EXCHANGE_DECLARED, _str16(rec.name) + _str16(rec.kind))
+        body = _str16(rec.name) + _str16(rec.kind)
+        if rec.dedup_window is not None:  # (after the older fields: old data still decodes)
+            body += _I64.pack(rec.dedup_window)
+        return frame(T_EXCHANGE_DECLARED, body)
+    if isinstance(rec, IdRemembered):
+        tail = _ID_RECORD.pack(rec.at, rec.expires_at, rec.reached, rec.bound)
+        body = _str16(rec.name) + _str16(rec.id) + tail
+        return frame(T_ID, body)
     if isinstance(rec, ExchangeDeleted):
         return frame(T_EXCHANGE_DELETED, _str16(rec.name))
     if isinstance(rec, Bound):
@@ -407,7 +464,13 @@ def decode_record(typ: int, body: Buffer) -> Record | Snapshot | None:
     if typ == T_QUEUE_DELETED:
         return QueueDeleted(first)
     if typ == T_EXCHANGE_DECLARED:
-        return ExchangeDeclared(first, _decode_str16(body, pos)[0])
+        kind, pos = _decode_str16(body, pos)
+        window = _I64.unpack_from(body, pos)[0] if pos < len(body) else None
+        return ExchangeDeclared(first, kind, window)
+    if typ == T_ID:
+        msg_id, pos = _decode_str16(body, pos)
+        at, expires, reached, bound = _ID_RECORD.unpack_from(body, pos)
+        return IdRemembered(first, msg_id, at, expires, reached, bound)
     if typ == T_EXCHANGE_DELETED:
         return ExchangeDeleted(first)
     if typ in (T_BOUND, T_UNBOUND):

@@ -46,7 +46,7 @@ from mbroker.core.records import (
     StoredMessage,
 )
 from mbroker.store.codec import Snapshot
-from mbroker.store.state import Declarations, sorted_messages
+from mbroker.store.state import Declarations, pack_id, sorted_messages, unpack_id
 from mbroker.wire.frames import QueueOptions
 
 _SIZE_MASK = (1 << 32) - 1
@@ -367,13 +367,23 @@ class Ledger:
                 self.gone[record.name] = self.next_msg_id
             self.decls.apply(record, self.next_msg_id)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        """The declarations now, with the remembered ids whose window has not ended by
+        ``now`` (the others are forgotten here; None: keep them all)."""
         decls = self.decls
+        if now is not None:
+            decls.prune_ids(now)
         return Snapshot(
             self.next_msg_id,
             tuple(decls.exchanges.items()),
             tuple((name, opts, decls.floors[name]) for name, opts in decls.queues.items()),
             tuple(decls.bindings),
+            tuple(decls.dedup_windows.items()),
+            tuple(
+                (name, msg_id, *unpack_id(value))
+                for name, ids in decls.ids.items()
+                for msg_id, value in ids.items()
+            ),
         )
 
     def apply_snapshot(self, snap: Snapshot, seg: Segment) -> None:
@@ -388,13 +398,16 @@ class Ledger:
             elif floor > self.decls.floors.get(queue, 0):
                 self.drop_queue(queue, below=floor)
         decls = Declarations()
+        windows = dict(snap.dedup_windows)
         for name, kind in snap.exchanges:
-            decls.declare_exchange(name, kind)
+            decls.declare_exchange(name, kind, windows.get(name))
         for name, options, floor in snap.queues:
             decls.declare_queue(name, options, floor)
             self.queue_msgs.setdefault(name, {})
         for binding in snap.bindings:
             decls.bind(*binding)
+        for name, msg_id, expires, reached in snap.ids:
+            decls.ids.setdefault(name, {})[msg_id] = pack_id(expires, reached)
         self.decls = decls
         self.orphans.clear()  # dropped, or declared by the snapshot
         self.last_snapshot = max(self.last_snapshot, seg.number)

@@ -410,7 +410,7 @@ class LogStore:
         rotate, head_size = None, 0
         if ledger.segments[ledger.tail].size >= self.segment_size and data:
             number = ledger.tail + 1
-            head = file_header(number) + encode_snapshot(ledger.snapshot())
+            head = file_header(number) + encode_snapshot(ledger.snapshot(self._clock.seconds()))
             rotate, head_size = (number, head), len(head)
         if not data:
             return _Job("noop", _nothing, group)  # a barrier, or copies all dead

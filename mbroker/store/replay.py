@@ -126,6 +126,8 @@ def _replay(fs: FileSystem, directory: str) -> ReplayResult:
         messages={queue: ledger.recovered_messages(queue) for queue in ledger.decls.queues},
         next_msg_id=ledger.next_msg_id,
         warnings=warnings,
+        dedup_windows=dict(ledger.decls.dedup_windows),
+        ids=ledger.decls.recovered_ids(),
     )
     ledger.forget_payloads()
     return ReplayResult(recovered, ledger, numbers[-1] if numbers else 0, tail_good, tail_size)

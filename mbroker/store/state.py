@@ -1,6 +1,7 @@
 """The meaning of the records, as plain in-memory state.
 
-:class:`Declarations` (exchanges, queues, bindings) is shared by every store
+:class:`Declarations` (exchanges, queues, bindings, and the PUBLISH ids durable
+objects remember) is shared by every store
 and by recovery.  :class:`StoreState` adds messages with their payloads; it is
 the memory store's whole state and the reference model the tests compare the
 log store with.  No Twisted here.
@@ -8,6 +9,7 @@ log store with.  No Twisted here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from itertools import islice
 from operator import lt
@@ -18,6 +20,7 @@ from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,
+    IdRemembered,
     MessagesRemoved,
     MessagesStored,
     MessageStored,
@@ -48,13 +51,64 @@ class Declarations:
     queues: dict[str, QueueOptions] = attrs.Factory(dict)
     floors: dict[str, int] = attrs.Factory(dict)
     bindings: dict[Binding, None] = attrs.Factory(dict)
+    #: exchanges' dedup windows (ms), for those whose CREATE gave one
+    dedup_windows: dict[str, int] = attrs.Factory(dict)
+    #: remembered PUBLISH ids of durable objects: name -> id -> :func:`pack_id` of its
+    #: expiry and queues reached
+    ids: dict[str, dict[str, int]] = attrs.Factory(dict)
+    #: name -> how many ids it held after its last pruning (see :meth:`remember_id`)
+    _pruned: dict[str, int] = attrs.Factory(dict)
 
-    def declare_exchange(self, name: str, kind: str) -> None:
+    def declare_exchange(self, name: str, kind: str, dedup_window: int | None = None) -> None:
         self.exchanges[name] = kind
+        if dedup_window is not None:
+            self.dedup_windows[name] = dedup_window
+        else:
+            self.dedup_windows.pop(name, None)
 
     def delete_exchange(self, name: str) -> None:
         self.exchanges.pop(name, None)
+        self.dedup_windows.pop(name, None)
+        self.forget_ids(name)
         self._drop_bindings(lambda b: b[1] == name)
+
+    def remember_id(self, record: IdRemembered) -> None:
+        """A PUBLISH id of a declared object.  Once the object's ids have doubled since
+        they were last pruned, those that expired by ``record.at`` are dropped, and the
+        oldest past ``record.bound``: an object holds at most about twice the ids of
+        one window, and twice the bound (without a scan per id)."""
+        name = record.name
+        if name not in self.queues and name not in self.exchanges:
+            return
+        ids = self.ids.get(name)
+        if ids is None:
+            ids = self.ids[name] = {}
+        ids[record.id] = pack_id(record.expires_at, record.reached)
+        if len(ids) >= 2 * self._pruned.get(name, 512):
+            self.prune_ids(record.at, [name], record.bound)
+
+    def prune_ids(self, now: float, names: Iterable[str] | None = None, bound: int = 0) -> None:
+        """Forget the ids (of ``names``, or all) whose window ended by ``now``, and the
+        oldest past ``bound`` (0: none)."""
+        for name in list(self.ids) if names is None else names:
+            ids = self.ids[name]
+            now_ms = now * 1000.0
+            live = {i: v for i, v in ids.items() if v >> 32 > now_ms}
+            if bound and len(live) > bound:
+                live = dict(islice(live.items(), len(live) - bound, None))
+            if live:
+                self.ids[name] = live
+                self._pruned[name] = max(len(live), 512)
+            else:
+                self.forget_ids(name)
+
+    def forget_ids(self, name: str) -> None:
+        self.ids.pop(name, None)
+        self._pruned.pop(name, None)
+
+    def recovered_ids(self) -> dict[str, dict[str, tuple[float, int]]]:
+        """The remembered ids as :attr:`Recovered.ids` has them."""
+        return {name: {i: unpack_id(v) for i, v in ids.items()} for name, ids in self.ids.items()}
 
     def declare_queue(self, name: str, options: QueueOptions, floor: int) -> bool:
         """Declare (or redeclare) a queue; True if it is new."""
@@ -67,6 +121,7 @@ class Declarations:
     def delete_queue(self, name: str) -> None:
         self.queues.pop(name, None)
         self.floors.pop(name, None)
+        self.forget_ids(name)
         self._drop_bindings(lambda b: b[0] == name)
 
     def bind(self, queue: str, exchange: str, key: str) -> None:
@@ -82,7 +137,9 @@ class Declarations:
         elif isinstance(record, QueueDeleted):
             self.delete_queue(record.name)
         elif isinstance(record, ExchangeDeclared):
-            self.declare_exchange(record.name, record.kind)
+            self.declare_exchange(record.name, record.kind, record.dedup_window)
+        elif isinstance(record, IdRemembered):
+            self.remember_id(record)
         elif isinstance(record, ExchangeDeleted):
             self.delete_exchange(record.name)
         elif isinstance(record, Bound):
@@ -92,12 +149,29 @@ class Declarations:
 
     def copy(self) -> Declarations:
         return Declarations(
-            dict(self.exchanges), dict(self.queues), dict(self.floors), dict(self.bindings)
+            dict(self.exchanges),
+            dict(self.queues),
+            dict(self.floors),
+            dict(self.bindings),
+            dict(self.dedup_windows),
+            {name: dict(ids) for name, ids in self.ids.items()},
         )
 
     def _drop_bindings(self, match: Callable[[Binding], bool]) -> None:
         for binding in [b for b in self.bindings if match(b)]:
             del self.bindings[binding]
+
+
+def pack_id(expires_at: float, reached: int) -> int:
+    """A remembered id's expiry (rounded up to the millisecond) and the number of queues
+    it reached, as one int: 36 bytes a value where a tuple of a float and an int takes
+    80 (a store holds up to twice ``--dedup-max-ids`` of them per durable object)."""
+    return math.ceil(expires_at * 1000.0 - 1e-6) << 32 | (reached & 0xFFFFFFFF)
+
+
+def unpack_id(value: int) -> tuple[float, int]:
+    """``(expires_at, reached)`` of a :func:`pack_id` value."""
+    return (value >> 32) / 1000.0, value & 0xFFFFFFFF
 
 
 def stored_message(record: MessageStored) -> StoredMessage:
@@ -162,6 +236,8 @@ class StoreState:
                 name: sorted_messages(self.messages.get(name, {})) for name in self.decls.queues
             },
             next_msg_id=self.next_msg_id,
+            dedup_windows=dict(self.decls.dedup_windows),
+            ids=self.decls.recovered_ids(),
         )
 
 

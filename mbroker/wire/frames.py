@@ -25,7 +25,8 @@ TagRanges = tuple[tuple[int, int], ...]
 
 @attrs.frozen
 class QueueOptions:
-    """The options of CREATE.  For an exchange only ``durable`` may be set."""
+    """The options of CREATE.  For an exchange only ``durable`` and ``dedup_window`` may
+    be set."""
 
     durable: bool = False
     max_length: int | None = None
@@ -39,6 +40,9 @@ class QueueOptions:
     auto_delete: bool = False
     #: deleted once unused for this many milliseconds (section 7, queue lifetime)
     expires: int | None = None
+    #: how long PUBLISH ids are remembered, in milliseconds (section 7); None: the
+    #: server's default; 0: not at all.  Exchanges take it too.
+    dedup_window: int | None = None
 
 
 DEFAULT_OPTIONS = QueueOptions()

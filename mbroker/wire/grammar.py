@@ -154,6 +154,7 @@ SPECS: dict[bytes, Spec] = {
             b"dead-letter": Field("dead_letter", parse_name, write_name, "NAME"),
             b"max-deliver": _number("max_deliver", 1),
             b"expires": _number("expires", 1, "MS"),
+            b"dedup-window": _number("dedup_window", meta="MS"),
         },
         {b"durable": "durable", b"exclusive": "exclusive", b"auto-delete": "auto_delete"},
         (
@@ -161,7 +162,7 @@ SPECS: dict[bytes, Spec] = {
             "replies +OK created, or +OK exists when it exists with the same kind and "
             "options, else -ERR EXISTS",
             "durable: it survives a restart; exclusive: the queue goes with this "
-            "connection; an exchange takes only durable",
+            "connection; an exchange takes only durable and dedup-window",
             "max-length and max-bytes limit a queue's ready messages; overflow says what a "
             "full queue does with a new one",
             "ttl=MS: how long a message may wait; dead-letter=NAME: where expired, dropped "
@@ -169,6 +170,8 @@ SPECS: dict[bytes, Spec] = {
             "max-deliver=N: a message delivered N times without an ack is dead-lettered",
             "auto-delete: the queue is deleted when its last SUBSCRIBE consumer goes; "
             "expires=MS: it is deleted once unused for MS milliseconds",
+            "dedup-window=MS: how long the ids of PUBLISH commands naming it are remembered "
+            "(default: the server's, 2 minutes; 0: off)",
         ),
     ),
     b"DELETE": Spec(
@@ -421,9 +424,12 @@ def parse_args(verb: bytes, spec: Spec, args: list[bytes]) -> dict[str, Any]:
         )
     kind = kw.get("kind", "topic")
     for attr in opts:
-        if kind != "queue" and attr != "durable":
+        if kind != "queue" and attr != "durable" and attr != "dedup_window":
             option = attr.replace("_", "-")
-            raise BadArgs(f"'{option}' is for queues; a {kind} exchange takes only 'durable'")
+            raise BadArgs(
+                f"'{option}' is for queues; a {kind} exchange takes only 'durable' "
+                "and 'dedup-window'"
+            )
     kw["options"] = frames.QueueOptions(**opts) if opts else frames.DEFAULT_OPTIONS
     return kw
 

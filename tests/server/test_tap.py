@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from twisted.python import usage
 
@@ -106,3 +108,22 @@ def test_backlog_reaches_the_service() -> None:
     default = makeService(parse())
     assert isinstance(default, BrokerService)
     assert default.backlog == DEFAULT_BACKLOG
+
+
+def test_dedup_options_reach_the_config(tmp_path: Path) -> None:
+    default = makeService(parse())
+    assert isinstance(default, BrokerService)
+    assert default.config.dedup_window == config.DEFAULT_DEDUP_WINDOW == 120_000
+    assert default.config.dedup_max_ids == config.DEFAULT_DEDUP_MAX_IDS == 100_000
+    service = makeService(parse("--dedup-window=0", "--dedup-max-ids", "7"))
+    assert isinstance(service, BrokerService)
+    assert (service.config.dedup_window, service.config.dedup_max_ids) == (0, 7)
+    with pytest.raises(usage.UsageError, match="--dedup-window must be a non-negative"):
+        parse("--dedup-window=-1")
+    with pytest.raises(usage.UsageError, match="--dedup-max-ids must be a positive integer"):
+        parse("--dedup-max-ids=0")
+    conf = tmp_path / "mbroker.toml"
+    conf.write_text("dedup-window = 5000\ndedup_max_ids = 9\n")
+    from_file = parse(f"--config={conf}")
+    assert from_file.config_problem is None
+    assert (from_file["dedup-window"], from_file["dedup-max-ids"]) == (5000, 9)

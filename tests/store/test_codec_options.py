@@ -26,6 +26,7 @@ options = st.builds(
     exclusive=st.booleans(),
     auto_delete=st.booleans(),
     expires=st.none() | st.integers(min_value=1, max_value=2**63 - 1),
+    dedup_window=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
 )
 
 

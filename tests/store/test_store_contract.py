@@ -9,6 +9,7 @@ memory store: the same object); the log store is also restarted as after
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,
+    IdRemembered,
     MessagesRemoved,
     MessagesStored,
     QueueDeclared,
@@ -169,6 +171,39 @@ async def test_declarations_round_trip(harness: Harness) -> None:
             ("a-queue", "logs", ""),
         ]
         assert rec.messages == {"b-queue": [], "a-queue": [], "c-queue": []}
+
+
+@pytest_twisted.ensureDeferred
+async def test_remembered_ids_survive_restarts_and_compaction(harness: Harness) -> None:
+    # (wall-clock times, live for an hour: a log store forgets, in the snapshot it
+    # writes at the head of a segment, the ids that expired by its clock)
+    far = float(int(time.time()) + 3600)  # (whole milliseconds: stores keep those)
+    await harness.open()
+    await harness.write(
+        [
+            *declare("q", "gone"),
+            ExchangeDeclared("ex", "fanout", 5000),
+            ExchangeDeclared("x", "topic"),
+        ]
+    )
+    await harness.write(
+        [
+            msg(1),
+            IdRemembered("q", "a", far - 60, far, 1),
+            IdRemembered("ex", "a", far - 60, far, 0),
+            IdRemembered("gone", "z", far - 60, far, 1),
+        ]
+    )
+    # enough to seal segments and delete those whose messages are all gone
+    for i in range(2, 60):
+        await harness.write([msg(i, payload=b"p" * 200), MessagesRemoved("q", (i - 1,))])
+    await harness.write([QueueDeleted("gone"), IdRemembered("q", "b", far - 30, far + 1, 2)])
+    assert harness.store.stats().get("segments_deleted", 1) > 0  # (log stores: compacted)
+    for rec in (await harness.restart(), await harness.restart()):
+        assert rec.exchanges == {"ex": "fanout", "x": "topic"}
+        assert rec.dedup_windows == {"ex": 5000}
+        assert rec.ids == {"q": {"a": (far, 1), "b": (far + 1, 2)}, "ex": {"a": (far, 0)}}
+        assert ids(rec) == [59]
 
 
 @pytest_twisted.ensureDeferred

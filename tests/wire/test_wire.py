@@ -432,7 +432,10 @@ def test_refused_command(line: bytes) -> None:
             b"CREATE mbroker.x",
             "reserved name 'mbroker.x': names beginning with 'mbroker.' are the server's",
         ),
-        (b"CREATE x topic ttl=5", "'ttl' is for queues; a topic exchange takes only 'durable'"),
+        (
+            b"CREATE x topic ttl=5",
+            "'ttl' is for queues; a topic exchange takes only 'durable' and 'dedup-window'",
+        ),
         (b"DELETE", "missing arguments; usage: DELETE <name> [if-empty] [if-unused]"),
         (
             b"BIND q ex a b",
