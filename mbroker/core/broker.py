@@ -31,7 +31,7 @@ from mbroker.core import records as rec
 from mbroker.core.consuming import Consumption, tag_order
 from mbroker.core.dispatch import Dispatcher
 from mbroker.core.journal import Journal
-from mbroker.core.model import Clock, DeliveryTarget, Obj, Pulled, Queue, Session
+from mbroker.core.model import Clock, DeliveryTarget, Obj, Pulled, Queue, QueuedMessage, Session
 from mbroker.core.namespace import Namespace
 from mbroker.core.publishing import Publisher
 from mbroker.core.reports import Reports
@@ -60,6 +60,7 @@ class Broker:
         reports = Reports(self, namespace)
 
         # the namespace
+        self.find = namespace.find
         self.get = namespace.get
         self.queue = namespace.queue
         self.exchange = namespace.exchange
@@ -159,6 +160,37 @@ class Broker:
         if writable and not s.closed:
             for c in list(s.consumers.values()):
                 self._dispatcher.dispatch(c.queue)
+
+    # ------------------------------------------------------- queues kept elsewhere
+
+    def feed(self, q: Queue, messages: list[rec.StoredMessage], deliveries: list[int]) -> None:
+        """Messages of ``q`` that are kept elsewhere (a cluster node's shared queue in
+        Redis) arrive: append them to its ready messages (each with its store id and how
+        many times it was delivered before) and hand them to consumers and waiters."""
+        n = len(q.ready)
+        self._dispatcher.restore(q, messages)
+        for i, count in enumerate(deliveries):
+            if count:
+                q.ready[n + i].deliveries = count
+        self._dispatcher.dispatch(q)
+
+    def withdraw(self, q: Queue) -> list[QueuedMessage]:
+        """Take every ready message out of ``q`` (nothing is recorded): a cluster node
+        gives them back to the shared queue when it has no consumer left for them."""
+        out = list(q.ready)
+        q.ready.clear()
+        q.ready_bytes = 0
+        return out
+
+    def enqueue(self, q: Queue, source: str, key: str, payload: bytes) -> bool:
+        """Put one copy of a message published to ``source`` into ``q`` alone, as if
+        routed there (a cluster node's transient pub/sub); False when ``q`` refused it."""
+        route = f"{source} {key or '-'}".encode()
+        expires = self._dispatcher.expiry(q, None) if q.options.ttl is not None else None
+        m = QueuedMessage(source, key, route, payload, expires)
+        if q.options.ttl == 0:
+            return self._dispatcher.enqueue_now(q, m)
+        return self._dispatcher.enqueue(q, m)
 
     # ------------------------------------------------------------------- restore
 

@@ -258,7 +258,7 @@ class Dispatcher:
             q.acked += k
             self.acked += k
             journal = self.journal
-            if journal is not None and q.options.durable:
+            if journal is not None and (q.options.durable or out[0].msg_id):
                 ids = [m.msg_id for m in out if m.msg_id]
                 if ids:
                     journal.removed_many(q.name, ids)
