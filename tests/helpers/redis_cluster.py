@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.broker import BrokerProcess, start_broker
-from tests.helpers.lineclient import LineClient
 
 _SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "redis_cluster.py"
 
@@ -73,22 +71,3 @@ def start_node(tmp_path: Path, dev: Any, name: str, *extra: str) -> BrokerProces
     work = tmp_path / name
     work.mkdir(exist_ok=True)
     return start_broker(work, "--cluster", dev.url, "--node-name", name, *extra, memory_only=True)
-
-
-def poll(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
-    """Call ``check`` until it returns something true; that, or AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {check}")
-        time.sleep(interval)
-
-
-def listed(client: LineClient, name: str) -> bool:
-    """Whether LIST through ``client`` shows ``name``."""
-    lines, status = client.request("LIST")
-    assert status.startswith(b"+OK"), status
-    return any(isinstance(x, bytes) and x.split()[1:2] == [name.encode()] for x in lines)
