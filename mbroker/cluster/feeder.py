@@ -111,17 +111,17 @@ class Feeder:
         q = self._broker.find(name)
         if entries and isinstance(q, Queue) and not q.deleted:
             messages: list[rec.StoredMessage] = []
-            deliveries: list[int] = []
+            marks: list[tuple[int, str | None]] = []
             remember = self._writer.remember
             new_id = self._journal.new_id
             for entry, fields in entries:
-                source, key, payload, expires, count = keys.read_entry(fields)
+                source, key, payload, expires, count, reason = keys.read_entry(fields)
                 msg_id = new_id()
                 remember(name, msg_id, entry)
                 messages.append((msg_id, source, key, payload, expires, ()))
-                deliveries.append(count)
+                marks.append((count, reason))
             self.fed += len(entries)
-            self._broker.feed(q, messages, deliveries)
+            self._broker.feed(q, messages, marks)
         self._loop(name)
 
     def _failed(self, f: Failure, name: str) -> None:

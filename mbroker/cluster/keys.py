@@ -8,7 +8,8 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
 - ``{mb}:ns`` (sharded pub/sub channel): "the namespace changed, read it again";
 - ``mb:q:{NAME}`` (stream) one per shared queue, consumer group ``mb``, one consumer
   per node (the node's name); an entry's fields: ``s`` source, ``k`` routing key,
-  ``p`` payload, ``e`` expiry (epoch seconds, empty: none), ``d`` earlier deliveries;
+  ``p`` payload, ``e`` expiry (epoch seconds, absent: none), ``d`` earlier
+  deliveries (absent: none), ``r`` dead-letter reason (absent: none);
 - ``mb:node:{NAME}`` (string with a PX expiry) a node's liveness;
 - ``mb:x:{NAME}`` (sharded pub/sub channel) transient messages published to an
   exchange, each ``key LF payload``.
@@ -20,6 +21,7 @@ queues spread over the cluster's masters.
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import attrs
 
@@ -73,7 +75,12 @@ def split_binding(member: bytes | str) -> tuple[str, str, str]:
 
 
 def entry_fields(
-    source: str, key: str, payload: bytes, expires: float | None, deliveries: int = 0
+    source: str,
+    key: str,
+    payload: bytes,
+    expires: float | None,
+    deliveries: int = 0,
+    reason: str | None = None,
 ) -> dict[str, bytes | str]:
     """The fields of a stream entry for one message."""
     fields: dict[str, bytes | str] = {"s": source, "k": key, "p": payload}
@@ -81,17 +88,25 @@ def entry_fields(
         fields["e"] = repr(expires)
     if deliveries:
         fields["d"] = str(deliveries)
+    if reason:
+        fields["r"] = reason
     return fields
 
 
-def read_entry(fields: Fields) -> tuple[str, str, bytes, float | None, int]:
-    """``(source, key, payload, expires, deliveries)`` of an entry's fields."""
+#: what an entry holds: ``(source, key, payload, expires, deliveries, reason)``
+Read = tuple[str, str, bytes, Optional[float], int, Optional[str]]
+
+
+def read_entry(fields: Fields) -> Read:
+    """The message in an entry's fields."""
     e = fields.get(b"e")
     d = fields.get(b"d")
+    r = fields.get(b"r")
     return (
         fields[b"s"].decode(),
         fields.get(b"k", b"").decode(),
         fields.get(b"p", b""),
         float(e) if e else None,
         int(d) if d else 0,
+        r.decode() if r else None,
     )

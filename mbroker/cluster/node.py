@@ -21,6 +21,7 @@ starts everything; :mod:`mbroker.server.service` only chooses it with ``--cluste
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import attrs
@@ -40,7 +41,7 @@ from mbroker.config import ClusterConfig, Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
-from mbroker.core.model import Clock, Consumer, Exchange, Pulled, Queue, Session
+from mbroker.core.model import Clock, Consumer, Exchange, Pulled, Queue, QueuedMessage, Session
 from mbroker.wire.frames import ExchangeInfo, QueueInfo, QueueOptions
 
 _log = Logger()
@@ -79,6 +80,7 @@ class ClusterBroker(Broker):
         self.pubsub: PubSubThread | None = None
         self.on_namespace: Callable[[], None] = lambda: None
         self.cluster_published = 0
+        self.divert_dead_letters(self._dead_letter)
         self.create = self._create
         self.delete = self._delete
         self.bind = self._bind
@@ -194,6 +196,14 @@ class ClusterBroker(Broker):
             except errors.BrokerError as e:
                 refused[i] = e
         return reached, refused
+
+    def _dead_letter(self, targets: Sequence[Queue], m: QueuedMessage, reason: str) -> None:
+        """Dead letters: to the streams of shared targets, into local ones here."""
+        for t in targets:
+            if shared(t):
+                self.writer.dead_letter(t.name, m, reason)
+            else:
+                self.enqueue(t, m.source, m.key, m.payload)
 
     def on_message(self, chan: bytes, data: bytes) -> None:
         """A message from Redis pub/sub (on the reactor thread)."""

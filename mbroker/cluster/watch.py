@@ -155,8 +155,9 @@ def _take_over(client: Any, stream: str, dead: str, node: str, min_idle: int) ->
         old.append(entry)
         if not fields:
             continue  # deleted meanwhile (acknowledged)
-        source, key, payload, expires, count = keys.read_entry(fields)
-        pipe.xadd(stream, keys.entry_fields(source, key, payload, expires, count + 1))
+        source, key, payload, expires, count, reason = keys.read_entry(fields)
+        fields = keys.entry_fields(source, key, payload, expires, count + 1, reason)
+        pipe.xadd(stream, fields)
     pipe.xack(stream, keys.GROUP, *old)
     pipe.xdel(stream, *old)
     pipe.execute()

@@ -143,7 +143,9 @@ class ClusterWriter:
             entry = self._entries.pop((queue, m.msg_id), None)
             if entry is None:
                 continue
-            fields = keys.entry_fields(m.source, m.key, m.payload, m.expires_at, m.deliveries)
+            fields = keys.entry_fields(
+                m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason
+            )
             self._ops.append(("xadd", (key, fields)))
             old.append(entry)
         if old:
@@ -171,6 +173,13 @@ class ClusterWriter:
         else:
             self._idle.append(d)
         return d
+
+    def dead_letter(self, queue: str, m: QueuedMessage, reason: str) -> None:
+        """A copy of ``m`` dead-lettered into shared ``queue``: a new entry carrying
+        ``reason``, written with the batch that removes ``m`` from its own queue."""
+        fields = keys.entry_fields(m.source, m.key, m.payload, None, 0, reason)
+        self._ops.append(("xadd", (keys.stream(queue), fields)))
+        self._schedule()
 
     def spublish(self, chan: str, data: bytes) -> None:
         """A transient message on a sharded pub/sub channel (nobody waits for it)."""

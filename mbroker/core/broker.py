@@ -29,7 +29,7 @@ from __future__ import annotations
 from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.consuming import Consumption, tag_order
-from mbroker.core.dispatch import Dispatcher
+from mbroker.core.dispatch import DeadLetterSink, Dispatcher
 from mbroker.core.journal import Journal
 from mbroker.core.model import Clock, DeliveryTarget, Obj, Pulled, Queue, QueuedMessage, Session
 from mbroker.core.namespace import Namespace
@@ -163,16 +163,26 @@ class Broker:
 
     # ------------------------------------------------------- queues kept elsewhere
 
-    def feed(self, q: Queue, messages: list[rec.StoredMessage], deliveries: list[int]) -> None:
+    def feed(
+        self, q: Queue, messages: list[rec.StoredMessage], marks: list[tuple[int, str | None]]
+    ) -> None:
         """Messages of ``q`` that are kept elsewhere (a cluster node's shared queue in
-        Redis) arrive: append them to its ready messages (each with its store id and how
-        many times it was delivered before) and hand them to consumers and waiters."""
+        Redis) arrive: append them to its ready messages (each with its store id, and
+        in ``marks`` how many times it was delivered before and its dead-letter
+        reason) and hand them to consumers and waiters."""
         n = len(q.ready)
         self._dispatcher.restore(q, messages)
-        for i, count in enumerate(deliveries):
-            if count:
-                q.ready[n + i].deliveries = count
+        for i, (count, reason) in enumerate(marks):
+            if count or reason:
+                m = q.ready[n + i]
+                m.deliveries = count
+                m.reason = reason
         self._dispatcher.dispatch(q)
+
+    def divert_dead_letters(self, sink: DeadLetterSink) -> None:
+        """Send dead letters to ``sink`` instead of the local queues (a cluster node
+        sends those bound for shared queues to Redis)."""
+        self._dispatcher.dead_letter_sink = sink
 
     def withdraw(self, q: Queue) -> list[QueuedMessage]:
         """Take every ready message out of ``q`` (nothing is recorded): a cluster node

@@ -36,6 +36,10 @@ from mbroker.core.records import MessageStored, StoredMessage
 #: that drops and dead-letters …) may go before messages are simply dropped
 MAX_DEAD_LETTER_DEPTH = 4
 
+#: ``sink(targets, message, reason)``: where dead letters go instead of the local
+#: queues, when set (a cluster node: to the queues' streams in Redis)
+DeadLetterSink = Callable[[Sequence[Queue], QueuedMessage, str], None]
+
 
 def _no_store(queue: str, msg_id: int) -> None:
     """Without a journal no message has a store id: nothing is ever removed."""
@@ -60,6 +64,8 @@ class Dispatcher:
         self._find = find
         self._forget = journal.removed if journal is not None else _no_store
         self._dl_depth = 0
+        #: see :data:`DeadLetterSink` (None: dead letters go to the local queues)
+        self.dead_letter_sink: DeadLetterSink | None = None
         #: the server's delivery counters (see :meth:`count_delivered`)
         self.delivered = 0
         self.acked = 0
@@ -495,6 +501,9 @@ class Dispatcher:
             path = (*m.dl_path, q.name)
             targets = [t for t in targets if t.name not in path]
         q.dead_lettered += 1
+        if self.dead_letter_sink is not None:
+            self.dead_letter_sink(targets, m, reason)
+            return
         copies = []
         for t in targets:
             copy = QueuedMessage(m.source, m.key, m.route, m.payload)

@@ -254,3 +254,30 @@ def test_kill_9_of_a_node_loses_nothing_confirmed(cluster: Any, tmp_path: Path) 
     finally:
         for p in procs:
             p.stop()
+
+
+def test_dead_letters_ttl_and_max_deliver_across_nodes(a: Client, b: Client) -> None:
+    q, dl = unique("q"), unique("dl")
+    a.ok(f"CREATE {dl} queue")
+    a.ok(f"CREATE {q} queue dead-letter={dl} max-deliver=2")
+    poll(lambda: listed(b, q) and listed(b, dl), SPREAD * 2)
+    a.ok(f"SUBSCRIBE {dl}")
+    # rejected on B, dead-lettered to a consumer on A
+    a.publish(q, b"reject-me")
+    (m,) = poll(lambda: b.pull(f"PULL {q} ack=manual wait=500"), 10)
+    assert b.ok(f"NACK {m.tag} requeue=0") == "+OK 1"
+    d = a.read_msg(10)
+    assert (d.payload, d.source, d.attrs.get("reason")) == (b"reject-me", q, "rejected")
+    # expired (ttl) before any consumer took it
+    a.publish(q, b"too-late", "", "ttl=1")
+    time.sleep(0.05)  # (the message must be older than its ttl: that is the test)
+    assert b.pull(f"PULL {q} wait=300") == []
+    d = a.read_msg(10)
+    assert (d.payload, d.attrs.get("reason")) == (b"too-late", "expired")
+    # delivered twice without an ack: delivery-limit
+    a.publish(q, b"twice")
+    for _ in range(2):
+        (m,) = poll(lambda: b.pull(f"PULL {q} ack=manual wait=500"), 10)
+        b.ok(f"NACK {m.tag}")
+    d = a.read_msg(10)
+    assert (d.payload, d.attrs.get("reason")) == (b"twice", "delivery-limit")
