@@ -122,7 +122,11 @@ class Feeder:
                 marks.append((count, reason))
             self.fed += len(entries)
             self._broker.feed(q, messages, marks)
-        self._loop(name)
+            self._loop(name)
+        else:
+            # (an empty read waited BLOCK_MS already; a turn of the reactor between
+            # reads keeps a fake Redis that never blocks from looping in place)
+            self._clock.callLater(RECHECK, self._loop, name)
 
     def _failed(self, f: Failure, name: str) -> None:
         if self.stopped:

@@ -51,6 +51,10 @@ class ClusterWriter:
         self._entries: dict[tuple[str, int], bytes] = {}
         self._ops: list[Op] = []
         self._prep: list[Callable[[Any], None]] = []
+        #: namespace commands waiting for the journal's next write, so that they go
+        #: in the batch whose answer confirms them
+        self._held: list[Op] = []
+        self._held_prep: list[Callable[[Any], None]] = []
         self._done: list[Done] = []
         self._notify = False
         self._scheduled = False
@@ -78,6 +82,12 @@ class ClusterWriter:
     def write(self, records: list[rec.Record], done: Done) -> None:
         """The journal's writer: queue the records' commands; ``done`` when stored."""
         ops = self._ops
+        if self._held:
+            ops += self._held
+            self._held = []
+        if self._held_prep:
+            self._prep += self._held_prep
+            self._held_prep = []
         for r in records:
             if isinstance(r, rec.MessageStored):
                 fields = keys.entry_fields(r.source, r.key, r.payload, r.expires_at)
@@ -97,41 +107,39 @@ class ClusterWriter:
                     ops.append(("xdel", (key, *ids)))
             # (namespace records only make the reply wait: see the methods below)
         self._done.append(done)
-        self._schedule()
+        # (the journal commits at the end of a reactor turn: send the turn's batch now)
+        self._flush()
 
     # ------------------------------------------------------------- namespace
     # Called by the node for every change of the shared namespace (the core records
-    # only durable ones, and without an exchange's durability); the node also adds a
-    # record to the journal so that the command's reply waits for this batch.
+    # only durable ones, and without an exchange's durability).  The node then adds a
+    # record to the journal: the commands are held until the journal's write, which
+    # sends them with the callbacks that answer the command.
 
     def declare_queue(self, name: str, options: QueueOptions) -> None:
-        self._ops.append(("hset", (keys.QUEUES, name, keys.encode_options(options))))
-        self._ops.append(("xgroup_create", (keys.stream(name), keys.GROUP, "0", True)))
-        self._ns_changed()
+        self._held.append(("hset", (keys.QUEUES, name, keys.encode_options(options))))
+        self._held.append(("xgroup_create", (keys.stream(name), keys.GROUP, "0", True)))
+        self._notify = True
 
     def delete_queue(self, name: str) -> None:
-        self._ops.append(("hdel", (keys.QUEUES, name)))
-        self._ops.append(("delete", (keys.stream(name),)))
-        self._prep.append(lambda client: _unbind_all(client, name, 0))
-        self._ns_changed()
+        self._held.append(("hdel", (keys.QUEUES, name)))
+        self._held.append(("delete", (keys.stream(name),)))
+        self._held_prep.append(lambda client: _unbind_all(client, name, 0))
+        self._notify = True
 
     def declare_exchange(self, name: str, kind: str, durable: bool) -> None:
-        self._ops.append(("hset", (keys.EXCHANGES, name, f"{kind} {int(durable)}")))
-        self._ns_changed()
+        self._held.append(("hset", (keys.EXCHANGES, name, f"{kind} {int(durable)}")))
+        self._notify = True
 
     def delete_exchange(self, name: str) -> None:
-        self._ops.append(("hdel", (keys.EXCHANGES, name)))
-        self._prep.append(lambda client: _unbind_all(client, name, 1))
-        self._ns_changed()
+        self._held.append(("hdel", (keys.EXCHANGES, name)))
+        self._held_prep.append(lambda client: _unbind_all(client, name, 1))
+        self._notify = True
 
     def bind(self, queue: str, exchange: str, key: str, bound: bool) -> None:
         op = "sadd" if bound else "srem"
-        self._ops.append((op, (keys.BINDINGS, keys.binding(queue, exchange, key))))
-        self._ns_changed()
-
-    def _ns_changed(self) -> None:
+        self._held.append((op, (keys.BINDINGS, keys.binding(queue, exchange, key))))
         self._notify = True
-        self._schedule()
 
     def give_back(self, queue: str, messages: Sequence[QueuedMessage]) -> None:
         """Put ``messages`` (fed to this node, not acknowledged) back at the tail of
@@ -160,10 +168,9 @@ class ClusterWriter:
         old = [e for e in (self._entries.pop((queue, m.msg_id), None) for m in withdrawn) if e]
         key = keys.stream(queue)
         if old:
-            self._ops.append(("xack", (key, keys.GROUP, *old)))
-            self._ops.append(("xdel", (key, *old)))
-        self._prep.append(lambda client: _purge(client, key))
-        self._schedule()
+            self._held.append(("xack", (key, keys.GROUP, *old)))
+            self._held.append(("xdel", (key, *old)))
+        self._held_prep.append(lambda client: _purge(client, key))
 
     def flushed(self) -> Deferred[None]:
         """Fires once everything handed over so far is answered."""

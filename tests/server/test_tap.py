@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from twisted.python import usage
 
@@ -106,3 +108,33 @@ def test_backlog_reaches_the_service() -> None:
     default = makeService(parse())
     assert isinstance(default, BrokerService)
     assert default.backlog == DEFAULT_BACKLOG
+
+
+def test_cluster_options_reach_the_service() -> None:
+    service = makeService(parse("--cluster", "redis://127.0.0.1:7000,h:7001", "--node-name", "n1"))
+    assert isinstance(service, BrokerService)
+    assert service.cluster == config.ClusterConfig("redis://127.0.0.1:7000,h:7001", "n1", 0)
+    replicated = makeService(parse("--cluster=h:1", "--cluster-replicas-ack=1"))
+    assert isinstance(replicated, BrokerService)
+    assert replicated.cluster is not None and replicated.cluster.replicas_ack == 1
+    assert replicated.cluster.node_name  # (a default: host-pid)
+    plain = makeService(parse())
+    assert isinstance(plain, BrokerService) and plain.cluster is None
+
+
+@pytest.mark.parametrize("url", ["redis://", "http://h:1", "h", "h:port"])
+def test_cluster_needs_host_port_nodes(url: str) -> None:
+    with pytest.raises(usage.UsageError, match="--cluster: "):
+        parse("--cluster", url)
+
+
+def test_cluster_options_in_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "mbroker.toml"
+    path.write_text('cluster = "redis://h:7000"\nnode-name = "n2"\ncluster-replicas-ack = 1\n')
+    options = parse("--config", str(path))
+    assert options.config_problem is None
+    assert (options["cluster"], options["node-name"], options["cluster-replicas-ack"]) == (
+        "redis://h:7000",
+        "n2",
+        1,
+    )
