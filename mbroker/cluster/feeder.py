@@ -37,6 +37,8 @@ _log = Logger()
 BLOCK_MS = 200
 #: most messages one read takes (and one consumer without a prefetch may hold)
 MAX_BATCH = 100
+#: most messages one read takes for waiting PULLs
+MAX_PULL = 10_000
 #: when the local consumers have no room: look again after (s)
 RECHECK = 0.005
 #: after a failed read: try again after (s)
@@ -53,9 +55,10 @@ def room(q: Queue) -> int:
             total += max(c.prefetch - c.in_flight, 0)
         else:
             total += MAX_BATCH
-    for w in q.waiters:
+    total = min(total, MAX_BATCH)
+    for w in q.waiters:  # (a PULL takes its max in one read)
         total += w.max
-    return min(total, MAX_BATCH) - len(q.ready)
+    return min(total, MAX_PULL) - len(q.ready)
 
 
 class Feeder:

@@ -12,7 +12,7 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
   deliveries (absent: none), ``r`` dead-letter reason (absent: none);
 - ``mb:node:{NAME}`` (string with a PX expiry) a node's liveness;
 - ``mb:x:{NAME}`` (sharded pub/sub channel) transient messages published to an
-  exchange, each ``key LF payload``.
+  exchange, each ``node LF key LF payload`` (node: the publishing node's name).
 
 Queue names go inside the hash tag, so a queue's stream lives on one master and the
 queues spread over the cluster's masters.

@@ -64,6 +64,8 @@ class ClusterBroker(Broker):
     ) -> None:
         super().__init__(clock, config, journal)
         self.node = node
+        #: how this node's pub/sub messages begin (``node LF key LF payload``)
+        self._echo = node.encode() + b"\n"
         self.writer = writer
         self.cluster_journal = journal
         #: the core's namespace commands, for what comes from Redis
@@ -174,7 +176,13 @@ class ClusterBroker(Broker):
             names = tuple([q.name for q in targets if shared(q)])
             reached = len(targets)
             obj.published += 1
-            self.writer.spublish(keys.channel(name), b"%s\n%s" % (key.encode(), payload))
+            if len(names) < reached:  # subscriptions here get it at once
+                for q in targets:
+                    if not shared(q):
+                        self.enqueue(q, name, key, payload)
+            self.writer.spublish(
+                keys.channel(name), self._echo + b"%s\n%s" % (key.encode(), payload)
+            )
         if names:
             if not journal.available:
                 raise errors.Unavailable("Redis cannot take writes; nothing was published")
@@ -214,7 +222,10 @@ class ClusterBroker(Broker):
         ex = self.find(name)
         if not isinstance(ex, Exchange):
             return
-        key, _, payload = data.partition(b"\n")
+        if data.startswith(self._echo):
+            return  # (published here: delivered here already)
+        _, _, rest = data.partition(b"\n")
+        key, _, payload = rest.partition(b"\n")
         routing_key = key.decode()
         for q in ex.matcher.match(routing_key):
             if not shared(q):
@@ -232,10 +243,12 @@ class ClusterBroker(Broker):
         ack_timeout: int | None = None,
     ) -> Consumer:
         c = self._core_subscribe(s, name, pattern, prefetch, manual, ack_timeout)
-        if not shared(c.queue):
-            if self.pubsub is not None:
-                for exchange in c.queue.bound_to:
-                    self.pubsub.listen(keys.channel(exchange))
+        if not shared(c.queue) and self.pubsub is not None:
+            for exchange in c.queue.bound_to:
+                d = self.pubsub.listen(keys.channel(exchange))
+                if not d.called:  # the reply waits until Redis has the subscription
+                    self.writer.barrier(d)
+                    self.cluster_journal.add(rec.MessagesRemoved(c.queue.name, ()))
         return c
 
     def _activate(self, c: Consumer) -> None:

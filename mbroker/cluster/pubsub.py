@@ -6,9 +6,12 @@ private queue on the subscriber's node) get it through Redis pub/sub instead, so
 a fanout writes no stream it does not need: the publishing node sends one
 ``SPUBLISH mb:x:{EXCHANGE} "key LF payload"`` (batched with its other writes), and
 every node with a subscription to that exchange listens on that channel
-(``SSUBSCRIBE``) and puts the message in its matching private queues.  As with Redis
-pub/sub, this is at most once: a node that is not connected when it is sent misses it,
-as a subscriber that has not subscribed yet does on a single broker.
+(``SSUBSCRIBE``) and puts the message in its matching private queues (the publishing
+node puts it in its own at once, and skips its echo).  The reply to a SUBSCRIBE on an
+exchange comes once Redis has the node's subscription, so a message published
+anywhere after that reply reaches it.  As with Redis pub/sub, this is at most once: a
+node that is not connected when it is sent (a failover of the master that owns the
+channel) misses it.
 
 :class:`PubSubThread` owns one redis-py ``ClusterPubSub`` (which keeps a connection
 to each master that owns a channel it listens to) in a thread of its own: it
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from queue import Empty, SimpleQueue
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from mbroker.cluster.link import RedisLink
@@ -48,15 +52,28 @@ class PubSubThread:
         self._thread = threading.Thread(target=self._run, name="mbroker-pubsub", daemon=True)
         #: the channels asked for (read on the reactor thread)
         self.listening: set[str] = set()
+        #: the channels the thread has subscribed to (written through the reactor)
+        self.subscribed: set[str] = set()
+        self._waiting: dict[str, list[Deferred[None]]] = {}
 
     def start(self) -> None:
         self._thread.start()
 
-    def listen(self, channel: str) -> None:
-        """Listen on ``channel`` (from now on, within a few milliseconds)."""
+    def listen(self, channel: str) -> Deferred[None]:
+        """Listen on ``channel``; fires once Redis has the subscription (a few ms)."""
+        if channel in self.subscribed:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.setdefault(channel, []).append(d)
         if channel not in self.listening:
             self.listening.add(channel)
             self._requests.put(channel)
+        return d
+
+    def _subscribed(self, channel: str) -> None:
+        self.subscribed.add(channel)
+        for d in self._waiting.pop(channel, []):
+            d.callback(None)
 
     def stop(self) -> None:
         self._stop.set()
@@ -79,6 +96,7 @@ class PubSubThread:
                         break
                     self._channels.add(chan)
                     pubsub.ssubscribe(chan)
+                    call(self._subscribed, chan)
                 if not self._channels:
                     time.sleep(POLL)  # (nothing to listen to yet)
                     continue

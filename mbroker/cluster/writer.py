@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -55,6 +55,8 @@ class ClusterWriter:
         #: in the batch whose answer confirms them
         self._held: list[Op] = []
         self._held_prep: list[Callable[[Any], None]] = []
+        #: what the next batch's confirmation also waits for (see :meth:`barrier`)
+        self._barriers: list[Deferred[None]] = []
         self._done: list[Done] = []
         self._notify = False
         self._scheduled = False
@@ -172,6 +174,11 @@ class ClusterWriter:
             self._held.append(("xdel", (key, *old)))
         self._held_prep.append(lambda client: _purge(client, key))
 
+    def barrier(self, d: Deferred[None]) -> None:
+        """The callbacks of the next batch also wait for ``d`` (a SUBSCRIBE to an
+        exchange: for Redis to have the node's subscription to its channel)."""
+        self._barriers.append(d)
+
     def flushed(self) -> Deferred[None]:
         """Fires once everything handed over so far is answered."""
         d: Deferred[None] = Deferred()
@@ -206,6 +213,7 @@ class ClusterWriter:
         prep, self._prep = self._prep, []
         done, self._done = self._done, []
         notify, self._notify = self._notify, False
+        barriers, self._barriers = self._barriers, []
         if notify:
             self.ns_submitted += 1
         self._busy = True
@@ -230,11 +238,11 @@ class ClusterWriter:
                     if isinstance(value, errors.BrokerError)
                     else errors.Unavailable(f"Redis: {result.getErrorMessage()}")
                 )
-            for cb in done:
-                try:
-                    cb(err)
-                except Exception:  # noqa: BLE001 (one reply's failure is not the batch's)
-                    _log.failure("answering a Redis write failed")
+            if barriers:
+                wait = gatherResults(barriers, consumeErrors=True)
+                wait.addBoth(lambda _: _answer(done, err))
+            else:
+                _answer(done, err)
             if self._ops or self._done or self._prep:
                 self._schedule()
             elif self._idle:
@@ -243,6 +251,14 @@ class ClusterWriter:
                     w.callback(None)
 
         d.addBoth(finished)
+
+
+def _answer(done: list[Done], err: errors.BrokerError | None) -> None:
+    for cb in done:
+        try:
+            cb(err)
+        except Exception:  # noqa: BLE001 (one reply's failure is not the batch's)
+            _log.failure("answering a Redis write failed")
 
 
 def _run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -293,6 +294,9 @@ class Options(usage.Options):
                 parse_nodes(self["cluster"])
             except ValueError as e:
                 raise usage.UsageError(f"--cluster: {e}") from None
+        name = self["node-name"]
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise usage.UsageError(f"--node-name must be 1-64 of A-Z a-z 0-9 _ - . (not {name!r})")
         if self["stomp-ws"] and importlib.util.find_spec("autobahn") is None:
             raise usage.UsageError(
                 "--stomp-ws needs Autobahn: pip install 'mbroker[ws]' (or autobahn[twisted])"

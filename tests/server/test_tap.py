@@ -122,6 +122,12 @@ def test_cluster_options_reach_the_service() -> None:
     assert isinstance(plain, BrokerService) and plain.cluster is None
 
 
+@pytest.mark.parametrize("name", ["", "a b", "x" * 65, "n\n1"])
+def test_node_names_are_checked(name: str) -> None:
+    with pytest.raises(usage.UsageError, match="--node-name must be"):
+        parse("--cluster=h:1", "--node-name", name)
+
+
 @pytest.mark.parametrize("url", ["redis://", "http://h:1", "h", "h:port"])
 def test_cluster_needs_host_port_nodes(url: str) -> None:
     with pytest.raises(usage.UsageError, match="--cluster: "):
