@@ -176,6 +176,10 @@ class ClusterBroker(Broker):
             names = tuple([q.name for q in targets if shared(q)])
             reached = len(targets)
             obj.published += 1
+            if reached:
+                obj.routed += 1
+            else:
+                obj.unroutable += 1
             if len(names) < reached:  # subscriptions here get it at once
                 for q in targets:
                     if not shared(q):
@@ -305,11 +309,11 @@ class ClusterBroker(Broker):
                 pairs.append(("redis_fed", str(self.feeder.fed)))
             if self.watch is not None:
                 pairs.append(("redis_taken_over", str(self.watch.taken_over)))
-        elif name in (self.watch.counts if self.watch is not None else {}):
-            assert self.watch is not None
+        elif self.watch is not None and name in self.watch.counts:
+            # (a shared queue: the figures Redis has, as LIST shows them)
             length, pending = self.watch.counts[name]
-            pairs.append(("cluster_messages", str(length - pending)))
-            pairs.append(("cluster_unacked", str(pending)))
+            figures = {"messages": str(length - pending), "unacked": str(pending)}
+            pairs = [(k, figures.get(k, v)) for k, v in pairs]
         return pairs
 
 
@@ -337,7 +341,7 @@ class ClusterNode:
         writer = ClusterWriter(clock, self.link, self.settings.replicas_ack)
         journal = Journal(clock, writer.write, lambda: writer.available)
         broker = self.broker = ClusterBroker(clock, self.config, journal, writer, name)
-        sync = NamespaceSync(self.link, writer, journal, broker, broker.local, shared)
+        sync = NamespaceSync(clock, self.link, writer, journal, broker, broker.local, shared)
         broker.on_namespace = sync.changed
         broker.feeder = Feeder(clock, self.link, writer, broker, journal, name, shared)
         broker.watch = Watch(self.link, name, broker.shared_queues)
@@ -345,7 +349,7 @@ class ClusterNode:
         broker.pubsub.listen(keys.NS_CHANNEL)
         broker.pubsub.start()
         self._parts = [broker.feeder, broker.watch, sync, broker.pubsub]
-        d: Deferred[Any] = sync.start(clock)
+        d: Deferred[Any] = sync.start()
         d.addCallback(lambda _: broker.watch.start(clock) if broker.watch else None)
         d.addCallback(lambda _: broker)
         return d

@@ -81,6 +81,7 @@ class NamespaceSync:
 
     def __init__(
         self,
+        clock: Any,
         link: RedisLink,
         writer: ClusterWriter,
         journal: Journal,
@@ -89,6 +90,7 @@ class NamespaceSync:
         shared: Callable[[Queue], bool],
     ) -> None:
         self._local = local
+        self._clock = clock
         self._link = link
         self._writer = writer
         self._journal = journal
@@ -100,11 +102,11 @@ class NamespaceSync:
         #: namespace reads applied
         self.applied = 0
 
-    def start(self, clock: Any) -> Deferred[None]:
+    def start(self) -> Deferred[None]:
         """Read and apply once, then again every RESYNC seconds."""
         d = self.sync()
         call = self._call = LoopingCall(self.sync)
-        call.clock = clock
+        call.clock = self._clock
         call.start(RESYNC, now=False).addErrback(
             lambda f: _log.failure("the namespace resync stopped", failure=f)
         )
@@ -125,15 +127,15 @@ class NamespaceSync:
         self._reading = True
         self._again = False
         writer = self._writer
-        clean = writer.ns_done == writer.ns_submitted
-        mark = writer.ns_submitted
+        clean = writer.ns_done == writer.ns_changes
+        mark = writer.ns_changes
         client = self._link.client
         d = self._link.read(lambda: read_state(client))
 
         def got(state: State) -> None:
             self._reading = False
             self._journal.commit()  # (this turn's own changes go out first)
-            if clean and mark == writer.ns_submitted:
+            if clean and mark == writer.ns_changes:
                 self._apply(state)
             else:
                 self._again = True
@@ -147,7 +149,7 @@ class NamespaceSync:
         def again(_: object) -> None:
             if self._again:
                 self._again = False
-                self._link.reactor.callLater(0.05, self.sync)  # type: ignore[attr-defined]
+                self._clock.callLater(0.05, self.sync)
 
         return d.addCallbacks(got, failed).addCallback(again)
 

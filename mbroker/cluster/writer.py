@@ -58,14 +58,15 @@ class ClusterWriter:
         #: what the next batch's confirmation also waits for (see :meth:`barrier`)
         self._barriers: list[Deferred[None]] = []
         self._done: list[Done] = []
-        self._notify = False
+        #: namespace changes not sent yet
+        self._ns_pending = 0
         self._scheduled = False
         self._busy = False
         #: False after a batch failed, True again after one succeeds
         self.available = True
         self._idle: list[Deferred[None]] = []
-        #: namespace changes handed to Redis, and of those, answered
-        self.ns_submitted = 0
+        #: namespace changes made through this node, and of those, answered by Redis
+        self.ns_changes = 0
         self.ns_done = 0
         #: batches sent, and the Redis commands in them
         self.batches = 0
@@ -121,27 +122,31 @@ class ClusterWriter:
     def declare_queue(self, name: str, options: QueueOptions) -> None:
         self._held.append(("hset", (keys.QUEUES, name, keys.encode_options(options))))
         self._held.append(("xgroup_create", (keys.stream(name), keys.GROUP, "0", True)))
-        self._notify = True
+        self._ns_changed()
 
     def delete_queue(self, name: str) -> None:
         self._held.append(("hdel", (keys.QUEUES, name)))
         self._held.append(("delete", (keys.stream(name),)))
         self._held_prep.append(lambda client: _unbind_all(client, name, 0))
-        self._notify = True
+        self._ns_changed()
 
     def declare_exchange(self, name: str, kind: str, durable: bool) -> None:
         self._held.append(("hset", (keys.EXCHANGES, name, f"{kind} {int(durable)}")))
-        self._notify = True
+        self._ns_changed()
 
     def delete_exchange(self, name: str) -> None:
         self._held.append(("hdel", (keys.EXCHANGES, name)))
         self._held_prep.append(lambda client: _unbind_all(client, name, 1))
-        self._notify = True
+        self._ns_changed()
 
     def bind(self, queue: str, exchange: str, key: str, bound: bool) -> None:
         op = "sadd" if bound else "srem"
         self._held.append((op, (keys.BINDINGS, keys.binding(queue, exchange, key))))
-        self._notify = True
+        self._ns_changed()
+
+    def _ns_changed(self) -> None:
+        self._ns_pending += 1
+        self.ns_changes += 1
 
     def give_back(self, queue: str, messages: Sequence[QueuedMessage]) -> None:
         """Put ``messages`` (fed to this node, not acknowledged) back at the tail of
@@ -212,10 +217,9 @@ class ClusterWriter:
         ops, self._ops = self._ops, []
         prep, self._prep = self._prep, []
         done, self._done = self._done, []
-        notify, self._notify = self._notify, False
+        batch_ns, self._ns_pending = self._ns_pending, 0
+        notify = batch_ns > 0
         barriers, self._barriers = self._barriers, []
-        if notify:
-            self.ns_submitted += 1
         self._busy = True
         self.batches += 1
         self.commands += len(ops) + len(prep) + notify
@@ -226,8 +230,7 @@ class ClusterWriter:
 
         def finished(result: object) -> None:
             self._busy = False
-            if notify:
-                self.ns_done += 1
+            self.ns_done += batch_ns
             err: errors.BrokerError | None = None
             self.available = not isinstance(result, Failure)
             if isinstance(result, Failure):
