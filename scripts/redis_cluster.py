@@ -105,6 +105,9 @@ class DevCluster:
             )
             for port in self.ports:
                 self._wait_ok(cli, port, deadline)
+            if self.replicas:
+                for port in self.ports:
+                    self._wait_synced(cli, port, deadline)
         except BaseException:
             self.stop()
             raise
@@ -121,6 +124,9 @@ class DevCluster:
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(d / "nodes.conf"),
             "--cluster-node-timeout", "2000",
+            # (a replica may take over however long ago it last heard its master: a
+            # fresh test cluster's replicas have not always synced yet)
+            "--cluster-replica-validity-factor", "0",
             "--dir", str(d),
             "--save", "",
             "--appendonly", "no",
@@ -151,6 +157,16 @@ class DevCluster:
         while "cluster_state:ok" not in self._cli(cli, port, "cluster", "info"):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"node {port} never reported cluster_state:ok")
+            time.sleep(0.05)
+
+    def _wait_synced(self, cli: str, port: int, deadline: float) -> None:
+        """A replica: wait until its link to its master is up (it has the data)."""
+        while True:
+            info = self._cli(cli, port, "info", "replication")
+            if "role:master" in info or "master_link_status:up" in info:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replica {port} never synced with its master")
             time.sleep(0.05)
 
     def kill(self, port: int) -> None:

@@ -37,6 +37,8 @@ _log = Logger()
 
 #: one Redis command for the pipeline: ``(method of the pipeline, args)``
 Op = tuple[str, tuple[Any, ...]]
+#: after a failed batch, new writes are refused at once for this long (s); then tried
+RETRY_AFTER = 1.0
 #: how long WAIT may take for the replicas (ms)
 WAIT_TIMEOUT_MS = 1000
 
@@ -62,8 +64,8 @@ class ClusterWriter:
         self._ns_pending = 0
         self._scheduled = False
         self._busy = False
-        #: False after a batch failed, True again after one succeeds
-        self.available = True
+        #: when the last batch failed (None: it did not)
+        self.failed_at: float | None = None
         self._idle: list[Deferred[None]] = []
         #: namespace changes made through this node, and of those, answered by Redis
         self.ns_changes = 0
@@ -71,6 +73,13 @@ class ClusterWriter:
         #: batches sent, and the Redis commands in them
         self.batches = 0
         self.commands = 0
+
+    @property
+    def available(self) -> bool:
+        """False for RETRY_AFTER seconds after a failed batch (Redis down, a master
+        failing over): commands are refused at once meanwhile, then tried again."""
+        failed = self.failed_at
+        return failed is None or self._clock.seconds() - failed >= RETRY_AFTER
 
     # ------------------------------------------------------------ entry ids
 
@@ -232,7 +241,7 @@ class ClusterWriter:
             self._busy = False
             self.ns_done += batch_ns
             err: errors.BrokerError | None = None
-            self.available = not isinstance(result, Failure)
+            self.failed_at = self._clock.seconds() if isinstance(result, Failure) else None
             if isinstance(result, Failure):
                 _log.warn("Redis write failed: {reason}", reason=result.getErrorMessage())
                 value = result.value
