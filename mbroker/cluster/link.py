@@ -27,6 +27,7 @@ from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from mbroker.errors import Unavailable
 from mbroker.store.executor import ThreadExecutor
 
 T = TypeVar("T")
@@ -85,12 +86,16 @@ class RedisLink:
 
         def connect() -> None:
             startup = [ClusterNode(h, p) for h, p in self.nodes]
-            self.client = RedisCluster(
-                startup_nodes=startup,
-                socket_connect_timeout=5,
-                cluster_error_retry_attempts=3,
-            )
-            self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+            where = ",".join(f"{h}:{p}" for h, p in self.nodes)
+            try:
+                self.client = RedisCluster(
+                    startup_nodes=startup,
+                    socket_connect_timeout=5,
+                    cluster_error_retry_attempts=3,
+                )
+                self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+            except Exception as e:  # (one line for the operator, not a traceback)
+                raise Unavailable(f"cannot use the Redis Cluster at {where}: {e}") from None
 
         return self.read(connect)
 

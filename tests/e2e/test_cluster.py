@@ -338,3 +338,10 @@ def test_a_redis_master_fails_over(tmp_path: Path) -> None:
         if node is not None:
             node.stop()
         dev.stop()
+
+
+def test_a_node_that_cannot_reach_redis_says_so_and_exits(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError) as failed:
+        start_broker(tmp_path, "--cluster", "redis://127.0.0.1:1", memory_only=True)
+    assert "mbroker cannot start: cannot use the Redis Cluster at 127.0.0.1:1" in str(failed.value)
+    assert "Traceback" not in str(failed.value)
