@@ -56,8 +56,8 @@ from mbroker.store.codec import (
     T_MESSAGE,
     T_REMOVED,
     Snapshot,
-    decode_headers,
     decode_ids,
+    decode_props,
     decode_record,
     resync,
 )
@@ -208,7 +208,7 @@ class _Replayer:
                         if len(cache) > _CACHE_LIMIT:
                             cache.clear()
                         names = cache[raw] = _decode_names(raw, ql, sl)
-                    headers = decode_headers(mv[q : q + hl]) if hl else ()
+                    props = decode_props(mv[q : q + hl]) if hl else None
                     q += hl
                     if q + pl != end:
                         raise ValueError("message lengths do not add up")
@@ -219,7 +219,7 @@ class _Replayer:
                         names[2],
                         data[q:end],
                         None if expires != expires else expires,
-                        headers,
+                        props,
                     )
                     # The common case inline: a new message for one queue.
                     msgs = queue_msgs.get(queues[0]) if len(queues) == 1 else None
@@ -341,7 +341,7 @@ def _bulk(
             break
         next_id = msg_id + 1
         add_id(msg_id)
-        add_entry((msg_id, source, key, payload, None, ()))
+        add_entry((msg_id, source, key, payload, None, None))
     if ids:
         msgs.update(zip(ids, entries))
         home.update(dict.fromkeys(ids, seg_bits | size))
