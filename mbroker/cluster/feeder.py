@@ -121,7 +121,7 @@ class Feeder:
                 source, key, payload, expires, count, reason = keys.read_entry(fields)
                 msg_id = new_id()
                 remember(name, msg_id, entry)
-                messages.append((msg_id, source, key, payload, expires, ()))
+                messages.append((msg_id, source, key, payload, expires, None))
                 marks.append((count, reason))
             self.fed += len(entries)
             self._broker.feed(q, messages, marks)

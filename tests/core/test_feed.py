@@ -38,7 +38,7 @@ def test_fed_messages_are_delivered_with_their_marks_and_acks_name_their_ids() -
     q = broker.queue("q")
     broker.feed(
         q,
-        [(7, "q", "", b"a", None, ()), (8, "x", "k", b"b", None, ())],
+        [(7, "q", "", b"a", None, None), (8, "x", "k", b"b", None, None)],
         [(2, None), (0, "expired")],
     )
     (_, _, first), (_, _, second) = target.take()
@@ -53,7 +53,9 @@ def test_withdraw_takes_the_ready_messages_and_records_nothing() -> None:
     broker, written, clock = journaled()
     broker.create(None, "q", "queue", QueueOptions())
     q = broker.queue("q")
-    broker.feed(q, [(1, "q", "", b"a", None, ()), (2, "q", "", b"bb", None, ())], [(0, None)] * 2)
+    broker.feed(
+        q, [(1, "q", "", b"a", None, None), (2, "q", "", b"bb", None, None)], [(0, None)] * 2
+    )
     out = broker.withdraw(q)
     assert [m.payload for m in out] == [b"a", b"bb"]
     assert (len(q.ready), q.ready_bytes) == (0, 0)

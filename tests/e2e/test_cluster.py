@@ -209,6 +209,11 @@ def test_bad_input_is_answered_as_on_a_single_broker(a: Client, tmp_path: Path) 
                 assert a.request(line)[1] == s.request(line)[1], line
     finally:
         single.stop()
+    # not in cluster mode yet (docs/cluster.rst): refused, the payload consumed
+    for options in ("priority=1", "id=x", "delay=10", "h.a=b"):
+        a.send(f"PUBLISH {q} {options} 2\r\nab\r\n".encode())
+        assert a.read_reply()[1].startswith(b"-ERR BAD_ARGS"), options
+    assert a.ok("PING") == "+PONG"
 
 
 @pytest.mark.slow
