@@ -38,6 +38,8 @@ TEST_REQUIRES = [
     "autobahn[twisted]>=23.1",
     # the dashboard's test drives Debian's chromium (and chromedriver) with it
     "selenium",
+    # the cluster tests run nodes on a local Redis Cluster (redis-server from apt)
+    "redis>=5.0",
 ]
 
 setup(
@@ -75,6 +77,8 @@ setup(
         # STOMP over WebSocket (--stomp-ws), for stomp.js in browsers: optional, since
         # Autobahn (and its own dependencies) are of no use to native or TCP-STOMP users
         "ws": ["autobahn[twisted]>=23.1"],
+        # cluster mode (--cluster): the nodes share their queues on Redis Cluster
+        "cluster": ["redis>=5.0"],
         # the documentation and its API reference: sphinx-build -W -b html docs <dir>
         "docs": ["sphinx>=7"],
     },

@@ -34,6 +34,18 @@ DEFAULT_DEDUP_MAX_IDS = 100_000
 
 
 @attrs.frozen
+class ClusterConfig:
+    """``--cluster``: this broker is a node of a cluster on Redis Cluster."""
+
+    #: ``redis://host:port,host:port,…``: some nodes of the Redis Cluster
+    url: str
+    #: this node's name, unique in the cluster (its consumer name in Redis)
+    node_name: str
+    #: confirm a write once this many replicas of its master have it (Redis WAIT)
+    replicas_ack: int = 0
+
+
+@attrs.frozen
 class Config:
     """What a broker is told at start-up (``twistd mbroker`` options end up here)."""
 

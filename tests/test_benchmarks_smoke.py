@@ -23,6 +23,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("bench_dedup.py", "publish throughput with ids"),
         ("bench_stomp.py", "STOMP SEND -> MESSAGE 1->1 throughput"),
         ("bench_stomp_inprocess.py", "STOMP broker CPU per message in-process"),
+        ("bench_cluster.py", "cluster mode beside the single broker"),
     ],
 )
 def test_quick_run_prints_a_table(script: str, title: str) -> None:

@@ -20,12 +20,13 @@ LAYERS = {
     "mbroker.wire": 1,
     "mbroker.core": 2,
     "mbroker.store": 3,
-    "mbroker.server": 4,
-    "mbroker.client": 5,
-    "mbroker.blocking": 5,
-    "mbroker.cli": 6,
-    "mbroker.__main__": 6,
-    "mbroker.testing": 7,
+    "mbroker.cluster": 4,
+    "mbroker.server": 5,
+    "mbroker.client": 6,
+    "mbroker.blocking": 6,
+    "mbroker.cli": 7,
+    "mbroker.__main__": 7,
+    "mbroker.testing": 8,
 }
 
 

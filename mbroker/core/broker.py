@@ -30,9 +30,9 @@ from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.consuming import Consumption, tag_order
 from mbroker.core.dedup import Dedup
-from mbroker.core.dispatch import Dispatcher
+from mbroker.core.dispatch import DeadLetterSink, Dispatcher
 from mbroker.core.journal import Journal
-from mbroker.core.model import Clock, DeliveryTarget, Obj, Pulled, Queue, Session
+from mbroker.core.model import Clock, DeliveryTarget, Obj, Pulled, Queue, QueuedMessage, Session
 from mbroker.core.namespace import Namespace
 from mbroker.core.publishing import Publisher
 from mbroker.core.reports import Reports
@@ -62,6 +62,7 @@ class Broker:
         reports = Reports(self, namespace, dedup)
 
         # the namespace
+        self.find = namespace.find
         self.get = namespace.get
         self.queue = namespace.queue
         self.exchange = namespace.exchange
@@ -163,6 +164,47 @@ class Broker:
         if writable and not s.closed:
             for c in list(s.consumers.values()):
                 self._dispatcher.dispatch(c.queue)
+
+    # ------------------------------------------------------- queues kept elsewhere
+
+    def feed(
+        self, q: Queue, messages: list[rec.StoredMessage], marks: list[tuple[int, str | None]]
+    ) -> None:
+        """Messages of ``q`` that are kept elsewhere (a cluster node's shared queue in
+        Redis) arrive: append them to its ready messages (each with its store id, and
+        in ``marks`` how many times it was delivered before and its dead-letter
+        reason) and hand them to consumers and waiters."""
+        n = len(q.ready)
+        self._dispatcher.restore(q, messages)
+        for i, (count, reason) in enumerate(marks):
+            if count or reason:
+                m = q.ready[n + i]
+                m.deliveries = count
+                m.reason = reason
+        self._dispatcher.dispatch(q)
+
+    def divert_dead_letters(self, sink: DeadLetterSink) -> None:
+        """Send dead letters to ``sink`` instead of the local queues (a cluster node
+        sends those bound for shared queues to Redis)."""
+        self._dispatcher.dead_letter_sink = sink
+
+    def withdraw(self, q: Queue) -> list[QueuedMessage]:
+        """Take every ready message out of ``q`` (nothing is recorded): a cluster node
+        gives them back to the shared queue when it has no consumer left for them."""
+        out = list(q.ready)
+        q.ready.clear()
+        q.ready_bytes = 0
+        return out
+
+    def enqueue(self, q: Queue, source: str, key: str, payload: bytes) -> bool:
+        """Put one copy of a message published to ``source`` into ``q`` alone, as if
+        routed there (a cluster node's transient pub/sub); False when ``q`` refused it."""
+        route = f"{source} {key or '-'}".encode()
+        expires = self._dispatcher.expiry(q, None) if q.options.ttl is not None else None
+        m = QueuedMessage(source, key, route, payload, expires)
+        if q.options.ttl == 0:
+            return self._dispatcher.enqueue_now(q, m)
+        return self._dispatcher.enqueue(q, m)
 
     # ------------------------------------------------------------------- restore
 

@@ -37,6 +37,10 @@ from mbroker.wire.frames import Props
 #: that drops and dead-letters …) may go before messages are simply dropped
 MAX_DEAD_LETTER_DEPTH = 4
 
+#: ``sink(targets, message, reason)``: where dead letters go instead of the local
+#: queues, when set (a cluster node: to the queues' streams in Redis)
+DeadLetterSink = Callable[[Sequence[Queue], QueuedMessage, str], None]
+
 
 def _no_store(queue: str, msg_id: int) -> None:
     """Without a journal no message has a store id: nothing is ever removed."""
@@ -61,6 +65,8 @@ class Dispatcher:
         self._find = find
         self._forget = journal.removed if journal is not None else _no_store
         self._dl_depth = 0
+        #: see :data:`DeadLetterSink` (None: dead letters go to the local queues)
+        self.dead_letter_sink: DeadLetterSink | None = None
         #: the server's delivery counters (see :meth:`count_delivered`)
         self.delivered = 0
         self.acked = 0
@@ -259,7 +265,7 @@ class Dispatcher:
             q.acked += k
             self.acked += k
             journal = self.journal
-            if journal is not None and q.options.durable:
+            if journal is not None and (q.options.durable or out[0].msg_id):
                 ids = [m.msg_id for m in out if m.msg_id]
                 if ids:
                     journal.removed_many(q.name, ids)
@@ -496,6 +502,9 @@ class Dispatcher:
             path = (*m.dl_path, q.name)
             targets = [t for t in targets if t.name not in path]
         q.dead_lettered += 1
+        if self.dead_letter_sink is not None:
+            self.dead_letter_sink(targets, m, reason)
+            return
         copies = []
         for t in targets:
             copy = QueuedMessage(m.source, m.key, m.route, m.payload, None, 0, m.props)

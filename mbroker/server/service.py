@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker import errors
-from mbroker.config import Config
+from mbroker.config import ClusterConfig, Config
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
 from mbroker.core.records import Recovered
@@ -124,8 +124,12 @@ class BrokerService(MultiService):
         backlog: int = DEFAULT_BACKLOG,
         stomp_endpoints: list[str] | None = None,
         stomp_ws_endpoints: list[str] | None = None,
+        cluster: ClusterConfig | None = None,
     ) -> None:
         super().__init__()
+        #: ``--cluster``: the broker is a node of a cluster on Redis (no data dir)
+        self.cluster = cluster
+        self.cluster_node: Any = None
         self.reactor = reactor
         #: the reactor as a clock (every reactor is one): the broker's and the store's time
         self.clock: IReactorTime = IReactorTime(reactor)
@@ -158,6 +162,9 @@ class BrokerService(MultiService):
         # What start-up left so far is collected now, while it is small.
         gc.collect()
         gc.disable()
+        if self.cluster is not None:
+            self._start_cluster(self.cluster)
+            return
         if self.data_dir is None:
             self.log.warn("mbroker runs in memory only: durable queues do not survive a restart")
             self._make_broker(None)
@@ -190,6 +197,29 @@ class BrokerService(MultiService):
         if self.running:
             self._start_listening()
 
+    def _start_cluster(self, cluster: ClusterConfig) -> None:
+        """A cluster node: its queues and namespace live in Redis Cluster; listen once
+        it has read the namespace (see mbroker.cluster, docs/cluster.rst)."""
+        from mbroker.cluster.node import ClusterNode  # (imports redis: only with --cluster)
+
+        self.cluster_node = node = ClusterNode(self.reactor, self.config, cluster)
+
+        def ready(broker: Broker) -> None:
+            self.journal = broker.journal
+            self._make_broker(broker.journal, broker)
+            _settle_gc()
+            self.log.info(
+                "mbroker cluster node {node} on Redis Cluster {url}",
+                node=cluster.node_name,
+                url=cluster.url,
+            )
+            if self.running:
+                self._start_listening()
+
+        d = node.start()
+        d.addCallback(ready)
+        d.addErrback(self._fatal)
+
     def _fatal(self, failure: Failure) -> None:
         """The broker cannot run (its store will not open, it cannot listen): say why
         in one line, stop, and make twistd exit with status 1.
@@ -206,8 +236,9 @@ class BrokerService(MultiService):
         else:
             self.reactor.callWhenRunning(self.reactor.stop)
 
-    def _make_broker(self, journal: Journal | None) -> Broker:
-        broker = Broker(clock=self.clock, config=self.config, journal=journal)
+    def _make_broker(self, journal: Journal | None, broker: Broker | None = None) -> Broker:
+        if broker is None:
+            broker = Broker(clock=self.clock, config=self.config, journal=journal)
         self.broker = broker
         self.factory = factory = BrokerFactory(broker, self.config, self.clock)
         factory.noisy = False  # no "Starting factory <... at 0x7f...>" at start-up
@@ -336,6 +367,9 @@ class BrokerService(MultiService):
 
     def _close_store(self) -> Deferred[Any] | None:
         """Graceful stop: hand the last records to the store, then flush, fsync, close."""
+        if self.cluster_node is not None:
+            stopped: Deferred[Any] = self.cluster_node.stop()
+            return stopped
         if self.store is None:
             return None
         if self.journal is not None:

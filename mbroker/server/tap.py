@@ -7,6 +7,9 @@ touches the global reactor (by a function-local import in :func:`makeService`).
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -44,6 +47,7 @@ def _coerce(parse: Callable[[str], T], doc: str) -> Callable[[str], Callable[[st
 
 
 _positive_int = _coerce(config.positive_int, "A positive integer.")
+_non_negative_int = _coerce(config.natural_int, "An integer, 0 or more.")
 _seconds = _coerce(config.seconds_or_zero, "Seconds, 0 for no limit.")
 _natural_int = _coerce(config.natural_int, "A non-negative integer.")
 _byte_size = _coerce(config.byte_size, "Bytes, or with a suffix K, M or G; 0 for no mark.")
@@ -231,6 +235,29 @@ class Options(usage.Options):
             'listen = ["tcp:5555"], memory = true); the command line wins.',
         ],
         [
+            "cluster",
+            None,
+            None,
+            "Run as a node of a cluster on Redis Cluster: redis://HOST:PORT[,HOST:PORT...] "
+            "(some of its nodes). Exchanges, queues and messages live in Redis, not in "
+            "--data-dir; needs mbroker[cluster] (see docs/cluster.rst).",
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            "This node's name in the cluster (unique; default: HOSTNAME-PID). A node "
+            "restarted under the same name gives back what it held unacknowledged at once.",
+        ],
+        [
+            "cluster-replicas-ack",
+            None,
+            0,
+            "With --cluster: confirm a write only once this many replicas of its Redis "
+            "master have it (Redis WAIT).",
+            _non_negative_int("cluster-replicas-ack"),
+        ],
+        [
             "log-format",
             None,
             "text",
@@ -278,10 +305,43 @@ class Options(usage.Options):
             logformat.use_json(self.parent)
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if self["cluster"] and importlib.util.find_spec("redis") is None:
+            raise usage.UsageError("--cluster needs redis-py: pip install 'mbroker[cluster]'")
+        if self["cluster"]:
+            try:
+                parse_nodes(self["cluster"])
+            except ValueError as e:
+                raise usage.UsageError(f"--cluster: {e}") from None
+        name = self["node-name"]
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise usage.UsageError(f"--node-name must be 1-64 of A-Z a-z 0-9 _ - . (not {name!r})")
         if self["stomp-ws"] and importlib.util.find_spec("autobahn") is None:
             raise usage.UsageError(
                 "--stomp-ws needs Autobahn: pip install 'mbroker[ws]' (or autobahn[twisted])"
             )
+
+
+def parse_nodes(url: str) -> list[str]:
+    """The ``host:port`` parts of ``--cluster`` (ValueError when there are none, or
+    one is not ``host:port``); the cluster package checks them again when it starts."""
+    text = url.split("://", 1)[1] if "://" in url else url
+    if "://" in url and not url.startswith("redis://"):
+        raise ValueError(f"{url!r}: only redis:// is supported")
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"{url!r} names no Redis node")
+    for part in parts:
+        host, _, port = part.rstrip("/").rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{part!r} is not HOST:PORT")
+    return parts
+
+
+def _cluster(options: Options) -> config.ClusterConfig | None:
+    if not options["cluster"]:
+        return None
+    name = options["node-name"] or f"{socket.gethostname()}-{os.getpid()}"
+    return config.ClusterConfig(options["cluster"], name, options["cluster-replicas-ack"])
 
 
 def makeService(options: Options) -> service.IService:
@@ -315,6 +375,7 @@ def makeService(options: Options) -> service.IService:
         backlog=options["backlog"],
         stomp_endpoints=list(options["stomp"]),
         stomp_ws_endpoints=list(options["stomp-ws"]),
+        cluster=_cluster(options),
     )
     if options["http"]:
         from mbroker.server.http.service import HttpService

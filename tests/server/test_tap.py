@@ -127,3 +127,39 @@ def test_dedup_options_reach_the_config(tmp_path: Path) -> None:
     from_file = parse(f"--config={conf}")
     assert from_file.config_problem is None
     assert (from_file["dedup-window"], from_file["dedup-max-ids"]) == (5000, 9)
+
+
+def test_cluster_options_reach_the_service() -> None:
+    service = makeService(parse("--cluster", "redis://127.0.0.1:7000,h:7001", "--node-name", "n1"))
+    assert isinstance(service, BrokerService)
+    assert service.cluster == config.ClusterConfig("redis://127.0.0.1:7000,h:7001", "n1", 0)
+    replicated = makeService(parse("--cluster=h:1", "--cluster-replicas-ack=1"))
+    assert isinstance(replicated, BrokerService)
+    assert replicated.cluster is not None and replicated.cluster.replicas_ack == 1
+    assert replicated.cluster.node_name  # (a default: host-pid)
+    plain = makeService(parse())
+    assert isinstance(plain, BrokerService) and plain.cluster is None
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 65, "n\n1"])
+def test_node_names_are_checked(name: str) -> None:
+    with pytest.raises(usage.UsageError, match="--node-name must be"):
+        parse("--cluster=h:1", "--node-name", name)
+
+
+@pytest.mark.parametrize("url", ["redis://", "http://h:1", "h", "h:port"])
+def test_cluster_needs_host_port_nodes(url: str) -> None:
+    with pytest.raises(usage.UsageError, match="--cluster: "):
+        parse("--cluster", url)
+
+
+def test_cluster_options_in_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "mbroker.toml"
+    path.write_text('cluster = "redis://h:7000"\nnode-name = "n2"\ncluster-replicas-ack = 1\n')
+    options = parse("--config", str(path))
+    assert options.config_problem is None
+    assert (options["cluster"], options["node-name"], options["cluster-replicas-ack"]) == (
+        "redis://h:7000",
+        "n2",
+        1,
+    )

@@ -1,0 +1,112 @@
+"""Where a cluster keeps things in Redis: key names, and how values are written there.
+
+Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a slot):
+
+- ``{mb}:queues`` (hash) name -> JSON of the queue's CREATE options;
+- ``{mb}:exchanges`` (hash) name -> kind;
+- ``{mb}:bindings`` (set) ``queue NUL exchange NUL key``;
+- ``{mb}:ns`` (sharded pub/sub channel): "the namespace changed, read it again";
+- ``mb:q:{NAME}`` (stream) one per shared queue, consumer group ``mb``, one consumer
+  per node (the node's name); an entry's fields: ``s`` source, ``k`` routing key,
+  ``p`` payload, ``e`` expiry (epoch seconds, absent: none), ``d`` earlier
+  deliveries (absent: none), ``r`` dead-letter reason (absent: none);
+- ``mb:node:{NAME}`` (string with a PX expiry) a node's liveness;
+- ``mb:x:{NAME}`` (sharded pub/sub channel) transient messages published to an
+  exchange, each ``node LF key LF payload`` (node: the publishing node's name).
+
+Queue names go inside the hash tag, so a queue's stream lives on one master and the
+queues spread over the cluster's masters.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import attrs
+
+from mbroker.wire.frames import QueueOptions
+
+QUEUES = "{mb}:queues"
+EXCHANGES = "{mb}:exchanges"
+BINDINGS = "{mb}:bindings"
+NS_CHANNEL = "{mb}:ns"
+GROUP = "mb"
+
+#: a stream entry's fields, as redis-py returns them
+Fields = dict[bytes, bytes]
+#: one entry read from a stream: ``(entry id, fields)``
+Entry = tuple[bytes, Fields]
+
+
+def stream(queue: str) -> str:
+    return f"mb:q:{{{queue}}}"
+
+
+def node_key(node: str) -> str:
+    return f"mb:node:{{{node}}}"
+
+
+def channel(exchange: str) -> str:
+    return f"mb:x:{{{exchange}}}"
+
+
+def exchange_of(chan: bytes) -> str:
+    """The exchange of a channel named by :func:`channel`."""
+    return chan.decode()[len("mb:x:{") : -1]
+
+
+def encode_options(options: QueueOptions) -> str:
+    return json.dumps(attrs.asdict(options), sort_keys=True)
+
+
+def decode_options(text: bytes | str) -> QueueOptions:
+    return QueueOptions(**json.loads(text))
+
+
+def binding(queue: str, exchange: str, key: str) -> str:
+    return f"{queue}\0{exchange}\0{key}"
+
+
+def split_binding(member: bytes | str) -> tuple[str, str, str]:
+    text = member.decode() if isinstance(member, bytes) else member
+    queue, exchange, key = text.split("\0")
+    return queue, exchange, key
+
+
+def entry_fields(
+    source: str,
+    key: str,
+    payload: bytes,
+    expires: float | None,
+    deliveries: int = 0,
+    reason: str | None = None,
+) -> dict[str, bytes | str]:
+    """The fields of a stream entry for one message."""
+    fields: dict[str, bytes | str] = {"s": source, "k": key, "p": payload}
+    if expires is not None:
+        fields["e"] = repr(expires)
+    if deliveries:
+        fields["d"] = str(deliveries)
+    if reason:
+        fields["r"] = reason
+    return fields
+
+
+#: what an entry holds: ``(source, key, payload, expires, deliveries, reason)``
+Read = tuple[str, str, bytes, Optional[float], int, Optional[str]]
+
+
+def read_entry(fields: Fields) -> Read:
+    """The message in an entry's fields."""
+    e = fields.get(b"e")
+    d = fields.get(b"d")
+    r = fields.get(b"r")
+    return (
+        fields[b"s"].decode(),
+        fields.get(b"k", b"").decode(),
+        fields.get(b"p", b""),
+        float(e) if e else None,
+        int(d) if d else 0,
+        r.decode() if r else None,
+    )

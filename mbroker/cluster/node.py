@@ -1,0 +1,389 @@
+"""A cluster node: the broker core over queues and a namespace kept in Redis Cluster.
+
+:class:`ClusterBroker` is the core :class:`~mbroker.core.broker.Broker` with the
+commands that touch shared state replaced (the server cannot tell the difference):
+
+- CREATE, DELETE, BIND, UNBIND apply to the local core (same checks, same errors as
+  a single broker), then go to Redis (:class:`~mbroker.cluster.writer.ClusterWriter`);
+  a record in the journal makes the ``+OK`` wait until Redis has them;
+- PUBLISH routes through the local mirror of the namespace and writes one stream
+  entry per shared target queue (``XADD``, batched); ``+OK`` once Redis has it.  A
+  publish to an exchange is also sent on its pub/sub channel for the subscriptions
+  to it (:mod:`mbroker.cluster.pubsub`);
+- SUBSCRIBE and PULL on a shared queue start its read loop
+  (:class:`~mbroker.cluster.feeder.Feeder`);
+- LIST shows a shared queue's figures as Redis has them (refreshed every second).
+
+Exclusive queues and the private queues of subscriptions to exchanges stay on their
+node (they die with their connection anyway).  :class:`ClusterNode` builds and
+starts everything; :mod:`mbroker.server.service` only chooses it with ``--cluster``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger
+
+from mbroker import errors
+from mbroker.cluster import keys
+from mbroker.cluster.feeder import Feeder
+from mbroker.cluster.link import RedisLink, parse_nodes
+from mbroker.cluster.nssync import LocalNamespace, NamespaceSync
+from mbroker.cluster.pubsub import PubSubThread
+from mbroker.cluster.watch import Watch
+from mbroker.cluster.writer import ClusterWriter
+from mbroker.config import ClusterConfig, Config
+from mbroker.core import records as rec
+from mbroker.core.broker import Broker
+from mbroker.core.journal import Journal
+from mbroker.core.model import Clock, Consumer, Exchange, Pulled, Queue, QueuedMessage, Session
+from mbroker.wire.frames import ExchangeInfo, Props, QueueInfo, QueueOptions
+
+_log = Logger()
+
+#: a PULL without ``wait`` on a shared queue with nothing here waits this long (ms)
+#: for Redis to answer
+PULL_FETCH_MS = 250
+
+
+def shared(q: Queue) -> bool:
+    """Whether ``q`` lives in Redis (every queue but exclusive and private ones)."""
+    return not (q.private or q.options.exclusive)
+
+
+class ClusterBroker(Broker):
+    """The broker of a cluster node (see the module's text)."""
+
+    def __init__(
+        self, clock: Clock, config: Config, journal: Journal, writer: ClusterWriter, node: str
+    ) -> None:
+        super().__init__(clock, config, journal)
+        self.node = node
+        #: how this node's pub/sub messages begin (``node LF key LF payload``)
+        self._echo = node.encode() + b"\n"
+        self.writer = writer
+        self.cluster_journal = journal
+        #: the core's namespace commands, for what comes from Redis
+        self.local = LocalNamespace(self.create, self.delete, self.bind, self.unbind)
+        self._core_publish = self.publish
+        self._core_subscribe = self.subscribe
+        self._core_activate = self.activate
+        self._core_pull = self.pull
+        self._core_purge = self.purge
+        self._core_list = self.list_objects
+        self._core_stats = self.stats
+        self.feeder: Feeder | None = None
+        self.watch: Watch | None = None
+        self.pubsub: PubSubThread | None = None
+        self.on_namespace: Callable[[], None] = lambda: None
+        self.cluster_published = 0
+        self.divert_dead_letters(self._dead_letter)
+        self.create = self._create
+        self.delete = self._delete
+        self.bind = self._bind
+        self.unbind = self._unbind
+        self.publish = self._publish
+        self.publish_many = self._publish_many
+        self.publish_props = self._publish_props
+        self.subscribe = self._subscribe
+        self.activate = self._activate
+        self.pull = self._pull
+        self.purge = self._purge
+        self.list_objects = self._list_objects
+        self.stats = self._stats
+
+    @property
+    def published(self) -> int:
+        return self.cluster_published
+
+    def shared_queues(self) -> list[str]:
+        return [q.name for q in self.queue_objects() if shared(q)]
+
+    def queue_objects(self) -> list[Queue]:
+        out = []
+        for row in self._core_list():
+            obj = self.find(row.name)
+            if isinstance(obj, Queue):
+                out.append(obj)
+        return out
+
+    # ------------------------------------------------------------- namespace
+
+    def _create(self, s: Session | None, name: str, kind: str, options: QueueOptions) -> bool:
+        made = self.local.create(s, name, kind, options)
+        if made:
+            if kind == "queue":
+                if not options.exclusive:
+                    self.writer.declare_queue(name, options)
+                    self.cluster_journal.add(rec.QueueDeclared(name, options))
+            else:
+                self.writer.declare_exchange(name, kind, options.durable)
+                self.cluster_journal.add(rec.ExchangeDeclared(name, kind))
+        return made
+
+    def _delete(self, name: str, if_empty: bool = False, if_unused: bool = False) -> int:
+        obj = self.get(name)
+        counts = self.watch.counts.get(name) if self.watch is not None else None
+        if isinstance(obj, Queue) and shared(obj) and if_empty and counts and counts[0]:
+            raise errors.NotEmpty(f"{name} holds {counts[0]} messages")
+        n = self.local.delete(name, if_empty, if_unused)
+        if isinstance(obj, Exchange):
+            self.writer.delete_exchange(name)
+            self.cluster_journal.add(rec.ExchangeDeleted(name))
+        elif shared(obj):
+            self.writer.delete_queue(name)
+            self.cluster_journal.add(rec.QueueDeleted(name))
+            if counts is not None:
+                n = max(n, counts[0])
+        return n
+
+    def _bind(self, queue: str, exchange: str, key: str = "") -> bool:
+        changed = self.local.bind(queue, exchange, key)
+        q = self.find(queue)
+        if isinstance(q, Queue) and shared(q):
+            if changed:
+                self.writer.bind(queue, exchange, key, True)
+                self.cluster_journal.add(rec.Bound(queue, exchange, key))
+        elif self.pubsub is not None:
+            self.pubsub.listen(keys.channel(exchange))
+        return changed
+
+    def _unbind(self, queue: str, exchange: str, key: str = "") -> None:
+        self.local.unbind(queue, exchange, key)
+        q = self.find(queue)
+        if isinstance(q, Queue) and shared(q):
+            self.writer.bind(queue, exchange, key, False)
+            self.cluster_journal.add(rec.Unbound(queue, exchange, key))
+
+    # ------------------------------------------------------------ publishing
+
+    def _publish(self, name: str, key: str, payload: bytes, ttl: int | None = None) -> int:
+        obj = self.find(name)
+        if obj is None:
+            raise errors.NotFound(name)
+        journal = self.cluster_journal
+        if isinstance(obj, Queue):
+            if not shared(obj):
+                return self._core_publish(name, key, payload, ttl)
+            names: tuple[str, ...] = (name,)
+            reached = 1
+        else:
+            targets = obj.matcher.match(key)
+            names = tuple([q.name for q in targets if shared(q)])
+            reached = len(targets)
+            obj.published += 1
+            if reached:
+                obj.routed += 1
+            else:
+                obj.unroutable += 1
+            if len(names) < reached:  # subscriptions here get it at once
+                for q in targets:
+                    if not shared(q):
+                        self.enqueue(q, name, key, payload)
+            self.writer.spublish(
+                keys.channel(name), self._echo + b"%s\n%s" % (key.encode(), payload)
+            )
+        if names:
+            if not journal.available:
+                raise errors.Unavailable("Redis cannot take writes; nothing was published")
+            expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
+            journal.add(rec.MessageStored(journal.new_id(), names, name, key, payload, expires))
+        self.cluster_published += 1
+        return reached
+
+    def _publish_many(
+        self, name: str, key: str, payloads: list[bytes], ttl: int | None = None
+    ) -> tuple[int, dict[int, errors.BrokerError]]:
+        if self.find(name) is None:
+            raise errors.NotFound(name)
+        reached = 0
+        refused: dict[int, errors.BrokerError] = {}
+        for i, payload in enumerate(payloads):
+            try:
+                reached = self._publish(name, key, payload, ttl)
+            except errors.BrokerError as e:
+                refused[i] = e
+        return reached, refused
+
+    def _dead_letter(self, targets: Sequence[Queue], m: QueuedMessage, reason: str) -> None:
+        """Dead letters: to the streams of shared targets, into local ones here."""
+        for t in targets:
+            if shared(t):
+                self.writer.dead_letter(t.name, m, reason)
+            else:
+                self.enqueue(t, m.source, m.key, m.payload)
+
+    def _publish_props(
+        self, name: str, key: str, payload: bytes, ttl: int | None, props: Props
+    ) -> tuple[int, bool]:
+        """PUBLISH with section 7 properties: not in cluster mode yet (docs/cluster.rst)."""
+        self.get(name)  # (an unknown name is NOT_FOUND, as on a single broker)
+        raise errors.BadArgs(
+            "message properties (h.NAME=, id=, priority=, delay=) are not supported "
+            "in cluster mode yet"
+        )
+
+    def on_message(self, chan: bytes, data: bytes) -> None:
+        """A message from Redis pub/sub (on the reactor thread)."""
+        if chan == keys.NS_CHANNEL.encode():
+            self.on_namespace()
+            return
+        name = keys.exchange_of(chan)
+        ex = self.find(name)
+        if not isinstance(ex, Exchange):
+            return
+        if data.startswith(self._echo):
+            return  # (published here: delivered here already)
+        _, _, rest = data.partition(b"\n")
+        key, _, payload = rest.partition(b"\n")
+        routing_key = key.decode()
+        for q in ex.matcher.match(routing_key):
+            if not shared(q):
+                self.enqueue(q, name, routing_key, payload)
+
+    # ------------------------------------------------------------- consuming
+
+    def _subscribe(
+        self,
+        s: Session,
+        name: str,
+        pattern: str | None = None,
+        prefetch: int | None = None,
+        manual: bool = False,
+        ack_timeout: int | None = None,
+    ) -> Consumer:
+        c = self._core_subscribe(s, name, pattern, prefetch, manual, ack_timeout)
+        if not shared(c.queue) and self.pubsub is not None:
+            for exchange in c.queue.bound_to:
+                d = self.pubsub.listen(keys.channel(exchange))
+                if not d.called:  # the reply waits until Redis has the subscription
+                    self.writer.barrier(d)
+                    self.cluster_journal.add(rec.MessagesRemoved(c.queue.name, ()))
+        return c
+
+    def _activate(self, c: Consumer) -> None:
+        self._core_activate(c)
+        if self.feeder is not None:
+            self.feeder.want(c.queue)
+
+    def _pull(
+        self,
+        s: Session,
+        name: str,
+        max: int = 1,
+        wait: int | None = None,
+        manual: bool = False,
+        ack_timeout: int | None = None,
+        on_done: Callable[[Pulled], None] | None = None,
+    ) -> Pulled | None:
+        q = self.queue(name)
+        if shared(q) and not q.ready and not wait:
+            wait = PULL_FETCH_MS
+        out = self._core_pull(s, name, max, wait, manual, ack_timeout, on_done)
+        if out is None and self.feeder is not None:
+            self.feeder.want(q)
+        return out
+
+    def _purge(self, name: str) -> int:
+        q = self.queue(name)
+        if not shared(q):
+            return self._core_purge(name)
+        counts = self.watch.counts.get(name) if self.watch is not None else None
+        withdrawn = self.withdraw(q)
+        self.writer.purge(name, withdrawn)
+        self.cluster_journal.add(rec.MessagesRemoved(name, ()))
+        return max(len(withdrawn), counts[0] - counts[1] if counts else 0)
+
+    # --------------------------------------------------------------- reports
+
+    def _list_objects(self) -> list[ExchangeInfo | QueueInfo]:
+        counts = self.watch.counts if self.watch is not None else {}
+        rows = self._core_list()
+        for i, row in enumerate(rows):
+            if isinstance(row, QueueInfo) and row.name in counts:
+                length, pending = counts[row.name]
+                rows[i] = attrs.evolve(row, messages=length - pending, unacked=pending)
+        return rows
+
+    def _stats(self, name: str | None = None) -> list[tuple[str, str]]:
+        pairs = self._core_stats(name)
+        if name is None:
+            pairs.append(("cluster_node", self.node))
+            pairs.append(("redis_batches", str(self.writer.batches)))
+            pairs.append(("redis_commands", str(self.writer.commands)))
+            if self.feeder is not None:
+                pairs.append(("redis_fed", str(self.feeder.fed)))
+            if self.watch is not None:
+                pairs.append(("redis_taken_over", str(self.watch.taken_over)))
+        elif self.watch is not None and name in self.watch.counts:
+            # (a shared queue: the figures Redis has, as LIST shows them)
+            length, pending = self.watch.counts[name]
+            figures = {"messages": str(length - pending), "unacked": str(pending)}
+            pairs = [(k, figures.get(k, v)) for k, v in pairs]
+        return pairs
+
+
+class ClusterNode:
+    """Builds a :class:`ClusterBroker` on Redis Cluster and runs its loops."""
+
+    def __init__(self, reactor: IReactorCore, config: Config, cluster: ClusterConfig) -> None:
+        self.reactor = reactor
+        self.clock: Any = IReactorTime(reactor)
+        self.config = config
+        self.settings = cluster
+        self.link = RedisLink(reactor, parse_nodes(cluster.url))
+        self.broker: ClusterBroker | None = None
+        self._parts: list[Any] = []
+
+    def start(self) -> Deferred[ClusterBroker]:
+        """Connect, read the namespace, give back what a former life left; then the
+        broker is ready to serve."""
+        d: Deferred[Any] = self.link.start()
+        d.addCallback(lambda _: self._build())
+        return d
+
+    def _build(self) -> Deferred[ClusterBroker]:
+        clock, name = self.clock, self.settings.node_name
+        writer = ClusterWriter(clock, self.link, self.settings.replicas_ack)
+        journal = Journal(clock, writer.write, lambda: writer.available)
+        broker = self.broker = ClusterBroker(clock, self.config, journal, writer, name)
+        sync = NamespaceSync(clock, self.link, writer, journal, broker, broker.local, shared)
+        broker.on_namespace = sync.changed
+        broker.feeder = Feeder(clock, self.link, writer, broker, journal, name, shared)
+        broker.watch = Watch(self.link, name, broker.shared_queues)
+        broker.pubsub = PubSubThread(self.link, broker.on_message)
+        broker.pubsub.listen(keys.NS_CHANNEL)
+        broker.pubsub.start()
+        self._parts = [broker.feeder, broker.watch, sync, broker.pubsub]
+        d: Deferred[Any] = sync.start()
+        d.addCallback(lambda _: broker.watch.start(clock) if broker.watch else None)
+        d.addCallback(lambda _: broker)
+        return d
+
+    def stop(self) -> Deferred[None]:
+        """Stop the loops, hand the last writes to Redis, mark the node gone."""
+        for part in self._parts:
+            part.stop()
+        broker = self.broker
+        if broker is None:
+            self.link.stop()
+            return Deferred.fromCoroutine(_nothing())
+        for q in broker.queue_objects():
+            if shared(q) and q.ready:
+                broker.writer.give_back(q.name, broker.withdraw(q))
+        broker.cluster_journal.commit()
+        client, node = self.link.client, self.settings.node_name
+        d: Deferred[Any] = broker.writer.flushed()
+        d.addCallback(lambda _: self.link.write(lambda: client.delete(keys.node_key(node))))
+        d.addErrback(lambda f: _log.warn("stopping the node: {reason}", reason=f.getErrorMessage()))
+        d.addBoth(lambda _: self.link.stop())
+        return d
+
+
+async def _nothing() -> None:
+    return None

@@ -1,0 +1,170 @@
+"""Liveness, takeover of a dead node's messages, and the shared queues' figures.
+
+Every :data:`TICK` seconds :class:`Watch` runs one round on a read thread:
+
+1. ``SET mb:node:{name} 1 PX`` :data:`LIVE_MS`: this node is alive.  Its key expires
+   :data:`LIVE_MS` after the last round of a node that stopped (``kill -9``, a
+   network partition, a hung process).
+2. For each shared queue: ``XLEN`` and ``XINFO CONSUMERS`` (the figures LIST and
+   STATS show: ``messages`` is the stream's length less the entries delivered and
+   not acknowledged, ``unacked`` those).
+3. A consumer of the group (a node) that has pending entries and no liveness key is
+   dead: its pending entries are claimed (``XCLAIM`` with a min-idle time of
+   :data:`MIN_IDLE_MS`, so that two nodes never both take one) and put back at the
+   tail of the stream (``XADD`` with one more delivery counted, then ``XACK`` +
+   ``XDEL`` of the old entry); a dead consumer with nothing pending is removed
+   (``XGROUP DELCONSUMER``).
+
+So the messages a killed node held unacknowledged reach other nodes' consumers
+:data:`LIVE_MS` + :data:`TICK` seconds after its last round at the latest (about 4 s
+with the defaults).  At start a node gives back what a former process of the same
+name left pending, before it reads anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mbroker.cluster import keys
+from mbroker.cluster.link import RedisLink
+
+_log = Logger()
+
+#: seconds between rounds
+TICK = 1.0
+#: a node's liveness key lives this long after its last round (ms)
+LIVE_MS = 3000
+#: an entry must have been idle this long to be claimed from a dead node (ms)
+MIN_IDLE_MS = 1000
+#: most entries claimed from one dead node per queue per round
+CLAIM_BATCH = 500
+
+#: per shared queue: ``(stream length, entries pending)``
+Counts = dict[str, tuple[int, int]]
+
+
+class Watch:
+    """The liveness and takeover rounds of one node (see the module's text)."""
+
+    def __init__(self, link: RedisLink, node: str, queues: Callable[[], list[str]]) -> None:
+        self._link = link
+        self.node = node
+        self._queues = queues
+        self._call: LoopingCall | None = None
+        #: the last figures of the shared queues
+        self.counts: Counts = {}
+        #: entries taken over from dead nodes
+        self.taken_over = 0
+
+    def start(self, clock: Any) -> Deferred[None]:
+        """Give back what a former life of this node left, then run every TICK."""
+        client, node = self._link.client, self.node
+        names = self._queues()
+        d = self._link.read(lambda: _first_round(client, node, names))
+
+        def started(n: int) -> None:
+            self.taken_over += n
+            call = self._call = LoopingCall(self._round)
+            call.clock = clock
+            call.start(TICK, now=False).addErrback(
+                lambda f: _log.failure("the cluster watch stopped", failure=f)
+            )
+
+        return d.addCallback(started)
+
+    def _round(self) -> Deferred[None]:
+        client, node, names = self._link.client, self.node, self._queues()
+        d = self._link.read(lambda: _round(client, node, names))
+
+        def done(result: tuple[Counts, int]) -> None:
+            self.counts, n = result
+            self.taken_over += n
+
+        def failed(f: Failure) -> None:
+            _log.warn("the cluster watch round failed: {reason}", reason=f.getErrorMessage())
+
+        return d.addCallbacks(done, failed)
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.running:
+            self._call.stop()
+
+
+def _first_round(client: Any, node: str, names: list[str]) -> int:
+    taken = 0
+    for name in names:
+        taken += _take_over(client, keys.stream(name), node, node, min_idle=0)
+    client.set(keys.node_key(node), b"1", px=LIVE_MS)
+    return taken
+
+
+def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int]:
+    client.set(keys.node_key(node), b"1", px=LIVE_MS)
+    counts: Counts = {}
+    alive: dict[str, bool] = {node: True}
+    taken = 0
+    for name in names:
+        stream = keys.stream(name)
+        try:
+            consumers = client.xinfo_consumers(stream, keys.GROUP)
+        except Exception as e:  # noqa: BLE001 (a queue made or deleted meanwhile)
+            if "NOGROUP" in str(e) or "no such key" in str(e):
+                continue
+            raise
+        pending = 0
+        for c in consumers:
+            cname = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+            pending += int(c["pending"])
+            if cname not in alive:
+                alive[cname] = bool(client.exists(keys.node_key(cname)))
+            if alive[cname]:
+                continue
+            if int(c["pending"]):
+                taken += _take_over(client, stream, cname, node, MIN_IDLE_MS)
+            else:
+                client.xgroup_delconsumer(stream, keys.GROUP, cname)
+        counts[name] = (int(client.xlen(stream)), pending)
+    return counts, taken
+
+
+def _take_over(client: Any, stream: str, dead: str, node: str, min_idle: int) -> int:
+    """Put ``dead``'s pending entries of ``stream`` back at its tail; how many."""
+    try:
+        rows = client.xpending_range(
+            stream, keys.GROUP, min="-", max="+", count=CLAIM_BATCH, consumername=dead
+        )
+    except Exception as e:  # noqa: BLE001
+        if "NOGROUP" in str(e):
+            return 0
+        raise
+    if not rows:
+        return 0
+    ids = [r["message_id"] for r in rows]
+    claimed = client.xclaim(stream, keys.GROUP, node, min_idle_time=min_idle, message_ids=ids)
+    if not claimed:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    old = []
+    for entry, fields in claimed:
+        old.append(entry)
+        if not fields:
+            continue  # deleted meanwhile (acknowledged)
+        source, key, payload, expires, count, reason = keys.read_entry(fields)
+        fields = keys.entry_fields(source, key, payload, expires, count + 1, reason)
+        pipe.xadd(stream, fields)
+    pipe.xack(stream, keys.GROUP, *old)
+    pipe.xdel(stream, *old)
+    pipe.execute()
+    _log.info(
+        "took over {n} unacknowledged messages of {stream} from node {dead}",
+        n=len(old),
+        stream=stream,
+        dead=dead,
+    )
+    return len(old)

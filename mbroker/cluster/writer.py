@@ -1,0 +1,320 @@
+"""Writes to Redis, batched: the cluster's side of the core's journal.
+
+The core records what must be kept (:mod:`mbroker.core.records`) in its
+:class:`~mbroker.core.journal.Journal` and commits once per reactor turn;
+:meth:`ClusterWriter.write` is that journal's writer.  It turns the records into Redis
+commands (``XADD`` per message and target queue, ``XACK`` + ``XDEL`` for the messages
+that left a queue, ``HSET``/``HDEL``/``SADD``/``SREM`` for the namespace) and sends
+everything gathered while the previous batch was out as **one pipeline** on the write
+thread, as the log store gathers writes into one fsync.  The commit's callbacks (the
+``+OK`` of PUBLISH, CREATE, ACK …) run once Redis answered, and with
+``replicas_ack`` once ``WAIT`` says that many replicas of each master written to have
+it.  A failed batch answers ``-ERR UNAVAILABLE``.
+
+It also keeps which stream entry each message fed to the local core came from
+(``(queue, store id) -> entry id``), to acknowledge the right one, and gives messages
+back to their stream (:meth:`ClusterWriter.give_back`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mbroker import errors
+from mbroker.cluster import keys
+from mbroker.cluster.link import RedisLink
+from mbroker.core import records as rec
+from mbroker.core.journal import Done
+from mbroker.core.model import Clock, QueuedMessage
+from mbroker.wire.frames import QueueOptions
+
+_log = Logger()
+
+#: one Redis command for the pipeline: ``(method of the pipeline, args)``
+Op = tuple[str, tuple[Any, ...]]
+#: after a failed batch, new writes are refused at once for this long (s); then tried
+RETRY_AFTER = 1.0
+#: how long WAIT may take for the replicas (ms)
+WAIT_TIMEOUT_MS = 1000
+
+
+class ClusterWriter:
+    """The journal's writer for a cluster node (see the module's text)."""
+
+    def __init__(self, clock: Clock, link: RedisLink, replicas_ack: int = 0) -> None:
+        self._clock = clock
+        self._link = link
+        self.replicas_ack = replicas_ack
+        self._entries: dict[tuple[str, int], bytes] = {}
+        self._ops: list[Op] = []
+        self._prep: list[Callable[[Any], None]] = []
+        #: namespace commands waiting for the journal's next write, so that they go
+        #: in the batch whose answer confirms them
+        self._held: list[Op] = []
+        self._held_prep: list[Callable[[Any], None]] = []
+        #: what the next batch's confirmation also waits for (see :meth:`barrier`)
+        self._barriers: list[Deferred[None]] = []
+        self._done: list[Done] = []
+        #: namespace changes not sent yet
+        self._ns_pending = 0
+        self._scheduled = False
+        self._busy = False
+        #: when the last batch failed (None: it did not)
+        self.failed_at: float | None = None
+        self._idle: list[Deferred[None]] = []
+        #: namespace changes made through this node, and of those, answered by Redis
+        self.ns_changes = 0
+        self.ns_done = 0
+        #: batches sent, and the Redis commands in them
+        self.batches = 0
+        self.commands = 0
+
+    @property
+    def available(self) -> bool:
+        """False for RETRY_AFTER seconds after a failed batch (Redis down, a master
+        failing over): commands are refused at once meanwhile, then tried again."""
+        failed = self.failed_at
+        return failed is None or self._clock.seconds() - failed >= RETRY_AFTER
+
+    # ------------------------------------------------------------ entry ids
+
+    def remember(self, queue: str, msg_id: int, entry: bytes) -> None:
+        self._entries[(queue, msg_id)] = entry
+
+    def forget(self, queue: str, msg_id: int) -> bytes | None:
+        return self._entries.pop((queue, msg_id), None)
+
+    # ---------------------------------------------------------------- writes
+
+    def write(self, records: list[rec.Record], done: Done) -> None:
+        """The journal's writer: queue the records' commands; ``done`` when stored."""
+        ops = self._ops
+        if self._held:
+            ops += self._held
+            self._held = []
+        if self._held_prep:
+            self._prep += self._held_prep
+            self._held_prep = []
+        for r in records:
+            if isinstance(r, rec.MessageStored):
+                fields = keys.entry_fields(r.source, r.key, r.payload, r.expires_at)
+                for q in r.queues:
+                    ops.append(("xadd", (keys.stream(q), fields)))
+            elif isinstance(r, rec.MessagesStored):
+                for payload in r.payloads:
+                    fields = keys.entry_fields(r.source, r.key, payload, None)
+                    for q in r.queues:
+                        ops.append(("xadd", (keys.stream(q), fields)))
+            elif isinstance(r, rec.MessagesRemoved):
+                pop = self._entries.pop
+                ids = [e for e in (pop((r.queue, i), None) for i in r.msg_ids) if e is not None]
+                if ids:
+                    key = keys.stream(r.queue)
+                    ops.append(("xack", (key, keys.GROUP, *ids)))
+                    ops.append(("xdel", (key, *ids)))
+            # (namespace records only make the reply wait: see the methods below)
+        self._done.append(done)
+        # (the journal commits at the end of a reactor turn: send the turn's batch now)
+        self._flush()
+
+    # ------------------------------------------------------------- namespace
+    # Called by the node for every change of the shared namespace (the core records
+    # only durable ones, and without an exchange's durability).  The node then adds a
+    # record to the journal: the commands are held until the journal's write, which
+    # sends them with the callbacks that answer the command.
+
+    def declare_queue(self, name: str, options: QueueOptions) -> None:
+        self._held.append(("hset", (keys.QUEUES, name, keys.encode_options(options))))
+        self._held.append(("xgroup_create", (keys.stream(name), keys.GROUP, "0", True)))
+        self._ns_changed()
+
+    def delete_queue(self, name: str) -> None:
+        self._held.append(("hdel", (keys.QUEUES, name)))
+        self._held.append(("delete", (keys.stream(name),)))
+        self._held_prep.append(lambda client: _unbind_all(client, name, 0))
+        self._ns_changed()
+
+    def declare_exchange(self, name: str, kind: str, durable: bool) -> None:
+        self._held.append(("hset", (keys.EXCHANGES, name, f"{kind} {int(durable)}")))
+        self._ns_changed()
+
+    def delete_exchange(self, name: str) -> None:
+        self._held.append(("hdel", (keys.EXCHANGES, name)))
+        self._held_prep.append(lambda client: _unbind_all(client, name, 1))
+        self._ns_changed()
+
+    def bind(self, queue: str, exchange: str, key: str, bound: bool) -> None:
+        op = "sadd" if bound else "srem"
+        self._held.append((op, (keys.BINDINGS, keys.binding(queue, exchange, key))))
+        self._ns_changed()
+
+    def _ns_changed(self) -> None:
+        self._ns_pending += 1
+        self.ns_changes += 1
+
+    def give_back(self, queue: str, messages: Sequence[QueuedMessage]) -> None:
+        """Put ``messages`` (fed to this node, not acknowledged) back at the tail of
+        their stream for any node to take: a new entry each, counting the deliveries
+        so far, and the old one acknowledged and deleted."""
+        key = keys.stream(queue)
+        old = []
+        for m in messages:
+            entry = self._entries.pop((queue, m.msg_id), None)
+            if entry is None:
+                continue
+            fields = keys.entry_fields(
+                m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason
+            )
+            self._ops.append(("xadd", (key, fields)))
+            old.append(entry)
+        if old:
+            self._ops.append(("xack", (key, keys.GROUP, *old)))
+            self._ops.append(("xdel", (key, *old)))
+            self._schedule()
+
+    def purge(self, queue: str, withdrawn: Sequence[QueuedMessage]) -> None:
+        """PURGE of a shared queue: the entries no node has read yet (read by a
+        consumer of their own, then acknowledged and deleted), and ``withdrawn``, the
+        ready messages this node held."""
+        old = [e for e in (self._entries.pop((queue, m.msg_id), None) for m in withdrawn) if e]
+        key = keys.stream(queue)
+        if old:
+            self._held.append(("xack", (key, keys.GROUP, *old)))
+            self._held.append(("xdel", (key, *old)))
+        self._held_prep.append(lambda client: _purge(client, key))
+
+    def barrier(self, d: Deferred[None]) -> None:
+        """The callbacks of the next batch also wait for ``d`` (a SUBSCRIBE to an
+        exchange: for Redis to have the node's subscription to its channel)."""
+        self._barriers.append(d)
+
+    def flushed(self) -> Deferred[None]:
+        """Fires once everything handed over so far is answered."""
+        d: Deferred[None] = Deferred()
+        if not (self._busy or self._scheduled or self._ops or self._done or self._prep):
+            d.callback(None)
+        else:
+            self._idle.append(d)
+        return d
+
+    def dead_letter(self, queue: str, m: QueuedMessage, reason: str) -> None:
+        """A copy of ``m`` dead-lettered into shared ``queue``: a new entry carrying
+        ``reason``, written with the batch that removes ``m`` from its own queue."""
+        fields = keys.entry_fields(m.source, m.key, m.payload, None, 0, reason)
+        self._ops.append(("xadd", (keys.stream(queue), fields)))
+        self._schedule()
+
+    def spublish(self, chan: str, data: bytes) -> None:
+        """A transient message on a sharded pub/sub channel (nobody waits for it)."""
+        self._ops.append(("spublish", (chan, data)))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._busy:
+            self._scheduled = True
+            self._clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._busy or not (self._ops or self._done or self._prep):
+            return
+        ops, self._ops = self._ops, []
+        prep, self._prep = self._prep, []
+        done, self._done = self._done, []
+        batch_ns, self._ns_pending = self._ns_pending, 0
+        notify = batch_ns > 0
+        barriers, self._barriers = self._barriers, []
+        self._busy = True
+        self.batches += 1
+        self.commands += len(ops) + len(prep) + notify
+        replicas = self.replicas_ack
+        d: Deferred[None] = self._link.write(
+            lambda: _run(self._link.client, ops, prep, notify, replicas)
+        )
+
+        def finished(result: object) -> None:
+            self._busy = False
+            self.ns_done += batch_ns
+            err: errors.BrokerError | None = None
+            self.failed_at = self._clock.seconds() if isinstance(result, Failure) else None
+            if isinstance(result, Failure):
+                _log.warn("Redis write failed: {reason}", reason=result.getErrorMessage())
+                value = result.value
+                err = (
+                    value
+                    if isinstance(value, errors.BrokerError)
+                    else errors.Unavailable(f"Redis: {result.getErrorMessage()}")
+                )
+            if barriers:
+                wait = gatherResults(barriers, consumeErrors=True)
+                wait.addBoth(lambda _: _answer(done, err))
+            else:
+                _answer(done, err)
+            if self._ops or self._done or self._prep:
+                self._schedule()
+            elif self._idle:
+                idle, self._idle = self._idle, []
+                for w in idle:
+                    w.callback(None)
+
+        d.addBoth(finished)
+
+
+def _answer(done: list[Done], err: errors.BrokerError | None) -> None:
+    for cb in done:
+        try:
+            cb(err)
+        except Exception:  # noqa: BLE001 (one reply's failure is not the batch's)
+            _log.failure("answering a Redis write failed")
+
+
+def _run(
+    client: Any, ops: list[Op], prep: list[Callable[[Any], None]], notify: bool, replicas: int
+) -> None:
+    """On the write thread: the batch as one pipeline (one round trip per master)."""
+    for job in prep:
+        job(client)
+    if ops:
+        pipe = client.pipeline(transaction=False)
+        for name, args in ops:
+            getattr(pipe, name)(*args)
+        results = pipe.execute(raise_on_error=False)
+        for (name, _args), result in zip(ops, results):
+            if isinstance(result, Exception):
+                if name == "xgroup_create" and "BUSYGROUP" in str(result):
+                    continue
+                raise errors.Unavailable(f"Redis {name.upper()}: {result}")
+        if replicas:
+            nodes = {client.get_node_from_key(args[0]).name: args[0] for name, args in ops}
+            for key in nodes.values():
+                node = client.get_node_from_key(key)
+                got = client.execute_command("WAIT", replicas, WAIT_TIMEOUT_MS, target_nodes=node)
+                if int(got) < replicas:
+                    raise errors.Unavailable(f"only {got} of {replicas} replicas have it")
+    if notify:
+        client.spublish(keys.NS_CHANNEL, b"1")
+
+
+def _purge(client: Any, stream: str) -> None:
+    """Read every entry no node has read yet, as consumer ``mb.purge``, and drop it."""
+    purger = "mb.purge"
+    while True:
+        got = client.xreadgroup(keys.GROUP, purger, {stream: ">"}, count=1000)
+        ids = [eid for eid, _ in got[0][1]] if got else []
+        if not ids:
+            break
+        client.xack(stream, keys.GROUP, *ids)
+        client.xdel(stream, *ids)
+    client.xgroup_delconsumer(stream, keys.GROUP, purger)
+
+
+def _unbind_all(client: Any, name: str, position: int) -> None:
+    """Remove every binding naming ``name`` as queue (0) or exchange (1)."""
+    gone = [m for m in client.smembers(keys.BINDINGS) if keys.split_binding(m)[position] == name]
+    if gone:
+        client.srem(keys.BINDINGS, *gone)

@@ -1,0 +1,187 @@
+"""The cluster node's pieces on a fake clock and a fake Redis: what goes to Redis
+when, and what comes back to the core (the real thing is in tests/e2e/test_cluster.py)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from twisted.internet import task
+
+from mbroker import errors
+from mbroker.cluster import keys
+from mbroker.cluster.feeder import Feeder, room
+from mbroker.cluster.link import RedisLink, parse_nodes
+from mbroker.cluster.node import ClusterBroker, shared
+from mbroker.cluster.writer import ClusterWriter
+from mbroker.config import Config
+from mbroker.core.journal import Journal
+from mbroker.wire.frames import QueueOptions
+from tests.helpers.fakeredis import FakeLink, FakeRedis
+from tests.helpers.world import Target
+
+
+class Node:
+    def __init__(self) -> None:
+        self.clock = task.Clock()
+        self.redis = FakeRedis()
+        self.link = cast(RedisLink, FakeLink(self.redis))
+        self.writer = ClusterWriter(self.clock, self.link)
+        self.journal = Journal(self.clock, self.writer.write, lambda: self.writer.available)
+        self.broker = ClusterBroker(self.clock, Config(), self.journal, self.writer, "n1")
+        self.broker.feeder = Feeder(
+            self.clock, self.link, self.writer, self.broker, self.journal, "n1", shared
+        )
+        self.target = Target()
+        self.session = self.broker.open_session(self.target)
+
+    def turn(self) -> None:
+        """End the reactor turn: the journal commits, the writer sends its batch."""
+        self.clock.advance(0)
+        self.clock.advance(0)
+
+
+@pytest.fixture
+def node() -> Node:
+    return Node()
+
+
+def test_create_writes_the_namespace_and_waits_for_it(node: Node) -> None:
+    changes = node.journal.changes
+    assert node.broker.create(None, "q", "queue", QueueOptions(max_deliver=3))
+    assert node.journal.changes > changes  # (so the +OK waits for the commit)
+    assert node.broker.create(None, "x", "fanout", QueueOptions())
+    node.broker.bind("q", "x", "")
+    node.turn()
+    names = node.redis.names()
+    assert names.count("hset") == 2 and "sadd" in names and "xgroup_create" in names
+    assert ("spublish", (keys.NS_CHANNEL, b"1")) in node.redis.calls
+    (hset,) = [a for n, a in node.redis.calls if n == "hset" and a[0] == keys.QUEUES]
+    assert keys.decode_options(hset[2]) == QueueOptions(max_deliver=3)
+
+
+def test_errors_are_the_cores(node: Node) -> None:
+    node.broker.create(None, "q", "queue", QueueOptions())
+    with pytest.raises(errors.Exists):
+        node.broker.create(None, "q", "fanout", QueueOptions())
+    with pytest.raises(errors.NotFound):
+        node.broker.publish("nope", "", b"x")
+    with pytest.raises(errors.WrongKind):
+        node.broker.bind("q", "q", "")
+
+
+def test_publish_is_one_xadd_per_target_queue_in_one_pipeline(node: Node) -> None:
+    b = node.broker
+    b.create(None, "q1", "queue", QueueOptions())
+    b.create(None, "q2", "queue", QueueOptions())
+    b.create(None, "t", "topic", QueueOptions())
+    b.bind("q1", "t", "a.*")
+    b.bind("q2", "t", "#")
+    node.turn()
+    node.redis.pipelines.clear()
+    assert b.publish("t", "a.b", b"one") == 2
+    assert b.publish("q1", "", b"two") == 1
+    assert b.publish("t", "zzz", b"three") == 1
+    node.turn()
+    batch = [op for pipeline in node.redis.pipelines for op in pipeline]
+    xadds = [(a[0], a[1]["p"]) for n, a in batch if n == "xadd"]
+    assert xadds == [
+        (keys.stream("q1"), b"one"),
+        (keys.stream("q2"), b"one"),
+        (keys.stream("q1"), b"two"),
+        (keys.stream("q2"), b"three"),
+    ]
+    # subscriptions to the exchange get it through pub/sub
+    assert [a[0] for n, a in batch if n == "spublish"] == [keys.channel("t")] * 2
+    # nothing was queued here: the messages live in Redis until a node reads them
+    assert not b.queue("q1").ready
+
+
+def test_a_consumer_reads_its_prefetch_and_an_ack_is_xack_and_xdel(node: Node) -> None:
+    b = node.broker
+    b.create(None, "q", "queue", QueueOptions())
+    for i in range(5):
+        b.publish("q", "", b"m%d" % i)
+    node.turn()
+    c = b.subscribe(node.session, "q", prefetch=2, manual=True)
+    b.activate(c)
+    node.turn()
+    assert node.target.payloads() == [b"m0", b"m1"]
+    assert room(b.queue("q")) <= 0
+    node.redis.calls.clear()
+    b.ack(node.session, ((1, 1),))
+    for _ in range(3):
+        node.clock.advance(0.01)
+    acked = [a for n, a in node.redis.calls if n == "xack"]
+    assert acked and acked[0][2:] == (b"1-0",)
+    assert node.target.payloads()[-1] == b"m2"  # room again: the next one came
+
+
+def test_what_is_left_when_the_last_consumer_goes_is_given_back(node: Node) -> None:
+    b = node.broker
+    b.create(None, "q", "queue", QueueOptions())
+    b.publish("q", "", b"held")
+    node.turn()
+    c = b.subscribe(node.session, "q", manual=True)
+    b.activate(c)
+    node.turn()
+    assert node.target.payloads() == [b"held"]
+    node.redis.calls.clear()
+    b.close_session(node.session)  # unacked: back in the local queue, then to Redis
+    for _ in range(3):
+        node.clock.advance(0.01)
+    xadd = [a for n, a in node.redis.calls if n == "xadd"]
+    assert xadd and xadd[0][1]["p"] == b"held" and xadd[0][1]["d"] == "1"
+    assert [a[1:] for n, a in node.redis.calls if n == "xdel"] == [(b"1-0",)]
+    assert not b.queue("q").ready
+
+
+def test_a_failed_batch_answers_unavailable(node: Node) -> None:
+    def broken(*args: Any, **kw: Any) -> Any:
+        raise ConnectionError("Redis is gone")
+
+    node.redis.pipeline = broken  # type: ignore[method-assign]
+    node.broker.create(None, "q", "queue", QueueOptions())
+    got: list[Any] = []
+    node.journal.on_commit(got.append)
+    node.turn()
+    assert isinstance(got[0], errors.Unavailable)
+    assert not node.writer.available
+    with pytest.raises(errors.Unavailable):
+        node.broker.publish("q", "", b"x")
+
+
+def test_exclusive_and_private_queues_stay_local(node: Node) -> None:
+    b = node.broker
+    b.create(node.session, "mine", "queue", QueueOptions(exclusive=True))
+    node.turn()
+    assert "hset" not in node.redis.names()
+    assert b.publish("mine", "", b"local") == 1
+    assert [m.payload for m in b.queue("mine").ready] == [b"local"]
+
+
+@pytest.mark.parametrize(
+    ("url", "nodes"),
+    [
+        ("redis://127.0.0.1:7000,127.0.0.1:7001", [("127.0.0.1", 7000), ("127.0.0.1", 7001)]),
+        ("h:1", [("h", 1)]),
+    ],
+)
+def test_parse_nodes(url: str, nodes: list[tuple[str, int]]) -> None:
+    assert parse_nodes(url) == nodes
+
+
+@pytest.mark.parametrize("url", ["", "redis://", "http://h:1", "redis://h", "redis://h:x"])
+def test_parse_nodes_refuses(url: str) -> None:
+    with pytest.raises(ValueError):
+        parse_nodes(url)
+
+
+def test_entry_fields_round_trip() -> None:
+    fields = keys.entry_fields("src", "a.b", b"\x00\r\n", 12.5, 2, "expired")
+    raw = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+    assert keys.read_entry(raw) == ("src", "a.b", b"\x00\r\n", 12.5, 2, "expired")
+    plain = keys.entry_fields("src", "", b"p", None)
+    assert set(plain) == {"s", "k", "p"}
+    assert keys.exchange_of(keys.channel("ex.1").encode()) == "ex.1"
+    assert keys.split_binding(keys.binding("q", "x", "a.#")) == ("q", "x", "a.#")

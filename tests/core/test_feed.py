@@ -1,0 +1,94 @@
+"""The core's interface for queues whose messages are kept elsewhere (a cluster node's
+shared queues): feed, withdraw, enqueue into one queue, and diverted dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.internet import task
+
+from mbroker.config import Config
+from mbroker.core import records as rec
+from mbroker.core.broker import Broker
+from mbroker.core.journal import Done, Journal
+from mbroker.core.model import Queue, QueuedMessage
+from mbroker.wire.frames import QueueOptions
+from tests.helpers.world import Target, World
+
+
+def journaled() -> tuple[Broker, list[rec.Record], task.Clock]:
+    clock = task.Clock()
+    written: list[rec.Record] = []
+
+    def writer(records: list[rec.Record], done: Done) -> None:
+        written.extend(records)
+        done(None)
+
+    journal = Journal(clock, writer, lambda: True)
+    return Broker(clock, Config(), journal), written, clock
+
+
+def test_fed_messages_are_delivered_with_their_marks_and_acks_name_their_ids() -> None:
+    broker, written, clock = journaled()
+    broker.create(None, "q", "queue", QueueOptions())
+    target = Target()
+    s = broker.open_session(target)
+    c = broker.subscribe(s, "q", manual=True)
+    broker.activate(c)
+    q = broker.queue("q")
+    broker.feed(
+        q,
+        [(7, "q", "", b"a", None, None), (8, "x", "k", b"b", None, None)],
+        [(2, None), (0, "expired")],
+    )
+    (_, _, first), (_, _, second) = target.take()
+    assert (first.payload, first.deliveries, first.msg_id) == (b"a", 3, 7)
+    assert (second.source, second.reason, second.msg_id) == ("x", "expired", 8)
+    broker.ack(s, ((1, 2),))
+    clock.advance(0)
+    assert rec.MessagesRemoved("q", (7, 8)) in written
+
+
+def test_withdraw_takes_the_ready_messages_and_records_nothing() -> None:
+    broker, written, clock = journaled()
+    broker.create(None, "q", "queue", QueueOptions())
+    q = broker.queue("q")
+    broker.feed(
+        q, [(1, "q", "", b"a", None, None), (2, "q", "", b"bb", None, None)], [(0, None)] * 2
+    )
+    out = broker.withdraw(q)
+    assert [m.payload for m in out] == [b"a", b"bb"]
+    assert (len(q.ready), q.ready_bytes) == (0, 0)
+    clock.advance(0)
+    assert not [r for r in written if isinstance(r, rec.MessagesRemoved)]
+
+
+def test_enqueue_puts_a_copy_into_one_queue_only() -> None:
+    w = World()
+    w.queue("a")
+    w.queue("b")
+    w.exchange("x", "fanout")
+    w.broker.bind("a", "x", "")
+    w.broker.bind("b", "x", "")
+    assert w.broker.enqueue(w.broker.queue("a"), "x", "k", b"only a")
+    assert (w.ready("a"), w.ready("b")) == ([b"only a"], [])
+    (m,) = w.broker.queue("a").ready
+    assert m.route == b"x k"
+
+
+def test_dead_letters_go_to_the_sink_when_one_is_set() -> None:
+    w = World()
+    w.queue("dl")
+    w.queue("q", dead_letter="dl")
+    got: list[tuple[list[str], bytes, str]] = []
+
+    def sink(targets: Sequence[Queue], m: QueuedMessage, reason: str) -> None:
+        got.append(([t.name for t in targets], m.payload, reason))
+
+    w.broker.divert_dead_letters(sink)
+    w.publish("q", b"x")
+    a = w.client()
+    (tag, _), *_ = w.broker.pull(a.session, "q", manual=True) or []
+    a.nack(tag, requeue=False)
+    assert got == [(["dl"], b"x", "rejected")]
+    assert w.ready("dl") == []  # not queued here

@@ -1,0 +1,95 @@
+"""A stand-in for the redis-py client and the node's link, for the cluster unit tests.
+
+:class:`FakeRedis` records every command (``calls``) and serves what a test put in
+``streams`` to ``XREADGROUP``; :class:`FakeLink` runs jobs at once (as
+:class:`~mbroker.store.executor.SyncExecutor` does), so that a test on a
+``task.Clock`` sees each Redis round trip as soon as the clock lets the writer flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+
+T = TypeVar("T")
+
+
+class FakePipeline:
+    def __init__(self, redis: FakeRedis) -> None:
+        self._redis = redis
+        self._queued: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(*args: Any, **kw: Any) -> None:
+            self._queued.append((name, args))
+
+        return record
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        out = [self._redis.call(name, *args) for name, args in self._queued]
+        self._redis.pipelines.append(list(self._queued))
+        return out
+
+
+class FakeRedis:
+    """Records commands; XADD numbers entries; XREADGROUP serves ``streams``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.pipelines: list[list[tuple[str, tuple[Any, ...]]]] = []
+        #: stream key -> entries not read yet: ``(entry id, fields)``
+        self.streams: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
+        self._next = 1
+
+    def call(self, name: str, *args: Any) -> Any:
+        self.calls.append((name, args))
+        if name == "xadd":
+            entry = b"%d-0" % self._next
+            self._next += 1
+            fields = {
+                k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in args[1].items()
+            }
+            self.streams.setdefault(args[0], []).append((entry, fields))
+            return entry
+        return 1
+
+    def pipeline(self, transaction: bool = False) -> FakePipeline:
+        return FakePipeline(self)
+
+    def xreadgroup(
+        self, group: str, node: str, streams: dict[str, str], count: int = 1, block: int = 0
+    ) -> Any:
+        (key,) = streams
+        self.calls.append(("xreadgroup", (key, node, count)))
+        entries = self.streams.get(key, [])
+        taken, self.streams[key] = entries[:count], entries[count:]
+        return [[key.encode(), taken]] if taken else []
+
+    def spublish(self, channel: str, data: bytes) -> int:
+        self.calls.append(("spublish", (channel, data)))
+        return 1
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+class FakeLink:
+    """A :class:`~mbroker.cluster.link.RedisLink` whose jobs run at once."""
+
+    def __init__(self, client: FakeRedis, reactor: Any = None) -> None:
+        self.client = client
+        self.reactor = reactor
+
+    def _run(self, job: Callable[[], T]) -> Deferred[T]:
+        try:
+            return succeed(job())
+        except BaseException:
+            return fail()
+
+    def read(self, job: Callable[[], T]) -> Deferred[T]:
+        return self._run(job)
+
+    def write(self, job: Callable[[], T]) -> Deferred[T]:
+        return self._run(job)
