@@ -85,6 +85,7 @@ class ReplayResult:
     tail: int  # number of the last segment (0: there is none yet)
     tail_good: int  # where its valid frames end
     tail_size: int  # its size on disk
+    bulk_frames: int = 0  # message frames replayed in runs (the rest: one at a time)
 
 
 def list_segments(fs: FileSystem, directory: str) -> list[int]:
@@ -117,10 +118,12 @@ def _replay(fs: FileSystem, directory: str, bulk: bool) -> ReplayResult:
     numbers = list_segments(fs, directory)
     ledger = Ledger()
     warnings: list[RecoveryWarning] = []
-    tail_good = tail_size = 0
+    tail_good = tail_size = bulk_frames = 0
     for number, data in read_ahead(fs, directory, numbers):
         last = number == numbers[-1]
-        good = _Replayer(ledger, number, data, last, warnings, bulk).run()
+        replayer = _Replayer(ledger, number, data, last, warnings, bulk)
+        good = replayer.run()
+        bulk_frames += replayer.bulk_frames
         if last:
             tail_good, tail_size = good, len(data)
         del data
@@ -140,7 +143,8 @@ def _replay(fs: FileSystem, directory: str, bulk: bool) -> ReplayResult:
         warnings=warnings,
     )
     ledger.forget_payloads()
-    return ReplayResult(recovered, ledger, numbers[-1] if numbers else 0, tail_good, tail_size)
+    tail = numbers[-1] if numbers else 0
+    return ReplayResult(recovered, ledger, tail, tail_good, tail_size, bulk_frames)
 
 
 def read_ahead(fs: FileSystem, directory: str, numbers: list[int]) -> Iterator[tuple[int, bytes]]:
@@ -181,6 +185,7 @@ class _Replayer:
         self.last = last
         self.warnings = warnings
         self.bulk = bulk
+        self.bulk_frames = 0
         self.seg: Segment = ledger.add_segment(number, len(data))
 
     def warn(self, kind: str, offset: int, length: int) -> None:
@@ -294,6 +299,7 @@ class _Replayer:
                             live_n += count
                             live_b += run_bytes
                             end += run_bytes
+                            self.bulk_frames += count
                         pos = end
                         continue
                     next_id = self._sync(live_n, live_b, next_id)
