@@ -429,8 +429,9 @@ def _run(
     """Replay the run of message frames after the one at ``first`` (which ends at
     ``end``; its head, the frame up to its payload, is ``head`` bytes): frames laid
     out like it (the same queue, source and key, no headers, no expiry), of any
-    payload size, with new, increasing ids.  Return how many, their bytes, and the
-    next message id.
+    payload size, with the next ids (a gap ends the run: the general loop takes that
+    frame and a new run starts after it).  Return how many, their bytes, and the next
+    message id.
 
     One ``unpack_from`` per frame yields its magic, CRC, type, length, id, expiry,
     payload length and layout bytes; the frame is taken only if each is what the
@@ -451,37 +452,39 @@ def _run(
     fixed = head - HEADER_SIZE  # the body before the payload
     n = len(data)
     start = pos = end
-    ids: list[int] = []
+    first_id = next_id
     payloads: list[bytes] = []
-    add_id, add_payload = ids.append, payloads.append
+    add_payload = payloads.append
+    # (locals: the loop below runs once per frame)
+    check, magic0, message, header_size, crc_start = crc32, MAGIC, T_MESSAGE, HEADER_SIZE, CRC_START
     try:
         while pos < n:
             magic, crc, typ, length, msg_id, expires, pl, layout = unpack_from(data, pos)
-            end = pos + HEADER_SIZE + length
+            end = pos + header_size + length
             if (
-                magic != MAGIC
-                or typ != T_MESSAGE
+                msg_id != next_id
+                or magic != magic0
+                or typ != message
                 or layout != layout0
                 or expires != expires0
                 or length != fixed + pl
-                or msg_id < next_id
                 or end > n
-                or crc32(mv[pos + CRC_START : end]) != crc
+                or check(mv[pos + crc_start : end]) != crc
             ):
                 break
-            next_id = msg_id + 1
-            add_id(msg_id)
+            next_id += 1
             add_payload(data[end - pl : end])
             pos = end
     except struct.error:
         pass  # a frame head cut short by the end: the general loop takes it
-    if ids:
+    if payloads:
+        ids = range(first_id, next_id)
         _queues, source, key = names
         msgs.update(
             zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(())))
         )
         home.update(zip(ids, map(add, map(len, payloads), repeat(seg_bits | head))))
-    return len(ids), pos - start, next_id
+    return len(payloads), pos - start, next_id
 
 
 def _decode_names(raw: bytes, ql: int, sl: int) -> tuple[tuple[str, ...], str, str]:

@@ -161,6 +161,19 @@ def test_a_torn_tail_inside_a_run_of_mixed_sizes() -> None:
                 ]
 
 
+def test_a_gap_in_the_ids_ends_a_run() -> None:
+    store, fs, _ = open_log()
+    result(store.write(declare("q")))
+    result(store.write([*mixed(1, 10), *mixed(12, 10), *mixed(30, 10)]))
+    result(store.write([MessagesStored(40, ("q",), "ex", "a.b", [b"e" * 11] * 10)]))
+    result(store.write([MessagesStored(52, ("q",), "ex", "a.b", [b"e" * 11] * 10)]))
+    fast, _slow = both(fs.kill9())
+    expected = [*range(1, 11), *range(12, 22), *range(30, 50), *range(52, 62)]
+    assert ids(fast.recovered) == expected
+    assert {m[0]: m[3] for m in fast.recovered.messages["q"]}[12] == mixed(12, 1)[0].payload
+    assert fast.bulk_frames == 4 * 9 + 10  # (40 follows 39 without a gap)
+
+
 def test_copies_of_stored_messages_end_a_run() -> None:
     """A copy (what compaction writes) of a message already stored, laid out like the
     run before it, moves that message: the run stops there, whatever the sizes."""
@@ -204,12 +217,13 @@ payloads = st.one_of(
 operations = st.one_of(
     st.tuples(
         st.just("publish"),
-        st.sampled_from([("q",), ("r",), ("q", "r")]),
+        # (mostly alike, so that runs go on from one write to the next)
+        st.sampled_from([("q",), ("q",), ("q",), ("r",), ("q", "r")]),
         st.lists(payloads, min_size=1, max_size=25),
-        st.sampled_from(["a.b", "a.c", ""]),
-        st.sampled_from([None, 1e12]),
-        st.sampled_from([(), (("h", "v"),)]),
-        st.integers(0, 2),  # the gap before the first id
+        st.sampled_from(["a.b", "a.b", "a.b", "a.c", ""]),
+        st.sampled_from([None, None, None, 1e12]),
+        st.sampled_from([(), (), (), (("h", "v"),)]),
+        st.sampled_from([0, 0, 0, 1, 2]),  # the gap before the first id
     ),
     st.tuples(st.just("equal"), st.sampled_from(["q", "r"]), st.integers(1, 25), st.binary()),
     st.tuples(
