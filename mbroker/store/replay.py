@@ -359,8 +359,8 @@ def _bulk(
 ) -> tuple[int, int]:
     """Replay the run of message frames after the one at ``first``, as long as they
     are laid out exactly like it (a run of publishes: the same size, queue,
-    source and key, no headers, no expiry) and carry new, increasing ids; return
-    how many, and the next message id.
+    source and key, no headers, no expiry) and carry the next ids; return how many,
+    and the next message id.
 
     The frames are cut apart by ``struct.iter_unpack`` (one C call per frame
     yields its magic, CRC and checked bytes, another its layout, id and payload)
@@ -387,24 +387,24 @@ def _bulk(
     tl0, mid0 = template[:5], template[13:]
     _queues, source, key = names
     unpack = inner.unpack
-    ids: list[int] = []
+    first_id = next_id
     payloads: list[bytes] = []
-    add_id, add_payload = ids.append, payloads.append
+    add_payload = payloads.append
     for magic, crc, rest in whole.iter_unpack(memoryview(data)[start : start + avail * size]):
         if magic != MAGIC or crc32(rest) != crc:
             break
         tl, msg_id, mid, payload = unpack(rest)
-        if tl != tl0 or mid != mid0 or msg_id < next_id:
+        if msg_id != next_id or tl != tl0 or mid != mid0:
             break
-        next_id = msg_id + 1
-        add_id(msg_id)
+        next_id += 1
         add_payload(payload)
-    if ids:
+    if payloads:
+        ids = range(first_id, next_id)
         msgs.update(
             zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(())))
         )
         home.update(dict.fromkeys(ids, seg_bits | size))
-    return len(ids), next_id
+    return len(payloads), next_id
 
 
 #: the head of a message frame (up to its payload) -> its struct

@@ -167,11 +167,14 @@ def test_a_gap_in_the_ids_ends_a_run() -> None:
     result(store.write([*mixed(1, 10), *mixed(12, 10), *mixed(30, 10)]))
     result(store.write([MessagesStored(40, ("q",), "ex", "a.b", [b"e" * 11] * 10)]))
     result(store.write([MessagesStored(52, ("q",), "ex", "a.b", [b"e" * 11] * 10)]))
+    result(store.write([MessagesStored(70, ("q",), "ex", "a.b", [b"f" * 5] * 10)]))
+    result(store.write([MessagesStored(82, ("q",), "ex", "a.b", [b"g" * 5] * 10)]))
     fast, _slow = both(fs.kill9())
     expected = [*range(1, 11), *range(12, 22), *range(30, 50), *range(52, 62)]
-    assert ids(fast.recovered) == expected
-    assert {m[0]: m[3] for m in fast.recovered.messages["q"]}[12] == mixed(12, 1)[0].payload
-    assert fast.bulk_frames == 4 * 9 + 10  # (40 follows 39 without a gap)
+    assert ids(fast.recovered) == [*expected, *range(70, 80), *range(82, 92)]
+    payloads = {m[0]: m[3] for m in fast.recovered.messages["q"]}
+    assert payloads[12] == mixed(12, 1)[0].payload and payloads[82] == b"g" * 5
+    assert fast.bulk_frames == 6 * 9 + 10  # (40 follows 39 without a gap)
 
 
 def test_copies_of_stored_messages_end_a_run() -> None:
