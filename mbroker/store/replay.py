@@ -399,7 +399,7 @@ def _bulk(
         next_id += 1
         add_payload(payload)
     if payloads:
-        ids = range(first_id, next_id)
+        ids = list(range(first_id, next_id))  # (one int object per id, shared)
         msgs.update(
             zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(())))
         )
@@ -478,7 +478,7 @@ def _run(
     except struct.error:
         pass  # a frame head cut short by the end: the general loop takes it
     if payloads:
-        ids = range(first_id, next_id)
+        ids = list(range(first_id, next_id))  # (one int object per id, shared)
         _queues, source, key = names
         msgs.update(
             zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(())))
