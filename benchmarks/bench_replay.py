@@ -35,6 +35,9 @@ SEGMENT = 64 * 2**20
 
 CHILD = """
 import gc, json, sys, time
+sys.path.insert(0, sys.argv[2])
+import mbroker.store.replay
+assert mbroker.store.replay.__file__.startswith(sys.argv[2]), mbroker.store.replay.__file__
 from mbroker.store.files import RealFileSystem
 from mbroker.store.replay import replay
 gc.disable()
@@ -101,9 +104,11 @@ def read_all(directory: str) -> float:
 
 
 def replay_in(src: str, directory: str) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, directory], env=env, capture_output=True, text=True
+        [sys.executable, "-c", CHILD, directory, os.path.abspath(src)],
+        capture_output=True,
+        text=True,
+        cwd=directory,
     )
     if done.returncode:
         raise RuntimeError(done.stderr)
