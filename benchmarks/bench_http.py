@@ -3,8 +3,10 @@ Prometheus scrape every second slows the message path.
 
 1. 1 -> 1 throughput (bench_pubsub's case) with no scrape, then with ``GET /metrics``
    every second from another thread, alternating, ``--rounds`` times each;
-2. with ``--queues`` queues (one message each), the wall time of ``GET /metrics`` and
-   ``GET /api/queues`` and the broker's RSS before and after.
+2. with ``--queues`` queues (one message each), the wall time of ``GET /metrics``,
+   ``GET /api/queues`` and ``GET /api/overview`` (three back to back, then three a
+   second apart: its queue totals are summed at most once a second) and the
+   broker's RSS before and after.
 
 Usage::
 
@@ -96,6 +98,13 @@ def main() -> None:
                 f"  GET {path:14} best {min(times) * 1000:7.1f} ms  {size / 1e6:5.1f} MB  "
                 f"RSS after {rss / 2**20:.0f} MiB"
             )
+        # /api/overview sums the queues at most once a second: time requests that each
+        # find the sum over a second old (a walk) apart from the ones above (mostly not)
+        walks = []
+        for _ in range(3):
+            time.sleep(1.1)
+            walks.append(get(port, "/api/overview")[0])
+        print(f"  GET /api/overview  best {min(walks) * 1000:7.1f} ms  (each a second apart)")
         print(f"  RSS before the queues {rss0 / 2**20:.0f} MiB")
         admin.close()
 

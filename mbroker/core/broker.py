@@ -71,6 +71,7 @@ class Broker:
         # publishing
         self.publish = publishing.publish
         self.publish_many = publishing.publish_many
+        self.publish_props = publishing.publish_props
         # consuming
         self.subscribe = consumption.subscribe
         self.activate = consumption.activate
@@ -83,6 +84,7 @@ class Broker:
         self.list_objects = reports.list_objects
         self.stats = reports.stats
         self.queue_reports = reports.queue_reports
+        self.queue_totals = reports.queue_totals
         self.exchange_reports = reports.exchange_reports
         self.binding_reports = reports.binding_reports
         self.peek = reports.peek

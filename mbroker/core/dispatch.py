@@ -31,6 +31,7 @@ from mbroker.core.model import (
     Session,
 )
 from mbroker.core.records import MessageStored, StoredMessage
+from mbroker.wire.frames import Props
 
 #: how deep a cascade of dead-lettering (a drop that dead-letters into a full queue
 #: that drops and dead-letters …) may go before messages are simply dropped
@@ -397,14 +398,14 @@ class Dispatcher:
         now = self.clock.seconds()
         qttl = q.options.ttl
         routes: dict[tuple[str, str], bytes] = {}
-        for msg_id, source, key, payload, expires, _headers in messages:
+        for msg_id, source, key, payload, expires, props in messages:
             if qttl is not None:
                 limit = now + qttl / 1000.0
                 expires = limit if expires is None or expires > limit else expires
             route = routes.get((source, key))
             if route is None:
                 route = routes[(source, key)] = f"{source} {key or '-'}".encode()
-            q.ready.append(QueuedMessage(source, key, route, payload, expires, msg_id))
+            q.ready.append(QueuedMessage(source, key, route, payload, expires, msg_id, props))
             q.ready_bytes += len(payload)
             if expires is not None:
                 if expires < q.last_expiry:
@@ -497,7 +498,7 @@ class Dispatcher:
         q.dead_lettered += 1
         copies = []
         for t in targets:
-            copy = QueuedMessage(m.source, m.key, m.route, m.payload)
+            copy = QueuedMessage(m.source, m.key, m.route, m.payload, None, 0, m.props)
             copy.reason = reason
             copy.dl_path = path
             if t.options.ttl is not None:
@@ -505,7 +506,7 @@ class Dispatcher:
             copies.append((t, copy))
         if self.journal is not None:
             # The reason is not kept across a restart (the record has no field for it).
-            self.store(copies, m.source, m.key, m.payload, None)
+            self.store(copies, m.source, m.key, m.payload, None, m.props)
         self._dl_depth += 1
         try:
             for t, copy in copies:
@@ -523,6 +524,7 @@ class Dispatcher:
         key: str,
         payload: bytes,
         expires: float | None,
+        props: Props | None = None,
     ) -> None:
         """Give the copies bound for durable queues (and not refused) one store id and
         record them, *before* they are enqueued: ids then grow in log order, and a
@@ -541,7 +543,7 @@ class Dispatcher:
         for q, m in copies:
             if q.name in names:
                 m.msg_id = msg_id
-        journal.add(MessageStored(msg_id, tuple(names), source, key, payload, expires))
+        journal.add(MessageStored(msg_id, tuple(names), source, key, payload, expires, props))
 
 
 def refuses(q: Queue, size: int) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, Union
 import attrs
 
 from mbroker.core.routing import Matcher
-from mbroker.wire.frames import QueueOptions
+from mbroker.wire.frames import Props, QueueOptions
 
 
 class DelayedCall(Protocol):
@@ -88,6 +88,7 @@ class QueuedMessage:
         "reason",
         "msg_id",
         "dl_path",
+        "props",
     )
 
     def __init__(
@@ -98,6 +99,7 @@ class QueuedMessage:
         payload: bytes,
         expires_at: float | None = None,
         msg_id: int = 0,
+        props: Props | None = None,
     ) -> None:
         self.source = source
         self.key = key
@@ -114,6 +116,8 @@ class QueuedMessage:
         #: the queues this copy left by expiry or overflow dead-lettering since its
         #: last rejection: reaching one of them again is a cycle, and is dropped
         self.dl_path: tuple[str, ...] = ()
+        #: headers, id and priority (contract section 7); None for a message with none
+        self.props = props
 
     def __repr__(self) -> str:
         size = len(self.payload)

@@ -34,9 +34,17 @@ class Namespace:
         self._objects: dict[str, Obj] = {}
         #: the object under a name, or None (a bound ``dict.get``: it is on hot paths)
         self.find = self._objects.get
+        #: how many of the objects are exchanges (kept on CREATE and DELETE, so that
+        #: STATS counts queues and exchanges without walking them)
+        self.exchanges = 0
 
     def __len__(self) -> int:
         return len(self._objects)
+
+    @property
+    def queues(self) -> int:
+        """How many queues there are (private subscription queues included)."""
+        return len(self._objects) - self.exchanges
 
     def objects(self) -> list[Obj]:
         """Every exchange and queue, in creation order."""
@@ -89,6 +97,7 @@ class Namespace:
                 self._arm_idle(q)
         else:
             self._objects[name] = Exchange(name, kind, make_matcher(kind), options.durable)
+            self.exchanges += 1
         if options.durable and self.journal is not None:
             if kind == "queue":
                 self.journal.add(rec.QueueDeclared(name, options))
@@ -156,6 +165,7 @@ class Namespace:
     def _delete_exchange(self, ex: Exchange) -> None:
         ex.deleted = True
         del self._objects[ex.name]
+        self.exchanges -= 1
         if ex.durable and self.journal is not None:
             self.journal.add(rec.ExchangeDeleted(ex.name))
         for q in list({q: None for _, q in ex.matcher.bindings()}):
@@ -246,6 +256,7 @@ class Namespace:
         (their messages are the dispatcher's: see ``Dispatcher.restore``)."""
         for name, kind in recovered.exchanges.items():
             self._objects[name] = Exchange(name, kind, make_matcher(kind), True)
+            self.exchanges += 1
         for name, options in recovered.queues.items():
             queue = Queue(name, options)
             self._objects[name] = queue

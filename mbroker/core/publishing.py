@@ -19,6 +19,7 @@ from mbroker.core.dispatch import Dispatcher
 from mbroker.core.journal import Journal
 from mbroker.core.model import Queue, QueuedMessage
 from mbroker.core.namespace import Namespace
+from mbroker.wire.frames import Props
 
 
 class Publisher:
@@ -74,6 +75,54 @@ class Publisher:
         if rejected is not None:
             raise errors.Overflow(f"{rejected.name} is full")
         return len(targets)
+
+    def publish_props(
+        self, name: str, key: str, payload: bytes, ttl: int | None, props: Props
+    ) -> tuple[int, bool]:
+        """PUBLISH with section 7 properties (headers, id, priority, delay): returns the
+        number of queues reached and whether it was a duplicate (then nothing was
+        routed, and the number is what the first one reached).
+
+        The hot path (:meth:`publish`) never comes here: a message with no properties
+        costs nothing for them."""
+        obj = self._find(name)
+        if obj is None:
+            raise errors.NotFound(name)
+        self.published += 1
+        targets: Sequence[Queue]
+        if isinstance(obj, Queue):
+            targets = (obj,)
+            if obj.idle_timer is not None:
+                self._used(obj)
+        else:
+            obj.published += 1
+            targets = obj.matcher.match(key)
+            if not targets:
+                obj.unroutable += 1
+                return 0, False
+            obj.routed += 1
+        route = f"{name} {key or '-'}".encode()
+        copies = [
+            (q, QueuedMessage(name, key, route, payload, self._expiry(q, ttl), 0, props))
+            for q in targets
+        ]
+        journal = self.journal
+        if journal is not None and any(q.options.durable for q in targets):
+            if not journal.available:
+                raise errors.Unavailable("the store cannot take writes; nothing was published")
+            lives = [m.expires_at for q, m in copies if q.options.durable]
+            expiry = None if None in lives else max(lives)  # type: ignore[type-var]
+            self._dispatcher.store(copies, name, key, payload, expiry, props)
+        rejected: Queue | None = None
+        for q, m in copies:
+            if ttl == 0 or q.options.ttl == 0:
+                if not self._dispatcher.enqueue_now(q, m):
+                    rejected = q
+            elif not self._enqueue(q, m):
+                rejected = q
+        if rejected is not None:
+            raise errors.Overflow(f"{rejected.name} is full")
+        return len(targets), False
 
     def publish_many(
         self, name: str, key: str, payloads: list[bytes], ttl: int | None = None

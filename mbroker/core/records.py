@@ -26,14 +26,11 @@ from typing import Optional, Union
 
 import attrs
 
-from mbroker.wire.frames import QueueOptions
+from mbroker.wire.frames import Props, QueueOptions
 
-#: ``(name, value)`` pairs carried with a message (PROTOCOL section 7: headers).
-Headers = tuple[tuple[str, str], ...]
-
-#: One recovered message: ``(msg_id, source, key, payload, expires_at, headers)``.
+#: One recovered message: ``(msg_id, source, key, payload, expires_at, props)``.
 #: A plain tuple (not a class) because a million of them are built on recovery.
-StoredMessage = tuple[int, str, str, bytes, Optional[float], Headers]
+StoredMessage = tuple[int, str, str, bytes, Optional[float], Optional[Props]]
 
 
 @attrs.frozen
@@ -85,7 +82,8 @@ class MessageStored:
     key: str
     payload: bytes
     expires_at: float | None = None
-    headers: Headers = ()
+    #: headers, id, priority and a delayed copy's wall-clock due time (section 7)
+    props: Props | None = None
 
 
 @attrs.frozen
@@ -189,7 +187,6 @@ __all__ = [
     "Bound",
     "ExchangeDeclared",
     "ExchangeDeleted",
-    "Headers",
     "MessageStored",
     "MessagesRemoved",
     "MessagesStored",

@@ -71,13 +71,12 @@ class Reports:
             # (the kernel's high-water mark counts pages a little differently from
             # statm: the peak is never reported below the memory now)
             peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss)
-            queues = sum(1 for o in self._namespace.objects() if isinstance(o, Queue))
             pairs: list[tuple[str, object]] = [
                 ("uptime_s", int(server.clock.seconds() - server.started)),
                 ("connections", server.connections),
                 ("connections_total", server.connections_total),
-                ("exchanges", len(self._namespace) - queues),
-                ("queues", queues),
+                ("exchanges", self._namespace.exchanges),
+                ("queues", self._namespace.queues),
                 ("published", server.published),
                 ("delivered", server.delivered),
                 ("acked", server.acked),
@@ -122,6 +121,19 @@ class Reports:
         ``name`` (NOT_FOUND, WRONG_KIND): for monitoring (the HTTP API, /metrics)."""
         objs = self._namespace.objects() if name is None else [self._namespace.queue(name)]
         return [snapshots.queue_report(o) for o in objs if isinstance(o, Queue)]
+
+    def queue_totals(self) -> snapshots.QueueTotals:
+        """The messages in every queue (ready, delayed, unacknowledged) and their
+        consumers, summed: one walk of the queues, which builds nothing per queue (for
+        the HTTP API's overview, which caches it: nothing is counted per message)."""
+        ready = delayed = unacked = consumers = 0
+        for o in self._namespace.objects():
+            if type(o) is Queue:
+                ready += len(o.ready)
+                delayed += len(o.delayed)
+                unacked += o.unacked
+                consumers += len(o.consumers)
+        return snapshots.QueueTotals(ready, delayed, unacked, consumers)
 
     def exchange_reports(self, name: str | None = None) -> list[snapshots.ExchangeReport]:
         """Every exchange and its counters, or only the exchange ``name``."""

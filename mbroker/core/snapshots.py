@@ -22,6 +22,7 @@ __all__ = [
     "ExchangeReport",
     "MessageReport",
     "QueueReport",
+    "QueueTotals",
     "binding_reports",
     "exchange_report",
     "message_report",
@@ -44,6 +45,16 @@ class ConsumerReport:
     in_flight: int
     delivered: int
     active: bool
+
+
+@attrs.frozen
+class QueueTotals:
+    """The messages of every queue, summed, and their consumers."""
+
+    ready: int
+    delayed: int
+    unacked: int
+    consumers: int
 
 
 @attrs.frozen
@@ -121,6 +132,9 @@ class ConnectionReport:
     subscriptions: int
     #: manual deliveries not yet acknowledged
     unacked: int
+    #: bytes read from the peer and written to it since the connection was made
+    bytes_in: int = 0
+    bytes_out: int = 0
 
 
 def queue_report(q: Queue) -> QueueReport:

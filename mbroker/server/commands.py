@@ -22,7 +22,13 @@ from mbroker.server.auth import Permissions, User
 from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.output import Output, Slot
 from mbroker.wire import frames
-from mbroker.wire.encode import encode_frame, encode_pulled, error_line, help_reply
+from mbroker.wire.encode import (
+    encode_frame,
+    encode_pulled,
+    error_line,
+    help_reply,
+    published_line,
+)
 
 _OK = b"+OK\r\n"
 _NO_AUTH = error_line(errors.NoAuth("log in first: AUTH <user> <password>"))
@@ -158,7 +164,12 @@ class Commands:
             return
         if self.perms is not None:
             self._may_publish(f.name)
-        self.reply(b"+OK %d\r\n" % self._broker.publish(f.name, f.key, f.payload, f.ttl))
+        props = f.props
+        if props is None:
+            self.reply(b"+OK %d\r\n" % self._broker.publish(f.name, f.key, f.payload, f.ttl))
+        else:
+            result = self._broker.publish_props(f.name, f.key, f.payload, f.ttl, props)
+            self.reply(published_line(*result))
 
     def publish_run(self, f: frames.PublishRun) -> None:
         """Many PUBLISH, one reply each (see :class:`~mbroker.wire.frames.PublishRun`)."""
@@ -168,9 +179,20 @@ class Commands:
             return
         if self.perms is not None:
             self._may_publish(f.name)
+        n = len(f.payloads)
+        if f.props is not None:  # each its own: ids, delays (contract section 7)
+            lines = []
+            for payload in f.payloads:
+                try:
+                    result = self._broker.publish_props(f.name, f.key, payload, f.ttl, f.props)
+                except errors.BrokerError as e:
+                    lines.append(error_line(e))
+                else:
+                    lines.append(published_line(*result))
+            self.reply(b"".join(lines), count=n)
+            return
         # (a refusal of the whole run is answered once per publish by the dispatch loop)
         reached, refused = self._broker.publish_many(f.name, f.key, f.payloads, f.ttl)
-        n = len(f.payloads)
         ok = b"+OK %d\r\n" % reached
         if not refused:
             self.reply(ok * n, count=n)

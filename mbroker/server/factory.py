@@ -63,6 +63,23 @@ class BrokerFactory(Factory):
         self.reading = False
         #: the connections now open (for monitoring: see BrokerProtocol.report)
         self.protocols: set[BrokerProtocol] = set()
+        #: bytes read from and written to the connections already closed
+        self.closed_bytes_in = 0
+        self.closed_bytes_out = 0
+
+    def closed(self, p: BrokerProtocol) -> None:
+        """``p``'s connection is gone: forget it, keep its byte counts."""
+        self.protocols.discard(p)
+        self.closed_bytes_in += p.bytes_in
+        self.closed_bytes_out += p.output.bytes_out
+
+    def bytes_totals(self) -> tuple[int, int]:
+        """Bytes read from and written to every connection since start (for /metrics)."""
+        protocols = list(self.protocols)
+        return (
+            self.closed_bytes_in + sum([p.bytes_in for p in protocols]),
+            self.closed_bytes_out + sum([p.output.bytes_out for p in protocols]),
+        )
 
     def flush_later(self, output: Output) -> None:
         """``output`` has bytes queued: write them at the end of this read or turn.

@@ -35,6 +35,11 @@ class MemoryWatch:
     never blocked: they are what brings the memory down.  ``measure`` gives the
     memory in bytes (default: the process's resident set size).
 
+    For monitoring, ``blocked_total`` counts the times a connection was held and
+    ``blocked_publishes`` the publishes (PUBLISH, STOMP SEND) that waited for the
+    memory to fall (counted by the connection when it is released or lost): nothing is
+    counted while the memory is under the mark.
+
     Besides every ``interval`` seconds, the memory is looked at whenever the
     connections have read ``check_after`` bytes since the last look, so that however
     fast clients publish, the broker overshoots its mark by little more than that.
@@ -60,6 +65,9 @@ class MemoryWatch:
         self.check_after = self.CHECK_AFTER if high_water > 0 else 1 << 62
         #: the connections held, in the order they were (a dict as an ordered set)
         self.blocked: dict[Holdable, None] = {}
+        #: times a connection was held, and publishes that waited (see above)
+        self.blocked_total = 0
+        self.blocked_publishes = 0
         self.last = 0
         self._loop: LoopingCall | None = None
         self._trimmed = 0.0
@@ -76,6 +84,12 @@ class MemoryWatch:
             if self._loop.running:
                 self._loop.stop()
             self._loop = None
+
+    def hold(self, conn: Holdable) -> None:
+        """``conn`` sent a publish over the mark: it is not read until :meth:`check`
+        finds the memory under the mark and calls its ``release``."""
+        self.blocked[conn] = None
+        self.blocked_total += 1
 
     def check(self) -> None:
         self.received = 0

@@ -79,6 +79,8 @@ class ConnectionHost(FlushScheduler, TypingProtocol):
     #: the connections now open (for monitoring: see BrokerProtocol.report)
     protocols: set[BrokerProtocol]
 
+    def closed(self, p: BrokerProtocol) -> None: ...
+
     def check_password(
         self, user: str, password: str
     ) -> Deferred[tuple[User | None, str | None]]: ...
@@ -86,6 +88,8 @@ class ConnectionHost(FlushScheduler, TypingProtocol):
 
 _OK = b"+OK\r\n"
 _AUTH_FAILED = error_line(errors.AuthFailed("wrong user or password"))
+#: what the memory watch holds, and counts (see :meth:`BrokerProtocol._count_held`)
+_PUBLISHING = (frames.Publish, frames.PublishRun)
 #: bytes read behind a waiting PULL before reading stops until it is answered
 _BACKLOG_MAX = 64 * 1024
 
@@ -139,6 +143,8 @@ class BrokerProtocol(Protocol):
         self._quiet_since = 0.0
         self._lost = False
         self._watch = host.watch
+        #: bytes read from the peer (one add per read, for monitoring)
+        self.bytes_in = 0
 
     @property
     def user(self) -> User | None:
@@ -172,20 +178,23 @@ class BrokerProtocol(Protocol):
             self._note_reads = True
             self._last_read = clock.seconds()
             self._idle_timer = clock.callLater(config.idle_timeout, self._idle_check)
-        self._tr.write(hello_line(__version__, self._auth_required, config.max_payload))
+        hello = hello_line(__version__, self._auth_required, config.max_payload)
+        output.bytes_out = len(hello)
+        self._tr.write(hello)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = self._stop = True
         self._lost = True
         self.output.closing = self.output.lost = True
+        if self in self._watch.blocked:
+            self._count_held()
         self._backlog.clear()
         for timer in (self._auth_timer, self._idle_timer, self._heartbeat_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         self._auth_timer = self._idle_timer = self._heartbeat_timer = None
-        self._watch.blocked.pop(self, None)
         self.broker.close_session(self.session)
-        self._host.protocols.discard(self)
+        self._host.closed(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -198,8 +207,10 @@ class BrokerProtocol(Protocol):
             self._tr.registerProducer(self, True)
         if self._note_reads:
             self._last_read = self.broker.clock.seconds()
+        size = len(data)
+        self.bytes_in += size
         watch = self._watch
-        watch.received += len(data)
+        watch.received += size
         if watch.received > watch.check_after:
             watch.check()
         items = self.decoder.feed(data)
@@ -209,7 +220,7 @@ class BrokerProtocol(Protocol):
             if self._waiting or self._backlog:
                 self._backlog.extend(items)
                 if self._pull_waiting:
-                    self._backlog_bytes += len(data)
+                    self._backlog_bytes += size
                     if self._backlog_bytes > _BACKLOG_MAX:
                         self._update_reading()
             else:
@@ -221,7 +232,7 @@ class BrokerProtocol(Protocol):
         if self._handlers is PRE_AUTH_HANDLERS and not self._auth_busy:
             # Before login a connection may send a few lines, not payloads: bytes
             # that came with an AUTH being checked do not count (reading stops then).
-            self._pre_auth_bytes += len(data)
+            self._pre_auth_bytes += size
             if self._pre_auth_bytes > self.config.pre_auth_max_bytes:
                 self._limit(f"more than {self.config.pre_auth_max_bytes} bytes before AUTH")
 
@@ -506,13 +517,20 @@ class BrokerProtocol(Protocol):
         """The broker is over its memory mark: keep this PUBLISH and what follows,
         and stop reading, until :meth:`MemoryWatch.check` releases us."""
         self._backlog.append(f)
-        self._watch.blocked[self] = None
+        self._watch.hold(self)
         self.wait()
 
     def release(self) -> None:
         """The memory is under its mark again: go on (see :meth:`hold_for_memory`)."""
+        self._count_held()
         if not self._closing:
             self.drain_backlog()
+
+    def _count_held(self) -> None:
+        """Add the publishes that waited in the backlog to the watch's count."""
+        self._watch.blocked.pop(self, None)
+        held = [command_count(i) for i in self._backlog if type(i) in _PUBLISHING]
+        self._watch.blocked_publishes += sum(held)
 
     # ------------------------------------------------------------------ login
 
@@ -571,6 +589,8 @@ class BrokerProtocol(Protocol):
             self.since,
             len(s.consumers),
             len(s.outstanding),
+            self.bytes_in,
+            self.output.bytes_out,
         )
 
     def disconnect(self, reason: str) -> None:

@@ -148,9 +148,11 @@ class StompProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = self._lost = True
+        if self in self._memory.blocked:
+            self._count_held()
+            del self._memory.blocked[self]
         self._held = None
         self._commands.end()
-        self._memory.blocked.pop(self, None)
         for timer in (self._connect_timer, self._beat_timer, self._watch_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -559,17 +561,25 @@ class StompProtocol(Protocol):
         """Over the memory mark: hold ``frame`` and what follows, stop reading, until
         the watch calls :meth:`release` (as the native protocol holds a PUBLISH)."""
         self._held = deque([frame])
-        self._memory.blocked[self] = None
+        self._memory.hold(self)
         self._update_reading()
 
     def release(self) -> None:
         """The memory is back under its mark: run what was held, read again."""
+        self._count_held()
         held, self._held = self._held, None
         if held is None or self._closing:
             return
         self._update_reading()
         self._run(list(held))
         self._flush()
+
+    def _count_held(self) -> None:
+        """Add the SEND frames that waited to the memory watch's count."""
+        held = self._held or ()
+        self._memory.blocked_publishes += sum(
+            [1 for f in held if type(f) is Frame and f.command == "SEND"]
+        )
 
     def _again(self, f: Frame) -> None:
         raise StompError("already connected")

@@ -16,9 +16,11 @@ searching for it instead of trying every byte (see :func:`resync`).
 Bodies, hand-rolled with :mod:`struct` (a million messages replay in seconds):
 
 - MessageStored: ``<QdIHHHH`` (msg_id, expires_at or NaN for None, payload
-  length, headers block length, length of the queue names joined with NUL,
-  source length, key length), then the queue names, source, key, headers and
-  payload.  One ``unpack_from`` yields every length, and the last three
+  length, properties length, length of the queue names joined with NUL,
+  source length, key length), then the queue names, source, key, properties and
+  payload.  The properties (section 7: headers, id, priority, and a delayed message's
+  due time) are their text form (:func:`mbroker.wire.props.stored_text`), empty for a
+  message that has none.  One ``unpack_from`` yields every length, and the last three
   lengths plus the names form one byte string that recovery uses as a cache
   key (a million messages mostly share a few queue/source/key combinations).
 - MessagesRemoved: queue (str), u32 count, then count u64 ids.
@@ -42,7 +44,6 @@ from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
     ExchangeDeleted,
-    Headers,
     MessagesRemoved,
     MessagesStored,
     MessageStored,
@@ -51,7 +52,8 @@ from mbroker.core.records import (
     Record,
     Unbound,
 )
-from mbroker.wire.frames import QueueOptions
+from mbroker.wire.frames import Props, QueueOptions
+from mbroker.wire.props import from_stored, stored_text
 
 FILE_MAGIC = b"MBRKSEG1"
 FILE_HEADER = struct.Struct("<8sQ")
@@ -83,7 +85,6 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
-_HDR_ITEM = struct.Struct("<HI")
 _REMOVED_FIXED = struct.Struct("<HI")
 _SNAP_FIXED = struct.Struct("<QIII")
 _NAN = float("nan")
@@ -133,7 +134,7 @@ def _message_parts(rec: MessageStored) -> _Parts:
     qb = "\0".join(rec.queues).encode()
     sb = rec.source.encode()
     kb = rec.key.encode()
-    hb = encode_headers(rec.headers) if rec.headers else b""
+    hb = stored_text(rec.props) if rec.props is not None else b""
     return b"".join((qb, sb, kb, hb)), len(qb), len(sb), len(kb), len(hb)
 
 
@@ -182,30 +183,12 @@ def encode_message(rec: MessageStored, parts: _Parts | None = None) -> bytes:
     return b"".join((MAGIC, _CRC.pack(zlib.crc32(payload, zlib.crc32(prefix))), prefix, payload))
 
 
-def encode_headers(headers: Headers) -> bytes:
-    parts = []
-    for name, value in headers:
-        nb, vb = name.encode(), value.encode()
-        if len(nb) > 0xFFFF:
-            raise CodecError("header name too long")
-        parts.append(_HDR_ITEM.pack(len(nb), len(vb)))
-        parts.append(nb)
-        parts.append(vb)
-    return b"".join(parts)
-
-
-def decode_headers(data: Buffer) -> Headers:
-    out = []
-    pos, end = 0, len(data)
-    while pos < end:
-        nlen, vlen = _HDR_ITEM.unpack_from(data, pos)
-        pos += _HDR_ITEM.size
-        name = bytes(data[pos : pos + nlen]).decode()
-        pos += nlen
-        value = bytes(data[pos : pos + vlen]).decode()
-        pos += vlen
-        out.append((name, value))
-    return tuple(out)
+def decode_props(data: Buffer) -> Props | None:
+    """A message's properties block read back; a bad one is a :class:`CodecError`."""
+    try:
+        return from_stored(bytes(data))
+    except Exception as e:  # BadArgs, Limit, UnicodeDecodeError: a corrupt block
+        raise CodecError(f"bad message properties: {e}") from None
 
 
 def encode_ids(ids: Sequence[int]) -> bytes:
@@ -370,7 +353,7 @@ def encode_batch(records: Sequence[Record]) -> tuple[bytes, list[int]]:
                 and rec.queues is last.queues
                 and rec.source is last.source
                 and rec.key is last.key
-                and rec.headers is last.headers
+                and rec.props is last.props
             ):
                 parts = _message_parts(rec)
                 last = rec
@@ -392,11 +375,11 @@ def decode_message(body: Buffer) -> MessageStored:
     pos += sl
     key = bytes(body[pos : pos + kl]).decode()
     pos += kl
-    headers = decode_headers(body[pos : pos + hl]) if hl else ()
+    props = decode_props(body[pos : pos + hl]) if hl else None
     pos += hl
     payload = bytes(body[pos : pos + pl])
     return MessageStored(
-        msg_id, queues, source, key, payload, None if expires != expires else expires, headers
+        msg_id, queues, source, key, payload, None if expires != expires else expires, props
     )
 
 

@@ -33,7 +33,7 @@ add it twice.
 
 Speed.  The hot loop decodes message records inline, without building record
 objects, and hands runs of message frames laid out alike (one queue, source and
-key, no headers, no expiry, the next ids) to :func:`_bulk` (frames of one size,
+key, no properties, no expiry, the next ids) to :func:`_bulk` (frames of one size,
 cut apart by ``struct.iter_unpack``) or :func:`_run` (any sizes, one
 ``unpack_from`` per frame); both check each frame exactly as the general loop
 does, CRC included, and stop at the first frame that differs, which the general
@@ -68,8 +68,8 @@ from mbroker.store.codec import (
     T_MESSAGE,
     T_REMOVED,
     Snapshot,
-    decode_headers,
     decode_ids,
+    decode_props,
     decode_record,
     resync,
 )
@@ -257,7 +257,7 @@ class _Replayer:
                         if len(cache) > _CACHE_LIMIT:
                             cache.clear()
                         names = cache[raw] = _decode_names(raw, ql, sl)
-                    headers = decode_headers(mv[q : q + hl]) if hl else ()
+                    props = decode_props(mv[q : q + hl]) if hl else None
                     q += hl
                     if q + pl != end:
                         raise ValueError("message lengths do not add up")
@@ -268,7 +268,7 @@ class _Replayer:
                         names[2],
                         data[q:end],
                         None if expires != expires else expires,
-                        headers,
+                        props,
                     )
                     # The common case inline: a new message for one queue.
                     msgs = queue_msgs.get(queues[0]) if len(queues) == 1 else None
@@ -369,7 +369,7 @@ def _bulk(
 ) -> tuple[int, int]:
     """Replay the run of message frames after the one at ``first``, as long as they
     are laid out exactly like it (a run of publishes: the same size, queue,
-    source and key, no headers, no expiry) and carry the next ids; return how many,
+    source and key, no properties, no expiry) and carry the next ids; return how many,
     and the next message id.
 
     The frames are cut apart by ``struct.iter_unpack`` (one C call per frame
@@ -411,7 +411,7 @@ def _bulk(
     if payloads:
         ids = list(range(first_id, next_id))  # (one int object per id, shared)
         msgs.update(
-            zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(())))
+            zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(None)))
         )
         home.update(dict.fromkeys(ids, seg_bits | size))
     return len(payloads), next_id
@@ -419,7 +419,7 @@ def _bulk(
 
 #: the head of a message frame (up to its payload) -> its struct
 _RUN_HEADS: dict[int, struct.Struct] = {}
-#: where, in a message frame, the expiry and the headers length (then the names) start
+#: where, in a message frame, the expiry and the properties length (then the names) start
 _EXPIRES_AT = HEADER_SIZE + 8
 _LAYOUT_AT = HEADER_SIZE + 20
 
@@ -438,7 +438,7 @@ def _run(
 ) -> tuple[int, int, int]:
     """Replay the run of message frames after the one at ``first`` (which ends at
     ``end``; its head, the frame up to its payload, is ``head`` bytes): frames laid
-    out like it (the same queue, source and key, no headers, no expiry), of any
+    out like it (the same queue, source and key, no properties, no expiry), of any
     payload size, with the next ids (a gap ends the run: the general loop takes that
     frame and a new run starts after it).  Return how many, their bytes, and the next
     message id.
@@ -491,7 +491,7 @@ def _run(
         ids = list(range(first_id, next_id))  # (one int object per id, shared)
         _queues, source, key = names
         msgs.update(
-            zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(())))
+            zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(None)))
         )
         home.update(zip(ids, map(add, map(len, payloads), repeat(seg_bits | head))))
     return len(payloads), pos - start, next_id

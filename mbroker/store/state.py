@@ -107,7 +107,7 @@ def stored_message(record: MessageStored) -> StoredMessage:
         record.key,
         record.payload,
         record.expires_at,
-        record.headers,
+        record.props,
     )
 
 

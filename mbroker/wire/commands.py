@@ -14,18 +14,20 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 from mbroker.config import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD
-from mbroker.errors import BadArgs, BadCommand, BrokerError, TooBig
+from mbroker.errors import BadArgs, BadCommand, BrokerError, Limit, TooBig
 from mbroker.wire import frames
 from mbroker.wire.framer import Framer, PublishHead
-from mbroker.wire.frames import Command
+from mbroker.wire.frames import Command, Props
 from mbroker.wire.grammar import PUBLISH_SPEC, SPECS, parse_args, parse_auth, publish_args, usage
 from mbroker.wire.tokens import MAX_DIGITS, WS, show, split_tokens
 
 #: what the decoder gives for a line: a command, or a refusal in its place
 Item = Union[Command, BrokerError]
+#: PUBLISH's arguments but the payload: (name, key, ttl, props)
+_Args = tuple[str, str, Optional[int], Optional[Props]]
 
 #: how many distinct PUBLISH heads a connection remembers as already validated
 _HEAD_CACHE = 1024
@@ -45,18 +47,18 @@ class CommandDecoder(Framer[Item]):
         self, max_line: int = DEFAULT_MAX_LINE, max_payload: int = DEFAULT_MAX_PAYLOAD
     ) -> None:
         super().__init__(max_line, max_payload)
-        self._pending: tuple[str, str, int | None] | BrokerError = BadArgs()
-        #: PUBLISH heads already validated: the line up to its size -> (name, key, ttl)
-        self._prefixes: dict[bytes, tuple[str, str, int | None]] = {}
+        self._pending: _Args | BrokerError = BadArgs()
+        #: PUBLISH heads already validated: the line up to its size -> their arguments
+        self._prefixes: dict[bytes, _Args] = {}
 
     def _single(self, head: PublishHead, payload: bytes) -> Item:
-        return frames.Publish(head[0], head[1], payload, head[2])
+        return frames.Publish(head[0], head[1], payload, head[2], head[4])
 
     def _run_start(self, out: list[Item], payload: bytes) -> list[bytes]:
         first = out[-1]
         assert isinstance(first, frames.Publish)
         run = [first.payload, payload]
-        out[-1] = frames.PublishRun(first.name, first.key, run, first.ttl)
+        out[-1] = frames.PublishRun(first.name, first.key, run, first.ttl, first.props)
         return run
 
     def _fail(self, err: BrokerError, out: list[Item]) -> None:
@@ -93,11 +95,11 @@ class CommandDecoder(Framer[Item]):
                     self._fail(TooBig(f"payload over {self.max_payload} bytes"), out)
                     return
                 try:
-                    name, key, ttl = publish_args(split_tokens(line[:colon])[1:])
-                except BadArgs as err:
+                    name, key, ttl, props = publish_args(split_tokens(line[:colon])[1:])
+                except (BadArgs, Limit) as err:
                     out.append(err)
                     return
-                out.append(frames.Publish(name, key, payload, ttl))
+                out.append(frames.Publish(name, key, payload, ttl, props))
                 return
         size = tokens[-1]
         if len(tokens) < 2 or not size.isdigit():
@@ -115,7 +117,7 @@ class CommandDecoder(Framer[Item]):
             if args is None:
                 try:
                     args = publish_args(tokens[1:-1])
-                except BadArgs as err:
+                except (BadArgs, Limit) as err:
                     self._pending = err
                     self._payload(int(size))
                     return
@@ -127,7 +129,7 @@ class CommandDecoder(Framer[Item]):
             if cache:
                 if len(self._heads) >= _HEAD_CACHE:
                     self._heads.clear()
-                self._heads[line] = (args[0], args[1], args[2], nbytes)
+                self._heads[line] = (args[0], args[1], args[2], nbytes, args[3])
             self._pending = args
             self._payload(nbytes)
 
@@ -136,4 +138,4 @@ class CommandDecoder(Framer[Item]):
         if isinstance(pending, BrokerError):
             out.append(pending)
         else:
-            out.append(frames.Publish(pending[0], pending[1], payload, pending[2]))
+            out.append(frames.Publish(pending[0], pending[1], payload, pending[2], pending[3]))

@@ -14,8 +14,9 @@ from typing import Protocol
 
 from mbroker.errors import BrokerError
 from mbroker.wire import frames
-from mbroker.wire.frames import Command, ServerFrame
+from mbroker.wire.frames import Command, Props, ServerFrame
 from mbroker.wire.grammar import SPECS, VERBS, help_lines
+from mbroker.wire.props import check_props
 from mbroker.wire.tokens import CRLF, encode_text, write_key, write_name, write_token
 
 # ------------------------------------------------------------------ lines
@@ -102,10 +103,16 @@ class MsgContent(Protocol):
     def reason(self) -> str | None:
         """Why it was dead-lettered, if it was."""
 
+    @property
+    def props(self) -> Props | None:
+        """Its headers, id and priority, if it has any (contract section 7)."""
+
 
 def delivery_head(sid: int, tag: int, m: MsgContent) -> bytes:
-    """The MSG line of a delivery of ``m``, with its redelivery count and reason."""
+    """The MSG line of a delivery of ``m``, with its redelivery count, reason and
+    properties, in the contract's order."""
     reason = m.reason
+    props = m.props
     return msg_header(
         sid,
         tag,
@@ -113,6 +120,7 @@ def delivery_head(sid: int, tag: int, m: MsgContent) -> bytes:
         len(m.payload),
         m.deliveries - 1,
         reason.encode() if reason is not None else None,
+        props.tail if props is not None else b"",
     )
 
 
@@ -125,7 +133,7 @@ def append_deliveries(out: list[bytes], sid: int, tag: int, messages: Iterable[M
         payload = m.payload
         n = len(payload)
         size += n
-        if m.deliveries != 1 or m.reason is not None:
+        if m.deliveries != 1 or m.reason is not None or m.props is not None:
             append(delivery_head(sid, tag, m))
             append(payload)
             append(CRLF)
@@ -175,16 +183,29 @@ def encode_pulled(pulled: Sequence[tuple[int, MsgContent]]) -> bytes:
 # ------------------------------------------------------------------ PUBLISH
 
 
-def publish_head(name: str, key: str = "", ttl: int | None = None) -> bytes:
-    """``PUBLISH <name> [<key>] [ttl=MS] ``: a PUBLISH line up to its size, checked.
+def publish_head(
+    name: str, key: str = "", ttl: int | None = None, props: Props | None = None
+) -> bytes:
+    """``PUBLISH <name> [<key>] [ttl=MS] [section 7 options] ``: a PUBLISH line up to
+    its size, checked.
 
-    Raises ``BadArgs`` for a name or key the broker would refuse."""
+    Raises ``BadArgs`` for a name, key or property the broker would refuse."""
     head = b"PUBLISH " + write_name(name)
     if key:
         head += b" " + write_key(key)
     if ttl is not None:
         head += b" ttl=%d" % ttl
+    if props is not None:
+        check_props(props)
+        if props.delay is not None:
+            head += b" delay=%d" % props.delay
+        head += props.tail
     return head + b" "
+
+
+def published_line(reached: int, duplicate: bool = False) -> bytes:
+    """PUBLISH's reply: ``+OK <n>``, or ``+OK <n> duplicate`` (contract section 7)."""
+    return b"+OK %d duplicate\r\n" % reached if duplicate else b"+OK %d\r\n" % reached
 
 
 def append_publish(out: list[bytes], head: bytes, payload: bytes) -> None:
@@ -259,7 +280,7 @@ def encode_command(cmd: Command) -> bytes:
     Raises ``BadArgs`` for a name, key, pattern or AUTH token the broker would refuse.
     """
     if isinstance(cmd, (frames.Publish, frames.PublishRun)):
-        head = publish_head(cmd.name, cmd.key, cmd.ttl)
+        head = publish_head(cmd.name, cmd.key, cmd.ttl, cmd.props)
         out: list[bytes] = []
         for payload in [cmd.payload] if isinstance(cmd, frames.Publish) else cmd.payloads:
             append_publish(out, head, payload)

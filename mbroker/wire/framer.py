@@ -22,10 +22,11 @@ from __future__ import annotations
 from typing import Generic, Optional, TypeVar
 
 from mbroker.errors import BadFrame, BrokerError, LineTooLong
+from mbroker.wire.frames import Props
 
 _T = TypeVar("_T")
-#: a PUBLISH line's meaning: (name, key, ttl, payload size)
-PublishHead = tuple[str, str, Optional[int], int]
+#: a PUBLISH line's meaning: (name, key, ttl, payload size, properties)
+PublishHead = tuple[str, str, Optional[int], int, Optional[Props]]
 
 
 class Framer(Generic[_T]):
@@ -39,7 +40,7 @@ class Framer(Generic[_T]):
         self._buf = bytearray()  # an unfinished line, or the CR after a payload
         self._need = -1  # -1: reading lines; n >= 0: payload bytes still to come
         self._chunks: list[bytes] = []
-        #: complete PUBLISH lines already checked -> (name, key, ttl, size); see feed
+        #: complete PUBLISH lines already checked -> (name, key, ttl, size, props); see feed
         self._heads: dict[bytes, PublishHead] = {}
 
     def _single(self, head: PublishHead, payload: bytes) -> _T:

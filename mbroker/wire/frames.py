@@ -75,14 +75,58 @@ class Unbind:
     key: str = ""
 
 
+#: a message header: its name, and its value as raw bytes
+Header = tuple[str, bytes]
+#: bytes a header value writes as themselves: 0x21-0x7E but ``%``
+_PLAIN = bytes(b for b in range(0x21, 0x7F) if b != 0x25)
+_ESCAPE = [b"%%%02X" % b if b not in _PLAIN else bytes((b,)) for b in range(256)]
+
+
+def percent_encode(value: bytes) -> bytes:
+    """A header value as written in a token: ``%XX`` (upper case) for ``%``, space, tab,
+    CR, LF and every byte outside 0x21-0x7E; every other byte as itself."""
+    if not value.translate(None, _PLAIN):
+        return value
+    esc = _ESCAPE
+    return b"".join([esc[c] for c in value])
+
+
+@attrs.frozen
+class Props:
+    """What a PUBLISH says of its message beyond name, key, ttl and payload (contract
+    section 7); read by :mod:`mbroker.wire.props`.  A message with none has no Props.
+
+    ``due`` is set only by the broker on a stored delayed copy: its wall-clock due
+    time (epoch seconds), kept across a restart."""
+
+    headers: tuple[Header, ...] = ()
+    id: str | None = None
+    priority: int = 0
+    delay: int | None = None  # milliseconds; the PUBLISH's, not the message's
+    due: float | None = None
+    #: the MSG attributes these properties add, each with a space before it, made once
+    tail: bytes = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        parts = []
+        if self.id is not None:
+            parts.append(b" id=" + self.id.encode("ascii"))
+        if self.priority:
+            parts.append(b" priority=%d" % self.priority)
+        for name, value in self.headers:
+            parts.append(b" h." + name.encode("ascii") + b"=" + percent_encode(value))
+        object.__setattr__(self, "tail", b"".join(parts))
+
+
 @attrs.frozen
 class Publish:
-    """PUBLISH.  Section 7 adds ``delay``, ``id``, ``priority`` and headers here."""
+    """PUBLISH; ``props`` holds section 7's headers, id, priority and delay, if any."""
 
     name: str
     key: str
     payload: bytes
     ttl: int | None = None  # milliseconds
+    props: Props | None = None
 
 
 @attrs.frozen
@@ -97,6 +141,7 @@ class PublishRun:
     key: str
     payloads: list[bytes]
     ttl: int | None = None  # milliseconds
+    props: Props | None = None
 
 
 @attrs.frozen

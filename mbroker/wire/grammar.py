@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from mbroker.errors import BadArgs
 from mbroker.wire import frames
 from mbroker.wire.frames import Command
+from mbroker.wire.props import Props, is_prop, parse_props
 from mbroker.wire.tokens import (
     decode_text,
     parse_heartbeat,
@@ -117,6 +118,11 @@ PUBLISH_SPEC = Spec(
         "in the inline form the payload is the text after the first token that begins "
         "with ':', as in PUBLISH news sport :Goal!",
         "ttl=MS: the message expires after MS milliseconds",
+        "h.NAME=VALUE: a header carried to every copy, VALUE percent-encoded (at most 64 "
+        "headers, 8192 bytes of them)",
+        "id=ID: a message id; a PUBLISH with an id already published to that name within "
+        "its dedup window is not routed again (+OK <n> duplicate)",
+        "priority=N: 0-9, higher first; delay=MS: each copy becomes ready MS later",
     ),
 )
 _BIND = Spec(
@@ -422,15 +428,31 @@ def parse_args(verb: bytes, spec: Spec, args: list[bytes]) -> dict[str, Any]:
     return kw
 
 
-def publish_args(args: list[bytes]) -> tuple[str, str, int | None]:
-    """PUBLISH's arguments but the payload, as ``(name, key, ttl)``."""
+def publish_args(args: list[bytes]) -> tuple[str, str, int | None, Props | None]:
+    """PUBLISH's arguments but the payload, as ``(name, key, ttl, props)``; ``props`` is
+    None unless the line has a section 7 option (headers, id, priority, delay)."""
     n = len(args)
     if n == 1:
-        return parse_name(args[0]), "", None
+        return parse_name(args[0]), "", None, None
     if n == 2 and b"=" not in args[1]:
-        return parse_name(args[0]), parse_key(args[1]), None
+        return parse_name(args[0]), parse_key(args[1]), None, None
+    props = None
+    picked = [tok for tok in args if b"=" in tok and is_prop(tok)]
+    if picked:
+        rest = []
+        option_seen = False
+        for tok in args:
+            if b"=" in tok:
+                option_seen = True
+                if is_prop(tok):
+                    continue
+            elif option_seen:
+                raise BadArgs(f"unexpected argument {show(tok)}; {usage(b'PUBLISH', PUBLISH_SPEC)}")
+            rest.append(tok)
+        props = parse_props(picked)
+        args = rest
     kw = parse_args(b"PUBLISH", PUBLISH_SPEC, args)
-    return kw["name"], kw.get("key", ""), kw.get("ttl")
+    return kw["name"], kw.get("key", ""), kw.get("ttl"), props
 
 
 def parse_auth(args: list[bytes]) -> frames.Auth:

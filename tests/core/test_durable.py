@@ -205,7 +205,7 @@ def test_restore_rebuilds_objects_bindings_and_messages() -> None:
         exchanges={"ev": "topic"},
         queues={"q": QueueOptions(durable=True)},
         bindings=[("q", "ev", "a.*")],
-        messages={"q": [(7, "ev", "a.b", b"hello", None, ()), (9, "q", "", b"x", None, ())]},
+        messages={"q": [(7, "ev", "a.b", b"hello", None, None), (9, "q", "", b"x", None, None)]},
         next_msg_id=10,
     )
     w.broker.restore(recovered)

@@ -360,6 +360,14 @@ def test_close_a_connection_from_the_page(page: WebDriver, broker: BrokerProcess
             lambda: page.find_elements(By.CSS_SELECTOR, "#connections-table tbody tr td.num"),
         )
         assert row
+        # the bytes it sent and was sent (at least its HELLO), in their columns
+        headers = [
+            th.text for th in page.find_elements(By.CSS_SELECTOR, "#connections-table thead th")
+        ]
+        cells = [td.text for td in row]
+        at = headers.index("Bytes out")
+        assert headers[at - 1] == "Bytes in" and cells[-2].endswith(" B"), (headers, cells)
+        assert cells[-1].endswith(" B") and cells[-1] != "0 B", cells  # (HELLO at least)
         button = page.find_element(
             By.XPATH, "//div[@id='connections-table']//button[text()='Close']"
         )

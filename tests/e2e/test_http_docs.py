@@ -180,6 +180,7 @@ def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[bool, Bro
         f"alice:{hash_password('s3cret', hasher)}:alice.*:alice.*:alice.*\n"
         f"monitor:{hash_password('look', hasher)}:-:-:-:monitoring\n"
         f"ops:{hash_password('act', hasher)}:-:-:-:administrator\n"
+        f"nobody:{hash_password('none', hasher)}:-:-:-\n"
     )
     made = [start_broker(open_dir, *HTTP)]
     try:

@@ -24,7 +24,7 @@ from tests.helpers.contract import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP = ("--http", "tcp:0:interface=127.0.0.1")
-PASSWORDS = {"alice": "s3cret", "mon": "look", "ops": "act"}
+PASSWORDS = {"alice": "s3cret", "mon": "look", "ops": "act", "nobody": "none"}
 
 
 def call(
@@ -97,5 +97,34 @@ def test_monitoring_reads_administrator_acts(tmp_path: Path) -> None:
         assert call(broker, "mon", "GET", "/api/queues") == (200, [])
         assert call(broker, "mon", "GET", "/api/queues/jobs")[0] == 403
         assert call(broker, "ops", "DELETE", "/api/queues/jobs")[0] == 200
+    finally:
+        broker.stop()
+
+
+def test_no_right_and_no_tag_sees_no_broker_figures(tmp_path: Path) -> None:
+    """As STATS without a name: the broker-wide figures of ``/api/overview`` and
+    ``/metrics`` need a right on some name, or a tag."""
+    users = tmp_path / "users"
+    users.write_text(
+        f"alice:{cheap_hash('s3cret')}:alice.*:alice.*:alice.*\n"
+        f"mon:{cheap_hash('look')}:-:-:-:monitoring\n"
+        f"nobody:{cheap_hash('none')}:-:-:-\n"
+    )
+    broker = start_broker(tmp_path, *HTTP, "--users", str(users), memory_only=True)
+    try:
+        refused = "nobody may not see the broker's figures (no right on any name)"
+        assert call(broker, "nobody", "GET", "/api/overview") == (
+            403,
+            {"error": "FORBIDDEN", "reason": refused},
+        )
+        status, text = call(broker, "nobody", "GET", "/metrics")
+        assert status == 403 and "mbroker_connections" not in text
+        with connect(broker) as c:
+            assert c.ok("AUTH nobody none") == "+OK"
+            assert c.err("STATS") == f"-ERR FORBIDDEN {refused}"  # the same rule
+        for user in ("alice", "mon"):
+            status, body = call(broker, user, "GET", "/api/overview")
+            assert status == 200 and "queue_totals" in body, user
+            assert call(broker, user, "GET", "/metrics")[0] == 200
     finally:
         broker.stop()

@@ -29,10 +29,11 @@ from mbroker.client.connection import connect
 from mbroker.config import Config
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
+from mbroker.core.namespace import Namespace
 from mbroker.core.snapshots import ConnectionReport
 from mbroker.server.auth import Pattern, Permissions, User
 from mbroker.server.factory import BrokerFactory
-from mbroker.server.http.api import Api, ApiRequest, Reply, error_reply
+from mbroker.server.http.api import TOTALS_TTL, Api, ApiRequest, Reply, error_reply
 from mbroker.server.http.health import problem
 from mbroker.server.http.service import HttpService
 from mbroker.server.http.site import IDLE_TIMEOUT, make_site
@@ -205,6 +206,40 @@ def test_overview_totals(api: Api) -> None:
     assert body["product_name"] == "mbroker"
 
 
+def test_overview_sums_the_queues_at_most_once_per_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    broker = Broker(clock, Config())
+    api = Api(broker)
+    call(api, "PUT", "queues/a", {})
+    call(api, "POST", "exchanges/a/publish", {"payload": "1"})
+    assert call(api, "GET", "overview").body["queue_totals"]["messages_ready"] == 1
+    call(api, "POST", "exchanges/a/publish", {"payload": "2"})
+    call(api, "PUT", "queues/b", {})
+
+    def walk() -> list[Any]:
+        raise AssertionError("a walk of every object")
+
+    # within the TTL no request walks the queues (nor does STATS count them)
+    with monkeypatch.context() as m:
+        m.setattr(Namespace, "objects", walk)
+        for _ in range(100):
+            body = call(api, "GET", "overview").body
+        assert body["queue_totals"]["messages_ready"] == 1  # (summed under a second ago)
+        assert body["object_totals"]["queues"] == 2  # (counted on CREATE: exact)
+        assert broker.stats()[4] == ("queues", "2")
+    clock.advance(TOTALS_TTL)
+    body = call(api, "GET", "overview").body
+    assert body["queue_totals"] == {
+        "messages": 2,
+        "messages_ready": 2,
+        "messages_delayed": 0,
+        "messages_unacknowledged": 0,
+    }
+    call(api, "DELETE", "queues/a")
+    call(api, "PUT", "exchanges/x", {"type": "topic"})
+    assert dict(broker.stats())["queues"] == "1" and dict(broker.stats())["exchanges"] == "1"
+
+
 # ------------------------------------------------------------- the real site
 
 
@@ -272,6 +307,9 @@ async def test_connections_lists_native_clients(site: Site) -> None:
         assert status == 200 and len(body) == 1
         [c] = body
         assert c["subscriptions"] == 1 and c["user"] is None and c["peer"].startswith("127.0.0.1:")
+        # the bytes it sent (CREATE, SUBSCRIBE) and got (HELLO and two replies)
+        assert c["recv_oct"] >= len(b"CREATE jobs queue\r\nSUBSCRIBE jobs\r\n")
+        assert c["send_oct"] > len(b"+OK created\r\n+OK 1\r\n") + len(b"HELLO mbroker ")
         status, q = await site.json("GET", "/api/queues/jobs")
         assert q["consumers"] == 1 and q["consumer_details"][0]["connection"] == c["id"]
     finally:
@@ -280,6 +318,15 @@ async def test_connections_lists_native_clients(site: Site) -> None:
     assert factory is not None
     await eventually(lambda: not factory.protocols)
     assert (await site.json("GET", "/api/connections"))[1] == []
+    # /metrics: the bytes of every connection, closed ones included
+    _, _, raw = await site.request("GET", "/metrics")
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(raw.decode())
+        for s in family.samples
+    }
+    assert samples["mbroker_connection_incoming_bytes_total"] >= c["recv_oct"] > 0
+    assert samples["mbroker_connection_outgoing_bytes_total"] >= c["send_oct"] > 0
 
 
 @pytest_twisted.ensureDeferred
@@ -309,6 +356,37 @@ async def test_metrics_are_prometheus_text(site: Site) -> None:
     )
     assert (h.getRawHeaders("content-type") or [""])[0].startswith("application/openmetrics-text")
     assert raw.endswith(b"# EOF\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_publishes_held_by_the_memory_mark_are_counted(site: Site) -> None:
+    factory = site.service.factory
+    assert factory is not None
+    watch, used = factory.watch, [2000]
+    watch.high_water, watch.measure = 1000, lambda: used[0]
+    host, port = describe_address(site.service.ports[0].getHost()).split(":")
+    client = await connect(reactor, f"tcp:host={host}:port={port}")
+    try:
+        await client.create("jobs", "queue")
+        watch.check()  # over the mark
+        held = [client.publish("jobs", b"a"), client.publish("jobs", b"b")]
+        await eventually(lambda: watch.blocked)
+        used[0] = 0
+        watch.check()  # under it again: the publishes go on
+        assert [await d for d in held] == [1, 1]
+    finally:
+        await client.close()
+    _, _, raw = await site.request("GET", "/metrics")
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(raw.decode())
+        for s in family.samples
+    }
+    assert samples["mbroker_memory_blocked_total"] == 1
+    assert samples["mbroker_memory_blocked_publishes_total"] == 2
+    _, overview = await site.json("GET", "/api/overview")
+    high_water = overview["memory_high_water"]
+    assert (high_water["blocked_total"], high_water["blocked_publishes"]) == (1, 2)
 
 
 @pytest_twisted.ensureDeferred
@@ -684,6 +762,18 @@ def test_a_user_without_tags_gets_what_its_patterns_allow() -> None:
         assert (reply.status, reply.body["error"]) == (403, "FORBIDDEN"), (method, path)
     assert as_user(api, ALICE, "DELETE", "connections/7").status == 404
     assert closed == []
+
+
+def test_the_overview_is_refused_to_a_user_with_no_right_and_no_tag() -> None:
+    api, _ = _tagged_api()
+    nobody = User("nobody", "-", NOBODY)
+    assert as_user(api, nobody, "GET", "overview").body == {
+        "error": "FORBIDDEN",
+        "reason": "nobody may not see the broker's figures (no right on any name)",
+    }
+    # as STATS: a right on some name shows the broker's figures; so does a tag
+    for user in (ALICE, MON, OPS):
+        assert as_user(api, user, "GET", "overview").body["object_totals"]["queues"] == 2
 
 
 def test_monitoring_sees_every_figure_and_may_do_nothing_more() -> None:

@@ -127,9 +127,12 @@ def test_over_the_mark_publishers_are_held_in_order() -> None:
     assert lines[:3] == [b"MSG 0 1 q - 1", b"1", b"+OK 1"]
     assert b"STAT memory_alarm 1" in lines and b"STAT connections_blocked 1" in lines
     assert b"STAT memory_high_water 1000" in lines
+    assert (f.watch.blocked_total, f.watch.blocked_publishes) == (1, 0)
     memory.used = 999
     clock.advance(0.1)
     assert not now(lambda: f.watch.alarm) and not f.watch.blocked
+    # counted for monitoring: one connection held, two publishes that waited
+    assert (f.watch.blocked_total, f.watch.blocked_publishes) == (1, 2)
     assert pub.lines() == [b"+OK 1", b"+PONG", b"+OK 1"]
     assert pub.transport.producerState == "producing"
     assert broker.stats("q")[2] == ("messages", "2")
@@ -161,6 +164,7 @@ def test_a_held_connection_that_goes_away() -> None:
     assert pub.server in f.watch.blocked
     pub.close()
     assert pub.server not in f.watch.blocked
+    assert (f.watch.blocked_total, f.watch.blocked_publishes) == (1, 1)
     memory.used = 0
     clock.advance(0.1)
 

@@ -447,3 +447,17 @@ def test_a_half_close_behind_congested_replies_answers_them_all_then_closes() ->
     out += t.value()
     assert out.count(b"+OK 300\r\n") == 50
     assert out.endswith(b"+PONG\r\n")
+
+
+def test_the_connection_counts_its_bytes_in_and_out() -> None:
+    _, _, f = make()
+    c = Conn(f)
+    sent = b"CREATE q queue\r\nSUBSCRIBE q\r\n"
+    c.send(sent)
+    c.send(b"PUBLISH q 5\r\nhel")
+    c.send(b"lo\r\nPUBLISH q :x\r\nPING\r\n")
+    sent += b"PUBLISH q 5\r\nhello\r\nPUBLISH q :x\r\nPING\r\n"
+    written = c.greeting + c.take()
+    assert b"MSG 1 2 q - 1" in written
+    report = c.server.report()
+    assert (report.bytes_in, report.bytes_out) == (len(sent), len(written))

@@ -680,8 +680,10 @@ def test_over_the_memory_mark_sends_wait_and_reading_stops() -> None:
     )
     assert p.frames() == [] and s.messages("q") == 0
     assert p.transport.producerState == "paused"
+    assert s.factory.watch.blocked_total == 1
     used[0] = 10
     s.factory.watch.check()
+    assert (s.factory.watch.blocked_total, s.factory.watch.blocked_publishes) == (1, 2)
     s.clock.advance(0)
     got = [(f.command, f.body or f.header("receipt-id")) for f in p.frames()]
     assert sorted(got) == [("MESSAGE", b"a"), ("MESSAGE", b"b"), ("RECEIPT", "1"), ("RECEIPT", "2")]

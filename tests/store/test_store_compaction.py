@@ -48,7 +48,7 @@ def test_a_mostly_dead_segment_is_rewritten() -> None:
     assert store.stats()["compactions"] >= 1
     assert len(segments(fs)) <= 2
     rec = open_log(fs.kill9())[2]
-    assert rec.messages["keep"] == [(1, "ex", "a.b", b"precious", None, ())]
+    assert rec.messages["keep"] == [(1, "ex", "a.b", b"precious", None, None)]
 
 
 def test_the_newest_sealed_segment_is_not_read_while_its_messages_may_still_go() -> None:
@@ -190,7 +190,7 @@ def test_copies_are_on_disk_before_the_original_goes_even_with_fsync_never() -> 
     assert store.stats()["compactions"] == 1
     for seed in range(20):  # whatever else the power cut takes, message 1 stays
         rec = open_log(fs.power_cut(random.Random(seed)))[2]
-        assert rec.messages["keep"] == [(1, "ex", "a.b", b"precious", None, ())]
+        assert rec.messages["keep"] == [(1, "ex", "a.b", b"precious", None, None)]
 
 
 @pytest_twisted.ensureDeferred

@@ -34,7 +34,7 @@ from mbroker.store.files import CrashFS
 from mbroker.store.interfaces import IStore
 from mbroker.store.logstore import LogStore
 from mbroker.store.memory import MemoryStore
-from mbroker.wire.frames import QueueOptions
+from mbroker.wire.frames import Props, QueueOptions
 from tests.helpers.store import DURABLE, declare, ids, log_store, msg
 
 
@@ -129,6 +129,7 @@ async def test_empty_store(harness: Harness) -> None:
     assert rec.queues == {} and rec.next_msg_id == 1
 
 
+PROPS = Props((("a", b"1"), ("b", "é".encode())), "m-3", 9)
 LIFETIME = QueueOptions(durable=True, auto_delete=True, expires=60000)
 
 
@@ -211,17 +212,17 @@ async def test_messages_round_trip(harness: Harness) -> None:
         [
             msg(1, ("q", "r"), b"\x00\r\n binary", expires_at=1.7e9 + 0.25),
             msg(2, ("q",), b"", source="", key=""),
-            msg(3, ("r",), b"x" * 70000, headers=(("a", "1"), ("b", "é")), key="k.ü"),
+            msg(3, ("r",), b"x" * 70000, props=PROPS, key="k.ü"),
         ]
     )
     rec = await harness.restart()
     assert rec.messages["q"] == [
-        (1, "ex", "a.b", b"\x00\r\n binary", 1.7e9 + 0.25, ()),
-        (2, "", "", b"", None, ()),
+        (1, "ex", "a.b", b"\x00\r\n binary", 1.7e9 + 0.25, None),
+        (2, "", "", b"", None, None),
     ]
     assert rec.messages["r"] == [
-        (1, "ex", "a.b", b"\x00\r\n binary", 1.7e9 + 0.25, ()),
-        (3, "ex", "k.ü", b"x" * 70000, None, (("a", "1"), ("b", "é"))),
+        (1, "ex", "a.b", b"\x00\r\n binary", 1.7e9 + 0.25, None),
+        (3, "ex", "k.ü", b"x" * 70000, None, PROPS),
     ]
     assert rec.next_msg_id == 4
 
@@ -236,14 +237,14 @@ async def test_a_run_of_messages_is_its_messages(harness: Harness) -> None:
     assert harness.store.stats()["messages"] == 5
     rec = await harness.restart()
     assert rec.messages["q"] == [
-        (4, "ex", "a.b", b"payload-4", None, ()),
-        (6, "ex", "k", b"", None, ()),
-        (7, "ex", "k", b"c" * 70000, None, ()),
+        (4, "ex", "a.b", b"payload-4", None, None),
+        (6, "ex", "k", b"", None, None),
+        (7, "ex", "k", b"c" * 70000, None, None),
     ]
     assert rec.messages["r"] == [
-        (5, "ex", "k", b"a", None, ()),
-        (7, "ex", "k", b"c" * 70000, None, ()),
-        (8, "ex", "a.b", b"after", None, ()),
+        (5, "ex", "k", b"a", None, None),
+        (7, "ex", "k", b"c" * 70000, None, None),
+        (8, "ex", "a.b", b"after", None, None),
     ]
     assert rec.next_msg_id == 9
 

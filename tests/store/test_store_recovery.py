@@ -21,7 +21,7 @@ from mbroker.core.records import (
 from mbroker.store import codec
 from mbroker.store.files import CrashFS, Locked, RealFileSystem
 from mbroker.store.segment import segment_name
-from mbroker.wire.frames import QueueOptions
+from mbroker.wire.frames import Props, QueueOptions
 from tests.helpers.logs import logged
 from tests.helpers.store import DATA, declare, failure, ids, log_store, msg, open_log, result
 
@@ -181,7 +181,12 @@ def test_duplicate_copies_of_a_message_are_merged() -> None:
 def test_frames_decode_back() -> None:
     records = [
         *declare("q"),
-        msg(7, ("q", "r"), headers=(("k", "v"),), expires_at=12.5),
+        msg(
+            7,
+            ("q", "r"),
+            props=Props((("k", b"v\x00 %"),), "id-1", 3, None, 1.7e9 + 0.5),
+            expires_at=12.5,
+        ),
         MessagesRemoved("q", (1, 2, 3)),
         QueueDeleted("q"),
     ]

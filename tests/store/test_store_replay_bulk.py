@@ -1,9 +1,9 @@
 """Runs of message frames replayed in bulk give exactly what one frame at a time gives.
 
 Recovery replays a run of message frames laid out alike (one queue, source and key, no
-headers, no expiry) in bulk, whatever their payload sizes: ``replay(..., bulk=False)``
+properties, no expiry) in bulk, whatever their payload sizes: ``replay(..., bulk=False)``
 replays every frame with the general loop instead, and is the reference here.  Every
-log (runs of mixed and equal sizes, removals, copies, multi-queue messages, headers,
+log (runs of mixed and equal sizes, removals, copies, multi-queue messages, properties,
 expiry, several segments) and every damage (a flipped byte anywhere, a torn tail) must
 give the same recovered state, ledger, warnings and tail with both.
 """
@@ -29,9 +29,11 @@ from mbroker.store import codec
 from mbroker.store.files import CrashFS
 from mbroker.store.replay import ReplayResult, replay
 from mbroker.store.segment import segment_name
+from mbroker.wire.frames import Props
 from tests.helpers.store import DATA, DURABLE, declare, ids, open_log, result
 
 SEG1 = os.path.join(DATA, segment_name(1))
+PROPS = Props((("k", b"v"),), "id-1", 3)
 
 
 def everything(res: ReplayResult) -> dict[str, Any]:
@@ -191,11 +193,11 @@ def test_copies_of_stored_messages_end_a_run() -> None:
     assert len(fast.ledger.copies) == 0 and fast.ledger.segments[1].live == 35
 
 
-def test_headers_expiry_and_other_layouts_end_a_run() -> None:
+def test_properties_expiry_and_other_layouts_end_a_run() -> None:
     store, fs, _ = open_log()
     result(store.write(declare("q", "r")))
     records: list[Record] = [*mixed(1, 10)]
-    records.append(MessageStored(11, ("q",), "ex", "a.b", b"h" * 9, None, (("k", "v"),)))
+    records.append(MessageStored(11, ("q",), "ex", "a.b", b"h" * 9, None, PROPS))
     records += mixed(12, 10)
     records.append(MessageStored(22, ("q",), "ex", "a.b", b"e" * 99, 1e12))
     records += mixed(23, 10)
@@ -208,7 +210,7 @@ def test_headers_expiry_and_other_layouts_end_a_run() -> None:
     assert ids(fast.recovered) == list(range(1, 55))
     assert fast.bulk_frames == 5 * 9  # each run of 10 but its first frame; none of the others
     by_id = {m[0]: m for m in fast.recovered.messages["q"]}
-    assert by_id[11][5] == (("k", "v"),) and by_id[22][4] == 1e12
+    assert by_id[11][5] == PROPS and by_id[22][4] == 1e12
     assert ids(fast.recovered, "r") == [33]
 
 
@@ -225,7 +227,7 @@ operations = st.one_of(
         st.lists(payloads, min_size=1, max_size=25),
         st.sampled_from(["a.b", "a.b", "a.b", "a.c", ""]),
         st.sampled_from([None, None, None, 1e12]),
-        st.sampled_from([(), (), (), (("h", "v"),)]),
+        st.sampled_from([None, None, None, PROPS]),
         st.sampled_from([0, 0, 0, 1, 2]),  # the gap before the first id
     ),
     st.tuples(st.just("equal"), st.sampled_from(["q", "r"]), st.integers(1, 25), st.binary()),
@@ -254,10 +256,10 @@ def test_bulk_and_frame_at_a_time_agree(
     for op in ops:
         records: list[Record] = []
         if op[0] == "publish":
-            _, queues, bodies, key, expires, headers, gap = op
+            _, queues, bodies, key, expires, props, gap = op
             next_id += gap
             for body in bodies:
-                records.append(MessageStored(next_id, queues, "ex", key, body, expires, headers))
+                records.append(MessageStored(next_id, queues, "ex", key, body, expires, props))
                 published.append((next_id, queues, key, body))
                 next_id += 1
         elif op[0] == "equal":

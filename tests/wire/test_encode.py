@@ -20,7 +20,7 @@ from mbroker.wire.encode import (
     encode_pulled,
     publish_head,
 )
-from mbroker.wire.frames import Msg, Ok, Publish, PublishRun
+from mbroker.wire.frames import Msg, Ok, Props, Publish, PublishRun
 
 SMALL, LARGE = b"x" * 10, b"y" * (JOIN_MAX + 1)
 
@@ -35,6 +35,7 @@ class Queued:
         self.route = route_bytes("ex", key)
         self.deliveries = deliveries
         self.reason = reason
+        self.props: Props | None = None
 
 
 def as_frame(sid: int, tag: int, m: Queued, key: str = "k") -> Msg:

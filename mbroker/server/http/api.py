@@ -14,7 +14,8 @@ Permissions are the users file's, as the native protocol applies them, widened b
 user's tags (as RabbitMQ's management plugin has them): a ``monitoring`` user sees
 every figure (every queue, exchange, binding and connection, whatever its patterns),
 an ``administrator`` also takes every action; a user without tags gets what its
-patterns allow (and, as before tags, sees every connection with ``* * *``).
+patterns allow (and, as before tags, sees every connection with ``* * *``), and the
+broker-wide ``/api/overview`` only with a right on some name, as ``STATS``.
 
 RabbitMQ's virtual-host segment is accepted and ignored (mbroker has one namespace):
 ``/api/queues/%2F/jobs`` is ``/api/queues/jobs``.  A name never holds ``/``.
@@ -29,12 +30,9 @@ from typing import Any, get_args
 
 import attrs
 
-from mbroker import __version__, errors
+from mbroker import errors
 from mbroker.core.broker import Broker
-from mbroker.core.snapshots import (
-    BindingReport,
-    ConnectionReport,
-)
+from mbroker.core.snapshots import BindingReport, ConnectionReport, QueueTotals
 from mbroker.server.auth import ADMINISTRATOR, TAGS, Permissions
 from mbroker.server.http.request import (
     EXCHANGE_SORTS,
@@ -54,6 +52,7 @@ from mbroker.server.http.views import (
     connection_json,
     exchange_json,
     message_json,
+    overview_json,
     props,
     queue_json,
 )
@@ -90,6 +89,9 @@ CUSTOM_HEADER = b"x-requested-with"
 PEEK_MAX = 100
 #: What changes state: refused without a JSON content type or the custom header.
 MUTATING = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+#: Seconds ``/api/overview`` keeps its sum of the queues' messages (a walk of every
+#: queue: about 1 ms at 10,000 queues) before summing again.
+TOTALS_TTL = 1.0
 
 _ALL = Permissions()
 
@@ -175,6 +177,9 @@ class Api:
         self.connections = connections
         self.extras = extras
         self.memory_alarm = memory_alarm
+        #: the overview's queue totals, and when they were summed
+        self._totals: QueueTotals | None = None
+        self._totals_at = 0.0
         config = broker.config
         self._max_line = config.max_line
         self._max_payload = config.max_payload
@@ -226,40 +231,19 @@ class Api:
 
     @_route("GET", "overview")
     def overview(self, request: ApiRequest, names: list[str]) -> Reply:
+        """The broker's figures, refused (as STATS) to a user with no tag and no right
+        on any name; the queue totals are one walk of the queues every
+        :data:`TOTALS_TTL` seconds at most, however often it is asked."""
+        perms = _perms(request, act=False)
+        if perms is not None and not perms.may_see_broker():
+            raise _forbid(request, "see", "the broker's figures (no right on any name)")
+        now = self.broker.clock.seconds()
+        totals = self._totals
+        if totals is None or not 0 <= now - self._totals_at < TOTALS_TTL:
+            totals = self._totals = self.broker.queue_totals()
+            self._totals_at = now
         stats = {k: int(v) for k, v in self.broker.stats()}
-        ready = delayed = unacked = consumers = 0
-        for q in self.broker.queue_reports():
-            ready += q.ready
-            delayed += q.delayed
-            unacked += q.unacked
-            consumers += len(q.consumers)
-        message_stats: dict[str, Any] = {
-            "publish": stats["published"],
-            "deliver": stats["delivered"],
-            "ack": stats["acked"],
-        }
-        for name, details in self.rates().items():
-            message_stats[name + "_details"] = details
-        body = {
-            "product_name": "mbroker",
-            "product_version": __version__,
-            "uptime": stats["uptime_s"],
-            "object_totals": {
-                "connections": stats["connections"],
-                "queues": stats["queues"],
-                "exchanges": stats["exchanges"],
-                "consumers": consumers,
-            },
-            "queue_totals": {
-                "messages": ready + delayed + unacked,
-                "messages_ready": ready,
-                "messages_delayed": delayed,
-                "messages_unacknowledged": unacked,
-            },
-            "message_stats": message_stats,
-            "connections_total": stats["connections_total"],
-            "memory": {"rss": stats["memory_rss"], "peak_rss": stats["memory_peak_rss"]},
-        }
+        body = overview_json(stats, totals, self.rates())
         body.update(self.extras())
         return Reply(200, body)
 
@@ -569,12 +553,16 @@ def _perms(request: ApiRequest, act: bool) -> Permissions | None:
     return user.permissions
 
 
+def _forbid(request: ApiRequest, what: str, name: str) -> errors.Forbidden:
+    user = request.user.name if request.user is not None else "?"
+    return errors.Forbidden(f"{user} may not {what} {name}")
+
+
 def _see(request: ApiRequest, name: str) -> None:
     """Refuse to show ``name``'s figures to a user with no right to it nor a tag."""
     perms = _perms(request, act=False)
     if perms is not None and not perms.may_see(name):
-        user = request.user.name if request.user is not None else "?"
-        raise errors.Forbidden(f"{user} may not see {name}")
+        raise _forbid(request, "see", name)
 
 
 def _check(
@@ -585,8 +573,7 @@ def _check(
     which ``monitoring`` does not open."""
     perms = _perms(request, act=True)
     if perms is not None and not may(perms, name):
-        user = request.user.name if request.user is not None else "?"
-        raise errors.Forbidden(f"{user} may not {what} {name}")
+        raise _forbid(request, what, name)
 
 
 def _check_binding(request: ApiRequest, queue: str, exchange: str) -> None:

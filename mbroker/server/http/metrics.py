@@ -43,6 +43,12 @@ class Snapshot:
     memory_high_water: int = 0
     memory_alarm: bool = False
     connections_blocked: int = 0
+    #: times a connection was held by the memory alarm, and publishes that waited
+    memory_blocked: int = 0
+    memory_blocked_publishes: int = 0
+    #: bytes read from and written to the native protocol's connections since start
+    bytes_in: int = 0
+    bytes_out: int = 0
     #: the store's counters (``LogStore.stats``); None when the broker runs in memory
     store: dict[str, int] | None = None
     #: the store's fsync latency histogram (``LogStore.fsync_latency``)
@@ -143,6 +149,30 @@ class BrokerCollector(Collector):
             "Publishing connections held by the memory alarm.",
             snap.connections_blocked,
             False,
+        )
+        yield _one(
+            "memory_blocked",
+            "Times a publishing connection was held by the memory alarm.",
+            snap.memory_blocked,
+            True,
+        )
+        yield _one(
+            "memory_blocked_publishes",
+            "Publishes held back by the memory alarm until memory fell.",
+            snap.memory_blocked_publishes,
+            True,
+        )
+        yield _one(
+            "connection_incoming_bytes",
+            "Bytes read from clients (native protocol), closed connections included.",
+            snap.bytes_in,
+            True,
+        )
+        yield _one(
+            "connection_outgoing_bytes",
+            "Bytes written to clients (native protocol), closed connections included.",
+            snap.bytes_out,
+            True,
         )
         if snap.store is not None:
             for name, doc, field, counter in _STORE:

@@ -209,6 +209,8 @@ class HttpResource(Resource):
                     "limit": watch.high_water,
                     "alarm": watch.alarm,
                     "connections_blocked": len(watch.blocked),
+                    "blocked_total": watch.blocked_total,
+                    "blocked_publishes": watch.blocked_publishes,
                 }
             out["store"] = service.store.stats() if service.store is not None else None
             return out
@@ -261,6 +263,11 @@ class HttpResource(Resource):
             if user is None or user.permissions == _ALL or user.may_monitor()
             else user.permissions
         )
+        if perms is not None and not perms.may_see_broker():
+            name = user.name if user is not None else "?"
+            raise errors.Forbidden(
+                f"{name} may not see the broker's figures (no right on any name)"
+            )
         queues = broker.queue_reports()
         exchanges = broker.exchange_reports()
         if perms is not None:
@@ -268,6 +275,7 @@ class HttpResource(Resource):
             exchanges = [e for e in exchanges if perms.may_see(e.name)]
         factory, store = self.service.factory, self.service.store
         watch = factory.watch if factory is not None else None
+        bytes_in, bytes_out = factory.bytes_totals() if factory is not None else (0, 0)
         snapshot = Snapshot(
             {k: int(v) for k, v in broker.stats()},
             queues,
@@ -275,8 +283,12 @@ class HttpResource(Resource):
             watch.high_water if watch is not None else 0,
             watch.alarm if watch is not None else False,
             len(watch.blocked) if watch is not None else 0,
-            store.stats() if store is not None else None,
-            store.fsync_latency() if store is not None else None,
+            memory_blocked=watch.blocked_total if watch is not None else 0,
+            memory_blocked_publishes=watch.blocked_publishes if watch is not None else 0,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            store=store.stats() if store is not None else None,
+            fsync=store.fsync_latency() if store is not None else None,
         )
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
         # formatting 10,000 queues takes a while: in a thread

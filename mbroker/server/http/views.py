@@ -11,16 +11,52 @@ import base64
 import json
 from typing import Any
 
+from mbroker import __version__
 from mbroker.core.snapshots import (
     BindingReport,
     ConnectionReport,
     ExchangeReport,
     MessageReport,
     QueueReport,
+    QueueTotals,
 )
 
 #: RabbitMQ's virtual host: mbroker has one namespace
 VHOST = "/"
+
+
+def overview_json(
+    stats: dict[str, int], totals: QueueTotals, rates: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """``/api/overview`` (without the front door's extras): the broker's STATS, the
+    queues' totals and the message rates."""
+    message_stats: dict[str, Any] = {
+        "publish": stats["published"],
+        "deliver": stats["delivered"],
+        "ack": stats["acked"],
+    }
+    for name, details in rates.items():
+        message_stats[name + "_details"] = details
+    return {
+        "product_name": "mbroker",
+        "product_version": __version__,
+        "uptime": stats["uptime_s"],
+        "object_totals": {
+            "connections": stats["connections"],
+            "queues": stats["queues"],
+            "exchanges": stats["exchanges"],
+            "consumers": totals.consumers,
+        },
+        "queue_totals": {
+            "messages": totals.ready + totals.delayed + totals.unacked,
+            "messages_ready": totals.ready,
+            "messages_delayed": totals.delayed,
+            "messages_unacknowledged": totals.unacked,
+        },
+        "message_stats": message_stats,
+        "connections_total": stats["connections_total"],
+        "memory": {"rss": stats["memory_rss"], "peak_rss": stats["memory_peak_rss"]},
+    }
 
 
 def queue_json(q: QueueReport) -> dict[str, Any]:
@@ -118,6 +154,8 @@ def connection_json(c: ConnectionReport) -> dict[str, Any]:
         "connected_at": int(c.since * 1000),
         "subscriptions": c.subscriptions,
         "messages_unacknowledged": c.unacked,
+        "recv_oct": c.bytes_in,
+        "send_oct": c.bytes_out,
     }
 
 

@@ -204,6 +204,8 @@ const connectionColumns = [
     render: (c) => new Date(c.connected_at).toLocaleString() },
   { key: "subscriptions", label: "Subscriptions", sortable: true, numeric: true },
   { key: "messages_unacknowledged", label: "Unacked", sortable: true, numeric: true },
+  { key: "recv_oct", label: "Bytes in", sortable: true, numeric: true, render: (c) => bytes(c.recv_oct) },
+  { key: "send_oct", label: "Bytes out", sortable: true, numeric: true, render: (c) => bytes(c.send_oct) },
   { key: "actions", label: "", render: (c) => button("Close", () => closeConnection(c), "danger") },
 ];
 
