@@ -18,6 +18,9 @@ a crash left behind:
   that segment is skipped (in the last segment: cut off, as a torn tail).
 - **torn header**: a last segment shorter than its header (a crash while it
   was created) is taken for an empty segment and rewritten.
+- **lost exchange declaration**: bindings that name an exchange whose declaration
+  was lost are kept, and the exchange is declared again, durable, of the kind its
+  binding keys show (``redeclared-exchange``; see ``Ledger.declare_lost_exchanges``).
 - **lost declaration**: after damage, messages (or bindings) naming a queue
   that is not declared are kept (:class:`~mbroker.store.ledger.Ledger` explains
   when), and at the end of replay that queue is declared again under its own
@@ -55,7 +58,14 @@ from operator import add
 
 import attrs
 
-from mbroker.core.records import Recovered, RecoveryWarning, StoredMessage
+from mbroker.core.records import (
+    ExchangeDeclared,
+    QueueDeclared,
+    Record,
+    Recovered,
+    RecoveryWarning,
+    StoredMessage,
+)
 from mbroker.store.codec import (
     CRC_START,
     FILE_HEADER,
@@ -141,6 +151,19 @@ def _replay(fs: FileSystem, directory: str, bulk: bool) -> ReplayResult:
         file, offset, length = ledger.orphans.get(queue) or ledger.damage or ("", 0, 0)
         _options, count = ledger.declare_again(queue)
         warnings.append(RecoveryWarning("redeclared", file, offset, length, queue, count))
+    for exchange, kind, count in ledger.declare_lost_exchanges():
+        file, offset, length = ledger.damage or ("", 0, 0)
+        warnings.append(
+            RecoveryWarning(
+                "redeclared-exchange",
+                file,
+                offset,
+                length,
+                exchange=exchange,
+                exchange_kind=kind,
+                bindings=count,
+            )
+        )
     ledger.damage = None
     ledger.orphans.clear()
     ledger.gone.clear()
@@ -157,6 +180,18 @@ def _replay(fs: FileSystem, directory: str, bulk: bool) -> ReplayResult:
     ledger.forget_payloads()
     tail = numbers[-1] if numbers else 0
     return ReplayResult(recovered, ledger, tail, tail_good, tail_size, bulk_frames)
+
+
+def redeclarations(recovered: Recovered) -> list[Record]:
+    """The declarations recovery made again (its ``redeclared`` warnings), as records
+    to write so that the next start finds them without guessing."""
+    again: list[Record] = []
+    for w in recovered.warnings:
+        if w.kind == "redeclared" and w.queue in recovered.queues:
+            again.append(QueueDeclared(w.queue, recovered.queues[w.queue]))
+        elif w.kind == "redeclared-exchange" and w.exchange in recovered.exchanges:
+            again.append(ExchangeDeclared(w.exchange, recovered.exchanges[w.exchange]))
+    return again
 
 
 def read_ahead(fs: FileSystem, directory: str, numbers: list[int]) -> Iterator[tuple[int, bytes]]:
