@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import attrs
 
 from mbroker.core.routing import Matcher
 from mbroker.wire.frames import Props, QueueOptions
+
+if TYPE_CHECKING:
+    from mbroker.core.ready import PriorityReady
 
 
 class DelayedCall(Protocol):
@@ -206,14 +209,20 @@ class PullWaiter:
 class Queue:
     name: str
     options: QueueOptions
-    ready: deque[QueuedMessage] = attrs.Factory(deque)
+    #: a deque while every message it got had priority 0; a
+    #: :class:`~mbroker.core.ready.PriorityReady` from its first priority 1-9 on
+    ready: deque[QueuedMessage] | PriorityReady = attrs.Factory(deque)
     ready_bytes: int = 0
     unacked: int = 0
     consumers: list[Consumer] = attrs.Factory(list)
     rr: int = 0
     waiters: deque[PullWaiter] = attrs.Factory(deque)
-    #: messages NACKed with a delay, waiting to come back: timer -> message
-    delayed: dict[DelayedCall, QueuedMessage] = attrs.Factory(dict)
+    #: messages NACKed with a delay, waiting to come back (their timers are entries
+    #: of :class:`~mbroker.core.timers.Timers`); counted in ``messages``
+    delayed: dict[QueuedMessage, None] = attrs.Factory(dict)
+    #: copies published with ``delay=MS`` not yet due (held in the timers, not here);
+    #: not counted in ``messages`` (contract section 7)
+    scheduled: int = 0
     #: exchanges this queue is bound to (their matchers hold the bindings)
     bound_to: dict[str, Exchange] = attrs.Factory(dict)
     owner: Session | None = None
@@ -247,6 +256,12 @@ class Queue:
     def messages(self) -> int:
         """Messages in the queue and not out for delivery (ready and delayed)."""
         return len(self.ready) + len(self.delayed)
+
+    @property
+    def held(self) -> int:
+        """Messages waiting for a time to become ready: NACK delays and published
+        delays (``STAT delayed``)."""
+        return len(self.delayed) + self.scheduled
 
 
 @attrs.define(eq=False)

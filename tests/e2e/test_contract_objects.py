@@ -460,6 +460,7 @@ def test_stats_of_a_queue_and_an_exchange(client: Client) -> None:
         "type": "queue",
         "messages": "1",
         "bytes": "2",
+        "delayed": "0",
         "unacked": "1",
         "published": "2",
     }
