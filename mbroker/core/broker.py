@@ -29,6 +29,9 @@ than one object per queue copy and one per manual delivery.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.consuming import Consumption, tag_order
@@ -48,8 +51,14 @@ class Broker:
     """The broker core.  ``journal`` is set when a store keeps durable state."""
 
     def __init__(
-        self, clock: Clock, config: Config | None = None, journal: Journal | None = None
+        self,
+        clock: Clock,
+        config: Config | None = None,
+        journal: Journal | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``wall`` is the wall clock a durable delayed message's due time is kept in
+        (the store's records outlive the clock of one run)."""
         self.clock = clock
         self.config = config = config if config is not None else Config()
         self.journal = journal
@@ -62,7 +71,7 @@ class Broker:
         self.timers = timers = Timers(clock)
         self._namespace = namespace = Namespace(journal, clock, timers)
         self._dispatcher = dispatcher = Dispatcher(clock, config, journal, namespace.find, timers)
-        self._scheduler = scheduler = Scheduler(dispatcher, journal)
+        self._scheduler = scheduler = Scheduler(dispatcher, journal, wall)
         self._publishing = publishing = Publisher(journal, namespace, dispatcher, scheduler)
         self._consumption = consumption = Consumption(clock, config, journal, namespace, dispatcher)
         reports = Reports(self, namespace)

@@ -59,8 +59,10 @@ class Timers:
         """Entries in the heap that are still live."""
         return len(self._heap) - self._garbage
 
-    def now_ms(self) -> float:
-        return self.clock.seconds() * 1000.0
+    @property
+    def size(self) -> int:
+        """Entries in the heap, dead ones included (what it costs in memory)."""
+        return len(self._heap)
 
     def due_in(self, ms: int) -> int:
         """The integer millisecond ``ms`` from now: the first whole millisecond at or
