@@ -168,3 +168,36 @@ def test_an_entry_added_while_firing_fires_in_its_turn() -> None:
         clock.advance(0.01)
     assert log.args == [0, 1, 2, 3]
     assert [round(at, 6) for _, _, at in log.fired] == [0.01, 0.02, 0.03, 0.04]
+
+
+def test_a_rebuild_between_turns_of_a_big_release_keeps_the_rest_in_order() -> None:
+    clock = StepClock()
+    t = Timers(clock, batch=10)
+    fired: list[int] = []
+    gone, kept = object(), object()
+    n = COMPACT_FLOOR + 100
+    for i in range(3 * n):
+        t.at(10, lambda _o, a: fired.append(a), gone if i % 3 else kept, i)
+    clock.now = 0.01
+    clock.turn()
+    assert fired == list(range(10))
+    t.cancel(gone, 2 * n - 6)  # over half dead: rebuilt now, between turns
+    assert t.size == n - 4
+    while [c for _, c in clock.calls if c.active()]:
+        clock.turn()
+    assert fired == list(range(10)) + list(range(12, 3 * n, 3))
+    assert len(t) == 0
+
+
+def test_an_entry_for_a_past_time_added_while_firing_joins_the_tail() -> None:
+    clock, t, log = make()
+
+    def first(owner: Any, arg: Any) -> None:
+        log(owner, arg)
+        t.at(0, log, None, "past")  # already due: after what is being fired
+
+    t.at(20, first, None, "a")
+    t.at(20, log, None, "b")
+    t.at(30, log, None, "c")
+    clock.advance(0.03)
+    assert log.args == ["a", "b", "past", "c"]
