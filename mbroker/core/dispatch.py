@@ -165,7 +165,7 @@ class Dispatcher:
         max_bytes = o.max_bytes
         ready = q.ready
         # drop-head: the oldest message of the lowest priority present
-        drop = ready.popleft if type(ready) is deque else ready.pop_lowest
+        drop = ready.pop_lowest if isinstance(ready, PriorityReady) else ready.popleft
         dropped = 0
         while ready and (
             (max_len is not None and len(ready) > max_len)
@@ -529,9 +529,7 @@ class Dispatcher:
             q.name
             for q, m in copies
             if q.options.durable
-            and (
-                delayed or not (q.options.overflow == "reject" and refuses(q, len(payload)))
-            )
+            and (delayed or not (q.options.overflow == "reject" and refuses(q, len(payload))))
         ]
         if not names:
             return

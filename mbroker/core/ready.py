@@ -3,7 +3,7 @@
 A queue starts with a plain ``collections.deque`` as ``Queue.ready`` and keeps it for as
 long as every message it gets has priority 0 (contract section 7: such a queue pays
 nothing for priorities).  The first message with priority 1-9 turns it into a
-:class:`PriorityReady` (:func:`promote`), which answers the same calls the broker makes
+:class:`PriorityReady` (``Dispatcher.admit`` does it), which answers the same calls the broker makes
 on a deque -- ``append``, ``appendleft``, ``extend``, ``popleft``, ``pop``,
 ``remove``, ``clear``, ``len``, truth, iteration, ``[0]`` and ``[-1]`` -- with
 priority order: iteration and ``popleft`` go from the highest priority down, FIFO
@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
+
 from mbroker.core.model import QueuedMessage
 
 
@@ -130,9 +131,3 @@ class PriorityReady:
         for d in self._levels:
             d.clear()
         self._len = 0
-
-
-def promote(ready: deque[QueuedMessage]) -> PriorityReady:
-    """The :class:`PriorityReady` holding ``ready``'s messages, in the same order (they
-    all have priority 0 until a queue is promoted)."""
-    return PriorityReady(ready)

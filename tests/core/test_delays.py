@@ -30,7 +30,9 @@ def pub(
     key: str = "",
 ) -> int:
     b = w.broker if isinstance(w, World) else w
-    n, dup = b.publish_props(name, key, payload.encode(), ttl, Props(priority=priority, delay=delay))
+    n, dup = b.publish_props(
+        name, key, payload.encode(), ttl, Props(priority=priority, delay=delay)
+    )
     assert not dup
     return n
 
@@ -324,4 +326,3 @@ class _Sink:
     def cancelled(self, *a: object) -> None: ...
 
     def slow(self, *a: object) -> None: ...
-
