@@ -25,13 +25,13 @@ from mbroker.core.model import (
     Consumer,
     Delivery,
     Obj,
+    PriorityReady,
     Pulled,
     PullWaiter,
     Queue,
     QueuedMessage,
     Session,
 )
-from mbroker.core.ready import PriorityReady
 from mbroker.core.records import MessageStored
 from mbroker.core.timers import Timers
 from mbroker.wire.frames import Props
@@ -124,7 +124,7 @@ class Dispatcher:
     def admit(self, q: Queue, m: QueuedMessage, at_once: bool) -> bool:
         """:meth:`enqueue` (or with ``at_once``, ttl=0, :meth:`enqueue_now`) a message
         that may have properties: its priority turns the queue's ``ready`` into a
-        :class:`~mbroker.core.ready.PriorityReady` first if it needs one."""
+        :class:`~mbroker.core.model.PriorityReady` first if it needs one."""
         props = m.props
         if props is not None and props.priority and type(q.ready) is deque:
             q.ready = PriorityReady(q.ready)

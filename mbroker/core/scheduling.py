@@ -29,8 +29,7 @@ import attrs
 from mbroker import errors
 from mbroker.core.dispatch import Dispatcher
 from mbroker.core.journal import Journal
-from mbroker.core.model import Queue, QueuedMessage
-from mbroker.core.ready import PriorityReady
+from mbroker.core.model import PriorityReady, Queue, QueuedMessage
 from mbroker.core.records import StoredMessage
 from mbroker.core.timers import Timers
 from mbroker.wire.frames import Props

@@ -8,7 +8,7 @@ import pytest
 
 from mbroker import errors
 from mbroker.core import records as rec
-from mbroker.core.ready import PriorityReady
+from mbroker.core.model import PriorityReady
 from mbroker.wire.frames import Props, QueueOptions
 from tests.helpers.world import World, msgs
 
