@@ -326,3 +326,51 @@ class _Sink:
     def cancelled(self, *a: object) -> None: ...
 
     def slow(self, *a: object) -> None: ...
+
+
+# ------------------------------------------------ NACK delays, on the same timers
+
+
+def test_a_purged_nack_delay_does_not_come_back() -> None:
+    w = World()
+    w.queue("q")
+    c = w.client()
+    w.publish("q", b"a", b"b")
+    out = c.pull("q", max=2, manual=True)
+    assert out is not None and len(out) == 2
+    assert c.nack((1, 2), delay=100) == 2
+    assert w.queue_info("q").messages == 2  # (a NACK delay is counted, as before)
+    assert w.stat("q")["delayed"] == "2"
+    assert w.broker.purge("q") == 2
+    w.advance_ms(100)
+    assert w.ready() == [] and w.stat("q")["delayed"] == "0"
+    assert len(w.broker.timers) == 0
+
+
+def test_a_nack_delay_comes_back_to_the_head_of_its_priority() -> None:
+    w = World()
+    w.queue("q")
+    c = w.client()
+    pub(w, "q", "x3", None, priority=3)
+    out = c.pull("q", manual=True)
+    assert out is not None
+    assert c.nack(1, delay=100) == 1
+    pub(w, "q", "a9", None, priority=9)
+    pub(w, "q", "b3", None, priority=3)
+    pub(w, "q", "c0", None)
+    w.advance_ms(100)
+    assert w.ready() == msgs("a9", "x3", "b3", "c0")
+
+
+def test_nack_delays_of_a_deleted_queue_are_dropped() -> None:
+    w = World()
+    w.queue("q")
+    c = w.client()
+    w.publish("q", b"a")
+    c.pull("q", manual=True)
+    c.nack(1, delay=100)
+    pub(w, "q", "later", 50)
+    assert w.broker.delete("q") == 2
+    w.queue("q")
+    w.advance_ms(100)
+    assert w.ready() == []
