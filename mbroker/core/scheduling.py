@@ -35,6 +35,9 @@ from mbroker.core.timers import Timers
 from mbroker.wire.frames import Props
 from mbroker.wire.props import with_due
 
+#: routes remembered for sharing (cleared when full)
+MAX_ROUTES = 1024
+
 
 class Scheduler:
     """Holds delayed copies until they are due; rebuilds recovered queues' messages.
@@ -52,6 +55,9 @@ class Scheduler:
         self.journal = journal
         self.wall = wall
         self._due_fn = self._due  # (bound once: one per held copy would cost memory)
+        #: one ``route`` bytes object per name and key for held copies (each PUBLISH
+        #: makes its own; a million held copies would keep a million of them)
+        self._routes: dict[bytes, bytes] = {}
 
     def publish_delayed(
         self,
@@ -67,6 +73,13 @@ class Scheduler:
         """Hold a copy in each of ``targets``, due ``delay`` ms from now (stored first
         for the durable ones, with its wall-clock due time)."""
         held = None if ttl is None else float(ttl)
+        routes = self._routes
+        shared = routes.get(route)
+        if shared is None:
+            if len(routes) >= MAX_ROUTES:
+                routes.clear()
+            shared = routes[route] = route
+        route = shared
         copies = [(q, QueuedMessage(name, key, route, payload, held, 0, props)) for q in targets]
         journal = self.journal
         if journal is not None and any(q.options.durable for q in targets):
