@@ -374,3 +374,13 @@ def test_nack_delays_of_a_deleted_queue_are_dropped() -> None:
     w.queue("q")
     w.advance_ms(100)
     assert w.ready() == []
+
+
+def test_held_copies_share_their_route() -> None:
+    w = World()
+    w.queue("q")
+    pub(w, "q", "a", 10)
+    pub(w, "q", "b", 10)
+    w.advance_ms(10)
+    a, b = w.broker.queue("q").ready
+    assert a.route == b"q -" and a.route is b.route  # (memory: one per name and key)
