@@ -35,7 +35,7 @@ connection fail with :class:`NotConnected` (await :meth:`Client.when_connected` 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Literal, Union, cast, get_args
 
@@ -103,7 +103,16 @@ from mbroker.wire.frames import (
     Touch,
     Unbind,
 )
-from mbroker.wire.replydata import ok_count, ok_created, ok_data, ok_none, ok_stats
+from mbroker.wire.props import make_props
+from mbroker.wire.replydata import (
+    Published,
+    ok_count,
+    ok_created,
+    ok_data,
+    ok_none,
+    ok_published,
+    ok_stats,
+)
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -114,6 +123,7 @@ __all__ = [
     "Message",
     "NotABroker",
     "NotConnected",
+    "Published",
     "Subscription",
     "Unconfirmed",
     "connect",
@@ -332,6 +342,7 @@ class Client:
         exclusive: bool = False,
         auto_delete: bool = False,
         expires: int | None = None,
+        dedup_window: int | None = None,
     ) -> Deferred[bool]:
         """CREATE an exchange (``direct``, ``fanout``, ``topic``) or a ``queue``.
 
@@ -340,7 +351,9 @@ class Client:
         options (``max_length``, ``max_bytes``, ``overflow``, ``ttl`` in ms,
         ``dead_letter``, ``max_deliver``, ``exclusive``, ``auto_delete``: deleted when
         its last subscriber goes, ``expires``: deleted once unused for that many ms)
-        only apply to a queue.
+        only apply to a queue.  ``dedup_window`` (ms; 0 turns it off, None: the
+        broker's default) is how long the ids of PUBLISH commands naming it are
+        remembered; exchanges take it too.
         """
         known = _KINDS.get(kind)
         if known is None:
@@ -358,8 +371,10 @@ class Client:
             exclusive,
             auto_delete,
             expires,
+            dedup_window,
         )
-        if kind in EXCHANGE_KINDS and options != QueueOptions(durable=durable):
+        plain = QueueOptions(durable=durable, dedup_window=dedup_window)
+        if kind in EXCHANGE_KINDS and options != plain:
             return fail(BadArgs("an exchange takes no queue options"))
         return self._send(Create(name, known, options), ok_created)
 
@@ -378,12 +393,30 @@ class Client:
         return self._send(Unbind(queue, exchange, key), ok_none)
 
     def publish(
-        self, name: str, payload: bytes | str, key: str = "", *, ttl: int | None = None
+        self,
+        name: str,
+        payload: bytes | str,
+        key: str = "",
+        *,
+        ttl: int | None = None,
+        headers: Mapping[str, bytes | str] | None = None,
+        id: str | None = None,
+        delay: int | None = None,
+        priority: int | None = None,
     ) -> Deferred[int]:
         """PUBLISH to an exchange or a queue; fires with the number of queues reached.
 
         A ``str`` payload is sent as UTF-8.  ``ttl`` is the message's time to live in
         ms.  Does not wait for earlier publishes: many can be in flight.
+
+        Message properties (contract section 7): ``headers`` (names of ``A-Z a-z 0-9
+        _ - .``, values bytes, or str sent as UTF-8; at most 64 of them and 8,192 bytes
+        of header text), ``id`` (the broker routes a second PUBLISH of the same id to
+        the same name within its dedup window no further), ``delay`` (ms before each
+        copy becomes ready) and ``priority`` (0-9).  They are checked here as the
+        broker would (``BadArgs``, ``Limit``).  A publish with any of them fires with a
+        :class:`~mbroker.wire.replydata.Published`: the same number, as an ``int``,
+        whose ``duplicate`` is True when the broker had already seen its ``id``.
         """
         proto = self._proto
         if proto is None:
@@ -392,6 +425,14 @@ class Client:
             payload = _as_bytes(payload)
         if len(payload) > proto.max_payload:
             return fail(TooBig(f"payload of {len(payload)} bytes over {proto.max_payload}"))
+        if headers is not None or id is not None or delay is not None or priority is not None:
+            try:  # not cached: each such head is built and checked afresh
+                if type(key) is not str:
+                    raise TypeError(f"the routing key must be a str, not {type(key).__name__}")
+                props_head = publish_head(name, key, ttl, make_props(headers, id, priority, delay))
+            except BrokerError as e:
+                return fail(e)
+            return proto.send_publish(props_head, payload, ok_published)
         head = self._heads.get((name, key, ttl))
         if head is None:
             try:

@@ -39,6 +39,8 @@ class QueueOptions:
     auto_delete: bool = False
     #: deleted once unused for this many milliseconds (section 7, queue lifetime)
     expires: int | None = None
+    #: how long (ms) ids named by PUBLISH are remembered (section 7); exchanges take it too
+    dedup_window: int | None = None
 
 
 DEFAULT_OPTIONS = QueueOptions()

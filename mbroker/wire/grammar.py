@@ -154,6 +154,7 @@ SPECS: dict[bytes, Spec] = {
             b"dead-letter": Field("dead_letter", parse_name, write_name, "NAME"),
             b"max-deliver": _number("max_deliver", 1),
             b"expires": _number("expires", 1, "MS"),
+            b"dedup-window": _number("dedup_window", 0, "MS"),
         },
         {b"durable": "durable", b"exclusive": "exclusive", b"auto-delete": "auto_delete"},
         (
@@ -169,6 +170,8 @@ SPECS: dict[bytes, Spec] = {
             "max-deliver=N: a message delivered N times without an ack is dead-lettered",
             "auto-delete: the queue is deleted when its last SUBSCRIBE consumer goes; "
             "expires=MS: it is deleted once unused for MS milliseconds",
+            "dedup-window=MS: how long ids named by PUBLISH are remembered (0: off); "
+            "exchanges take it too",
         ),
     ),
     b"DELETE": Spec(
@@ -421,7 +424,7 @@ def parse_args(verb: bytes, spec: Spec, args: list[bytes]) -> dict[str, Any]:
         )
     kind = kw.get("kind", "topic")
     for attr in opts:
-        if kind != "queue" and attr != "durable":
+        if kind != "queue" and attr not in ("durable", "dedup_window"):
             option = attr.replace("_", "-")
             raise BadArgs(f"'{option}' is for queues; a {kind} exchange takes only 'durable'")
     kw["options"] = frames.QueueOptions(**opts) if opts else frames.DEFAULT_OPTIONS
