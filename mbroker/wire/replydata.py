@@ -52,6 +52,9 @@ class Published(int):
     def __repr__(self) -> str:
         return f"Published({int(self)}, duplicate={self.duplicate})"
 
+    def __str__(self) -> str:  # printed like the int it is
+        return int.__repr__(self)
+
 
 def ok_published(text: str, data: list[Any] | None) -> Published:
     """``+OK <n>`` or ``+OK <n> duplicate`` -> :class:`Published`."""

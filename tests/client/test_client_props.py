@@ -124,6 +124,7 @@ def test_duplicate_replies_are_read() -> None:
     assert ok_published("OK 3 duplicate", None).duplicate is True
     assert ok_published("OK 0", None).duplicate is False
     assert repr(Published(2, True)) == "Published(2, duplicate=True)"
+    assert f"{Published(2, True)} {Published(3)}" == "2 3"
     with pytest.raises(ValueError):
         ok_published("OK 3 twice", None)
 
