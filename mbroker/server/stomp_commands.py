@@ -32,8 +32,9 @@ from mbroker.server.stomp_destinations import (
     Destination,
     parse_destination,
 )
+from mbroker.server.stomp_props import send_props
 from mbroker.server.stomp_state import ACK_MODES, Subscription, Transactions, parse_message_id
-from mbroker.wire.frames import QueueOptions, TagRanges
+from mbroker.wire.frames import Props, QueueOptions, TagRanges
 from mbroker.wire.stomp import Frame, StompError
 from mbroker.wire.tokens import valid_name
 
@@ -196,7 +197,10 @@ class StompCommands:
             if not (expiration.isascii() and expiration.isdigit() and len(expiration) < 13):
                 raise StompError(f"bad expiration {expiration[:40]!r}: whole milliseconds")
             ttl = int(expiration)
-        if kind == QUEUE:
+        props = send_props(f) if len(f.headers) > 1 else None
+        if props is not None:
+            self._send_props(kind, name, key, f.body, ttl, props)
+        elif kind == QUEUE:
             self._ensure_queue(name)
             try:
                 self._broker.publish(name, key, f.body, ttl)
@@ -205,6 +209,19 @@ class StompCommands:
                 self._broker.publish(name, key, f.body, ttl)
         else:
             self._broker.publish(name, key, f.body, ttl)
+
+    def _send_props(
+        self, kind: str, name: str, key: str, body: bytes, ttl: int | None, props: Props
+    ) -> None:
+        """A SEND whose message has properties (see :mod:`~mbroker.server.stomp_props`)."""
+        if kind == QUEUE:
+            self._ensure_queue(name)
+            try:
+                self._broker.publish_props(name, key, body, ttl, props)
+                return
+            except errors.NotFound:  # deleted since: made again
+                self._ensure_queue(name)
+        self._broker.publish_props(name, key, body, ttl, props)
 
     def subscribe(self, f: Frame) -> None:
         text = f.header("destination")
