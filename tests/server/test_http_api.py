@@ -528,6 +528,7 @@ def test_peek_shows_ready_messages_and_leaves_them(api: Api) -> None:
             "redelivered": False,
             "deliveries": 0,
             "expires_at": None,
+            "properties": {},
         },
         {
             "exchange": "jobs",
@@ -538,6 +539,7 @@ def test_peek_shows_ready_messages_and_leaves_them(api: Api) -> None:
             "redelivered": False,
             "deliveries": 0,
             "expires_at": None,
+            "properties": {},
         },
     ]
     [*_, third] = call(api, "GET", "queues/jobs/messages").body
