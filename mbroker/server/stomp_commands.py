@@ -187,8 +187,9 @@ class StompCommands:
             raise StompError("SEND needs a destination header")
         kind, name, key = self._target(text)
         reply_to = f.header("reply-to")
+        temp = None
         if reply_to is not None and reply_to.startswith("/temp-queue/"):
-            self._temp_queue(parse_destination(reply_to).name)
+            temp = self._temp_queue(parse_destination(reply_to).name)
         if self._perms is not None:
             self._check(self._perms.may_write, "write to", name)
         expiration = f.header("expiration")
@@ -197,7 +198,7 @@ class StompCommands:
             if not (expiration.isascii() and expiration.isdigit() and len(expiration) < 13):
                 raise StompError(f"bad expiration {expiration[:40]!r}: whole milliseconds")
             ttl = int(expiration)
-        props = send_props(f) if len(f.headers) > 1 else None
+        props = send_props(f, temp) if len(f.headers) > 1 else None
         if props is not None:
             self._send_props(kind, name, key, f.body, ttl, props)
         elif kind == QUEUE:

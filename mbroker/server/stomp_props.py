@@ -10,10 +10,11 @@ On SEND:
 * ``priority`` (0-9) is the message's priority, ``amqp-message-id`` its id (what
   RabbitMQ calls the AMQP ``message-id``; dedup windows apply to it);
 * every other header (``content-type``, ``correlation-id``, ``reply-to``, ``x-...``,
-  any name) is a message header, its value as UTF-8.  A name outside the native
-  protocol's ``A-Z a-z 0-9 _ - .`` is carried as ``_.`` and the hex of its UTF-8 bytes
-  (``my:key`` as ``_.6d793a6b6579``), so at most 63 bytes of it; the first of repeated
-  headers counts, as in STOMP.
+  any name) is a message header, its value as UTF-8 (a ``reply-to`` naming a
+  ``/temp-queue/`` is rewritten to the ``/reply-queue/`` of the queue behind it).  A
+  name outside the native protocol's ``A-Z a-z 0-9 _ - .`` is carried as ``_.`` and
+  the hex of its UTF-8 bytes (``my:key`` as ``_.6d793a6b6579``), so at most 63 bytes
+  of it; the first of repeated headers counts, as in STOMP.
 
 A MESSAGE then has ``amqp-message-id``, ``priority`` (when not 0) and the headers, names
 mapped back, values decoded as UTF-8 (bytes that are not are replaced by U+FFFD); a
@@ -52,8 +53,12 @@ _NATIVE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}\Z")
 _MAPPED = "_."
 
 
-def send_props(f: Frame) -> Props | None:
-    """The properties a SEND gives its message; None (at once) when it has none."""
+def send_props(f: Frame, temp_queue: str | None = None) -> Props | None:
+    """The properties a SEND gives its message; None (at once) when it has none.
+
+    ``temp_queue``: the queue a ``reply-to:/temp-queue/...`` stands for, which the
+    message's ``reply-to`` then names as ``/reply-queue/<queue>`` (as RabbitMQ does), a
+    destination any other connection can send to."""
     for name, _ in f.headers:
         if name not in NOT_CARRIED:
             break
@@ -78,6 +83,8 @@ def send_props(f: Frame) -> Props | None:
                 if len(mapped) > 128:
                     raise StompError(f"header name {name[:40]!r} too long to carry (63 bytes)")
                 name = mapped
+            if name == "reply-to" and temp_queue is not None:
+                value = f"/reply-queue/{temp_queue}"
             headers[name] = value.encode("utf-8", "surrogateescape")
     return make_props(headers, msg_id, priority)  # (BAD_ARGS, LIMIT: an ERROR frame)
 

@@ -152,3 +152,33 @@ def test_a_bad_priority_is_an_error_and_nothing_is_sent(
     assert "bad priority" in err.headers["message"]
     data, status = native.request(f"STATS {q}")
     assert b"STAT messages 0" in data, data
+
+
+def test_request_reply_through_a_temp_queue(broker: BrokerProcess, native: LineClient) -> None:
+    """A STOMP requester's reply-to reaches the responder as a /reply-queue/ it can
+    answer, from STOMP as from the native protocol."""
+    requests = unique("requests")
+    responder, rframes = connect(broker)
+    responder.subscribe(f"/queue/{requests}", id="r", ack="auto", headers={"receipt": "s"})
+    assert rframes.receipts.get(timeout=WAIT) == "s"
+    requester, qframes = connect(broker)
+    requester.send(
+        f"/queue/{requests}",
+        b"what time is it?",
+        headers={"reply-to": "/temp-queue/t", "correlation-id": "c-7"},
+    )
+    request = rframes.messages.get(timeout=WAIT)
+    reply_to = request.headers["reply-to"]
+    assert reply_to.startswith("/reply-queue/amq.gen-"), request.headers
+    assert request.headers["correlation-id"] == "c-7"
+    responder.send(reply_to, b"noon", headers={"correlation-id": "c-7"})
+    answer = qframes.messages.get(timeout=WAIT)
+    assert (answer.body, answer.headers["correlation-id"]) == (b"noon", "c-7")
+    assert answer.headers["subscription"] == "/temp-queue/t"
+    # a native responder answers the same queue by its name
+    queue_name = reply_to.removeprefix("/reply-queue/")
+    ok(native, f"PUBLISH {queue_name} h.correlation-id=c-8 :one")
+    answer = qframes.messages.get(timeout=WAIT)
+    assert (answer.body, answer.headers["correlation-id"]) == (b"one", "c-8")
+    requester.disconnect()
+    responder.disconnect()
