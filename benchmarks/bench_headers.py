@@ -63,6 +63,7 @@ SHAPES = [
     ("single", "one PUBLISH per read, queue -> 1", b"queue", 1, 1, 30_000),
     ("queue", "runs of 400 per read, queue -> 1", b"queue", 1, 400, 300),
     ("fanout4", "runs of 400 per read, fanout -> 4", b"fanout", 4, 400, 150),
+    ("topic4", "runs of 400 per read, topic # -> 4", b"topic", 4, 400, 150),
 ]
 
 
