@@ -92,16 +92,19 @@ def test_bad_properties_are_refused_before_sending(pair: ClientPair) -> None:
     assert pair.successResultOf(c.stats("q"))["messages"] == 0
     # the limits themselves pass: 64 headers, and 8192 bytes of header text
     assert pair.successResultOf(c.publish("q", b"x", headers={f"h{i}": "" for i in range(64)}))
-    text = {"v": "a" * (8192 - len("h.v="))}
-    assert pair.successResultOf(c.publish("q", b"x", headers=text)) == 1
+    at_limit = {"v": "a" * (8192 - len("h.v="))}
+    assert pair.successResultOf(c.publish("q", b"x", headers=at_limit)) == 1
 
 
 def test_delay_and_priority_are_sent_as_options(pair: ClientPair) -> None:
     written: list[bytes] = []
-    proto = pair.client._proto
-    assert proto is not None
-    real = proto.transport.write  # type: ignore[union-attr]
-    proto.transport.write = lambda data: (written.append(data), real(data))[1]  # type: ignore[union-attr]
+    real = pair.server.dataReceived
+
+    def record(data: bytes) -> None:  # what the broker receives
+        written.append(data)
+        real(data)
+
+    pair.server.dataReceived = record  # type: ignore[method-assign]
     pair.successResultOf(pair.client.create("q", "queue"))
     d = pair.client.publish("q", b"x", "k", ttl=5, delay=250, priority=2, headers={"a": "1"})
     pair.flush()
