@@ -63,6 +63,7 @@ from mbroker.client.messages import (
     Message,
     NotABroker,
     NotConnected,
+    Published,
     Tags,
     Unconfirmed,
     first_error,
@@ -93,6 +94,7 @@ from mbroker.wire.frames import (
     List,
     Nack,
     Ping,
+    Props,
     Pull,
     Purge,
     QueueInfo,
@@ -104,15 +106,7 @@ from mbroker.wire.frames import (
     Unbind,
 )
 from mbroker.wire.props import make_props
-from mbroker.wire.replydata import (
-    Published,
-    ok_count,
-    ok_created,
-    ok_data,
-    ok_none,
-    ok_published,
-    ok_stats,
-)
+from mbroker.wire.replydata import ok_count, ok_created, ok_data, ok_none, ok_published, ok_stats
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -351,9 +345,8 @@ class Client:
         options (``max_length``, ``max_bytes``, ``overflow``, ``ttl`` in ms,
         ``dead_letter``, ``max_deliver``, ``exclusive``, ``auto_delete``: deleted when
         its last subscriber goes, ``expires``: deleted once unused for that many ms)
-        only apply to a queue.  ``dedup_window`` (ms; 0 turns it off, None: the
-        broker's default) is how long the ids of PUBLISH commands naming it are
-        remembered; exchanges take it too.
+        only apply to a queue.  ``dedup_window`` (ms, 0: off, None: the broker's): how
+        long the ids of PUBLISH commands naming it are remembered (exchanges too).
         """
         known = _KINDS.get(kind)
         if known is None:
@@ -407,16 +400,11 @@ class Client:
         """PUBLISH to an exchange or a queue; fires with the number of queues reached.
 
         A ``str`` payload is sent as UTF-8.  ``ttl`` is the message's time to live in
-        ms.  Does not wait for earlier publishes: many can be in flight.
-
-        Message properties (contract section 7): ``headers`` (names of ``A-Z a-z 0-9
-        _ - .``, values bytes, or str sent as UTF-8; at most 64 of them and 8,192 bytes
-        of header text), ``id`` (the broker routes a second PUBLISH of the same id to
-        the same name within its dedup window no further), ``delay`` (ms before each
-        copy becomes ready) and ``priority`` (0-9).  They are checked here as the
-        broker would (``BadArgs``, ``Limit``).  A publish with any of them fires with a
-        :class:`~mbroker.wire.replydata.Published`: the same number, as an ``int``,
-        whose ``duplicate`` is True when the broker had already seen its ``id``.
+        ms.  Does not wait for earlier publishes: many can be in flight.  Properties
+        (contract section 7): ``headers`` (``{name: bytes or str}``, str sent as UTF-8),
+        ``id``, ``delay`` (ms) and ``priority`` (0-9), checked here as the broker would
+        (``BadArgs``, ``Limit``); a publish with any of them fires with a
+        :class:`Published`: an ``int`` whose ``duplicate`` says the id was seen before.
         """
         proto = self._proto
         if proto is None:
@@ -426,30 +414,30 @@ class Client:
         if len(payload) > proto.max_payload:
             return fail(TooBig(f"payload of {len(payload)} bytes over {proto.max_payload}"))
         if headers is not None or id is not None or delay is not None or priority is not None:
-            try:  # not cached: each such head is built and checked afresh
-                if type(key) is not str:
-                    raise TypeError(f"the routing key must be a str, not {type(key).__name__}")
-                props_head = publish_head(name, key, ttl, make_props(headers, id, priority, delay))
+            try:  # a head with properties is built and checked each time, not kept
+                props = make_props(headers, id, priority, delay)
+                props_head = self._publish_head(name, key, ttl, props)
             except BrokerError as e:
                 return fail(e)
             return proto.send_publish(props_head, payload, ok_published)
         head = self._heads.get((name, key, ttl))
         if head is None:
             try:
-                head = self._publish_head(name, key, ttl)
+                head = self._publish_head(name, key, ttl, None)
             except BrokerError as e:
                 return fail(e)
         return proto.send_publish(head, payload)
 
-    def _publish_head(self, name: str, key: str, ttl: int | None) -> bytes:
+    def _publish_head(self, name: str, key: str, ttl: int | None, props: Props | None) -> bytes:
         """``PUBLISH <name> [<key>] [ttl=…] `` (:func:`~mbroker.wire.encode.publish_head`),
-        checked once and kept: a publish then costs a dict look-up, not an encoding."""
+        checked once and kept (without ``props``): a publish then costs a dict look-up."""
         if type(key) is not str:
             raise TypeError(f"the routing key must be a str, not {type(key).__name__}")
-        head = publish_head(name, key, ttl)
-        if len(self._heads) >= _HEADS_KEPT:
-            self._heads.clear()
-        self._heads[(name, key, ttl)] = head
+        head = publish_head(name, key, ttl, props)
+        if props is None:
+            if len(self._heads) >= _HEADS_KEPT:
+                self._heads.clear()
+            self._heads[(name, key, ttl)] = head
         return head
 
     def pull(

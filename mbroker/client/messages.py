@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from mbroker.wire.frames import Ack, Command, Msg, Nack, TagRanges, Touch
 from mbroker.wire.props import msg_attrs
+from mbroker.wire.replydata import Published
 
 __all__ = [
     "BadReply",
@@ -26,6 +27,7 @@ __all__ = [
     "Message",
     "NotABroker",
     "NotConnected",
+    "Published",
     "Tags",
     "Unconfirmed",
     "first_error",
