@@ -8,12 +8,16 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred, succeed
 
+from mbroker.cli import commands
 from mbroker.cli.main import run as run_cli
 from mbroker.cli.parser import parse_args
+from mbroker.client import Published
 from mbroker.client.connection import Client
 from mbroker.testing import LoopbackBroker
 from tests.helpers.broker import BrokerProcess
@@ -134,3 +138,19 @@ def test_cli_flags_against_twistd(broker_process: BrokerProcess) -> None:
         "priority": 3,
         "headers": {"trace": "abc 1"},
     }
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_duplicate_publish_is_said(capsys: pytest.CaptureFixture[str]) -> None:
+    """``+OK <n> duplicate`` (the broker had the id within its dedup window)."""
+    sent: list[dict[str, Any]] = []
+
+    class Broker:
+        def publish(self, *args: object, **kw: Any) -> Deferred[int]:
+            sent.append(kw)
+            return succeed(Published(1, True))
+
+    args = parse_args(["publish", "q", "x", "--id", "m-1", "--delay", "5"])
+    assert await commands.publish(reactor, cast(Client, Broker()), args) == 0
+    assert capsys.readouterr().out == "q already had id m-1: not routed again (1 queue)\n"
+    assert sent == [{"ttl": None, "id": "m-1", "delay": 5}]
