@@ -10,12 +10,12 @@ from mbroker.client.connection import (
     ConnectionLost,
     Message,
     NotConnected,
-    Published,
     Subscription,
     Unconfirmed,
     connect,
     tcp_endpoint,
 )
+from mbroker.client.messages import Published
 
 __all__ = [
     "DEFAULT_ENDPOINT",

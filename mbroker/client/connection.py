@@ -63,7 +63,6 @@ from mbroker.client.messages import (
     Message,
     NotABroker,
     NotConnected,
-    Published,
     Tags,
     Unconfirmed,
     first_error,
@@ -117,7 +116,6 @@ __all__ = [
     "Message",
     "NotABroker",
     "NotConnected",
-    "Published",
     "Subscription",
     "Unconfirmed",
     "connect",
@@ -404,7 +402,8 @@ class Client:
         (contract section 7): ``headers`` (``{name: bytes or str}``, str sent as UTF-8),
         ``id``, ``delay`` (ms) and ``priority`` (0-9), checked here as the broker would
         (``BadArgs``, ``Limit``); a publish with any of them fires with a
-        :class:`Published`: an ``int`` whose ``duplicate`` says the id was seen before.
+        :class:`~mbroker.client.messages.Published`, an ``int`` whose ``duplicate``
+        says the id was seen before.
         """
         proto = self._proto
         if proto is None:

@@ -24,8 +24,9 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from mbroker import errors
+from mbroker.client import Published
 from mbroker.client.blocking import BlockingMessage, Connection
-from mbroker.client.connection import NotConnected, Published, connect
+from mbroker.client.connection import NotConnected, connect
 from mbroker.testing import LoopbackBroker
 from tests.helpers.proc import ROOT, Proc
 from tests.helpers.state import now
