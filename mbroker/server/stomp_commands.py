@@ -32,8 +32,9 @@ from mbroker.server.stomp_destinations import (
     Destination,
     parse_destination,
 )
+from mbroker.server.stomp_props import NOT_CARRIED, send_props
 from mbroker.server.stomp_state import ACK_MODES, Subscription, Transactions, parse_message_id
-from mbroker.wire.frames import QueueOptions, TagRanges
+from mbroker.wire.frames import Props, QueueOptions, TagRanges
 from mbroker.wire.stomp import Frame, StompError
 from mbroker.wire.tokens import valid_name
 
@@ -185,9 +186,6 @@ class StompCommands:
         if text is None:
             raise StompError("SEND needs a destination header")
         kind, name, key = self._target(text)
-        reply_to = f.header("reply-to")
-        if reply_to is not None and reply_to.startswith("/temp-queue/"):
-            self._temp_queue(parse_destination(reply_to).name)
         if self._perms is not None:
             self._check(self._perms.may_write, "write to", name)
         expiration = f.header("expiration")
@@ -196,7 +194,14 @@ class StompCommands:
             if not (expiration.isascii() and expiration.isdigit() and len(expiration) < 13):
                 raise StompError(f"bad expiration {expiration[:40]!r}: whole milliseconds")
             ttl = int(expiration)
-        if kind == QUEUE:
+        props = None
+        for header, _ in f.headers:
+            if header not in NOT_CARRIED:  # the message has headers of its own (rare)
+                props = self._props(f)
+                break
+        if props is not None:
+            self._send_props(kind, name, key, f.body, ttl, props)
+        elif kind == QUEUE:
             self._ensure_queue(name)
             try:
                 self._broker.publish(name, key, f.body, ttl)
@@ -205,6 +210,28 @@ class StompCommands:
                 self._broker.publish(name, key, f.body, ttl)
         else:
             self._broker.publish(name, key, f.body, ttl)
+
+    def _props(self, f: Frame) -> Props | None:
+        """What a SEND with headers of its own gives its message: a ``reply-to`` naming a
+        temp queue makes that queue first (see :mod:`~mbroker.server.stomp_props`)."""
+        reply_to = f.header("reply-to")
+        temp = None
+        if reply_to is not None and reply_to.startswith("/temp-queue/"):
+            temp = self._temp_queue(parse_destination(reply_to).name)
+        return send_props(f, temp)
+
+    def _send_props(
+        self, kind: str, name: str, key: str, body: bytes, ttl: int | None, props: Props
+    ) -> None:
+        """A SEND whose message has properties (see :mod:`~mbroker.server.stomp_props`)."""
+        if kind == QUEUE:
+            self._ensure_queue(name)
+            try:
+                self._broker.publish_props(name, key, body, ttl, props)
+                return
+            except errors.NotFound:  # deleted since: made again
+                self._ensure_queue(name)
+        self._broker.publish_props(name, key, body, ttl, props)
 
     def subscribe(self, f: Frame) -> None:
         text = f.header("destination")

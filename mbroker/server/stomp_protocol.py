@@ -48,6 +48,7 @@ from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.output import StreamTransport
 from mbroker.server.stomp_commands import CACHE_MAX, StompCommands
 from mbroker.server.stomp_destinations import message_destination
+from mbroker.server.stomp_props import message_headers
 from mbroker.wire.stomp import (
     SUPPORTED_VERSIONS,
     Frame,
@@ -339,6 +340,8 @@ class StompProtocol(Protocol):
             extra = b"redelivered:true\n" if m.deliveries > 1 else b""
             if ack:
                 extra += b"ack:%s%d\n" % (mid, tag)
+            if m.props is not None:
+                extra += message_headers(m.props, self.version)
             append(
                 b"%sdestination:%s\nmessage-id:%s%d\n%scontent-length:%d\n\n"
                 % (prefix, dest, mid, tag, extra, n)

@@ -119,6 +119,7 @@ __all__ = [
     "StompDecoder",
     "StompError",
     "encode",
+    "encode_headers",
     "heartbeat",
     "negotiate_heartbeat",
     "negotiate_version",
@@ -219,6 +220,20 @@ HEARTBEAT_BYTES = b"\n"
 def heartbeat() -> bytes:
     """The bytes of one heart-beat: a single EOL."""
     return HEARTBEAT_BYTES
+
+
+def encode_headers(headers: Iterable[tuple[str, str]], version: str) -> bytes:
+    """``name:value`` lines (each ending in LF) to add to a MESSAGE head, escaped for
+    ``version``; a header that ``version`` cannot carry (STOMP 1.0: a name with ``:``
+    or a value with LF) is left out."""
+    esc_name, esc_value = _ESCAPERS[version]
+    lines = []
+    for name, value in headers:
+        try:
+            lines.append(f"{esc_name(name)}:{esc_value(value)}\n")
+        except ValueError:
+            continue
+    return "".join(lines).encode("utf-8", "surrogateescape")
 
 
 def encode(frame: Frame, version: str = "1.2", *, content_length: bool = True) -> bytes:
