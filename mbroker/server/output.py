@@ -17,6 +17,7 @@ from typing import Protocol
 
 from mbroker import errors
 from mbroker.core.journal import Journal
+from mbroker.core.model import Clock
 from mbroker.wire.encode import error_line
 
 #: queued output past this many bytes is written at once (Twisted's own buffer size)
@@ -50,15 +51,56 @@ class StreamTransport(Writer, Protocol):
     def getPeer(self) -> object: ...
 
 
+class Flushable(Protocol):
+    """A connection's output that a :class:`FlushScheduler` writes: an :class:`Output`,
+    or a STOMP connection's."""
+
+    def write_queued(self) -> None: ...
+
+
 class FlushScheduler(Protocol):
     """What an :class:`Output` asks of its factory: to be written at the end of the
-    read being handled (``reading``) or of the reactor turn."""
+    read being handled (``reading``) or of the reactor turn.  The native factory is
+    the one scheduler of a broker: the STOMP listener's connections use it too, so
+    that a read on either front door writes what it delivered to both."""
 
     reading: bool
 
-    def flush_later(self, output: Output) -> None: ...
+    def flush_later(self, output: Flushable) -> None: ...
 
     def flush_all(self) -> None: ...
+
+
+class Flusher:
+    """A :class:`FlushScheduler`: the connections that queued output while a read was
+    handled (``reading``) are written when it is done (:meth:`flush_all`, which the
+    reading connection calls); output queued at any other time (a timer, a store
+    commit) is written at the end of the reactor turn, with one timer for them all.
+    No timer per read: it would delay every reply."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._dirty: list[Flushable] = []
+        self._flush_scheduled = False
+        #: a connection is handling what it read (see flush_later)
+        self.reading = False
+
+    def flush_later(self, output: Flushable) -> None:
+        """``output`` has bytes queued: write them at the end of this read or turn."""
+        self._dirty.append(output)
+        if not self._flush_scheduled and not self.reading:
+            self._flush_scheduled = True
+            self._clock.callLater(0, self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._flush_scheduled = False
+        self.flush_all()
+
+    def flush_all(self) -> None:
+        """Write every connection's queued output (deliveries made for others)."""
+        dirty, self._dirty = self._dirty, []
+        for output in dirty:
+            output.write_queued()
 
 
 class Slot:

@@ -13,7 +13,9 @@ See ``docs/stomp.rst`` for what users see.
   specification says.
 * Receipts: a frame with a ``receipt`` header gets its RECEIPT once it is done; when it
   changed durable state, once the store has it.
-* Output is queued and written once per read or per reactor turn (at once past 64 KiB);
+* Output is queued and written once per read or per reactor turn (at once past 64 KiB),
+  by the factory's scheduler: the read that delivers a message to a subscriber writes
+  it when it is done, not a reactor turn later;
   a MESSAGE head is built with one ``%`` format from parts cached per subscription.
 * Flow control: the protocol is its transport's push producer, as the native one is:
   when the peer stops reading, the broker stops delivering to the connection and we
@@ -45,7 +47,7 @@ from mbroker.core.broker import Broker
 from mbroker.core.model import Queue, QueuedMessage, Session
 from mbroker.server.auth import User
 from mbroker.server.memwatch import MemoryWatch
-from mbroker.server.output import StreamTransport
+from mbroker.server.output import FlushScheduler, StreamTransport
 from mbroker.server.stomp_commands import CACHE_MAX, StompCommands
 from mbroker.server.stomp_destinations import message_destination
 from mbroker.wire.stomp import (
@@ -81,6 +83,8 @@ class Listener(TypingProtocol):
     auth_required: bool
     #: the ``sx,sy`` heart-beat the server offers, in milliseconds
     heartbeat: tuple[int, int]
+    #: writes output at the end of the read being handled (shared by every connection)
+    scheduler: FlushScheduler
 
     def check_password(self, user: str, password: str) -> Deferred[tuple[User | None, str | None]]:
         """``(user, None)`` for the right password, ``(None, None)`` otherwise."""
@@ -104,6 +108,7 @@ class StompProtocol(Protocol):
         self._agreed = "1.0"
         self._journal = self.broker.journal
         self._memory: MemoryWatch = factory.watch
+        self._scheduler = factory.scheduler
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_pending = False
@@ -171,7 +176,9 @@ class StompProtocol(Protocol):
         if watch.received > watch.check_after:
             watch.check()
         items = self.decoder.feed(data)
-        self._reading = True
+        scheduler = self._scheduler
+        nested = scheduler.reading
+        scheduler.reading = self._reading = True
         try:
             if self._held is not None:
                 self._held.extend(items)
@@ -185,7 +192,11 @@ class StompProtocol(Protocol):
                     self._fatal(f"more than {self.config.pre_auth_max_bytes} bytes before CONNECT")
         finally:
             self._reading = False
-            self._flush()
+            # (this connection's output, and what the read delivered to others,
+            # goes out now: one write each)
+            if not nested:
+                scheduler.reading = False
+                scheduler.flush_all()
 
     def _run(self, items: list[Any]) -> None:
         journal = self._journal
@@ -229,11 +240,12 @@ class StompProtocol(Protocol):
         self._out_size += size
         if self._out_size >= _FLUSH_AT:
             self._flush()
-        elif not self._flush_pending and not self._reading:
+        elif not self._flush_pending:
             self._flush_pending = True
-            self.broker.clock.callLater(0, self._flush_turn)
+            self._scheduler.flush_later(self)
 
-    def _flush_turn(self) -> None:
+    def write_queued(self) -> None:
+        """The scheduler's call, at the end of a read or turn: write what is queued."""
         self._flush_pending = False
         if not self._lost:
             self._flush()
