@@ -14,7 +14,7 @@ small :class:`Connection` interface.  Destinations are parsed by
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from mbroker import errors
@@ -173,37 +173,42 @@ class StompCommands:
             # until the watch releases us (as the native protocol holds a PUBLISH).
             self._conn.hold_for_memory(f)
             return
-        tx = f.header("transaction")
+        headers = f.index
+        if headers is None:
+            headers = f.header_map()
+        tx = headers.get("transaction")
         if tx is not None:
             self._tx.hold(tx, f)
         else:
-            self._do_send(f)
+            self._do_send(f, headers)
         self._conn.receipt(f)
 
-    def _do_send(self, f: Frame) -> None:
-        text = f.header("destination")
+    def _do_send(self, f: Frame, headers: Mapping[str, str] | None = None) -> None:
+        if headers is None:
+            headers = f.index if f.index is not None else f.header_map()
+        text = headers.get("destination")
         if text is None:
             raise StompError("SEND needs a destination header")
         kind, name, key = self._target(text)
-        reply_to = f.header("reply-to")
+        reply_to = headers.get("reply-to")
         if reply_to is not None and reply_to.startswith("/temp-queue/"):
             self._temp_queue(parse_destination(reply_to).name)
         if self._perms is not None:
             self._check(self._perms.may_write, "write to", name)
-        expiration = f.header("expiration")
+        expiration = headers.get("expiration")
         ttl = None
         if expiration is not None:
             if not (expiration.isascii() and expiration.isdigit() and len(expiration) < 13):
                 raise StompError(f"bad expiration {expiration[:40]!r}: whole milliseconds")
             ttl = int(expiration)
-        if kind == QUEUE:
+        try:
+            self._broker.publish(name, key, f.body, ttl)
+        except errors.NotFound:
+            if kind != QUEUE:
+                raise
+            # /queue/NAME: made on first use, or again if deleted since (publishing
+            # raises NOT_FOUND before it changes anything)
             self._ensure_queue(name)
-            try:
-                self._broker.publish(name, key, f.body, ttl)
-            except errors.NotFound:  # deleted since: made again
-                self._ensure_queue(name)
-                self._broker.publish(name, key, f.body, ttl)
-        else:
             self._broker.publish(name, key, f.body, ttl)
 
     def subscribe(self, f: Frame) -> None:

@@ -58,3 +58,23 @@ def test_output_queued_outside_a_read_waits_for_the_end_of_the_turn(shared: bool
     assert sub.transport.value() == b""
     setup.clock.advance(0)
     assert [f.body for f in sub.frames()] == [b"from a timer"]
+
+
+def test_a_queue_deleted_between_sends_is_made_again() -> None:
+    setup = Setup()
+    pub = setup.peer()
+    pub.send("SEND", b"1", destination="/queue/q")
+    setup.broker.delete("q")
+    pub.send("SEND", b"2", destination="/queue/q", receipt="r")
+    assert pub.one("RECEIPT").header("receipt-id") == "r"
+    assert setup.broker.queue("q").durable and setup.messages("q") == 1
+
+
+def test_a_send_to_a_queue_name_held_by_an_exchange_goes_to_the_exchange() -> None:
+    setup = Setup()
+    native = setup.native()
+    native.send(b"CREATE x fanout\nCREATE q queue\nBIND q x\n")
+    pub = setup.peer()
+    pub.send("SEND", b"via x", destination="/queue/x", receipt="r")
+    assert pub.one("RECEIPT").header("receipt-id") == "r"
+    assert setup.messages("q") == 1
