@@ -15,7 +15,9 @@ See ``docs/stomp.rst`` for what users see.
   changed durable state, once the store has it.
 * Output is queued and written once per read or per reactor turn (at once past 64 KiB),
   by the factory's scheduler: the read that delivers a message to a subscriber writes
-  it when it is done, not a reactor turn later;
+  it when it is done, not a reactor turn later, and on plain TCP straight to the
+  socket when nothing waits in the transport's buffer
+  (:func:`~mbroker.server.output.socket_writer`);
   a MESSAGE head is built with one ``%`` format from parts cached per subscription.
 * Flow control: the protocol is its transport's push producer, as the native one is:
   when the peer stops reading, the broker stops delivering to the connection and we
@@ -47,7 +49,7 @@ from mbroker.core.broker import Broker
 from mbroker.core.model import Queue, QueuedMessage, Session
 from mbroker.server.auth import User
 from mbroker.server.memwatch import MemoryWatch
-from mbroker.server.output import FlushScheduler, StreamTransport
+from mbroker.server.output import FlushScheduler, StreamTransport, socket_writer
 from mbroker.server.stomp_commands import CACHE_MAX, StompCommands
 from mbroker.server.stomp_destinations import message_destination
 from mbroker.wire.stomp import (
@@ -143,6 +145,8 @@ class StompProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._tr = cast(StreamTransport, self.transport)
+        #: writes a list of byte strings: straight to the socket where it can
+        self._write_out = socket_writer(self.transport) or self._tr.writeSequence
         self.session = self.broker.open_session(self)
         self._commands = StompCommands(self, self.broker, self.session, self.config, self._memory)
         #: subscriptions by sid (the commands' own dict), read on every delivery
@@ -255,7 +259,7 @@ class StompProtocol(Protocol):
         if out:
             self._out = []
             self._out_size = 0
-            self._tr.writeSequence(out)
+            self._write_out(out)
             if self._send_every:
                 self._last_write = self.broker.clock.seconds()
 
