@@ -63,6 +63,7 @@ from mbroker.wire.stomp import (
     negotiate_version,
     parse_heartbeat,
 )
+from mbroker.wire.stomp import receipt as receipt_frame
 
 log = Logger()
 
@@ -318,7 +319,7 @@ class StompProtocol(Protocol):
                     else:
                         self._fatal(_describe(err), frame)
                 elif receipt is not None:
-                    self._frame("RECEIPT", [("receipt-id", receipt)])
+                    self._write(receipt_frame(receipt, self.version))
                 if then is not None:
                     then()
                 if self._closing and not self._commits:
@@ -327,7 +328,7 @@ class StompProtocol(Protocol):
             journal.on_commit(stored)
             return
         if receipt is not None:
-            self._frame("RECEIPT", [("receipt-id", receipt)])
+            self._write(receipt_frame(receipt, self.version))
         if then is not None:
             then()
 

@@ -73,7 +73,7 @@ carries and adds the true one to every frame with a body, so a frame it writes i
 framed right.  What a version cannot carry (a LF in a 1.0 value, a ``:`` in a 1.0 name, a
 value ending in CR before 1.2, an empty name, a lone surrogate that ``surrogateescape``
 did not make) raises ``ValueError`` rather than go out garbled.  :func:`heartbeat` is
-the one-byte heart-beat.
+the one-byte heart-beat, :func:`receipt` a RECEIPT written without building a frame.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ __all__ = [
     "negotiate_version",
     "parse_accept_version",
     "parse_heartbeat",
+    "receipt",
 ]
 
 _MAX_DIGITS = 18
@@ -253,6 +254,17 @@ def encode(frame: Frame, version: str = "1.2", *, content_length: bool = True) -
         lines.append(f"content-length:{len(body)}")
     lines.append("\n")
     return "\n".join(lines).encode("utf-8", "surrogateescape") + body + b"\0"
+
+
+_PLAIN_VALUE = re.compile(r"[^\\\n:\r]*")
+
+
+def receipt(receipt_id: str, version: str = "1.2") -> bytes:
+    """The bytes of ``RECEIPT`` with ``receipt-id:<receipt_id>``: what :func:`encode`
+    writes for it, without building a frame when the id needs no escape."""
+    if _PLAIN_VALUE.fullmatch(receipt_id) is not None:
+        return b"RECEIPT\nreceipt-id:%s\n\n\x00" % receipt_id.encode("utf-8", "surrogateescape")
+    return encode(Frame("RECEIPT", (("receipt-id", receipt_id),)), version)
 
 
 # ------------------------------------------------------------------ decoding

@@ -1,15 +1,17 @@
-"""The STOMP decoder's remembered heads: a repeated head is parsed once, and its frames
-are the same frames as without the cache (headers, escapes, version, limits)."""
+"""The STOMP codec's short cuts give what the long way gives: the decoder's remembered
+heads (a repeated head is parsed once; its frames are the same frames as without the
+cache: headers, escapes, version, limits), and :func:`~mbroker.wire.stomp.receipt`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mbroker.wire import stomp
-from mbroker.wire.stomp import Frame, StompDecoder, StompError, encode
+from mbroker.wire.stomp import Frame, StompDecoder, StompError, encode, receipt
 
 
 def frames(items: Sequence[object]) -> list[Frame]:
@@ -99,8 +101,8 @@ def test_frames_are_the_same_with_the_cache_as_without(
     sends: list[tuple[str, str | None, bytes]], version: str
 ) -> None:
     encoded = []
-    for dest, receipt, body in sends:
-        headers = [("destination", dest)] + ([("receipt", receipt)] if receipt else [])
+    for dest, rid, body in sends:
+        headers = [("destination", dest)] + ([("receipt", rid)] if rid else [])
         try:
             encoded.append(encode(Frame("SEND", tuple(headers), body), version))
         except ValueError:
@@ -113,3 +115,21 @@ def test_frames_are_the_same_with_the_cache_as_without(
     for g, e in zip(got, expected):
         assert isinstance(g, Frame) and isinstance(e, Frame)
         assert g.header_map() == e.header_map() == dict(g.index or {})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.sampled_from(["1.0", "1.1", "1.2"]))
+def test_a_receipt_is_what_encode_writes(receipt_id: str, version: str) -> None:
+    try:
+        expected = encode(Frame("RECEIPT", (("receipt-id", receipt_id),)), version)
+    except (ValueError, UnicodeEncodeError) as e:
+        with pytest.raises(type(e)):
+            receipt(receipt_id, version)
+        return
+    assert receipt(receipt_id, version) == expected
+
+
+def test_receipts_plain_and_escaped() -> None:
+    assert receipt("r-1") == b"RECEIPT\nreceipt-id:r-1\n\n\x00"
+    assert receipt("a:b", "1.2") == b"RECEIPT\nreceipt-id:a\\cb\n\n\x00"
+    assert receipt("a:b", "1.0") == b"RECEIPT\nreceipt-id:a:b\n\n\x00"
