@@ -205,12 +205,15 @@ class StompProtocol(Protocol):
 
     def _run(self, items: list[Any]) -> None:
         journal = self._journal
-        for n, item in enumerate(items):
+        n, end = 0, len(items)
+        while n < end:
+            item = items[n]
             if self._closing:
                 return
             if self._held is not None:
                 self._held.extend(items[n:])
                 return
+            n += 1
             if type(item) is Frame:
                 if journal is not None:
                     self._mark = journal.changes
@@ -222,11 +225,14 @@ class StompProtocol(Protocol):
                             if not self._connected
                             else f"{item.command} is a server frame"
                         )
-                    handler(item)
+                    if n < end and item.command == "SEND" and self._connected:
+                        n += self._commands.send_run(items, n - 1) - 1  # (SENDs, one head)
+                    else:
+                        handler(item)
                 except StompError as e:
                     self._fatal(e.message, item)
                 except errors.BrokerError as e:
-                    self._fatal(_describe(e), item)
+                    self._fatal(str(e), item)
                 except Exception:
                     log.failure("STOMP {command} failed", command=item.command)
                     self._fatal("internal error: see the broker's log", item)
@@ -315,9 +321,9 @@ class StompProtocol(Protocol):
                     return
                 if err is not None:
                     if self._closing:  # (a DISCONNECT after it: say why, then go)
-                        self._frame("ERROR", [("message", _describe(err))])
+                        self._frame("ERROR", [("message", str(err))])
                     else:
-                        self._fatal(_describe(err), frame)
+                        self._fatal(str(err), frame)
                 elif receipt is not None:
                     self._write(receipt_frame(receipt, self.version))
                 if then is not None:
@@ -590,7 +596,3 @@ class StompProtocol(Protocol):
 
     def _again(self, f: Frame) -> None:
         raise StompError("already connected")
-
-
-def _describe(e: errors.BrokerError) -> str:
-    return str(e)
