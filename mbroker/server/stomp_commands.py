@@ -220,12 +220,12 @@ class StompCommands:
         bodies = [f.body for f in cast("list[Frame]", items[start:end])]
         publish_many = self._broker.publish_many
         try:
-            refused = publish_many(name, key, bodies, None, True)[1]
+            refused = publish_many(name, key, bodies, None, stop_at_refusal=True)[1]
         except errors.NotFound:
             if kind != QUEUE:
                 raise
             self._ensure_queue(name)  # (as in _do_send)
-            refused = publish_many(name, key, bodies, None, True)[1]
+            refused = publish_many(name, key, bodies, None, stop_at_refusal=True)[1]
         if refused:
             raise next(iter(refused.values()))
         return end - start

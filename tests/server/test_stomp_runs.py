@@ -133,9 +133,9 @@ def test_runs_are_one_publish_many_each() -> None:
     broker = setup.broker
     real = broker.publish_many
 
-    def counting(name: str, key: str, payloads: list[bytes], *a: Any) -> Any:
+    def counting(name: str, key: str, payloads: list[bytes], *a: Any, **kw: Any) -> Any:
         calls.append(len(payloads))
-        return real(name, key, payloads, *a)
+        return real(name, key, payloads, *a, **kw)
 
     broker.publish_many = counting  # type: ignore[assignment]
     pub = setup.peer()
