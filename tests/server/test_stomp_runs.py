@@ -137,7 +137,7 @@ def test_runs_are_one_publish_many_each() -> None:
         calls.append(len(payloads))
         return real(name, key, payloads, *a, **kw)
 
-    broker.publish_many = counting  # type: ignore[assignment]
+    broker.publish_many = counting
     pub = setup.peer()
     pub.raw(send("/queue/q", b"first") + send("/queue/r", b"first"))  # (makes the queues)
     pub.raw(b"".join(many("/queue/q", 400)) + b"".join(many("/queue/r", 3)))
