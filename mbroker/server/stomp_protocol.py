@@ -18,7 +18,7 @@ See ``docs/stomp.rst`` for what users see.
   it when it is done, not a reactor turn later, and on plain TCP straight to the
   socket when nothing waits in the transport's buffer
   (:func:`~mbroker.server.output.socket_writer`);
-  a MESSAGE head is built with one ``%`` format from parts cached per subscription.
+  MESSAGE frames are built by :mod:`~mbroker.server.stomp_messages`.
 * Flow control: the protocol is its transport's push producer, as the native one is:
   when the peer stops reading, the broker stops delivering to the connection and we
   stop reading from it.  While a CONNECT's password is checked (in a thread), reading
@@ -46,12 +46,12 @@ from zope.interface import implementer
 from mbroker import __version__, errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.core.model import Queue, QueuedMessage, Session
+from mbroker.core.model import QueuedMessage, Session
 from mbroker.server.auth import User
 from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.output import FlushScheduler, StreamTransport, socket_writer
-from mbroker.server.stomp_commands import CACHE_MAX, StompCommands
-from mbroker.server.stomp_destinations import message_destination
+from mbroker.server.stomp_commands import StompCommands
+from mbroker.server.stomp_messages import MessageFrames
 from mbroker.wire.stomp import (
     SUPPORTED_VERSIONS,
     Frame,
@@ -131,7 +131,6 @@ class StompProtocol(Protocol):
             "CONNECT": self._connect,
             "STOMP": self._connect,
         }
-        self._routes: dict[bytes, bytes] = {}
         self._commits = 0  # receipts waiting for the store
         self._mark = 0
         self._connect_timer: IDelayedCall | None = None
@@ -152,6 +151,7 @@ class StompProtocol(Protocol):
         self._commands = StompCommands(self, self.broker, self.session, self.config, self._memory)
         #: subscriptions by sid (the commands' own dict), read on every delivery
         self._by_sid = self._commands.by_sid
+        self._messages = MessageFrames(self.broker, self._commands.is_temp_queue)
         timeout = self.config.auth_timeout
         if timeout > 0:
             self._connect_timer = self.broker.clock.callLater(timeout, self._connect_expired)
@@ -345,69 +345,12 @@ class StompProtocol(Protocol):
 
     def push_many(self, sid: int, tag: int, messages: list[QueuedMessage]) -> None:
         sub = self._by_sid[sid]
-        append = self._out.append
-        prefix, mid, pending = sub.prefix, sub.mid, sub.pending
         ack = sub.mode != "auto" and self.version == "1.2"
-        routes = self._routes
-        size = 0
-        for m in messages:
-            dest = routes.get(m.route)
-            if dest is None:
-                dest = self._destination(m.route, m.source, m.key)
-            payload = m.payload
-            n = len(payload)
-            size += n
-            extra = b"redelivered:true\n" if m.deliveries > 1 else b""
-            if ack:
-                extra += b"ack:%s%d\n" % (mid, tag)
-            append(
-                b"%sdestination:%s\nmessage-id:%s%d\n%scontent-length:%d\n\n"
-                % (prefix, dest, mid, tag, extra, n)
-            )
-            append(payload)
-            append(b"\0")
-            if pending is not None:
-                pending.append(tag)
-            tag += 1
-        self._queued(size + 100 * len(messages))
+        self._queued(self._messages.many(self._out, sub, tag, messages, ack))
 
     def push_run(self, sid: int, tag: int, route: bytes, payloads: list[bytes]) -> None:
         # (only for ack=auto subscriptions, messages delivered for the first time)
-        sub = self._by_sid[sid]
-        dest = self._routes.get(route)
-        if dest is None:
-            source, _, key = route.decode().partition(" ")
-            dest = self._destination(route, source, "" if key == "-" else key)
-        head = b"%sdestination:%s\nmessage-id:%s%%d\ncontent-length:%%d\n\n" % (
-            sub.prefix,
-            dest,
-            sub.mid,
-        )
-        append = self._out.append
-        size = 0
-        for payload in payloads:
-            n = len(payload)
-            size += n
-            append(head % (tag, n))
-            append(payload)
-            append(b"\0")
-            tag += 1
-        self._queued(size + 100 * len(payloads))
-
-    def _destination(self, route: bytes, source: str, key: str) -> bytes:
-        try:
-            obj = self.broker.get(source)
-        except errors.NotFound:
-            obj = None
-        is_queue = isinstance(obj, Queue)
-        if is_queue and self._commands.is_temp_queue(source):
-            text = f"/reply-queue/{source}"
-        else:
-            text = message_destination(source, key, is_queue)
-        if len(self._routes) >= CACHE_MAX:
-            self._routes.clear()
-        dest = self._routes[route] = text.encode()
-        return dest
+        self._queued(self._messages.run(self._out, self._by_sid[sid], tag, route, payloads))
 
     def cancelled(self, sid: int, reason: str) -> None:
         sub = self._commands.cancelled(sid)
