@@ -197,7 +197,12 @@ class ClusterBroker(Broker):
         return reached
 
     def _publish_many(
-        self, name: str, key: str, payloads: list[bytes], ttl: int | None = None
+        self,
+        name: str,
+        key: str,
+        payloads: list[bytes],
+        ttl: int | None = None,
+        stop_at_refusal: bool = False,
     ) -> tuple[int, dict[int, errors.BrokerError]]:
         if self.find(name) is None:
             raise errors.NotFound(name)
@@ -208,6 +213,8 @@ class ClusterBroker(Broker):
                 reached = self._publish(name, key, payload, ttl)
             except errors.BrokerError as e:
                 refused[i] = e
+                if stop_at_refusal:
+                    break
         return reached, refused
 
     def _dead_letter(self, targets: Sequence[Queue], m: QueuedMessage, reason: str) -> None:

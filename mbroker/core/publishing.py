@@ -150,14 +150,21 @@ class Publisher:
         return len(targets), False
 
     def publish_many(
-        self, name: str, key: str, payloads: list[bytes], ttl: int | None = None
+        self,
+        name: str,
+        key: str,
+        payloads: list[bytes],
+        ttl: int | None = None,
+        stop_at_refusal: bool = False,
     ) -> tuple[int, dict[int, errors.BrokerError]]:
         """A run of PUBLISH with one name, key and ttl: :meth:`publish` for each payload,
         in order, but routed once, and put in each queue at once and dispatched once
         (when no target has a ttl, reject overflow or durability).
 
         Returns the number of queues each message reached, and the refusals by index
-        (``OVERFLOW``, ``UNAVAILABLE``); raises ``NOT_FOUND`` for them all."""
+        (``OVERFLOW``, ``UNAVAILABLE``); raises ``NOT_FOUND`` for them all.  With
+        ``stop_at_refusal`` the messages after the first refusal are not published (as
+        when the publisher stops at its first error: a STOMP connection closes)."""
         obj = self._find(name)
         if obj is None:
             raise errors.NotFound(name)
@@ -165,7 +172,7 @@ class Publisher:
         if isinstance(obj, Queue) and obj.idle_timer is not None:
             self._used(obj)
         if ttl is not None or not all(_takes_runs(q) for q in targets):
-            return self._publish_each(name, key, payloads, ttl)
+            return self._publish_each(name, key, payloads, ttl, stop_at_refusal)
         journal = self.journal
         first_id = 0
         if journal is not None and any(q.options.durable for q in targets):
@@ -218,7 +225,7 @@ class Publisher:
         return len(targets), {}
 
     def _publish_each(
-        self, name: str, key: str, payloads: list[bytes], ttl: int | None
+        self, name: str, key: str, payloads: list[bytes], ttl: int | None, stop: bool
     ) -> tuple[int, dict[int, errors.BrokerError]]:
         reached = 0
         refused: dict[int, errors.BrokerError] = {}
@@ -227,6 +234,8 @@ class Publisher:
                 reached = self.publish(name, key, payload, ttl)
             except errors.BrokerError as e:
                 refused[i] = e
+                if stop:
+                    break
         return reached, refused
 
     def _publish_durable(

@@ -39,6 +39,7 @@ def test_a_retried_id_fires_with_duplicate(pair: ClientPair) -> None:
     pair.successResultOf(c.create("jobs", "queue", dedup_window=60_000))
     first = pair.successResultOf(c.publish("jobs", b"x", id="retry-1"))
     again = pair.successResultOf(c.publish("jobs", b"x", id="retry-1"))
+    assert isinstance(first, Published) and isinstance(again, Published)
     assert (first, first.duplicate) == (1, False)
     assert (again, again.duplicate) == (1, True)
     assert len(pair.successResultOf(c.pull("jobs", max=10))) == 1
