@@ -203,7 +203,10 @@ class ClusterBroker(Broker):
         payloads: list[bytes],
         ttl: int | None = None,
         stop_at_refusal: bool = False,
+        props: Props | None = None,
     ) -> tuple[int, dict[int, errors.BrokerError]]:
+        if props is not None:
+            self._publish_props(name, key, b"", ttl, props)  # (refused, as one PUBLISH is)
         if self.find(name) is None:
             raise errors.NotFound(name)
         reached = 0
