@@ -43,6 +43,7 @@ from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
 from mbroker.core.model import Clock, Consumer, Exchange, Pulled, Queue, QueuedMessage, Session
 from mbroker.wire.frames import ExchangeInfo, Props, QueueInfo, QueueOptions
+from mbroker.wire.props import from_stored, stored_text
 
 _log = Logger()
 
@@ -66,11 +67,14 @@ class ClusterBroker(Broker):
         self.node = node
         #: how this node's pub/sub messages begin (``node LF key LF payload``)
         self._echo = node.encode() + b"\n"
+        #: … or ``node SP properties LF key LF payload`` for a message with properties
+        self._head = node.encode() + b" "
         self.writer = writer
         self.cluster_journal = journal
         #: the core's namespace commands, for what comes from Redis
         self.local = LocalNamespace(self.create, self.delete, self.bind, self.unbind)
         self._core_publish = self.publish
+        self._core_publish_props = self.publish_props
         self._core_subscribe = self.subscribe
         self._core_activate = self.activate
         self._core_pull = self.pull
@@ -162,13 +166,22 @@ class ClusterBroker(Broker):
 
     # ------------------------------------------------------------ publishing
 
-    def _publish(self, name: str, key: str, payload: bytes, ttl: int | None = None) -> int:
+    def _publish(
+        self,
+        name: str,
+        key: str,
+        payload: bytes,
+        ttl: int | None = None,
+        props: Props | None = None,
+    ) -> int:
         obj = self.find(name)
         if obj is None:
             raise errors.NotFound(name)
         journal = self.cluster_journal
         if isinstance(obj, Queue):
             if not shared(obj):
+                if props is not None:
+                    return self._core_publish_props(name, key, payload, ttl, props)[0]
                 return self._core_publish(name, key, payload, ttl)
             names: tuple[str, ...] = (name,)
             reached = 1
@@ -184,15 +197,16 @@ class ClusterBroker(Broker):
             if len(names) < reached:  # subscriptions here get it at once
                 for q in targets:
                     if not shared(q):
-                        self.enqueue(q, name, key, payload)
-            self.writer.spublish(
-                keys.channel(name), self._echo + b"%s\n%s" % (key.encode(), payload)
-            )
+                        self.enqueue(q, name, key, payload, props)
+            head = self._echo if props is None else self._head + stored_text(props) + b"\n"
+            self.writer.spublish(keys.channel(name), head + b"%s\n%s" % (key.encode(), payload))
         if names:
             if not journal.available:
                 raise errors.Unavailable("Redis cannot take writes; nothing was published")
             expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
-            journal.add(rec.MessageStored(journal.new_id(), names, name, key, payload, expires))
+            journal.add(
+                rec.MessageStored(journal.new_id(), names, name, key, payload, expires, props)
+            )
         self.cluster_published += 1
         return reached
 
@@ -221,12 +235,12 @@ class ClusterBroker(Broker):
     def _publish_props(
         self, name: str, key: str, payload: bytes, ttl: int | None, props: Props
     ) -> tuple[int, bool]:
-        """PUBLISH with section 7 properties: not in cluster mode yet (docs/cluster.rst)."""
-        self.get(name)  # (an unknown name is NOT_FOUND, as on a single broker)
-        raise errors.BadArgs(
-            "message properties (h.NAME=, id=, priority=, delay=) are not supported "
-            "in cluster mode yet"
-        )
+        """PUBLISH with section 7 properties: they go with the stream entry (field
+        ``a``) and the pub/sub message, so that every node delivers them."""
+        if props.delay is not None or props.id is not None:
+            self.get(name)  # (an unknown name is NOT_FOUND, as on a single broker)
+            raise errors.BadArgs("delay= and id= are not supported in cluster mode yet")
+        return self._publish(name, key, payload, ttl, props), False
 
     def on_message(self, chan: bytes, data: bytes) -> None:
         """A message from Redis pub/sub (on the reactor thread)."""
@@ -237,14 +251,16 @@ class ClusterBroker(Broker):
         ex = self.find(name)
         if not isinstance(ex, Exchange):
             return
-        if data.startswith(self._echo):
+        if data.startswith(self._echo) or data.startswith(self._head):
             return  # (published here: delivered here already)
-        _, _, rest = data.partition(b"\n")
+        first, _, rest = data.partition(b"\n")
+        _, space, text = first.partition(b" ")
+        props = from_stored(text) if space else None
         key, _, payload = rest.partition(b"\n")
         routing_key = key.decode()
         for q in ex.matcher.match(routing_key):
             if not shared(q):
-                self.enqueue(q, name, routing_key, payload)
+                self.enqueue(q, name, routing_key, payload, props)
 
     # ------------------------------------------------------------- consuming
 

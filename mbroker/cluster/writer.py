@@ -102,7 +102,9 @@ class ClusterWriter:
             self._held_prep = []
         for r in records:
             if isinstance(r, rec.MessageStored):
-                fields = keys.entry_fields(r.source, r.key, r.payload, r.expires_at)
+                fields = keys.entry_fields(
+                    r.source, r.key, r.payload, r.expires_at, 0, None, r.props
+                )
                 for q in r.queues:
                     ops.append(("xadd", (keys.stream(q), fields)))
             elif isinstance(r, rec.MessagesStored):
@@ -168,7 +170,7 @@ class ClusterWriter:
             if entry is None:
                 continue
             fields = keys.entry_fields(
-                m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason
+                m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason, m.props
             )
             self._ops.append(("xadd", (key, fields)))
             old.append(entry)
@@ -205,7 +207,7 @@ class ClusterWriter:
     def dead_letter(self, queue: str, m: QueuedMessage, reason: str) -> None:
         """A copy of ``m`` dead-lettered into shared ``queue``: a new entry carrying
         ``reason``, written with the batch that removes ``m`` from its own queue."""
-        fields = keys.entry_fields(m.source, m.key, m.payload, None, 0, reason)
+        fields = keys.entry_fields(m.source, m.key, m.payload, None, 0, reason, m.props)
         self._ops.append(("xadd", (keys.stream(queue), fields)))
         self._schedule()
 

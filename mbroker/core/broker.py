@@ -36,6 +36,7 @@ from mbroker.core.model import Clock, DeliveryTarget, Obj, Pulled, Queue, Queued
 from mbroker.core.namespace import Namespace
 from mbroker.core.publishing import Publisher
 from mbroker.core.reports import Reports
+from mbroker.wire.frames import Props
 
 __all__ = ["Broker", "Obj", "Pulled"]
 
@@ -196,12 +197,14 @@ class Broker:
         q.ready_bytes = 0
         return out
 
-    def enqueue(self, q: Queue, source: str, key: str, payload: bytes) -> bool:
+    def enqueue(
+        self, q: Queue, source: str, key: str, payload: bytes, props: Props | None = None
+    ) -> bool:
         """Put one copy of a message published to ``source`` into ``q`` alone, as if
         routed there (a cluster node's transient pub/sub); False when ``q`` refused it."""
         route = f"{source} {key or '-'}".encode()
         expires = self._dispatcher.expiry(q, None) if q.options.ttl is not None else None
-        m = QueuedMessage(source, key, route, payload, expires)
+        m = QueuedMessage(source, key, route, payload, expires, 0, props)
         if q.options.ttl == 0:
             return self._dispatcher.enqueue_now(q, m)
         return self._dispatcher.enqueue(q, m)

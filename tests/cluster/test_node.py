@@ -17,6 +17,7 @@ from mbroker.cluster.writer import ClusterWriter
 from mbroker.config import Config
 from mbroker.core.journal import Journal
 from mbroker.wire.frames import QueueOptions
+from mbroker.wire.props import parse_props
 from tests.helpers.fakeredis import FakeLink, FakeRedis
 from tests.helpers.world import Target
 
@@ -180,7 +181,12 @@ def test_parse_nodes_refuses(url: str) -> None:
 def test_entry_fields_round_trip() -> None:
     fields = keys.entry_fields("src", "a.b", b"\x00\r\n", 12.5, 2, "expired")
     raw = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
-    assert keys.read_entry(raw) == ("src", "a.b", b"\x00\r\n", 12.5, 2, "expired")
+    assert keys.read_entry(raw) == ("src", "a.b", b"\x00\r\n", 12.5, 2, "expired", None)
+    props = parse_props([b"h.a=x%20y", b"id=i-1", b"priority=3"])
+    fields = keys.entry_fields("src", "", b"p", None, 0, None, props)
+    raw = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+    assert fields["a"] == b"id=i-1 priority=3 h.a=x%20y"
+    assert keys.read_entry(raw)[6] == props
     plain = keys.entry_fields("src", "", b"p", None)
     assert set(plain) == {"s", "k", "p"}
     assert keys.exchange_of(keys.channel("ex.1").encode()) == "ex.1"
