@@ -12,6 +12,8 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
   deliveries (absent: none), ``r`` dead-letter reason (absent: none), ``a`` the
   message's section 7 properties as the store keeps them
   (:func:`~mbroker.wire.props.stored_text`; absent: none);
+- ``mb:id:{NAME}:ID`` (string with a PX expiry: the dedup window) a PUBLISH id of
+  queue or exchange NAME, holding what the first PUBLISH with it reached;
 - ``mb:node:{NAME}`` (string with a PX expiry) a node's liveness;
 - ``mb:x:{NAME}`` (sharded pub/sub channel) transient messages published to an
   exchange, each ``node LF key LF payload`` (node: the publishing node's name), or
@@ -45,6 +47,12 @@ Entry = tuple[bytes, Fields]
 
 def stream(queue: str) -> str:
     return f"mb:q:{{{queue}}}"
+
+
+def dedup(name: str, msg_id: str) -> str:
+    """The key remembering PUBLISH id ``msg_id`` of queue or exchange ``name`` for its
+    dedup window (a queue's: in its stream's slot)."""
+    return f"mb:id:{{{name}}}:{msg_id}"
 
 
 def node_key(node: str) -> str:

@@ -22,6 +22,7 @@ starts everything; :mod:`mbroker.server.service` only chooses it with ``--cluste
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Callable
 
 import attrs
@@ -36,12 +37,22 @@ from mbroker.cluster.link import RedisLink, parse_nodes
 from mbroker.cluster.nssync import LocalNamespace, NamespaceSync
 from mbroker.cluster.pubsub import PubSubThread
 from mbroker.cluster.watch import Watch
-from mbroker.cluster.writer import ClusterWriter
+from mbroker.cluster.writer import ClusterWriter, Once
 from mbroker.config import ClusterConfig, Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
-from mbroker.core.model import Clock, Consumer, Exchange, Pulled, Queue, QueuedMessage, Session
+from mbroker.core.model import (
+    Clock,
+    Consumer,
+    Exchange,
+    Published,
+    PublishResult,
+    Pulled,
+    Queue,
+    QueuedMessage,
+    Session,
+)
 from mbroker.wire.frames import ExchangeInfo, Props, QueueInfo, QueueOptions
 from mbroker.wire.props import from_stored, stored_text
 
@@ -86,6 +97,7 @@ class ClusterBroker(Broker):
         self.pubsub: PubSubThread | None = None
         self.on_namespace: Callable[[], None] = lambda: None
         self.cluster_published = 0
+        self.dedup_default = config.dedup_window
         self.divert_dead_letters(self._dead_letter)
         self.create = self._create
         self.delete = self._delete
@@ -126,7 +138,7 @@ class ClusterBroker(Broker):
                     self.writer.declare_queue(name, options)
                     self.cluster_journal.add(rec.QueueDeclared(name, options))
             else:
-                self.writer.declare_exchange(name, kind, options.durable)
+                self.writer.declare_exchange(name, kind, options.durable, options.dedup_window)
                 self.cluster_journal.add(rec.ExchangeDeclared(name, kind))
         return made
 
@@ -181,7 +193,8 @@ class ClusterBroker(Broker):
         if isinstance(obj, Queue):
             if not shared(obj):
                 if props is not None:
-                    return self._core_publish_props(name, key, payload, ttl, props)[0]
+                    done = self._core_publish_props(name, key, payload, ttl, props)
+                    return done[0] if isinstance(done, tuple) else done.reached
                 return self._core_publish(name, key, payload, ttl)
             names: tuple[str, ...] = (name,)
             reached = 1
@@ -234,13 +247,60 @@ class ClusterBroker(Broker):
 
     def _publish_props(
         self, name: str, key: str, payload: bytes, ttl: int | None, props: Props
-    ) -> tuple[int, bool]:
+    ) -> PublishResult:
         """PUBLISH with section 7 properties: they go with the stream entry (field
-        ``a``) and the pub/sub message, so that every node delivers them."""
-        if props.delay is not None or props.id is not None:
+        ``a``) and the pub/sub message, so that every node delivers them.  With an id
+        (and a window), Redis says whether it is new, whichever node had it first
+        (:meth:`~mbroker.cluster.writer.ClusterWriter.publish_once`): the reply waits
+        for that."""
+        if props.delay is not None:
             self.get(name)  # (an unknown name is NOT_FOUND, as on a single broker)
-            raise errors.BadArgs("delay= and id= are not supported in cluster mode yet")
-        return self._publish(name, key, payload, ttl, props), False
+            raise errors.BadArgs("delay= is not supported in cluster mode yet")
+        obj = self.find(name)
+        if props.id is None or obj is None:
+            return self._publish(name, key, payload, ttl, props), False
+        if isinstance(obj, Queue) and not shared(obj):
+            return self._core_publish_props(name, key, payload, ttl, props)
+        ms = obj.options.dedup_window if isinstance(obj, Queue) else obj.dedup_window
+        window = self.dedup_default if ms is None else ms
+        if not window:
+            return self._publish(name, key, payload, ttl, props), False
+        journal = self.cluster_journal
+        if not journal.available:
+            raise errors.Unavailable("Redis cannot take writes; nothing was published")
+        if isinstance(obj, Queue):
+            names: tuple[str, ...] = (name,)
+            result = Published(1)
+            then = None
+        else:
+            targets = obj.matcher.match(key)
+            names = tuple([q.name for q in targets if shared(q)])
+            result = Published(len(targets))
+            then = partial(self._routed_once, obj, key, payload, props, targets)
+        expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
+        fields = keys.entry_fields(name, key, payload, expires, 0, None, props)
+        streams = tuple([keys.stream(q) for q in names])
+        job = Once(keys.dedup(name, props.id), window, streams, fields, then is None, result, then)
+        self.writer.publish_once(job)
+        journal.add(rec.MessagesRemoved(name, ()))  # (the reply waits for the batch)
+        self.cluster_published += 1
+        return result
+
+    def _routed_once(
+        self, ex: Exchange, key: str, payload: bytes, props: Props, targets: Sequence[Queue]
+    ) -> None:
+        """A PUBLISH with a new id to ``ex`` (Redis said so): count it, hand it to the
+        subscriptions here and to other nodes' through pub/sub."""
+        ex.published += 1
+        if targets:
+            ex.routed += 1
+        else:
+            ex.unroutable += 1
+        for q in targets:
+            if not shared(q) and not q.deleted:
+                self.enqueue(q, ex.name, key, payload, props)
+        head = self._head + stored_text(props) + b"\n"
+        self.writer.spublish(keys.channel(ex.name), head + b"%s\n%s" % (key.encode(), payload))
 
     def on_message(self, chan: bytes, data: bytes) -> None:
         """A message from Redis pub/sub (on the reactor thread)."""

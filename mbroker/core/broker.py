@@ -26,13 +26,24 @@ than one object per queue copy and one per manual delivery.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.consuming import Consumption, tag_order
 from mbroker.core.dedup import Dedup
 from mbroker.core.dispatch import DeadLetterSink, Dispatcher
 from mbroker.core.journal import Journal
-from mbroker.core.model import Clock, DeliveryTarget, Obj, Pulled, Queue, QueuedMessage, Session
+from mbroker.core.model import (
+    Clock,
+    DeliveryTarget,
+    Obj,
+    PublishResult,
+    Pulled,
+    Queue,
+    QueuedMessage,
+    Session,
+)
 from mbroker.core.namespace import Namespace
 from mbroker.core.publishing import Publisher
 from mbroker.core.reports import Reports
@@ -75,7 +86,9 @@ class Broker:
         # publishing
         self.publish = publishing.publish
         self.publish_many = publishing.publish_many
-        self.publish_props = publishing.publish_props
+        self.publish_props: Callable[[str, str, bytes, int | None, Props], PublishResult] = (
+            publishing.publish_props
+        )
         # consuming
         self.subscribe = consumption.subscribe
         self.activate = consumption.activate

@@ -210,7 +210,7 @@ def test_bad_input_is_answered_as_on_a_single_broker(a: Client, tmp_path: Path) 
     finally:
         single.stop()
     # not in cluster mode yet (docs/cluster.rst): refused, the payload consumed
-    for options in ("id=x", "delay=10"):
+    for options in ("delay=10",):
         a.send(f"PUBLISH {q} {options} 2\r\nab\r\n".encode())
         assert a.read_reply()[1].startswith(b"-ERR BAD_ARGS"), options
     assert a.ok("PING") == "+PONG"
@@ -379,3 +379,39 @@ def test_headers_and_priority_published_on_one_node_arrive_on_the_other(
     a.publish(ex, b"two", "", "h.x=1")  # (counts the queues A knows: none)
     m = b.read_msg(10)
     assert (m.payload, m.attrs) == (b"two", {"h.x": "1"})
+
+
+def test_a_publish_id_is_deduplicated_across_nodes(a: Client, b: Client) -> None:
+    """Redis remembers a PUBLISH id for the dedup window: a retry through another node
+    is ``+OK <n> duplicate`` and routes nothing; the id travels with the message."""
+    q, ex, q2 = unique("q"), unique("ex"), unique("q")
+    a.ok(f"CREATE {q} queue")
+    a.ok(f"CREATE {q2} queue")
+    a.ok(f"CREATE {ex} fanout dedup-window=300")
+    a.ok(f"BIND {q2} {ex}")
+    poll(lambda: b.listing().get(ex, {}).get("bindings") == "1" and listed(b, q), SPREAD * 2)
+    assert a.publish(q, b"first", "", "id=order-1", "h.k=v") == "+OK 1"
+    assert b.publish(q, b"again", "", "id=order-1") == "+OK 1 duplicate"
+    assert a.publish(q, b"again", "", "id=order-1") == "+OK 1 duplicate"
+    assert b.publish(q, b"other", "", "id=order-2") == "+OK 1"
+    got = pull_n(b, q, 2)
+    assert [(m.payload, m.attrs.get("id")) for m in got] == [
+        (b"first", "order-1"),
+        (b"other", "order-2"),
+    ]
+    assert got[0].attrs["h.k"] == "v"
+    # an exchange's window (dedup-window=300 ms, made on A) holds on B, then ends
+    assert b.publish(ex, b"x", "", "id=e1") == "+OK 1"
+    assert a.publish(ex, b"x", "", "id=e1") == "+OK 1 duplicate"
+    poll(lambda: a.publish(ex, b"y", "", "id=e1") == "+OK 1", 5)
+    assert [m.payload for m in pull_n(a, q2, 2)] == [b"x", b"y"]
+    assert a.pull(f"PULL {q2} wait=100") == []
+
+
+def pull_n(c: Client, q: str, n: int, timeout: float = 10) -> list[Msg]:
+    """PULL from ``q`` until ``n`` messages came (within ``timeout``)."""
+    got: list[Msg] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += c.pull(f"PULL {q} max={n - len(got)} wait=300")
+    return got
