@@ -14,6 +14,8 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
   (:func:`~mbroker.wire.props.stored_text`; absent: none);
 - ``mb:id:{NAME}:ID`` (string with a PX expiry: the dedup window) a PUBLISH id of
   queue or exchange NAME, holding what the first PUBLISH with it reached;
+- ``mb:d:{NAME}`` (sorted set) a queue's delayed entries, and ``{mb}:delayed`` (set)
+  the queues that may have some (:mod:`mbroker.cluster.delays`);
 - ``mb:node:{NAME}`` (string with a PX expiry) a node's liveness;
 - ``mb:x:{NAME}`` (sharded pub/sub channel) transient messages published to an
   exchange, each ``node LF key LF payload`` (node: the publishing node's name), or
@@ -37,6 +39,8 @@ QUEUES = "{mb}:queues"
 EXCHANGES = "{mb}:exchanges"
 BINDINGS = "{mb}:bindings"
 NS_CHANNEL = "{mb}:ns"
+#: the queues that may hold delayed entries (:mod:`mbroker.cluster.delays`)
+DELAYED = "{mb}:delayed"
 GROUP = "mb"
 
 #: a stream entry's fields, as redis-py returns them
@@ -53,6 +57,11 @@ def dedup(name: str, msg_id: str) -> str:
     """The key remembering PUBLISH id ``msg_id`` of queue or exchange ``name`` for its
     dedup window (a queue's: in its stream's slot)."""
     return f"mb:id:{{{name}}}:{msg_id}"
+
+
+def delayed(queue: str) -> str:
+    """A queue's delayed entries (sorted set, score: due time in ms; in its slot)."""
+    return f"mb:d:{{{queue}}}"
 
 
 def node_key(node: str) -> str:

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 
 from mbroker import errors
 from mbroker.cluster import keys
+from mbroker.cluster.delays import Mover, member
 from mbroker.cluster.feeder import Feeder
 from mbroker.cluster.link import RedisLink, parse_nodes
 from mbroker.cluster.nssync import LocalNamespace, NamespaceSync
@@ -93,6 +94,7 @@ class ClusterBroker(Broker):
         self._core_list = self.list_objects
         self._core_stats = self.stats
         self.feeder: Feeder | None = None
+        self.mover: Mover | None = None
         self.watch: Watch | None = None
         self.pubsub: PubSubThread | None = None
         self.on_namespace: Callable[[], None] = lambda: None
@@ -252,18 +254,18 @@ class ClusterBroker(Broker):
         ``a``) and the pub/sub message, so that every node delivers them.  With an id
         (and a window), Redis says whether it is new, whichever node had it first
         (:meth:`~mbroker.cluster.writer.ClusterWriter.publish_once`): the reply waits
-        for that."""
-        if props.delay is not None:
-            self.get(name)  # (an unknown name is NOT_FOUND, as on a single broker)
-            raise errors.BadArgs("delay= is not supported in cluster mode yet")
+        for that.  A delayed copy waits in Redis (:mod:`mbroker.cluster.delays`)."""
         obj = self.find(name)
-        if props.id is None or obj is None:
-            return self._publish(name, key, payload, ttl, props), False
+        if obj is None:
+            raise errors.NotFound(name)
         if isinstance(obj, Queue) and not shared(obj):
             return self._core_publish_props(name, key, payload, ttl, props)
-        ms = obj.options.dedup_window if isinstance(obj, Queue) else obj.dedup_window
-        window = self.dedup_default if ms is None else ms
-        if not window:
+        window = 0
+        if props.id is not None:
+            ms = obj.options.dedup_window if isinstance(obj, Queue) else obj.dedup_window
+            window = self.dedup_default if ms is None else ms
+        delay = props.delay
+        if not window and delay is None:
             return self._publish(name, key, payload, ttl, props), False
         journal = self.cluster_journal
         if not journal.available:
@@ -276,31 +278,67 @@ class ClusterBroker(Broker):
             targets = obj.matcher.match(key)
             names = tuple([q.name for q in targets if shared(q)])
             result = Published(len(targets))
-            then = partial(self._routed_once, obj, key, payload, props, targets)
-        expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
+            then = partial(self._routed, obj, key, payload, props, targets)
+        expires = None
+        if ttl is not None:  # (a delayed copy's ttl counts from its due time)
+            expires = self.clock.seconds() + (ttl + (delay or 0)) / 1000.0
         fields = keys.entry_fields(name, key, payload, expires, 0, None, props)
-        streams = tuple([keys.stream(q) for q in names])
-        job = Once(keys.dedup(name, props.id), window, streams, fields, then is None, result, then)
-        self.writer.publish_once(job)
+        item = b"" if delay is None else member(self.node, fields)
+        writer = self.writer
+        if window:
+            dedup = keys.dedup(name, props.id or "")
+            atomic = then is None
+            writer.publish_once(
+                Once(dedup, window, names, fields, delay, item, atomic, result, then)
+            )
+        else:
+            assert delay is not None
+            if names:
+                writer.delay(names, delay, item)
+            if then is not None:
+                then()
+        if delay is not None and self.mover is not None:
+            for q in names:
+                self.mover.soon(q, delay)
         journal.add(rec.MessagesRemoved(name, ()))  # (the reply waits for the batch)
         self.cluster_published += 1
-        return result
+        return result if window else (result.reached, False)
 
-    def _routed_once(
+    def _routed(
         self, ex: Exchange, key: str, payload: bytes, props: Props, targets: Sequence[Queue]
     ) -> None:
-        """A PUBLISH with a new id to ``ex`` (Redis said so): count it, hand it to the
-        subscriptions here and to other nodes' through pub/sub."""
+        """A PUBLISH with properties to ``ex`` that is routed (its id is new, Redis
+        said): count it, hand it to the subscriptions here and to other nodes' through
+        pub/sub (a delayed one: here when due, there too)."""
         ex.published += 1
         if targets:
             ex.routed += 1
         else:
             ex.unroutable += 1
         for q in targets:
-            if not shared(q) and not q.deleted:
-                self.enqueue(q, ex.name, key, payload, props)
-        head = self._head + stored_text(props) + b"\n"
+            if not shared(q):
+                self._enqueue_when_due(q, ex.name, key, payload, props)
+        text = stored_text(props)
+        if props.delay is not None:
+            text = b"delay=%d %s" % (props.delay, text)
+        head = self._head + text + b"\n"
         self.writer.spublish(keys.channel(ex.name), head + b"%s\n%s" % (key.encode(), payload))
+
+    def _enqueue_when_due(
+        self, q: Queue, source: str, key: str, payload: bytes, props: Props | None
+    ) -> None:
+        """A copy for a subscription here (it dies with its connection, so a delayed
+        one waits on this node)."""
+        if props is None or props.delay is None:
+            self.enqueue(q, source, key, payload, props)
+        else:
+            self.clock.callLater(
+                props.delay / 1000.0, self._enqueue_due, q, source, key, payload, props
+            )
+
+    def _enqueue_due(self, q: Queue, source: str, key: str, payload: bytes, props: Props) -> None:
+        if not q.deleted:
+            self.enqueue(q, source, key, payload, attrs.evolve(props, delay=None))
 
     def on_message(self, chan: bytes, data: bytes) -> None:
         """A message from Redis pub/sub (on the reactor thread)."""
@@ -320,7 +358,7 @@ class ClusterBroker(Broker):
         routing_key = key.decode()
         for q in ex.matcher.match(routing_key):
             if not shared(q):
-                self.enqueue(q, name, routing_key, payload, props)
+                self._enqueue_when_due(q, name, routing_key, payload, props)
 
     # ------------------------------------------------------------- consuming
 
@@ -435,7 +473,9 @@ class ClusterNode:
         broker.pubsub = PubSubThread(self.link, broker.on_message)
         broker.pubsub.listen(keys.NS_CHANNEL)
         broker.pubsub.start()
-        self._parts = [broker.feeder, broker.watch, sync, broker.pubsub]
+        broker.mover = Mover(self.link, clock)
+        broker.mover.start()
+        self._parts = [broker.feeder, broker.watch, sync, broker.pubsub, broker.mover]
         d: Deferred[Any] = sync.start()
         d.addCallback(lambda _: broker.watch.start(clock) if broker.watch else None)
         d.addCallback(lambda _: broker)

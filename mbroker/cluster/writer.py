@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker import errors
-from mbroker.cluster import keys
+from mbroker.cluster import delays, keys
 from mbroker.cluster.link import RedisLink
 from mbroker.core import records as rec
 from mbroker.core.journal import Done
@@ -44,14 +44,21 @@ RETRY_AFTER = 1.0
 WAIT_TIMEOUT_MS = 1000
 
 #: a PUBLISH with an id, at most once per window across the cluster: KEYS[1] the id's
-#: key, KEYS[2..] streams in its slot to add the entry to; ARGV: what the first one
-#: reached, the window (ms), the entry's fields.  Returns what the first one reached,
-#: or nil when this is the first (then the id is remembered and the entry added).
+#: key, KEYS[2..] streams (or, delayed, sorted sets) in its slot to add the entry to;
+#: ARGV: what the first one reached, the window (ms), the delay (ms, '' for none), the
+#: entry's fields (delayed: its member).  Returns what the first one reached, or nil
+#: when this is the first (then the id is remembered and the entry added).
 ONCE_SCRIPT = """
 local first = redis.call('GET', KEYS[1])
 if first then return first end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', unpack(ARGV, 3)) end
+if ARGV[3] == '' then
+  for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', unpack(ARGV, 4)) end
+else
+  local t = redis.call('TIME')
+  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
+  for i = 2, #KEYS do redis.call('ZADD', KEYS[i], due, ARGV[4]) end
+end
 return false
 """
 
@@ -62,9 +69,12 @@ class Once:
 
     key: str
     window: int
-    streams: tuple[str, ...]
+    queues: tuple[str, ...]
     fields: dict[str, bytes | str]
-    #: whether the streams share the key's slot (a queue: one script does it all)
+    #: ms, with the entry as a member of the queues' sorted sets (None: not delayed)
+    delay: int | None
+    member: bytes
+    #: whether the queues share the key's slot (a queue: one script does it all)
     atomic: bool
     result: Published
     #: on the reactor thread, when it was the first: the node's local deliveries
@@ -166,6 +176,8 @@ class ClusterWriter:
     def delete_queue(self, name: str) -> None:
         self._held.append(("hdel", (keys.QUEUES, name)))
         self._held.append(("delete", (keys.stream(name),)))
+        self._held.append(("delete", (keys.delayed(name),)))
+        self._held.append(("srem", (keys.DELAYED, name)))
         self._held_prep.append(lambda client: _unbind_all(client, name, 0))
         self._ns_changed()
 
@@ -252,6 +264,12 @@ class ClusterWriter:
         entries follow in the same write job, and the id is removed again if they
         fail."""
         self._ops.append(("once", (job,)))
+        self._schedule()
+
+    def delay(self, queues: Sequence[str], delay: int, member: bytes) -> None:
+        """A delayed copy in each of ``queues``, due ``delay`` ms from now by Redis's
+        clock (see :mod:`mbroker.cluster.delays`)."""
+        self._ops += delays.delay_ops(queues, delay, member)
         self._schedule()
 
     def spublish(self, chan: str, data: bytes) -> None:
@@ -347,7 +365,13 @@ def _run(
             written = [
                 key
                 for name, args in ops
-                for key in (args[0].streams + (args[0].key,) if name == "once" else args[:1])
+                for key in (
+                    [keys.stream(q) for q in args[0].queues] + [args[0].key]
+                    if name == "once"
+                    else args[2:3]
+                    if name == "eval"
+                    else args[:1]
+                )
             ]
             nodes = {client.get_node_from_key(key).name: key for key in written}
             for key in nodes.values():
@@ -364,7 +388,10 @@ def _pipeline(client: Any, ops: list[Op]) -> None:
         return
     pipe = client.pipeline(transaction=False)
     for name, args in ops:
-        getattr(pipe, name)(*args)
+        if name == "eval":  # (a cluster pipeline has no eval(): the command itself)
+            pipe.execute_command("EVAL", *args)
+        else:
+            getattr(pipe, name)(*args)
     results = pipe.execute(raise_on_error=False)
     for (name, _args), result in zip(ops, results):
         if isinstance(result, Exception):
@@ -375,17 +402,28 @@ def _pipeline(client: Any, ops: list[Op]) -> None:
 
 def _once(client: Any, job: Once, firsts: list[Once]) -> None:
     """One PUBLISH with an id (see :meth:`ClusterWriter.publish_once`)."""
-    streams = job.streams if job.atomic else ()
-    flat = [v for pair in job.fields.items() for v in pair]
-    args = (job.key, *streams, job.result.reached, job.window, *flat)
-    first = client.eval(ONCE_SCRIPT, 1 + len(streams), *args)
+    queues = job.queues if job.atomic else ()
+    if job.delay is None:
+        where = [keys.stream(q) for q in queues]
+        args: list[Any] = ["", *[v for pair in job.fields.items() for v in pair]]
+    else:
+        where = [keys.delayed(q) for q in queues]
+        args = [job.delay, job.member]
+        if queues:
+            client.sadd(keys.DELAYED, *queues)  # (the hint first: see delays)
+    first = client.eval(
+        ONCE_SCRIPT, 1 + len(where), job.key, *where, job.result.reached, job.window, *args
+    )
     if first is not None:
         job.result.reached = int(first)
         job.result.duplicate = True
         return
-    if not job.atomic and job.streams:
+    if not job.atomic and job.queues:
         firsts.append(job)
-        _pipeline(client, [("xadd", (stream, job.fields)) for stream in job.streams])
+        if job.delay is None:
+            _pipeline(client, [("xadd", (keys.stream(q), job.fields)) for q in job.queues])
+        else:
+            _pipeline(client, delays.delay_ops(job.queues, job.delay, job.member))
 
 
 def _purge(client: Any, stream: str) -> None:

@@ -209,8 +209,8 @@ def test_bad_input_is_answered_as_on_a_single_broker(a: Client, tmp_path: Path) 
                 assert a.request(line)[1] == s.request(line)[1], line
     finally:
         single.stop()
-    # not in cluster mode yet (docs/cluster.rst): refused, the payload consumed
-    for options in ("delay=10",):
+    # bad section 7 properties: refused, the payload consumed
+    for options in ("delay=-1", "priority=10", "id=", "h.a=%zz"):  # (as on one broker)
         a.send(f"PUBLISH {q} {options} 2\r\nab\r\n".encode())
         assert a.read_reply()[1].startswith(b"-ERR BAD_ARGS"), options
     assert a.ok("PING") == "+PONG"
@@ -415,3 +415,54 @@ def pull_n(c: Client, q: str, n: int, timeout: float = 10) -> list[Msg]:
     while len(got) < n and time.monotonic() < deadline:
         got += c.pull(f"PULL {q} max={n - len(got)} wait=300")
     return got
+
+
+def test_a_delayed_publish_on_one_node_is_delivered_on_the_other_when_due(
+    a: Client, b: Client
+) -> None:
+    """Delayed copies wait in Redis and are moved into the stream by any node when
+    due: not before, and soon after (the documented tick)."""
+    q, ex, q2 = unique("q"), unique("ex"), unique("q")
+    a.ok(f"CREATE {q} queue")
+    a.ok(f"CREATE {q2} queue")
+    a.ok(f"CREATE {ex} topic")
+    a.ok(f"BIND {q2} {ex} k")
+    poll(lambda: b.listing().get(ex, {}).get("bindings") == "1" and listed(b, q), SPREAD * 2)
+    b.ok(f"SUBSCRIBE {q}")
+    start = time.monotonic()
+    assert a.publish(q, b"later", "", "delay=600", "h.x=1") == "+OK 1"
+    assert a.publish(q, b"now", "", "h.x=2") == "+OK 1"
+    m = b.read_msg(10)
+    assert (m.payload, m.attrs) == (b"now", {"h.x": "2"})
+    m = b.read_msg(10)
+    took = time.monotonic() - start
+    assert (m.payload, m.attrs) == (b"later", {"h.x": "1"})
+    assert 0.6 <= took < 3.0, took
+    # through an exchange, with an id: delayed once, a retry through B a duplicate
+    assert a.publish(ex, b"d", "k", "delay=300", "id=d1") == "+OK 1"
+    assert b.publish(ex, b"d", "k", "delay=300", "id=d1") == "+OK 1 duplicate"
+    assert b.pull(f"PULL {q2} wait=100") == []
+    assert [m.payload for m in pull_n(b, q2, 1)] == [b"d"]
+    assert b.pull(f"PULL {q2} wait=300") == []
+
+
+def test_a_delayed_message_survives_the_kill_of_its_node(
+    nodes: Any, b: Client, redis_cluster: Any, tmp_path: Path
+) -> None:
+    """Nothing of a delayed message is on its node: published through C, C killed
+    with ``kill -9`` before it is due, it reaches a consumer on B at its due time."""
+    c_node = start_node(tmp_path, redis_cluster, "dc")
+    try:
+        q = unique("q")
+        with connect(c_node) as c:
+            c.ok(f"CREATE {q} queue durable")
+            assert c.publish(q, b"due", "", "delay=700", "id=k1") == "+OK 1"
+            c_node.kill()
+        start = time.monotonic()
+        poll(lambda: listed(b, q), SPREAD * 2)
+        b.ok(f"SUBSCRIBE {q}")
+        m = b.read_msg(10)
+        assert (m.payload, m.attrs) == (b"due", {"id": "k1"})
+        assert time.monotonic() - start < 5
+    finally:
+        c_node.stop()
