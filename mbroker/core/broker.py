@@ -15,9 +15,12 @@ composes the objects that do the work, each with one job:
 Their public methods are bound onto the broker in ``__init__`` (``broker.publish`` *is*
 the publisher's method), so a command costs no extra call.  It is all synchronous plain
 Python: it never touches a socket and reads time only from the injected clock, so every
-timing rule is testable with ``twisted.internet.task.Clock``.  All timers (message ttl,
-ack-timeout, NACK delay, PULL wait) are made through ``clock.callLater``, and each is
-cancelled when what it guards goes away.
+timing rule is testable with ``twisted.internet.task.Clock``.  The per-message
+timers that may number in the millions (PUBLISH ``delay=MS``, NACK ``delay=MS``) are
+entries of one :class:`~mbroker.core.timers.Timers` heap with one clock call; the
+others (message ttl sweeps, one per queue; ack-timeouts; PULL waits; queue idle
+timers) are made through ``clock.callLater``, and each is cancelled when what it
+guards goes away.
 
 Methods raise :mod:`mbroker.errors` exceptions; the connection turns them into
 ``-ERR`` lines.  Nothing on the per-message path logs, validates or allocates more
@@ -26,6 +29,7 @@ than one object per queue copy and one per manual delivery.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from mbroker.config import Config
@@ -47,6 +51,8 @@ from mbroker.core.model import (
 from mbroker.core.namespace import Namespace
 from mbroker.core.publishing import Publisher
 from mbroker.core.reports import Reports
+from mbroker.core.scheduling import Scheduler
+from mbroker.core.timers import Timers
 from mbroker.wire.frames import Props
 
 __all__ = ["Broker", "Obj", "Pulled"]
@@ -56,8 +62,14 @@ class Broker:
     """The broker core.  ``journal`` is set when a store keeps durable state."""
 
     def __init__(
-        self, clock: Clock, config: Config | None = None, journal: Journal | None = None
+        self,
+        clock: Clock,
+        config: Config | None = None,
+        journal: Journal | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``wall`` is the wall clock a durable delayed message's due time is kept in
+        (the store's records outlive the clock of one run)."""
         self.clock = clock
         self.config = config = config if config is not None else Config()
         self.journal = journal
@@ -66,10 +78,13 @@ class Broker:
         self._sessions: dict[int, Session] = {}
         self._next_session = 1
 
-        self._namespace = namespace = Namespace(journal, clock)
-        self._dispatcher = dispatcher = Dispatcher(clock, config, journal, namespace.find)
+        #: the one timer structure for delayed messages and NACK delays
+        self.timers = timers = Timers(clock)
+        self._namespace = namespace = Namespace(journal, clock, timers)
+        self._dispatcher = dispatcher = Dispatcher(clock, config, journal, namespace.find, timers)
+        self._scheduler = scheduler = Scheduler(dispatcher, journal, wall)
         self._dedup = dedup = Dedup(clock, config, journal)
-        self._publishing = publishing = Publisher(journal, namespace, dispatcher, dedup)
+        self._publishing = publishing = Publisher(journal, namespace, dispatcher, dedup, scheduler)
         self._consumption = consumption = Consumption(clock, config, journal, namespace, dispatcher)
         reports = Reports(self, namespace, dedup)
 
@@ -188,13 +203,13 @@ class Broker:
         Redis) arrive: append them to its ready messages (each with its store id, and
         in ``marks`` how many times it was delivered before and its dead-letter
         reason) and hand them to consumers and waiters."""
-        n = len(q.ready)
-        self._dispatcher.restore(q, messages)
-        for i, (count, reason) in enumerate(marks):
-            if count or reason:
-                m = q.ready[n + i]
-                m.deliveries = count
-                m.reason = reason
+        self._scheduler.restore(q, messages)
+        marked = {messages[i][0]: mark for i, mark in enumerate(marks) if mark[0] or mark[1]}
+        if marked:  # (a queue with priorities keeps them in its own order: by id)
+            for m in q.ready:
+                mark = marked.get(m.msg_id)
+                if mark is not None:
+                    m.deliveries, m.reason = mark
         self._dispatcher.dispatch(q)
 
     def divert_dead_letters(self, sink: DeadLetterSink) -> None:
@@ -230,7 +245,7 @@ class Broker:
         for name, messages in recovered.messages.items():
             q = self._namespace.find(name)
             if isinstance(q, Queue):
-                self._dispatcher.restore(q, messages)
+                self._scheduler.restore(q, messages)
         self._dedup.restore(recovered, self._namespace.find)
         if self.journal is not None:
             self.journal.next_id = max(self.journal.next_id, recovered.next_msg_id)

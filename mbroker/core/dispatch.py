@@ -15,6 +15,7 @@ queue is stored again under a new id.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from mbroker.config import Config
@@ -24,13 +25,15 @@ from mbroker.core.model import (
     Consumer,
     Delivery,
     Obj,
+    PriorityReady,
     Pulled,
     PullWaiter,
     Queue,
     QueuedMessage,
     Session,
 )
-from mbroker.core.records import MessageStored, StoredMessage
+from mbroker.core.records import MessageStored
+from mbroker.core.timers import Timers
 from mbroker.wire.frames import Props
 
 #: how deep a cascade of dead-lettering (a drop that dead-letters into a full queue
@@ -58,8 +61,11 @@ class Dispatcher:
         config: Config,
         journal: Journal | None,
         find: Callable[[str], Obj | None],
+        timers: Timers | None = None,
     ) -> None:
         self.clock = clock
+        #: the one timer structure for delayed messages and NACK delays
+        self.timers = timers if timers is not None else Timers(clock)
         self.config = config
         self.journal = journal
         self._find = find
@@ -115,11 +121,20 @@ class Dispatcher:
             if m.expires_at < q.last_expiry:
                 q.expiry_ordered = False
             q.last_expiry = m.expires_at
-            self._schedule_expiry(q, m.expires_at)
+            self.schedule_expiry(q, m.expires_at)
         self.dispatch(q)
         if limited:
             self.enforce_limits(q)
         return True
+
+    def admit(self, q: Queue, m: QueuedMessage, at_once: bool) -> bool:
+        """:meth:`enqueue` (or with ``at_once``, ttl=0, :meth:`enqueue_now`) a message
+        that may have properties: its priority turns the queue's ``ready`` into a
+        :class:`~mbroker.core.model.PriorityReady` first if it needs one."""
+        props = m.props
+        if props is not None and props.priority and type(q.ready) is deque:
+            q.ready = PriorityReady(q.ready)
+        return self.enqueue_now(q, m) if at_once else self.enqueue(q, m)
 
     def enqueue_now(self, q: Queue, m: QueuedMessage) -> bool:
         """ttl=0: ``m`` goes to a consumer or waiter that takes it at once (behind what is
@@ -155,12 +170,14 @@ class Dispatcher:
         max_len = o.max_length
         max_bytes = o.max_bytes
         ready = q.ready
+        # drop-head: the oldest message of the lowest priority present
+        drop = ready.pop_lowest if isinstance(ready, PriorityReady) else ready.popleft
         dropped = 0
         while ready and (
             (max_len is not None and len(ready) > max_len)
             or (max_bytes is not None and q.ready_bytes > max_bytes)
         ):
-            m = ready.popleft()
+            m = drop()
             q.ready_bytes -= len(m.payload)
             q.dropped += 1
             dropped += 1
@@ -371,25 +388,24 @@ class Dispatcher:
             q.redelivered += 1
             if m.expires_at is not None:
                 q.expiry_ordered = False
-                self._schedule_expiry(q, m.expires_at)
+                self.schedule_expiry(q, m.expires_at)
 
     def requeue_later(self, d: Delivery, seconds: float) -> None:
-        """NACK with a delay: ``d``'s message waits ``seconds`` aside, then goes back
-        to the head of its queue."""
+        """NACK with a delay: ``d``'s message waits ``seconds`` aside (an entry of the
+        one timer structure), then goes back to the head of its priority."""
         self.release(d)
         q = d.queue
-        timer = self.clock.callLater(seconds, self._undelay, q, d.message)
-        q.delayed[timer] = d.message
+        m = d.message
+        q.delayed[m] = None
+        self.timers.later(round(seconds * 1000), self._undelay, q, m)
         self.dispatch(q)
 
     def _undelay(self, q: Queue, m: QueuedMessage) -> None:
-        for timer, dm in list(q.delayed.items()):
-            if dm is m:
-                del q.delayed[timer]
-                break
-        if not q.deleted:
-            self._requeue(q, [m])
-            self.dispatch(q)
+        if q.deleted or m not in q.delayed:
+            return  # purged or deleted meanwhile
+        del q.delayed[m]
+        self._requeue(q, [m])
+        self.dispatch(q)
 
     def _ack_timed_out(self, s: Session, d: Delivery) -> None:
         if s.outstanding.get(d.tag) is not d:
@@ -398,28 +414,7 @@ class Dispatcher:
         d.timer = None
         self.return_deliveries([d])
 
-    def restore(self, q: Queue, messages: list[StoredMessage]) -> None:
-        """Put the messages a store recovered for ``q`` back in it, in order; each
-        takes the queue's ttl, counted from now, if that is sooner than its own."""
-        now = self.clock.seconds()
-        qttl = q.options.ttl
-        routes: dict[tuple[str, str], bytes] = {}
-        for msg_id, source, key, payload, expires, props in messages:
-            if qttl is not None:
-                limit = now + qttl / 1000.0
-                expires = limit if expires is None or expires > limit else expires
-            route = routes.get((source, key))
-            if route is None:
-                route = routes[(source, key)] = f"{source} {key or '-'}".encode()
-            q.ready.append(QueuedMessage(source, key, route, payload, expires, msg_id, props))
-            q.ready_bytes += len(payload)
-            if expires is not None:
-                if expires < q.last_expiry:
-                    q.expiry_ordered = False
-                q.last_expiry = expires
-                self._schedule_expiry(q, expires)
-
-    def _schedule_expiry(self, q: Queue, when: float) -> None:
+    def schedule_expiry(self, q: Queue, when: float) -> None:
         t = q.expiry_timer
         if t is not None and t.active():
             if q.expiry_at <= when:
@@ -436,7 +431,7 @@ class Dispatcher:
             return
         now = self.clock.seconds()
         ready = q.ready
-        if q.expiry_ordered:
+        if q.expiry_ordered and type(ready) is deque:
             while ready:
                 e = ready[0].expires_at
                 if e is None or e > now:
@@ -447,7 +442,7 @@ class Dispatcher:
                 return
             head = ready[0].expires_at
             if head is not None:
-                self._schedule_expiry(q, head)
+                self.schedule_expiry(q, head)
                 return
         keep = []
         next_at: float | None = None
@@ -470,7 +465,7 @@ class Dispatcher:
         q.expiry_ordered = ordered
         q.last_expiry = last
         if next_at is not None:
-            self._schedule_expiry(q, next_at)
+            self.schedule_expiry(q, next_at)
 
     def _expire(self, q: Queue, m: QueuedMessage) -> None:
         q.ready_bytes -= len(m.payload)
@@ -519,10 +514,7 @@ class Dispatcher:
         self._dl_depth += 1
         try:
             for t, copy in copies:
-                if t.options.ttl == 0:
-                    self.enqueue_now(t, copy)
-                else:
-                    self.enqueue(t, copy)
+                self.admit(t, copy, t.options.ttl == 0)
         finally:
             self._dl_depth -= 1
 
@@ -534,17 +526,19 @@ class Dispatcher:
         payload: bytes,
         expires: float | None,
         props: Props | None = None,
+        delayed: bool = False,
     ) -> None:
         """Give the copies bound for durable queues (and not refused) one store id and
         record them, *before* they are enqueued: ids then grow in log order, and a
-        removal (an auto-ack on delivery) always follows its message in the log."""
+        removal (an auto-ack on delivery) always follows its message in the log.
+        ``delayed`` copies are never refused now (overflow applies when they are due)."""
         journal = self.journal
         assert journal is not None
         names = [
             q.name
             for q, m in copies
             if q.options.durable
-            and not (q.options.overflow == "reject" and refuses(q, len(payload)))
+            and (delayed or not (q.options.overflow == "reject" and refuses(q, len(payload))))
         ]
         if not names:
             return

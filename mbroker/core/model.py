@@ -1,6 +1,7 @@
 """The broker's entities: messages, queues, exchanges, consumers, sessions.
 
-Plain Python, no Twisted.  These are the nouns; the broker's collaborators hold the
+Plain Python, no Twisted.  These are the nouns (with :class:`PriorityReady`, the
+ready messages of a queue that has seen priorities); the broker's collaborators hold the
 verbs (:mod:`~mbroker.core.namespace`, :mod:`~mbroker.core.publishing`,
 :mod:`~mbroker.core.dispatch`, :mod:`~mbroker.core.consuming`, composed by
 :mod:`~mbroker.core.broker`).
@@ -13,8 +14,9 @@ CPython makes.  Everything else uses ``attrs.define``.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, Union
 
 import attrs
@@ -147,6 +149,125 @@ class Delivery:
         self.timer: DelayedCall | None = None
 
 
+class PriorityReady:
+    """The ready messages of a queue that has seen a priority: one FIFO per priority.
+
+    A queue starts with a plain ``collections.deque`` as ``Queue.ready`` and keeps it
+    for as long as every message it gets has priority 0 (contract section 7: such a
+    queue pays nothing for priorities).  The first message with priority 1-9 turns it
+    into a :class:`PriorityReady` (``Dispatcher.admit`` does it), which answers the
+    calls the broker makes on a deque -- ``append``, ``appendleft``, ``extend``,
+    ``popleft``, ``pop``, ``remove``, ``clear``, ``len``, truth, iteration, ``[0]`` and
+    ``[-1]`` -- in priority order: iteration and ``popleft`` go from the highest
+    priority down, FIFO within one; ``append`` joins the tail of the message's priority
+    and ``appendleft`` its head (a requeued message).  :meth:`pop_lowest` is what
+    overflow with ``drop-head`` takes: the oldest message of the lowest priority present.
+
+    The levels are a short list of deques, highest priority first, one per priority
+    seen (at most ten): a call costs with the number of priorities in use, not of
+    messages.
+    """
+
+    __slots__ = ("_prios", "_levels", "_len")
+
+    def __init__(self, messages: Iterable[QueuedMessage] = ()) -> None:
+        #: the priorities with a level, highest first, and their deques
+        self._prios: list[int] = []
+        self._levels: list[deque[QueuedMessage]] = []
+        self._len = 0
+        self.extend(messages)
+
+    def _level(self, priority: int) -> deque[QueuedMessage]:
+        prios = self._prios
+        for i, p in enumerate(prios):
+            if p == priority:
+                return self._levels[i]
+            if p < priority:
+                break
+        else:
+            i = len(prios)
+        d: deque[QueuedMessage] = deque()
+        prios.insert(i, priority)
+        self._levels.insert(i, d)
+        return d
+
+    def levels(self) -> list[tuple[int, int]]:
+        """``(priority, count)`` for each priority holding messages, highest first."""
+        return [(p, len(d)) for p, d in zip(self._prios, self._levels) if d]
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __iter__(self) -> Iterator[QueuedMessage]:
+        return itertools.chain.from_iterable(list(self._levels))
+
+    def __getitem__(self, index: int) -> QueuedMessage:
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError("ready index out of range")
+        for d in self._levels:
+            if index < len(d):
+                return d[index]
+            index -= len(d)
+        raise IndexError("ready index out of range")  # pragma: no cover
+
+    def append(self, m: QueuedMessage) -> None:
+        props = m.props
+        self._level(props.priority if props is not None else 0).append(m)
+        self._len += 1
+
+    def appendleft(self, m: QueuedMessage) -> None:
+        props = m.props
+        self._level(props.priority if props is not None else 0).appendleft(m)
+        self._len += 1
+
+    def extend(self, messages: Iterable[QueuedMessage]) -> None:
+        for m in messages:
+            self.append(m)
+
+    def popleft(self) -> QueuedMessage:
+        for d in self._levels:
+            if d:
+                self._len -= 1
+                return d.popleft()
+        raise IndexError("pop from an empty queue")
+
+    def pop(self) -> QueuedMessage:
+        """The last message in iteration order (the newest of the lowest priority)."""
+        for d in reversed(self._levels):
+            if d:
+                self._len -= 1
+                return d.pop()
+        raise IndexError("pop from an empty queue")
+
+    def pop_lowest(self) -> QueuedMessage:
+        """The oldest message of the lowest priority present (overflow's drop-head)."""
+        for d in reversed(self._levels):
+            if d:
+                self._len -= 1
+                return d.popleft()
+        raise IndexError("pop from an empty queue")
+
+    def remove(self, m: QueuedMessage) -> None:
+        for d in self._levels:
+            try:
+                d.remove(m)
+            except ValueError:
+                continue
+            self._len -= 1
+            return
+        raise ValueError("message not ready in this queue")
+
+    def clear(self) -> None:
+        for d in self._levels:
+            d.clear()
+        self._len = 0
+
+
 @attrs.define(eq=False)
 class Exchange:
     name: str
@@ -208,14 +329,20 @@ class PullWaiter:
 class Queue:
     name: str
     options: QueueOptions
-    ready: deque[QueuedMessage] = attrs.Factory(deque)
+    #: a deque while every message it got had priority 0; a :class:`PriorityReady`
+    #: from its first priority 1-9 on
+    ready: deque[QueuedMessage] | PriorityReady = attrs.Factory(deque)
     ready_bytes: int = 0
     unacked: int = 0
     consumers: list[Consumer] = attrs.Factory(list)
     rr: int = 0
     waiters: deque[PullWaiter] = attrs.Factory(deque)
-    #: messages NACKed with a delay, waiting to come back: timer -> message
-    delayed: dict[DelayedCall, QueuedMessage] = attrs.Factory(dict)
+    #: messages NACKed with a delay, waiting to come back (their timers are entries
+    #: of :class:`~mbroker.core.timers.Timers`); counted in ``messages``
+    delayed: dict[QueuedMessage, None] = attrs.Factory(dict)
+    #: copies published with ``delay=MS`` not yet due (held in the timers, not here);
+    #: not counted in ``messages`` (contract section 7)
+    scheduled: int = 0
     #: exchanges this queue is bound to (their matchers hold the bindings)
     bound_to: dict[str, Exchange] = attrs.Factory(dict)
     owner: Session | None = None
@@ -249,6 +376,12 @@ class Queue:
     def messages(self) -> int:
         """Messages in the queue and not out for delivery (ready and delayed)."""
         return len(self.ready) + len(self.delayed)
+
+    @property
+    def held(self) -> int:
+        """Messages waiting for a time to become ready: NACK delays and published
+        delays (``STAT delayed``)."""
+        return len(self.delayed) + self.scheduled
 
 
 @attrs.define(eq=False)

@@ -22,15 +22,20 @@ from mbroker.core import records as rec
 from mbroker.core.journal import Journal
 from mbroker.core.model import Clock, Exchange, Obj, Queue, Session
 from mbroker.core.routing import make_matcher
+from mbroker.core.timers import Timers
 from mbroker.wire.frames import QueueOptions
 
 
 class Namespace:
     """The broker's objects by name (read them with :meth:`get` or :meth:`find`)."""
 
-    def __init__(self, journal: Journal | None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, journal: Journal | None, clock: Clock | None = None, timers: Timers | None = None
+    ) -> None:
         self.journal = journal
         self.clock = clock
+        #: where delayed messages wait (a deleted queue's entries are cancelled there)
+        self.timers = timers
         self._objects: dict[str, Obj] = {}
         #: the object under a name, or None (a bound ``dict.get``: it is on hot paths)
         self.find = self._objects.get
@@ -128,8 +133,9 @@ class Namespace:
         """DELETE: returns the number of messages dropped (ready and unacked)."""
         obj = self.get(name)
         if isinstance(obj, Queue):
-            if if_empty and (obj.messages or obj.unacked):
-                raise errors.NotEmpty(f"{name} holds {obj.messages + obj.unacked} messages")
+            held = obj.messages + obj.unacked + obj.scheduled
+            if if_empty and held:
+                raise errors.NotEmpty(f"{name} holds {held} messages")
             if if_unused and obj.consumers:
                 raise errors.InUse(f"{name} has {len(obj.consumers)} consumers")
             return self.delete_queue(obj)
@@ -145,7 +151,9 @@ class Namespace:
             del self._objects[q.name]
         if q.options.durable and self.journal is not None:
             self.journal.add(rec.QueueDeleted(q.name))
-        dropped = _drop_ready(q) + q.unacked
+        dropped = self._drop_ready(q) + q.unacked + q.scheduled
+        if self.timers is not None:
+            self.timers.cancel(q, q.scheduled)  # (its NACK delays: _drop_ready)
         if q.expiry_timer is not None and q.expiry_timer.active():
             q.expiry_timer.cancel()
         if q.idle_timer is not None:
@@ -247,12 +255,24 @@ class Namespace:
     def purge(self, name: str) -> int:
         q = self.queue(name)
         if q.options.durable and self.journal is not None:
-            ids = [m.msg_id for m in (*q.ready, *q.delayed.values()) if m.msg_id]
+            ids = [m.msg_id for m in (*q.ready, *q.delayed) if m.msg_id]
             if ids:
                 self.journal.removed_many(q.name, ids)
-        n = _drop_ready(q)
+        n = self._drop_ready(q)
         q.expiry_ordered = True
         q.last_expiry = 0.0
+        return n
+
+    def _drop_ready(self, q: Queue) -> int:
+        """Forget the queue's ready messages and those a NACK delayed (their timer
+        entries too): how many.  Those published with a delay are not touched."""
+        n = len(q.ready) + len(q.delayed)
+        q.ready.clear()
+        q.ready_bytes = 0
+        if self.timers is not None:
+            for m in q.delayed:
+                self.timers.cancel(m)
+        q.delayed.clear()
         return n
 
     # ------------------------------------------------------------------- restore
@@ -288,15 +308,3 @@ def bindable(q: Obj, ex: Obj, key: str) -> tuple[Queue, Exchange]:
     if ex.kind == "direct" and ("*" in key or "#" in key):
         raise errors.BadArgs("a direct exchange binds keys, not patterns")
     return q, ex
-
-
-def _drop_ready(q: Queue) -> int:
-    """Forget the queue's ready and delayed messages (their timers too): how many."""
-    n = len(q.ready) + len(q.delayed)
-    q.ready.clear()
-    q.ready_bytes = 0
-    for timer in q.delayed:
-        if timer.active():
-            timer.cancel()
-    q.delayed.clear()
-    return n

@@ -20,6 +20,7 @@ from mbroker.core.dispatch import Dispatcher
 from mbroker.core.journal import Journal
 from mbroker.core.model import Queue, QueuedMessage
 from mbroker.core.namespace import Namespace
+from mbroker.core.scheduling import Scheduler
 from mbroker.wire.frames import Props
 
 
@@ -32,6 +33,7 @@ class Publisher:
         namespace: Namespace,
         dispatcher: Dispatcher,
         dedup: Dedup,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.journal = journal
         self._dedup = dedup
@@ -42,6 +44,7 @@ class Publisher:
         self._enqueue = dispatcher.enqueue
         self._expiry = dispatcher.expiry
         self._dispatcher = dispatcher
+        self._scheduler = scheduler if scheduler is not None else Scheduler(dispatcher, journal)
 
     def publish(self, name: str, key: str, payload: bytes, ttl: int | None = None) -> int:
         """PUBLISH: route and enqueue; returns the number of queues reached."""
@@ -117,6 +120,13 @@ class Publisher:
                 return 0, False
             obj.routed += 1
         route = f"{name} {key or '-'}".encode()
+        if props.delay:  # held until due, then in as a new message (section 7)
+            self._scheduler.publish_delayed(
+                targets, name, key, route, payload, ttl, props, props.delay
+            )
+            if window is not None:
+                self._dedup.remember(window, props.id, len(targets))
+            return len(targets), False
         copies = [
             (q, QueuedMessage(name, key, route, payload, self._expiry(q, ttl), 0, props))
             for q in targets
@@ -129,11 +139,9 @@ class Publisher:
             expiry = None if None in lives else max(lives)  # type: ignore[type-var]
             self._dispatcher.store(copies, name, key, payload, expiry, props)
         rejected: Queue | None = None
+        admit = self._dispatcher.admit  # (the priority decides where each copy goes)
         for q, m in copies:
-            if ttl == 0 or q.options.ttl == 0:
-                if not self._dispatcher.enqueue_now(q, m):
-                    rejected = q
-            elif not self._enqueue(q, m):
+            if not admit(q, m, ttl == 0 or q.options.ttl == 0):
                 rejected = q
         if rejected is not None:
             raise errors.Overflow(f"{rejected.name} is full")

@@ -160,7 +160,10 @@ class RecoveryWarning:
     skipped), ``bad-header`` (a segment file whose header is damaged),
     ``redeclared`` (``queue`` had messages or bindings but its declaration was
     lost, most likely in the damage at ``file``/``offset``: it was declared
-    again, durable with default options, with its ``messages``).
+    again, durable with default options, with its ``messages``),
+    ``redeclared-exchange`` (``exchange`` still had ``bindings`` but its
+    declaration was lost: it was declared again, durable, of the kind
+    ``exchange_kind`` its binding keys show).
     """
 
     kind: str
@@ -169,8 +172,18 @@ class RecoveryWarning:
     length: int
     queue: str = ""
     messages: int = 0
+    exchange: str = ""
+    exchange_kind: str = ""
+    bindings: int = 0
 
     def __str__(self) -> str:
+        if self.kind == "redeclared-exchange":
+            return (
+                f"exchange {self.exchange!r} lost its declaration (damage at "
+                f"{self.file}:{self.offset}, {self.length} bytes): its {self.bindings} "
+                f"bindings are kept on durable {self.exchange_kind} exchange "
+                f"{self.exchange!r}, declared again with the kind its binding keys show"
+            )
         if self.kind == "redeclared":
             return (
                 f"queue {self.queue!r} lost its declaration (damage at "

@@ -68,7 +68,9 @@ class Reports:
 
         Units are in the names where there is one beyond a count (``uptime_s``;
         ``memory_*`` and ``bytes`` are bytes).  A queue's ``bytes`` counts the same
-        messages as its ``messages``: ready ones and those a NACK delayed."""
+        messages as its ``messages``: ready ones and those a NACK delayed.  ``delayed``
+        counts the messages waiting for a time: those a NACK delayed, and copies
+        published with ``delay=MS`` not yet due (which ``messages`` leaves out)."""
         if name is None:
             server = self._server
             rss = current_rss()
@@ -103,8 +105,9 @@ class Reports:
                     ("messages", obj.messages),
                     (
                         "bytes",
-                        obj.ready_bytes + sum([len(m.payload) for m in obj.delayed.values()]),
+                        obj.ready_bytes + sum([len(m.payload) for m in obj.delayed]),
                     ),
+                    ("delayed", obj.held),
                     ("unacked", obj.unacked),
                     ("consumers", len(obj.consumers)),
                     ("published", obj.published),
@@ -149,7 +152,7 @@ class Reports:
         for o in self._namespace.objects():
             if type(o) is Queue:
                 ready += len(o.ready)
-                delayed += len(o.delayed)
+                delayed += o.held
                 unacked += o.unacked
                 consumers += len(o.consumers)
         return snapshots.QueueTotals(ready, delayed, unacked, consumers)

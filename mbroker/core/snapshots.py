@@ -68,7 +68,7 @@ class QueueReport:
     #: the session id of the connection an exclusive queue belongs to
     owner: int | None
     ready: int
-    #: NACKed with a delay, waiting to come back
+    #: waiting for a time: NACKed with a delay, or published with ``delay=MS``
     delayed: int
     unacked: int
     ready_bytes: int
@@ -145,7 +145,7 @@ def queue_report(q: Queue) -> QueueReport:
         private=q.private,
         owner=q.owner.id if q.owner is not None else None,
         ready=len(q.ready),
-        delayed=len(q.delayed),
+        delayed=q.held,
         unacked=q.unacked,
         ready_bytes=q.ready_bytes,
         consumers=tuple(

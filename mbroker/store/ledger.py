@@ -257,6 +257,32 @@ class Ledger:
         self.orphans.pop(queue, None)
         return options, len(msgs)
 
+    def declare_lost_exchanges(self) -> list[tuple[str, str, int]]:
+        """Declare again, durable, each exchange that kept bindings but lost its
+        declaration (to damage: a deleted exchange takes its bindings with it);
+        returns ``(name, kind, bindings)`` for each.
+
+        The kind is read off the binding keys: ``topic`` if one is a pattern, ``fanout``
+        if all are empty, else ``direct``.  Every kept binding then routes as it did
+        (a topic key without a wildcard matches exactly that key), except on a direct
+        exchange that bound only the empty key, which comes back as fanout."""
+        keys: dict[str, list[str]] = {}
+        decls = self.decls
+        for _queue, exchange, key in decls.bindings:
+            if exchange not in decls.exchanges:
+                keys.setdefault(exchange, []).append(key)
+        lost = []
+        for exchange, names in keys.items():
+            if any("*" in k or "#" in k for k in names):
+                kind = "topic"
+            elif not any(names):
+                kind = "fanout"
+            else:
+                kind = "direct"
+            decls.declare_exchange(exchange, kind)
+            lost.append((exchange, kind, len(names)))
+        return lost
+
     def remove(self, queue: str, msg_ids: Iterable[int], seg: Segment) -> None:
         msgs = self.queue_msgs.get(queue)
         if msgs is None:

@@ -72,14 +72,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mbroker import errors
-from mbroker.core.records import QueueDeclared, Record, Recovered
+from mbroker.core.records import Record, Recovered
 from mbroker.store.codec import NOOP, encode_batch, encode_snapshot, file_header
 from mbroker.store.compaction import Compactor, message_frames
 from mbroker.store.executor import Executor, ThreadExecutor
 from mbroker.store.files import FileSystem, Lock, RealFileSystem
 from mbroker.store.interfaces import IStore
 from mbroker.store.ledger import Ledger
-from mbroker.store.replay import ReplayResult, replay
+from mbroker.store.replay import ReplayResult, redeclarations, replay
 from mbroker.store.segment import (
     FSYNC_BUCKETS,
     Appended,
@@ -314,13 +314,9 @@ class LogStore:
         self._state, self._reason = _AVAILABLE, ""
         if self.fsync == "interval" and not self._closing:
             self._interval_call = self._clock.callLater(self.interval, self._tick)
-        # Queues declared again after their declaration was lost: write the
+        # Objects declared again after their declaration was lost: write the
         # declarations, so that the next start finds them without guessing.
-        again = [
-            QueueDeclared(w.queue, recovered.queues[w.queue])
-            for w in recovered.warnings
-            if w.kind == "redeclared" and w.queue in recovered.queues
-        ]
+        again = redeclarations(recovered)
         if again:
             self.write(again).addErrback(
                 lambda f: _log.warn(

@@ -60,6 +60,14 @@ class TestWindow:
         assert (st["published"], st["dedup_ids"], st["duplicates"]) == ("2", "2", "1")
         assert w.stat()["duplicates"] == "1" and w.stat()["published"] == "2"
 
+    def test_a_delayed_publish_remembers_its_id_too(self, w: World) -> None:
+        w.queue("q")
+        later = Props(id="d", delay=500)
+        assert w.broker.publish_props("q", "", b"x", None, later) == (1, False)
+        assert w.broker.publish_props("q", "", b"x", None, later) == (1, True)
+        w.advance_ms(500)
+        assert w.ready("q") == [b"x"]
+
     def test_remembered_for_the_window_from_the_first_publish(self, w: World) -> None:
         w.queue("q", dedup_window=1000)
         pub(w, "q")

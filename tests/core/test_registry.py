@@ -676,6 +676,7 @@ class TestReports:
             "durable": "0",
             "messages": "2",
             "bytes": "2",
+            "delayed": "0",
             "unacked": "0",
             "consumers": "0",
             "published": "3",

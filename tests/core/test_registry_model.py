@@ -1,11 +1,14 @@
 """Broker core against a reference model: one queue, many sessions, random steps.
 
-The model knows, for every message ever published, where it is: ready in the queue,
-held back by a NACK delay, out on one delivery of one session, acknowledged, or
-dead-lettered (rejected, or past ``max-deliver``).  After every step the broker must
-agree, no message may be lost or duplicated, fresh messages leave in FIFO order, a
-message's delivery count is the number of times it was seen, and no ready message may
-sit in the queue while a consumer has room for it.
+The model knows, for every message ever published, where it is: held back by a
+``delay=MS`` of its PUBLISH, ready in the queue, held back by a NACK delay, out on one
+delivery of one session, acknowledged, or dead-lettered (rejected, or past
+``max-deliver``).  Messages have priorities 0-2 (section 7).  After every step the
+broker must agree, no message may be lost or duplicated, fresh messages of one priority
+leave in the order they became ready, the queue holds higher priorities first and a
+requeued message at the head of its own priority, a message's delivery count is the
+number of times it was seen, and no ready message may sit in the queue while a
+consumer has room for it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from mbroker import errors
 from mbroker.core.broker import Pulled
 from mbroker.core.model import QueuedMessage
+from mbroker.wire.frames import Props
 from tests.helpers.world import Client, World
 
 MAX_DELIVER = 3
@@ -56,11 +60,21 @@ class QueueMachine(RuleBasedStateMachine):
         self.published = 0
         self.ready: set[int] = set()
         self.delayed: dict[int, float] = {}
+        self.nack_seq: dict[int, int] = {}
         self.acked: set[int] = set()
         self.dead: set[int] = set()
         self.count: dict[int, int] = {}
-        #: messages delivered at least once: always the oldest ones (FIFO)
+        #: messages delivered at least once: always the oldest ones of their
+        #: priority (FIFO within one)
         self.fresh: set[int] = set()
+        #: each message's priority, and per priority the messages in the order they
+        #: became ready the first time (published, or released by their delay)
+        self.priority: dict[int, int] = {}
+        self.arrivals: dict[int, list[int]] = {0: [], 1: [], 2: []}
+        #: published with a delay and not yet due: id -> (due time, timer order)
+        self.scheduled: dict[int, tuple[float, int]] = {}
+        #: the order entries went into the broker's one timer structure
+        self.timer_seq = 0
 
     # ----------------------------------------------------------- bookkeeping
 
@@ -93,6 +107,7 @@ class QueueMachine(RuleBasedStateMachine):
         if self.count[mid] == 1:
             self.fresh.add(mid)
         assert (m.source, m.key, m.reason) == ("q", "", None)
+        assert (m.props.priority if m.props else 0) == self.priority[mid]
         if manual:
             mc.out[tag] = (mid, sid, timeout)
             if timeout is not None:
@@ -113,9 +128,11 @@ class QueueMachine(RuleBasedStateMachine):
                 for tag, m in out:
                     self.delivered(mc, 0, tag, m, manual, timeout)
         # Deliveries of one step may come in any order here (pushes, waiting PULLs),
-        # but fresh messages leave the queue in FIFO order: those ever delivered are
-        # always the oldest ones.
-        assert self.fresh == set(range(len(self.fresh))), "fresh messages leave in FIFO order"
+        # but fresh messages leave the queue in FIFO order within their priority:
+        # those ever delivered are always the oldest ones of it.
+        for arrived in self.arrivals.values():
+            gone = [mid for mid in arrived if mid in self.fresh]
+            assert gone == arrived[: len(gone)], "fresh messages leave in FIFO order"
 
     def pick(self, i: int) -> MClient:
         return self.open[i % len(self.open)]
@@ -128,8 +145,29 @@ class QueueMachine(RuleBasedStateMachine):
             mid = self.published
             self.published += 1
             self.count[mid] = 0
+            self.priority[mid] = 0
             self.ready.add(mid)
+            self.arrivals[0].append(mid)
             assert self.w.broker.publish("q", "", b"%d" % mid) == 1
+        self.settle()
+
+    @rule(
+        priority=st.integers(min_value=0, max_value=2),
+        delay=st.sampled_from([None, 0, 125, 250, 500]),
+    )
+    def publish_props(self, priority: int, delay: int | None) -> None:
+        mid = self.published
+        self.published += 1
+        self.count[mid] = 0
+        self.priority[mid] = priority
+        if delay:
+            self.scheduled[mid] = (self.now + delay / 1000.0, self.timer_seq)
+            self.timer_seq += 1
+        else:
+            self.ready.add(mid)
+            self.arrivals[priority].append(mid)
+        props = Props(priority=priority, delay=delay)
+        assert self.w.broker.publish_props("q", "", b"%d" % mid, None, props) == (1, False)
         self.settle()
 
     @precondition(lambda self: len(self.open) < 4)
@@ -234,6 +272,8 @@ class QueueMachine(RuleBasedStateMachine):
                 self.dead.add(mid)
             else:
                 self.delayed[mid] = self.now + 0.25
+                self.timer_seq += 1
+                self.nack_seq[mid] = self.timer_seq
         rng = ((chosen[0], chosen[-1]),)
         if how == "requeue":
             n = self.w.broker.nack(mc.c.session, rng)
@@ -309,10 +349,19 @@ class QueueMachine(RuleBasedStateMachine):
             for tag, at in list(mc.deadline.items()):
                 if at <= now:
                     self.back(self.end(mc, tag))
-        for mid, at in list(self.delayed.items()):
-            if at <= now:
+        # the one timer structure fires in (due, order) order
+        due = [(at, self.nack_seq[mid], mid, "nack") for mid, at in self.delayed.items()]
+        due += [(at, seq, mid, "publish") for mid, (at, seq) in self.scheduled.items()]
+        for at, _, mid, what in sorted(due):
+            if at > now:
+                continue
+            if what == "nack":
                 del self.delayed[mid]
                 self.back(mid)
+            else:
+                del self.scheduled[mid]
+                self.ready.add(mid)
+                self.arrivals[self.priority[mid]].append(mid)
         self.settle()
 
     # ------------------------------------------------------------- invariants
@@ -320,7 +369,14 @@ class QueueMachine(RuleBasedStateMachine):
     @invariant()
     def nothing_lost_or_duplicated(self) -> None:
         out = [mid for mc in self.open for mid, _, _ in mc.out.values()]
-        places = [set(self.ready), set(self.delayed), set(out), self.acked, self.dead]
+        places = [
+            set(self.ready),
+            set(self.delayed),
+            set(self.scheduled),
+            set(out),
+            self.acked,
+            self.dead,
+        ]
         assert len(out) == len(set(out))
         assert sum(len(p) for p in places) == self.published
         assert set().union(*places) == set(range(self.published))
@@ -330,8 +386,12 @@ class QueueMachine(RuleBasedStateMachine):
         q = self.w.broker.queue("q")
         ready = [int(m.payload) for m in q.ready]
         assert len(ready) == len(set(ready)) and set(ready) == self.ready
-        delayed = [int(m.payload) for m in q.delayed.values()]
+        delayed = [int(m.payload) for m in q.delayed]
         assert sorted(delayed) == sorted(self.delayed)
+        assert q.scheduled == len(self.scheduled)
+        stats = dict(self.w.broker.stats("q"))
+        assert stats["delayed"] == str(len(self.delayed) + len(self.scheduled))
+        assert self.w.queue_info("q").messages == len(self.ready) + len(self.delayed)
         assert q.unacked == sum(len(mc.out) for mc in self.open)
         for mc in self.open:
             assert set(mc.c.session.outstanding) == set(mc.out)
@@ -342,18 +402,25 @@ class QueueMachine(RuleBasedStateMachine):
     @invariant()
     def redeliveries_at_the_head_fresh_in_order_behind(self) -> None:
         ids = [int(m.payload) for m in self.w.broker.queue("q").ready]
-        counts = [self.count[i] for i in ids]
-        fresh = [i for i in ids if not self.count[i]]
-        assert not any(c == 0 for c in counts[: len(counts) - len(fresh)])
-        assert fresh == sorted(fresh)
+        prios = [self.priority[i] for i in ids]
+        assert prios == sorted(prios, reverse=True), "higher priorities first"
+        for p, arrived in self.arrivals.items():
+            level = [i for i in ids if self.priority[i] == p]
+            counts = [self.count[i] for i in level]
+            fresh = [i for i in level if not self.count[i]]
+            # requeued ones at the head of their priority, fresh ones behind, in order
+            assert not any(c == 0 for c in counts[: len(counts) - len(fresh)])
+            order = {mid: n for n, mid in enumerate(arrived)}
+            assert fresh == sorted(fresh, key=order.__getitem__)
 
     @invariant()
     def one_timer_per_thing_that_waits(self) -> None:
-        # ack-timeouts of outstanding deliveries, NACK delays, waiting PULLs: every
-        # other timer was cancelled when what it guarded went away
+        # ack-timeouts of outstanding deliveries, waiting PULLs, and one for the timer
+        # structure that holds every NACK delay and delayed publish: every other timer
+        # was cancelled when what it guarded went away
         expected = (
             sum(len(mc.deadline) for mc in self.open)
-            + len(self.delayed)
+            + (1 if self.delayed or self.scheduled else 0)
             + sum(mc.waiting for mc in self.open)
         )
         assert len(self.w.clock.getDelayedCalls()) == expected

@@ -456,10 +456,12 @@ def test_stats_of_a_queue_and_an_exchange(client: Client) -> None:
     }
     client.pull(f"PULL {q} ack=manual")
     stats = client.stats(q)
-    assert {k: stats[k] for k in ["type", "messages", "bytes", "unacked", "published"]} == {
+    keys = ["type", "messages", "bytes", "delayed", "unacked", "published"]
+    assert {k: stats[k] for k in keys} == {
         "type": "queue",
         "messages": "1",
         "bytes": "2",
+        "delayed": "0",
         "unacked": "1",
         "published": "2",
     }

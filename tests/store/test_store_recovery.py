@@ -12,6 +12,7 @@ from mbroker import errors
 from mbroker.core.records import (
     Bound,
     ExchangeDeclared,
+    ExchangeDeleted,
     MessagesRemoved,
     MessagesStored,
     QueueDeclared,
@@ -409,3 +410,68 @@ def test_after_damage_a_message_stored_for_no_queue_creates_no_queue() -> None:
     crashed.set_content(SEG1, bytes(damaged))
     rec = open_log(crashed)[2]
     assert list(rec.queues) == ["q"] and ids(rec) == [1, 2]
+
+
+# ------------------------------------------------ lost exchange declarations
+
+
+def store_with_exchange(kind: str, keys: list[str]) -> tuple[CrashFS, int, int]:
+    """A log: queue q, exchange ex of ``kind`` (its declaration alone in one write),
+    a binding of q to ex per key; returns the fs and where the declaration frame is."""
+    store, fs, _ = open_log()
+    result(store.write([QueueDeclared("q", DURABLE_Q)]))
+    start = len(fs.content(SEG1))
+    result(store.write([ExchangeDeclared("ex", kind)]))
+    end = len(fs.content(SEG1))
+    result(store.write([Bound("q", "ex", key) for key in keys]))
+    return fs, start, end
+
+
+DURABLE_Q = QueueOptions(durable=True)
+
+
+@pytest.mark.parametrize(
+    "kind,keys,again",
+    [
+        ("topic", ["a.#", "b"], "topic"),
+        ("topic", ["a.b"], "direct"),  # routes as it did: an exact key
+        ("direct", ["k1", "k2"], "direct"),
+        ("fanout", [""], "fanout"),
+    ],
+)
+def test_bindings_survive_a_corrupt_exchange_declaration_at_every_byte(
+    kind: str, keys: list[str], again: str
+) -> None:
+    fs, start, end = store_with_exchange(kind, keys)
+    full = fs.content(SEG1)
+    for i in range(start, end):
+        damaged = bytearray(full)
+        damaged[i] ^= 0xFF
+        crashed = fs.kill9()
+        crashed.set_content(SEG1, bytes(damaged))
+        store, crashed, rec = open_log(crashed)
+        assert rec.exchanges == {"ex": again}, i
+        assert sorted(rec.bindings) == sorted(("q", "ex", k) for k in keys), i
+        assert [w.kind for w in rec.warnings] == ["corrupt", "redeclared-exchange"], i
+        warning = rec.warnings[1]
+        assert (warning.file, warning.offset) == (segment_name(1), start)
+        assert (warning.exchange, warning.exchange_kind, warning.bindings) == (
+            "ex",
+            again,
+            len(keys),
+        )
+        text = f"its {len(keys)} bindings are kept on durable {again} exchange 'ex'"
+        assert text in str(warning)
+        # declared again in the store: the next start needs no guess
+        later = open_log(crashed.kill9())[2]
+        assert later.exchanges == {"ex": again}
+        assert [w.kind for w in later.warnings] == ["corrupt"]
+
+
+def test_a_deleted_exchange_is_not_declared_again() -> None:
+    store, fs, _ = open_log()
+    result(store.write([QueueDeclared("q", DURABLE_Q), ExchangeDeclared("ex", "topic")]))
+    result(store.write([Bound("q", "ex", "a.*")]))
+    result(store.write([ExchangeDeleted("ex")]))
+    rec = open_log(fs.kill9())[2]
+    assert rec.exchanges == {} and rec.bindings == [] and rec.warnings == []

@@ -58,7 +58,11 @@ class Snapshot:
 #: per-queue gauges: metric name suffix, help, QueueReport attribute
 _QUEUE_GAUGES = [
     ("messages_ready", "Messages ready for delivery.", "ready"),
-    ("messages_delayed", "Messages NACKed with a delay, waiting to come back.", "delayed"),
+    (
+        "messages_delayed",
+        "Messages waiting for a time: NACKed with a delay, or published with one.",
+        "delayed",
+    ),
     ("messages_unacked", "Messages delivered and not yet acknowledged.", "unacked"),
     ("messages_ready_bytes", "Payload bytes of the ready messages.", "ready_bytes"),
 ]
