@@ -466,3 +466,27 @@ def test_a_delayed_message_survives_the_kill_of_its_node(
         assert time.monotonic() - start < 5
     finally:
         c_node.stop()
+
+
+def test_priorities_order_what_a_node_reads_at_once(a: Client, b: Client) -> None:
+    """The rule that holds (docs/cluster.rst): a node delivers the messages it has
+    read from the stream highest priority first, FIFO within one priority; so a PULL
+    of several messages already in Redis gets them in priority order."""
+    q = unique("q")
+    a.ok(f"CREATE {q} queue")
+    poll(lambda: listed(b, q), SPREAD * 2)
+    for payload, priority in ((b"a", 0), (b"b", 0), (b"c", 5), (b"d", 9), (b"e", 5)):
+        assert a.publish(q, payload, "", f"priority={priority}") == "+OK 1"
+    got = b.pull(f"PULL {q} max=5 wait=2000 ack=manual")
+    assert [(m.payload, m.attrs.get("priority")) for m in got] == [
+        (b"d", "9"),
+        (b"c", "5"),
+        (b"e", "5"),
+        (b"a", None),
+        (b"b", None),
+    ]
+    # requeued: back to the head of its own priority, on this node
+    b.ok(f"NACK {got[1].tag}")
+    b.ok(f"NACK {got[3].tag}")
+    again = b.pull(f"PULL {q} max=2 wait=2000")
+    assert [m.payload for m in again] == [b"c", b"a"]
