@@ -286,6 +286,8 @@ class ClusterBroker(Broker):
         item = b"" if delay is None else member(self.node, fields)
         writer = self.writer
         if window:
+            # (the writes recorded before it go first: a queue stays in publish order)
+            journal.commit()
             dedup = keys.dedup(name, props.id or "")
             atomic = then is None
             writer.publish_once(
