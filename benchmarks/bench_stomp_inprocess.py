@@ -13,8 +13,8 @@ per read into ``/queue/`` with an ``ack:auto`` subscriber, the same with an
 ``ack:client-individual`` subscriber that sends one ``ACK`` frame per message (all of
 one read's ACKs in one read back, pre-encoded), and into ``/topic/``.  ``ceiling`` is
 not a client's case: ``Broker.publish_many`` called directly, 400 bodies at a time, into
-the queue of a STOMP ``ack:auto`` subscriber (what SENDs batched into runs, as the native
-protocol batches PUBLISH, would cost, less their decoding).  For comparison
+the queue of a STOMP ``ack:auto`` subscriber (what a run of SENDs with one head costs,
+less decoding them: the STOMP side publishes such runs so, as the native side does).  For comparison
 the same run of 400 as native ``PUBLISH`` frames into a queue (``bench_inprocess.py``'s
 ``queue`` case).  Usage::
 
@@ -115,8 +115,8 @@ def stomp(kind: bytes, ack: bytes, per_read: int, reads: int) -> Case:
 def run_ceiling(per_read: int, reads: int) -> Case:
     """Not a client's case: ``Broker.publish_many`` (what the native ``PublishRun``
     calls) straight into ``/queue/bench`` with a STOMP ``ack:auto`` subscriber, once per
-    400 bodies: what a run of SENDs could cost if the STOMP side batched them as the
-    native side does, less decoding the SENDs."""
+    400 bodies: what a run of SENDs with one head costs (the STOMP side publishes them
+    so, as the native side does), less decoding the SENDs."""
 
     def make() -> tuple[Callable[[], None], int]:
         clock = Clock()

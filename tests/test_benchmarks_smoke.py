@@ -21,6 +21,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("bench_forwarder.py", "publish -> deliver 1->1, bare forwarder and mbroker"),
         ("bench_inprocess.py", "broker CPU per message in-process"),
         ("bench_dedup.py", "publish throughput with ids"),
+        ("bench_headers.py", "broker CPU per message with 4 headers of 32 bytes"),
         ("bench_stomp.py", "STOMP SEND -> MESSAGE 1->1 throughput"),
         ("bench_stomp_inprocess.py", "STOMP broker CPU per message in-process"),
         ("bench_cluster.py", "cluster mode beside the single broker"),

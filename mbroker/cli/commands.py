@@ -76,6 +76,7 @@ async def create(reactor: CommandReactor, client: Client, args: argparse.Namespa
         "dead_letter",
         "max_deliver",
         "expires",
+        "dedup_window",
     ):
         value = getattr(args, key)
         if value is not None:
@@ -108,8 +109,13 @@ async def unbind(reactor: CommandReactor, client: Client, args: argparse.Namespa
 
 async def publish(reactor: CommandReactor, client: Client, args: argparse.Namespace) -> int:
     if args.message is not None:
-        reached = await client.publish(args.name, args.message, args.key, ttl=args.ttl)
-        say(f"published 1 message to {args.name}, reached {_queues(reached)}")
+        reached = await client.publish(
+            args.name, args.message, args.key, ttl=args.ttl, **publish_props(args)
+        )
+        text = f"published 1 message to {args.name}, reached {_queues(reached)}"
+        if getattr(reached, "duplicate", False):
+            text = f"{args.name} already had id {args.id}: not routed again ({_queues(reached)})"
+        say(text)
         return 0
     fd: int = args.source
     try:
@@ -131,6 +137,12 @@ async def publish(reactor: CommandReactor, client: Client, args: argparse.Namesp
     text = f"published {sent} message{'s' if sent != 1 else ''} to {args.name}"
     say(text + (f" ({unroutable} reached no queue)" if unroutable else ""))
     return 0
+
+
+def publish_props(args: argparse.Namespace) -> dict[str, Any]:
+    """The message properties of ``mbroker publish`` (none: the plain, fast path)."""
+    props = {"headers": args.header, "id": args.id, "delay": args.delay, "priority": args.priority}
+    return {k: v for k, v in props.items() if v is not None}
 
 
 def _queues(n: int) -> str:
@@ -199,6 +211,7 @@ class _Publisher:
         self.args = args
         self.progress = progress
         self.window: deque[Deferred[int]] = deque()
+        self.props = publish_props(args)
         self.sent = self.unroutable = self.done_bytes = 0
 
     async def publish_all(self, reader: _Reader) -> None:
@@ -232,7 +245,7 @@ class _Publisher:
                 payload = payload[:-1]
             if len(window) >= PUBLISH_WINDOW:
                 self.unroutable += not await window.popleft()
-            window.append(publish(args.name, payload, args.key, ttl=args.ttl))
+            window.append(publish(args.name, payload, args.key, ttl=args.ttl, **self.props))
             self.sent += 1
             self.done_bytes += len(payload) + 1
         self.progress.update(self.sent, self.done_bytes)

@@ -96,7 +96,10 @@ class Progress:
 
 
 def message_text(message: Message, as_json: bool) -> str:
-    """The payload as text, or (``as_json``) a JSON object with the routing details."""
+    """The payload as text, or (``as_json``) a JSON object with the routing details and
+    the message's properties: ``id``, ``priority`` (when not 0), ``headers`` (values
+    that are UTF-8, as text) and ``headers_base64`` (the others, in base64), as the
+    payload is ``payload`` or ``payload_base64``."""
     if not as_json:
         return message.text
     record: dict[str, Any] = {
@@ -110,6 +113,22 @@ def message_text(message: Message, as_json: bool) -> str:
         record["payload_base64"] = base64.b64encode(message.payload).decode("ascii")
     if message.reason is not None:
         record["reason"] = message.reason
+    if message.id is not None:
+        record["id"] = message.id
+    if message.priority:
+        record["priority"] = message.priority
+    if message.headers:
+        text: dict[str, str] = {}
+        raw: dict[str, str] = {}
+        for name, value in message.headers.items():
+            try:
+                text[name] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raw[name] = base64.b64encode(value).decode("ascii")
+        if text:
+            record["headers"] = text
+        if raw:
+            record["headers_base64"] = raw
     return json.dumps(record, ensure_ascii=False)
 
 

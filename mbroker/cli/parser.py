@@ -53,6 +53,14 @@ _port = _option(port_number)
 _seconds = _option(positive_seconds)
 
 
+def _header(text: str) -> tuple[str, str]:
+    """``--header NAME=VALUE`` (the broker checks the name)."""
+    name, eq, value = text.partition("=")
+    if not eq or not name:
+        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
+    return name, value
+
+
 def _endpoint(text: str) -> str:
     """A client endpoint string that Twisted can parse (checked, not connected)."""
     from twisted.internet import reactor
@@ -167,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--expires", type=_positive, metavar="MS", help="queue: deleted once unused for MS"
     )
+    p.add_argument(
+        "--dedup-window",
+        type=_natural,
+        metavar="MS",
+        help="remember the ids of publishes to it for MS (0: off; default: the broker's)",
+    )
 
     p = command("delete", commands.delete, "delete an exchange or a queue")
     p.add_argument("name", help="the exchange's or queue's name")
@@ -189,6 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("message", nargs="?", help="the message (default: read --file or stdin)")
     p.add_argument("-k", "--key", default="", help="routing key")
     p.add_argument("--ttl", type=_natural, metavar="MS", help="message time to live")
+    p.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        type=_header,
+        metavar="NAME=VALUE",
+        help="a message header (repeatable; VALUE sent as UTF-8)",
+    )
+    p.add_argument(
+        "--id",
+        metavar="ID",
+        help="the message id: the broker drops a repeat within its dedup window (one message only)",
+    )
+    p.add_argument(
+        "--delay", type=_natural, metavar="MS", help="deliver the messages MS milliseconds later"
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        choices=range(10),
+        metavar="N",
+        help="0-9, higher first (default 0)",
+    )
     p.add_argument("-f", "--file", metavar="PATH", help="publish each line of PATH ('-': stdin)")
     p.add_argument(
         "--raw", action="store_true", help="stdin or --file is one message, not one per line"
@@ -300,8 +337,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"argument kind: invalid choice: {args.kind!r} (choose from {_KINDS})")
     if args.command in ("bind", "unbind"):
         args.key = args.key or ""
-    if args.command == "publish" and args.message is not None and args.file is not None:
-        parser.error("give a message or --file, not both")
+    if args.command == "publish":
+        if args.message is not None and args.file is not None:
+            parser.error("give a message or --file, not both")
+        if args.id is not None and args.message is None and not args.raw:
+            parser.error("--id names one message: give the message, or --raw")
+        headers: dict[str, str] = {}
+        for name, value in args.header or ():
+            if name in headers:
+                parser.error(f"argument --header: {name!r} given twice")
+            headers[name] = value
+        args.header = headers or None
     if args.command == "pull" and args.requeue and args.ack == "auto":
         parser.error("--requeue gives messages back: it cannot go with --ack auto")
     if args.password is not None and args.password_file is not None:

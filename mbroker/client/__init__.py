@@ -15,6 +15,7 @@ from mbroker.client.connection import (
     connect,
     tcp_endpoint,
 )
+from mbroker.client.messages import Published
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -23,6 +24,7 @@ __all__ = [
     "ConnectionLost",
     "Message",
     "NotConnected",
+    "Published",
     "Subscription",
     "Unconfirmed",
     "connect",

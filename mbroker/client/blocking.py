@@ -30,7 +30,7 @@ must not call these methods from the reactor thread.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, Union, cast
 
 try:
@@ -107,6 +107,9 @@ class BlockingMessage:
         self.redelivered: int = message.redelivered
         self.reason: str | None = message.reason
         self.tag: int = message.tag
+        self.headers: dict[str, bytes] = message.headers
+        self.id: str | None = message.id
+        self.priority: int = message.priority
 
     @property
     def message(self) -> Message:
@@ -286,20 +289,55 @@ class Connection:
         self._run(self._client.unbind, queue, exchange, key)
 
     def publish(
-        self, name: str, payload: bytes | str, key: str = "", *, ttl: int | None = None
+        self,
+        name: str,
+        payload: bytes | str,
+        key: str = "",
+        *,
+        ttl: int | None = None,
+        headers: Mapping[str, bytes | str] | None = None,
+        id: str | None = None,
+        delay: int | None = None,
+        priority: int | None = None,
     ) -> int:
-        """PUBLISH one message and wait for its confirmation; returns the queues reached."""
-        return self._run(self._client.publish, name, payload, key, ttl=ttl)
+        """PUBLISH one message and wait for its confirmation; returns the queues reached.
+
+        ``headers``, ``id``, ``delay`` and ``priority`` as for
+        :meth:`mbroker.client.Client.publish` (with any of them the result is a
+        :class:`~mbroker.wire.replydata.Published`, an int with ``duplicate``)."""
+        return self._run(
+            self._client.publish,
+            name,
+            payload,
+            key,
+            ttl=ttl,
+            headers=headers,
+            id=id,
+            delay=delay,
+            priority=priority,
+        )
 
     def publish_many(
-        self, name: str, payloads: Iterable[bytes | str], key: str = "", *, ttl: int | None = None
+        self,
+        name: str,
+        payloads: Iterable[bytes | str],
+        key: str = "",
+        *,
+        ttl: int | None = None,
+        headers: Mapping[str, bytes | str] | None = None,
+        delay: int | None = None,
+        priority: int | None = None,
     ) -> builtins.list[int]:
-        """PUBLISH many messages pipelined, then wait for every confirmation."""
+        """PUBLISH many messages pipelined, then wait for every confirmation; each gets
+        the same ``headers``, ``delay`` and ``priority``, if given."""
 
         def send() -> Deferred[builtins.list[int]]:
             client = self._client
+            kw: dict[str, Any] = {"ttl": ttl}
+            if headers is not None or delay is not None or priority is not None:
+                kw.update(headers=headers, delay=delay, priority=priority)
             return gatherResults(
-                [client.publish(name, p, key, ttl=ttl) for p in payloads], consumeErrors=True
+                [client.publish(name, p, key, **kw) for p in payloads], consumeErrors=True
             ).addErrback(first_error)
 
         return self._run(send)

@@ -35,7 +35,7 @@ connection fail with :class:`NotConnected` (await :meth:`Client.when_connected` 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Literal, Union, cast, get_args
 
@@ -93,6 +93,7 @@ from mbroker.wire.frames import (
     List,
     Nack,
     Ping,
+    Props,
     Pull,
     Purge,
     QueueInfo,
@@ -103,7 +104,8 @@ from mbroker.wire.frames import (
     Touch,
     Unbind,
 )
-from mbroker.wire.replydata import ok_count, ok_created, ok_data, ok_none, ok_stats
+from mbroker.wire.props import make_props
+from mbroker.wire.replydata import ok_count, ok_created, ok_data, ok_none, ok_published, ok_stats
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -332,6 +334,7 @@ class Client:
         exclusive: bool = False,
         auto_delete: bool = False,
         expires: int | None = None,
+        dedup_window: int | None = None,
     ) -> Deferred[bool]:
         """CREATE an exchange (``direct``, ``fanout``, ``topic``) or a ``queue``.
 
@@ -340,7 +343,8 @@ class Client:
         options (``max_length``, ``max_bytes``, ``overflow``, ``ttl`` in ms,
         ``dead_letter``, ``max_deliver``, ``exclusive``, ``auto_delete``: deleted when
         its last subscriber goes, ``expires``: deleted once unused for that many ms)
-        only apply to a queue.
+        only apply to a queue.  ``dedup_window`` (ms, 0: off, None: the broker's): how
+        long the ids of PUBLISH commands naming it are remembered (exchanges too).
         """
         known = _KINDS.get(kind)
         if known is None:
@@ -358,8 +362,10 @@ class Client:
             exclusive,
             auto_delete,
             expires,
+            dedup_window,
         )
-        if kind in EXCHANGE_KINDS and options != QueueOptions(durable=durable):
+        plain = QueueOptions(durable=durable, dedup_window=dedup_window)
+        if kind in EXCHANGE_KINDS and options != plain:
             return fail(BadArgs("an exchange takes no queue options"))
         return self._send(Create(name, known, options), ok_created)
 
@@ -378,12 +384,26 @@ class Client:
         return self._send(Unbind(queue, exchange, key), ok_none)
 
     def publish(
-        self, name: str, payload: bytes | str, key: str = "", *, ttl: int | None = None
+        self,
+        name: str,
+        payload: bytes | str,
+        key: str = "",
+        *,
+        ttl: int | None = None,
+        headers: Mapping[str, bytes | str] | None = None,
+        id: str | None = None,
+        delay: int | None = None,
+        priority: int | None = None,
     ) -> Deferred[int]:
         """PUBLISH to an exchange or a queue; fires with the number of queues reached.
 
         A ``str`` payload is sent as UTF-8.  ``ttl`` is the message's time to live in
-        ms.  Does not wait for earlier publishes: many can be in flight.
+        ms.  Does not wait for earlier publishes: many can be in flight.  Properties
+        (contract section 7): ``headers`` (``{name: bytes or str}``, str sent as UTF-8),
+        ``id``, ``delay`` (ms) and ``priority`` (0-9), checked here as the broker would
+        (``BadArgs``, ``Limit``); a publish with any of them fires with a
+        :class:`~mbroker.client.messages.Published`, an ``int`` whose ``duplicate``
+        says the id was seen before.
         """
         proto = self._proto
         if proto is None:
@@ -392,23 +412,31 @@ class Client:
             payload = _as_bytes(payload)
         if len(payload) > proto.max_payload:
             return fail(TooBig(f"payload of {len(payload)} bytes over {proto.max_payload}"))
+        if headers is not None or id is not None or delay is not None or priority is not None:
+            try:  # a head with properties is built and checked each time, not kept
+                props = make_props(headers, id, priority, delay)
+                props_head = self._publish_head(name, key, ttl, props)
+            except BrokerError as e:
+                return fail(e)
+            return proto.send_publish(props_head, payload, ok_published)
         head = self._heads.get((name, key, ttl))
         if head is None:
             try:
-                head = self._publish_head(name, key, ttl)
+                head = self._publish_head(name, key, ttl, None)
             except BrokerError as e:
                 return fail(e)
         return proto.send_publish(head, payload)
 
-    def _publish_head(self, name: str, key: str, ttl: int | None) -> bytes:
+    def _publish_head(self, name: str, key: str, ttl: int | None, props: Props | None) -> bytes:
         """``PUBLISH <name> [<key>] [ttl=…] `` (:func:`~mbroker.wire.encode.publish_head`),
-        checked once and kept: a publish then costs a dict look-up, not an encoding."""
+        checked once and kept (without ``props``): a publish then costs a dict look-up."""
         if type(key) is not str:
             raise TypeError(f"the routing key must be a str, not {type(key).__name__}")
-        head = publish_head(name, key, ttl)
-        if len(self._heads) >= _HEADS_KEPT:
-            self._heads.clear()
-        self._heads[(name, key, ttl)] = head
+        head = publish_head(name, key, ttl, props)
+        if props is None:
+            if len(self._heads) >= _HEADS_KEPT:
+                self._heads.clear()
+            self._heads[(name, key, ttl)] = head
         return head
 
     def pull(

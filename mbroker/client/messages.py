@@ -17,6 +17,8 @@ from twisted.internet.defer import Deferred, FirstError, fail, succeed
 from twisted.python.failure import Failure
 
 from mbroker.wire.frames import Ack, Command, Msg, Nack, TagRanges, Touch
+from mbroker.wire.props import msg_attrs
+from mbroker.wire.replydata import Published
 
 __all__ = [
     "BadReply",
@@ -25,6 +27,7 @@ __all__ = [
     "Message",
     "NotABroker",
     "NotConnected",
+    "Published",
     "Tags",
     "Unconfirmed",
     "first_error",
@@ -88,7 +91,11 @@ class Message:
     to, ``routing_key`` its routing key (``""`` when it had none), ``redelivered`` how
     many times it was delivered before, ``reason`` why it was dead-lettered (``None``
     normally), ``tag`` its delivery tag on its connection, ``sid`` its subscription id
-    (0 for a PULL), and ``attrs`` any attributes this version does not know.
+    (0 for a PULL), and ``attrs`` the other attributes of its MSG line, as they came.
+
+    Its properties (contract section 7): ``headers`` (``{name: bytes}``, in the order
+    they were published; empty when it has none), ``id`` (its message id, or None) and
+    ``priority`` (0-9).
 
     With ``ack="manual"``, settle it once with :meth:`ack` or :meth:`nack`; a message
     that arrived with ``ack="auto"`` was acknowledged on delivery.
@@ -101,6 +108,9 @@ class Message:
         "redelivered",
         "reason",
         "attrs",
+        "headers",
+        "id",
+        "priority",
         "tag",
         "sid",
         "manual",
@@ -114,7 +124,15 @@ class Message:
         self.routing_key: str = frame.key
         self.redelivered: int = frame.redelivered
         self.reason: str | None = frame.reason
-        self.attrs: tuple[tuple[str, str], ...] = frame.attrs
+        attrs = frame.attrs
+        self.attrs: tuple[tuple[str, str], ...] = attrs
+        self.headers: dict[str, bytes]
+        self.id: str | None
+        self.priority: int
+        if attrs:
+            self.headers, self.id, self.priority = msg_attrs(attrs)
+        else:
+            self.headers, self.id, self.priority = {}, None, 0
         self.tag: int = frame.tag
         self.sid: int = frame.sid
         #: True when the broker waits for an ack (``ack="manual"``)

@@ -346,13 +346,14 @@ class ClientProtocol(Protocol):
             self._write_out()
         return d
 
-    def send_publish(self, head: bytes, payload: bytes) -> Deferred[int]:
+    def send_publish(self, head: bytes, payload: bytes, finish: Finish = ok_count) -> Deferred[int]:
         """Send a PUBLISH whose line starts with ``head`` (``PUBLISH name key ``); the
-        hot path of :meth:`send`, which the payload is not copied into when large."""
+        hot path of :meth:`send`, which the payload is not copied into when large.
+        ``finish`` reads the reply (``ok_published`` for one with properties)."""
         if self.lost_reason is not None:
             return fail(NotConnected(f"not connected: {self.lost_reason.getErrorMessage()}"))
         d: Deferred[int] = Deferred()
-        self._pending.append((d, ok_count, None))
+        self._pending.append((d, finish, None))
         out = self._out
         append_publish(out, head, payload)
         if self._flush_call is None:

@@ -226,17 +226,26 @@ class ClusterBroker(Broker):
         return reached
 
     def _publish_many(
-        self, name: str, key: str, payloads: list[bytes], ttl: int | None = None
+        self,
+        name: str,
+        key: str,
+        payloads: list[bytes],
+        ttl: int | None = None,
+        stop_at_refusal: bool = False,
+        props: Props | None = None,
     ) -> tuple[int, dict[int, errors.BrokerError]]:
+        # (``props`` here: headers only; they go with each message, as in _publish)
         if self.find(name) is None:
             raise errors.NotFound(name)
         reached = 0
         refused: dict[int, errors.BrokerError] = {}
         for i, payload in enumerate(payloads):
             try:
-                reached = self._publish(name, key, payload, ttl)
+                reached = self._publish(name, key, payload, ttl, props)
             except errors.BrokerError as e:
                 refused[i] = e
+                if stop_at_refusal:
+                    break
         return reached, refused
 
     def _dead_letter(self, targets: Sequence[Queue], m: QueuedMessage, reason: str) -> None:

@@ -150,14 +150,26 @@ class Publisher:
         return len(targets), False
 
     def publish_many(
-        self, name: str, key: str, payloads: list[bytes], ttl: int | None = None
+        self,
+        name: str,
+        key: str,
+        payloads: list[bytes],
+        ttl: int | None = None,
+        stop_at_refusal: bool = False,
+        props: Props | None = None,
     ) -> tuple[int, dict[int, errors.BrokerError]]:
         """A run of PUBLISH with one name, key and ttl: :meth:`publish` for each payload,
         in order, but routed once, and put in each queue at once and dispatched once
         (when no target has a ttl, reject overflow or durability).
 
         Returns the number of queues each message reached, and the refusals by index
-        (``OVERFLOW``, ``UNAVAILABLE``); raises ``NOT_FOUND`` for them all."""
+        (``OVERFLOW``, ``UNAVAILABLE``); raises ``NOT_FOUND`` for them all.  With
+        ``stop_at_refusal`` the messages after the first refusal are not published (as
+        when the publisher stops at its first error: a STOMP connection closes).
+
+        ``props``, when given, carries headers only (no id, delay or priority: each of
+        those makes a message its own, see :meth:`publish_props`); every message of
+        the run gets them."""
         obj = self._find(name)
         if obj is None:
             raise errors.NotFound(name)
@@ -165,7 +177,7 @@ class Publisher:
         if isinstance(obj, Queue) and obj.idle_timer is not None:
             self._used(obj)
         if ttl is not None or not all(_takes_runs(q) for q in targets):
-            return self._publish_each(name, key, payloads, ttl)
+            return self._publish_each(name, key, payloads, ttl, stop_at_refusal, props)
         journal = self.journal
         first_id = 0
         if journal is not None and any(q.options.durable for q in targets):
@@ -176,7 +188,7 @@ class Publisher:
             first_id = journal.next_id
             journal.next_id = first_id + len(payloads)
             names = tuple([q.name for q in targets if q.options.durable])
-            journal.add(rec.MessagesStored(first_id, names, name, key, payloads))
+            journal.add(rec.MessagesStored(first_id, names, name, key, payloads, props))
         n = len(payloads)
         self.published += n
         if not isinstance(obj, Queue):
@@ -188,7 +200,12 @@ class Publisher:
         route = f"{name} {key or '-'}".encode()
         size = sum(map(len, payloads))
         for q in targets:
-            if not q.ready and len(q.consumers) == 1 and not (first_id and q.options.durable):
+            if (
+                not q.ready
+                and len(q.consumers) == 1
+                and not (first_id and q.options.durable)
+                and props is None
+            ):
                 # Straight through: an empty queue whose one consumer (ack=auto) can
                 # take everything gets the run without a message object or a queue.
                 c = q.consumers[0]
@@ -203,12 +220,14 @@ class Publisher:
             if first_id and q.options.durable:
                 q.ready.extend(
                     [
-                        QueuedMessage(name, key, route, p, None, first_id + i)
+                        QueuedMessage(name, key, route, p, None, first_id + i, props)
                         for i, p in enumerate(payloads)
                     ]
                 )
             else:
-                q.ready.extend([QueuedMessage(name, key, route, p) for p in payloads])
+                q.ready.extend(
+                    [QueuedMessage(name, key, route, p, None, 0, props) for p in payloads]
+                )
             q.published += n
             q.ready_bytes += size
             self._dispatcher.dispatch(q)
@@ -218,15 +237,26 @@ class Publisher:
         return len(targets), {}
 
     def _publish_each(
-        self, name: str, key: str, payloads: list[bytes], ttl: int | None
+        self,
+        name: str,
+        key: str,
+        payloads: list[bytes],
+        ttl: int | None,
+        stop: bool,
+        props: Props | None = None,
     ) -> tuple[int, dict[int, errors.BrokerError]]:
         reached = 0
         refused: dict[int, errors.BrokerError] = {}
         for i, payload in enumerate(payloads):
             try:
-                reached = self.publish(name, key, payload, ttl)
+                if props is None:
+                    reached = self.publish(name, key, payload, ttl)
+                else:
+                    reached = self.publish_props(name, key, payload, ttl, props)[0]
             except errors.BrokerError as e:
                 refused[i] = e
+                if stop:
+                    break
         return reached, refused
 
     def _publish_durable(

@@ -103,10 +103,14 @@ class MessagesStored:
     source: str
     key: str
     payloads: tuple[bytes, ...] | list[bytes]
+    #: the headers every message of the run carries (section 7), if any
+    props: Props | None = None
 
     def messages(self) -> list[MessageStored]:
         return [
-            MessageStored(self.first_id + i, self.queues, self.source, self.key, p)
+            MessageStored(
+                self.first_id + i, self.queues, self.source, self.key, p, None, self.props
+            )
             for i, p in enumerate(self.payloads)
         ]
 

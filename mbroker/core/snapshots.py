@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import attrs
 
 from mbroker.core.model import Exchange, Queue, QueuedMessage
-from mbroker.wire.frames import QueueOptions
+from mbroker.wire.frames import Props, QueueOptions
 
 __all__ = [
     "BindingReport",
@@ -117,6 +117,8 @@ class MessageReport:
     deliveries: int
     #: clock time at which it expires; None: never
     expires_at: float | None
+    #: its headers, id and priority (contract section 7), if it has any
+    props: Props | None = None
 
 
 @attrs.frozen
@@ -174,7 +176,7 @@ def queue_report(q: Queue) -> QueueReport:
 
 def message_report(m: QueuedMessage) -> MessageReport:
     """The snapshot of one message (its payload is shared, not copied)."""
-    return MessageReport(m.source, m.key, m.payload, m.deliveries, m.expires_at)
+    return MessageReport(m.source, m.key, m.payload, m.deliveries, m.expires_at, m.props)
 
 
 def exchange_report(ex: Exchange) -> ExchangeReport:

@@ -183,12 +183,14 @@ class Commands:
         if self.perms is not None:
             self._may_publish(f.name)
         n = len(f.payloads)
-        if f.props is not None:  # each its own: ids, delays (contract section 7)
+        props = f.props
+        if props is not None and (props.id is not None or props.delay or props.priority):
+            # each its own: ids, delays, priorities (contract section 7)
             lines: list[bytes | Published] = []
             late = False
             for payload in f.payloads:
                 try:
-                    result = self._broker.publish_props(f.name, f.key, payload, f.ttl, f.props)
+                    result = self._broker.publish_props(f.name, f.key, payload, f.ttl, props)
                 except errors.BrokerError as e:
                     lines.append(error_line(e))
                 else:
@@ -202,7 +204,7 @@ class Commands:
                 self.reply(b"".join(lines), count=n)  # type: ignore[arg-type]
             return
         # (a refusal of the whole run is answered once per publish by the dispatch loop)
-        reached, refused = self._broker.publish_many(f.name, f.key, f.payloads, f.ttl)
+        reached, refused = self._broker.publish_many(f.name, f.key, f.payloads, f.ttl, props=props)
         ok = b"+OK %d\r\n" % reached
         if not refused:
             self.reply(ok * n, count=n)

@@ -23,13 +23,14 @@ from mbroker.core.broker import Broker
 from mbroker.server.auth import Authenticator, User
 from mbroker.server.login import PasswordChecks
 from mbroker.server.memwatch import MemoryWatch
-from mbroker.server.output import Output
+from mbroker.server.output import Flusher
 from mbroker.server.protocol import BrokerProtocol
 from mbroker.wire.encode import error_line
 
 
-class BrokerFactory(Factory):
-    """Makes a :class:`BrokerProtocol` per connection, all sharing one broker.
+class BrokerFactory(Factory, Flusher):
+    """Makes a :class:`BrokerProtocol` per connection, all sharing one broker; it is the
+    broker's :class:`~mbroker.server.output.Flusher` (the STOMP listener's too).
 
     With ``config.users_file`` it checks passwords (``auth``) through
     :class:`~mbroker.server.login.PasswordChecks` (``password_checks``, which the
@@ -57,10 +58,7 @@ class BrokerFactory(Factory):
         self.watch = MemoryWatch(
             broker.clock, config.memory_high_water, config.memory_check_interval
         )
-        self._dirty: list[Output] = []
-        self._flush_scheduled = False
-        #: a connection is handling what it read (see flush_later)
-        self.reading = False
+        Flusher.__init__(self, broker.clock)
         #: the connections now open (for monitoring: see BrokerProtocol.report)
         self.protocols: set[BrokerProtocol] = set()
         #: bytes read from and written to the connections already closed
@@ -80,27 +78,6 @@ class BrokerFactory(Factory):
             self.closed_bytes_in + sum([p.bytes_in for p in protocols]),
             self.closed_bytes_out + sum([p.output.bytes_out for p in protocols]),
         )
-
-    def flush_later(self, output: Output) -> None:
-        """``output`` has bytes queued: write them at the end of this read or turn.
-
-        Within a read (``reading``) the reading connection flushes everyone when it is
-        done; anything else (a timer, a store commit) schedules one flush for the end
-        of the reactor turn.  No timer per read: it would delay every reply."""
-        self._dirty.append(output)
-        if not self._flush_scheduled and not self.reading:
-            self._flush_scheduled = True
-            self.broker.clock.callLater(0, self._flush_turn)
-
-    def _flush_turn(self) -> None:
-        self._flush_scheduled = False
-        self.flush_all()
-
-    def flush_all(self) -> None:
-        """Write every connection's queued output (deliveries made for others)."""
-        dirty, self._dirty = self._dirty, []
-        for output in dirty:
-            output.write_queued()
 
     def startFactory(self) -> None:
         self.watch.start()

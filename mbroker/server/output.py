@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Protocol
 
+from twisted.internet import tcp
+
 from mbroker import errors
 from mbroker.core.journal import Journal
+from mbroker.core.model import Clock
 from mbroker.wire.encode import error_line
 
 #: queued output past this many bytes is written at once (Twisted's own buffer size)
@@ -53,15 +56,94 @@ class StreamTransport(Writer, Protocol):
     def getPeer(self) -> object: ...
 
 
+def socket_writer(transport: object) -> Callable[[list[bytes]], None] | None:
+    """For a plain TCP transport, a ``writeSequence`` that writes straight to the socket.
+
+    Twisted's ``write`` only buffers: the bytes go out on the reactor's next turn, once
+    ``epoll`` has said the socket is writable (two ``epoll_ctl`` calls and a turn per
+    write).  When the transport holds nothing unsent, the function returned here sends
+    at once with the transport's own ``writeSomeData``, and gives the transport only
+    what the socket did not take (so the order holds, and a peer that stops reading
+    still fills the transport's buffer and pauses its producer); when the transport
+    holds something, or is closing, it writes through the transport as usual.  One
+    message at a time, this takes a reactor turn and three system calls off every
+    delivery.
+
+    ``None`` for any other transport (TLS, a WebSocket, a test's ``StringTransport``),
+    or a Twisted whose TCP buffers are not the ones read here.
+    """
+    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
+        return None
+    if not all(hasattr(transport, a) for a in ("dataBuffer", "_tempDataLen", "writeSomeData")):
+        return None
+    tr = transport
+
+    def write(out: list[bytes]) -> None:
+        # (dataBuffer and _tempDataLen: what Twisted's write() buffered and its last
+        # doWrite() left unsent)
+        if tr._tempDataLen or tr.dataBuffer or tr.disconnecting or not tr.connected:
+            tr.writeSequence(out)
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        sent = tr.writeSomeData(data)
+        if not isinstance(sent, int):  # the connection is broken: Twisted will see it
+            tr.write(data)
+        elif sent < len(data):
+            tr.write(data[sent:])
+
+    return write
+
+
+class Flushable(Protocol):
+    """A connection's output that a :class:`FlushScheduler` writes: an :class:`Output`,
+    or a STOMP connection's."""
+
+    def write_queued(self) -> None: ...
+
+
 class FlushScheduler(Protocol):
     """What an :class:`Output` asks of its factory: to be written at the end of the
-    read being handled (``reading``) or of the reactor turn."""
+    read being handled (``reading``) or of the reactor turn.  The native factory is
+    the one scheduler of a broker: the STOMP listener's connections use it too, so
+    that a read on either front door writes what it delivered to both."""
 
     reading: bool
 
-    def flush_later(self, output: Output) -> None: ...
+    def flush_later(self, output: Flushable) -> None: ...
 
     def flush_all(self) -> None: ...
+
+
+class Flusher:
+    """A :class:`FlushScheduler`: the connections that queued output while a read was
+    handled (``reading``) are written when it is done (:meth:`flush_all`, which the
+    reading connection calls); output queued at any other time (a timer, a store
+    commit) is written at the end of the reactor turn, with one timer for them all.
+    No timer per read: it would delay every reply."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._dirty: list[Flushable] = []
+        self._flush_scheduled = False
+        #: a connection is handling what it read (see flush_later)
+        self.reading = False
+
+    def flush_later(self, output: Flushable) -> None:
+        """``output`` has bytes queued: write them at the end of this read or turn."""
+        self._dirty.append(output)
+        if not self._flush_scheduled and not self.reading:
+            self._flush_scheduled = True
+            self._clock.callLater(0, self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._flush_scheduled = False
+        self.flush_all()
+
+    def flush_all(self) -> None:
+        """Write every connection's queued output (deliveries made for others)."""
+        dirty, self._dirty = self._dirty, []
+        for output in dirty:
+            output.write_queued()
 
 
 class Slot:

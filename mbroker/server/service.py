@@ -250,6 +250,7 @@ class BrokerService(MultiService):
                 auth=factory.auth,
                 watch=factory.watch,
                 password_checks=factory.password_checks,
+                scheduler=factory,
             )
             self.stomp_factory.noisy = False
         if self.stomp_ws_endpoints:

@@ -21,6 +21,7 @@ from mbroker.core.broker import Broker
 from mbroker.server.auth import Authenticator, User
 from mbroker.server.login import PasswordChecks
 from mbroker.server.memwatch import MemoryWatch
+from mbroker.server.output import Flusher, FlushScheduler
 from mbroker.server.stomp_destinations import AMQ_EXCHANGES
 from mbroker.server.stomp_protocol import StompProtocol
 from mbroker.wire.frames import QueueOptions
@@ -40,7 +41,9 @@ class StompFactory(Factory):
     by ``password_checks`` (give the native factory's, so that the broker's bound on
     concurrent checks holds across its front doors; else one of its own).
     ``heartbeat`` is the ``sx,sy`` the server offers, in milliseconds; ``watch`` the
-    memory watch that holds publishers over the high-water mark.
+    memory watch that holds publishers over the high-water mark; ``scheduler`` the
+    :class:`~mbroker.server.output.FlushScheduler` that writes output at the end of a
+    read (the native factory's, to share it).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class StompFactory(Factory):
         check_in_thread: bool = True,
         watch: MemoryWatch | None = None,
         password_checks: PasswordChecks | None = None,
+        scheduler: FlushScheduler | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
@@ -68,6 +72,12 @@ class StompFactory(Factory):
         if password_checks is None:
             password_checks = PasswordChecks(auth, reactor, check_in_thread)
         self.password_checks = password_checks
+        #: writes the connections' output at the end of a read (give the native
+        #: factory, so that a read on either front door writes what it delivered to
+        #: both; without one, a scheduler of its own)
+        self.scheduler: FlushScheduler = (
+            scheduler if scheduler is not None else Flusher(broker.clock)
+        )
 
     def declare_exchanges(self) -> None:
         """Make ``amq.direct``, ``amq.fanout`` and ``amq.topic`` (durable) if missing."""

@@ -14,8 +14,8 @@ small :class:`Connection` interface.  Destinations are parsed by
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, cast
 
 from mbroker import errors
 from mbroker.config import Config
@@ -32,14 +32,17 @@ from mbroker.server.stomp_destinations import (
     Destination,
     parse_destination,
 )
+from mbroker.server.stomp_props import NOT_CARRIED, send_props
 from mbroker.server.stomp_state import ACK_MODES, Subscription, Transactions, parse_message_id
-from mbroker.wire.frames import QueueOptions, TagRanges
+from mbroker.wire.frames import Props, QueueOptions, TagRanges
 from mbroker.wire.stomp import Frame, StompError
 from mbroker.wire.tokens import valid_name
 
 #: remembered destinations (per connection) before the caches are emptied
 CACHE_MAX = 4096
 _DURABLE_VALUES = ("true", "True", "1")
+#: a SEND with one of these headers is run on its own, never in a run (send_run)
+_ONE_BY_ONE = ("transaction", "receipt", "expiration", "reply-to")
 _ALL = Permissions()
 
 
@@ -173,38 +176,115 @@ class StompCommands:
             # until the watch releases us (as the native protocol holds a PUBLISH).
             self._conn.hold_for_memory(f)
             return
-        tx = f.header("transaction")
+        headers = f.index
+        if headers is None:
+            headers = f.header_map()
+        tx = headers.get("transaction")
         if tx is not None:
             self._tx.hold(tx, f)
         else:
-            self._do_send(f)
+            self._do_send(f, headers)
         self._conn.receipt(f)
 
-    def _do_send(self, f: Frame) -> None:
-        text = f.header("destination")
+    def send_run(self, items: Sequence[object], start: int) -> int:
+        """The SEND ``items[start]`` and the SENDs right after it with the same head (the
+        decoder gives them one header tuple), as one run: one destination look-up, one
+        permission check, one ``publish_many``; returns how many frames it took.
+
+        What a run does is what its SENDs one by one do: a head with a ``transaction``,
+        ``receipt``, ``expiration`` or ``reply-to`` header, or a memory alarm, or a
+        missing destination, takes the one-by-one way; publishing stops at the first
+        refusal, which is raised (the connection then closes, as after that SEND)."""
+        first = items[start]
+        assert type(first) is Frame
+        headers = first.headers
+        end = start + 1
+        n = len(items)
+        while end < n:
+            f = items[end]
+            if type(f) is not Frame or f.headers is not headers or f.command != "SEND":
+                break
+            end += 1
+        index = first.index if first.index is not None else first.header_map()
+        text = index.get("destination")
+        if (
+            end - start < 2
+            or text is None
+            or self._memory.alarm
+            or any(h in index for h in _ONE_BY_ONE)
+            or any(h not in NOT_CARRIED for h in index)  # headers of its own
+        ):
+            self.send(first)
+            return 1
+        kind, name, key = self._target(text)
+        if self._perms is not None:
+            self._check(self._perms.may_write, "write to", name)
+        bodies = [f.body for f in cast("list[Frame]", items[start:end])]
+        publish_many = self._broker.publish_many
+        try:
+            refused = publish_many(name, key, bodies, None, stop_at_refusal=True)[1]
+        except errors.NotFound:
+            if kind != QUEUE:
+                raise
+            self._ensure_queue(name)  # (as in _do_send)
+            refused = publish_many(name, key, bodies, None, stop_at_refusal=True)[1]
+        if refused:
+            raise next(iter(refused.values()))
+        return end - start
+
+    def _do_send(self, f: Frame, headers: Mapping[str, str] | None = None) -> None:
+        if headers is None:
+            headers = f.index if f.index is not None else f.header_map()
+        text = headers.get("destination")
         if text is None:
             raise StompError("SEND needs a destination header")
         kind, name, key = self._target(text)
-        reply_to = f.header("reply-to")
-        if reply_to is not None and reply_to.startswith("/temp-queue/"):
-            self._temp_queue(parse_destination(reply_to).name)
         if self._perms is not None:
             self._check(self._perms.may_write, "write to", name)
-        expiration = f.header("expiration")
+        expiration = headers.get("expiration")
         ttl = None
         if expiration is not None:
             if not (expiration.isascii() and expiration.isdigit() and len(expiration) < 13):
                 raise StompError(f"bad expiration {expiration[:40]!r}: whole milliseconds")
             ttl = int(expiration)
+        for header in headers:
+            if header not in NOT_CARRIED:  # the message has headers of its own (rare)
+                props = self._props(f)
+                if props is not None:
+                    self._send_props(kind, name, key, f.body, ttl, props)
+                    return
+                break
+        try:
+            self._broker.publish(name, key, f.body, ttl)
+        except errors.NotFound:
+            if kind != QUEUE:
+                raise
+            # /queue/NAME: made on first use, or again if deleted since (publishing
+            # raises NOT_FOUND before it changes anything)
+            self._ensure_queue(name)
+            self._broker.publish(name, key, f.body, ttl)
+
+    def _props(self, f: Frame) -> Props | None:
+        """What a SEND with headers of its own gives its message: a ``reply-to`` naming a
+        temp queue makes that queue first (see :mod:`~mbroker.server.stomp_props`)."""
+        reply_to = f.header("reply-to")
+        temp = None
+        if reply_to is not None and reply_to.startswith("/temp-queue/"):
+            temp = self._temp_queue(parse_destination(reply_to).name)
+        return send_props(f, temp)
+
+    def _send_props(
+        self, kind: str, name: str, key: str, body: bytes, ttl: int | None, props: Props
+    ) -> None:
+        """A SEND whose message has properties (see :mod:`~mbroker.server.stomp_props`)."""
         if kind == QUEUE:
             self._ensure_queue(name)
             try:
-                self._broker.publish(name, key, f.body, ttl)
+                self._broker.publish_props(name, key, body, ttl, props)
+                return
             except errors.NotFound:  # deleted since: made again
                 self._ensure_queue(name)
-                self._broker.publish(name, key, f.body, ttl)
-        else:
-            self._broker.publish(name, key, f.body, ttl)
+        self._broker.publish_props(name, key, body, ttl, props)
 
     def subscribe(self, f: Frame) -> None:
         text = f.header("destination")

@@ -13,8 +13,12 @@ See ``docs/stomp.rst`` for what users see.
   specification says.
 * Receipts: a frame with a ``receipt`` header gets its RECEIPT once it is done; when it
   changed durable state, once the store has it.
-* Output is queued and written once per read or per reactor turn (at once past 64 KiB);
-  a MESSAGE head is built with one ``%`` format from parts cached per subscription.
+* Output is queued and written once per read or per reactor turn (at once past 64 KiB),
+  by the factory's scheduler: the read that delivers a message to a subscriber writes
+  it when it is done, not a reactor turn later, and on plain TCP straight to the
+  socket when nothing waits in the transport's buffer
+  (:func:`~mbroker.server.output.socket_writer`);
+  MESSAGE frames are built by :mod:`~mbroker.server.stomp_messages`.
 * Flow control: the protocol is its transport's push producer, as the native one is:
   when the peer stops reading, the broker stops delivering to the connection and we
   stop reading from it.  While a CONNECT's password is checked (in a thread), reading
@@ -42,12 +46,12 @@ from zope.interface import implementer
 from mbroker import __version__, errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
-from mbroker.core.model import Queue, QueuedMessage, Session
+from mbroker.core.model import QueuedMessage, Session
 from mbroker.server.auth import User
 from mbroker.server.memwatch import MemoryWatch
-from mbroker.server.output import StreamTransport
-from mbroker.server.stomp_commands import CACHE_MAX, StompCommands
-from mbroker.server.stomp_destinations import message_destination
+from mbroker.server.output import FlushScheduler, StreamTransport, socket_writer
+from mbroker.server.stomp_commands import StompCommands
+from mbroker.server.stomp_messages import MessageFrames
 from mbroker.wire.stomp import (
     SUPPORTED_VERSIONS,
     Frame,
@@ -59,6 +63,7 @@ from mbroker.wire.stomp import (
     negotiate_version,
     parse_heartbeat,
 )
+from mbroker.wire.stomp import receipt as receipt_frame
 
 log = Logger()
 
@@ -81,6 +86,8 @@ class Listener(TypingProtocol):
     auth_required: bool
     #: the ``sx,sy`` heart-beat the server offers, in milliseconds
     heartbeat: tuple[int, int]
+    #: writes output at the end of the read being handled (shared by every connection)
+    scheduler: FlushScheduler
 
     def check_password(self, user: str, password: str) -> Deferred[tuple[User | None, str | None]]:
         """``(user, None)`` for the right password, ``(None, None)`` otherwise."""
@@ -104,6 +111,7 @@ class StompProtocol(Protocol):
         self._agreed = "1.0"
         self._journal = self.broker.journal
         self._memory: MemoryWatch = factory.watch
+        self._scheduler = factory.scheduler
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_pending = False
@@ -123,7 +131,6 @@ class StompProtocol(Protocol):
             "CONNECT": self._connect,
             "STOMP": self._connect,
         }
-        self._routes: dict[bytes, bytes] = {}
         self._commits = 0  # receipts waiting for the store
         self._mark = 0
         self._connect_timer: IDelayedCall | None = None
@@ -138,10 +145,13 @@ class StompProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._tr = cast(StreamTransport, self.transport)
+        #: writes a list of byte strings: straight to the socket where it can
+        self._write_out = socket_writer(self.transport) or self._tr.writeSequence
         self.session = self.broker.open_session(self)
         self._commands = StompCommands(self, self.broker, self.session, self.config, self._memory)
         #: subscriptions by sid (the commands' own dict), read on every delivery
         self._by_sid = self._commands.by_sid
+        self._messages = MessageFrames(self.broker, self._commands.is_temp_queue)
         timeout = self.config.auth_timeout
         if timeout > 0:
             self._connect_timer = self.broker.clock.callLater(timeout, self._connect_expired)
@@ -173,7 +183,9 @@ class StompProtocol(Protocol):
         if watch.received > watch.check_after:
             watch.check()
         items = self.decoder.feed(data)
-        self._reading = True
+        scheduler = self._scheduler
+        nested = scheduler.reading
+        scheduler.reading = self._reading = True
         try:
             if self._held is not None:
                 self._held.extend(items)
@@ -187,16 +199,23 @@ class StompProtocol(Protocol):
                     self._fatal(f"more than {self.config.pre_auth_max_bytes} bytes before CONNECT")
         finally:
             self._reading = False
-            self._flush()
+            # (this connection's output, and what the read delivered to others,
+            # goes out now: one write each)
+            if not nested:
+                scheduler.reading = False
+                scheduler.flush_all()
 
     def _run(self, items: list[Any]) -> None:
         journal = self._journal
-        for n, item in enumerate(items):
+        n, end = 0, len(items)
+        while n < end:
+            item = items[n]
             if self._closing:
                 return
             if self._held is not None:
                 self._held.extend(items[n:])
                 return
+            n += 1
             if type(item) is Frame:
                 if journal is not None:
                     self._mark = journal.changes
@@ -208,11 +227,14 @@ class StompProtocol(Protocol):
                             if not self._connected
                             else f"{item.command} is a server frame"
                         )
-                    handler(item)
+                    if n < end and item.command == "SEND" and self._connected:
+                        n += self._commands.send_run(items, n - 1) - 1  # (SENDs, one head)
+                    else:
+                        handler(item)
                 except StompError as e:
                     self._fatal(e.message, item)
                 except errors.BrokerError as e:
-                    self._fatal(_describe(e), item)
+                    self._fatal(str(e), item)
                 except Exception:
                     log.failure("STOMP {command} failed", command=item.command)
                     self._fatal("internal error: see the broker's log", item)
@@ -231,11 +253,12 @@ class StompProtocol(Protocol):
         self._out_size += size
         if self._out_size >= _FLUSH_AT:
             self._flush()
-        elif not self._flush_pending and not self._reading:
+        elif not self._flush_pending:
             self._flush_pending = True
-            self.broker.clock.callLater(0, self._flush_turn)
+            self._scheduler.flush_later(self)
 
-    def _flush_turn(self) -> None:
+    def write_queued(self) -> None:
+        """The scheduler's call, at the end of a read or turn: write what is queued."""
         self._flush_pending = False
         if not self._lost:
             self._flush()
@@ -245,7 +268,7 @@ class StompProtocol(Protocol):
         if out:
             self._out = []
             self._out_size = 0
-            self._tr.writeSequence(out)
+            self._write_out(out)
             if self._send_every:
                 self._last_write = self.broker.clock.seconds()
 
@@ -300,11 +323,11 @@ class StompProtocol(Protocol):
                     return
                 if err is not None:
                     if self._closing:  # (a DISCONNECT after it: say why, then go)
-                        self._frame("ERROR", [("message", _describe(err))])
+                        self._frame("ERROR", [("message", str(err))])
                     else:
-                        self._fatal(_describe(err), frame)
+                        self._fatal(str(err), frame)
                 elif receipt is not None:
-                    self._frame("RECEIPT", [("receipt-id", receipt)])
+                    self._write(receipt_frame(receipt, self.version))
                 if then is not None:
                     then()
                 if self._closing and not self._commits:
@@ -313,7 +336,7 @@ class StompProtocol(Protocol):
             journal.on_commit(stored)
             return
         if receipt is not None:
-            self._frame("RECEIPT", [("receipt-id", receipt)])
+            self._write(receipt_frame(receipt, self.version))
         if then is not None:
             then()
 
@@ -324,69 +347,12 @@ class StompProtocol(Protocol):
 
     def push_many(self, sid: int, tag: int, messages: list[QueuedMessage]) -> None:
         sub = self._by_sid[sid]
-        append = self._out.append
-        prefix, mid, pending = sub.prefix, sub.mid, sub.pending
         ack = sub.mode != "auto" and self.version == "1.2"
-        routes = self._routes
-        size = 0
-        for m in messages:
-            dest = routes.get(m.route)
-            if dest is None:
-                dest = self._destination(m.route, m.source, m.key)
-            payload = m.payload
-            n = len(payload)
-            size += n
-            extra = b"redelivered:true\n" if m.deliveries > 1 else b""
-            if ack:
-                extra += b"ack:%s%d\n" % (mid, tag)
-            append(
-                b"%sdestination:%s\nmessage-id:%s%d\n%scontent-length:%d\n\n"
-                % (prefix, dest, mid, tag, extra, n)
-            )
-            append(payload)
-            append(b"\0")
-            if pending is not None:
-                pending.append(tag)
-            tag += 1
-        self._queued(size + 100 * len(messages))
+        self._queued(self._messages.many(self._out, sub, tag, messages, ack, self.version))
 
     def push_run(self, sid: int, tag: int, route: bytes, payloads: list[bytes]) -> None:
         # (only for ack=auto subscriptions, messages delivered for the first time)
-        sub = self._by_sid[sid]
-        dest = self._routes.get(route)
-        if dest is None:
-            source, _, key = route.decode().partition(" ")
-            dest = self._destination(route, source, "" if key == "-" else key)
-        head = b"%sdestination:%s\nmessage-id:%s%%d\ncontent-length:%%d\n\n" % (
-            sub.prefix,
-            dest,
-            sub.mid,
-        )
-        append = self._out.append
-        size = 0
-        for payload in payloads:
-            n = len(payload)
-            size += n
-            append(head % (tag, n))
-            append(payload)
-            append(b"\0")
-            tag += 1
-        self._queued(size + 100 * len(payloads))
-
-    def _destination(self, route: bytes, source: str, key: str) -> bytes:
-        try:
-            obj = self.broker.get(source)
-        except errors.NotFound:
-            obj = None
-        is_queue = isinstance(obj, Queue)
-        if is_queue and self._commands.is_temp_queue(source):
-            text = f"/reply-queue/{source}"
-        else:
-            text = message_destination(source, key, is_queue)
-        if len(self._routes) >= CACHE_MAX:
-            self._routes.clear()
-        dest = self._routes[route] = text.encode()
-        return dest
+        self._queued(self._messages.run(self._out, self._by_sid[sid], tag, route, payloads))
 
     def cancelled(self, sid: int, reason: str) -> None:
         sub = self._commands.cancelled(sid)
@@ -583,7 +549,3 @@ class StompProtocol(Protocol):
 
     def _again(self, f: Frame) -> None:
         raise StompError("already connected")
-
-
-def _describe(e: errors.BrokerError) -> str:
-    return str(e)

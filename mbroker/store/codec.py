@@ -155,7 +155,7 @@ def _message_parts(rec: MessageStored) -> _Parts:
 
 def _encode_run(rec: MessagesStored) -> list[bytes]:
     """The frames of a run: what ``encode_message`` makes of each of its messages."""
-    first = MessageStored(rec.first_id, rec.queues, rec.source, rec.key, b"")
+    first = MessageStored(rec.first_id, rec.queues, rec.source, rec.key, b"", None, rec.props)
     names, ql, sl, kl, hl = _message_parts(first)
     pack, crc32, crc_pack = _TL_MSG.pack, zlib.crc32, _CRC.pack
     fixed = _MSG_FIXED_SIZE + len(names)

@@ -23,6 +23,7 @@ by :func:`from_stored`), with the wall-clock due time of a delayed message in fr
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import attrs
 
@@ -30,7 +31,15 @@ from mbroker.errors import BadArgs, Limit
 from mbroker.wire.frames import Header, Props, percent_encode
 from mbroker.wire.tokens import parse_int, show, split_tokens
 
-__all__ = ["Header", "Props", "percent_encode", "percent_decode", "parse_props", "is_prop"]
+__all__ = [
+    "Header",
+    "Props",
+    "percent_encode",
+    "percent_decode",
+    "parse_props",
+    "is_prop",
+    "make_props",
+]
 
 MAX_HEADERS = 64
 #: bytes of header text per message: the ``h.NAME=VALUE`` tokens as written
@@ -120,6 +129,37 @@ def parse_props(tokens: list[bytes]) -> Props:
     if text > MAX_HEADER_TEXT:
         raise Limit(f"header text over {MAX_HEADER_TEXT} bytes")
     return Props(tuple(headers), msg_id, priority or 0, delay)
+
+
+def make_props(
+    headers: Mapping[str, bytes | str] | None = None,
+    msg_id: str | None = None,
+    priority: int | None = None,
+    delay: int | None = None,
+) -> Props:
+    """The :class:`Props` a client asks for (a ``str`` header value is sent as UTF-8),
+    checked as the broker would check its PUBLISH: ``BAD_ARGS`` or ``LIMIT``."""
+    items: list[Header] = []
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not _NAME_OK.match(name.encode("utf-8", "replace")):
+            raise BadArgs(
+                f"bad header name {name!r}: 1-{MAX_HEADER_NAME} bytes of A-Z a-z 0-9 _ - ."
+            )
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        elif not isinstance(value, bytes):
+            raise BadArgs(f"header {name!r}: the value must be bytes or str")
+        items.append((name, value))
+    if msg_id is not None and (
+        not isinstance(msg_id, str) or not _ID_OK.match(msg_id.encode("utf-8", "replace"))
+    ):
+        raise BadArgs(f"id must be 1-{MAX_ID} bytes of 0x21-0x7E, not {msg_id!r}")
+    for what, number, most in (("priority", priority, MAX_PRIORITY), ("delay", delay, MAX_DELAY)):
+        if number is not None and (type(number) is not int or not 0 <= number <= most):
+            raise BadArgs(f"{what} must be a whole number from 0 to {most}, not {number!r}")
+    props = Props(tuple(items), msg_id, priority or 0, delay)
+    check_props(props)
+    return props
 
 
 def check_props(props: Props) -> None:

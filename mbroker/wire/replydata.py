@@ -16,7 +16,16 @@ from typing import Any, Optional
 
 from mbroker.wire.frames import Stat
 
-__all__ = ["Finish", "ok_count", "ok_created", "ok_data", "ok_none", "ok_stats"]
+__all__ = [
+    "Finish",
+    "Published",
+    "ok_count",
+    "ok_created",
+    "ok_data",
+    "ok_none",
+    "ok_published",
+    "ok_stats",
+]
 
 #: Turns a status line's text (``OK 3``) and the data lines before it into a result.
 Finish = Callable[[str, Optional[list[Any]]], Any]
@@ -25,6 +34,36 @@ Finish = Callable[[str, Optional[list[Any]]], Any]
 def ok_count(text: str, data: list[Any] | None) -> int:
     """``+OK <n>`` -> n (a count, or the sid of a SUBSCRIBE)."""
     return int(text[3:])
+
+
+class Published(int):
+    """What a PUBLISH with properties reached: the number of queues (an ``int``, as for
+    any PUBLISH), and ``duplicate``: True when the broker already had its id within
+    the dedup window and routed nothing (``+OK <n> duplicate``; n is what the first
+    one reached)."""
+
+    duplicate: bool
+
+    def __new__(cls, reached: int, duplicate: bool = False) -> Published:
+        self = super().__new__(cls, reached)
+        self.duplicate = duplicate
+        return self
+
+    def __repr__(self) -> str:
+        return f"Published({int(self)}, duplicate={self.duplicate})"
+
+    def __str__(self) -> str:  # printed like the int it is
+        return int.__repr__(self)
+
+
+def ok_published(text: str, data: list[Any] | None) -> Published:
+    """``+OK <n>`` or ``+OK <n> duplicate`` -> :class:`Published`."""
+    parts = text.split(" ")
+    if len(parts) == 3:
+        if parts[2] != "duplicate":
+            raise ValueError(f"not a PUBLISH reply: {text!r}")
+        return Published(int(parts[1]), True)
+    return Published(int(parts[1]))
 
 
 def ok_none(text: str, data: list[Any] | None) -> None:

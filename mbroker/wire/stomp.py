@@ -23,6 +23,10 @@ Decoding
   its bytes are counted, never scanned, and a NUL must follow them; without one, the
   first NUL ends the body, found by one ``find`` per read that also resumes where the
   last one stopped.
+  A head of at most ``HEAD_CACHE_BYTES`` is remembered, parsed (at most
+  ``HEAD_CACHE_SIZE`` of them per decoder, forgotten all at once when full or when the
+  version changes): a client that repeats a head (the same SEND again) costs one dict
+  look-up per frame, and its frames share one header tuple and one header index.
   So every byte is looked at a bounded number of times, however the stream is split:
   a 1 MiB body fed a byte at a time is linear.
 * Limits (constructor keywords; defaults in :mod:`~mbroker.wire.stomp_frames`): a line
@@ -69,7 +73,7 @@ carries and adds the true one to every frame with a body, so a frame it writes i
 framed right.  What a version cannot carry (a LF in a 1.0 value, a ``:`` in a 1.0 name, a
 value ending in CR before 1.2, an empty name, a lone surrogate that ``surrogateescape``
 did not make) raises ``ValueError`` rather than go out garbled.  :func:`heartbeat` is
-the one-byte heart-beat.
+the one-byte heart-beat, :func:`receipt` a RECEIPT written without building a frame.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ from mbroker.wire.stomp_frames import (
     HeartBeat,
     Item,
     StompError,
+    index_headers,
     negotiate_heartbeat,
     negotiate_version,
     parse_accept_version,
@@ -119,11 +124,13 @@ __all__ = [
     "StompDecoder",
     "StompError",
     "encode",
+    "encode_headers",
     "heartbeat",
     "negotiate_heartbeat",
     "negotiate_version",
     "parse_accept_version",
     "parse_heartbeat",
+    "receipt",
 ]
 
 _MAX_DIGITS = 18
@@ -221,6 +228,20 @@ def heartbeat() -> bytes:
     return HEARTBEAT_BYTES
 
 
+def encode_headers(headers: Iterable[tuple[str, str]], version: str) -> bytes:
+    """``name:value`` lines (each ending in LF) to add to a MESSAGE head, escaped for
+    ``version``; a header that ``version`` cannot carry (STOMP 1.0: a name with ``:``
+    or a value with LF) is left out."""
+    esc_name, esc_value = _ESCAPERS[version]
+    lines = []
+    for name, value in headers:
+        try:
+            lines.append(f"{esc_name(name)}:{esc_value(value)}\n")
+        except ValueError:
+            continue
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
 def encode(frame: Frame, version: str = "1.2", *, content_length: bool = True) -> bytes:
     """The bytes of ``frame`` for a connection speaking ``version``.
 
@@ -250,9 +271,26 @@ def encode(frame: Frame, version: str = "1.2", *, content_length: bool = True) -
     return "\n".join(lines).encode("utf-8", "surrogateescape") + body + b"\0"
 
 
+_PLAIN_VALUE = re.compile(r"[^\\\n:\r]*")
+
+
+def receipt(receipt_id: str, version: str = "1.2") -> bytes:
+    """The bytes of ``RECEIPT`` with ``receipt-id:<receipt_id>``: what :func:`encode`
+    writes for it, without building a frame when the id needs no escape."""
+    if _PLAIN_VALUE.fullmatch(receipt_id) is not None:
+        return b"RECEIPT\nreceipt-id:%s\n\n\x00" % receipt_id.encode("utf-8", "surrogateescape")
+    return encode(Frame("RECEIPT", (("receipt-id", receipt_id),)), version)
+
+
 # ------------------------------------------------------------------ decoding
 
 _EOLS = re.compile(rb"(?:\r?\n)+")
+_EOL_BYTES = (10, 13)
+#: heads of at most this many bytes are remembered, at most this many per decoder (a
+#: client repeats the same head: a repeat is not parsed again)
+HEAD_CACHE_BYTES = 512
+HEAD_CACHE_SIZE = 32
+_Parsed = tuple[str, Headers, int, dict[str, str]]
 _HEAD_END = re.compile(rb"\n\r?\n")
 _IDLE, _HEAD, _BODY = 0, 1, 2
 
@@ -288,9 +326,9 @@ class StompDecoder:
         self._state = _IDLE
         self._scan = 0  # where the next search (head end, or NUL) starts
         self._line = 0  # head: where its last unfinished line starts
-        self._length = -1  # body: its content-length, -1 for NUL-terminated
-        self._command = ""
-        self._headers: Headers = ()
+        #: the head being read: command, headers, content-length (-1: NUL-terminated),
+        #: the headers by name
+        self._parsed: _Parsed = ("", (), -1, {})
 
     @property
     def version(self) -> str:
@@ -303,6 +341,8 @@ class StompDecoder:
             raise ValueError(f"unknown STOMP version {value!r}")
         self._version = value
         self._unescape = _UNESCAPERS[value]
+        #: heads seen lately, by their bytes, parsed (for this version's escapes)
+        self._heads: dict[bytes, _Parsed] = {}
 
     def feed(self, data: bytes) -> list[Item]:
         """Decode what ``data`` completes; keep what it leaves unfinished."""
@@ -321,14 +361,15 @@ class StompDecoder:
         try:
             while pos < end:
                 if state == _IDLE:
-                    m = _EOLS.match(buf, pos)
-                    if m is not None:
-                        pos = m.end()
-                        out.append(HEARTBEAT)
-                        if pos == end:
-                            break
-                    if buf[pos] == 13 and pos + 1 == end:
-                        break  # a CR that may be the start of a CRLF
+                    if buf[pos] in _EOL_BYTES:
+                        m = _EOLS.match(buf, pos)
+                        if m is not None:
+                            pos = m.end()
+                            out.append(HEARTBEAT)
+                            if pos == end:
+                                break
+                        if buf[pos] == 13 and pos + 1 == end:
+                            break  # a CR that may be the start of a CRLF
                     state = _HEAD
                     self._scan = self._line = pos
                 if state == _HEAD:
@@ -342,11 +383,19 @@ class StompDecoder:
                     del m
                     if head_end + 1 - pos > self.max_header_bytes:
                         raise self._head_too_big()
-                    self._parse_head(bytes(buf[pos:head_end]))
+                    head = bytes(buf[pos:head_end])
+                    parsed = self._heads.get(head)
+                    if parsed is None:
+                        parsed = self._parse_head(head)
+                        if len(head) <= HEAD_CACHE_BYTES:
+                            if len(self._heads) >= HEAD_CACHE_SIZE:
+                                self._heads.clear()
+                            self._heads[head] = parsed
+                    self._parsed = parsed
                     pos = self._scan = body
                     state = _BODY
                 # state == _BODY
-                length = self._length
+                command, headers, length, index = self._parsed
                 if length >= 0:
                     stop = pos + length
                     if stop >= end:
@@ -354,7 +403,7 @@ class StompDecoder:
                     if buf[stop] != 0:
                         raise StompError(
                             f"no NUL after the {length}-byte body that content-length"
-                            f" announced ({self._command} frame)"
+                            f" announced ({command} frame)"
                         )
                 else:
                     stop = buf.find(b"\0", self._scan, pos + self.max_body + 1)
@@ -363,12 +412,11 @@ class StompDecoder:
                             raise self._body_too_big()
                         self._scan = end
                         break
-                frame = Frame(self._command, self._headers, bytes(buf[pos:stop]))
+                frame = Frame(command, headers, bytes(buf[pos:stop]), index)
                 out.append(frame)
                 pos = stop + 1
                 state = _IDLE
-                self._headers = ()
-                if not self._negotiated and frame.command in UNESCAPED_COMMANDS:
+                if not self._negotiated and command in UNESCAPED_COMMANDS:
                     self._negotiate(frame)
         except StompError as e:
             out.append(e)
@@ -406,8 +454,8 @@ class StompDecoder:
     def _body_too_big(self) -> StompError:
         return StompError(f"frame body larger than {self.max_body} bytes", code=TooBig.code)
 
-    def _parse_head(self, head: bytes) -> None:
-        """Set the command, headers and body length from the command and header lines."""
+    def _parse_head(self, head: bytes) -> _Parsed:
+        """The command, headers, body length and header index of the head's lines."""
         max_line = self.max_line
         if len(head) > max_line:  # then one line may be too long: measure each, in bytes
             for raw in head.split(b"\n"):
@@ -444,9 +492,8 @@ class StompDecoder:
             if name == "content-length" and length < 0:
                 length = self._content_length(value)
             headers.append((name, value))
-        self._command = command
-        self._headers = tuple(headers)
-        self._length = length
+        header_tuple = tuple(headers)
+        return (command, header_tuple, length, index_headers(header_tuple))
 
     def _content_length(self, value: str) -> int:
         if not (value.isascii() and value.isdigit()):

@@ -11,7 +11,7 @@ No I/O and no Twisted here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Union
 
 import attrs
@@ -87,14 +87,24 @@ Headers = tuple[tuple[str, str], ...]
 
 @attrs.frozen
 class Frame:
-    """One STOMP frame.  ``headers`` keeps the wire's order and repeats."""
+    """One STOMP frame.  ``headers`` keeps the wire's order and repeats.
+
+    ``index`` (not part of equality) is ``headers`` by name, the first of repeated ones:
+    the decoder gives every frame one, shared by the frames of the same head and never
+    changed, so that :meth:`header` is one dict look-up; a frame made without one scans
+    ``headers``.
+    """
 
     command: str
     headers: Headers = ()
     body: bytes = b""
+    index: Mapping[str, str] | None = attrs.field(default=None, eq=False, repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first header called ``name`` (the one that counts), else ``default``."""
+        index = self.index
+        if index is not None:
+            return index.get(name, default)
         for key, value in self.headers:
             if key == name:
                 return value
@@ -102,10 +112,16 @@ class Frame:
 
     def header_map(self) -> dict[str, str]:
         """All headers as a dict; of repeated ones, the first."""
-        found: dict[str, str] = {}
-        for key, value in self.headers:
-            found.setdefault(key, value)
-        return found
+        return index_headers(self.headers)
+
+
+def index_headers(headers: Headers) -> dict[str, str]:
+    """``headers`` as a dict; of repeated ones, the first (the one that counts)."""
+    found: dict[str, str] = {}
+    for key, value in headers:
+        if key not in found:
+            found[key] = value
+    return found
 
 
 @attrs.frozen

@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from mbroker import errors
+from mbroker.client import Published
 from mbroker.client.blocking import BlockingMessage, Connection
 from mbroker.client.connection import NotConnected, connect
 from mbroker.testing import LoopbackBroker
@@ -254,5 +255,26 @@ async def test_heartbeat_is_passed_on_and_pings_are_answered_between_calls(
             assert [p._heartbeat for p in protocols] == [1.0]
             threading.Event().wait(3.5)  # no call for more than 3 x 1 s
             assert conn.ping() >= 0  # the same connection: the reactor answered the PINGs
+
+    await in_thread(script)
+
+
+@pytest_twisted.ensureDeferred
+async def test_properties_through_the_facade(server: LoopbackBroker) -> None:
+    def script() -> None:
+        with Connection(endpoint=server.endpoint, timeout=5) as conn:
+            assert conn.create("q", "queue", dedup_window=60000) is True
+            sent = conn.publish("q", "x", headers={"k": "v"}, id="m1", priority=4)
+            assert sent == 1 and isinstance(sent, Published) and not sent.duplicate
+            many = conn.publish_many("q", [b"a", b"b"], headers={"k": b"w"}, priority=1)
+            assert many == [1, 1]
+            with pytest.raises(errors.BadArgs, match="bad header name"):
+                conn.publish("q", "x", headers={"no spaces": "v"})
+            got = conn.pull("q", 3)
+            assert [(m.headers, m.id, m.priority) for m in got] == [
+                ({"k": b"v"}, "m1", 4),
+                ({"k": b"w"}, None, 1),
+                ({"k": b"w"}, None, 1),
+            ]
 
     await in_thread(script)

@@ -379,6 +379,11 @@ def test_headers_and_priority_published_on_one_node_arrive_on_the_other(
     a.publish(ex, b"two", "", "h.x=1")  # (counts the queues A knows: none)
     m = b.read_msg(10)
     assert (m.payload, m.attrs) == (b"two", {"h.x": "1"})
+    # a run of PUBLISH with the same headers (routed once on A): each carries them
+    a.send(f"PUBLISH {q} h.r=1 2\r\nr1\r\nPUBLISH {q} h.r=1 2\r\nr2\r\n".encode())
+    assert [a.read_reply()[1] for _ in range(2)] == [b"+OK 1", b"+OK 1"]
+    got = pull_n(b, q, 2)
+    assert [(m.payload, m.attrs) for m in got] == [(b"r1", {"h.r": "1"}), (b"r2", {"h.r": "1"})]
 
 
 def test_a_publish_id_is_deduplicated_across_nodes(a: Client, b: Client) -> None:

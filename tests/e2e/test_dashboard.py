@@ -284,6 +284,9 @@ def test_a_payload_is_shown_as_text_on_the_queue_page(
 ) -> None:
     evil = "<img src=x onerror=alert(1)>"
     create(broker, "xss")
+    with broker.connect() as c:  # headers: escaped, shown as text
+        line = b"PUBLISH xss id=m-1 priority=3 h.note=%3Cb%3Ea%0Ab%3C/b%3E h.raw=%FF :p"
+        assert c.request(line)[1].startswith(b"+OK")
     publish(broker, "xss", [evil.encode(), b"\xff\x00binary"])
     with broker.connect() as c:  # a binding, for the page to show
         assert c.request(b"CREATE tags direct")[1].startswith(b"+OK")
@@ -293,8 +296,14 @@ def test_a_payload_is_shown_as_text_on_the_queue_page(
             "the payloads",
             lambda: page.find_elements(By.CSS_SELECTOR, "#queue-messages pre.payload"),
         )
-        assert shown[0].text == evil
-        assert shown[1].get_attribute("title") == "base64 (not UTF-8)"
+        assert shown[1].text == evil
+        assert shown[2].get_attribute("title") == "base64 (not UTF-8)"
+        props = page.find_elements(By.CSS_SELECTOR, "#queue-messages pre.properties")
+        assert [p.text for p in props] == [
+            "id: m-1\npriority: 3\nnote: <b>a\\nb</b>\nraw (base64): /w==",
+            "",
+            "",
+        ]
         assert page.find_elements(By.CSS_SELECTOR, "main img") == []
         with pytest.raises(NoAlertPresentException):
             page.switch_to.alert.text  # noqa: B018

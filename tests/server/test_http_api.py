@@ -606,6 +606,7 @@ def test_peek_shows_ready_messages_and_leaves_them(api: Api) -> None:
             "redelivered": False,
             "deliveries": 0,
             "expires_at": None,
+            "properties": {},
         },
         {
             "exchange": "jobs",
@@ -616,6 +617,7 @@ def test_peek_shows_ready_messages_and_leaves_them(api: Api) -> None:
             "redelivered": False,
             "deliveries": 0,
             "expires_at": None,
+            "properties": {},
         },
     ]
     [*_, third] = call(api, "GET", "queues/jobs/messages").body

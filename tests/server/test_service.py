@@ -176,3 +176,13 @@ def test_every_front_door_shares_one_bound_on_password_checks() -> None:
     service.startService()
     assert service.factory is not None and service.stomp_factory is not None
     assert service.stomp_factory.password_checks is service.factory.password_checks
+
+
+def test_the_stomp_listener_shares_the_native_flush_scheduler() -> None:
+    """A read on either front door writes what it delivered to the other's connections."""
+    service = BrokerService(
+        MemoryReactorClock(), Config(), ["tcp:5557"], None, stomp_endpoints=["tcp:5558"]
+    )
+    service.startService()
+    assert service.factory is not None and service.stomp_factory is not None
+    assert service.stomp_factory.scheduler is service.factory

@@ -7,18 +7,14 @@ frames it wrote, decoded by a client-side StompDecoder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from mbroker.config import Config
-from mbroker.core.broker import Broker
-from mbroker.server.stomp import StompFactory, StompProtocol
+from mbroker.server.stomp import StompProtocol
 from mbroker.server.stomp_destinations import Destination, message_destination, parse_destination
 from mbroker.wire.frames import QueueOptions
 from mbroker.wire.stomp import (
@@ -30,74 +26,7 @@ from mbroker.wire.stomp import (
     encode,
 )
 from tests.helpers.auth import cheap_hash, write_users
-
-
-class Peer:
-    """A StompProtocol on a StringTransport, seen from the client's side."""
-
-    def __init__(self, factory: StompFactory) -> None:
-        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
-        assert isinstance(proto, StompProtocol)
-        self.proto = proto
-        self.transport = StringTransport()
-        proto.makeConnection(self.transport)
-        self.decoder = StompDecoder(commands=SERVER_COMMANDS)
-        self.version = "1.2"
-
-    def send(self, command: str, body: bytes = b"", **headers: str) -> None:
-        pairs = tuple((k.replace("_", "-"), v) for k, v in headers.items())
-        self.proto.dataReceived(encode(Frame(command, pairs, body), self.version))
-
-    def raw(self, data: bytes) -> None:
-        self.proto.dataReceived(data)
-
-    def items(self) -> list[Any]:
-        data = self.transport.value()
-        self.transport.clear()
-        return self.decoder.feed(data)
-
-    def frames(self) -> list[Frame]:
-        return [i for i in self.items() if isinstance(i, Frame)]
-
-    def one(self, command: str) -> Frame:
-        got = self.frames()
-        assert [f.command for f in got] == [command], got
-        return got[0]
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.transport.disconnecting)
-
-    def connect(self, version: str = "1.2", **headers: str) -> Frame:
-        self.version = version
-        self.send("CONNECT", b"", accept_version=version, host="/", **headers)
-        frame = self.one("CONNECTED")
-        assert frame.header("version") == version
-        return frame
-
-    def lose(self) -> None:
-        self.proto.connectionLost(None)  # type: ignore[arg-type]
-
-
-class Setup:
-    def __init__(self, heartbeat: tuple[int, int] = (1000, 1000), **config: Any) -> None:
-        self.clock = Clock()
-        self.config = Config(**config)
-        self.broker = Broker(self.clock, self.config)
-        self.factory = StompFactory(self.broker, self.config, self.clock, heartbeat=heartbeat)
-        self.factory.declare_exchanges()
-
-    def peer(self, connect: bool = True, version: str = "1.2") -> Peer:
-        p = Peer(self.factory)
-        if connect:
-            p.connect(version)
-        return p
-
-    def messages(self, queue: str) -> int:
-        return self.broker.queue(queue).messages
-
-    def unacked(self, queue: str) -> int:
-        return self.broker.queue(queue).unacked
+from tests.helpers.stomp import Setup
 
 
 @pytest.fixture

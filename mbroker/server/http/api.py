@@ -32,8 +32,10 @@ import attrs
 
 from mbroker import errors
 from mbroker.core.broker import Broker
+from mbroker.core.model import Published
 from mbroker.core.snapshots import BindingReport, ConnectionReport, QueueTotals
 from mbroker.server.auth import ADMINISTRATOR, TAGS, Permissions
+from mbroker.server.http.message_props import publish_properties
 from mbroker.server.http.request import (
     EXCHANGE_SORTS,
     QUEUE_SORTS,
@@ -401,9 +403,8 @@ class Api:
         payload_text = take(body, "payload", str, "")
         encoding = take(body, "payload_encoding", str, "string")
         ttl = take(body, "ttl", int, None)
-        properties = body.pop("properties", {})
-        if properties not in ({}, None):
-            raise errors.BadArgs("message properties are not supported")
+        extra, expiration = publish_properties(body.pop("properties", None))
+        ttl = expiration if ttl is None else ttl
         no_more(body)
         if encoding == "string":
             payload = payload_text.encode("utf-8")
@@ -418,8 +419,14 @@ class Api:
         if self.memory_alarm():
             raise errors.Unavailable("the broker's memory is over its high-water mark")
         cmd: frames.Publish = self._checked(frames.Publish(name, key, payload, ttl))
-        reached = self.broker.publish(cmd.name, cmd.key, cmd.payload, cmd.ttl)
-        return Reply(200, {"routed": reached > 0, "queues": reached})
+        if extra is None:
+            reached, dup = self.broker.publish(cmd.name, cmd.key, cmd.payload, cmd.ttl), False
+        else:  # (a duplicate id: routed false, queues what the first one reached)
+            result = self.broker.publish_props(name, key, payload, ttl, extra)
+            # (a cluster node hears from Redis later whether an id is a duplicate: it
+            # answers with what it routed, see docs/cluster.rst)
+            reached, dup = (result.reached, False) if isinstance(result, Published) else result
+        return Reply(200, {"routed": reached > 0 and not dup, "queues": reached})
 
     # --------------------------------------------------------------- bindings
 

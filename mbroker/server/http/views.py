@@ -20,6 +20,7 @@ from mbroker.core.snapshots import (
     QueueReport,
     QueueTotals,
 )
+from mbroker.server.http.message_props import properties_json
 
 #: RabbitMQ's virtual host: mbroker has one namespace
 VHOST = "/"
@@ -99,7 +100,8 @@ def queue_json(q: QueueReport) -> dict[str, Any]:
 
 def message_json(m: MessageReport, truncate: int) -> dict[str, Any]:
     """A peeked message, as RabbitMQ's "get messages" shows one: the payload as text
-    when it is UTF-8, else in base64."""
+    when it is UTF-8, else in base64; its ``properties`` (headers, priority,
+    message_id) as :mod:`~mbroker.server.http.message_props` writes them."""
     payload = m.payload[:truncate]
     try:
         text, encoding = payload.decode("utf-8"), "string"
@@ -114,6 +116,7 @@ def message_json(m: MessageReport, truncate: int) -> dict[str, Any]:
         "redelivered": m.deliveries > 0,
         "deliveries": m.deliveries,
         "expires_at": int(m.expires_at * 1000) if m.expires_at is not None else None,
+        "properties": properties_json(m.props),
     }
 
 

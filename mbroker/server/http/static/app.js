@@ -339,6 +339,21 @@ async function refreshQueue() {
   ], q.bindings, "no bindings"));
 }
 
+// A message's id, priority and headers, one per line; a value's control characters,
+// quotes and backslashes escaped as in JSON, base64 values marked (shown as text only).
+function propertiesText(p) {
+  const lines = [];
+  if (p.message_id !== undefined) lines.push(`id: ${p.message_id}`);
+  if (p.priority !== undefined) lines.push(`priority: ${p.priority}`);
+  for (const [name, value] of Object.entries(p.headers || {})) {
+    lines.push(`${name}: ${JSON.stringify(value).slice(1, -1)}`);
+  }
+  for (const [name, value] of Object.entries(p.headers_base64 || {})) {
+    lines.push(`${name} (base64): ${value}`);
+  }
+  return lines.join("\n");
+}
+
 async function peek() {
   const name = currentQueue;
   if (name === null) return;
@@ -352,6 +367,7 @@ async function peek() {
       { key: "routing_key", label: "Routing key", render: (m) => el("span", m.routing_key, "name") },
       { key: "deliveries", label: "Deliveries", numeric: true },
       { key: "payload_bytes", label: "Bytes", numeric: true },
+      { key: "properties", label: "Properties", render: (m) => el("pre", propertiesText(m.properties || {}), "properties") },
       { key: "payload", label: "Payload", render: (m) => {
         const pre = el("pre", m.payload, "payload");
         if (m.payload_encoding === "base64") pre.title = "base64 (not UTF-8)";
