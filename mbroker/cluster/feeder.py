@@ -118,10 +118,10 @@ class Feeder:
             remember = self._writer.remember
             new_id = self._journal.new_id
             for entry, fields in entries:
-                source, key, payload, expires, count, reason = keys.read_entry(fields)
+                source, key, payload, expires, count, reason, props = keys.read_entry(fields)
                 msg_id = new_id()
                 remember(name, msg_id, entry)
-                messages.append((msg_id, source, key, payload, expires, None))
+                messages.append((msg_id, source, key, payload, expires, props))
                 marks.append((count, reason))
             self.fed += len(entries)
             self._broker.feed(q, messages, marks)

@@ -9,10 +9,17 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
 - ``mb:q:{NAME}`` (stream) one per shared queue, consumer group ``mb``, one consumer
   per node (the node's name); an entry's fields: ``s`` source, ``k`` routing key,
   ``p`` payload, ``e`` expiry (epoch seconds, absent: none), ``d`` earlier
-  deliveries (absent: none), ``r`` dead-letter reason (absent: none);
+  deliveries (absent: none), ``r`` dead-letter reason (absent: none), ``a`` the
+  message's section 7 properties as the store keeps them
+  (:func:`~mbroker.wire.props.stored_text`; absent: none);
+- ``mb:id:{NAME}:ID`` (string with a PX expiry: the dedup window) a PUBLISH id of
+  queue or exchange NAME, holding what the first PUBLISH with it reached;
+- ``mb:d:{NAME}`` (sorted set) a queue's delayed entries, and ``{mb}:delayed`` (set)
+  the queues that may have some (:mod:`mbroker.cluster.delays`);
 - ``mb:node:{NAME}`` (string with a PX expiry) a node's liveness;
 - ``mb:x:{NAME}`` (sharded pub/sub channel) transient messages published to an
-  exchange, each ``node LF key LF payload`` (node: the publishing node's name).
+  exchange, each ``node LF key LF payload`` (node: the publishing node's name), or
+  ``node SP properties LF key LF payload`` for a message with section 7 properties.
 
 Queue names go inside the hash tag, so a queue's stream lives on one master and the
 queues spread over the cluster's masters.
@@ -25,12 +32,15 @@ from typing import Optional
 
 import attrs
 
-from mbroker.wire.frames import QueueOptions
+from mbroker.wire.frames import Props, QueueOptions
+from mbroker.wire.props import from_stored, stored_text
 
 QUEUES = "{mb}:queues"
 EXCHANGES = "{mb}:exchanges"
 BINDINGS = "{mb}:bindings"
 NS_CHANNEL = "{mb}:ns"
+#: the queues that may hold delayed entries (:mod:`mbroker.cluster.delays`)
+DELAYED = "{mb}:delayed"
 GROUP = "mb"
 
 #: a stream entry's fields, as redis-py returns them
@@ -41,6 +51,17 @@ Entry = tuple[bytes, Fields]
 
 def stream(queue: str) -> str:
     return f"mb:q:{{{queue}}}"
+
+
+def dedup(name: str, msg_id: str) -> str:
+    """The key remembering PUBLISH id ``msg_id`` of queue or exchange ``name`` for its
+    dedup window (a queue's: in its stream's slot)."""
+    return f"mb:id:{{{name}}}:{msg_id}"
+
+
+def delayed(queue: str) -> str:
+    """A queue's delayed entries (sorted set, score: due time in ms; in its slot)."""
+    return f"mb:d:{{{queue}}}"
 
 
 def node_key(node: str) -> str:
@@ -81,6 +102,7 @@ def entry_fields(
     expires: float | None,
     deliveries: int = 0,
     reason: str | None = None,
+    props: Props | None = None,
 ) -> dict[str, bytes | str]:
     """The fields of a stream entry for one message."""
     fields: dict[str, bytes | str] = {"s": source, "k": key, "p": payload}
@@ -90,11 +112,13 @@ def entry_fields(
         fields["d"] = str(deliveries)
     if reason:
         fields["r"] = reason
+    if props is not None:
+        fields["a"] = stored_text(props)
     return fields
 
 
-#: what an entry holds: ``(source, key, payload, expires, deliveries, reason)``
-Read = tuple[str, str, bytes, Optional[float], int, Optional[str]]
+#: what an entry holds: ``(source, key, payload, expires, deliveries, reason, props)``
+Read = tuple[str, str, bytes, Optional[float], int, Optional[str], Optional[Props]]
 
 
 def read_entry(fields: Fields) -> Read:
@@ -102,6 +126,7 @@ def read_entry(fields: Fields) -> Read:
     e = fields.get(b"e")
     d = fields.get(b"d")
     r = fields.get(b"r")
+    a = fields.get(b"a")
     return (
         fields[b"s"].decode(),
         fields.get(b"k", b"").decode(),
@@ -109,4 +134,5 @@ def read_entry(fields: Fields) -> Read:
         float(e) if e else None,
         int(d) if d else 0,
         r.decode() if r else None,
+        from_stored(a) if a else None,
     )

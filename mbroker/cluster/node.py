@@ -22,6 +22,7 @@ starts everything; :mod:`mbroker.server.service` only chooses it with ``--cluste
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Callable
 
 import attrs
@@ -31,18 +32,30 @@ from twisted.logger import Logger
 
 from mbroker import errors
 from mbroker.cluster import keys
+from mbroker.cluster.delays import Mover, member
 from mbroker.cluster.feeder import Feeder
 from mbroker.cluster.link import RedisLink, parse_nodes
 from mbroker.cluster.nssync import LocalNamespace, NamespaceSync
 from mbroker.cluster.pubsub import PubSubThread
 from mbroker.cluster.watch import Watch
-from mbroker.cluster.writer import ClusterWriter
+from mbroker.cluster.writer import ClusterWriter, Once
 from mbroker.config import ClusterConfig, Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
-from mbroker.core.model import Clock, Consumer, Exchange, Pulled, Queue, QueuedMessage, Session
+from mbroker.core.model import (
+    Clock,
+    Consumer,
+    Exchange,
+    Published,
+    PublishResult,
+    Pulled,
+    Queue,
+    QueuedMessage,
+    Session,
+)
 from mbroker.wire.frames import ExchangeInfo, Props, QueueInfo, QueueOptions
+from mbroker.wire.props import from_stored, stored_text
 
 _log = Logger()
 
@@ -66,11 +79,14 @@ class ClusterBroker(Broker):
         self.node = node
         #: how this node's pub/sub messages begin (``node LF key LF payload``)
         self._echo = node.encode() + b"\n"
+        #: … or ``node SP properties LF key LF payload`` for a message with properties
+        self._head = node.encode() + b" "
         self.writer = writer
         self.cluster_journal = journal
         #: the core's namespace commands, for what comes from Redis
         self.local = LocalNamespace(self.create, self.delete, self.bind, self.unbind)
         self._core_publish = self.publish
+        self._core_publish_props = self.publish_props
         self._core_subscribe = self.subscribe
         self._core_activate = self.activate
         self._core_pull = self.pull
@@ -78,10 +94,12 @@ class ClusterBroker(Broker):
         self._core_list = self.list_objects
         self._core_stats = self.stats
         self.feeder: Feeder | None = None
+        self.mover: Mover | None = None
         self.watch: Watch | None = None
         self.pubsub: PubSubThread | None = None
         self.on_namespace: Callable[[], None] = lambda: None
         self.cluster_published = 0
+        self.dedup_default = config.dedup_window
         self.divert_dead_letters(self._dead_letter)
         self.create = self._create
         self.delete = self._delete
@@ -122,7 +140,7 @@ class ClusterBroker(Broker):
                     self.writer.declare_queue(name, options)
                     self.cluster_journal.add(rec.QueueDeclared(name, options))
             else:
-                self.writer.declare_exchange(name, kind, options.durable)
+                self.writer.declare_exchange(name, kind, options.durable, options.dedup_window)
                 self.cluster_journal.add(rec.ExchangeDeclared(name, kind))
         return made
 
@@ -162,13 +180,23 @@ class ClusterBroker(Broker):
 
     # ------------------------------------------------------------ publishing
 
-    def _publish(self, name: str, key: str, payload: bytes, ttl: int | None = None) -> int:
+    def _publish(
+        self,
+        name: str,
+        key: str,
+        payload: bytes,
+        ttl: int | None = None,
+        props: Props | None = None,
+    ) -> int:
         obj = self.find(name)
         if obj is None:
             raise errors.NotFound(name)
         journal = self.cluster_journal
         if isinstance(obj, Queue):
             if not shared(obj):
+                if props is not None:
+                    done = self._core_publish_props(name, key, payload, ttl, props)
+                    return done[0] if isinstance(done, tuple) else done.reached
                 return self._core_publish(name, key, payload, ttl)
             names: tuple[str, ...] = (name,)
             reached = 1
@@ -184,15 +212,16 @@ class ClusterBroker(Broker):
             if len(names) < reached:  # subscriptions here get it at once
                 for q in targets:
                     if not shared(q):
-                        self.enqueue(q, name, key, payload)
-            self.writer.spublish(
-                keys.channel(name), self._echo + b"%s\n%s" % (key.encode(), payload)
-            )
+                        self.enqueue(q, name, key, payload, props)
+            head = self._echo if props is None else self._head + stored_text(props) + b"\n"
+            self.writer.spublish(keys.channel(name), head + b"%s\n%s" % (key.encode(), payload))
         if names:
             if not journal.available:
                 raise errors.Unavailable("Redis cannot take writes; nothing was published")
             expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
-            journal.add(rec.MessageStored(journal.new_id(), names, name, key, payload, expires))
+            journal.add(
+                rec.MessageStored(journal.new_id(), names, name, key, payload, expires, props)
+            )
         self.cluster_published += 1
         return reached
 
@@ -205,15 +234,14 @@ class ClusterBroker(Broker):
         stop_at_refusal: bool = False,
         props: Props | None = None,
     ) -> tuple[int, dict[int, errors.BrokerError]]:
-        if props is not None:
-            self._publish_props(name, key, b"", ttl, props)  # (refused, as one PUBLISH is)
+        # (``props`` here: headers only; they go with each message, as in _publish)
         if self.find(name) is None:
             raise errors.NotFound(name)
         reached = 0
         refused: dict[int, errors.BrokerError] = {}
         for i, payload in enumerate(payloads):
             try:
-                reached = self._publish(name, key, payload, ttl)
+                reached = self._publish(name, key, payload, ttl, props)
             except errors.BrokerError as e:
                 refused[i] = e
                 if stop_at_refusal:
@@ -230,13 +258,98 @@ class ClusterBroker(Broker):
 
     def _publish_props(
         self, name: str, key: str, payload: bytes, ttl: int | None, props: Props
-    ) -> tuple[int, bool]:
-        """PUBLISH with section 7 properties: not in cluster mode yet (docs/cluster.rst)."""
-        self.get(name)  # (an unknown name is NOT_FOUND, as on a single broker)
-        raise errors.BadArgs(
-            "message properties (h.NAME=, id=, priority=, delay=) are not supported "
-            "in cluster mode yet"
-        )
+    ) -> PublishResult:
+        """PUBLISH with section 7 properties: they go with the stream entry (field
+        ``a``) and the pub/sub message, so that every node delivers them.  With an id
+        (and a window), Redis says whether it is new, whichever node had it first
+        (:meth:`~mbroker.cluster.writer.ClusterWriter.publish_once`): the reply waits
+        for that.  A delayed copy waits in Redis (:mod:`mbroker.cluster.delays`)."""
+        obj = self.find(name)
+        if obj is None:
+            raise errors.NotFound(name)
+        if isinstance(obj, Queue) and not shared(obj):
+            return self._core_publish_props(name, key, payload, ttl, props)
+        window = 0
+        if props.id is not None:
+            ms = obj.options.dedup_window if isinstance(obj, Queue) else obj.dedup_window
+            window = self.dedup_default if ms is None else ms
+        delay = props.delay
+        if not window and delay is None:
+            return self._publish(name, key, payload, ttl, props), False
+        journal = self.cluster_journal
+        if not journal.available:
+            raise errors.Unavailable("Redis cannot take writes; nothing was published")
+        if isinstance(obj, Queue):
+            names: tuple[str, ...] = (name,)
+            result = Published(1)
+            then = None
+        else:
+            targets = obj.matcher.match(key)
+            names = tuple([q.name for q in targets if shared(q)])
+            result = Published(len(targets))
+            then = partial(self._routed, obj, key, payload, props, targets)
+        expires = None
+        if ttl is not None:  # (a delayed copy's ttl counts from its due time)
+            expires = self.clock.seconds() + (ttl + (delay or 0)) / 1000.0
+        fields = keys.entry_fields(name, key, payload, expires, 0, None, props)
+        item = b"" if delay is None else member(self.node, fields)
+        writer = self.writer
+        if window:
+            # (the writes recorded before it go first: a queue stays in publish order)
+            journal.commit()
+            dedup = keys.dedup(name, props.id or "")
+            atomic = then is None
+            writer.publish_once(
+                Once(dedup, window, names, fields, delay, item, atomic, result, then)
+            )
+        else:
+            assert delay is not None
+            if names:
+                writer.delay(names, delay, item)
+            if then is not None:
+                then()
+        if delay is not None and self.mover is not None:
+            for q in names:
+                self.mover.soon(q, delay)
+        journal.add(rec.MessagesRemoved(name, ()))  # (the reply waits for the batch)
+        self.cluster_published += 1
+        return result if window else (result.reached, False)
+
+    def _routed(
+        self, ex: Exchange, key: str, payload: bytes, props: Props, targets: Sequence[Queue]
+    ) -> None:
+        """A PUBLISH with properties to ``ex`` that is routed (its id is new, Redis
+        said): count it, hand it to the subscriptions here and to other nodes' through
+        pub/sub (a delayed one: here when due, there too)."""
+        ex.published += 1
+        if targets:
+            ex.routed += 1
+        else:
+            ex.unroutable += 1
+        for q in targets:
+            if not shared(q):
+                self._enqueue_when_due(q, ex.name, key, payload, props)
+        text = stored_text(props)
+        if props.delay is not None:
+            text = b"delay=%d %s" % (props.delay, text)
+        head = self._head + text + b"\n"
+        self.writer.spublish(keys.channel(ex.name), head + b"%s\n%s" % (key.encode(), payload))
+
+    def _enqueue_when_due(
+        self, q: Queue, source: str, key: str, payload: bytes, props: Props | None
+    ) -> None:
+        """A copy for a subscription here (it dies with its connection, so a delayed
+        one waits on this node)."""
+        if props is None or props.delay is None:
+            self.enqueue(q, source, key, payload, props)
+        else:
+            self.clock.callLater(
+                props.delay / 1000.0, self._enqueue_due, q, source, key, payload, props
+            )
+
+    def _enqueue_due(self, q: Queue, source: str, key: str, payload: bytes, props: Props) -> None:
+        if not q.deleted:
+            self.enqueue(q, source, key, payload, attrs.evolve(props, delay=None))
 
     def on_message(self, chan: bytes, data: bytes) -> None:
         """A message from Redis pub/sub (on the reactor thread)."""
@@ -247,14 +360,16 @@ class ClusterBroker(Broker):
         ex = self.find(name)
         if not isinstance(ex, Exchange):
             return
-        if data.startswith(self._echo):
+        if data.startswith(self._echo) or data.startswith(self._head):
             return  # (published here: delivered here already)
-        _, _, rest = data.partition(b"\n")
+        first, _, rest = data.partition(b"\n")
+        _, space, text = first.partition(b" ")
+        props = from_stored(text) if space else None
         key, _, payload = rest.partition(b"\n")
         routing_key = key.decode()
         for q in ex.matcher.match(routing_key):
             if not shared(q):
-                self.enqueue(q, name, routing_key, payload)
+                self._enqueue_when_due(q, name, routing_key, payload, props)
 
     # ------------------------------------------------------------- consuming
 
@@ -369,7 +484,9 @@ class ClusterNode:
         broker.pubsub = PubSubThread(self.link, broker.on_message)
         broker.pubsub.listen(keys.NS_CHANNEL)
         broker.pubsub.start()
-        self._parts = [broker.feeder, broker.watch, sync, broker.pubsub]
+        broker.mover = Mover(self.link, clock)
+        broker.mover.start()
+        self._parts = [broker.feeder, broker.watch, sync, broker.pubsub, broker.mover]
         d: Deferred[Any] = sync.start()
         d.addCallback(lambda _: broker.watch.start(clock) if broker.watch else None)
         d.addCallback(lambda _: broker)

@@ -47,8 +47,8 @@ class State:
     """The namespace as Redis holds it."""
 
     queues: dict[str, QueueOptions]
-    #: name -> (kind, durable)
-    exchanges: dict[str, tuple[str, bool]]
+    #: name -> (kind, durable, dedup window or None)
+    exchanges: dict[str, tuple[str, bool, int | None]]
     bindings: frozenset[tuple[str, str, str]]
 
 
@@ -167,13 +167,18 @@ class NamespaceSync:
             if obj is not None:
                 local.delete(name)
             _attempt(local.create, None, name, "queue", options)
-        for name, (kind, durable) in state.exchanges.items():
+        for name, (kind, durable, window) in state.exchanges.items():
             obj = broker.find(name)
-            if isinstance(obj, Exchange) and obj.kind == kind and obj.durable == durable:
+            if isinstance(obj, Exchange) and (obj.kind, obj.durable, obj.dedup_window) == (
+                kind,
+                durable,
+                window,
+            ):
                 continue
             if obj is not None:
                 local.delete(name)
-            _attempt(local.create, None, name, kind, QueueOptions(durable=durable))
+            options = QueueOptions(durable=durable, dedup_window=window)
+            _attempt(local.create, None, name, kind, options)
         for row in broker.list_objects():
             name = row.name
             obj = broker.find(name)
@@ -204,9 +209,10 @@ def _attempt(change: Callable[..., object], *args: Any) -> None:
         _log.debug("namespace change skipped: {error}", error=e)
 
 
-def _exchange(value: bytes) -> tuple[str, bool]:
-    kind, _, durable = value.decode().partition(" ")
-    return kind, durable == "1"
+def _exchange(value: bytes) -> tuple[str, bool, int | None]:
+    """``kind durable [dedup-window]`` read back."""
+    kind, durable, *window = value.decode().split(" ")
+    return kind, durable == "1", int(window[0]) if window else None
 
 
 async def _nothing() -> None:

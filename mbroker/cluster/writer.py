@@ -21,16 +21,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker import errors
-from mbroker.cluster import keys
+from mbroker.cluster import delays, keys
 from mbroker.cluster.link import RedisLink
 from mbroker.core import records as rec
 from mbroker.core.journal import Done
-from mbroker.core.model import Clock, QueuedMessage
+from mbroker.core.model import Clock, Published, QueuedMessage
 from mbroker.wire.frames import QueueOptions
 
 _log = Logger()
@@ -41,6 +42,43 @@ Op = tuple[str, tuple[Any, ...]]
 RETRY_AFTER = 1.0
 #: how long WAIT may take for the replicas (ms)
 WAIT_TIMEOUT_MS = 1000
+
+#: a PUBLISH with an id, at most once per window across the cluster: KEYS[1] the id's
+#: key, KEYS[2..] streams (or, delayed, sorted sets) in its slot to add the entry to;
+#: ARGV: what the first one reached, the window (ms), the delay (ms, '' for none), the
+#: entry's fields (delayed: its member).  Returns what the first one reached, or nil
+#: when this is the first (then the id is remembered and the entry added).
+ONCE_SCRIPT = """
+local first = redis.call('GET', KEYS[1])
+if first then return first end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] == '' then
+  for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', unpack(ARGV, 4)) end
+else
+  local t = redis.call('TIME')
+  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
+  for i = 2, #KEYS do redis.call('ZADD', KEYS[i], due, ARGV[4]) end
+end
+return false
+"""
+
+
+@attrs.define(eq=False)
+class Once:
+    """A PUBLISH with an id (see :meth:`ClusterWriter.publish_once`)."""
+
+    key: str
+    window: int
+    queues: tuple[str, ...]
+    fields: dict[str, bytes | str]
+    #: ms, with the entry as a member of the queues' sorted sets (None: not delayed)
+    delay: int | None
+    member: bytes
+    #: whether the queues share the key's slot (a queue: one script does it all)
+    atomic: bool
+    result: Published
+    #: on the reactor thread, when it was the first: the node's local deliveries
+    then: Callable[[], None] | None
 
 
 class ClusterWriter:
@@ -102,7 +140,9 @@ class ClusterWriter:
             self._held_prep = []
         for r in records:
             if isinstance(r, rec.MessageStored):
-                fields = keys.entry_fields(r.source, r.key, r.payload, r.expires_at)
+                fields = keys.entry_fields(
+                    r.source, r.key, r.payload, r.expires_at, 0, None, r.props
+                )
                 for q in r.queues:
                     ops.append(("xadd", (keys.stream(q), fields)))
             elif isinstance(r, rec.MessagesStored):
@@ -136,11 +176,18 @@ class ClusterWriter:
     def delete_queue(self, name: str) -> None:
         self._held.append(("hdel", (keys.QUEUES, name)))
         self._held.append(("delete", (keys.stream(name),)))
+        self._held.append(("delete", (keys.delayed(name),)))
+        self._held.append(("srem", (keys.DELAYED, name)))
         self._held_prep.append(lambda client: _unbind_all(client, name, 0))
         self._ns_changed()
 
-    def declare_exchange(self, name: str, kind: str, durable: bool) -> None:
-        self._held.append(("hset", (keys.EXCHANGES, name, f"{kind} {int(durable)}")))
+    def declare_exchange(
+        self, name: str, kind: str, durable: bool, dedup_window: int | None = None
+    ) -> None:
+        value = f"{kind} {int(durable)}"
+        if dedup_window is not None:
+            value += f" {dedup_window}"
+        self._held.append(("hset", (keys.EXCHANGES, name, value)))
         self._ns_changed()
 
     def delete_exchange(self, name: str) -> None:
@@ -168,7 +215,7 @@ class ClusterWriter:
             if entry is None:
                 continue
             fields = keys.entry_fields(
-                m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason
+                m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason, m.props
             )
             self._ops.append(("xadd", (key, fields)))
             old.append(entry)
@@ -205,8 +252,24 @@ class ClusterWriter:
     def dead_letter(self, queue: str, m: QueuedMessage, reason: str) -> None:
         """A copy of ``m`` dead-lettered into shared ``queue``: a new entry carrying
         ``reason``, written with the batch that removes ``m`` from its own queue."""
-        fields = keys.entry_fields(m.source, m.key, m.payload, None, 0, reason)
+        fields = keys.entry_fields(m.source, m.key, m.payload, None, 0, reason, m.props)
         self._ops.append(("xadd", (keys.stream(queue), fields)))
+        self._schedule()
+
+    def publish_once(self, job: Once) -> None:
+        """A PUBLISH with an id: in the next batch, in its place among the other
+        writes, ask Redis whether the id is new (``SET NX`` with the window as its
+        expiry) and add the entry only if it is; ``job.result`` says which.  For a
+        queue the check and the ``XADD`` are one script (atomic); for an exchange the
+        entries follow in the same write job, and the id is removed again if they
+        fail."""
+        self._ops.append(("once", (job,)))
+        self._schedule()
+
+    def delay(self, queues: Sequence[str], delay: int, member: bytes) -> None:
+        """A delayed copy in each of ``queues``, due ``delay`` ms from now by Redis's
+        clock (see :mod:`mbroker.cluster.delays`)."""
+        self._ops += delays.delay_ops(queues, delay, member)
         self._schedule()
 
     def spublish(self, chan: str, data: bytes) -> None:
@@ -239,6 +302,10 @@ class ClusterWriter:
 
         def finished(result: object) -> None:
             self._busy = False
+            if not isinstance(result, Failure):
+                for name, args in ops:
+                    if name == "once" and args[0].then and not args[0].result.duplicate:
+                        args[0].then()
             self.ns_done += batch_ns
             err: errors.BrokerError | None = None
             self.failed_at = self._clock.seconds() if isinstance(result, Failure) else None
@@ -276,21 +343,37 @@ def _answer(done: list[Done], err: errors.BrokerError | None) -> None:
 def _run(
     client: Any, ops: list[Op], prep: list[Callable[[Any], None]], notify: bool, replicas: int
 ) -> None:
-    """On the write thread: the batch as one pipeline (one round trip per master)."""
+    """On the write thread: the batch as one pipeline (one round trip per master), or
+    one per run of plain commands between PUBLISHes with ids (order is kept)."""
     for job in prep:
         job(client)
     if ops:
-        pipe = client.pipeline(transaction=False)
-        for name, args in ops:
-            getattr(pipe, name)(*args)
-        results = pipe.execute(raise_on_error=False)
-        for (name, _args), result in zip(ops, results):
-            if isinstance(result, Exception):
-                if name == "xgroup_create" and "BUSYGROUP" in str(result):
-                    continue
-                raise errors.Unavailable(f"Redis {name.upper()}: {result}")
+        firsts: list[Once] = []  # (ids set apart from their entries: undone on failure)
+        try:
+            start = 0
+            for i, (name, args) in enumerate(ops):
+                if name == "once":
+                    _pipeline(client, ops[start:i])
+                    start = i + 1
+                    _once(client, args[0], firsts)
+            _pipeline(client, ops[start:])
+        except Exception:
+            if firsts:
+                client.delete(*[job.key for job in firsts])
+            raise
         if replicas:
-            nodes = {client.get_node_from_key(args[0]).name: args[0] for name, args in ops}
+            written = [
+                key
+                for name, args in ops
+                for key in (
+                    [keys.stream(q) for q in args[0].queues] + [args[0].key]
+                    if name == "once"
+                    else args[2:3]
+                    if name == "eval"
+                    else args[:1]
+                )
+            ]
+            nodes = {client.get_node_from_key(key).name: key for key in written}
             for key in nodes.values():
                 node = client.get_node_from_key(key)
                 got = client.execute_command("WAIT", replicas, WAIT_TIMEOUT_MS, target_nodes=node)
@@ -298,6 +381,49 @@ def _run(
                     raise errors.Unavailable(f"only {got} of {replicas} replicas have it")
     if notify:
         client.spublish(keys.NS_CHANNEL, b"1")
+
+
+def _pipeline(client: Any, ops: list[Op]) -> None:
+    if not ops:
+        return
+    pipe = client.pipeline(transaction=False)
+    for name, args in ops:
+        if name == "eval":  # (a cluster pipeline has no eval(): the command itself)
+            pipe.execute_command("EVAL", *args)
+        else:
+            getattr(pipe, name)(*args)
+    results = pipe.execute(raise_on_error=False)
+    for (name, _args), result in zip(ops, results):
+        if isinstance(result, Exception):
+            if name == "xgroup_create" and "BUSYGROUP" in str(result):
+                continue
+            raise errors.Unavailable(f"Redis {name.upper()}: {result}")
+
+
+def _once(client: Any, job: Once, firsts: list[Once]) -> None:
+    """One PUBLISH with an id (see :meth:`ClusterWriter.publish_once`)."""
+    queues = job.queues if job.atomic else ()
+    if job.delay is None:
+        where = [keys.stream(q) for q in queues]
+        args: list[Any] = ["", *[v for pair in job.fields.items() for v in pair]]
+    else:
+        where = [keys.delayed(q) for q in queues]
+        args = [job.delay, job.member]
+        if queues:
+            client.sadd(keys.DELAYED, *queues)  # (the hint first: see delays)
+    first = client.eval(
+        ONCE_SCRIPT, 1 + len(where), job.key, *where, job.result.reached, job.window, *args
+    )
+    if first is not None:
+        job.result.reached = int(first)
+        job.result.duplicate = True
+        return
+    if not job.atomic and job.queues:
+        firsts.append(job)
+        if job.delay is None:
+            _pipeline(client, [("xadd", (keys.stream(q), job.fields)) for q in job.queues])
+        else:
+            _pipeline(client, delays.delay_ops(job.queues, job.delay, job.member))
 
 
 def _purge(client: Any, stream: str) -> None:

@@ -38,12 +38,22 @@ from mbroker.core.consuming import Consumption, tag_order
 from mbroker.core.dedup import Dedup
 from mbroker.core.dispatch import DeadLetterSink, Dispatcher
 from mbroker.core.journal import Journal
-from mbroker.core.model import Clock, DeliveryTarget, Obj, Pulled, Queue, QueuedMessage, Session
+from mbroker.core.model import (
+    Clock,
+    DeliveryTarget,
+    Obj,
+    PublishResult,
+    Pulled,
+    Queue,
+    QueuedMessage,
+    Session,
+)
 from mbroker.core.namespace import Namespace
 from mbroker.core.publishing import Publisher
 from mbroker.core.reports import Reports
 from mbroker.core.scheduling import Scheduler
 from mbroker.core.timers import Timers
+from mbroker.wire.frames import Props
 
 __all__ = ["Broker", "Obj", "Pulled"]
 
@@ -91,7 +101,9 @@ class Broker:
         # publishing
         self.publish = publishing.publish
         self.publish_many = publishing.publish_many
-        self.publish_props = publishing.publish_props
+        self.publish_props: Callable[[str, str, bytes, int | None, Props], PublishResult] = (
+            publishing.publish_props
+        )
         # consuming
         self.subscribe = consumption.subscribe
         self.activate = consumption.activate
@@ -191,13 +203,13 @@ class Broker:
         Redis) arrive: append them to its ready messages (each with its store id, and
         in ``marks`` how many times it was delivered before and its dead-letter
         reason) and hand them to consumers and waiters."""
-        n = len(q.ready)
         self._scheduler.restore(q, messages)
-        for i, (count, reason) in enumerate(marks):
-            if count or reason:
-                m = q.ready[n + i]
-                m.deliveries = count
-                m.reason = reason
+        marked = {messages[i][0]: mark for i, mark in enumerate(marks) if mark[0] or mark[1]}
+        if marked:  # (a queue with priorities keeps them in its own order: by id)
+            for m in q.ready:
+                mark = marked.get(m.msg_id)
+                if mark is not None:
+                    m.deliveries, m.reason = mark
         self._dispatcher.dispatch(q)
 
     def divert_dead_letters(self, sink: DeadLetterSink) -> None:
@@ -213,12 +225,14 @@ class Broker:
         q.ready_bytes = 0
         return out
 
-    def enqueue(self, q: Queue, source: str, key: str, payload: bytes) -> bool:
+    def enqueue(
+        self, q: Queue, source: str, key: str, payload: bytes, props: Props | None = None
+    ) -> bool:
         """Put one copy of a message published to ``source`` into ``q`` alone, as if
         routed there (a cluster node's transient pub/sub); False when ``q`` refused it."""
         route = f"{source} {key or '-'}".encode()
         expires = self._dispatcher.expiry(q, None) if q.options.ttl is not None else None
-        m = QueuedMessage(source, key, route, payload, expires)
+        m = QueuedMessage(source, key, route, payload, expires, 0, props)
         if q.options.ttl == 0:
             return self._dispatcher.enqueue_now(q, m)
         return self._dispatcher.enqueue(q, m)

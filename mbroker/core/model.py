@@ -404,5 +404,21 @@ class Session:
 #: what the namespace holds under a name (exchanges and queues share it)
 Obj = Union[Exchange, Queue]
 
+
+class Published:
+    """What a PUBLISH with an id reached, known only once the store answered (a
+    cluster node asks Redis whether the id is new): ``reached`` and ``duplicate`` are
+    set before the journal's commit callbacks run, which write the reply."""
+
+    __slots__ = ("reached", "duplicate")
+
+    def __init__(self, reached: int = 0) -> None:
+        self.reached = reached
+        self.duplicate = False
+
+
+#: PUBLISH with properties: ``(reached, duplicate)``, or told later
+PublishResult = Union[tuple[int, bool], Published]
+
 #: the deliveries of a PULL: ``(tag, message)`` in tag order
 Pulled = list[tuple[int, QueuedMessage]]

@@ -17,7 +17,7 @@ from typing import Any, Protocol, Union
 
 from mbroker import errors
 from mbroker.core.broker import Broker, Pulled
-from mbroker.core.model import Session
+from mbroker.core.model import Published, Session
 from mbroker.server.auth import Permissions, User
 from mbroker.server.memwatch import MemoryWatch
 from mbroker.server.output import Output, Slot
@@ -169,7 +169,10 @@ class Commands:
             self.reply(b"+OK %d\r\n" % self._broker.publish(f.name, f.key, f.payload, f.ttl))
         else:
             result = self._broker.publish_props(f.name, f.key, f.payload, f.ttl, props)
-            self.reply(published_line(*result))
+            if isinstance(result, Published):
+                self._output.reply_late(partial(_late_line, result))
+            else:
+                self.reply(published_line(*result))
 
     def publish_run(self, f: frames.PublishRun) -> None:
         """Many PUBLISH, one reply each (see :class:`~mbroker.wire.frames.PublishRun`)."""
@@ -183,15 +186,22 @@ class Commands:
         props = f.props
         if props is not None and (props.id is not None or props.delay or props.priority):
             # each its own: ids, delays, priorities (contract section 7)
-            lines = []
+            lines: list[bytes | Published] = []
+            late = False
             for payload in f.payloads:
                 try:
                     result = self._broker.publish_props(f.name, f.key, payload, f.ttl, props)
                 except errors.BrokerError as e:
                     lines.append(error_line(e))
                 else:
-                    lines.append(published_line(*result))
-            self.reply(b"".join(lines), count=n)
+                    late = late or isinstance(result, Published)
+                    lines.append(
+                        result if isinstance(result, Published) else published_line(*result)
+                    )
+            if late:
+                self._output.reply_late(partial(_late_lines, lines), count=n)
+            else:
+                self.reply(b"".join(lines), count=n)  # type: ignore[arg-type]
             return
         # (a refusal of the whole run is answered once per publish by the dispatch loop)
         reached, refused = self._broker.publish_many(f.name, f.key, f.payloads, f.ttl, props=props)
@@ -342,3 +352,11 @@ PRE_AUTH_HANDLERS.update(
         for cls in (frames.Auth, frames.Ping, frames.Pong, frames.Help, frames.Quit)
     }
 )
+
+
+def _late_line(result: Published) -> bytes:
+    return published_line(result.reached, result.duplicate)
+
+
+def _late_lines(lines: list[bytes | Published]) -> bytes:
+    return b"".join([_late_line(x) if isinstance(x, Published) else x for x in lines])

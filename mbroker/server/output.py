@@ -213,6 +213,16 @@ class Output:
         slot.after = after
         self._slots.append(slot)
 
+    def reply_late(self, make: Callable[[], bytes], count: int = 1) -> None:
+        """A reply whose text is known once the journal's commit is answered (a
+        cluster node learns from Redis whether a PUBLISH id is new): ``make`` writes it
+        then, or ``-ERR UNAVAILABLE`` per command if the commit failed."""
+        slot = self.later()
+        slot.count = count
+        journal = self._journal
+        assert journal is not None  # (only a broker with a journal answers late)
+        journal.on_commit(lambda err: self.committed(slot, b"" if err else make(), err))
+
     def say(self, data: bytes) -> None:
         """A line of the broker's own (not a reply to a command): after the pending ones."""
         if not self._slots:

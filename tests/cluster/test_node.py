@@ -13,10 +13,12 @@ from mbroker.cluster import keys
 from mbroker.cluster.feeder import Feeder, room
 from mbroker.cluster.link import RedisLink, parse_nodes
 from mbroker.cluster.node import ClusterBroker, shared
-from mbroker.cluster.writer import ClusterWriter
+from mbroker.cluster.writer import RETRY_AFTER, ClusterWriter
 from mbroker.config import Config
 from mbroker.core.journal import Journal
-from mbroker.wire.frames import QueueOptions
+from mbroker.core.model import Published
+from mbroker.wire.frames import Props, QueueOptions
+from mbroker.wire.props import parse_props
 from tests.helpers.fakeredis import FakeLink, FakeRedis
 from tests.helpers.world import Target
 
@@ -180,8 +182,89 @@ def test_parse_nodes_refuses(url: str) -> None:
 def test_entry_fields_round_trip() -> None:
     fields = keys.entry_fields("src", "a.b", b"\x00\r\n", 12.5, 2, "expired")
     raw = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
-    assert keys.read_entry(raw) == ("src", "a.b", b"\x00\r\n", 12.5, 2, "expired")
+    assert keys.read_entry(raw) == ("src", "a.b", b"\x00\r\n", 12.5, 2, "expired", None)
+    props = parse_props([b"h.a=x%20y", b"id=i-1", b"priority=3"])
+    fields = keys.entry_fields("src", "", b"p", None, 0, None, props)
+    raw = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+    assert fields["a"] == b"id=i-1 priority=3 h.a=x%20y"
+    assert keys.read_entry(raw)[6] == props
     plain = keys.entry_fields("src", "", b"p", None)
     assert set(plain) == {"s", "k", "p"}
     assert keys.exchange_of(keys.channel("ex.1").encode()) == "ex.1"
     assert keys.split_binding(keys.binding("q", "x", "a.#")) == ("q", "x", "a.#")
+
+
+class OnceRedis(FakeRedis):
+    """Answers ONCE_SCRIPT as Redis would (ids remembered here), and fails the XADD of
+    stream ``failing``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: dict[str, int] = {}
+        self.failing = ""
+
+    def eval(self, script: str, numkeys: int, key: str, *args: Any) -> Any:
+        self.calls.append(("eval", (key, *args[: numkeys - 1])))
+        if key in self.ids:
+            return b"%d" % self.ids[key]
+        self.ids[key] = int(args[numkeys - 1])
+        return None
+
+    def call(self, name: str, *args: Any) -> Any:
+        if name == "xadd" and args[0] == self.failing:
+            self.calls.append((name, args))
+            return errors.Unavailable("MOVED")
+        return super().call(name, *args)
+
+    def delete(self, *names: str) -> int:
+        self.calls.append(("delete", names))
+        for name in names:
+            self.ids.pop(name, None)
+        return len(names)
+
+
+def test_a_publish_id_is_asked_of_redis_in_its_place_and_answered_late(node: Node) -> None:
+    redis = node.redis = OnceRedis()
+    node.link.client = redis
+    node.broker.create(None, "q", "queue", QueueOptions())
+    node.turn()
+    redis.calls.clear()
+    node.broker.publish("q", "", b"before")
+    first = node.broker.publish_props("q", "", b"x", None, Props(id="i1"))
+    node.broker.publish("q", "", b"after")
+    assert isinstance(first, Published) and first.reached == 1
+    node.turn()
+    # in publish order: the plain entry, the script (id and entry at once), the next
+    assert [(n, a[0]) for n, a in redis.calls] == [
+        ("xadd", keys.stream("q")),
+        ("eval", keys.dedup("q", "i1")),
+        ("xadd", keys.stream("q")),
+    ]
+    again = node.broker.publish_props("q", "", b"x", None, Props(id="i1"))
+    node.turn()
+    assert isinstance(again, Published) and (again.reached, again.duplicate) == (1, True)
+    assert not first.duplicate
+
+
+def test_an_exchange_id_whose_entries_fail_is_forgotten(node: Node) -> None:
+    redis = node.redis = OnceRedis()
+    node.link.client = redis
+    node.broker.create(None, "q", "queue", QueueOptions())
+    node.broker.create(None, "x", "fanout", QueueOptions())
+    node.broker.bind("q", "x", "")
+    node.turn()
+    redis.failing = keys.stream("q")
+    answers: list[object] = []
+    node.journal.on_commit(answers.append)
+    result = node.broker.publish_props("x", "", b"x", None, Props(id="e1"))
+    node.journal.on_commit(answers.append)
+    node.turn()
+    assert isinstance(result, Published) and not result.duplicate
+    assert isinstance(answers[-1], errors.Unavailable)  # (the reply: -ERR UNAVAILABLE)
+    assert redis.ids == {}  # (a refused PUBLISH leaves no id behind)
+    redis.failing = ""
+    node.clock.advance(RETRY_AFTER)  # (writes are refused at once for a while)
+    retry = node.broker.publish_props("x", "", b"x", None, Props(id="e1"))
+    node.turn()
+    assert isinstance(retry, Published) and not retry.duplicate
+    assert redis.ids == {keys.dedup("x", "e1"): 1}

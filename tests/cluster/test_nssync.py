@@ -63,8 +63,10 @@ def state(
     queues: dict[str, QueueOptions],
     exchanges: dict[str, tuple[str, bool]],
     bindings: set[tuple[str, str, str]],
+    windows: dict[str, int] | None = None,
 ) -> State:
-    return State(queues, exchanges, frozenset(bindings))
+    full = {name: (*v, (windows or {}).get(name)) for name, v in exchanges.items()}
+    return State(queues, full, frozenset(bindings))
 
 
 def test_what_redis_holds_is_applied_and_not_written_back() -> None:
@@ -72,12 +74,18 @@ def test_what_redis_holds_is_applied_and_not_written_back() -> None:
     sync.sync()
     link.client.calls.clear()
     link.reads.pop().callback(
-        state({"q": QueueOptions(durable=True)}, {"x": ("topic", True)}, {("q", "x", "a.#")})
+        state(
+            {"q": QueueOptions(durable=True)},
+            {"x": ("topic", True)},
+            {("q", "x", "a.#")},
+            {"x": 500},
+        )
     )
     clock.advance(0)
     q, x = broker.find("q"), broker.find("x")
     assert isinstance(q, Queue) and q.options.durable
     assert isinstance(x, Exchange) and x.durable and [k for k, _ in x.matcher.bindings()] == ["a.#"]
+    assert x.dedup_window == 500
     assert link.client.calls == []  # nothing went back to Redis
     # gone from Redis: gone here
     sync.sync()

@@ -30,9 +30,11 @@ def pub(
     key: str = "",
 ) -> int:
     b = w.broker if isinstance(w, World) else w
-    n, dup = b.publish_props(
+    result = b.publish_props(
         name, key, payload.encode(), ttl, Props(priority=priority, delay=delay)
     )
+    assert isinstance(result, tuple)  # (the single broker knows at once)
+    n, dup = result
     assert not dup
     return n
 

@@ -15,7 +15,9 @@ from tests.helpers.world import World, msgs
 
 def pub(w: World, name: str, payload: str, priority: int = 0, ttl: int | None = None) -> int:
     props = Props(priority=priority)
-    n, dup = w.broker.publish_props(name, "", payload.encode(), ttl, props)
+    result = w.broker.publish_props(name, "", payload.encode(), ttl, props)
+    assert isinstance(result, tuple)  # (the single broker knows at once)
+    n, dup = result
     assert not dup
     return n
 

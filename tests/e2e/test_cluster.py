@@ -209,8 +209,8 @@ def test_bad_input_is_answered_as_on_a_single_broker(a: Client, tmp_path: Path) 
                 assert a.request(line)[1] == s.request(line)[1], line
     finally:
         single.stop()
-    # not in cluster mode yet (docs/cluster.rst): refused, the payload consumed
-    for options in ("priority=1", "id=x", "delay=10", "h.a=b"):
+    # bad section 7 properties: refused, the payload consumed
+    for options in ("delay=-1", "priority=10", "id=", "h.a=%zz"):  # (as on one broker)
         a.send(f"PUBLISH {q} {options} 2\r\nab\r\n".encode())
         assert a.read_reply()[1].startswith(b"-ERR BAD_ARGS"), options
     assert a.ok("PING") == "+PONG"
@@ -350,3 +350,148 @@ def test_a_node_that_cannot_reach_redis_says_so_and_exits(tmp_path: Path) -> Non
         start_broker(tmp_path, "--cluster", "redis://127.0.0.1:1", memory_only=True)
     assert "mbroker cannot start: cannot use the Redis Cluster at 127.0.0.1:1" in str(failed.value)
     assert "Traceback" not in str(failed.value)
+
+
+def test_headers_and_priority_published_on_one_node_arrive_on_the_other(
+    a: Client, b: Client
+) -> None:
+    """Section 7 properties travel with the stream entry: MSG on B carries them as a
+    single broker would, also after a NACK, a dead-letter and on a subscription to an
+    exchange (Redis pub/sub)."""
+    q, dl, ex = unique("q"), unique("dl"), unique("ex")
+    a.ok(f"CREATE {dl} queue")
+    a.ok(f"CREATE {q} queue dead-letter={dl}")
+    a.ok(f"CREATE {ex} fanout")
+    poll(lambda: listed(b, q) and listed(b, dl) and listed(b, ex), SPREAD * 2)
+    props = ("priority=3", "h.trace=a%20b%0D", "h.empty=")
+    want = {"priority": "3", "h.trace": "a%20b%0D", "h.empty": ""}
+    assert a.publish(q, b"one", "", *props) == "+OK 1"
+    (m,) = poll(lambda: b.pull(f"PULL {q} ack=manual wait=500"), 10)
+    assert m.payload == b"one" and m.attrs == want
+    assert b.ok(f"NACK {m.tag}") == "+OK 1"
+    (m,) = poll(lambda: b.pull(f"PULL {q} ack=manual wait=500"), 10)
+    assert m.attrs == {"redelivered": "1", **want}
+    assert b.ok(f"NACK {m.tag} requeue=0") == "+OK 1"
+    (d,) = poll(lambda: a.pull(f"PULL {dl} wait=500"), 10)
+    assert (d.payload, d.attrs) == (b"one", {"reason": "rejected", **want})
+    # through an exchange to a subscription on the other node
+    assert b.ok(f"SUBSCRIBE {ex}") == "+OK 1"
+    a.publish(ex, b"two", "", "h.x=1")  # (counts the queues A knows: none)
+    m = b.read_msg(10)
+    assert (m.payload, m.attrs) == (b"two", {"h.x": "1"})
+    # a run of PUBLISH with the same headers (routed once on A): each carries them
+    a.send(f"PUBLISH {q} h.r=1 2\r\nr1\r\nPUBLISH {q} h.r=1 2\r\nr2\r\n".encode())
+    assert [a.read_reply()[1] for _ in range(2)] == [b"+OK 1", b"+OK 1"]
+    got = pull_n(b, q, 2)
+    assert [(m.payload, m.attrs) for m in got] == [(b"r1", {"h.r": "1"}), (b"r2", {"h.r": "1"})]
+
+
+def test_a_publish_id_is_deduplicated_across_nodes(a: Client, b: Client) -> None:
+    """Redis remembers a PUBLISH id for the dedup window: a retry through another node
+    is ``+OK <n> duplicate`` and routes nothing; the id travels with the message."""
+    q, ex, q2 = unique("q"), unique("ex"), unique("q")
+    a.ok(f"CREATE {q} queue")
+    a.ok(f"CREATE {q2} queue")
+    a.ok(f"CREATE {ex} fanout dedup-window=300")
+    a.ok(f"BIND {q2} {ex}")
+    poll(lambda: b.listing().get(ex, {}).get("bindings") == "1" and listed(b, q), SPREAD * 2)
+    assert a.publish(q, b"first", "", "id=order-1", "h.k=v") == "+OK 1"
+    assert b.publish(q, b"again", "", "id=order-1") == "+OK 1 duplicate"
+    assert a.publish(q, b"again", "", "id=order-1") == "+OK 1 duplicate"
+    assert b.publish(q, b"other", "", "id=order-2") == "+OK 1"
+    got = pull_n(b, q, 2)
+    assert [(m.payload, m.attrs.get("id")) for m in got] == [
+        (b"first", "order-1"),
+        (b"other", "order-2"),
+    ]
+    assert got[0].attrs["h.k"] == "v"
+    # an exchange's window (dedup-window=300 ms, made on A) holds on B, then ends
+    assert b.publish(ex, b"x", "", "id=e1") == "+OK 1"
+    assert a.publish(ex, b"x", "", "id=e1") == "+OK 1 duplicate"
+    poll(lambda: a.publish(ex, b"y", "", "id=e1") == "+OK 1", 5)
+    assert [m.payload for m in pull_n(a, q2, 2)] == [b"x", b"y"]
+    assert a.pull(f"PULL {q2} wait=100") == []
+
+
+def pull_n(c: Client, q: str, n: int, timeout: float = 10) -> list[Msg]:
+    """PULL from ``q`` until ``n`` messages came (within ``timeout``)."""
+    got: list[Msg] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += c.pull(f"PULL {q} max={n - len(got)} wait=300")
+    return got
+
+
+def test_a_delayed_publish_on_one_node_is_delivered_on_the_other_when_due(
+    a: Client, b: Client
+) -> None:
+    """Delayed copies wait in Redis and are moved into the stream by any node when
+    due: not before, and soon after (the documented tick)."""
+    q, ex, q2 = unique("q"), unique("ex"), unique("q")
+    a.ok(f"CREATE {q} queue")
+    a.ok(f"CREATE {q2} queue")
+    a.ok(f"CREATE {ex} topic")
+    a.ok(f"BIND {q2} {ex} k")
+    poll(lambda: b.listing().get(ex, {}).get("bindings") == "1" and listed(b, q), SPREAD * 2)
+    b.ok(f"SUBSCRIBE {q}")
+    start = time.monotonic()
+    assert a.publish(q, b"later", "", "delay=600", "h.x=1") == "+OK 1"
+    assert a.publish(q, b"now", "", "h.x=2") == "+OK 1"
+    m = b.read_msg(10)
+    assert (m.payload, m.attrs) == (b"now", {"h.x": "2"})
+    m = b.read_msg(10)
+    took = time.monotonic() - start
+    assert (m.payload, m.attrs) == (b"later", {"h.x": "1"})
+    assert 0.6 <= took < 3.0, took
+    # through an exchange, with an id: delayed once, a retry through B a duplicate
+    assert a.publish(ex, b"d", "k", "delay=300", "id=d1") == "+OK 1"
+    assert b.publish(ex, b"d", "k", "delay=300", "id=d1") == "+OK 1 duplicate"
+    assert b.pull(f"PULL {q2} wait=100") == []
+    assert [m.payload for m in pull_n(b, q2, 1)] == [b"d"]
+    assert b.pull(f"PULL {q2} wait=300") == []
+
+
+def test_a_delayed_message_survives_the_kill_of_its_node(
+    nodes: Any, b: Client, redis_cluster: Any, tmp_path: Path
+) -> None:
+    """Nothing of a delayed message is on its node: published through C, C killed
+    with ``kill -9`` before it is due, it reaches a consumer on B at its due time."""
+    c_node = start_node(tmp_path, redis_cluster, "dc")
+    try:
+        q = unique("q")
+        with connect(c_node) as c:
+            c.ok(f"CREATE {q} queue durable")
+            assert c.publish(q, b"due", "", "delay=700", "id=k1") == "+OK 1"
+            c_node.kill()
+        start = time.monotonic()
+        poll(lambda: listed(b, q), SPREAD * 2)
+        b.ok(f"SUBSCRIBE {q}")
+        m = b.read_msg(10)
+        assert (m.payload, m.attrs) == (b"due", {"id": "k1"})
+        assert time.monotonic() - start < 5
+    finally:
+        c_node.stop()
+
+
+def test_priorities_order_what_a_node_reads_at_once(a: Client, b: Client) -> None:
+    """The rule that holds (docs/cluster.rst): a node delivers the messages it has
+    read from the stream highest priority first, FIFO within one priority; so a PULL
+    of several messages already in Redis gets them in priority order."""
+    q = unique("q")
+    a.ok(f"CREATE {q} queue")
+    poll(lambda: listed(b, q), SPREAD * 2)
+    for payload, priority in ((b"a", 0), (b"b", 0), (b"c", 5), (b"d", 9), (b"e", 5)):
+        assert a.publish(q, payload, "", f"priority={priority}") == "+OK 1"
+    got = b.pull(f"PULL {q} max=5 wait=2000 ack=manual")
+    assert [(m.payload, m.attrs.get("priority")) for m in got] == [
+        (b"d", "9"),
+        (b"c", "5"),
+        (b"e", "5"),
+        (b"a", None),
+        (b"b", None),
+    ]
+    # requeued: back to the head of its own priority, on this node
+    b.ok(f"NACK {got[1].tag}")
+    b.ok(f"NACK {got[3].tag}")
+    again = b.pull(f"PULL {q} max=2 wait=2000")
+    assert [m.payload for m in again] == [b"c", b"a"]

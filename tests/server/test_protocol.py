@@ -267,7 +267,7 @@ def test_a_run_that_crashes_answers_each_publish() -> None:
     c.send(b"CREATE q queue\r\nPUBLISH q 1\r\nx\r\n")
     c.take()
 
-    def boom(*args: object) -> None:
+    def boom(*args: object, **kw: object) -> None:
         raise RuntimeError("boom")
 
     broker.publish_many = boom  # type: ignore[assignment]

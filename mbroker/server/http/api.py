@@ -32,6 +32,7 @@ import attrs
 
 from mbroker import errors
 from mbroker.core.broker import Broker
+from mbroker.core.model import Published
 from mbroker.core.snapshots import BindingReport, ConnectionReport, QueueTotals
 from mbroker.server.auth import ADMINISTRATOR, TAGS, Permissions
 from mbroker.server.http.message_props import publish_properties
@@ -421,7 +422,10 @@ class Api:
         if extra is None:
             reached, dup = self.broker.publish(cmd.name, cmd.key, cmd.payload, cmd.ttl), False
         else:  # (a duplicate id: routed false, queues what the first one reached)
-            reached, dup = self.broker.publish_props(name, key, payload, ttl, extra)
+            result = self.broker.publish_props(name, key, payload, ttl, extra)
+            # (a cluster node hears from Redis later whether an id is a duplicate: it
+            # answers with what it routed, see docs/cluster.rst)
+            reached, dup = (result.reached, False) if isinstance(result, Published) else result
         return Reply(200, {"routed": reached > 0 and not dup, "queues": reached})
 
     # --------------------------------------------------------------- bindings

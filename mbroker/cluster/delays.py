@@ -1,0 +1,177 @@
+"""Delayed delivery on a cluster: due entries wait in Redis, and any live node moves them.
+
+A PUBLISH with ``delay=MS`` to a shared queue adds, instead of a stream entry, a member
+to the queue's sorted set ``mb:d:{NAME}`` (:func:`~mbroker.cluster.keys.delayed`, in
+the stream's slot) whose score is its due time in milliseconds of the Redis master's
+clock (``TIME`` + MS, taken by :data:`DELAY_SCRIPT`, so that nodes' clocks do not
+matter), and the queue's name to the set ``{mb}:delayed`` (a hint: the queues that
+may hold delayed entries).  A member is the entry's fields, each written as a netstring
+(``<length>:<bytes>``), behind a unique, ordered prefix so that members due at the
+same millisecond keep publish order.
+
+:class:`Mover` is one periodic timer per node (every :data:`TICK` seconds): on a read
+thread it reads the hint set and, for the queues whose next due time has come (or
+that it has not looked at for :data:`RECHECK` seconds), runs :data:`MOVE_SCRIPT`, which
+atomically takes the due members (``ZRANGEBYSCORE``), adds each as a stream entry
+(``XADD``) and removes them (``ZREM``), and answers how long until the next one.  So
+nothing of a delayed message is on a node: whichever nodes are alive move it, at its
+due time plus at most :data:`TICK` (and plus :data:`RECHECK` when the node that
+published it died before it was due), and never twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mbroker.cluster import keys
+from mbroker.cluster.link import RedisLink
+
+_log = Logger()
+
+#: seconds between a node's rounds
+TICK = 0.05
+#: a queue is looked at at least this often (s), whatever its next due time seemed
+RECHECK = 1.0
+#: most entries one script moves
+MOVE_BATCH = 1000
+
+#: KEYS[1] the queue's sorted set; ARGV: delay (ms), member
+DELAY_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+"""
+
+#: KEYS[1] the queue's sorted set, KEYS[2] its stream; ARGV: most members to move.
+#: Returns the milliseconds until the next member is due (-1 when none is left) and
+#: how many it moved.
+MOVE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, m in ipairs(due) do
+  local f, i = {}, 1
+  while i <= #m do
+    local c = string.find(m, ':', i, true)
+    local n = tonumber(string.sub(m, i, c - 1))
+    f[#f + 1] = string.sub(m, c + 1, c + n)
+    i = c + n + 1
+  end
+  redis.call('XADD', KEYS[2], '*', unpack(f, 2))
+end
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #nxt == 0 then return {-1, #due} end
+return {math.max(tonumber(nxt[2]) - now, 0), #due}
+"""
+
+_seq = itertools.count()
+
+
+def member(node: str, fields: dict[str, bytes | str]) -> bytes:
+    """A delayed entry as a member of its queue's sorted set: a unique prefix that
+    sorts in publish order (the time, a counter), then the fields, as netstrings."""
+    parts = [b"%016x.%08x.%s" % (time.time_ns(), next(_seq) & 0xFFFFFFFF, node.encode())]
+    for name, value in fields.items():
+        parts.append(name.encode())
+        parts.append(value if isinstance(value, bytes) else value.encode())
+    return b"".join([b"%d:%s" % (len(p), p) for p in parts])
+
+
+def read_member(data: bytes) -> dict[bytes, bytes]:
+    """The fields of a :func:`member` (what :data:`MOVE_SCRIPT` reads in Lua)."""
+    parts = []
+    i = 0
+    while i < len(data):
+        colon = data.index(b":", i)
+        n = int(data[i:colon])
+        parts.append(data[colon + 1 : colon + 1 + n])
+        i = colon + 1 + n
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def delay_ops(names: Iterable[str], delay: int, item: bytes) -> list[tuple[str, tuple[Any, ...]]]:
+    """The writer's commands for one delayed copy in each queue of ``names``."""
+    names = list(names)
+    ops: list[tuple[str, tuple[Any, ...]]] = [("sadd", (keys.DELAYED, *names))]
+    for q in names:
+        ops.append(("eval", (DELAY_SCRIPT, 1, keys.delayed(q), delay, item)))
+    return ops
+
+
+class Mover:
+    """One node's timer moving due entries into their streams (see the module's text)."""
+
+    def __init__(self, link: RedisLink, clock: Any) -> None:
+        self._link = link
+        self._clock = clock
+        #: queue -> when (reactor seconds) to look at it next
+        self._next: dict[str, float] = {}
+        self._call: LoopingCall | None = None
+        self._busy = False
+        #: entries this node moved
+        self.moved = 0
+
+    def start(self) -> None:
+        call = self._call = LoopingCall(self._round)
+        call.clock = self._clock
+        call.start(TICK, now=False).addErrback(
+            lambda f: _log.failure("the delayed-delivery timer stopped", failure=f)
+        )
+
+    def soon(self, queue: str, delay_ms: int) -> None:
+        """This node added a delayed entry to ``queue``: look at it when it is due."""
+        when = self._clock.seconds() + delay_ms / 1000.0
+        if when < self._next.get(queue, when + 1):
+            self._next[queue] = when
+
+    def _round(self) -> Deferred[None] | None:
+        if self._busy:
+            return None
+        self._busy = True
+        client, now, plan = self._link.client, self._clock.seconds(), dict(self._next)
+        d = self._link.read(lambda: _move(client, now, plan))
+
+        def done(result: tuple[dict[str, float], int]) -> None:
+            self._busy = False
+            waits, moved = result
+            self.moved += moved
+            base = self._clock.seconds()
+            for q, wait in waits.items():
+                due = base + (RECHECK if wait < 0 else min(wait / 1000.0, RECHECK))
+                if self._next.get(q) == plan.get(q) or due < self._next[q]:
+                    self._next[q] = due  # (unless soon() said sooner meanwhile)
+
+        def failed(f: Failure) -> None:
+            self._busy = False
+            _log.warn("moving due delayed messages failed: {reason}", reason=f.getErrorMessage())
+
+        return d.addCallbacks(done, failed)
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.running:
+            self._call.stop()
+
+
+def _move(client: Any, now: float, plan: dict[str, float]) -> tuple[dict[str, float], int]:
+    """On a read thread: move what is due in the hinted queues that are due a look;
+    returns the wait (ms, -1: none) until the next entry of each queue looked at, and
+    how many entries were moved."""
+    names = [n.decode() for n in client.smembers(keys.DELAYED)]
+    waits: dict[str, float] = {}
+    moved = 0
+    for q in names:
+        if plan.get(q, 0.0) > now:
+            continue
+        wait, n = client.eval(MOVE_SCRIPT, 2, keys.delayed(q), keys.stream(q), MOVE_BATCH)
+        moved += int(n)
+        waits[q] = float(wait)
+    return waits, moved
