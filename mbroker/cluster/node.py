@@ -101,6 +101,11 @@ class ClusterBroker(Broker):
         self.cluster_published = 0
         self.dedup_default = config.dedup_window
         self.divert_dead_letters(self._dead_letter)
+        writer.drop_head_limit = self._drop_head_limit
+        #: the figures of Redis last read (the watch's), and the copies this node
+        #: added since to each queue with ``overflow=reject`` (see :meth:`_full`)
+        self._seen: object = None
+        self._added: dict[str, int] = {}
         self.create = self._create
         self.delete = self._delete
         self.bind = self._bind
@@ -215,15 +220,50 @@ class ClusterBroker(Broker):
                         self.enqueue(q, name, key, payload, props)
             head = self._echo if props is None else self._head + stored_text(props) + b"\n"
             self.writer.spublish(keys.channel(name), head + b"%s\n%s" % (key.encode(), payload))
+        rejected = None
         if names:
             if not journal.available:
                 raise errors.Unavailable("Redis cannot take writes; nothing was published")
+            full = [n for n in names if self._full(n)]
+            if full:
+                rejected = full[0]
+                names = tuple([n for n in names if n not in full])
+        if names:
             expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
             journal.add(
                 rec.MessageStored(journal.new_id(), names, name, key, payload, expires, props)
             )
         self.cluster_published += 1
+        if rejected is not None:
+            raise errors.Overflow(f"{rejected} is full")
         return reached
+
+    def _full(self, name: str) -> bool:
+        """Whether shared queue ``name`` has ``max-length`` and ``overflow=reject`` and
+        is full by the figures this node last read from Redis (its ready entries then)
+        and the copies it added since; if not, one more copy is counted."""
+        q = self.find(name)
+        if not isinstance(q, Queue):
+            return False
+        o = q.options
+        if o.max_length is None or o.overflow != "reject" or self.watch is None:
+            return False
+        counts = self.watch.counts
+        if counts is not self._seen:
+            self._seen = counts
+            self._added = {}
+        length, pending = counts.get(name, (0, 0))
+        added = self._added.get(name, 0)
+        if length - pending + added >= o.max_length:
+            return True
+        self._added[name] = added + 1
+        return False
+
+    def _drop_head_limit(self, name: str) -> int | None:
+        q = self.find(name)
+        if isinstance(q, Queue) and q.options.overflow == "drop-head":
+            return q.options.max_length
+        return None
 
     def _publish_many(
         self,

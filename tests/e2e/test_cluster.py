@@ -495,3 +495,30 @@ def test_priorities_order_what_a_node_reads_at_once(a: Client, b: Client) -> Non
     b.ok(f"NACK {got[3].tag}")
     again = b.pull(f"PULL {q} max=2 wait=2000")
     assert [m.payload for m in again] == [b"c", b"a"]
+
+
+def test_max_length_reject_on_a_queue_made_on_the_other_node(a: Client, b: Client) -> None:
+    q = unique("q")
+    a.ok(f"CREATE {q} queue max-length=3 overflow=reject")
+    poll(lambda: listed(b, q), SPREAD * 2)
+    for i in range(3):
+        assert b.publish(q, b"m%d" % i) == "+OK 1"
+    # (B counts its own copies at once; the figures of Redis agree within a round)
+    assert b.publish(q, b"m3").startswith("-ERR OVERFLOW")
+    poll(lambda: a.listing()[q].get("messages") == "3", SPREAD * 2)
+    assert a.publish(q, b"m4").startswith("-ERR OVERFLOW")
+    assert [m.payload for m in pull_n(a, q, 3)] == [b"m0", b"m1", b"m2"]
+
+
+def test_max_length_drop_head_keeps_the_newest(a: Client, b: Client) -> None:
+    q = unique("q")
+    a.ok(f"CREATE {q} queue max-length=3")
+    poll(lambda: listed(b, q), SPREAD * 2)
+    # one held by a consumer (delivered, not acknowledged) is never dropped
+    assert b.publish(q, b"held") == "+OK 1"
+    (held,) = poll(lambda: a.pull(f"PULL {q} ack=manual wait=500"), 10)
+    for i in range(5):
+        assert b.publish(q, b"m%d" % i) == "+OK 1"
+    poll(lambda: a.listing()[q].get("messages") == "3", SPREAD * 2)
+    assert a.ok(f"ACK {held.tag}") == "+OK 1"
+    assert [m.payload for m in pull_n(a, q, 3)] == [b"m2", b"m3", b"m4"]
