@@ -54,6 +54,7 @@ from mbroker.core.model import (
     QueuedMessage,
     Session,
 )
+from mbroker.core.snapshots import QueueReport, QueueTotals
 from mbroker.wire.frames import ExchangeInfo, Props, QueueInfo, QueueOptions
 from mbroker.wire.props import from_stored, stored_text
 
@@ -93,6 +94,8 @@ class ClusterBroker(Broker):
         self._core_purge = self.purge
         self._core_list = self.list_objects
         self._core_stats = self.stats
+        self._core_queue_reports = self.queue_reports
+        self._core_queue_totals = self.queue_totals
         self.feeder: Feeder | None = None
         self.mover: Mover | None = None
         self.watch: Watch | None = None
@@ -119,6 +122,8 @@ class ClusterBroker(Broker):
         self.purge = self._purge
         self.list_objects = self._list_objects
         self.stats = self._stats
+        self.queue_reports = self._queue_reports
+        self.queue_totals = self._queue_totals
 
     @property
     def published(self) -> int:
@@ -252,7 +257,7 @@ class ClusterBroker(Broker):
         if counts is not self._seen:
             self._seen = counts
             self._added = {}
-        length, pending = counts.get(name, (0, 0))
+        length, pending, _ = counts.get(name, (0, 0, 0))
         added = self._added.get(name, 0)
         if length - pending + added >= o.max_length:
             return True
@@ -471,7 +476,7 @@ class ClusterBroker(Broker):
         rows = self._core_list()
         for i, row in enumerate(rows):
             if isinstance(row, QueueInfo) and row.name in counts:
-                length, pending = counts[row.name]
+                length, pending, _ = counts[row.name]
                 rows[i] = attrs.evolve(row, messages=length - pending, unacked=pending)
         return rows
 
@@ -487,10 +492,41 @@ class ClusterBroker(Broker):
                 pairs.append(("redis_taken_over", str(self.watch.taken_over)))
         elif self.watch is not None and name in self.watch.counts:
             # (a shared queue: the figures Redis has, as LIST shows them)
-            length, pending = self.watch.counts[name]
-            figures = {"messages": str(length - pending), "unacked": str(pending)}
+            length, pending, delayed = self.watch.counts[name]
+            figures = {
+                "messages": str(length - pending),
+                "unacked": str(pending),
+                "delayed": str(delayed),
+            }
             pairs = [(k, figures.get(k, v)) for k, v in pairs]
         return pairs
+
+    def _queue_reports(self, name: str | None = None) -> list[QueueReport]:
+        """The HTTP API's queues: a shared queue's ready, delayed and unacknowledged
+        messages as Redis has them (as LIST and STATS show them)."""
+        reports = self._core_queue_reports(name)
+        counts = self.watch.counts if self.watch is not None else {}
+        for i, r in enumerate(reports):
+            if r.name in counts:
+                length, pending, delayed = counts[r.name]
+                ready = length - pending
+                reports[i] = attrs.evolve(r, ready=ready, unacked=pending, delayed=delayed)
+        return reports
+
+    def _queue_totals(self) -> QueueTotals:
+        totals = self._core_queue_totals()
+        counts = self.watch.counts if self.watch is not None else {}
+        if not counts:
+            return totals
+        ready, delayed, unacked = totals.ready, totals.delayed, totals.unacked
+        for q in self.queue_objects():
+            figures = counts.get(q.name)
+            if figures is not None:
+                length, pending, waiting = figures
+                ready += length - pending - len(q.ready)
+                delayed += waiting - q.held
+                unacked += pending - q.unacked
+        return QueueTotals(ready, delayed, unacked, totals.consumers)
 
 
 class ClusterNode:
