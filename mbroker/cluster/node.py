@@ -54,6 +54,7 @@ from mbroker.core.model import (
     QueuedMessage,
     Session,
 )
+from mbroker.core.snapshots import QueueReport, QueueTotals
 from mbroker.wire.frames import ExchangeInfo, Props, QueueInfo, QueueOptions
 from mbroker.wire.props import from_stored, stored_text
 
@@ -93,6 +94,8 @@ class ClusterBroker(Broker):
         self._core_purge = self.purge
         self._core_list = self.list_objects
         self._core_stats = self.stats
+        self._core_queue_reports = self.queue_reports
+        self._core_queue_totals = self.queue_totals
         self.feeder: Feeder | None = None
         self.mover: Mover | None = None
         self.watch: Watch | None = None
@@ -101,6 +104,11 @@ class ClusterBroker(Broker):
         self.cluster_published = 0
         self.dedup_default = config.dedup_window
         self.divert_dead_letters(self._dead_letter)
+        writer.drop_head_limit = self._drop_head_limit
+        #: the figures of Redis last read (the watch's), and the copies this node
+        #: added since to each queue with ``overflow=reject`` (see :meth:`_full`)
+        self._seen: object = None
+        self._added: dict[str, int] = {}
         self.create = self._create
         self.delete = self._delete
         self.bind = self._bind
@@ -114,6 +122,8 @@ class ClusterBroker(Broker):
         self.purge = self._purge
         self.list_objects = self._list_objects
         self.stats = self._stats
+        self.queue_reports = self._queue_reports
+        self.queue_totals = self._queue_totals
 
     @property
     def published(self) -> int:
@@ -215,15 +225,50 @@ class ClusterBroker(Broker):
                         self.enqueue(q, name, key, payload, props)
             head = self._echo if props is None else self._head + stored_text(props) + b"\n"
             self.writer.spublish(keys.channel(name), head + b"%s\n%s" % (key.encode(), payload))
+        rejected = None
         if names:
             if not journal.available:
                 raise errors.Unavailable("Redis cannot take writes; nothing was published")
+            full = [n for n in names if self._full(n)]
+            if full:
+                rejected = full[0]
+                names = tuple([n for n in names if n not in full])
+        if names:
             expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
             journal.add(
                 rec.MessageStored(journal.new_id(), names, name, key, payload, expires, props)
             )
         self.cluster_published += 1
+        if rejected is not None:
+            raise errors.Overflow(f"{rejected} is full")
         return reached
+
+    def _full(self, name: str) -> bool:
+        """Whether shared queue ``name`` has ``max-length`` and ``overflow=reject`` and
+        is full by the figures this node last read from Redis (its ready entries then)
+        and the copies it added since; if not, one more copy is counted."""
+        q = self.find(name)
+        if not isinstance(q, Queue):
+            return False
+        o = q.options
+        if o.max_length is None or o.overflow != "reject" or self.watch is None:
+            return False
+        counts = self.watch.counts
+        if counts is not self._seen:
+            self._seen = counts
+            self._added = {}
+        length, pending, _ = counts.get(name, (0, 0, 0))
+        added = self._added.get(name, 0)
+        if length - pending + added >= o.max_length:
+            return True
+        self._added[name] = added + 1
+        return False
+
+    def _drop_head_limit(self, name: str) -> int | None:
+        q = self.find(name)
+        if isinstance(q, Queue) and q.options.overflow == "drop-head":
+            return q.options.max_length
+        return None
 
     def _publish_many(
         self,
@@ -431,7 +476,7 @@ class ClusterBroker(Broker):
         rows = self._core_list()
         for i, row in enumerate(rows):
             if isinstance(row, QueueInfo) and row.name in counts:
-                length, pending = counts[row.name]
+                length, pending, _ = counts[row.name]
                 rows[i] = attrs.evolve(row, messages=length - pending, unacked=pending)
         return rows
 
@@ -447,10 +492,41 @@ class ClusterBroker(Broker):
                 pairs.append(("redis_taken_over", str(self.watch.taken_over)))
         elif self.watch is not None and name in self.watch.counts:
             # (a shared queue: the figures Redis has, as LIST shows them)
-            length, pending = self.watch.counts[name]
-            figures = {"messages": str(length - pending), "unacked": str(pending)}
+            length, pending, delayed = self.watch.counts[name]
+            figures = {
+                "messages": str(length - pending),
+                "unacked": str(pending),
+                "delayed": str(delayed),
+            }
             pairs = [(k, figures.get(k, v)) for k, v in pairs]
         return pairs
+
+    def _queue_reports(self, name: str | None = None) -> list[QueueReport]:
+        """The HTTP API's queues: a shared queue's ready, delayed and unacknowledged
+        messages as Redis has them (as LIST and STATS show them)."""
+        reports = self._core_queue_reports(name)
+        counts = self.watch.counts if self.watch is not None else {}
+        for i, r in enumerate(reports):
+            if r.name in counts:
+                length, pending, delayed = counts[r.name]
+                ready = length - pending
+                reports[i] = attrs.evolve(r, ready=ready, unacked=pending, delayed=delayed)
+        return reports
+
+    def _queue_totals(self) -> QueueTotals:
+        totals = self._core_queue_totals()
+        counts = self.watch.counts if self.watch is not None else {}
+        if not counts:
+            return totals
+        ready, delayed, unacked = totals.ready, totals.delayed, totals.unacked
+        for q in self.queue_objects():
+            figures = counts.get(q.name)
+            if figures is not None:
+                length, pending, waiting = figures
+                ready += length - pending - len(q.ready)
+                delayed += waiting - q.held
+                unacked += pending - q.unacked
+        return QueueTotals(ready, delayed, unacked, totals.consumers)
 
 
 class ClusterNode:

@@ -5,9 +5,10 @@ Every :data:`TICK` seconds :class:`Watch` runs one round on a read thread:
 1. ``SET mb:node:{name} 1 PX`` :data:`LIVE_MS`: this node is alive.  Its key expires
    :data:`LIVE_MS` after the last round of a node that stopped (``kill -9``, a
    network partition, a hung process).
-2. For each shared queue: ``XLEN`` and ``XINFO CONSUMERS`` (the figures LIST and
-   STATS show: ``messages`` is the stream's length less the entries delivered and
-   not acknowledged, ``unacked`` those).
+2. For each shared queue: ``XLEN``, ``XINFO CONSUMERS`` and ``ZCARD`` of its sorted
+   set of delayed copies (the figures LIST, STATS and the HTTP API show:
+   ``messages`` is the stream's length less the entries delivered and not
+   acknowledged, ``unacked`` those, ``delayed`` the copies not due yet).
 3. A consumer of the group (a node) that has pending entries and no liveness key is
    dead: its pending entries are claimed (``XCLAIM`` with a min-idle time of
    :data:`MIN_IDLE_MS`, so that two nodes never both take one) and put back at the
@@ -45,8 +46,8 @@ MIN_IDLE_MS = 1000
 #: most entries claimed from one dead node per queue per round
 CLAIM_BATCH = 500
 
-#: per shared queue: ``(stream length, entries pending)``
-Counts = dict[str, tuple[int, int]]
+#: per shared queue: ``(stream length, entries pending, delayed copies)``
+Counts = dict[str, tuple[int, int, int]]
 
 
 class Watch:
@@ -129,7 +130,8 @@ def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int]:
                 taken += _take_over(client, stream, cname, node, MIN_IDLE_MS)
             else:
                 client.xgroup_delconsumer(stream, keys.GROUP, cname)
-        counts[name] = (int(client.xlen(stream)), pending)
+        delayed = int(client.zcard(keys.delayed(name)))
+        counts[name] = (int(client.xlen(stream)), pending, delayed)
     return counts, taken
 
 

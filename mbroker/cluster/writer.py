@@ -63,6 +63,31 @@ return false
 """
 
 
+#: an entry for a shared queue with ``max-length`` and ``overflow=drop-head``, and the
+#: trim, atomically: KEYS[1] the stream; ARGV[1] the group, ARGV[2] the max-length,
+#: ARGV[3..] the entry's fields.  Ready entries are those after the group's
+#: last-delivered id (the stream's length less the entries delivered and not
+#: acknowledged); the oldest of them beyond the max-length are deleted, never one a
+#: consumer holds.  Returns how many were dropped.
+DROP_HEAD_SCRIPT = """
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return 0 end
+for _, g in ipairs(groups) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  if f['name'] == ARGV[1] then
+    local excess = redis.call('XLEN', KEYS[1]) - f['pending'] - tonumber(ARGV[2])
+    if excess <= 0 then return 0 end
+    local old = redis.call('XRANGE', KEYS[1], '(' .. f['last-delivered-id'], '+', 'COUNT', excess)
+    for _, e in ipairs(old) do redis.call('XDEL', KEYS[1], e[1]) end
+    return #old
+  end
+end
+return 0
+"""
+
+
 @attrs.define(eq=False)
 class Once:
     """A PUBLISH with an id (see :meth:`ClusterWriter.publish_once`)."""
@@ -111,6 +136,9 @@ class ClusterWriter:
         #: batches sent, and the Redis commands in them
         self.batches = 0
         self.commands = 0
+        #: the max-length of a shared queue with ``overflow=drop-head`` (None: none);
+        #: set by the node
+        self.drop_head_limit: Callable[[str], int | None] = lambda name: None
 
     @property
     def available(self) -> bool:
@@ -138,18 +166,19 @@ class ClusterWriter:
         if self._held_prep:
             self._prep += self._held_prep
             self._held_prep = []
+        add = self._add
         for r in records:
             if isinstance(r, rec.MessageStored):
                 fields = keys.entry_fields(
                     r.source, r.key, r.payload, r.expires_at, 0, None, r.props
                 )
                 for q in r.queues:
-                    ops.append(("xadd", (keys.stream(q), fields)))
+                    add(ops, q, fields)
             elif isinstance(r, rec.MessagesStored):
                 for payload in r.payloads:
                     fields = keys.entry_fields(r.source, r.key, payload, None)
                     for q in r.queues:
-                        ops.append(("xadd", (keys.stream(q), fields)))
+                        add(ops, q, fields)
             elif isinstance(r, rec.MessagesRemoved):
                 pop = self._entries.pop
                 ids = [e for e in (pop((r.queue, i), None) for i in r.msg_ids) if e is not None]
@@ -161,6 +190,17 @@ class ClusterWriter:
         self._done.append(done)
         # (the journal commits at the end of a reactor turn: send the turn's batch now)
         self._flush()
+
+    def _add(self, ops: list[Op], queue: str, fields: dict[str, bytes | str]) -> None:
+        """An entry for ``queue``: ``XADD``, or with a drop-head max-length, the script
+        that adds it and drops the oldest ready entries beyond the limit."""
+        limit = self.drop_head_limit(queue)
+        if limit is None:
+            ops.append(("xadd", (keys.stream(queue), fields)))
+        else:
+            flat = [v for pair in fields.items() for v in pair]
+            args = (DROP_HEAD_SCRIPT, 1, keys.stream(queue), keys.GROUP, limit, *flat)
+            ops.append(("eval", args))
 
     # ------------------------------------------------------------- namespace
     # Called by the node for every change of the shared namespace (the core records
@@ -253,7 +293,7 @@ class ClusterWriter:
         """A copy of ``m`` dead-lettered into shared ``queue``: a new entry carrying
         ``reason``, written with the batch that removes ``m`` from its own queue."""
         fields = keys.entry_fields(m.source, m.key, m.payload, None, 0, reason, m.props)
-        self._ops.append(("xadd", (keys.stream(queue), fields)))
+        self._add(self._ops, queue, fields)
         self._schedule()
 
     def publish_once(self, job: Once) -> None:

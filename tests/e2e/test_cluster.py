@@ -8,7 +8,9 @@ other's queues.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ def nodes(redis_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     tmp = tmp_path_factory.mktemp("cluster")
     a = start_node(tmp, redis_cluster, "a")
     try:
-        b = start_node(tmp, redis_cluster, "b")
+        b = start_node(tmp, redis_cluster, "b", "--http", "tcp:0:interface=127.0.0.1")
     except BaseException:
         a.stop()
         raise
@@ -495,3 +497,57 @@ def test_priorities_order_what_a_node_reads_at_once(a: Client, b: Client) -> Non
     b.ok(f"NACK {got[3].tag}")
     again = b.pull(f"PULL {q} max=2 wait=2000")
     assert [m.payload for m in again] == [b"c", b"a"]
+
+
+def test_max_length_reject_on_a_queue_made_on_the_other_node(a: Client, b: Client) -> None:
+    q = unique("q")
+    a.ok(f"CREATE {q} queue max-length=3 overflow=reject")
+    poll(lambda: listed(b, q), SPREAD * 2)
+    for i in range(3):
+        assert b.publish(q, b"m%d" % i) == "+OK 1"
+    # (B counts its own copies at once; the figures of Redis agree within a round)
+    assert b.publish(q, b"m3").startswith("-ERR OVERFLOW")
+    poll(lambda: a.listing()[q].get("messages") == "3", SPREAD * 2)
+    assert a.publish(q, b"m4").startswith("-ERR OVERFLOW")
+    assert [m.payload for m in pull_n(a, q, 3)] == [b"m0", b"m1", b"m2"]
+
+
+def test_max_length_drop_head_keeps_the_newest(a: Client, b: Client) -> None:
+    q = unique("q")
+    a.ok(f"CREATE {q} queue max-length=3")
+    poll(lambda: listed(b, q), SPREAD * 2)
+    # one held by a consumer (delivered, not acknowledged) is never dropped
+    assert b.publish(q, b"held") == "+OK 1"
+    (held,) = poll(lambda: a.pull(f"PULL {q} ack=manual wait=500"), 10)
+    for i in range(5):
+        assert b.publish(q, b"m%d" % i) == "+OK 1"
+    poll(lambda: a.listing()[q].get("messages") == "3", SPREAD * 2)
+    assert a.ok(f"ACK {held.tag}") == "+OK 1"
+    assert [m.payload for m in pull_n(a, q, 3)] == [b"m2", b"m3", b"m4"]
+
+
+def test_delayed_copies_in_redis_are_counted_by_stat_and_http(
+    nodes: Any, a: Client, b: Client
+) -> None:
+    """STAT delayed and the HTTP API count the copies waiting in Redis, whichever
+    node published them; LIST's messages= does not (as on a single broker)."""
+    q = unique("q")
+    a.ok(f"CREATE {q} queue")
+    poll(lambda: listed(b, q), SPREAD * 2)
+    for i in range(2):
+        assert a.publish(q, b"d%d" % i, "", "delay=60000") == "+OK 1"
+    assert a.publish(q, b"now") == "+OK 1"
+
+    def api() -> Any:
+        url = f"http://127.0.0.1:{nodes[1].http_port}/api/queues/{q}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    # (each node reads the figures of Redis every second)
+    poll(lambda: a.stats(q).get("delayed") == b.stats(q).get("delayed") == "2", SPREAD * 2)
+    assert b.listing()[q]["messages"] == "1"
+    view = api()
+    assert (view["messages_delayed"], view["messages"]) == (2, 3), view
+    b.ok(f"PURGE {q}")
+    poll(lambda: b.stats(q).get("messages") == "0", SPREAD * 2)
+    assert b.stats(q)["delayed"] == "2"
