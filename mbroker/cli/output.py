@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from mbroker.client.messages import Message
 from mbroker.wire.frames import ExchangeInfo, QueueInfo
+from mbroker.wire.props import header_text
 
 __all__ = [
     "PROGRESS_BYTES",
@@ -118,13 +119,7 @@ def message_text(message: Message, as_json: bool) -> str:
     if message.priority:
         record["priority"] = message.priority
     if message.headers:
-        text: dict[str, str] = {}
-        raw: dict[str, str] = {}
-        for name, value in message.headers.items():
-            try:
-                text[name] = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raw[name] = base64.b64encode(value).decode("ascii")
+        text, raw = header_text(message.headers.items())
         if text:
             record["headers"] = text
         if raw:

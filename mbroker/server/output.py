@@ -262,14 +262,8 @@ class Output:
     def write_queued(self) -> None:
         """The scheduler's call: write what is queued, unless the connection is gone."""
         self._dirty = False
-        out = self.out
-        if out and not self.lost:  # (flush, inline: once per connection per read)
-            self.out = []
-            self._size = 0
-            self.wrote = True
-            data = out[0] if len(out) == 1 else b"".join(out)
-            self.bytes_out += len(data)
-            self._transport.write(data)
+        if not self.lost:
+            self.flush()
 
     def later(self) -> Slot:
         """A place for a reply that is not ready: it holds back the replies after it."""

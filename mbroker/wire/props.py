@@ -22,8 +22,9 @@ by :func:`from_stored`), with the wall-clock due time of a delayed message in fr
 
 from __future__ import annotations
 
+import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -198,6 +199,19 @@ def from_stored(text: bytes) -> Props | None:
         tokens = tokens[1:]
     props = parse_props(tokens)
     return props if due is None else attrs.evolve(props, due=due)
+
+
+def header_text(headers: Iterable[Header]) -> tuple[dict[str, str], dict[str, str]]:
+    """Header values for a JSON output: as text where they are UTF-8 (first dict), in
+    base64 where they are not (second), each keeping the published order."""
+    text: dict[str, str] = {}
+    raw: dict[str, str] = {}
+    for name, value in headers:
+        try:
+            text[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raw[name] = base64.b64encode(value).decode("ascii")
+    return text, raw
 
 
 def msg_attrs(attrs_: tuple[tuple[str, str], ...]) -> tuple[dict[str, bytes], str | None, int]:

@@ -15,13 +15,12 @@ the others, in base64 (as ``payload``/``payload_encoding`` do for the body).
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 from mbroker import errors
 from mbroker.wire.frames import Props
-from mbroker.wire.props import make_props
+from mbroker.wire.props import header_text, make_props
 
 __all__ = ["properties_json", "publish_properties"]
 
@@ -85,13 +84,7 @@ def properties_json(props: Props | None) -> dict[str, Any]:
     if props is None:
         return {}
     out: dict[str, Any] = {}
-    text: dict[str, str] = {}
-    raw: dict[str, str] = {}
-    for name, value in props.headers:
-        try:
-            text[name] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raw[name] = base64.b64encode(value).decode("ascii")
+    text, raw = header_text(props.headers)
     if text:
         out["headers"] = text
     if raw:
