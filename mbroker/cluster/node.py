@@ -15,31 +15,29 @@ commands that touch shared state replaced (the server cannot tell the difference
 - LIST shows a shared queue's figures as Redis has them (refreshed every second).
 
 Exclusive queues and the private queues of subscriptions to exchanges stay on their
-node (they die with their connection anyway).  :class:`ClusterNode` builds and
-starts everything; :mod:`mbroker.server.service` only chooses it with ``--cluster``.
+node (they die with their connection anyway).
+:class:`~mbroker.cluster.startup.ClusterNode` builds and starts everything;
+:mod:`mbroker.server.service` only chooses it with ``--cluster``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Callable
+from typing import Callable
 
 import attrs
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
 from mbroker import errors
 from mbroker.cluster import keys
 from mbroker.cluster.delays import Mover, member
 from mbroker.cluster.feeder import Feeder
-from mbroker.cluster.link import RedisLink, parse_nodes
-from mbroker.cluster.nssync import LocalNamespace, NamespaceSync
+from mbroker.cluster.nssync import LocalNamespace
 from mbroker.cluster.pubsub import PubSubThread
 from mbroker.cluster.watch import Watch
 from mbroker.cluster.writer import ClusterWriter, Once
-from mbroker.config import ClusterConfig, Config
+from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker
 from mbroker.core.journal import Journal
@@ -527,66 +525,3 @@ class ClusterBroker(Broker):
                 delayed += waiting - q.held
                 unacked += pending - q.unacked
         return QueueTotals(ready, delayed, unacked, totals.consumers)
-
-
-class ClusterNode:
-    """Builds a :class:`ClusterBroker` on Redis Cluster and runs its loops."""
-
-    def __init__(self, reactor: IReactorCore, config: Config, cluster: ClusterConfig) -> None:
-        self.reactor = reactor
-        self.clock: Any = IReactorTime(reactor)
-        self.config = config
-        self.settings = cluster
-        self.link = RedisLink(reactor, parse_nodes(cluster.url))
-        self.broker: ClusterBroker | None = None
-        self._parts: list[Any] = []
-
-    def start(self) -> Deferred[ClusterBroker]:
-        """Connect, read the namespace, give back what a former life left; then the
-        broker is ready to serve."""
-        d: Deferred[Any] = self.link.start()
-        d.addCallback(lambda _: self._build())
-        return d
-
-    def _build(self) -> Deferred[ClusterBroker]:
-        clock, name = self.clock, self.settings.node_name
-        writer = ClusterWriter(clock, self.link, self.settings.replicas_ack)
-        journal = Journal(clock, writer.write, lambda: writer.available)
-        broker = self.broker = ClusterBroker(clock, self.config, journal, writer, name)
-        sync = NamespaceSync(clock, self.link, writer, journal, broker, broker.local, shared)
-        broker.on_namespace = sync.changed
-        broker.feeder = Feeder(clock, self.link, writer, broker, journal, name, shared)
-        broker.watch = Watch(self.link, name, broker.shared_queues)
-        broker.pubsub = PubSubThread(self.link, broker.on_message)
-        broker.pubsub.listen(keys.NS_CHANNEL)
-        broker.pubsub.start()
-        broker.mover = Mover(self.link, clock)
-        broker.mover.start()
-        self._parts = [broker.feeder, broker.watch, sync, broker.pubsub, broker.mover]
-        d: Deferred[Any] = sync.start()
-        d.addCallback(lambda _: broker.watch.start(clock) if broker.watch else None)
-        d.addCallback(lambda _: broker)
-        return d
-
-    def stop(self) -> Deferred[None]:
-        """Stop the loops, hand the last writes to Redis, mark the node gone."""
-        for part in self._parts:
-            part.stop()
-        broker = self.broker
-        if broker is None:
-            self.link.stop()
-            return Deferred.fromCoroutine(_nothing())
-        for q in broker.queue_objects():
-            if shared(q) and q.ready:
-                broker.writer.give_back(q.name, broker.withdraw(q))
-        broker.cluster_journal.commit()
-        client, node = self.link.client, self.settings.node_name
-        d: Deferred[Any] = broker.writer.flushed()
-        d.addCallback(lambda _: self.link.write(lambda: client.delete(keys.node_key(node))))
-        d.addErrback(lambda f: _log.warn("stopping the node: {reason}", reason=f.getErrorMessage()))
-        d.addBoth(lambda _: self.link.stop())
-        return d
-
-
-async def _nothing() -> None:
-    return None

@@ -200,7 +200,7 @@ class BrokerService(MultiService):
     def _start_cluster(self, cluster: ClusterConfig) -> None:
         """A cluster node: its queues and namespace live in Redis Cluster; listen once
         it has read the namespace (see mbroker.cluster, docs/cluster.rst)."""
-        from mbroker.cluster.node import ClusterNode  # (imports redis: only with --cluster)
+        from mbroker.cluster.startup import ClusterNode  # (imports redis: only with --cluster)
 
         self.cluster_node = node = ClusterNode(self.reactor, self.config, cluster)
 
