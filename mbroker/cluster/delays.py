@@ -50,13 +50,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 """
 
-#: KEYS[1] the queue's sorted set, KEYS[2] its stream; ARGV: most members to move.
-#: Returns the milliseconds until the next member is due (-1 when none is left) and
-#: how many it moved.
+#: KEYS[1] the queue's sorted set, KEYS[2] its stream, KEYS[3] its ready-bytes
+#: counter (kept when it exists: a queue with max-bytes); ARGV: most members to
+#: move.  Returns the milliseconds until the next member is due (-1 when none is
+#: left) and how many it moved.
 MOVE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local size = 0
 for _, m in ipairs(due) do
   local f, i = {}, 1
   while i <= #m do
@@ -66,7 +68,11 @@ for _, m in ipairs(due) do
     i = c + n + 1
   end
   redis.call('XADD', KEYS[2], '*', unpack(f, 2))
+  for j = 2, #f, 2 do
+    if f[j] == 'p' then size = size + #f[j + 1] end
+  end
 end
+if size > 0 and redis.call('EXISTS', KEYS[3]) == 1 then redis.call('INCRBY', KEYS[3], size) end
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #nxt == 0 then return {-1, #due} end
@@ -171,7 +177,9 @@ def _move(client: Any, now: float, plan: dict[str, float]) -> tuple[dict[str, fl
     for q in names:
         if plan.get(q, 0.0) > now:
             continue
-        wait, n = client.eval(MOVE_SCRIPT, 2, keys.delayed(q), keys.stream(q), MOVE_BATCH)
+        wait, n = client.eval(
+            MOVE_SCRIPT, 3, keys.delayed(q), keys.stream(q), f"mb:b:{{{q}}}", MOVE_BATCH
+        )
         moved += int(n)
         waits[q] = float(wait)
     return waits, moved

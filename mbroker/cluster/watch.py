@@ -32,7 +32,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.cluster import keys
+from mbroker.cluster import keys, limits
 from mbroker.cluster.link import RedisLink
 
 _log = Logger()
@@ -60,6 +60,8 @@ class Watch:
         self._call: LoopingCall | None = None
         #: the last figures of the shared queues
         self.counts: Counts = {}
+        #: the ready bytes of the shared queues that count them (max-bytes)
+        self.bytes: dict[str, int] = {}
         #: entries taken over from dead nodes
         self.taken_over = 0
 
@@ -83,8 +85,8 @@ class Watch:
         client, node, names = self._link.client, self.node, self._queues()
         d = self._link.read(lambda: _round(client, node, names))
 
-        def done(result: tuple[Counts, int]) -> None:
-            self.counts, n = result
+        def done(result: tuple[Counts, int, dict[str, int]]) -> None:
+            self.counts, n, self.bytes = result
             self.taken_over += n
 
         def failed(f: Failure) -> None:
@@ -105,9 +107,10 @@ def _first_round(client: Any, node: str, names: list[str]) -> int:
     return taken
 
 
-def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int]:
+def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int, dict[str, int]]:
     client.set(keys.node_key(node), b"1", px=LIVE_MS)
     counts: Counts = {}
+    sizes: dict[str, int] = {}
     alive: dict[str, bool] = {node: True}
     taken = 0
     for name in names:
@@ -132,7 +135,10 @@ def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int]:
                 client.xgroup_delconsumer(stream, keys.GROUP, cname)
         delayed = int(client.zcard(keys.delayed(name)))
         counts[name] = (int(client.xlen(stream)), pending, delayed)
-    return counts, taken
+        size = client.get(limits.bytes_key(name))
+        if size is not None:
+            sizes[name] = int(size)
+    return counts, taken, sizes
 
 
 def _take_over(client: Any, stream: str, dead: str, node: str, min_idle: int) -> int:
@@ -160,6 +166,10 @@ def _take_over(client: Any, stream: str, dead: str, node: str, min_idle: int) ->
         d = fields.get(b"d")
         fields[b"d"] = b"%d" % ((int(d) if d else 0) + 1)  # (the rest kept as it was)
         pipe.xadd(stream, fields)
+    # (ready again: the sizes a node had taken off a max-bytes queue count again)
+    queue = stream[len("mb:q:{") : -1]
+    bkey, skey = limits.bytes_key(queue), limits.sizes_key(queue)
+    pipe.execute_command("EVAL", limits.RECOUNT_SCRIPT, 2, bkey, skey, *old)
     pipe.xack(stream, keys.GROUP, *old)
     pipe.xdel(stream, *old)
     pipe.execute()
