@@ -163,6 +163,15 @@ def _sweep(client: Any, now: float, plan: Plan) -> list[tuple[str, int, list[key
     return out
 
 
+def sweep_plan(queues: Sequence[Queue], shared: Callable[[Queue], bool]) -> Plan:
+    """The shared queues with a ttl, for the expiry sweep."""
+    return [
+        (q.name, q.options.dead_letter is not None, q.options.max_bytes is not None)
+        for q in queues
+        if shared(q) and q.options.ttl is not None
+    ]
+
+
 def dead_letters(
     q: Queue,
     target: Queue | Exchange | None,

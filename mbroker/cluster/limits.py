@@ -159,6 +159,11 @@ def queue_limits(q: object) -> Limits | None:
     return Limits(o.max_length, o.max_bytes, o.overflow == "reject", dl)
 
 
+def counts_bytes(q: object) -> bool:
+    """Whether shared queue ``q`` keeps a ready-bytes counter (it has max-bytes)."""
+    return isinstance(q, Queue) and q.options.max_bytes is not None
+
+
 def limit_args(
     stream: str, queue: str, limits: Limits, fields: dict[str, bytes | str]
 ) -> tuple[Any, ...]:

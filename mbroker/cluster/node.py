@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from mbroker import errors
 from mbroker.cluster import keys
 from mbroker.cluster.delays import Mover, member
-from mbroker.cluster.expiry import Plan, dead_letters
+from mbroker.cluster.expiry import dead_letters
 from mbroker.cluster.feeder import Feeder
 from mbroker.cluster.limits import ClusterJournal, Limits, queue_limits
 from mbroker.cluster.nssync import LocalNamespace
@@ -269,10 +269,6 @@ class ClusterBroker(Broker):
     def limits(self, name: str) -> Limits | None:
         return queue_limits(self.find(name))
 
-    def counts_bytes(self, name: str) -> bool:
-        lim = queue_limits(self.find(name))
-        return lim is not None and lim.max_bytes is not None
-
     def _publish_many(
         self,
         name: str,
@@ -325,14 +321,6 @@ class ClusterBroker(Broker):
 
     def expired(self, name: str, entries: list[keys.Fields]) -> None:
         self._dropped(name, entries, "expired")
-
-    def sweep_plan(self) -> Plan:
-        """The shared queues with a ttl, for the expiry sweep."""
-        return [
-            (q.name, q.options.dead_letter is not None, q.options.max_bytes is not None)
-            for q in self.queue_objects()
-            if shared(q) and q.options.ttl is not None
-        ]
 
     def _publish_props(
         self, name: str, key: str, payload: bytes, ttl: int | None, props: Props

@@ -16,9 +16,9 @@ from twisted.logger import Logger
 
 from mbroker.cluster import keys
 from mbroker.cluster.delays import Mover
-from mbroker.cluster.expiry import Sweeper
+from mbroker.cluster.expiry import Sweeper, sweep_plan
 from mbroker.cluster.feeder import Feeder
-from mbroker.cluster.limits import ClusterJournal
+from mbroker.cluster.limits import ClusterJournal, counts_bytes
 from mbroker.cluster.link import RedisLink, parse_nodes
 from mbroker.cluster.node import ClusterBroker, shared
 from mbroker.cluster.nssync import NamespaceSync
@@ -57,14 +57,15 @@ class ClusterNode:
         sync = NamespaceSync(clock, self.link, writer, journal, broker, broker.local, shared)
         broker.on_namespace = sync.changed
         broker.feeder = Feeder(clock, self.link, writer, broker, journal, name, shared)
-        broker.feeder.counted = broker.counts_bytes
+        broker.feeder.counted = lambda q: counts_bytes(broker.find(q))
         broker.watch = Watch(self.link, name, broker.shared_queues)
         broker.pubsub = PubSubThread(self.link, broker.on_message)
         broker.pubsub.listen(keys.NS_CHANNEL)
         broker.pubsub.start()
         broker.mover = Mover(self.link, clock)
         broker.mover.start()
-        sweeper = Sweeper(self.link, clock, broker.sweep_plan, broker.expired)
+        plan = lambda: sweep_plan(broker.queue_objects(), shared)  # noqa: E731
+        sweeper = Sweeper(self.link, clock, plan, broker.expired)
         sweeper.start()
         self._parts = [broker.feeder, broker.watch, sync, broker.pubsub, broker.mover, sweeper]
         d: Deferred[Any] = sync.start()
