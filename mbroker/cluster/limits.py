@@ -235,7 +235,12 @@ class ClusterJournal(Journal):
         super().on_commit(callback)
 
     def commit(self) -> None:
+        """The end of a reactor turn: verdicts nobody waited for are forgotten."""
         self.new_command()
+        super().commit()
+
+    def flush(self) -> None:
+        """Commit what came before, in the middle of a command (its verdicts wait)."""
         super().commit()
 
 

@@ -363,7 +363,7 @@ class ClusterBroker(Broker):
         writer = self.writer
         if window:
             # (the writes recorded before it go first: a queue stays in publish order)
-            journal.commit()
+            journal.flush()
             dedup = keys.dedup(name, props.id or "")
             limited = delay is None and any([self.limits(q) for q in names])
             job = Once(dedup, window, names, fields, delay, item, then is None, result, then)
