@@ -169,7 +169,8 @@ def _take_over(client: Any, stream: str, dead: str, node: str, min_idle: int) ->
     # (ready again: the sizes a node had taken off a max-bytes queue count again)
     queue = stream[len("mb:q:{") : -1]
     bkey, skey = limits.bytes_key(queue), limits.sizes_key(queue)
-    pipe.execute_command("EVAL", limits.RECOUNT_SCRIPT, 2, bkey, skey, *old)
+    node = client.get_node_from_key(stream)  # (else redis-py asks Redis for the keys)
+    pipe.execute_command("EVAL", limits.RECOUNT_SCRIPT, 2, bkey, skey, *old, target_nodes=node)
     pipe.xack(stream, keys.GROUP, *old)
     pipe.xdel(stream, *old)
     pipe.execute()

@@ -449,11 +449,14 @@ def _pipeline(client: Any, ops: list[Op], dropped: Dropped) -> None:
     if not ops:
         return
     pipe = client.pipeline(transaction=False)
+    # (a script's node named here: else redis-py asks Redis for its keys each time)
+    where = client.get_node_from_key
     for name, args in ops:
         if name == "eval":  # (a cluster pipeline has no eval(): the command itself)
-            pipe.execute_command("EVAL", *args)
+            pipe.execute_command("EVAL", *args, target_nodes=where(args[2]))
         elif name == "limit":  # (by its SHA: the script's text is long)
-            pipe.execute_command("EVALSHA", limits.LIMIT_SHA, *args[0][1:])
+            sha = limits.LIMIT_SHA
+            pipe.execute_command("EVALSHA", sha, *args[0][1:], target_nodes=where(args[0][2]))
         else:
             getattr(pipe, name)(*args)
     results = pipe.execute(raise_on_error=False)
