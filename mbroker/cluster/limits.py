@@ -48,15 +48,9 @@ LIMIT_SCRIPT = """
 local maxlen = tonumber(ARGV[2])
 local maxbytes = tonumber(ARGV[3])
 local size = tonumber(ARGV[5])
-local pending, last = 0, '0-0'
-local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if ok then
-  for _, g in ipairs(groups) do
-    local f = {}
-    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-    if f['name'] == ARGV[1] then pending = f['pending']; last = f['last-delivered-id'] end
-  end
-end
+local pending = 0
+local ok, summary = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
+if ok then pending = summary[1] end
 local ready = redis.call('XLEN', KEYS[1]) - pending
 local bytes = 0
 if maxbytes then bytes = tonumber(redis.call('GET', KEYS[2]) or '0') end
@@ -72,21 +66,30 @@ redis.call('XADD', KEYS[1], '*', unpack(ARGV, 7))
 ready = ready + 1
 bytes = bytes + size
 local dropped, n = {1}, 0
-local cursor = '(' .. last
-while over() do
-  local old = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 100)
-  if #old == 0 then break end
-  for _, e in ipairs(old) do
-    if not over() then break end
-    redis.call('XDEL', KEYS[1], e[1])
-    cursor = '(' .. e[1]
-    ready = ready - 1
-    n = n + 1
-    local fl = e[2]
-    for i = 1, #fl, 2 do
-      if fl[i] == 'p' then bytes = bytes - #fl[i + 1] end
+if over() then
+  local cursor = '(0-0'
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    if f['name'] == ARGV[1] then cursor = '(' .. f['last-delivered-id'] end
+  end
+  while over() do
+    local want = 1
+    if maxlen and ready > maxlen then want = math.min(ready - maxlen, 100) end
+    local old = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', want)
+    if #old == 0 then break end
+    for _, e in ipairs(old) do
+      redis.call('XDEL', KEYS[1], e[1])
+      cursor = '(' .. e[1]
+      ready = ready - 1
+      n = n + 1
+      local fl = e[2]
+      for i = 1, #fl, 2 do
+        if fl[i] == 'p' then bytes = bytes - #fl[i + 1] end
+      end
+      if ARGV[6] == '1' then dropped[#dropped + 1] = fl end
+      if not over() then break end
     end
-    if ARGV[6] == '1' then dropped[#dropped + 1] = fl end
   end
 end
 if maxbytes then redis.call('SET', KEYS[2], bytes) end
