@@ -277,15 +277,16 @@ class Output:
 
     def committed(self, slot: Slot, data: bytes, err: errors.BrokerError | None) -> None:
         """The journal's answer for ``slot``: ``data``, or ``err`` for each command."""
-        if isinstance(err, errors.Refused):  # (some lines of a run: those)
-            lines = data.splitlines(keepends=True)
-            for i, e in err.lines.items():
-                if i < len(lines):
-                    lines[i] = error_line(e)
-            data = b"".join(lines)
-        elif err is not None:
-            slot.after = None
-            data = error_line(err) * slot.count
+        if err is not None:
+            if isinstance(err, errors.Refused):  # (some lines of a run: those)
+                lines = data.splitlines(keepends=True)
+                for i, e in err.lines.items():
+                    if i < len(lines):
+                        lines[i] = error_line(e)
+                data = b"".join(lines)
+            else:
+                slot.after = None
+                data = error_line(err) * slot.count
         self.fill(slot, data)
 
     def fill(self, slot: Slot, data: bytes) -> None:
