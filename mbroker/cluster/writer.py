@@ -504,6 +504,9 @@ def _once(client: Any, job: Once, firsts: list[Once], dropped: Dropped) -> None:
         firsts.append(job)
         if job.delay is None:
             _pipeline(client, job.entry_ops, dropped)
+            refused = job.verdict is not None and job.verdict.error is not None
+            if refused and len(job.queues) == 1:
+                client.delete(job.key)  # (nothing was stored: a retry is not a duplicate)
         else:
             _pipeline(client, delays.delay_ops(job.queues, job.delay, job.member), dropped)
 

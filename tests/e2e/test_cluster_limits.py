@@ -199,3 +199,15 @@ def test_expired_messages_leave_an_unconsumed_queue_and_are_dead_lettered(
     # a fresh one is delivered as usual
     assert a.publish(q, b"fresh") == "+OK 1"
     assert [m.payload for m in pull_all(b, q, 1)] == [b"fresh"]
+
+
+def test_a_refused_publish_with_an_id_can_be_retried(a: Client, b: Client) -> None:
+    q = unique("q")
+    a.ok(f"CREATE {q} queue max-length=1 overflow=reject")
+    both_know(a, b, q)
+    assert a.publish(q, b"first", "", "id=one") == "+OK 1"
+    assert b.publish(q, b"second", "", "id=two") == f"-ERR OVERFLOW {q} is full"
+    assert [m.payload for m in pull_all(a, q, 1)] == [b"first"]
+    assert b.publish(q, b"second", "", "id=two") == "+OK 1"  # (not a duplicate)
+    assert a.publish(q, b"first", "", "id=one") == "+OK 1 duplicate"
+    assert [m.payload for m in pull_all(b, q, 1)] == [b"second"]
