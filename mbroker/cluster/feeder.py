@@ -6,7 +6,9 @@ For each shared queue with consumers (or waiting PULLs) on this node,
 BLOCK`` :data:`BLOCK_MS` on a read thread, and hand what came to the core
 (:meth:`~mbroker.core.broker.Broker.feed`), which delivers it as if it had been
 published here.  Each entry gets a local store id, so the core's ACK (a
-``MessagesRemoved`` record) becomes ``XACK`` + ``XDEL`` of that entry.
+``MessagesRemoved`` record) becomes ``XACK`` + ``XDEL`` of that entry.  Entries read
+from a queue with ``max-bytes`` leave its ready bytes at once (one more script per
+read, :data:`~mbroker.cluster.limits.MARK_SCRIPT`).
 
 A local NACK or a disconnect puts the message back in the local queue, where the
 core redelivers it to a local consumer.  When the queue has no local consumer

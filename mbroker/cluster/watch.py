@@ -8,12 +8,14 @@ Every :data:`TICK` seconds :class:`Watch` runs one round on a read thread:
 2. For each shared queue: ``XLEN``, ``XINFO CONSUMERS`` and ``ZCARD`` of its sorted
    set of delayed copies (the figures LIST, STATS and the HTTP API show:
    ``messages`` is the stream's length less the entries delivered and not
-   acknowledged, ``unacked`` those, ``delayed`` the copies not due yet).
+   acknowledged, ``unacked`` those, ``delayed`` the copies not due yet), and the
+   ready bytes of a queue that counts them (``max-bytes``: STAT ``bytes``).
 3. A consumer of the group (a node) that has pending entries and no liveness key is
    dead: its pending entries are claimed (``XCLAIM`` with a min-idle time of
    :data:`MIN_IDLE_MS`, so that two nodes never both take one) and put back at the
-   tail of the stream (``XADD`` with one more delivery counted, then ``XACK`` +
-   ``XDEL`` of the old entry); a dead consumer with nothing pending is removed
+   tail of the stream (``XADD`` with one more delivery counted, the sizes a node had
+   taken off a max-bytes queue's ready bytes counted again, then ``XACK`` + ``XDEL``
+   of the old entry); a dead consumer with nothing pending is removed
    (``XGROUP DELCONSUMER``).
 
 So the messages a killed node held unacknowledged reach other nodes' consumers

@@ -3,8 +3,10 @@
 The core records what must be kept (:mod:`mbroker.core.records`) in its
 :class:`~mbroker.core.journal.Journal` and commits once per reactor turn;
 :meth:`ClusterWriter.write` is that journal's writer.  It turns the records into Redis
-commands (``XADD`` per message and target queue, ``XACK`` + ``XDEL`` for the messages
-that left a queue, ``HSET``/``HDEL``/``SADD``/``SREM`` for the namespace) and sends
+commands (``XADD`` per message and target queue, or for a queue with ``max-length`` or
+``max-bytes`` the script of :mod:`mbroker.cluster.limits` that judges it and fills its
+:class:`~mbroker.cluster.limits.Verdict`; ``XACK`` + ``XDEL`` for the messages that left
+a queue, ``HSET``/``HDEL``/``SADD``/``SREM`` for the namespace) and sends
 everything gathered while the previous batch was out as **one pipeline** on the write
 thread, as the log store gathers writes into one fsync.  The commit's callbacks (the
 ``+OK`` of PUBLISH, CREATE, ACK …) run once Redis answered, and with
