@@ -30,7 +30,7 @@ waiting on that commit (one line of a run of PUBLISH per verdict).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -38,64 +38,80 @@ from mbroker import errors
 from mbroker.core.journal import Done, Journal
 from mbroker.core.model import Queue
 
-#: KEYS[1] the stream, KEYS[2] its ready-bytes counter; ARGV[1] the group,
-#: ARGV[2] max-length ('' none), ARGV[3] max-bytes ('' none: the counter is not
-#: kept), ARGV[4] '1' for overflow=reject, ARGV[5] the payload's size, ARGV[6] '1' to
-#: return the dropped entries' fields, ARGV[7..] the entry's fields.
-#: Returns ``{0}`` when refused, else ``{1, fields of each dropped entry …}`` (or
-#: ``{1, n}``: how many were dropped, when they are not wanted).
-LIMIT_SCRIPT = """
-local maxlen = tonumber(ARGV[2])
-local maxbytes = tonumber(ARGV[3])
-local size = tonumber(ARGV[5])
-local pending = 0
-local ok, summary = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
-if ok then pending = summary[1] end
-local ready = redis.call('XLEN', KEYS[1]) - pending
-local bytes = 0
-if maxbytes then bytes = tonumber(redis.call('GET', KEYS[2]) or '0') end
-local function over()
-  return (maxlen and ready > maxlen) or (maxbytes and bytes > maxbytes)
-end
-if ARGV[4] == '1' then
-  if (maxlen and ready >= maxlen) or (maxbytes and bytes + size > maxbytes) then
-    return {0}
+#: The Lua function both scripts below use: ``add(stream, counter, group, maxlen,
+#: maxbytes, reject, want, fields)`` adds the entry ``fields`` (a flat list) to
+#: ``stream`` under the limits (``maxlen``/``maxbytes`` nil: none; the counter is kept
+#: only with ``maxbytes``); returns ``{0}`` when refused (``reject``), else ``{1,
+#: fields of each dropped entry …}`` (``want``) or ``{1, how many were dropped}``.
+LIMIT_FUNCTION = """
+local function add(stream, counter, group, maxlen, maxbytes, reject, want, fields)
+  local size = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'p' then size = #fields[i + 1] end
   end
-end
-redis.call('XADD', KEYS[1], '*', unpack(ARGV, 7))
-ready = ready + 1
-bytes = bytes + size
-local dropped, n = {1}, 0
-if over() then
-  local cursor = '(0-0'
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-    local f = {}
-    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-    if f['name'] == ARGV[1] then cursor = '(' .. f['last-delivered-id'] end
+  local pending = 0
+  local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
+  if ok then pending = summary[1] end
+  local ready = redis.call('XLEN', stream) - pending
+  local bytes = 0
+  if maxbytes then bytes = tonumber(redis.call('GET', counter) or '0') end
+  local function over()
+    return (maxlen and ready > maxlen) or (maxbytes and bytes > maxbytes)
   end
-  while over() do
-    local want = 1
-    if maxlen and ready > maxlen then want = math.min(ready - maxlen, 100) end
-    local old = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', want)
-    if #old == 0 then break end
-    for _, e in ipairs(old) do
-      redis.call('XDEL', KEYS[1], e[1])
-      cursor = '(' .. e[1]
-      ready = ready - 1
-      n = n + 1
-      local fl = e[2]
-      for i = 1, #fl, 2 do
-        if fl[i] == 'p' then bytes = bytes - #fl[i + 1] end
-      end
-      if ARGV[6] == '1' then dropped[#dropped + 1] = fl end
-      if not over() then break end
+  if reject then
+    if (maxlen and ready >= maxlen) or (maxbytes and bytes + size > maxbytes) then
+      return {0}
     end
   end
+  redis.call('XADD', stream, '*', unpack(fields))
+  ready = ready + 1
+  bytes = bytes + size
+  local dropped, n = {1}, 0
+  if over() then
+    local cursor = '(0-0'
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      local f = {}
+      for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+      if f['name'] == group then cursor = '(' .. f['last-delivered-id'] end
+    end
+    while over() do
+      local count = 1
+      if maxlen and ready > maxlen then count = math.min(ready - maxlen, 100) end
+      local old = redis.call('XRANGE', stream, cursor, '+', 'COUNT', count)
+      if #old == 0 then break end
+      for _, e in ipairs(old) do
+        redis.call('XDEL', stream, e[1])
+        cursor = '(' .. e[1]
+        ready = ready - 1
+        n = n + 1
+        local fl = e[2]
+        for i = 1, #fl, 2 do
+          if fl[i] == 'p' then bytes = bytes - #fl[i + 1] end
+        end
+        if want then dropped[#dropped + 1] = fl end
+        if not over() then break end
+      end
+    end
+  end
+  if maxbytes then redis.call('SET', counter, bytes) end
+  if not want then dropped[2] = n end
+  return dropped
 end
-if maxbytes then redis.call('SET', KEYS[2], bytes) end
-if ARGV[6] ~= '1' then dropped[2] = n end
-return dropped
 """
+
+#: One entry for a queue with limits: KEYS[1] the stream, KEYS[2] its ready-bytes
+#: counter; ARGV[1] the group, ARGV[2] max-length ('' none), ARGV[3] max-bytes (''
+#: none), ARGV[4] '1' for overflow=reject, ARGV[5] '1' to return the dropped
+#: entries' fields, ARGV[6..] the entry's fields.  Returns what ``add`` returns.
+LIMIT_SCRIPT = (
+    LIMIT_FUNCTION
+    + """
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+return add(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
+  ARGV[4] == '1', ARGV[5] == '1', fields)
+"""
+)
 
 LIMIT_SHA = hashlib.sha1(LIMIT_SCRIPT.encode()).hexdigest()
 
@@ -167,24 +183,34 @@ def counts_bytes(q: object) -> bool:
     return isinstance(q, Queue) and q.options.max_bytes is not None
 
 
+def limit_plan(
+    queues: Sequence[Queue], shared: Callable[[Queue], bool]
+) -> dict[str, tuple[tuple[Any, ...], bool]]:
+    """For the delayed-copy mover: each shared queue with limits, its limits as the
+    scripts take them and whether it has a dead-letter target."""
+    out = {}
+    for q in queues:
+        lim = queue_limits(q) if shared(q) else None
+        if lim is not None:
+            out[q.name] = (limit_argv(lim), q.options.dead_letter is not None)
+    return out
+
+
 def limit_args(
     stream: str, queue: str, limits: Limits, fields: dict[str, bytes | str]
 ) -> tuple[Any, ...]:
     """The arguments of ``EVAL`` :data:`LIMIT_SCRIPT` for one entry."""
-    payload = fields.get("p", b"")
     flat = [v for pair in fields.items() for v in pair]
+    return (LIMIT_SCRIPT, 2, stream, bytes_key(queue), "mb", *limit_argv(limits), *flat)
+
+
+def limit_argv(limits: Limits) -> tuple[Any, ...]:
+    """A queue's limits as the scripts take them (ARGV[2..5] of LIMIT_SCRIPT)."""
     return (
-        LIMIT_SCRIPT,
-        2,
-        stream,
-        bytes_key(queue),
-        "mb",
         "" if limits.max_length is None else limits.max_length,
         "" if limits.max_bytes is None else limits.max_bytes,
         "1" if limits.reject else "0",
-        len(payload),
         "1" if limits.dead_letter else "0",
-        *flat,
     )
 
 

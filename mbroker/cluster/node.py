@@ -109,7 +109,7 @@ class ClusterBroker(Broker):
         self.dedup_default = config.dedup_window
         self.divert_dead_letters(self._dead_letter)
         writer.limits = self.limits
-        writer.on_dropped = self._dropped
+        writer.on_dropped = self.dropped
         self.create = self._create
         self.delete = self._delete
         self.bind = self._bind
@@ -306,7 +306,7 @@ class ClusterBroker(Broker):
             else:
                 self.enqueue(t, m.source, m.key, m.payload)
 
-    def _dropped(self, name: str, entries: list[keys.Fields], reason: str = "maxlen") -> None:
+    def dropped(self, name: str, entries: list[keys.Fields], reason: str = "maxlen") -> None:
         """Entries Redis removed from shared queue ``name`` (dropped from its head, or
         expired): dead-lettered when it has a target."""
         q = self.find(name)
@@ -320,7 +320,7 @@ class ClusterBroker(Broker):
             q.dead_lettered += dead_letters(q, target, entries, reason, self._dead_letter)
 
     def expired(self, name: str, entries: list[keys.Fields]) -> None:
-        self._dropped(name, entries, "expired")
+        self.dropped(name, entries, "expired")
 
     def _publish_props(
         self, name: str, key: str, payload: bytes, ttl: int | None, props: Props

@@ -18,7 +18,7 @@ from mbroker.cluster import keys
 from mbroker.cluster.delays import Mover
 from mbroker.cluster.expiry import Sweeper, sweep_plan
 from mbroker.cluster.feeder import Feeder
-from mbroker.cluster.limits import ClusterJournal, counts_bytes
+from mbroker.cluster.limits import ClusterJournal, counts_bytes, limit_plan
 from mbroker.cluster.link import RedisLink, parse_nodes
 from mbroker.cluster.node import ClusterBroker, shared
 from mbroker.cluster.nssync import NamespaceSync
@@ -63,6 +63,8 @@ class ClusterNode:
         broker.pubsub.listen(keys.NS_CHANNEL)
         broker.pubsub.start()
         broker.mover = Mover(self.link, clock)
+        broker.mover.limited = lambda: limit_plan(broker.queue_objects(), shared)
+        broker.mover.lost = broker.dropped
         broker.mover.start()
         plan = lambda: sweep_plan(broker.queue_objects(), shared)  # noqa: E731
         sweeper = Sweeper(self.link, clock, plan, broker.expired)

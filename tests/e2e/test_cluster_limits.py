@@ -211,3 +211,26 @@ def test_a_refused_publish_with_an_id_can_be_retried(a: Client, b: Client) -> No
     assert b.publish(q, b"second", "", "id=two") == "+OK 1"  # (not a duplicate)
     assert a.publish(q, b"first", "", "id=one") == "+OK 1 duplicate"
     assert [m.payload for m in pull_all(b, q, 1)] == [b"second"]
+
+
+def test_a_delayed_copy_meets_the_overflow_rule_when_it_becomes_ready(
+    a: Client, b: Client
+) -> None:
+    """As a new message would: refused by a full reject queue (dead-lettered with
+    reason=maxlen), or dropping the head of a drop-head queue."""
+    rq, dq, dl = unique("q"), unique("q"), unique("dl")
+    a.ok(f"CREATE {dl} queue")
+    a.ok(f"CREATE {rq} queue max-length=1 overflow=reject dead-letter={dl}")
+    a.ok(f"CREATE {dq} queue max-length=1 dead-letter={dl}")
+    both_know(a, b, rq, dq, dl)
+    assert b.publish(rq, b"late-r", "", "delay=200") == "+OK 1"
+    assert b.publish(dq, b"late-d", "", "delay=200") == "+OK 1"
+    assert a.publish(rq, b"now-r") == "+OK 1"
+    assert a.publish(dq, b"now-d") == "+OK 1"
+    dead = pull_all(b, dl, 2)
+    assert sorted([(m.payload, m.attrs.get("reason")) for m in dead]) == [
+        (b"late-r", "maxlen"),
+        (b"now-d", "maxlen"),
+    ]
+    assert [m.payload for m in pull_all(a, rq, 1)] == [b"now-r"]
+    assert [m.payload for m in pull_all(a, dq, 1)] == [b"late-d"]
