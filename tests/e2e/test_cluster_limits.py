@@ -213,9 +213,7 @@ def test_a_refused_publish_with_an_id_can_be_retried(a: Client, b: Client) -> No
     assert [m.payload for m in pull_all(b, q, 1)] == [b"second"]
 
 
-def test_a_delayed_copy_meets_the_overflow_rule_when_it_becomes_ready(
-    a: Client, b: Client
-) -> None:
+def test_a_delayed_copy_meets_the_overflow_rule_when_it_becomes_ready(a: Client, b: Client) -> None:
     """As a new message would: refused by a full reject queue (dead-lettered with
     reason=maxlen), or dropping the head of a drop-head queue."""
     rq, dq, dl = unique("q"), unique("q"), unique("dl")
