@@ -92,7 +92,7 @@ class Sweeper:
         link: RedisLink,
         clock: Any,
         plan: Callable[[], Plan],
-        expired: Callable[[str, list[keys.Fields]], None],
+        expired: Callable[[str, list[keys.Fields], int], None],
     ) -> None:
         self._link = link
         self._clock = clock
@@ -122,7 +122,7 @@ class Sweeper:
             self._busy = False
             for name, n, entries in result:
                 self.removed += n
-                self._expired(name, entries)
+                self._expired(name, entries, n)
 
         def failed(f: Failure) -> None:
             self._busy = False

@@ -110,6 +110,7 @@ class ClusterBroker(Broker):
         self.divert_dead_letters(self._dead_letter)
         writer.limits = self.limits
         writer.on_dropped = self.dropped
+        writer.on_refused = self._refused
         self.create = self._create
         self.delete = self._delete
         self.bind = self._bind
@@ -306,21 +307,30 @@ class ClusterBroker(Broker):
             else:
                 self.enqueue(t, m.source, m.key, m.payload)
 
-    def dropped(self, name: str, entries: list[keys.Fields], reason: str = "maxlen") -> None:
-        """Entries Redis removed from shared queue ``name`` (dropped from its head, or
-        expired): dead-lettered when it has a target."""
+    def dropped(
+        self, name: str, entries: list[keys.Fields], n: int = -1, reason: str = "maxlen"
+    ) -> None:
+        """``n`` entries Redis removed from shared queue ``name`` (dropped from its
+        head, or expired; -1: ``entries``): ``entries`` dead-lettered when it has a
+        target.  Counted in this node's STAT of the queue."""
         q = self.find(name)
         if isinstance(q, Queue):
+            count = len(entries) if n < 0 else n
             if reason == "maxlen":
-                q.dropped += len(entries)
+                q.dropped += count
             else:
-                q.expired += len(entries)
+                q.expired += count
             dl = q.options.dead_letter
             target = None if dl is None else self.find(dl)
             q.dead_lettered += dead_letters(q, target, entries, reason, self._dead_letter)
 
-    def expired(self, name: str, entries: list[keys.Fields]) -> None:
-        self.dropped(name, entries, "expired")
+    def expired(self, name: str, entries: list[keys.Fields], n: int) -> None:
+        self.dropped(name, entries, n, "expired")
+
+    def _refused(self, name: str) -> None:
+        q = self.find(name)
+        if isinstance(q, Queue):
+            q.rejected += 1
 
     def _publish_props(
         self, name: str, key: str, payload: bytes, ttl: int | None, props: Props

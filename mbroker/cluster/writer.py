@@ -41,8 +41,10 @@ _log = Logger()
 
 #: one Redis command for the pipeline: ``(method of the pipeline, args)``
 Op = tuple[str, tuple[Any, ...]]
-#: entries dropped from the head of queues with a dead-letter target, per queue
-Dropped = list[tuple[str, list[keys.Fields]]]
+#: what the limits' script did beside adding: ``(queue, n, entries)``, n entries
+#: dropped from the queue's head (their fields when it has a dead-letter target), or
+#: ``n == -1``: a copy refused
+Dropped = list[tuple[str, int, list[keys.Fields]]]
 #: after a failed batch, new writes are refused at once for this long (s); then tried
 RETRY_AFTER = 1.0
 #: how long WAIT may take for the replicas (ms)
@@ -126,7 +128,9 @@ class ClusterWriter:
         self.verdicts: dict[tuple[int, str], Verdict] = {}
         #: entries dropped from the head of a queue with a dead-letter target, on the
         #: reactor thread: ``(queue, [fields, …])``; set by the node
-        self.on_dropped: Callable[[str, list[keys.Fields]], None] = lambda q, e: None
+        self.on_dropped: Callable[[str, list[keys.Fields], int], None] = lambda q, e, n: None
+        #: a copy for a queue was refused (overflow=reject); set by the node
+        self.on_refused: Callable[[str], None] = lambda q: None
 
     @property
     def available(self) -> bool:
@@ -359,8 +363,11 @@ class ClusterWriter:
         def finished(result: object) -> None:
             self._busy = False
             if isinstance(result, list):
-                for queue, entries in result:
-                    self.on_dropped(queue, entries)
+                for queue, n, entries in result:
+                    if n < 0:
+                        self.on_refused(queue)
+                    else:
+                        self.on_dropped(queue, entries, n)
             if not isinstance(result, Failure):
                 for name, args in ops:
                     if name == "once" and args[0].then and not args[0].result.duplicate:
@@ -480,8 +487,12 @@ def _judged(result: list[Any], queue: str, verdict: Verdict | None, dropped: Dro
     if not int(result[0]):
         if verdict is not None:
             verdict.error = errors.Overflow(f"{queue} is full")
+        dropped.append((queue, -1, []))
     elif len(result) > 1 and isinstance(result[1], list):
-        dropped.append((queue, [dict(zip(f[::2], f[1::2])) for f in result[1:]]))
+        entries = [dict(zip(f[::2], f[1::2])) for f in result[1:]]
+        dropped.append((queue, len(entries), entries))
+    elif len(result) > 1 and int(result[1]):
+        dropped.append((queue, int(result[1]), []))
 
 
 def _once(client: Any, job: Once, firsts: list[Once], dropped: Dropped) -> None:

@@ -221,8 +221,9 @@ def test_a_delayed_copy_meets_the_overflow_rule_when_it_becomes_ready(a: Client,
     a.ok(f"CREATE {rq} queue max-length=1 overflow=reject dead-letter={dl}")
     a.ok(f"CREATE {dq} queue max-length=1 dead-letter={dl}")
     both_know(a, b, rq, dq, dl)
-    assert b.publish(rq, b"late-r", "", "delay=200") == "+OK 1"
-    assert b.publish(dq, b"late-d", "", "delay=200") == "+OK 1"
+    assert b.publish(rq, b"late-r", "", "delay=1000") == "+OK 1"
+    assert b.publish(dq, b"late-d", "", "delay=1000") == "+OK 1"
+    # (published before the delayed copies are due: a second is plenty)
     assert a.publish(rq, b"now-r") == "+OK 1"
     assert a.publish(dq, b"now-d") == "+OK 1"
     dead = pull_all(b, dl, 2)
