@@ -80,8 +80,13 @@ if ARGV[5] == '1' and size > 0 then redis.call('DECRBY', KEYS[2], size) end
 return out
 """
 
-#: what a sweep plans per queue: ``(name, dead-letter wanted, bytes counted)``
-Plan = list[tuple[str, bool, bool]]
+#: the shared queues that may hold entries with a PUBLISH's own ttl (a set: nodes
+#: add a queue the first time they publish to it with a ttl)
+TTL_HINT = "{mb}:ttl"
+
+#: what a sweep plans per shared queue: ``(name, dead-letter wanted, bytes counted,
+#: has a queue ttl)``; one without a queue ttl is swept when :data:`TTL_HINT` has it
+Plan = list[tuple[str, bool, bool, bool]]
 
 
 class Sweeper:
@@ -138,7 +143,13 @@ class Sweeper:
 def _sweep(client: Any, now: float, plan: Plan) -> list[tuple[str, int, list[keys.Fields]]]:
     """On a read thread: the sweep of each planned queue."""
     out = []
-    for name, dead_letter, counted in plan:
+    hinted = None
+    for name, dead_letter, counted, ttl in plan:
+        if not ttl:
+            if hinted is None:
+                hinted = {n.decode() for n in client.smembers(TTL_HINT)}
+            if name not in hinted:
+                continue
         removed = 0
         entries: list[keys.Fields] = []
         for _ in range(ROUNDS):
@@ -164,12 +175,59 @@ def _sweep(client: Any, now: float, plan: Plan) -> list[tuple[str, int, list[key
 
 
 def sweep_plan(queues: Sequence[Queue], shared: Callable[[Queue], bool]) -> Plan:
-    """The shared queues with a ttl, for the expiry sweep."""
+    """The shared queues, for the expiry sweep."""
     return [
-        (q.name, q.options.dead_letter is not None, q.options.max_bytes is not None)
+        (
+            q.name,
+            q.options.dead_letter is not None,
+            q.options.max_bytes is not None,
+            q.options.ttl is not None,
+        )
         for q in queues
-        if shared(q) and q.options.ttl is not None
+        if shared(q)
     ]
+
+
+class Removed:
+    """What Redis removed from a node's shared queues, on the reactor thread: counted
+    in the node's STAT of the queue, and dead-lettered through ``sink`` (the node's
+    dead-letter writer) when the queue has a target."""
+
+    def __init__(
+        self,
+        find: Callable[[str], object],
+        sink: Callable[[Sequence[Queue], QueuedMessage, str], None],
+    ) -> None:
+        self._find = find
+        self._sink = sink
+
+    def dropped(
+        self, name: str, entries: list[keys.Fields], n: int = -1, reason: str = "maxlen"
+    ) -> None:
+        """``n`` entries removed from queue ``name`` (dropped from its head, or with
+        ``reason=expired`` swept; -1: as many as ``entries``, the fields of those to
+        dead-letter)."""
+        q = self._find(name)
+        if isinstance(q, Queue):
+            count = len(entries) if n < 0 else n
+            if reason == "maxlen":
+                q.dropped += count
+            else:
+                q.expired += count
+            dl = q.options.dead_letter
+            target = None if dl is None else self._find(dl)
+            if not isinstance(target, (Queue, Exchange)):
+                target = None
+            q.dead_lettered += dead_letters(q, target, entries, reason, self._sink)
+
+    def expired(self, name: str, entries: list[keys.Fields], n: int) -> None:
+        self.dropped(name, entries, n, "expired")
+
+    def refused(self, name: str) -> None:
+        """A copy for queue ``name`` was refused (full, ``overflow=reject``)."""
+        q = self._find(name)
+        if isinstance(q, Queue):
+            q.rejected += 1
 
 
 def dead_letters(

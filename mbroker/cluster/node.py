@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from mbroker import errors
 from mbroker.cluster import keys
 from mbroker.cluster.delays import Mover, member
-from mbroker.cluster.expiry import dead_letters
+from mbroker.cluster.expiry import TTL_HINT, Removed
 from mbroker.cluster.feeder import Feeder
 from mbroker.cluster.limits import ClusterJournal, Limits, queue_limits
 from mbroker.cluster.nssync import LocalNamespace
@@ -109,8 +109,11 @@ class ClusterBroker(Broker):
         self.dedup_default = config.dedup_window
         self.divert_dead_letters(self._dead_letter)
         writer.limits = self.limits
-        writer.on_dropped = self.dropped
-        writer.on_refused = self._refused
+        #: what Redis removed from shared queues: counted here, dead-lettered
+        self.removed = Removed(self.find, self._dead_letter)
+        writer.on_dropped = self.removed.dropped
+        writer.on_refused = self.removed.refused
+        self._ttl_hinted: set[str] = set()
         self.create = self._create
         self.delete = self._delete
         self.bind = self._bind
@@ -234,6 +237,8 @@ class ClusterBroker(Broker):
                 raise errors.Unavailable("Redis cannot take writes; nothing was published")
             now = self.clock.seconds()
             expires = None if ttl is None else now + ttl / 1000.0
+            if ttl is not None:
+                self._hint_ttl(names)
             for q in qs:  # (a queue's ttl counts from the publish: its own expiry)
                 qttl = q.options.ttl
                 if qttl and (ttl is None or qttl < ttl):
@@ -261,6 +266,14 @@ class ClusterBroker(Broker):
             if self.limits(q) is not None:
                 self.writer.verdicts[(msg_id, q)] = journal.verdict()
         journal.add(rec.MessageStored(msg_id, names, source, key, payload, expires, props))
+
+    def _hint_ttl(self, names: Sequence[str]) -> None:
+        """Entries with their own ttl go to ``names``: the expiry sweep must look at
+        them (said once per queue by each node)."""
+        new = [n for n in names if n not in self._ttl_hinted]
+        if new:
+            self._ttl_hinted.update(new)
+            self.writer.hint(TTL_HINT, new)
 
     def _publish_one(self, name: str, key: str, payload: bytes, ttl: int | None = None) -> int:
         """PUBLISH without properties: a command of its own (one reply line)."""
@@ -307,31 +320,6 @@ class ClusterBroker(Broker):
             else:
                 self.enqueue(t, m.source, m.key, m.payload)
 
-    def dropped(
-        self, name: str, entries: list[keys.Fields], n: int = -1, reason: str = "maxlen"
-    ) -> None:
-        """``n`` entries Redis removed from shared queue ``name`` (dropped from its
-        head, or expired; -1: ``entries``): ``entries`` dead-lettered when it has a
-        target.  Counted in this node's STAT of the queue."""
-        q = self.find(name)
-        if isinstance(q, Queue):
-            count = len(entries) if n < 0 else n
-            if reason == "maxlen":
-                q.dropped += count
-            else:
-                q.expired += count
-            dl = q.options.dead_letter
-            target = None if dl is None else self.find(dl)
-            q.dead_lettered += dead_letters(q, target, entries, reason, self._dead_letter)
-
-    def expired(self, name: str, entries: list[keys.Fields], n: int) -> None:
-        self.dropped(name, entries, n, "expired")
-
-    def _refused(self, name: str) -> None:
-        q = self.find(name)
-        if isinstance(q, Queue):
-            q.rejected += 1
-
     def _publish_props(
         self, name: str, key: str, payload: bytes, ttl: int | None, props: Props
     ) -> PublishResult:
@@ -368,6 +356,10 @@ class ClusterBroker(Broker):
         expires = None
         if ttl is not None:  # (a delayed copy's ttl counts from its due time)
             expires = self.clock.seconds() + (ttl + (delay or 0)) / 1000.0
+            self._hint_ttl(names)
+        qttl = obj.options.ttl if isinstance(obj, Queue) else None
+        if qttl and (ttl is None or qttl < ttl):  # (a queue's ttl: the same)
+            expires = self.clock.seconds() + (qttl + (delay or 0)) / 1000.0
         fields = keys.entry_fields(name, key, payload, expires, 0, None, props)
         item = b"" if delay is None else member(self.node, fields)
         writer = self.writer

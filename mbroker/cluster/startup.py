@@ -64,10 +64,10 @@ class ClusterNode:
         broker.pubsub.start()
         broker.mover = Mover(self.link, clock)
         broker.mover.limited = lambda: limit_plan(broker.queue_objects(), shared)
-        broker.mover.lost = broker.dropped
+        broker.mover.lost = broker.removed.dropped
         broker.mover.start()
         plan = lambda: sweep_plan(broker.queue_objects(), shared)  # noqa: E731
-        sweeper = Sweeper(self.link, clock, plan, broker.expired)
+        sweeper = Sweeper(self.link, clock, plan, broker.removed.expired)
         sweeper.start()
         self._parts = [broker.feeder, broker.watch, sync, broker.pubsub, broker.mover, sweeper]
         d: Deferred[Any] = sync.start()

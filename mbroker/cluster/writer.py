@@ -223,6 +223,7 @@ class ClusterWriter:
         self._held.append(("delete", (keys.delayed(name),)))
         self._held.append(("srem", (keys.DELAYED, name)))
         self._held.append(("delete", (bytes_key(name),)))
+        self._held.append(("srem", ("{mb}:ttl", name)))
         self._held.append(("delete", (sizes_key(name),)))
         self._held_prep.append(lambda client: _unbind_all(client, name, 0))
         self._ns_changed()
@@ -330,6 +331,11 @@ class ClusterWriter:
         """A delayed copy in each of ``queues``, due ``delay`` ms from now by Redis's
         clock (see :mod:`mbroker.cluster.delays`)."""
         self._ops += delays.delay_ops(queues, delay, member)
+        self._schedule()
+
+    def hint(self, key: str, names: Sequence[str]) -> None:
+        """Add ``names`` to the set ``key`` (a hint for other nodes), in the next batch."""
+        self._ops.append(("sadd", (key, *names)))
         self._schedule()
 
     def spublish(self, chan: str, data: bytes) -> None:

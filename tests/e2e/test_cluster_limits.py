@@ -233,3 +233,15 @@ def test_a_delayed_copy_meets_the_overflow_rule_when_it_becomes_ready(a: Client,
     ]
     assert [m.payload for m in pull_all(a, rq, 1)] == [b"now-r"]
     assert [m.payload for m in pull_all(a, dq, 1)] == [b"late-d"]
+
+
+def test_a_publish_ttl_expires_in_a_queue_without_one(a: Client, b: Client) -> None:
+    """A PUBLISH's own ttl is swept too: the queue is hinted to every node."""
+    q = unique("q")
+    a.ok(f"CREATE {q} queue")
+    both_know(a, b, q)
+    assert b.publish(q, b"short", "", "ttl=100") == "+OK 1"
+    assert b.publish(q, b"forever") == "+OK 1"
+    poll(lambda: a.stats(q)["messages"] == "1", 0.1 + EXPIRY * 2)
+    poll(lambda: b.stats(q)["expired"] == "1" or a.stats(q)["expired"] == "1", SPREAD)
+    assert [m.payload for m in pull_all(a, q, 1)] == [b"forever"]
