@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 from mbroker import errors
 from mbroker.cluster import delays, keys, limits
+from mbroker.cluster.expiry import TTL_HINT
 from mbroker.cluster.limits import Limits, Verdict, bytes_key, limit_args, sizes_key
 from mbroker.cluster.link import RedisLink
 from mbroker.core import records as rec
@@ -126,8 +127,8 @@ class ClusterWriter:
         self.limits: Callable[[str], Limits | None] = lambda name: None
         #: the verdicts Redis gives copies of queues with limits: ``(store id, queue)``
         self.verdicts: dict[tuple[int, str], Verdict] = {}
-        #: entries dropped from the head of a queue with a dead-letter target, on the
-        #: reactor thread: ``(queue, [fields, …])``; set by the node
+        #: n entries dropped from the head of a queue by the limits' script, on the
+        #: reactor thread: ``(queue, [fields, …] to dead-letter, n)``; set by the node
         self.on_dropped: Callable[[str, list[keys.Fields], int], None] = lambda q, e, n: None
         #: a copy for a queue was refused (overflow=reject); set by the node
         self.on_refused: Callable[[str], None] = lambda q: None
@@ -223,7 +224,7 @@ class ClusterWriter:
         self._held.append(("delete", (keys.delayed(name),)))
         self._held.append(("srem", (keys.DELAYED, name)))
         self._held.append(("delete", (bytes_key(name),)))
-        self._held.append(("srem", ("{mb}:ttl", name)))
+        self._held.append(("srem", (TTL_HINT, name)))
         self._held.append(("delete", (sizes_key(name),)))
         self._held_prep.append(lambda client: _unbind_all(client, name, 0))
         self._ns_changed()
