@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet import task
@@ -23,8 +23,14 @@ from mbroker.cluster.limits import (
     limit_args,
     sizes_key,
 )
+from mbroker.cluster.link import RedisLink
+from mbroker.cluster.node import ClusterBroker
+from mbroker.cluster.writer import ClusterWriter
+from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.journal import Done
+from mbroker.wire.frames import QueueOptions
+from tests.helpers.fakeredis import FakeLink, FakeRedis
 from tests.helpers.redis_cluster import flush, redis_cluster
 
 __all__ = ["redis_cluster"]  # (a fixture, used by name)
@@ -78,6 +84,50 @@ def test_publishes_with_properties_count_their_lines_while_verdicts_wait() -> No
     journal.on_commit(lambda err: None)
     journal.next_line()
     assert journal.line == 0  # (a new reply: its first line)
+
+
+class JudgingRedis(FakeRedis):
+    """Answers the limits' script as a full queue would after ``room`` copies."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def call(self, name: str, *args: Any) -> Any:
+        if name == "execute_command" and args[0] == "EVALSHA":
+            self.calls.append(("limit", args[3:4]))
+            self.room -= 1
+            return [1, 0] if self.room >= 0 else [0]
+        return super().call(name, *args)
+
+
+def test_a_run_of_publishes_hears_which_copies_redis_refused() -> None:
+    """What a node does with the script's answers: the reply to a run of PUBLISH
+    waits for Redis and gets OVERFLOW on the refused lines only; the node counts
+    them; a queue without limits keeps its plain XADD."""
+    clock, redis = task.Clock(), JudgingRedis(room=2)
+    link = cast(RedisLink, FakeLink(redis))
+    writer = ClusterWriter(clock, link)
+    journal = ClusterJournal(clock, writer.write, lambda: writer.available)
+    broker = ClusterBroker(clock, Config(), journal, writer, "n1")
+    broker.create(None, "full", "queue", QueueOptions(max_length=2, overflow="reject"))
+    broker.create(None, "plain", "queue", QueueOptions())
+    clock.advance(0)
+    answers: list[errors.BrokerError | None] = []
+    reached, refused = broker.publish_many("full", "", [b"1", b"2", b"3", b"4"])
+    assert (reached, refused) == (1, {})  # (not known yet: Redis judges)
+    journal.on_commit(answers.append)
+    assert broker.publish("plain", "", b"p") == 1
+    journal.on_commit(answers.append)
+    clock.advance(0)
+    clock.advance(0)
+    first, second = answers
+    assert isinstance(first, errors.Refused) and second is None
+    assert sorted(first.lines) == [2, 3]
+    assert str(first.lines[2]) == "OVERFLOW full is full"
+    assert [a for n, a in redis.calls if n == "limit"] == [(keys.stream("full"),)] * 4
+    assert [a[0] for n, a in redis.calls if n == "xadd"] == [keys.stream("plain")]
+    assert dict(broker.stats("full"))["rejected"] == "2"
 
 
 @pytest.fixture
