@@ -95,12 +95,14 @@ class Setup:
         return redis_commands(self.dev) if self.dev else 0
 
 
-def run(setup: Setup, case: str, seconds: float, publishers: int, window: int) -> list[float]:
+def run(
+    setup: Setup, case: str, seconds: float, publishers: int, window: int, options: str = ""
+) -> list[float]:
     """``[messages, rate, node µs/msg, redis µs/msg, redis commands/msg]``."""
     brokers = setup.brokers
     first = brokers[0]
     admin = connect(first.host, first.port)
-    command(admin, b"CREATE bq queue durable")
+    command(admin, b"CREATE bq queue durable " + options.encode())
     time.sleep(0.3)  # (the namespace spreads to the other nodes: at most a few ms)
     consumer = None
     if case == "1->1":
@@ -189,20 +191,34 @@ def main() -> None:
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--nodes", default="1,2,3")
+    ap.add_argument(
+        "--queue-options", default="", help="more CREATE options, e.g. 'max-length=9999999'"
+    )
+    ap.add_argument("--cases", default="publish,1->1")
+    ap.add_argument("--no-single", action="store_true", help="cluster nodes only")
     args = ap.parse_args()
+    options = args.queue_options
     seconds = 0.5 if args.quick else args.seconds
     print(f"# {machine()}")
     print(f"# {load_note()}", flush=True)
     rows: list[list[object]] = []
-    cases = ("publish", "1->1")
-    for label, extra in (("single --fsync always", ()), ("single --memory", ("--memory",))):
+    cases = args.cases.split(",")
+    singles = (("single --fsync always", ()), ("single --memory", ("--memory",)))
+    for label, extra in () if args.no_single else singles:
         with BrokerProcess(*extra) as broker:
             for case in cases:
                 rows.append(
                     [
                         label,
                         case,
-                        *run(Setup([broker], None), case, seconds, args.publishers, args.window),
+                        *run(
+                            Setup([broker], None),
+                            case,
+                            seconds,
+                            args.publishers,
+                            args.window,
+                            options,
+                        ),
                     ]
                 )
     dev = dev_cluster().start()
@@ -220,7 +236,7 @@ def main() -> None:
                         [
                             f"cluster, {n} node(s)",
                             case,
-                            *run(setup, case, seconds, args.publishers, args.window),
+                            *run(setup, case, seconds, args.publishers, args.window, options),
                         ]
                     )
             finally:
@@ -229,7 +245,7 @@ def main() -> None:
     finally:
         dev.stop()
     print_table(
-        "cluster mode beside the single broker (durable queue, 128-byte payloads)",
+        f"cluster mode beside the single broker (durable queue {options}, 128-byte payloads)",
         [
             "setup",
             "case",

@@ -104,6 +104,19 @@ class Overflow(BrokerError):
     code = "OVERFLOW"
 
 
+class Refused(BrokerError):
+    """Some of the commands one reply stands for were refused once the store had
+    answered (a cluster node learns from Redis that a queue was full): ``lines`` maps
+    the line of each refused command to its error.  As a plain error it is the first
+    of them."""
+
+    def __init__(self, lines: dict[int, BrokerError]) -> None:
+        first = lines[min(lines)]
+        super().__init__(first.text)
+        self.code = first.code  # type: ignore[misc]
+        self.lines = lines
+
+
 class NoAuth(BrokerError):
     """The broker requires AUTH first."""
 

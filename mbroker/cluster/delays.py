@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker.cluster import keys
+from mbroker.cluster.limits import LIMIT_FUNCTION
 from mbroker.cluster.link import RedisLink
 
 _log = Logger()
@@ -50,13 +51,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 """
 
-#: KEYS[1] the queue's sorted set, KEYS[2] its stream; ARGV: most members to move.
-#: Returns the milliseconds until the next member is due (-1 when none is left) and
-#: how many it moved.
+#: KEYS[1] the queue's sorted set, KEYS[2] its stream, KEYS[3] its ready-bytes
+#: counter (kept when it exists: a queue with max-bytes); ARGV: most members to
+#: move.  Returns the milliseconds until the next member is due (-1 when none is
+#: left) and how many it moved.
 MOVE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local size = 0
 for _, m in ipairs(due) do
   local f, i = {}, 1
   while i <= #m do
@@ -66,12 +69,60 @@ for _, m in ipairs(due) do
     i = c + n + 1
   end
   redis.call('XADD', KEYS[2], '*', unpack(f, 2))
+  for j = 2, #f, 2 do
+    if f[j] == 'p' then size = size + #f[j + 1] end
+  end
 end
+if size > 0 and redis.call('EXISTS', KEYS[3]) == 1 then redis.call('INCRBY', KEYS[3], size) end
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #nxt == 0 then return {-1, #due} end
 return {math.max(tonumber(nxt[2]) - now, 0), #due}
 """
+
+#: MOVE_SCRIPT for a queue with max-length or max-bytes: each due entry is added
+#: under the queue's limits, as a new message would be (``add`` of
+#: :data:`~mbroker.cluster.limits.LIMIT_FUNCTION`).  KEYS as MOVE_SCRIPT; ARGV[1] most
+#: members to move, ARGV[2] the group, ARGV[3..6] the limits (as LIMIT_SCRIPT's
+#: ARGV[2..5]), ARGV[7] '1' to return the refused entries.  Returns the wait, how
+#: many it moved, and the fields of the entries dropped and of those refused.
+MOVE_LIMITED_SCRIPT = (
+    LIMIT_FUNCTION
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local lost = {}
+for _, m in ipairs(due) do
+  local f, i = {}, 1
+  while i <= #m do
+    local c = string.find(m, ':', i, true)
+    local n = tonumber(string.sub(m, i, c - 1))
+    f[#f + 1] = string.sub(m, c + 1, c + n)
+    i = c + n + 1
+  end
+  local fields = {unpack(f, 2)}
+  local r = add(KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
+    ARGV[5] == '1', ARGV[6] == '1', fields)
+  if r[1] == 0 then
+    if ARGV[7] == '1' then lost[#lost + 1] = fields end
+  elseif ARGV[6] == '1' then
+    for j = 2, #r do lost[#lost + 1] = r[j] end
+  end
+end
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = -1
+if #nxt > 0 then wait = math.max(tonumber(nxt[2]) - now, 0) end
+return {wait, #due, lost}
+"""
+)
+
+#: per queue with limits: LIMIT_SCRIPT's ARGV[2..5] and whether refused entries are
+#: wanted back (it has a dead-letter target)
+LimitPlan = dict[str, tuple[tuple[Any, ...], bool]]
+#: entries a move dropped or refused (for their dead-letter target), per queue
+Lost = list[tuple[str, list[keys.Fields]]]
 
 _seq = itertools.count()
 
@@ -119,6 +170,14 @@ class Mover:
         self._busy = False
         #: entries this node moved
         self.moved = 0
+        #: the shared queues with limits (set by the node), read again at most once a
+        #: RECHECK, or when this node adds a delayed entry
+        self.limited: Callable[[], LimitPlan] = dict
+        self._limited: LimitPlan = {}
+        self._limited_at = float("-inf")
+        #: entries a move dropped from a queue's head or refused (reject), on the
+        #: reactor thread: dead-lettered by the node with ``reason=maxlen``
+        self.lost: Callable[[str, list[keys.Fields]], None] = lambda q, e: None
 
     def start(self) -> None:
         call = self._call = LoopingCall(self._round)
@@ -130,6 +189,7 @@ class Mover:
     def soon(self, queue: str, delay_ms: int) -> None:
         """This node added a delayed entry to ``queue``: look at it when it is due."""
         when = self._clock.seconds() + delay_ms / 1000.0
+        self._limited_at = float("-inf")
         if when < self._next.get(queue, when + 1):
             self._next[queue] = when
 
@@ -138,12 +198,17 @@ class Mover:
             return None
         self._busy = True
         client, now, plan = self._link.client, self._clock.seconds(), dict(self._next)
-        d = self._link.read(lambda: _move(client, now, plan))
+        if now - self._limited_at >= RECHECK:
+            self._limited, self._limited_at = self.limited(), now
+        limited = self._limited
+        d = self._link.read(lambda: _move(client, now, plan, limited))
 
-        def done(result: tuple[dict[str, float], int]) -> None:
+        def done(result: tuple[dict[str, float], int, Lost]) -> None:
             self._busy = False
-            waits, moved = result
+            waits, moved, lost = result
             self.moved += moved
+            for q, entries in lost:
+                self.lost(q, entries)
             base = self._clock.seconds()
             for q, wait in waits.items():
                 due = base + (RECHECK if wait < 0 else min(wait / 1000.0, RECHECK))
@@ -161,17 +226,31 @@ class Mover:
             self._call.stop()
 
 
-def _move(client: Any, now: float, plan: dict[str, float]) -> tuple[dict[str, float], int]:
+def _move(
+    client: Any, now: float, plan: dict[str, float], limited: LimitPlan | None = None
+) -> tuple[dict[str, float], int, Lost]:
     """On a read thread: move what is due in the hinted queues that are due a look;
-    returns the wait (ms, -1: none) until the next entry of each queue looked at, and
-    how many entries were moved."""
+    returns the wait (ms, -1: none) until the next entry of each queue looked at, how
+    many entries were moved, and the entries dropped or refused by queues' limits."""
     names = [n.decode() for n in client.smembers(keys.DELAYED)]
     waits: dict[str, float] = {}
     moved = 0
+    lost: Lost = []
     for q in names:
         if plan.get(q, 0.0) > now:
             continue
-        wait, n = client.eval(MOVE_SCRIPT, 2, keys.delayed(q), keys.stream(q), MOVE_BATCH)
+        where = (keys.delayed(q), keys.stream(q), f"mb:b:{{{q}}}")
+        limits = limited.get(q) if limited else None
+        if limits is None:
+            wait, n = client.eval(MOVE_SCRIPT, 3, *where, MOVE_BATCH)
+        else:
+            argv, refused = limits
+            got = client.eval(
+                MOVE_LIMITED_SCRIPT, 3, *where, MOVE_BATCH, keys.GROUP, *argv, int(refused)
+            )
+            wait, n, entries = got
+            if entries:
+                lost.append((q, [dict(zip(f[::2], f[1::2])) for f in entries]))
         moved += int(n)
         waits[q] = float(wait)
-    return waits, moved
+    return waits, moved, lost

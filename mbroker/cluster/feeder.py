@@ -6,7 +6,9 @@ For each shared queue with consumers (or waiting PULLs) on this node,
 BLOCK`` :data:`BLOCK_MS` on a read thread, and hand what came to the core
 (:meth:`~mbroker.core.broker.Broker.feed`), which delivers it as if it had been
 published here.  Each entry gets a local store id, so the core's ACK (a
-``MessagesRemoved`` record) becomes ``XACK`` + ``XDEL`` of that entry.
+``MessagesRemoved`` record) becomes ``XACK`` + ``XDEL`` of that entry.  Entries read
+from a queue with ``max-bytes`` leave its ready bytes at once (one more script per
+read, :data:`~mbroker.cluster.limits.MARK_SCRIPT`).
 
 A local NACK or a disconnect puts the message back in the local queue, where the
 core redelivers it to a local consumer.  When the queue has no local consumer
@@ -22,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.cluster import keys
+from mbroker.cluster import keys, limits
 from mbroker.cluster.link import RedisLink
 from mbroker.cluster.writer import ClusterWriter
 from mbroker.core import records as rec
@@ -85,6 +87,8 @@ class Feeder:
         self.stopped = False
         #: entries read from Redis
         self.fed = 0
+        #: whether a queue counts its ready bytes (max-bytes): its reads are marked
+        self.counted: Callable[[str], bool] = lambda name: False
 
     def want(self, q: Queue) -> None:
         """``q`` has (or may soon have) local demand: make sure its loop runs."""
@@ -106,8 +110,8 @@ class Feeder:
         if n <= 0:
             self._clock.callLater(RECHECK, self._loop, name)
             return
-        client, node = self._link.client, self.node
-        d: Deferred[Any] = self._link.read(lambda: _read(client, name, node, n))
+        client, node, counted = self._link.client, self.node, self.counted(name)
+        d: Deferred[Any] = self._link.read(lambda: _read(client, name, node, n, counted))
         d.addCallbacks(self._got, self._failed, callbackArgs=(name,), errbackArgs=(name,))
 
     def _got(self, entries: list[keys.Entry], name: str) -> None:
@@ -144,8 +148,12 @@ class Feeder:
         self.stopped = True
 
 
-def _read(client: Any, queue: str, node: str, count: int) -> list[keys.Entry]:
-    """On a read thread: up to ``count`` new entries of ``queue`` for ``node``."""
+def _read(
+    client: Any, queue: str, node: str, count: int, counted: bool = False
+) -> list[keys.Entry]:
+    """On a read thread: up to ``count`` new entries of ``queue`` for ``node``
+    (``counted``: their sizes then leave the queue's ready bytes, see
+    :mod:`mbroker.cluster.limits`)."""
     stream = keys.stream(queue)
     try:
         got = client.xreadgroup(keys.GROUP, node, {stream: ">"}, count=count, block=BLOCK_MS)
@@ -162,4 +170,8 @@ def _read(client: Any, queue: str, node: str, count: int) -> list[keys.Entry]:
     if not got:
         return []
     # RESP2: [[stream, [(id, fields), …]]]; entries deleted since have fields None
-    return [(eid, fields) for eid, fields in got[0][1] if fields]
+    entries = [(eid, fields) for eid, fields in got[0][1] if fields]
+    if counted and entries:
+        sizes = [x for eid, f in entries for x in (eid, len(f.get(b"p", b"")))]
+        client.eval(limits.MARK_SCRIPT, 2, limits.bytes_key(queue), limits.sizes_key(queue), *sizes)
+    return entries

@@ -32,7 +32,9 @@ from twisted.logger import Logger
 from mbroker import errors
 from mbroker.cluster import keys
 from mbroker.cluster.delays import Mover, member
+from mbroker.cluster.expiry import TTL_HINT, Removed
 from mbroker.cluster.feeder import Feeder
+from mbroker.cluster.limits import ClusterJournal, Limits, queue_limits
 from mbroker.cluster.nssync import LocalNamespace
 from mbroker.cluster.pubsub import PubSubThread
 from mbroker.cluster.watch import Watch
@@ -40,7 +42,6 @@ from mbroker.cluster.writer import ClusterWriter, Once
 from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker
-from mbroker.core.journal import Journal
 from mbroker.core.model import (
     Clock,
     Consumer,
@@ -72,7 +73,12 @@ class ClusterBroker(Broker):
     """The broker of a cluster node (see the module's text)."""
 
     def __init__(
-        self, clock: Clock, config: Config, journal: Journal, writer: ClusterWriter, node: str
+        self,
+        clock: Clock,
+        config: Config,
+        journal: ClusterJournal,
+        writer: ClusterWriter,
+        node: str,
     ) -> None:
         super().__init__(clock, config, journal)
         self.node = node
@@ -102,16 +108,17 @@ class ClusterBroker(Broker):
         self.cluster_published = 0
         self.dedup_default = config.dedup_window
         self.divert_dead_letters(self._dead_letter)
-        writer.drop_head_limit = self._drop_head_limit
-        #: the figures of Redis last read (the watch's), and the copies this node
-        #: added since to each queue with ``overflow=reject`` (see :meth:`_full`)
-        self._seen: object = None
-        self._added: dict[str, int] = {}
+        writer.limits = self.limits
+        #: what Redis removed from shared queues: counted here, dead-lettered
+        self.removed = Removed(self.find, self._dead_letter)
+        writer.on_dropped = self.removed.dropped
+        writer.on_refused = self.removed.refused
+        self._ttl_hinted: set[str] = set()
         self.create = self._create
         self.delete = self._delete
         self.bind = self._bind
         self.unbind = self._unbind
-        self.publish = self._publish
+        self.publish = self._publish_one
         self.publish_many = self._publish_many
         self.publish_props = self._publish_props
         self.subscribe = self._subscribe
@@ -207,10 +214,12 @@ class ClusterBroker(Broker):
                     return done[0] if isinstance(done, tuple) else done.reached
                 return self._core_publish(name, key, payload, ttl)
             names: tuple[str, ...] = (name,)
+            qs = [obj]
             reached = 1
         else:
             targets = obj.matcher.match(key)
-            names = tuple([q.name for q in targets if shared(q)])
+            qs = [q for q in targets if shared(q)]
+            names = tuple([q.name for q in qs])
             reached = len(targets)
             obj.published += 1
             if reached:
@@ -223,50 +232,56 @@ class ClusterBroker(Broker):
                         self.enqueue(q, name, key, payload, props)
             head = self._echo if props is None else self._head + stored_text(props) + b"\n"
             self.writer.spublish(keys.channel(name), head + b"%s\n%s" % (key.encode(), payload))
-        rejected = None
         if names:
             if not journal.available:
                 raise errors.Unavailable("Redis cannot take writes; nothing was published")
-            full = [n for n in names if self._full(n)]
-            if full:
-                rejected = full[0]
-                names = tuple([n for n in names if n not in full])
-        if names:
-            expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
-            journal.add(
-                rec.MessageStored(journal.new_id(), names, name, key, payload, expires, props)
-            )
+            now = self.clock.seconds()
+            expires = None if ttl is None else now + ttl / 1000.0
+            if ttl is not None:
+                self._hint_ttl(names)
+            for q in qs:  # (a queue's ttl counts from the publish: its own expiry)
+                qttl = q.options.ttl
+                if qttl and (ttl is None or qttl < ttl):
+                    names = tuple([n for n in names if n != q.name])
+                    self._store((q.name,), name, key, payload, now + qttl / 1000.0, props)
+            if names:
+                self._store(names, name, key, payload, expires, props)
         self.cluster_published += 1
-        if rejected is not None:
-            raise errors.Overflow(f"{rejected} is full")
         return reached
 
-    def _full(self, name: str) -> bool:
-        """Whether shared queue ``name`` has ``max-length`` and ``overflow=reject`` and
-        is full by the figures this node last read from Redis (its ready entries then)
-        and the copies it added since; if not, one more copy is counted."""
-        q = self.find(name)
-        if not isinstance(q, Queue):
-            return False
-        o = q.options
-        if o.max_length is None or o.overflow != "reject" or self.watch is None:
-            return False
-        counts = self.watch.counts
-        if counts is not self._seen:
-            self._seen = counts
-            self._added = {}
-        length, pending, _ = counts.get(name, (0, 0, 0))
-        added = self._added.get(name, 0)
-        if length - pending + added >= o.max_length:
-            return True
-        self._added[name] = added + 1
-        return False
+    def _store(
+        self,
+        names: tuple[str, ...],
+        source: str,
+        key: str,
+        payload: bytes,
+        expires: float | None,
+        props: Props | None,
+    ) -> None:
+        """One entry in each queue of ``names``; Redis judges the copies for queues
+        with limits (a verdict each, for the reply)."""
+        journal = self.cluster_journal
+        msg_id = journal.new_id()
+        for q in names:
+            if self.limits(q) is not None:
+                self.writer.verdicts[(msg_id, q)] = journal.verdict()
+        journal.add(rec.MessageStored(msg_id, names, source, key, payload, expires, props))
 
-    def _drop_head_limit(self, name: str) -> int | None:
-        q = self.find(name)
-        if isinstance(q, Queue) and q.options.overflow == "drop-head":
-            return q.options.max_length
-        return None
+    def _hint_ttl(self, names: Sequence[str]) -> None:
+        """Entries with their own ttl go to ``names``: the expiry sweep must look at
+        them (said once per queue by each node)."""
+        new = [n for n in names if n not in self._ttl_hinted]
+        if new:
+            self._ttl_hinted.update(new)
+            self.writer.hint(TTL_HINT, new)
+
+    def _publish_one(self, name: str, key: str, payload: bytes, ttl: int | None = None) -> int:
+        """PUBLISH without properties: a command of its own (one reply line)."""
+        self.cluster_journal.new_command()
+        return self._publish(name, key, payload, ttl)
+
+    def limits(self, name: str) -> Limits | None:
+        return queue_limits(self.find(name))
 
     def _publish_many(
         self,
@@ -282,7 +297,10 @@ class ClusterBroker(Broker):
             raise errors.NotFound(name)
         reached = 0
         refused: dict[int, errors.BrokerError] = {}
+        journal = self.cluster_journal
+        journal.new_command()
         for i, payload in enumerate(payloads):
+            journal.line = i
             try:
                 reached = self._publish(name, key, payload, ttl, props)
             except errors.BrokerError as e:
@@ -292,10 +310,13 @@ class ClusterBroker(Broker):
         return reached, refused
 
     def _dead_letter(self, targets: Sequence[Queue], m: QueuedMessage, reason: str) -> None:
-        """Dead letters: to the streams of shared targets, into local ones here."""
+        """Dead letters: to the streams of shared targets (their ttl counting from
+        now), into local ones here."""
         for t in targets:
             if shared(t):
-                self.writer.dead_letter(t.name, m, reason)
+                ttl = t.options.ttl
+                expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
+                self.writer.dead_letter(t.name, m, reason, expires)
             else:
                 self.enqueue(t, m.source, m.key, m.payload)
 
@@ -312,6 +333,7 @@ class ClusterBroker(Broker):
             raise errors.NotFound(name)
         if isinstance(obj, Queue) and not shared(obj):
             return self._core_publish_props(name, key, payload, ttl, props)
+        self.cluster_journal.next_line()
         window = 0
         if props.id is not None:
             ms = obj.options.dedup_window if isinstance(obj, Queue) else obj.dedup_window
@@ -334,17 +356,22 @@ class ClusterBroker(Broker):
         expires = None
         if ttl is not None:  # (a delayed copy's ttl counts from its due time)
             expires = self.clock.seconds() + (ttl + (delay or 0)) / 1000.0
+            self._hint_ttl(names)
+        qttl = obj.options.ttl if isinstance(obj, Queue) else None
+        if qttl and (ttl is None or qttl < ttl):  # (a queue's ttl: the same)
+            expires = self.clock.seconds() + (qttl + (delay or 0)) / 1000.0
         fields = keys.entry_fields(name, key, payload, expires, 0, None, props)
         item = b"" if delay is None else member(self.node, fields)
         writer = self.writer
         if window:
             # (the writes recorded before it go first: a queue stays in publish order)
-            journal.commit()
+            journal.flush()
             dedup = keys.dedup(name, props.id or "")
-            atomic = then is None
-            writer.publish_once(
-                Once(dedup, window, names, fields, delay, item, atomic, result, then)
-            )
+            limited = delay is None and any([self.limits(q) for q in names])
+            job = Once(dedup, window, names, fields, delay, item, then is None, result, then)
+            if limited:  # (the id first, then the entries through the limits' script)
+                job.atomic, job.verdict = False, journal.verdict()
+            writer.publish_once(job)
         else:
             assert delay is not None
             if names:
@@ -496,6 +523,8 @@ class ClusterBroker(Broker):
                 "unacked": str(pending),
                 "delayed": str(delayed),
             }
+            if name in self.watch.bytes:
+                figures["bytes"] = str(self.watch.bytes[name])
             pairs = [(k, figures.get(k, v)) for k, v in pairs]
         return pairs
 
@@ -508,7 +537,10 @@ class ClusterBroker(Broker):
             if r.name in counts:
                 length, pending, delayed = counts[r.name]
                 ready = length - pending
-                reports[i] = attrs.evolve(r, ready=ready, unacked=pending, delayed=delayed)
+                size = self.watch.bytes.get(r.name, r.ready_bytes) if self.watch else 0
+                reports[i] = attrs.evolve(
+                    r, ready=ready, unacked=pending, delayed=delayed, ready_bytes=size
+                )
         return reports
 
     def _queue_totals(self) -> QueueTotals:

@@ -16,7 +16,9 @@ from twisted.logger import Logger
 
 from mbroker.cluster import keys
 from mbroker.cluster.delays import Mover
+from mbroker.cluster.expiry import Sweeper, sweep_plan
 from mbroker.cluster.feeder import Feeder
+from mbroker.cluster.limits import ClusterJournal, counts_bytes, limit_plan
 from mbroker.cluster.link import RedisLink, parse_nodes
 from mbroker.cluster.node import ClusterBroker, shared
 from mbroker.cluster.nssync import NamespaceSync
@@ -24,7 +26,6 @@ from mbroker.cluster.pubsub import PubSubThread
 from mbroker.cluster.watch import Watch
 from mbroker.cluster.writer import ClusterWriter
 from mbroker.config import ClusterConfig, Config
-from mbroker.core.journal import Journal
 
 _log = Logger()
 
@@ -51,18 +52,24 @@ class ClusterNode:
     def _build(self) -> Deferred[ClusterBroker]:
         clock, name = self.clock, self.settings.node_name
         writer = ClusterWriter(clock, self.link, self.settings.replicas_ack)
-        journal = Journal(clock, writer.write, lambda: writer.available)
+        journal = ClusterJournal(clock, writer.write, lambda: writer.available)
         broker = self.broker = ClusterBroker(clock, self.config, journal, writer, name)
         sync = NamespaceSync(clock, self.link, writer, journal, broker, broker.local, shared)
         broker.on_namespace = sync.changed
         broker.feeder = Feeder(clock, self.link, writer, broker, journal, name, shared)
+        broker.feeder.counted = lambda q: counts_bytes(broker.find(q))
         broker.watch = Watch(self.link, name, broker.shared_queues)
         broker.pubsub = PubSubThread(self.link, broker.on_message)
         broker.pubsub.listen(keys.NS_CHANNEL)
         broker.pubsub.start()
         broker.mover = Mover(self.link, clock)
+        broker.mover.limited = lambda: limit_plan(broker.queue_objects(), shared)
+        broker.mover.lost = broker.removed.dropped
         broker.mover.start()
-        self._parts = [broker.feeder, broker.watch, sync, broker.pubsub, broker.mover]
+        plan = lambda: sweep_plan(broker.queue_objects(), shared)  # noqa: E731
+        sweeper = Sweeper(self.link, clock, plan, broker.removed.expired)
+        sweeper.start()
+        self._parts = [broker.feeder, broker.watch, sync, broker.pubsub, broker.mover, sweeper]
         d: Deferred[Any] = sync.start()
         d.addCallback(lambda _: broker.watch.start(clock) if broker.watch else None)
         d.addCallback(lambda _: broker)

@@ -8,12 +8,14 @@ Every :data:`TICK` seconds :class:`Watch` runs one round on a read thread:
 2. For each shared queue: ``XLEN``, ``XINFO CONSUMERS`` and ``ZCARD`` of its sorted
    set of delayed copies (the figures LIST, STATS and the HTTP API show:
    ``messages`` is the stream's length less the entries delivered and not
-   acknowledged, ``unacked`` those, ``delayed`` the copies not due yet).
+   acknowledged, ``unacked`` those, ``delayed`` the copies not due yet), and the
+   ready bytes of a queue that counts them (``max-bytes``: STAT ``bytes``).
 3. A consumer of the group (a node) that has pending entries and no liveness key is
    dead: its pending entries are claimed (``XCLAIM`` with a min-idle time of
    :data:`MIN_IDLE_MS`, so that two nodes never both take one) and put back at the
-   tail of the stream (``XADD`` with one more delivery counted, then ``XACK`` +
-   ``XDEL`` of the old entry); a dead consumer with nothing pending is removed
+   tail of the stream (``XADD`` with one more delivery counted, the sizes a node had
+   taken off a max-bytes queue's ready bytes counted again, then ``XACK`` + ``XDEL``
+   of the old entry); a dead consumer with nothing pending is removed
    (``XGROUP DELCONSUMER``).
 
 So the messages a killed node held unacknowledged reach other nodes' consumers
@@ -32,7 +34,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.cluster import keys
+from mbroker.cluster import keys, limits
 from mbroker.cluster.link import RedisLink
 
 _log = Logger()
@@ -60,6 +62,8 @@ class Watch:
         self._call: LoopingCall | None = None
         #: the last figures of the shared queues
         self.counts: Counts = {}
+        #: the ready bytes of the shared queues that count them (max-bytes)
+        self.bytes: dict[str, int] = {}
         #: entries taken over from dead nodes
         self.taken_over = 0
 
@@ -83,8 +87,8 @@ class Watch:
         client, node, names = self._link.client, self.node, self._queues()
         d = self._link.read(lambda: _round(client, node, names))
 
-        def done(result: tuple[Counts, int]) -> None:
-            self.counts, n = result
+        def done(result: tuple[Counts, int, dict[str, int]]) -> None:
+            self.counts, n, self.bytes = result
             self.taken_over += n
 
         def failed(f: Failure) -> None:
@@ -105,9 +109,10 @@ def _first_round(client: Any, node: str, names: list[str]) -> int:
     return taken
 
 
-def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int]:
+def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int, dict[str, int]]:
     client.set(keys.node_key(node), b"1", px=LIVE_MS)
     counts: Counts = {}
+    sizes: dict[str, int] = {}
     alive: dict[str, bool] = {node: True}
     taken = 0
     for name in names:
@@ -132,7 +137,10 @@ def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int]:
                 client.xgroup_delconsumer(stream, keys.GROUP, cname)
         delayed = int(client.zcard(keys.delayed(name)))
         counts[name] = (int(client.xlen(stream)), pending, delayed)
-    return counts, taken
+        size = client.get(limits.bytes_key(name))
+        if size is not None:
+            sizes[name] = int(size)
+    return counts, taken, sizes
 
 
 def _take_over(client: Any, stream: str, dead: str, node: str, min_idle: int) -> int:
@@ -160,6 +168,11 @@ def _take_over(client: Any, stream: str, dead: str, node: str, min_idle: int) ->
         d = fields.get(b"d")
         fields[b"d"] = b"%d" % ((int(d) if d else 0) + 1)  # (the rest kept as it was)
         pipe.xadd(stream, fields)
+    # (ready again: the sizes a node had taken off a max-bytes queue count again)
+    queue = stream[len("mb:q:{") : -1]
+    bkey, skey = limits.bytes_key(queue), limits.sizes_key(queue)
+    node = client.get_node_from_key(stream)  # (else redis-py asks Redis for the keys)
+    pipe.execute_command("EVAL", limits.RECOUNT_SCRIPT, 2, bkey, skey, *old, target_nodes=node)
     pipe.xack(stream, keys.GROUP, *old)
     pipe.xdel(stream, *old)
     pipe.execute()

@@ -3,8 +3,10 @@
 The core records what must be kept (:mod:`mbroker.core.records`) in its
 :class:`~mbroker.core.journal.Journal` and commits once per reactor turn;
 :meth:`ClusterWriter.write` is that journal's writer.  It turns the records into Redis
-commands (``XADD`` per message and target queue, ``XACK`` + ``XDEL`` for the messages
-that left a queue, ``HSET``/``HDEL``/``SADD``/``SREM`` for the namespace) and sends
+commands (``XADD`` per message and target queue, or for a queue with ``max-length`` or
+``max-bytes`` the script of :mod:`mbroker.cluster.limits` that judges it and fills its
+:class:`~mbroker.cluster.limits.Verdict`; ``XACK`` + ``XDEL`` for the messages that left
+a queue, ``HSET``/``HDEL``/``SADD``/``SREM`` for the namespace) and sends
 everything gathered while the previous batch was out as **one pipeline** on the write
 thread, as the log store gathers writes into one fsync.  The commit's callbacks (the
 ``+OK`` of PUBLISH, CREATE, ACK …) run once Redis answered, and with
@@ -27,7 +29,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker import errors
-from mbroker.cluster import delays, keys
+from mbroker.cluster import delays, keys, limits
+from mbroker.cluster.expiry import TTL_HINT
+from mbroker.cluster.limits import Limits, Verdict, bytes_key, limit_args, sizes_key
 from mbroker.cluster.link import RedisLink
 from mbroker.core import records as rec
 from mbroker.core.journal import Done
@@ -38,6 +42,10 @@ _log = Logger()
 
 #: one Redis command for the pipeline: ``(method of the pipeline, args)``
 Op = tuple[str, tuple[Any, ...]]
+#: what the limits' script did beside adding: ``(queue, n, entries)``, n entries
+#: dropped from the queue's head (their fields when it has a dead-letter target), or
+#: ``n == -1``: a copy refused
+Dropped = list[tuple[str, int, list[keys.Fields]]]
 #: after a failed batch, new writes are refused at once for this long (s); then tried
 RETRY_AFTER = 1.0
 #: how long WAIT may take for the replicas (ms)
@@ -63,31 +71,6 @@ return false
 """
 
 
-#: an entry for a shared queue with ``max-length`` and ``overflow=drop-head``, and the
-#: trim, atomically: KEYS[1] the stream; ARGV[1] the group, ARGV[2] the max-length,
-#: ARGV[3..] the entry's fields.  Ready entries are those after the group's
-#: last-delivered id (the stream's length less the entries delivered and not
-#: acknowledged); the oldest of them beyond the max-length are deleted, never one a
-#: consumer holds.  Returns how many were dropped.
-DROP_HEAD_SCRIPT = """
-redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
-local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if not ok then return 0 end
-for _, g in ipairs(groups) do
-  local f = {}
-  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-  if f['name'] == ARGV[1] then
-    local excess = redis.call('XLEN', KEYS[1]) - f['pending'] - tonumber(ARGV[2])
-    if excess <= 0 then return 0 end
-    local old = redis.call('XRANGE', KEYS[1], '(' .. f['last-delivered-id'], '+', 'COUNT', excess)
-    for _, e in ipairs(old) do redis.call('XDEL', KEYS[1], e[1]) end
-    return #old
-  end
-end
-return 0
-"""
-
-
 @attrs.define(eq=False)
 class Once:
     """A PUBLISH with an id (see :meth:`ClusterWriter.publish_once`)."""
@@ -104,6 +87,10 @@ class Once:
     result: Published
     #: on the reactor thread, when it was the first: the node's local deliveries
     then: Callable[[], None] | None
+    #: not atomic: the commands adding the entries (through the limits' script)
+    entry_ops: list[Op] = attrs.Factory(list)
+    #: what Redis says of its copies in queues with limits (None: nobody asks)
+    verdict: Verdict | None = None
 
 
 class ClusterWriter:
@@ -136,9 +123,15 @@ class ClusterWriter:
         #: batches sent, and the Redis commands in them
         self.batches = 0
         self.commands = 0
-        #: the max-length of a shared queue with ``overflow=drop-head`` (None: none);
-        #: set by the node
-        self.drop_head_limit: Callable[[str], int | None] = lambda name: None
+        #: a shared queue's max-length and max-bytes (None: neither); set by the node
+        self.limits: Callable[[str], Limits | None] = lambda name: None
+        #: the verdicts Redis gives copies of queues with limits: ``(store id, queue)``
+        self.verdicts: dict[tuple[int, str], Verdict] = {}
+        #: n entries dropped from the head of a queue by the limits' script, on the
+        #: reactor thread: ``(queue, [fields, …] to dead-letter, n)``; set by the node
+        self.on_dropped: Callable[[str, list[keys.Fields], int], None] = lambda q, e, n: None
+        #: a copy for a queue was refused (overflow=reject); set by the node
+        self.on_refused: Callable[[str], None] = lambda q: None
 
     @property
     def available(self) -> bool:
@@ -167,13 +160,14 @@ class ClusterWriter:
             self._prep += self._held_prep
             self._held_prep = []
         add = self._add
+        verdicts = self.verdicts
         for r in records:
             if isinstance(r, rec.MessageStored):
                 fields = keys.entry_fields(
                     r.source, r.key, r.payload, r.expires_at, 0, None, r.props
                 )
                 for q in r.queues:
-                    add(ops, q, fields)
+                    add(ops, q, fields, verdicts.pop((r.msg_id, q), None) if verdicts else None)
             elif isinstance(r, rec.MessagesStored):
                 for payload in r.payloads:
                     fields = keys.entry_fields(r.source, r.key, payload, None)
@@ -186,21 +180,30 @@ class ClusterWriter:
                     key = keys.stream(r.queue)
                     ops.append(("xack", (key, keys.GROUP, *ids)))
                     ops.append(("xdel", (key, *ids)))
+                    lim = self.limits(r.queue)
+                    if lim is not None and lim.max_bytes is not None:
+                        ops.append(("hdel", (sizes_key(r.queue), *ids)))
             # (namespace records only make the reply wait: see the methods below)
         self._done.append(done)
         # (the journal commits at the end of a reactor turn: send the turn's batch now)
         self._flush()
 
-    def _add(self, ops: list[Op], queue: str, fields: dict[str, bytes | str]) -> None:
-        """An entry for ``queue``: ``XADD``, or with a drop-head max-length, the script
-        that adds it and drops the oldest ready entries beyond the limit."""
-        limit = self.drop_head_limit(queue)
-        if limit is None:
+    def _add(
+        self,
+        ops: list[Op],
+        queue: str,
+        fields: dict[str, bytes | str],
+        verdict: Verdict | None = None,
+    ) -> None:
+        """An entry for ``queue``: ``XADD``, or with max-length or max-bytes, the
+        script that judges and adds it (:mod:`mbroker.cluster.limits`)."""
+        lim = self.limits(queue)
+        if lim is None:
             ops.append(("xadd", (keys.stream(queue), fields)))
         else:
-            flat = [v for pair in fields.items() for v in pair]
-            args = (DROP_HEAD_SCRIPT, 1, keys.stream(queue), keys.GROUP, limit, *flat)
-            ops.append(("eval", args))
+            ops.append(
+                ("limit", (limit_args(keys.stream(queue), queue, lim, fields), queue, verdict))
+            )
 
     # ------------------------------------------------------------- namespace
     # Called by the node for every change of the shared namespace (the core records
@@ -211,6 +214,8 @@ class ClusterWriter:
     def declare_queue(self, name: str, options: QueueOptions) -> None:
         self._held.append(("hset", (keys.QUEUES, name, keys.encode_options(options))))
         self._held.append(("xgroup_create", (keys.stream(name), keys.GROUP, "0", True)))
+        if options.max_bytes is not None:
+            self._held.append(("setnx", (bytes_key(name), 0)))
         self._ns_changed()
 
     def delete_queue(self, name: str) -> None:
@@ -218,6 +223,9 @@ class ClusterWriter:
         self._held.append(("delete", (keys.stream(name),)))
         self._held.append(("delete", (keys.delayed(name),)))
         self._held.append(("srem", (keys.DELAYED, name)))
+        self._held.append(("delete", (bytes_key(name),)))
+        self._held.append(("srem", (TTL_HINT, name)))
+        self._held.append(("delete", (sizes_key(name),)))
         self._held_prep.append(lambda client: _unbind_all(client, name, 0))
         self._ns_changed()
 
@@ -260,6 +268,10 @@ class ClusterWriter:
             self._ops.append(("xadd", (key, fields)))
             old.append(entry)
         if old:
+            lim = self.limits(queue)
+            if lim is not None and lim.max_bytes is not None:
+                script = (limits.RECOUNT_SCRIPT, 2, bytes_key(queue), sizes_key(queue), *old)
+                self._ops.append(("eval", script))
             self._ops.append(("xack", (key, keys.GROUP, *old)))
             self._ops.append(("xdel", (key, *old)))
             self._schedule()
@@ -270,10 +282,14 @@ class ClusterWriter:
         ready messages this node held."""
         old = [e for e in (self._entries.pop((queue, m.msg_id), None) for m in withdrawn) if e]
         key = keys.stream(queue)
+        lim = self.limits(queue)
+        counted = lim is not None and lim.max_bytes is not None
         if old:
             self._held.append(("xack", (key, keys.GROUP, *old)))
             self._held.append(("xdel", (key, *old)))
-        self._held_prep.append(lambda client: _purge(client, key))
+            if counted:
+                self._held.append(("hdel", (sizes_key(queue), *old)))
+        self._held_prep.append(lambda client: _purge(client, key, counted, queue))
 
     def barrier(self, d: Deferred[None]) -> None:
         """The callbacks of the next batch also wait for ``d`` (a SUBSCRIBE to an
@@ -289,10 +305,13 @@ class ClusterWriter:
             self._idle.append(d)
         return d
 
-    def dead_letter(self, queue: str, m: QueuedMessage, reason: str) -> None:
+    def dead_letter(
+        self, queue: str, m: QueuedMessage, reason: str, expires: float | None = None
+    ) -> None:
         """A copy of ``m`` dead-lettered into shared ``queue``: a new entry carrying
-        ``reason``, written with the batch that removes ``m`` from its own queue."""
-        fields = keys.entry_fields(m.source, m.key, m.payload, None, 0, reason, m.props)
+        ``reason`` (and ``expires``: the queue's ttl), written with the batch that
+        removes ``m`` from its own queue."""
+        fields = keys.entry_fields(m.source, m.key, m.payload, expires, 0, reason, m.props)
         self._add(self._ops, queue, fields)
         self._schedule()
 
@@ -303,6 +322,9 @@ class ClusterWriter:
         queue the check and the ``XADD`` are one script (atomic); for an exchange the
         entries follow in the same write job, and the id is removed again if they
         fail."""
+        if not job.atomic and job.delay is None:
+            for q in job.queues:
+                self._add(job.entry_ops, q, job.fields, job.verdict)
         self._ops.append(("once", (job,)))
         self._schedule()
 
@@ -310,6 +332,11 @@ class ClusterWriter:
         """A delayed copy in each of ``queues``, due ``delay`` ms from now by Redis's
         clock (see :mod:`mbroker.cluster.delays`)."""
         self._ops += delays.delay_ops(queues, delay, member)
+        self._schedule()
+
+    def hint(self, key: str, names: Sequence[str]) -> None:
+        """Add ``names`` to the set ``key`` (a hint for other nodes), in the next batch."""
+        self._ops.append(("sadd", (key, *names)))
         self._schedule()
 
     def spublish(self, chan: str, data: bytes) -> None:
@@ -336,12 +363,18 @@ class ClusterWriter:
         self.batches += 1
         self.commands += len(ops) + len(prep) + notify
         replicas = self.replicas_ack
-        d: Deferred[None] = self._link.write(
+        d: Deferred[Dropped] = self._link.write(
             lambda: _run(self._link.client, ops, prep, notify, replicas)
         )
 
         def finished(result: object) -> None:
             self._busy = False
+            if isinstance(result, list):
+                for queue, n, entries in result:
+                    if n < 0:
+                        self.on_refused(queue)
+                    else:
+                        self.on_dropped(queue, entries, n)
             if not isinstance(result, Failure):
                 for name, args in ops:
                     if name == "once" and args[0].then and not args[0].result.duplicate:
@@ -382,21 +415,23 @@ def _answer(done: list[Done], err: errors.BrokerError | None) -> None:
 
 def _run(
     client: Any, ops: list[Op], prep: list[Callable[[Any], None]], notify: bool, replicas: int
-) -> None:
+) -> Dropped:
     """On the write thread: the batch as one pipeline (one round trip per master), or
-    one per run of plain commands between PUBLISHes with ids (order is kept)."""
+    one per run of plain commands between PUBLISHes with ids (order is kept).  Returns
+    the entries dropped from the head of queues with a dead-letter target."""
     for job in prep:
         job(client)
+    dropped: Dropped = []
     if ops:
         firsts: list[Once] = []  # (ids set apart from their entries: undone on failure)
         try:
             start = 0
             for i, (name, args) in enumerate(ops):
                 if name == "once":
-                    _pipeline(client, ops[start:i])
+                    _pipeline(client, ops[start:i], dropped)
                     start = i + 1
-                    _once(client, args[0], firsts)
-            _pipeline(client, ops[start:])
+                    _once(client, args[0], firsts, dropped)
+            _pipeline(client, ops[start:], dropped)
         except Exception:
             if firsts:
                 client.delete(*[job.key for job in firsts])
@@ -410,6 +445,8 @@ def _run(
                     if name == "once"
                     else args[2:3]
                     if name == "eval"
+                    else args[0][2:3]
+                    if name == "limit"
                     else args[:1]
                 )
             ]
@@ -421,26 +458,51 @@ def _run(
                     raise errors.Unavailable(f"only {got} of {replicas} replicas have it")
     if notify:
         client.spublish(keys.NS_CHANNEL, b"1")
+    return dropped
 
 
-def _pipeline(client: Any, ops: list[Op]) -> None:
+def _pipeline(client: Any, ops: list[Op], dropped: Dropped) -> None:
     if not ops:
         return
     pipe = client.pipeline(transaction=False)
+    # (a script's node named here: else redis-py asks Redis for its keys each time)
+    where = client.get_node_from_key
     for name, args in ops:
         if name == "eval":  # (a cluster pipeline has no eval(): the command itself)
-            pipe.execute_command("EVAL", *args)
+            pipe.execute_command("EVAL", *args, target_nodes=where(args[2]))
+        elif name == "limit":  # (by its SHA: the script's text is long)
+            sha = limits.LIMIT_SHA
+            pipe.execute_command("EVALSHA", sha, *args[0][1:], target_nodes=where(args[0][2]))
         else:
             getattr(pipe, name)(*args)
     results = pipe.execute(raise_on_error=False)
-    for (name, _args), result in zip(ops, results):
+    for (name, args), result in zip(ops, results):
+        if name == "limit":
+            if isinstance(result, Exception) and type(result).__name__ == "NoScriptError":
+                result = client.eval(*args[0])  # (a master that has not seen it yet)
+            if not isinstance(result, Exception):
+                _judged(result, args[1], args[2], dropped)
+                continue
         if isinstance(result, Exception):
             if name == "xgroup_create" and "BUSYGROUP" in str(result):
                 continue
             raise errors.Unavailable(f"Redis {name.upper()}: {result}")
 
 
-def _once(client: Any, job: Once, firsts: list[Once]) -> None:
+def _judged(result: list[Any], queue: str, verdict: Verdict | None, dropped: Dropped) -> None:
+    """What :data:`~mbroker.cluster.limits.LIMIT_SCRIPT` said of one entry."""
+    if not int(result[0]):
+        if verdict is not None:
+            verdict.error = errors.Overflow(f"{queue} is full")
+        dropped.append((queue, -1, []))
+    elif len(result) > 1 and isinstance(result[1], list):
+        entries = [dict(zip(f[::2], f[1::2])) for f in result[1:]]
+        dropped.append((queue, len(entries), entries))
+    elif len(result) > 1 and int(result[1]):
+        dropped.append((queue, int(result[1]), []))
+
+
+def _once(client: Any, job: Once, firsts: list[Once], dropped: Dropped) -> None:
     """One PUBLISH with an id (see :meth:`ClusterWriter.publish_once`)."""
     queues = job.queues if job.atomic else ()
     if job.delay is None:
@@ -461,21 +523,29 @@ def _once(client: Any, job: Once, firsts: list[Once]) -> None:
     if not job.atomic and job.queues:
         firsts.append(job)
         if job.delay is None:
-            _pipeline(client, [("xadd", (keys.stream(q), job.fields)) for q in job.queues])
+            _pipeline(client, job.entry_ops, dropped)
+            refused = job.verdict is not None and job.verdict.error is not None
+            if refused and len(job.queues) == 1:
+                client.delete(job.key)  # (nothing was stored: a retry is not a duplicate)
         else:
-            _pipeline(client, delays.delay_ops(job.queues, job.delay, job.member))
+            _pipeline(client, delays.delay_ops(job.queues, job.delay, job.member), dropped)
 
 
-def _purge(client: Any, stream: str) -> None:
-    """Read every entry no node has read yet, as consumer ``mb.purge``, and drop it."""
+def _purge(client: Any, stream: str, counted: bool = False, queue: str = "") -> None:
+    """Read every entry no node has read yet, as consumer ``mb.purge``, and drop it
+    (``counted``: and take its size off the queue's ready bytes)."""
     purger = "mb.purge"
     while True:
         got = client.xreadgroup(keys.GROUP, purger, {stream: ">"}, count=1000)
-        ids = [eid for eid, _ in got[0][1]] if got else []
+        rows = got[0][1] if got else []
+        ids = [eid for eid, _ in rows]
         if not ids:
             break
         client.xack(stream, keys.GROUP, *ids)
         client.xdel(stream, *ids)
+        if counted:
+            size = sum([len(f.get(b"p", b"")) for _, f in rows if f])
+            client.decrby(bytes_key(queue), size)
     client.xgroup_delconsumer(stream, keys.GROUP, purger)
 
 

@@ -221,7 +221,11 @@ class Output:
         slot.count = count
         journal = self._journal
         assert journal is not None  # (only a broker with a journal answers late)
-        journal.on_commit(lambda err: self.committed(slot, b"" if err else make(), err))
+        journal.on_commit(
+            lambda err: self.committed(
+                slot, b"" if err and not isinstance(err, errors.Refused) else make(), err
+            )
+        )
 
     def say(self, data: bytes) -> None:
         """A line of the broker's own (not a reply to a command): after the pending ones."""
@@ -274,8 +278,15 @@ class Output:
     def committed(self, slot: Slot, data: bytes, err: errors.BrokerError | None) -> None:
         """The journal's answer for ``slot``: ``data``, or ``err`` for each command."""
         if err is not None:
-            slot.after = None
-            data = error_line(err) * slot.count
+            if isinstance(err, errors.Refused):  # (some lines of a run: those)
+                lines = data.splitlines(keepends=True)
+                for i, e in err.lines.items():
+                    if i < len(lines):
+                        lines[i] = error_line(e)
+                data = b"".join(lines)
+            else:
+                slot.after = None
+                data = error_line(err) * slot.count
         self.fill(slot, data)
 
     def fill(self, slot: Slot, data: bytes) -> None:

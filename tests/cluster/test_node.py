@@ -11,11 +11,11 @@ from twisted.internet import task
 from mbroker import errors
 from mbroker.cluster import keys
 from mbroker.cluster.feeder import Feeder, room
+from mbroker.cluster.limits import ClusterJournal
 from mbroker.cluster.link import RedisLink, parse_nodes
 from mbroker.cluster.node import ClusterBroker, shared
 from mbroker.cluster.writer import RETRY_AFTER, ClusterWriter
 from mbroker.config import Config
-from mbroker.core.journal import Journal
 from mbroker.core.model import Published
 from mbroker.wire.frames import Props, QueueOptions
 from mbroker.wire.props import parse_props
@@ -29,7 +29,7 @@ class Node:
         self.redis = FakeRedis()
         self.link = cast(RedisLink, FakeLink(self.redis))
         self.writer = ClusterWriter(self.clock, self.link)
-        self.journal = Journal(self.clock, self.writer.write, lambda: self.writer.available)
+        self.journal = ClusterJournal(self.clock, self.writer.write, lambda: self.writer.available)
         self.broker = ClusterBroker(self.clock, Config(), self.journal, self.writer, "n1")
         self.broker.feeder = Feeder(
             self.clock, self.link, self.writer, self.broker, self.journal, "n1", shared

@@ -9,12 +9,12 @@ from typing import Any, Callable, cast
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
+from mbroker.cluster.limits import ClusterJournal
 from mbroker.cluster.link import RedisLink
 from mbroker.cluster.node import ClusterBroker, shared
 from mbroker.cluster.nssync import NamespaceSync, State
 from mbroker.cluster.writer import ClusterWriter
 from mbroker.config import Config
-from mbroker.core.journal import Journal
 from mbroker.core.model import Exchange, Queue
 from mbroker.wire.frames import QueueOptions
 from tests.helpers.fakeredis import FakeLink, FakeRedis
@@ -51,7 +51,7 @@ def setup() -> tuple[ClusterBroker, NamespaceSync, HeldReads, task.Clock]:
     clock = task.Clock()
     link = HeldReads(FakeRedis())
     writer = ClusterWriter(clock, cast(RedisLink, link))
-    journal = Journal(clock, writer.write, lambda: True)
+    journal = ClusterJournal(clock, writer.write, lambda: True)
     broker = ClusterBroker(clock, Config(), journal, writer, "n1")
     sync = NamespaceSync(
         clock, cast(RedisLink, link), writer, journal, broker, broker.local, shared

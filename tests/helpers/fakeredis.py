@@ -71,6 +71,9 @@ class FakeRedis:
         self.calls.append(("spublish", (channel, data)))
         return 1
 
+    def get_node_from_key(self, key: str) -> str:
+        return "node-of-" + key
+
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
