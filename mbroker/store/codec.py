@@ -81,7 +81,8 @@ T_REMOVED = 8
 T_SNAPSHOT = 9
 T_NOOP = 10
 T_ID = 11
-MAX_TYPE = T_ID
+T_BATCH = 12  # a batch of messages: mbroker.store.batch
+MAX_TYPE = T_BATCH
 
 MSG_FIXED = struct.Struct("<QdIHHHH")
 #: where the names block (3 lengths, then queues, source, key) starts in a body
@@ -142,7 +143,8 @@ def _str16(text: str) -> bytes:
 _Parts = tuple[bytes, int, int, int, int]
 
 
-def _message_parts(rec: MessageStored) -> _Parts:
+def message_parts(rec: MessageStored) -> _Parts:
+    """The names block (queues joined with NUL, source, key, properties) and its lengths."""
     for queue in rec.queues:
         if "\0" in queue:
             raise CodecError(f"NUL in queue name {queue!r}")
@@ -156,7 +158,7 @@ def _message_parts(rec: MessageStored) -> _Parts:
 def _encode_run(rec: MessagesStored) -> list[bytes]:
     """The frames of a run: what ``encode_message`` makes of each of its messages."""
     first = MessageStored(rec.first_id, rec.queues, rec.source, rec.key, b"", None, rec.props)
-    names, ql, sl, kl, hl = _message_parts(first)
+    names, ql, sl, kl, hl = message_parts(first)
     pack, crc32, crc_pack = _TL_MSG.pack, zlib.crc32, _CRC.pack
     fixed = _MSG_FIXED_SIZE + len(names)
     frames = []
@@ -175,8 +177,8 @@ def _encode_run(rec: MessagesStored) -> list[bytes]:
 
 
 def encode_message(rec: MessageStored, parts: _Parts | None = None) -> bytes:
-    """A message frame; ``parts`` are its ``_message_parts`` when already known."""
-    names, ql, sl, kl, hl = _message_parts(rec) if parts is None else parts
+    """A message frame; ``parts`` are its ``message_parts`` when already known."""
+    names, ql, sl, kl, hl = message_parts(rec) if parts is None else parts
     payload = rec.payload
     size = len(payload)
     expires = _NAN if rec.expires_at is None else rec.expires_at
@@ -412,7 +414,7 @@ def encode_batch(records: Sequence[Record]) -> tuple[bytes, list[int]]:
                 and rec.key is last.key
                 and rec.props is last.props
             ):
-                parts = _message_parts(rec)
+                parts = message_parts(rec)
                 last = rec
             frames.append(encode_message(rec, parts))
         else:

@@ -33,7 +33,15 @@ import struct
 import attrs
 
 from mbroker.core.records import MessageStored
-from mbroker.store.codec import MSG_FIXED, T_MESSAGE, decode_message, encode_message
+from mbroker.store.batch import decode_batch
+from mbroker.store.codec import (
+    HEADER_SIZE,
+    MSG_FIXED,
+    T_BATCH,
+    T_MESSAGE,
+    decode_message,
+    encode_message,
+)
 from mbroker.store.ledger import Ledger
 from mbroker.store.replay import iter_frames
 
@@ -41,11 +49,18 @@ _MSG_ID_SIZE = 8
 
 
 def message_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """``(msg_id, body)`` of every valid message frame of a segment (reader thread)."""
+    """``(msg_id, body)`` of every valid message frame of a segment (reader thread);
+    the messages of a batch frame each as the body of a message frame."""
     out = []
     for typ, body in iter_frames(data):
         if typ == T_MESSAGE and len(body) >= MSG_FIXED.size:
             out.append((int.from_bytes(body[:_MSG_ID_SIZE], "little"), bytes(body)))
+        elif typ == T_BATCH:
+            try:
+                messages = decode_batch(body)
+            except (ValueError, IndexError, struct.error):
+                continue
+            out += [(m.msg_id, encode_message(m)[HEADER_SIZE:]) for m in messages]
     return out
 
 
