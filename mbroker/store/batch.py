@@ -272,8 +272,20 @@ def columns(data: bytes, head: Head) -> tuple[list[int], array[int], list[bytes]
         lens.byteswap()
     if sum(lens) != head.total:
         raise ValueError("batch frame lengths do not add up")
-    cut = struct.Struct("<" + "s".join(map(str, lens)) + "s")
+    size = lens[0]
+    if lens.count(size) == count:  # (payloads of one size: a struct made once)
+        cut = _EQUAL.get((size, count))
+        if cut is None:
+            if len(_EQUAL) > 64:
+                _EQUAL.clear()
+            cut = _EQUAL[(size, count)] = struct.Struct("<" + f"{size}s" * count)
+    else:
+        cut = struct.Struct("<" + ("%ds" * count) % tuple(lens))
     return ids.tolist(), lens, list(cut.unpack_from(data, head.payloads_at))
+
+
+#: (payload size, count) -> the struct that cuts a batch frame's payloads apart
+_EQUAL: dict[tuple[int, int], struct.Struct] = {}
 
 
 def shares(lens: Sequence[int], frame_size: int) -> list[int]:

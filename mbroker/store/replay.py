@@ -54,7 +54,7 @@ import struct
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
-from operator import add, lt
+from operator import lt
 
 import attrs
 
@@ -265,6 +265,8 @@ class _Replayer:
         seg_bits = seg.number << 32
         #: the names block (lengths, queues, source, key) -> decoded
         cache: dict[bytes, tuple[tuple[str, ...], str, str]] = {}
+        #: a payload length in a batch frame -> its ledger value (shared by messages)
+        packed: dict[int, int] = {}
         # The fast path below counts in locals; _sync() hands them to the
         # ledger before any other ledger call and at the end.
         live_n = live_b = 0
@@ -393,7 +395,9 @@ class _Replayer:
                     if msgs is not None and ids[0] >= next_id and all(map(lt, ids, ids[1:])):
                         # new ids for one queue (the common case): all at C speed
                         msgs.update(zip(ids, entries))
-                        home.update(zip(ids, map(add, lens, repeat(seg_bits + PER_MESSAGE))))
+                        for size in set(lens).difference(packed):  # (one int per size)
+                            packed[size] = seg_bits + PER_MESSAGE + size
+                        home.update(zip(ids, map(packed.__getitem__, lens)))
                         home[ids[0]] += end - pos - PER_MESSAGE * len(ids) - head.total
                         next_id = ids[-1] + 1
                         live_n += len(ids)
