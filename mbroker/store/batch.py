@@ -320,7 +320,7 @@ def decode_batch(body: bytes | memoryview) -> list[MessageStored]:
 class Salvaged:
     """What :func:`salvage` kept of a damaged batch frame."""
 
-    head: Head
+    head: Head  # the valid copy of its head (``head.at``: where that copy is)
     end: int
     #: (msg_id, payload, ledger size) of each intact message, in order
     kept: list[tuple[int, bytes, int]]
@@ -360,7 +360,7 @@ def salvage(data: bytes, pos: int) -> Salvaged | None:
         copy = _valid_head(data, end - 4 - size, end - 4)
         if copy is None or copy.size != size or copy.body_size != length:
             return None
-        head = attrs.evolve(copy, at=at)
+        head = copy
     end = at + head.body_size
     if end > n:
         return None  # cut short: a torn tail, not a damaged frame
@@ -369,7 +369,8 @@ def salvage(data: bytes, pos: int) -> Salvaged | None:
     ids = struct.unpack_from(f"<{count}Q", data, ids_at)
     lens = struct.unpack_from(f"<{count}I", data, ids_at + 8 * count)
     crcs = struct.unpack_from(f"<{count}I", data, ids_at + 12 * count)
-    first, last = head.payloads_at, head.payloads_at + head.total
+    first = ids_at + PER_MESSAGE * count
+    last = first + head.total
     after = list(accumulate(reversed(lens), initial=0))[::-1]  # bytes after each one's end
     kept: list[tuple[int, bytes, int]] = []
     lost: list[tuple[int, int]] = []
