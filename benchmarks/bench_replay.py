@@ -12,7 +12,8 @@ with ``--src`` (a checkout holding ``mbroker/``; default: this one), in alternat
 rounds, a fresh process replays its log (``mbroker.store.replay.replay``) and reports
 the CPU and wall seconds of the replay, and the user and system parts of the CPU (the
 system part is mostly page faults: the memory the recovered messages take).  The files
-are read whole by Python too, cold (evicted from the page cache with
+are read whole by Python too (``--restore``: then ``Broker.restore`` is timed on what
+replay recovered, the rest of a restart's work), cold (evicted from the page cache with
 ``posix_fadvise``) and warm, for the rate the disk and the page cache allow.
 Comparing trees in one sitting is the point: on a shared machine absolute figures
 move with the load.
@@ -20,7 +21,7 @@ move with the load.
 Usage::
 
     python benchmarks/bench_replay.py [--messages N] [--size B] [--max-size B]
-        [--rounds R] [--src DIR ...] [--frames]
+        [--rounds R] [--src DIR ...] [--frames] [--restore]
 """
 
 from __future__ import annotations
@@ -50,8 +51,18 @@ cpu, wall, t0 = time.process_time(), time.perf_counter(), os.times()
 res = replay(RealFileSystem(), sys.argv[1])
 cpu, wall, t1 = time.process_time() - cpu, time.perf_counter() - wall, os.times()
 user, system = t1.user - t0.user, t1.system - t0.system
+restore = restore_user = restore_system = 0.0
+if sys.argv[3] == "restore":  # then what the broker does with it (Broker.restore)
+    from twisted.internet.task import Clock
+    from mbroker.core.broker import Broker
+    t0 = os.times()
+    Broker(Clock()).restore(res.recovered)
+    t1 = os.times()
+    restore_user, restore_system = t1.user - t0.user, t1.system - t0.system
+    restore = restore_user + restore_system
 print(json.dumps({"cpu": cpu, "wall": wall, "user": user, "system": system,
-                  "messages": res.recovered.message_count()}))
+                  "messages": res.recovered.message_count(), "restore": restore,
+                  "restore_user": restore_user, "restore_system": restore_system}))
 """
 
 
@@ -116,9 +127,9 @@ def read_all(directory: str) -> float:
     return time.perf_counter() - t
 
 
-def replay_in(src: str, directory: str) -> dict[str, float]:
+def replay_in(src: str, directory: str, restore: bool) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, directory, os.path.abspath(src)],
+        [sys.executable, "-c", CHILD, directory, os.path.abspath(src), str(restore and "restore")],
         capture_output=True,
         text=True,
         cwd=directory,
@@ -137,6 +148,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--src", action="append", help="a source tree to replay with (repeatable)")
     ap.add_argument("--frames", action="store_true", help="one frame per message for all trees")
+    ap.add_argument("--restore", action="store_true", help="time Broker.restore after replay")
     args = ap.parse_args()
     trees = args.src or [ROOT]
     batch = {
@@ -157,7 +169,7 @@ def main() -> None:
         rows: dict[str, list[dict[str, float]]] = {tree: [] for tree in trees}
         for _ in range(args.rounds):
             for tree in trees:
-                rows[tree].append(replay_in(tree, logs[batch[tree]]))
+                rows[tree].append(replay_in(tree, logs[batch[tree]], args.restore))
     sizes = f"{args.size}-{args.max_size}" if args.max_size > args.size else f"{args.size}"
     logs_text = ", ".join(
         f"{disk[k]:.1f} MiB in {'batch frames' if k else 'one frame per message'}" for k in logs
@@ -185,6 +197,14 @@ def main() -> None:
             f"{tree[-28:]:<28} {kind:<6} {each:<28} {best:>10.2f} {mib / best:>6.0f} "
             f"{args.messages / best:>10,.0f} {wall:>7.2f} {user:>6.2f} {system:>6.2f}"
         )
+    if args.restore:
+        print("then Broker.restore of what replay recovered (CPU s: best, its user and system)")
+        for tree, runs in rows.items():
+            best_run = min(runs, key=lambda r: r["restore"])
+            print(
+                f"{tree[-28:]:<28} {best_run['restore']:>6.2f} {best_run['restore_user']:>6.2f} "
+                f"{best_run['restore_system']:>6.2f}"
+            )
 
 
 if __name__ == "__main__":

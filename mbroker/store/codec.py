@@ -23,6 +23,12 @@ Bodies, hand-rolled with :mod:`struct` (a million messages replay in seconds):
   message that has none.  One ``unpack_from`` yields every length, and the last three
   lengths plus the names form one byte string that recovery uses as a cache
   key (a million messages mostly share a few queue/source/key combinations).
+- MessageBatch (type 12): a run of messages laid out alike (the same queues, source,
+  key, properties and expiry) in one frame: a head like a message's fixed part and
+  names, the u64 ids, the u32 payload lengths, a u32 CRC per message, the payloads,
+  then the head again (for salvage).  Written by the log store since batch frames
+  (older logs hold message frames only, which still read); the layout, the ledger
+  sizes and the salvage of a damaged one are :mod:`mbroker.store.batch`'s.
 - MessagesRemoved: queue (str), u32 count, then count u64 ids.
 - Snapshot: next message id, then every exchange, queue (options and floor)
   and binding; written at the head of each new segment and at open.  Then (absent

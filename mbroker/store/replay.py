@@ -16,6 +16,9 @@ a crash left behind:
   search for the frame magic where a valid frame begins that is followed by
   another valid frame or by the end.  If no valid frame follows, the rest of
   that segment is skipped (in the last segment: cut off, as a torn tail).
+- **damaged batch frame**: a batch of messages (:mod:`mbroker.store.batch`) whose
+  CRC does not match is salvaged: its intact messages are kept (``salvaged``, with
+  their number) and each lost one is reported (``corrupt``, with its place).
 - **torn header**: a last segment shorter than its header (a crash while it
   was created) is taken for an empty segment and rewritten.
 - **lost exchange declaration**: bindings that name an exchange whose declaration
@@ -34,14 +37,15 @@ Duplicates are harmless: a message id seen again (the copy compaction made of
 a live message before deleting the old segment) moves the message, it does not
 add it twice.
 
-Speed.  The hot loop decodes message records inline, without building record
-objects, and hands runs of message frames laid out alike (one queue, source and
-key, no properties, no expiry, the next ids) to :func:`_bulk` (frames of one size,
-cut apart by ``struct.iter_unpack``) or :func:`_run` (any sizes, one
-``unpack_from`` per frame); both check each frame exactly as the general loop
-does, CRC included, and stop at the first frame that differs, which the general
-loop then takes (``replay(..., bulk=False)`` replays without them: the tests'
-reference).  The CRC is zlib-ng's when it is installed (the same CRC-32, several
+Speed.  A batch frame (what the store writes for a run of messages laid out alike)
+is checked with one CRC and cut apart by a few C-level calls; for new ids of one
+declared queue the ledger takes it with two dict updates, without Python bytecode per
+message.  Older logs hold one frame per message: the hot loop decodes those inline,
+without building record objects, and hands runs of message frames laid out alike
+(one queue, source and key, no properties, no expiry, the next ids) to
+:mod:`mbroker.store.runs`, which checks each frame exactly as the general loop does.
+``replay(..., bulk=False)`` replays every message one at a time: the tests'
+reference.  The CRC is zlib-ng's when it is installed (the same CRC-32, several
 times faster on small frames).  Each segment is read whole in one sequential
 read, the next one in another thread while this one replays.
 """
