@@ -279,6 +279,8 @@ def columns(data: bytes, head: Head) -> tuple[list[int], array[int], list[bytes]
             if len(_EQUAL) > 64:
                 _EQUAL.clear()
             cut = _EQUAL[(size, count)] = struct.Struct("<" + f"{size}s" * count)
+    elif max(lens) < len(_PIECES):
+        cut = struct.Struct("<" + "".join(map(_PIECES.__getitem__, lens)))
     else:
         cut = struct.Struct("<" + ("%ds" * count) % tuple(lens))
     return ids.tolist(), lens, list(cut.unpack_from(data, head.payloads_at))
@@ -286,6 +288,9 @@ def columns(data: bytes, head: Head) -> tuple[list[int], array[int], list[bytes]
 
 #: (payload size, count) -> the struct that cuts a batch frame's payloads apart
 _EQUAL: dict[tuple[int, int], struct.Struct] = {}
+#: a payload length -> its struct code (the format of a frame of small payloads of
+#: mixed sizes is joined from these: twice as fast as formatting it)
+_PIECES = [f"{size}s" for size in range(1024)]
 
 
 def shares(lens: Sequence[int], frame_size: int) -> list[int]:

@@ -177,6 +177,17 @@ def test_a_batch_frame_replays_in_bulk() -> None:
     assert seg.live == 8
 
 
+@pytest.mark.parametrize(
+    "payloads",
+    [[b"e" * 7] * 6, [b"m" * n for n in (5, 1023, 0, 17)], [b"b" * n for n in (2000, 9, 1024, 0)]],
+)
+def test_payloads_of_one_size_small_and_large_sizes_come_back(payloads: list[bytes]) -> None:
+    fs, _start, _end = batch_log(payloads)
+    fast, _slow = both(fs.kill9())
+    assert fast.batch_frames == 1
+    assert [m[3] for m in fast.recovered.messages["q"]][2:] == payloads
+
+
 def test_batch_frames_and_message_frames_in_one_log() -> None:
     """A log written before batch frames, then with them: all of it replays."""
     store, fs, _ = open_log(batch_frames=False)
