@@ -312,6 +312,9 @@ def test_a_batch_frame_with_any_byte_flipped_loses_only_the_message_hit() -> Non
             RecoveryWarning("corrupt", name, where["offsets"][i], len(SIX[i])) for i in hit
         ]
         assert fast.recovered.warnings == expected, offset
+        assert str(expected[0]).endswith(
+            f"({end - start} bytes): its {len(kept)} intact messages kept"
+        )
         # the frames after it are read as ever; the file is kept whole
         assert fast.tail_good == len(full) and fast.recovered.next_msg_id == max(kept) + 1
 
