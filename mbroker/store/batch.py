@@ -333,6 +333,20 @@ class Salvaged:
     lost: list[tuple[int, int]]
 
 
+def salvaged_messages(data: bytes, salvaged: Salvaged) -> list[MessageStored]:
+    """The messages :func:`salvage` kept, as records (compaction copies them)."""
+    head = salvaged.head
+    raw = data[head.at + HEAD_SIZE : head.names_end]
+    queues = tuple(raw[: head.ql].decode().split("\0"))
+    source = raw[head.ql : head.ql + head.sl].decode()
+    key = raw[head.ql + head.sl :].decode()
+    props = decode_props(data[head.names_end : head.names_end + head.hl]) if head.hl else None
+    return [
+        MessageStored(msg_id, queues, source, key, payload, head.expires, props)
+        for msg_id, payload, _size in salvaged.kept
+    ]
+
+
 def _valid_head(data: bytes, at: int, limit: int) -> Head | None:
     if at < 0 or at + HEAD_SIZE > limit:
         return None

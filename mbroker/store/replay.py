@@ -478,24 +478,3 @@ def _decode_names(raw: bytes, ql: int, sl: int) -> tuple[tuple[str, ...], str, s
     text = raw[6:]
     queues = tuple(text[:ql].decode().split("\0"))
     return queues, text[ql : ql + sl].decode(), text[ql + sl :].decode()
-
-
-def iter_frames(data: bytes, start: int | None = None) -> Iterator[tuple[int, memoryview]]:
-    """``(type, body)`` of every valid frame, skipping damage as recovery does."""
-    mv = memoryview(data)
-    n = len(data)
-    pos = FILE_HEADER.size if start is None else start
-    while pos < n:
-        end = -1
-        if pos + HEADER_SIZE <= n:
-            magic, crc, typ, length = HEADER.unpack_from(data, pos)
-            end = pos + HEADER_SIZE + length
-            if magic != MAGIC or end > n or crc32(mv[pos + CRC_START : end]) != crc:
-                end = -1
-        if end < 0:
-            pos = resync(data, mv, pos)
-            if pos < 0:
-                return
-            continue
-        yield typ, mv[pos + HEADER_SIZE : end]
-        pos = end

@@ -344,3 +344,33 @@ def test_a_salvaged_message_keeps_its_ledger_size() -> None:
     assert salvaged.home == intact.home
     assert salvaged.segments[1].live_bytes == intact.segments[1].live_bytes
     assert struct.calcsize("<IIdHHHH") == batch.HEAD_SIZE
+
+
+def test_a_segment_with_a_salvaged_batch_frame_is_compacted() -> None:
+    """The compactor salvages as recovery does: the kept messages are copied."""
+    store, fs, _ = open_log(segment_size=2000)
+    result(store.write(declare("q", "d")))
+    result(store.write([MessagesStored(1, ("q",), "ex", "k", SIX)]))
+    i = 7
+    while len(fs.files(DATA)) < 2:  # dead messages after it, until the segment is sealed
+        result(store.write([MessageStored(i, ("d",), "ex", "k", b"d" * 100)]))
+        result(store.write([MessagesRemoved("d", (i,))]))
+        i += 1
+    data = bytearray(fs.content(SEG1))
+    [(_typ, start, end)] = [f for f in frames(bytes(data)) if f[0] == codec.T_BATCH]
+    hit = regions(start, end, SIX)["payloads"][2].start  # the third message
+    data[hit] ^= 1
+    crashed = fs.kill9()
+    crashed.set_content(SEG1, bytes(data))
+    store, fs, rec = open_log(crashed, segment_size=2000)
+    assert [w.kind for w in rec.warnings] == ["salvaged", "corrupt"]
+    while segment_name(1) in fs.files(DATA):
+        result(store.write([MessageStored(i, ("d",), "ex", "k", b"d" * 100)]))
+        result(store.write([MessagesRemoved("d", (i,))]))
+        i += 1
+        assert i < 500, "segment 1 was never compacted"
+    assert store.stats()["compactions"] == 1
+    rec = open_log(fs.kill9())[2]
+    assert ids(rec) == [1, 2, 4, 5, 6]
+    assert [m[3] for m in rec.messages["q"]] == [p for n, p in enumerate(SIX) if n != 2]
+    assert rec.warnings == []
