@@ -12,7 +12,9 @@ the :class:`Compactor` rewrites it:
    flight that are acked moments later: reading 64 MiB to copy them would cost
    far more than waiting);
 2. the segment is read and scanned in a reader thread, off the write path
-   (a sealed segment never changes), into ``(msg_id, frame body)`` pairs;
+   (a sealed segment never changes), into ``(msg_id, frame body)`` pairs (a batch
+   frame's messages each as a message frame's body; a damaged batch frame salvaged as
+   recovery salvages it);
 3. each group written to the tail takes, at its head, copies of the next
    messages that are still live there (up to ``chunk`` bytes), each listing
    only the queues the message is still in.  The copies are taken from the
