@@ -5,7 +5,7 @@ message records of one write that share their layout (the same queues, source, k
 properties and expiry; any ids) as one frame of type ``T_BATCH``, at most
 :data:`BATCH_MAX` messages and about :data:`BATCH_BYTES` of payload each, instead of
 one message frame per message.  Recovery then checks a whole run with one CRC and
-cuts it apart with a few C-level calls (:func:`read_head`, :func:`columns`): no
+cuts it apart with a few C-level calls (:func:`read_batch`): no
 Python bytecode runs per message.  The body of a batch frame::
 
     head       <IIdHHHH  count, payload bytes, expires_at (NaN: none), properties
@@ -63,9 +63,10 @@ try:
 except ImportError:  # pragma: no cover (a platform without zlib-ng)
     from zlib import crc32
 
-#: runs shorter than this are written as message frames (a batch frame's fixed part
-#: and its replay's fixed cost pay off from about here)
-BATCH_MIN = 4
+#: runs shorter than this are written as message frames: a batch frame costs about
+#: 6 µs more to write and 3 µs more to replay than its messages, and pays that back
+#: from about 16 messages (benchmarks/RESULTS.md, section 22)
+BATCH_MIN = 16
 #: the most messages in one batch frame, and the payload bytes after which a frame ends
 BATCH_MAX = 4096
 BATCH_BYTES = 1 << 20
@@ -89,9 +90,9 @@ _Layout = tuple[tuple[str, ...], str, str, "Props | None", "float | None"]
 # ------------------------------------------------------------------- writing
 
 
-def encode_records(records: Sequence[Record]) -> tuple[bytes, list[int]]:
+def encode_records(records: Sequence[Record], least: int = BATCH_MIN) -> tuple[bytes, list[int]]:
     """What :func:`mbroker.store.codec.encode_batch` makes of ``records``, but each
-    run of messages laid out alike (at least :data:`BATCH_MIN`) in batch frames.
+    run of at least ``least`` messages laid out alike in batch frames.
 
     Returns the frames joined and one size per record (one per message of a
     ``MessagesStored`` and of a batch frame), for the ledger."""
@@ -104,7 +105,7 @@ def encode_records(records: Sequence[Record]) -> tuple[bytes, list[int]]:
 
     def flush() -> None:
         nonlocal count
-        if count >= BATCH_MIN:
+        if count >= least:
             if single:
                 data, more = encode_batch(single)
                 out.append(data)
@@ -156,22 +157,33 @@ def _encode_run(
         template = MessageStored(0, first.queues, first.source, first.key, b"", None, first.props)
         expires = None
     parts = message_parts(template)
-    ids: list[int] = []
-    payloads: list[bytes] = []
-    for rec in run:
-        if isinstance(rec, MessagesStored):
-            ids.extend(range(rec.first_id, rec.first_id + len(rec.payloads)))
-            payloads.extend(rec.payloads)
-        else:
-            ids.append(rec.msg_id)
-            payloads.append(rec.payload)
+    ids: Sequence[int]
+    payloads: Sequence[bytes]
+    if len(run) == 1 and isinstance(first, MessagesStored):  # (the common case)
+        ids = range(first.first_id, first.first_id + len(first.payloads))
+        payloads = first.payloads
+    else:
+        ids, payloads = [], []
+        for rec in run:
+            if isinstance(rec, MessagesStored):
+                ids.extend(range(rec.first_id, rec.first_id + len(rec.payloads)))
+                payloads.extend(rec.payloads)
+            else:
+                ids.append(rec.msg_id)
+                payloads.append(rec.payload)
     lens = list(map(len, payloads))
-    ends = list(accumulate(lens))
+    if len(lens) <= BATCH_MAX and sum(lens) < BATCH_BYTES:
+        cuts = [len(lens)]
+    else:  # up to BATCH_MAX messages a frame, ending with the one that passes BATCH_BYTES
+        ends, cuts, start = list(accumulate(lens)), [], 0
+        while start < len(lens):
+            base = ends[start - 1] if start else 0
+            start = min(
+                start + BATCH_MAX, bisect_left(ends, base + BATCH_BYTES, start) + 1, len(lens)
+            )
+            cuts.append(start)
     start = 0
-    while start < len(ids):
-        # up to BATCH_MAX messages, ending with the one that passes BATCH_BYTES
-        base = ends[start - 1] if start else 0
-        stop = min(start + BATCH_MAX, bisect_left(ends, base + BATCH_BYTES, start) + 1, len(ids))
+    for stop in cuts:
         frame = encode_frame(ids[start:stop], payloads[start:stop], parts, expires)
         share = list(map(add, lens[start:stop], repeat(PER_MESSAGE)))
         share[0] += len(frame) - sum(share)
@@ -244,33 +256,26 @@ class Head:
     def names_end(self) -> int:
         return self.at + HEAD_SIZE + self.ql + self.sl + self.kl
 
-    @property
-    def payloads_at(self) -> int:
-        return self.at + self.size + PER_MESSAGE * self.count
 
-
-def read_head(data: bytes, at: int, end: int) -> Head:
-    """The head of the batch frame whose body is ``data[at:end]`` (its CRC checked
-    already); a ValueError (or struct.error) if its lengths do not add up."""
-    count, total, expires, hl, ql, sl, kl = HEAD.unpack_from(data, at)
-    head = Head(at, count, total, None if expires != expires else expires, hl, ql, sl, kl)
-    if not count or head.body_size != end - at:
+def read_batch(data: bytes, at: int, end: int) -> _Columns:
+    """The batch frame whose body is ``data[at:end]`` (its CRC checked already):
+    ``(payload bytes, expiry, properties length, queue names length, source length,
+    where the names end, ids, payload lengths, payloads)``; a ValueError (or
+    struct.error) if its lengths do not add up.  A few C calls, whatever the count."""
+    count, total, expires, hl, ql, sl, kl = _unpack_head(data, at)
+    names_end = at + HEAD_SIZE + ql + sl + kl
+    ids_at = names_end + hl + 4
+    payloads_at = ids_at + PER_MESSAGE * count
+    if not count or end != payloads_at + total + ids_at - at + 4:
         raise ValueError("batch frame lengths do not add up")
-    return head
-
-
-def columns(data: bytes, head: Head) -> tuple[list[int], array[int], list[bytes]]:
-    """The ids, payload lengths and payloads of a valid batch frame."""
-    count = head.count
-    at = head.at + head.size
-    ids = array("Q")
-    ids.frombytes(data[at : at + 8 * count])
-    lens = array("I")
-    lens.frombytes(data[at + 8 * count : at + 12 * count])
-    if _BIG_ENDIAN:  # pragma: no cover
-        ids.byteswap()
-        lens.byteswap()
-    if sum(lens) != head.total:
+    cut = _COLUMNS.get(count)
+    if cut is None:
+        if len(_COLUMNS) > 256:
+            _COLUMNS.clear()
+        cut = _COLUMNS[count] = struct.Struct(f"<{count}Q{count}I")
+    both = cut.unpack_from(data, ids_at)
+    ids, lens = both[:count], both[count:]
+    if sum(lens) != total:
         raise ValueError("batch frame lengths do not add up")
     size = lens[0]
     if lens.count(size) == count:  # (payloads of one size: a struct made once)
@@ -282,10 +287,27 @@ def columns(data: bytes, head: Head) -> tuple[list[int], array[int], list[bytes]
     elif max(lens) < len(_PIECES):
         cut = struct.Struct("<" + "".join(map(_PIECES.__getitem__, lens)))
     else:
-        cut = struct.Struct("<" + ("%ds" * count) % tuple(lens))
-    return ids.tolist(), lens, list(cut.unpack_from(data, head.payloads_at))
+        cut = struct.Struct("<" + ("%ds" * count) % lens)
+    payloads = list(cut.unpack_from(data, payloads_at))
+    return (
+        total,
+        None if expires != expires else expires,
+        hl,
+        ql,
+        sl,
+        names_end,
+        ids,
+        lens,
+        payloads,
+    )
 
 
+_unpack_head = HEAD.unpack_from
+_Columns = tuple[
+    int, "float | None", int, int, int, int, tuple[int, ...], tuple[int, ...], list[bytes]
+]
+#: count -> the struct of a batch frame's ids and payload lengths
+_COLUMNS: dict[int, struct.Struct] = {}
 #: (payload size, count) -> the struct that cuts a batch frame's payloads apart
 _EQUAL: dict[tuple[int, int], struct.Struct] = {}
 #: a payload length -> its struct code (the format of a frame of small payloads of
@@ -303,17 +325,13 @@ def shares(lens: Sequence[int], frame_size: int) -> list[int]:
 def decode_batch(body: bytes | memoryview) -> list[MessageStored]:
     """The messages of a valid batch frame's body (compaction, tests)."""
     data = bytes(body)
-    head = read_head(data, 0, len(data))
-    raw = data[HEAD_SIZE : head.names_end]
-    queues = tuple(raw[: head.ql].decode().split("\0"))
-    source = raw[head.ql : head.ql + head.sl].decode()
-    key = raw[head.ql + head.sl :].decode()
-    props = None
-    if head.hl:
-        props = decode_props(data[head.names_end : head.names_end + head.hl])
-    ids, _lens, payloads = columns(data, head)
+    _total, expires, hl, ql, sl, names_end, ids, _lens, payloads = read_batch(data, 0, len(data))
+    raw = data[HEAD_SIZE:names_end]
+    queues = tuple(raw[:ql].decode().split("\0"))
+    source, key = raw[ql : ql + sl].decode(), raw[ql + sl :].decode()
+    props = decode_props(data[names_end : names_end + hl]) if hl else None
     return [
-        MessageStored(msg_id, queues, source, key, payload, head.expires, props)
+        MessageStored(msg_id, queues, source, key, payload, expires, props)
         for msg_id, payload in zip(ids, payloads)
     ]
 

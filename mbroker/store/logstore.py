@@ -73,7 +73,7 @@ from zope.interface import implementer
 
 from mbroker import errors
 from mbroker.core.records import Record, Recovered
-from mbroker.store.batch import encode_records
+from mbroker.store.batch import BATCH_MIN, encode_records
 from mbroker.store.codec import NOOP, encode_batch, encode_snapshot, file_header
 from mbroker.store.compaction import Compactor, message_frames
 from mbroker.store.executor import Executor, ThreadExecutor
@@ -143,7 +143,7 @@ class LogStore:
     :param retry_interval: seconds between write probes after a failed write.
     :param compact_ratio: rewrite segments whose live bytes are under this share.
     :param copy_chunk: bytes of live messages copied per group when compacting.
-    :param batch_frames: False writes one frame per message (the older format).
+    :param batch_frames: the fewest messages of a run made a batch frame (0: none).
     """
 
     def __init__(
@@ -159,7 +159,7 @@ class LogStore:
         retry_interval: float = 1.0,
         compact_ratio: float = 0.25,
         copy_chunk: int = 1 * MiB,
-        batch_frames: bool = True,
+        batch_frames: int = BATCH_MIN,
     ) -> None:
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {fsync!r}")
@@ -171,7 +171,7 @@ class LogStore:
         self.retry_interval = retry_interval
         self._executor = executor
         self._reader = executor
-        self._encode = encode_records if batch_frames else encode_batch  # (see batch.py)
+        self._encode = (lambda r: encode_records(r, batch_frames)) if batch_frames else encode_batch
         self._writer = SegmentWriter(fs if fs is not None else RealFileSystem(), directory)
         self._ledger = Ledger()
         self._compactor = Compactor(compact_ratio, copy_chunk)

@@ -70,7 +70,7 @@ from mbroker.core.records import (
     RecoveryWarning,
 )
 from mbroker.store.batch import NAMES_AT as BATCH_NAMES_AT
-from mbroker.store.batch import PER_MESSAGE, Salvaged, columns, read_head, salvage, shares
+from mbroker.store.batch import PER_MESSAGE, Salvaged, read_batch, salvage, shares
 from mbroker.store.codec import (
     CRC_START,
     FILE_HEADER,
@@ -376,24 +376,19 @@ class _Replayer:
                     pos = end
                     continue
                 if typ == T_BATCH:
-                    head = read_head(data, body, end)
-                    raw = data[body + BATCH_NAMES_AT : head.names_end]
+                    total, expires, hl, ql, sl, stop, ids, lens, payloads = read_batch(
+                        data, body, end
+                    )
+                    raw = data[body + BATCH_NAMES_AT : stop]
                     names = cache.get(raw)
                     if names is None:
                         if len(cache) > _CACHE_LIMIT:
                             cache.clear()
-                        names = cache[raw] = _decode_names(raw, head.ql, head.sl)
-                    stop = head.names_end + head.hl
-                    props = decode_props(mv[head.names_end : stop]) if head.hl else None
-                    ids, lens, payloads = columns(data, head)
+                        names = cache[raw] = _decode_names(raw, ql, sl)
+                    props = decode_props(mv[stop : stop + hl]) if hl else None
                     queues, source, key = names
                     entries = zip(
-                        ids,
-                        repeat(source),
-                        repeat(key),
-                        payloads,
-                        repeat(head.expires),
-                        repeat(props),
+                        ids, repeat(source), repeat(key), payloads, repeat(expires), repeat(props)
                     )
                     msgs = queue_msgs.get(queues[0]) if bulk and len(queues) == 1 else None
                     if msgs is not None and ids[0] >= next_id and all(map(lt, ids, ids[1:])):
@@ -402,7 +397,7 @@ class _Replayer:
                         for size in set(lens).difference(packed):  # (one int per size)
                             packed[size] = seg_bits + PER_MESSAGE + size
                         home.update(zip(ids, map(packed.__getitem__, lens)))
-                        home[ids[0]] += end - pos - PER_MESSAGE * len(ids) - head.total
+                        home[ids[0]] += end - pos - PER_MESSAGE * len(ids) - total
                         next_id = ids[-1] + 1
                         live_n += len(ids)
                         live_b += end - pos

@@ -7,6 +7,7 @@ import os
 import struct
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,11 +17,13 @@ from mbroker.core.records import (
     MessagesStored,
     MessageStored,
     Record,
+    Recovered,
     RecoveryWarning,
 )
 from mbroker.store import batch, codec
 from mbroker.store.compaction import message_frames
 from mbroker.store.files import CrashFS
+from mbroker.store.logstore import LogStore
 from mbroker.store.segment import segment_name
 from mbroker.wire.frames import Props
 from tests.helpers.replay import both
@@ -28,8 +31,14 @@ from tests.helpers.store import DATA, declare, ids, open_log, result
 
 SEG1 = os.path.join(DATA, segment_name(1))
 PROPS = Props((("k", b"v"),))
+#: the fewest messages made a batch frame here (small frames: every byte is tried)
+LEAST = 2
 #: payloads of a batch frame of six messages (one empty)
 SIX = [b"alpha", b"", b"c" * 37, b"delta-delta", b"\xc3\x5a" * 9, b"f"]
+
+
+def open_batched(fs: CrashFS | None = None, **kw: Any) -> tuple[LogStore, CrashFS, Recovered]:
+    return open_log(fs, batch_frames=LEAST, **kw)
 
 
 def frames(data: bytes, start: int = codec.FILE_HEADER.size) -> list[tuple[int, int, int]]:
@@ -77,7 +86,7 @@ def test_runs_of_messages_laid_out_alike_make_batch_frames() -> None:
         MessageStored(14, ("q",), "ex", "k", b"e", 1e12),
         MessagesStored(15, ("q",), "ex", "k", [b"short", b"run"]),
     ]
-    data, sizes = batch.encode_records(records)
+    data, sizes = batch.encode_records(records, 3)  # (runs of 3 messages or more)
     types = [typ for typ, _start, _end in frames(data, 0)]
     assert types == [codec.T_BATCH, codec.T_REMOVED, codec.T_BATCH] + [codec.T_MESSAGE] * 4
     assert decoded(data, sizes) == flat(records)
@@ -86,17 +95,33 @@ def test_runs_of_messages_laid_out_alike_make_batch_frames() -> None:
     assert sizes[1:4] == [16 + 2, 16 + 3, 16 + 13]
 
 
+def test_runs_shorter_than_the_least_are_message_frames() -> None:
+    """By default a run of fewer than BATCH_MIN messages is written as message frames:
+    a batch frame costs more to write and to replay than so few messages."""
+    short = MessagesStored(1, ("q",), "ex", "k", [b"x"] * (batch.BATCH_MIN - 1))
+    data, _sizes = batch.encode_records([short])
+    assert {t for t, _s, _e in frames(data, 0)} == {codec.T_MESSAGE}
+    long = MessagesStored(1, ("q",), "ex", "k", [b"x"] * batch.BATCH_MIN)
+    data, _sizes = batch.encode_records([long])
+    assert [t for t, _s, _e in frames(data, 0)] == [codec.T_BATCH]
+    store, fs, _ = open_log()  # (the store's default)
+    between = MessagesRemoved("q", (1,))  # (else the two make one run of 31)
+    result(store.write([*declare("q"), short, between, attrs.evolve(long, first_id=99)]))
+    kinds = [t for t, _s, _e in frames(fs.content(SEG1))]
+    assert kinds.count(codec.T_BATCH) == 1 and kinds.count(codec.T_MESSAGE) == len(short.payloads)
+
+
 def test_a_long_run_is_cut_into_frames_by_count_and_bytes() -> None:
     count = batch.BATCH_MAX + 10
     run = MessagesStored(1, ("q",), "ex", "k", [b"%d" % i for i in range(count)])
-    data, sizes = batch.encode_records([run])
+    data, sizes = batch.encode_records([run], LEAST)
     assert [end - start for _t, start, end in frames(data, 0)] == [
         sum(sizes[: batch.BATCH_MAX]),
         sum(sizes[batch.BATCH_MAX :]),
     ]
     assert decoded(data, sizes) == run.messages()
     big = [b"x" * (300 * 1024)] * 7  # 1 MiB passed with the fourth: 4 + 3
-    data, sizes = batch.encode_records([MessagesStored(1, ("q",), "ex", "k", big)])
+    data, sizes = batch.encode_records([MessagesStored(1, ("q",), "ex", "k", big)], LEAST)
     parts = frames(data, 0)
     assert [t for t, _s, _e in parts] == [codec.T_BATCH, codec.T_BATCH]
     assert [len(batch.decode_batch(data[s + codec.HEADER_SIZE : e])) for _t, s, e in parts] == [
@@ -107,7 +132,7 @@ def test_a_long_run_is_cut_into_frames_by_count_and_bytes() -> None:
 
 def test_a_name_with_nul_cannot_be_stored_in_a_batch() -> None:
     with pytest.raises(codec.CodecError):
-        batch.encode_records([MessagesStored(1, ("bad\0name",), "ex", "k", [b"x"] * 9)])
+        batch.encode_records([MessagesStored(1, ("bad\0name",), "ex", "k", [b"x"] * 9)], LEAST)
 
 
 messages = st.builds(
@@ -135,7 +160,7 @@ removals = st.builds(MessagesRemoved, st.just("q"), st.lists(st.integers(1, 99))
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(messages, messages, runs, removals), max_size=30))
 def test_every_record_decodes_back(records: list[Record]) -> None:
-    data, sizes = batch.encode_records(records)
+    data, sizes = batch.encode_records(records, LEAST)
     assert decoded(data, sizes) == flat(records)
     assert len(sizes) == len(flat(records))
     old, old_sizes = codec.encode_batch(records)
@@ -148,7 +173,7 @@ def test_every_record_decodes_back(records: list[Record]) -> None:
 def batch_log(payloads: list[bytes] = SIX) -> tuple[CrashFS, int, int]:
     """A log: queue q, messages 1-3 one by one, a batch frame of ``payloads`` (ids
     10, 12, 14, ...) and a removal of 2 after it; the batch frame's start and end."""
-    store, fs, _ = open_log()
+    store, fs, _ = open_batched()
     result(store.write(declare("q")))
     for i in (1, 2, 3):
         result(store.write([MessageStored(i, ("q",), "ex", "k", b"one %d" % i)]))
@@ -190,10 +215,10 @@ def test_payloads_of_one_size_small_and_large_sizes_come_back(payloads: list[byt
 
 def test_batch_frames_and_message_frames_in_one_log() -> None:
     """A log written before batch frames, then with them: all of it replays."""
-    store, fs, _ = open_log(batch_frames=False)
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q", "r")))
     result(store.write([MessagesStored(1, ("q",), "ex", "k", [b"old %d" % i for i in range(20)])]))
-    store, fs, rec = open_log(fs.kill9())
+    store, fs, rec = open_batched(fs.kill9())
     assert ids(rec) == list(range(1, 21))
     result(store.write([MessagesStored(21, ("q",), "ex", "k", [b"new %d" % i for i in range(20)])]))
     result(store.write([MessagesStored(41, ("q", "r"), "ex", "k", [b"two"] * 5, PROPS)]))
@@ -210,7 +235,7 @@ def test_batch_frames_and_message_frames_in_one_log() -> None:
 
 def test_copies_in_batch_frames_move_the_messages() -> None:
     """Ids already stored (copies) in a batch frame: message by message, as copies."""
-    store, fs, _ = open_log()
+    store, fs, _ = open_batched()
     result(store.write(declare("q")))
     result(store.write([MessagesStored(1, ("q",), "ex", "k", [b"m%d" % i for i in range(8)])]))
     result(
@@ -230,7 +255,7 @@ def test_the_compactor_reads_the_messages_of_batch_frames() -> None:
 
 def test_a_batch_frame_that_does_not_decode_is_skipped() -> None:
     """A good CRC around bad lengths (a bug, a newer version): reported, skipped."""
-    store, fs, _ = open_log()
+    store, fs, _ = open_batched()
     result(store.write(declare("q")))
     frame = codec.frame(codec.T_BATCH, batch.HEAD.pack(3, 99, 0.0, 0, 1, 0, 0) + b"q" * 40)
     crashed = fs.kill9()
@@ -256,7 +281,7 @@ def test_a_batch_frame_torn_at_every_byte_is_cut_off_whole() -> None:
         assert fast.tail_good == start
         warnings = [RecoveryWarning("torn-tail", segment_name(1), start, cut - start)]
         assert fast.recovered.warnings == (warnings if cut > start else []), cut
-        store, crashed, rec = open_log(crashed)
+        store, crashed, rec = open_batched(crashed)
         assert crashed.content(SEG1) == full[:start]
         assert ids(rec) == [1, 2, 3]
 
@@ -348,7 +373,7 @@ def test_a_salvaged_message_keeps_its_ledger_size() -> None:
 
 def test_a_segment_with_a_salvaged_batch_frame_is_compacted() -> None:
     """The compactor salvages as recovery does: the kept messages are copied."""
-    store, fs, _ = open_log(segment_size=2000)
+    store, fs, _ = open_batched(segment_size=2000)
     result(store.write(declare("q", "d")))
     result(store.write([MessagesStored(1, ("q",), "ex", "k", SIX)]))
     i = 7
@@ -362,7 +387,7 @@ def test_a_segment_with_a_salvaged_batch_frame_is_compacted() -> None:
     data[hit] ^= 1
     crashed = fs.kill9()
     crashed.set_content(SEG1, bytes(data))
-    store, fs, rec = open_log(crashed, segment_size=2000)
+    store, fs, rec = open_batched(crashed, segment_size=2000)
     assert [w.kind for w in rec.warnings] == ["salvaged", "corrupt"]
     while segment_name(1) in fs.files(DATA):
         result(store.write([MessageStored(i, ("d",), "ex", "k", b"d" * 100)]))
@@ -370,7 +395,7 @@ def test_a_segment_with_a_salvaged_batch_frame_is_compacted() -> None:
         i += 1
         assert i < 500, "segment 1 was never compacted"
     assert store.stats()["compactions"] == 1
-    rec = open_log(fs.kill9())[2]
+    rec = open_batched(fs.kill9())[2]
     assert ids(rec) == [1, 2, 4, 5, 6]
     assert [m[3] for m in rec.messages["q"]] == [p for n, p in enumerate(SIX) if n != 2]
     assert rec.warnings == []

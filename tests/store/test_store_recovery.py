@@ -344,7 +344,7 @@ def store_with_runs() -> tuple[CrashFS, list[int]]:
     """Runs of same-layout messages (replayed in bulk), removals between them, and
     copies of messages already stored (what compaction writes); frame starts.  One frame
     per message (the format before batch frames, which recovery still reads)."""
-    store, fs, _ = open_log(batch_frames=False)
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q")))
     result(store.write([MessagesStored(1, ("q",), "ex", "a.b", [b"p%03d" % i for i in range(40)])]))
     result(store.write([MessagesRemoved("q", (3, 4))]))
