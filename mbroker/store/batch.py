@@ -96,6 +96,14 @@ def encode_records(records: Sequence[Record], least: int = BATCH_MIN) -> tuple[b
 
     Returns the frames joined and one size per record (one per message of a
     ``MessagesStored`` and of a batch frame), for the ledger."""
+    messages = 0
+    for rec in records:  # (too few messages for a batch frame: the old way, at once)
+        if type(rec) is MessagesStored:
+            messages += len(rec.payloads)
+        elif type(rec) is MessageStored:
+            messages += 1
+    if messages < least:
+        return encode_batch(records)
     out: list[bytes] = []
     sizes: list[int] = []
     single: list[Record] = []  # records for message frames, in order
