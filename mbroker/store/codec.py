@@ -23,8 +23,8 @@ Bodies, hand-rolled with :mod:`struct` (a million messages replay in seconds):
   message that has none.  One ``unpack_from`` yields every length, and the last three
   lengths plus the names form one byte string that recovery uses as a cache
   key (a million messages mostly share a few queue/source/key combinations).
-- MessageBatch (type 12): a run of messages laid out alike (the same queues, source,
-  key, properties and expiry) in one frame: a head like a message's fixed part and
+- MessageBatch (type 12): a run of messages (16 or more) laid out alike (the same
+  queues, source, key, properties and expiry) in one frame: a head like a message's fixed part and
   names, the u64 ids, the u32 payload lengths, a u32 CRC per message, the payloads,
   then the head again (for salvage).  Written by the log store since batch frames
   (older logs hold message frames only, which still read); the layout, the ledger
