@@ -161,7 +161,9 @@ class RecoveryWarning:
 
     ``kind`` is one of ``torn-tail`` (a partial write at the end of the last
     segment, truncated), ``corrupt`` (bytes that do not form a valid record,
-    skipped), ``bad-header`` (a segment file whose header is damaged),
+    skipped), ``salvaged`` (a damaged batch of messages whose ``messages`` intact
+    ones were kept; a ``corrupt`` warning follows for each one lost), ``bad-header``
+    (a segment file whose header is damaged),
     ``redeclared`` (``queue`` had messages or bindings but its declaration was
     lost, most likely in the damage at ``file``/``offset``: it was declared
     again, durable with default options, with its ``messages``),
@@ -194,6 +196,11 @@ class RecoveryWarning:
                 f"{self.file}:{self.offset}, {self.length} bytes): its {self.messages} "
                 f"messages are kept in durable queue {self.queue!r}, declared again "
                 "with default options"
+            )
+        if self.kind == "salvaged":
+            return (
+                f"damaged batch of messages at {self.file}:{self.offset} ({self.length} "
+                f"bytes): its {self.messages} intact messages kept"
             )
         what = {
             "torn-tail": "torn tail truncated",

@@ -23,6 +23,12 @@ Bodies, hand-rolled with :mod:`struct` (a million messages replay in seconds):
   message that has none.  One ``unpack_from`` yields every length, and the last three
   lengths plus the names form one byte string that recovery uses as a cache
   key (a million messages mostly share a few queue/source/key combinations).
+- MessageBatch (type 12): a run of messages (16 or more) laid out alike (the same
+  queues, source, key, properties and expiry) in one frame: a head like a message's fixed part and
+  names, the u64 ids, the u32 payload lengths, a u32 CRC per message, the payloads,
+  then the head again (for salvage).  Written by the log store since batch frames
+  (older logs hold message frames only, which still read); the layout, the ledger
+  sizes and the salvage of a damaged one are :mod:`mbroker.store.batch`'s.
 - MessagesRemoved: queue (str), u32 count, then count u64 ids.
 - Snapshot: next message id, then every exchange, queue (options and floor)
   and binding; written at the head of each new segment and at open.  Then (absent
@@ -81,7 +87,8 @@ T_REMOVED = 8
 T_SNAPSHOT = 9
 T_NOOP = 10
 T_ID = 11
-MAX_TYPE = T_ID
+T_BATCH = 12  # a batch of messages: mbroker.store.batch
+MAX_TYPE = T_BATCH
 
 MSG_FIXED = struct.Struct("<QdIHHHH")
 #: where the names block (3 lengths, then queues, source, key) starts in a body
@@ -142,7 +149,8 @@ def _str16(text: str) -> bytes:
 _Parts = tuple[bytes, int, int, int, int]
 
 
-def _message_parts(rec: MessageStored) -> _Parts:
+def message_parts(rec: MessageStored) -> _Parts:
+    """The names block (queues joined with NUL, source, key, properties) and its lengths."""
     for queue in rec.queues:
         if "\0" in queue:
             raise CodecError(f"NUL in queue name {queue!r}")
@@ -156,7 +164,7 @@ def _message_parts(rec: MessageStored) -> _Parts:
 def _encode_run(rec: MessagesStored) -> list[bytes]:
     """The frames of a run: what ``encode_message`` makes of each of its messages."""
     first = MessageStored(rec.first_id, rec.queues, rec.source, rec.key, b"", None, rec.props)
-    names, ql, sl, kl, hl = _message_parts(first)
+    names, ql, sl, kl, hl = message_parts(first)
     pack, crc32, crc_pack = _TL_MSG.pack, zlib.crc32, _CRC.pack
     fixed = _MSG_FIXED_SIZE + len(names)
     frames = []
@@ -175,8 +183,8 @@ def _encode_run(rec: MessagesStored) -> list[bytes]:
 
 
 def encode_message(rec: MessageStored, parts: _Parts | None = None) -> bytes:
-    """A message frame; ``parts`` are its ``_message_parts`` when already known."""
-    names, ql, sl, kl, hl = _message_parts(rec) if parts is None else parts
+    """A message frame; ``parts`` are its ``message_parts`` when already known."""
+    names, ql, sl, kl, hl = message_parts(rec) if parts is None else parts
     payload = rec.payload
     size = len(payload)
     expires = _NAN if rec.expires_at is None else rec.expires_at
@@ -412,7 +420,7 @@ def encode_batch(records: Sequence[Record]) -> tuple[bytes, list[int]]:
                 and rec.key is last.key
                 and rec.props is last.props
             ):
-                parts = _message_parts(rec)
+                parts = message_parts(rec)
                 last = rec
             frames.append(encode_message(rec, parts))
         else:

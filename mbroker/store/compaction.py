@@ -12,7 +12,9 @@ the :class:`Compactor` rewrites it:
    flight that are acked moments later: reading 64 MiB to copy them would cost
    far more than waiting);
 2. the segment is read and scanned in a reader thread, off the write path
-   (a sealed segment never changes), into ``(msg_id, frame body)`` pairs;
+   (a sealed segment never changes), into ``(msg_id, frame body)`` pairs (a batch
+   frame's messages each as a message frame's body; a damaged batch frame salvaged as
+   recovery salvages it);
 3. each group written to the tail takes, at its head, copies of the next
    messages that are still live there (up to ``chunk`` bytes), each listing
    only the queues the message is still in.  The copies are taken from the
@@ -29,24 +31,63 @@ time, on the reactor thread.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
 from mbroker.core.records import MessageStored
-from mbroker.store.codec import MSG_FIXED, T_MESSAGE, decode_message, encode_message
+from mbroker.store.batch import decode_batch, salvage, salvaged_messages
+from mbroker.store.codec import (
+    FILE_HEADER,
+    HEADER_SIZE,
+    MSG_FIXED,
+    T_BATCH,
+    T_MESSAGE,
+    decode_message,
+    encode_message,
+    resync,
+    valid_frame_end,
+)
 from mbroker.store.ledger import Ledger
-from mbroker.store.replay import iter_frames
 
 _MSG_ID_SIZE = 8
 
 
 def message_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """``(msg_id, body)`` of every valid message frame of a segment (reader thread)."""
+    """``(msg_id, body)`` of every valid message frame of a segment (reader thread);
+    the messages of a batch frame (and those recovery salvaged from a damaged one)
+    each as the body of a message frame."""
     out = []
-    for typ, body in iter_frames(data):
-        if typ == T_MESSAGE and len(body) >= MSG_FIXED.size:
-            out.append((int.from_bytes(body[:_MSG_ID_SIZE], "little"), bytes(body)))
+    mv = memoryview(data)
+    pos = FILE_HEADER.size
+    while 0 <= pos < len(data):
+        end = valid_frame_end(data, mv, pos)
+        if end < 0:
+            salvaged = salvage(data, pos)
+            if salvaged is None:
+                pos = resync(data, mv, pos)
+                continue
+            messages = _decoded(salvaged_messages, data, salvaged)
+            pos = salvaged.end
+        else:
+            typ, body = data[pos + 6], mv[pos + HEADER_SIZE : end]
+            pos = end
+            if typ == T_MESSAGE and len(body) >= MSG_FIXED.size:
+                out.append((int.from_bytes(body[:_MSG_ID_SIZE], "little"), bytes(body)))
+                continue
+            if typ != T_BATCH:
+                continue
+            messages = _decoded(decode_batch, body)
+        out += [(m.msg_id, encode_message(m)[HEADER_SIZE:]) for m in messages]
     return out
+
+
+def _decoded(decode: Callable[..., list[MessageStored]], *args: Any) -> list[MessageStored]:
+    try:
+        return decode(*args)
+    except (ValueError, IndexError, struct.error):  # (a good CRC around garbage)
+        return []
 
 
 @attrs.define

@@ -9,14 +9,14 @@ which begins with a snapshot of every declaration (exchanges, queues, bindings),
 older segments matter only for the messages they hold.
 
 Writes and group commit.  The broker calls :meth:`LogStore.write` once per
-batch.  The records are encoded at once, on the reactor thread (cheap byte
-joins), and join the *pending group*.  One job at a time runs in the I/O
-thread (:mod:`mbroker.store.executor`): it appends a whole group with one
-``write`` and, with ``fsync="always"``, one fsync.  While it runs, further
-``write`` calls pile into the next group, so sixteen publishers waiting at
-once share one fsync.  Every Deferred of a group fires when its job is done;
-they fire in the order of the ``write`` calls.  No file I/O runs on the
-reactor thread.
+batch.  The records are encoded at once, on the reactor thread (cheap byte joins;
+a run of messages laid out alike makes one batch frame, :mod:`mbroker.store.batch`),
+and join the *pending group*.  One job at a time runs in the I/O thread
+(:mod:`mbroker.store.executor`): it appends a whole group with one ``write`` and,
+with ``fsync="always"``, one fsync.  While it runs, further ``write`` calls pile
+into the next group, so sixteen publishers waiting at once share one fsync.  Every
+Deferred of a group fires when its job is done; they fire in the order of the
+``write`` calls.  No file I/O runs on the reactor thread.
 
 fsync policies (the trade-offs):
 
@@ -73,6 +73,7 @@ from zope.interface import implementer
 
 from mbroker import errors
 from mbroker.core.records import Record, Recovered
+from mbroker.store.batch import BATCH_MIN, encode_records
 from mbroker.store.codec import NOOP, encode_batch, encode_snapshot, file_header
 from mbroker.store.compaction import Compactor, message_frames
 from mbroker.store.executor import Executor, ThreadExecutor
@@ -142,6 +143,7 @@ class LogStore:
     :param retry_interval: seconds between write probes after a failed write.
     :param compact_ratio: rewrite segments whose live bytes are under this share.
     :param copy_chunk: bytes of live messages copied per group when compacting.
+    :param batch_frames: the fewest messages of a run made a batch frame (0: none).
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class LogStore:
         retry_interval: float = 1.0,
         compact_ratio: float = 0.25,
         copy_chunk: int = 1 * MiB,
+        batch_frames: int = BATCH_MIN,
     ) -> None:
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {fsync!r}")
@@ -168,6 +171,7 @@ class LogStore:
         self.retry_interval = retry_interval
         self._executor = executor
         self._reader = executor
+        self._encode = (lambda r: encode_records(r, batch_frames)) if batch_frames else encode_batch
         self._writer = SegmentWriter(fs if fs is not None else RealFileSystem(), directory)
         self._ledger = Ledger()
         self._compactor = Compactor(compact_ratio, copy_chunk)
@@ -216,7 +220,7 @@ class LogStore:
         if not records and not self._busy and not self._pending.waiters:
             return succeed(None)
         try:
-            data, sizes = encode_batch(records)
+            data, sizes = self._encode(records)
         except ValueError:
             return fail()
         group = self._pending

@@ -16,6 +16,9 @@ a crash left behind:
   search for the frame magic where a valid frame begins that is followed by
   another valid frame or by the end.  If no valid frame follows, the rest of
   that segment is skipped (in the last segment: cut off, as a torn tail).
+- **damaged batch frame**: a batch of messages (:mod:`mbroker.store.batch`) whose
+  CRC does not match is salvaged: its intact messages are kept (``salvaged``, with
+  their number) and each lost one is reported (``corrupt``, with its place).
 - **torn header**: a last segment shorter than its header (a crash while it
   was created) is taken for an empty segment and rewritten.
 - **lost exchange declaration**: bindings that name an exchange whose declaration
@@ -34,14 +37,15 @@ Duplicates are harmless: a message id seen again (the copy compaction made of
 a live message before deleting the old segment) moves the message, it does not
 add it twice.
 
-Speed.  The hot loop decodes message records inline, without building record
-objects, and hands runs of message frames laid out alike (one queue, source and
-key, no properties, no expiry, the next ids) to :func:`_bulk` (frames of one size,
-cut apart by ``struct.iter_unpack``) or :func:`_run` (any sizes, one
-``unpack_from`` per frame); both check each frame exactly as the general loop
-does, CRC included, and stop at the first frame that differs, which the general
-loop then takes (``replay(..., bulk=False)`` replays without them: the tests'
-reference).  The CRC is zlib-ng's when it is installed (the same CRC-32, several
+Speed.  A batch frame (what the store writes for a run of messages laid out alike)
+is checked with one CRC and cut apart by a few C-level calls; for new ids of one
+declared queue the ledger takes it with two dict updates, without Python bytecode per
+message.  Older logs hold one frame per message: the hot loop decodes those inline,
+without building record objects, and hands runs of message frames laid out alike
+(one queue, source and key, no properties, no expiry, the next ids) to
+:mod:`mbroker.store.runs`, which checks each frame exactly as the general loop does.
+``replay(..., bulk=False)`` replays every message one at a time: the tests'
+reference.  The CRC is zlib-ng's when it is installed (the same CRC-32, several
 times faster on small frames).  Each segment is read whole in one sequential
 read, the next one in another thread while this one replays.
 """
@@ -54,7 +58,7 @@ import struct
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
-from operator import add
+from operator import lt
 
 import attrs
 
@@ -64,8 +68,9 @@ from mbroker.core.records import (
     Record,
     Recovered,
     RecoveryWarning,
-    StoredMessage,
 )
+from mbroker.store.batch import NAMES_AT as BATCH_NAMES_AT
+from mbroker.store.batch import PER_MESSAGE, Salvaged, read_batch, salvage, shares
 from mbroker.store.codec import (
     CRC_START,
     FILE_HEADER,
@@ -75,6 +80,7 @@ from mbroker.store.codec import (
     MAGIC,
     MSG_FIXED,
     NAMES_AT,
+    T_BATCH,
     T_MESSAGE,
     T_REMOVED,
     Snapshot,
@@ -85,6 +91,7 @@ from mbroker.store.codec import (
 )
 from mbroker.store.files import FileSystem
 from mbroker.store.ledger import Ledger, Segment
+from mbroker.store.runs import LAYOUT_AT, bulk_run, mixed_run
 from mbroker.store.segment import SEGMENT_RE, segment_name
 
 try:
@@ -106,6 +113,7 @@ class ReplayResult:
     tail_good: int  # where its valid frames end
     tail_size: int  # its size on disk
     bulk_frames: int = 0  # message frames replayed in runs (the rest: one at a time)
+    batch_frames: int = 0  # batch frames replayed in bulk
 
 
 def list_segments(fs: FileSystem, directory: str) -> list[int]:
@@ -138,12 +146,13 @@ def _replay(fs: FileSystem, directory: str, bulk: bool) -> ReplayResult:
     numbers = list_segments(fs, directory)
     ledger = Ledger()
     warnings: list[RecoveryWarning] = []
-    tail_good = tail_size = bulk_frames = 0
+    tail_good = tail_size = bulk_frames = batch_frames = 0
     for number, data in read_ahead(fs, directory, numbers):
         last = number == numbers[-1]
         replayer = _Replayer(ledger, number, data, last, warnings, bulk)
         good = replayer.run()
         bulk_frames += replayer.bulk_frames
+        batch_frames += replayer.batch_frames
         if last:
             tail_good, tail_size = good, len(data)
         del data
@@ -179,7 +188,7 @@ def _replay(fs: FileSystem, directory: str, bulk: bool) -> ReplayResult:
     )
     ledger.forget_payloads()
     tail = numbers[-1] if numbers else 0
-    return ReplayResult(recovered, ledger, tail, tail_good, tail_size, bulk_frames)
+    return ReplayResult(recovered, ledger, tail, tail_good, tail_size, bulk_frames, batch_frames)
 
 
 def redeclarations(recovered: Recovered) -> list[Record]:
@@ -233,6 +242,7 @@ class _Replayer:
         self.warnings = warnings
         self.bulk = bulk
         self.bulk_frames = 0
+        self.batch_frames = 0
         self.seg: Segment = ledger.add_segment(number, len(data))
 
     def warn(self, kind: str, offset: int, length: int) -> None:
@@ -259,6 +269,8 @@ class _Replayer:
         seg_bits = seg.number << 32
         #: the names block (lengths, queues, source, key) -> decoded
         cache: dict[bytes, tuple[tuple[str, ...], str, str]] = {}
+        #: a payload length in a batch frame -> its ledger value (shared by messages)
+        packed: dict[int, int] = {}
         # The fast path below counts in locals; _sync() hands them to the
         # ledger before any other ledger call and at the end.
         live_n = live_b = 0
@@ -271,6 +283,14 @@ class _Replayer:
                 if magic != MAGIC or end > n or crc32(mv[pos + CRC_START : end]) != crc:
                     end = -1
             if end < 0:
+                salvaged = salvage(data, pos)
+                if salvaged is not None:
+                    self._sync(live_n, live_b, next_id)
+                    live_n = live_b = 0
+                    self._salvaged(pos, salvaged)
+                    next_id = ledger.next_msg_id
+                    pos = salvaged.end
+                    continue
                 resume = resync(data, mv, pos)
                 if resume < 0 or (resume == n and self.last):
                     self._sync(live_n, live_b, next_id)
@@ -321,17 +341,17 @@ class _Replayer:
                             bulk
                             and not hl
                             and expires != expires
-                            and data[end + _LAYOUT_AT : end + q - pos] == data[pos + _LAYOUT_AT : q]
+                            and data[end + LAYOUT_AT : end + q - pos] == data[pos + LAYOUT_AT : q]
                         ):
                             # The next frame is laid out like this one: most likely a run.
                             if data[end + 6 : end + 11] == data[pos + 6 : pos + 11]:
                                 # of frames of one size: cut apart by struct.iter_unpack
-                                count, next_id = _bulk(
+                                count, next_id = bulk_run(
                                     data, pos, size, pl, names, msgs, home, seg_bits, next_id
                                 )
                                 run_bytes = count * size
                             else:
-                                count, run_bytes, next_id = _run(
+                                count, run_bytes, next_id = mixed_run(
                                     data,
                                     mv,
                                     pos,
@@ -353,6 +373,41 @@ class _Replayer:
                     live_n = live_b = 0
                     store(msg_id, queues, seg, end - pos, entry)
                     next_id = ledger.next_msg_id
+                    pos = end
+                    continue
+                if typ == T_BATCH:
+                    total, expires, hl, ql, sl, stop, ids, lens, payloads = read_batch(
+                        data, body, end
+                    )
+                    raw = data[body + BATCH_NAMES_AT : stop]
+                    names = cache.get(raw)
+                    if names is None:
+                        if len(cache) > _CACHE_LIMIT:
+                            cache.clear()
+                        names = cache[raw] = _decode_names(raw, ql, sl)
+                    props = decode_props(mv[stop : stop + hl]) if hl else None
+                    queues, source, key = names
+                    entries = zip(
+                        ids, repeat(source), repeat(key), payloads, repeat(expires), repeat(props)
+                    )
+                    msgs = queue_msgs.get(queues[0]) if bulk and len(queues) == 1 else None
+                    if msgs is not None and ids[0] >= next_id and all(map(lt, ids, ids[1:])):
+                        # new ids for one queue (the common case): all at C speed
+                        msgs.update(zip(ids, entries))
+                        for size in set(lens).difference(packed):  # (one int per size)
+                            packed[size] = seg_bits + PER_MESSAGE + size
+                        home.update(zip(ids, map(packed.__getitem__, lens)))
+                        home[ids[0]] += end - pos - PER_MESSAGE * len(ids) - total
+                        next_id = ids[-1] + 1
+                        live_n += len(ids)
+                        live_b += end - pos
+                        self.batch_frames += 1
+                    else:
+                        self._sync(live_n, live_b, next_id)
+                        live_n = live_b = 0
+                        for msg_id, size, entry in zip(ids, shares(lens, end - pos), entries):
+                            store(msg_id, queues, seg, size, entry)
+                        next_id = ledger.next_msg_id
                     pos = end
                     continue
                 next_id = self._sync(live_n, live_b, next_id)
@@ -379,6 +434,29 @@ class _Replayer:
         self._sync(live_n, live_b, next_id)
         return n
 
+    def _salvaged(self, pos: int, salvaged: Salvaged) -> None:
+        """Keep the intact messages of a damaged batch frame, report the others."""
+        head, data = salvaged.head, self.data
+        kept = salvaged.kept
+        try:
+            raw = data[head.at + BATCH_NAMES_AT : head.names_end]
+            queues, source, key = _decode_names(raw, head.ql, head.sl)
+            stop = head.names_end + head.hl
+            props = decode_props(data[head.names_end : stop]) if head.hl else None
+        except _DECODE_ERRORS:  # (a head whose CRC matches but does not decode)
+            self.warn("corrupt", pos, salvaged.end - pos)
+            return
+        length = salvaged.end - pos
+        self.warnings.append(
+            RecoveryWarning("salvaged", self.name, pos, length, messages=len(kept))
+        )
+        self.ledger.damage = (self.name, pos, length)
+        for offset, size in salvaged.lost:
+            self.warn("corrupt", offset, size)
+        store, seg, expires = self.ledger.store, self.seg, head.expires
+        for msg_id, payload, size in kept:
+            store(msg_id, queues, seg, size, (msg_id, source, key, payload, expires, props))
+
     def _sync(self, live_n: int, live_b: int, next_id: int) -> int:
         """Hand the fast path's counts to the ledger; the next message id."""
         self.seg.live += live_n
@@ -389,173 +467,9 @@ class _Replayer:
 
 
 _REMOVED_FIXED = struct.Struct("<HI")
-#: frame layouts of runs -> (the struct of a whole frame, of a frame after its crc)
-_RUN_STRUCTS: dict[tuple[int, int], tuple[struct.Struct, struct.Struct]] = {}
-
-
-def _bulk(
-    data: bytes,
-    first: int,
-    size: int,
-    pl: int,
-    names: tuple[tuple[str, ...], str, str],
-    msgs: dict[int, StoredMessage | None],
-    home: dict[int, int],
-    seg_bits: int,
-    next_id: int,
-) -> tuple[int, int]:
-    """Replay the run of message frames after the one at ``first``, as long as they
-    are laid out exactly like it (a run of publishes: the same size, queue,
-    source and key, no properties, no expiry) and carry the next ids; return how many,
-    and the next message id.
-
-    The frames are cut apart by ``struct.iter_unpack`` (one C call per frame
-    yields its magic, CRC and checked bytes, another its layout, id and payload)
-    and the ledger is updated with dict updates.  The first frame that differs in
-    any way (its CRC too) ends the run and the general loop takes it, so damage is
-    found and reported exactly as there.  (Checking whole columns with ``map``
-    and ``zip`` instead was slower: the columns do not stay in the cache.)
-    """
-    start = first + size
-    avail = (len(data) - start) // size
-    if avail <= 0:
-        return 0, next_id
-    structs = _RUN_STRUCTS.get((size, pl))
-    if structs is None:
-        if len(_RUN_STRUCTS) > 256:
-            _RUN_STRUCTS.clear()
-        # frame: magic, crc | type+length (5), msg_id (8), fixed rest + names, payload
-        structs = _RUN_STRUCTS[(size, pl)] = (
-            struct.Struct(f"<2sI{size - CRC_START}s"),
-            struct.Struct(f"<5sQ{size - HEADER_SIZE - 8 - pl}s{pl}s"),
-        )
-    whole, inner = structs
-    template = data[first + CRC_START : first + size - pl]
-    tl0, mid0 = template[:5], template[13:]
-    _queues, source, key = names
-    unpack = inner.unpack
-    first_id = next_id
-    payloads: list[bytes] = []
-    add_payload = payloads.append
-    for magic, crc, rest in whole.iter_unpack(memoryview(data)[start : start + avail * size]):
-        if magic != MAGIC or crc32(rest) != crc:
-            break
-        tl, msg_id, mid, payload = unpack(rest)
-        if msg_id != next_id or tl != tl0 or mid != mid0:
-            break
-        next_id += 1
-        add_payload(payload)
-    if payloads:
-        ids = list(range(first_id, next_id))  # (one int object per id, shared)
-        msgs.update(
-            zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(None)))
-        )
-        home.update(dict.fromkeys(ids, seg_bits | size))
-    return len(payloads), next_id
-
-
-#: the head of a message frame (up to its payload) -> its struct
-_RUN_HEADS: dict[int, struct.Struct] = {}
-#: where, in a message frame, the expiry and the properties length (then the names) start
-_EXPIRES_AT = HEADER_SIZE + 8
-_LAYOUT_AT = HEADER_SIZE + 20
-
-
-def _run(
-    data: bytes,
-    mv: memoryview,
-    first: int,
-    end: int,
-    head: int,
-    names: tuple[tuple[str, ...], str, str],
-    msgs: dict[int, StoredMessage | None],
-    home: dict[int, int],
-    seg_bits: int,
-    next_id: int,
-) -> tuple[int, int, int]:
-    """Replay the run of message frames after the one at ``first`` (which ends at
-    ``end``; its head, the frame up to its payload, is ``head`` bytes): frames laid
-    out like it (the same queue, source and key, no properties, no expiry), of any
-    payload size, with the next ids (a gap ends the run: the general loop takes that
-    frame and a new run starts after it).  Return how many, their bytes, and the next
-    message id.
-
-    One ``unpack_from`` per frame yields its magic, CRC, type, length, id, expiry,
-    payload length and layout bytes; the frame is taken only if each is what the
-    general loop would accept and the CRC of its bytes matches, exactly as there.
-    The first frame that differs in any way ends the run and the general loop takes
-    it, so damage is found and reported at the same offsets.  The ledger gets the
-    run with two dict updates; the entries are built by ``zip``, in C.
-    """
-    unpack = _RUN_HEADS.get(head)
-    if unpack is None:
-        if len(_RUN_HEADS) > 256:
-            _RUN_HEADS.clear()
-        # magic, crc, type, length | msg_id, expires (as bytes), payload length | layout
-        unpack = _RUN_HEADS[head] = struct.Struct(f"<2sIBIQ8sI{head - _LAYOUT_AT}s")
-    unpack_from = unpack.unpack_from
-    expires0 = data[first + _EXPIRES_AT : first + _LAYOUT_AT - 4]
-    layout0 = data[first + _LAYOUT_AT : first + head]
-    fixed = head - HEADER_SIZE  # the body before the payload
-    n = len(data)
-    start = pos = end
-    first_id = next_id
-    payloads: list[bytes] = []
-    add_payload = payloads.append
-    # (locals: the loop below runs once per frame)
-    check, magic0, message, header_size, crc_start = crc32, MAGIC, T_MESSAGE, HEADER_SIZE, CRC_START
-    try:
-        while pos < n:
-            magic, crc, typ, length, msg_id, expires, pl, layout = unpack_from(data, pos)
-            end = pos + header_size + length
-            if (
-                msg_id != next_id
-                or magic != magic0
-                or typ != message
-                or layout != layout0
-                or expires != expires0
-                or length != fixed + pl
-                or end > n
-                or check(mv[pos + crc_start : end]) != crc
-            ):
-                break
-            next_id += 1
-            add_payload(data[end - pl : end])
-            pos = end
-    except struct.error:
-        pass  # a frame head cut short by the end: the general loop takes it
-    if payloads:
-        ids = list(range(first_id, next_id))  # (one int object per id, shared)
-        _queues, source, key = names
-        msgs.update(
-            zip(ids, zip(ids, repeat(source), repeat(key), payloads, repeat(None), repeat(None)))
-        )
-        home.update(zip(ids, map(add, map(len, payloads), repeat(seg_bits | head))))
-    return len(payloads), pos - start, next_id
 
 
 def _decode_names(raw: bytes, ql: int, sl: int) -> tuple[tuple[str, ...], str, str]:
     text = raw[6:]
     queues = tuple(text[:ql].decode().split("\0"))
     return queues, text[ql : ql + sl].decode(), text[ql + sl :].decode()
-
-
-def iter_frames(data: bytes, start: int | None = None) -> Iterator[tuple[int, memoryview]]:
-    """``(type, body)`` of every valid frame, skipping damage as recovery does."""
-    mv = memoryview(data)
-    n = len(data)
-    pos = FILE_HEADER.size if start is None else start
-    while pos < n:
-        end = -1
-        if pos + HEADER_SIZE <= n:
-            magic, crc, typ, length = HEADER.unpack_from(data, pos)
-            end = pos + HEADER_SIZE + length
-            if magic != MAGIC or end > n or crc32(mv[pos + CRC_START : end]) != crc:
-                end = -1
-        if end < 0:
-            pos = resync(data, mv, pos)
-            if pos < 0:
-                return
-            continue
-        yield typ, mv[pos + HEADER_SIZE : end]
-        pos = end

@@ -342,8 +342,9 @@ def test_without_damage_a_message_for_an_undeclared_queue_is_still_ignored() -> 
 
 def store_with_runs() -> tuple[CrashFS, list[int]]:
     """Runs of same-layout messages (replayed in bulk), removals between them, and
-    copies of messages already stored (what compaction writes); frame starts."""
-    store, fs, _ = open_log()
+    copies of messages already stored (what compaction writes); frame starts.  One frame
+    per message (the format before batch frames, which recovery still reads)."""
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q")))
     result(store.write([MessagesStored(1, ("q",), "ex", "a.b", [b"p%03d" % i for i in range(40)])]))
     result(store.write([MessagesRemoved("q", (3, 4))]))

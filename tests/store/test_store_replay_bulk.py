@@ -1,11 +1,14 @@
 """Runs of message frames replayed in bulk give exactly what one frame at a time gives.
 
-Recovery replays a run of message frames laid out alike (one queue, source and key, no
-properties, no expiry) in bulk, whatever their payload sizes: ``replay(..., bulk=False)``
-replays every frame with the general loop instead, and is the reference here.  Every
-log (runs of mixed and equal sizes, removals, copies, multi-queue messages, properties,
-expiry, several segments) and every damage (a flipped byte anywhere, a torn tail) must
-give the same recovered state, ledger, warnings and tail with both.
+The examples write logs of the format before batch frames (one frame per message,
+``batch_frames=0``), which recovery still reads; every log in the property test is
+written three ways (batch frames from 2 or 16 messages, or none).  Recovery replays a
+run of message frames laid out alike (one queue, source and key, no properties, no
+expiry) in bulk, whatever their payload sizes: ``replay(..., bulk=False)`` replays every
+frame with the general loop instead, and is the reference here.  Every log (runs of
+mixed and equal sizes, removals, copies, multi-queue messages, properties, expiry,
+several segments) and every damage (a flipped byte anywhere, a torn tail) must give the
+same recovered state, ledger, warnings and tail with both.
 """
 
 from __future__ import annotations
@@ -26,46 +29,13 @@ from mbroker.core.records import (
     RecoveryWarning,
 )
 from mbroker.store import codec
-from mbroker.store.files import CrashFS
-from mbroker.store.replay import ReplayResult, replay
 from mbroker.store.segment import segment_name
 from mbroker.wire.frames import Props
+from tests.helpers.replay import both
 from tests.helpers.store import DATA, DURABLE, declare, ids, open_log, result
 
 SEG1 = os.path.join(DATA, segment_name(1))
 PROPS = Props((("k", b"v"),), "id-1", 3)
-
-
-def everything(res: ReplayResult) -> dict[str, Any]:
-    """What replay produced, for comparing the bulk path with the general loop."""
-    rec, ledger = res.recovered, res.ledger
-    return {
-        "exchanges": rec.exchanges,
-        "queues": rec.queues,
-        "bindings": rec.bindings,
-        "messages": rec.messages,
-        "next_msg_id": rec.next_msg_id,
-        "warnings": rec.warnings,
-        "tail": (res.tail, res.tail_good, res.tail_size),
-        "home": list(ledger.home.items()),
-        "queue_msgs": {queue: list(msgs) for queue, msgs in ledger.queue_msgs.items()},
-        "multi": ledger.multi,
-        "copies": ledger.copies,
-        "segments": {
-            n: (seg.size, seg.live, seg.live_bytes, seg.refs) for n, seg in ledger.segments.items()
-        },
-        "ledger_next": ledger.next_msg_id,
-        "last_snapshot": ledger.last_snapshot,
-    }
-
-
-def both(fs: CrashFS) -> tuple[ReplayResult, ReplayResult]:
-    """Replay in bulk and one frame at a time; check they agree; both results."""
-    fast = replay(fs, DATA)
-    slow = replay(fs, DATA, bulk=False)
-    assert slow.bulk_frames == 0
-    assert everything(fast) == everything(slow)
-    return fast, slow
 
 
 def mixed(first: int, count: int, queue: str = "q") -> list[MessageStored]:
@@ -93,7 +63,7 @@ def message_frames(data: bytes) -> list[tuple[int, int]]:
 
 
 def test_a_run_of_mixed_sizes_replays_in_bulk() -> None:
-    store, fs, _ = open_log()
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q")))
     result(store.write(mixed(1, 200)))
     fast, _slow = both(fs.kill9())
@@ -104,7 +74,7 @@ def test_a_run_of_mixed_sizes_replays_in_bulk() -> None:
 
 
 def test_runs_of_equal_and_of_mixed_sizes_after_each_other() -> None:
-    store, fs, _ = open_log()
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q", "r")))
     result(store.write([MessagesStored(1, ("q",), "ex", "k", [b"x" * 50] * 30)]))
     result(store.write(mixed(31, 30)))
@@ -119,7 +89,7 @@ def test_runs_of_equal_and_of_mixed_sizes_after_each_other() -> None:
 
 
 def test_damage_inside_a_run_of_mixed_sizes_is_found_at_the_same_offset() -> None:
-    store, fs, _ = open_log()
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q")))
     result(store.write(mixed(1, 60)))
     result(store.write([MessagesRemoved("q", (5,))]))
@@ -144,7 +114,7 @@ def test_damage_inside_a_run_of_mixed_sizes_is_found_at_the_same_offset() -> Non
 
 
 def test_a_torn_tail_inside_a_run_of_mixed_sizes() -> None:
-    store, fs, _ = open_log()
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q")))
     result(store.write(mixed(1, 40)))
     data = fs.content(SEG1)
@@ -164,7 +134,7 @@ def test_a_torn_tail_inside_a_run_of_mixed_sizes() -> None:
 
 
 def test_a_gap_in_the_ids_ends_a_run() -> None:
-    store, fs, _ = open_log()
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q")))
     result(store.write([*mixed(1, 10), *mixed(12, 10), *mixed(30, 10)]))
     result(store.write([MessagesStored(40, ("q",), "ex", "a.b", [b"e" * 11] * 10)]))
@@ -182,7 +152,7 @@ def test_a_gap_in_the_ids_ends_a_run() -> None:
 def test_copies_of_stored_messages_end_a_run() -> None:
     """A copy (what compaction writes) of a message already stored, laid out like the
     run before it, moves that message: the run stops there, whatever the sizes."""
-    store, fs, _ = open_log()
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q")))
     result(store.write(mixed(1, 20)))
     result(store.write([MessagesStored(21, ("q",), "ex", "a.b", [b"z" * 11] * 10)]))
@@ -194,7 +164,7 @@ def test_copies_of_stored_messages_end_a_run() -> None:
 
 
 def test_properties_expiry_and_other_layouts_end_a_run() -> None:
-    store, fs, _ = open_log()
+    store, fs, _ = open_log(batch_frames=0)
     result(store.write(declare("q", "r")))
     records: list[Record] = [*mixed(1, 10)]
     records.append(MessageStored(11, ("q",), "ex", "a.b", b"h" * 9, None, PROPS))
@@ -245,11 +215,19 @@ damages = st.one_of(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(operations, max_size=12), damages, st.sampled_from([600, 4000, 1 << 20]))
+@given(
+    st.lists(operations, max_size=12),
+    damages,
+    st.sampled_from([600, 4000, 1 << 20]),
+    st.sampled_from([0, 2, 16]),
+)
 def test_bulk_and_frame_at_a_time_agree(
-    ops: list[tuple[Any, ...]], damage: tuple[Any, ...] | None, segment_size: int
+    ops: list[tuple[Any, ...]],
+    damage: tuple[Any, ...] | None,
+    segment_size: int,
+    batch_frames: int,
 ) -> None:
-    store, fs, _ = open_log(segment_size=segment_size)
+    store, fs, _ = open_log(segment_size=segment_size, batch_frames=batch_frames)
     result(store.write(declare("q", "r")))
     next_id = 1
     published: list[tuple[int, tuple[str, ...], str, bytes]] = []
