@@ -15,6 +15,7 @@ import pytest
 from tests.helpers.auth import cheap_hash
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, running_broker, unique
+from tests.helpers.targets import node_args
 
 #: every command a client may send, in the contract's words (section 4 and 7)
 COMMANDS = (
@@ -82,10 +83,12 @@ def test_pong_gets_no_reply(client: Client) -> None:
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+def secured(
+    request: pytest.FixtureRequest, target: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerProcess]:
     users = Path(tmp_path_factory.mktemp("users")) / "users"
     users.write_text(f"bob:{cheap_hash('b0b')}:-:-:jobs\n")
-    yield from running_broker(tmp_path_factory, "--users", str(users))
+    yield from running_broker(tmp_path_factory, "--users", str(users), *node_args(request))
 
 
 def test_help_and_pong_are_allowed_before_auth(secured: BrokerProcess) -> None:

@@ -31,13 +31,16 @@ from tests.helpers.contract import (
     running_broker,
     unique,
 )
+from tests.helpers.targets import node_args
 
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory)
+def broker(
+    request: pytest.FixtureRequest, target: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerProcess]:
+    yield from running_broker(tmp_path_factory, *node_args(request))
 
 
 def _connections(observer: Client) -> int:
