@@ -236,6 +236,10 @@ class ClusterBroker(Broker):
             journal.add(
                 rec.MessageStored(journal.new_id(), names, name, key, payload, expires, props)
             )
+            for n in names:  # (STATS published: the copies this node routed there)
+                q = self.find(n)
+                if isinstance(q, Queue):
+                    q.published += 1
         self.cluster_published += 1
         if rejected is not None:
             raise errors.Overflow(f"{rejected} is full")
@@ -258,6 +262,7 @@ class ClusterBroker(Broker):
         length, pending, _ = counts.get(name, (0, 0, 0))
         added = self._added.get(name, 0)
         if length - pending + added >= o.max_length:
+            q.rejected += 1
             return True
         self._added[name] = added + 1
         return False

@@ -284,7 +284,7 @@ def test_nack_with_delay(client: Client, on_node: bool) -> None:
     start = time.monotonic()
     assert client.ok(f"NACK 1 delay={delay}") == "+OK 1"
     if on_node:  # (it waits on the node, for Redis delivered and not acknowledged)
-        figures(on_node, lambda: client.stats(q)["unacked"] == "1")
+        figures(on_node, lambda: client.stats(q)["unacked"] == "1")  # (once Redis's figures are in)
     else:
         assert client.stats(q)["messages"] == "1"  # still counted, not deliverable
     assert client.pull(f"PULL {q}") == []
