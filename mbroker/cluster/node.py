@@ -486,7 +486,6 @@ class ClusterBroker(Broker):
     def _stats(self, name: str | None = None) -> list[tuple[str, str]]:
         pairs = self._core_stats(name)
         if name is None:
-            pairs.append(("cluster_node", self.node))
             pairs.append(("redis_batches", str(self.writer.batches)))
             pairs.append(("redis_commands", str(self.writer.commands)))
             if self.feeder is not None:
