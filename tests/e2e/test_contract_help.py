@@ -15,7 +15,7 @@ import pytest
 from tests.helpers.auth import cheap_hash
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, running_broker, unique
-from tests.helpers.targets import node_args
+from tests.helpers.targets import figures, node_args
 
 #: every command a client may send, in the contract's words (section 4 and 7)
 COMMANDS = (
@@ -149,10 +149,11 @@ def test_an_exclusive_queue_made_with_exclusive_1_goes_with_its_connection(
             assert time.monotonic() < deadline, "the exclusive queue outlived its connection"
 
 
-def test_flags_written_1_and_0_on_delete(client: Client) -> None:
+def test_flags_written_1_and_0_on_delete(client: Client, on_node: bool) -> None:
     q = unique("q")
     client.ok(f"CREATE {q} queue")
     client.ok(f"PUBLISH {q} :x")
+    figures(on_node, lambda: client.listing()[q]["messages"] == "1")  # (a node judges by them)
     assert client.code(f"DELETE {q} if-empty=1") == "NOT_EMPTY"
     assert client.ok(f"SUBSCRIBE {q} ack=manual") == "+OK 1"
     client.read_msg()

@@ -142,7 +142,7 @@ def test_a_half_closed_client_gets_its_pong_then_the_broker_closes(
 
 
 def test_a_half_closed_client_gets_every_pipelined_reply_in_order(
-    broker: BrokerProcess,
+    broker: BrokerProcess, on_node: bool
 ) -> None:
     with connect(broker) as c:
         q = unique("hc")
@@ -152,7 +152,11 @@ def test_a_half_closed_client_gets_every_pipelined_reply_in_order(
         assert c.read_reply() == ([], b"+OK created")
         assert c.read_reply() == ([], b"+OK 1")
         data, status = c.read_reply()
-        assert status == b"+OK 1"
+        if on_node:  # (ended by the half-close, it takes what the node holds: the message
+            # may still be in Redis, docs/cluster.rst)
+            assert status in (b"+OK 1", b"+OK 0")
+        else:
+            assert status == b"+OK 1"
         assert c.read_reply(3.0) == ([], b"+OK 0")  # the client sends no more: no wait
         assert c.read_reply() == ([], b"+PONG")
         assert c.expect_closed()
