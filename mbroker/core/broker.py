@@ -210,10 +210,6 @@ class Broker:
                 mark = marked.get(m.msg_id)
                 if mark is not None:
                     m.deliveries, m.reason = mark
-        now = self.clock.seconds()
-        if any(m[4] is not None and m[4] < now for m in messages):
-            # (their own ttl ran out while they waited elsewhere: expired, not delivered)
-            self._dispatcher.sweep(q)
         self._dispatcher.dispatch(q)
 
     def divert_dead_letters(self, sink: DeadLetterSink) -> None:

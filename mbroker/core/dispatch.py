@@ -424,11 +424,6 @@ class Dispatcher:
         delay = when - self.clock.seconds()
         q.expiry_timer = self.clock.callLater(delay if delay > 0 else 0, self._sweep, q)
 
-    def sweep(self, q: Queue) -> None:
-        """Dead-letter the expired ready messages of ``q`` now (messages that come
-        from elsewhere already expired: a cluster node's feed)."""
-        self._sweep(q)
-
     def _sweep(self, q: Queue) -> None:
         """Dead-letter the expired ready messages of ``q`` and re-arm its timer."""
         q.expiry_timer = None
