@@ -200,3 +200,24 @@ def test_stomp_send_on_one_node_is_received_on_the_other(
     finally:
         sender.disconnect()
         receiver.disconnect()
+
+
+def test_stomp_topic_subscription_on_one_node_gets_a_send_on_the_other(
+    nodes: tuple[BrokerProcess, BrokerProcess],
+) -> None:
+    """A subscription to a topic (a private queue bound to ``amq.topic``) on node B
+    gets what a STOMP client sends to the topic on node A (Redis pub/sub)."""
+    node_a, node_b = nodes
+    key = unique("prices")
+    sender, sent = stomp_connect(node_a)
+    receiver, received = stomp_connect(node_b)
+    try:
+        receiver.subscribe(f"/topic/{key}.#", id="t", headers={"receipt": "subscribed"})
+        assert received.receipts.get(timeout=BOUND) == "subscribed"
+        sender.send(f"/topic/{key}.eur", b"1.08", headers={"receipt": "r1"})
+        assert sent.receipts.get(timeout=BOUND) == "r1"
+        msg = received.messages.get(timeout=BOUND)
+        assert (msg.body, msg.headers["destination"]) == (b"1.08", f"/topic/{key}.eur")
+    finally:
+        sender.disconnect()
+        receiver.disconnect()
