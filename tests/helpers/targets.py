@@ -9,13 +9,16 @@ figures) run twice in every test run, through the module-scoped ``target`` fixtu
 (:func:`tests.helpers.redis_cluster.redis_cluster`), emptied before each module's node
 starts (names are unique per test, so the tests of a module do not see each other's
 objects).  The other modules test what a node serves with the single broker's own code
-(framing, heartbeats, HELP, connection limits, peers); with
+(framing, heartbeats, connection limits, peers) or what cluster mode does not fully
+support yet (docs/cluster.rst); with
 ``MBROKER_TEST_CLUSTER=redis://HOST:PORT,…`` in the environment every contract module
 runs against a node too, of that cluster.
 
 A test whose rule differs on a node (docs/cluster.rst, "What differs") asks for the
 ``on_node`` fixture and asserts what holds there: :func:`figures` for LIST and STATS
-figures that a node reads from Redis every second.
+figures that a node reads from Redis every second, :func:`status_and_msgs` for MSGs
+that may come after a later reply, :func:`pull_all` for a PULL that takes what the
+node holds.
 """
 
 from __future__ import annotations
@@ -39,7 +42,12 @@ NODE = "node"
 #: mode does not fully support yet, docs/cluster.rst "Not supported yet": they run
 #: against a node with MBROKER_TEST_CLUSTER, and fail there where that page says.)
 NODE_MODULES = frozenset(
-    {"test_contract_consume", "test_contract_headers", "test_contract_objects"}
+    {
+        "test_contract_consume",
+        "test_contract_headers",
+        "test_contract_help",
+        "test_contract_objects",
+    }
 )
 
 #: a shared queue's figures on a node are those of Redis, read every second by the
