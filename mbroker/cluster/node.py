@@ -237,9 +237,9 @@ class ClusterBroker(Broker):
                 rec.MessageStored(journal.new_id(), names, name, key, payload, expires, props)
             )
             for n in names:  # (STATS published: the copies this node routed there)
-                q = self.find(n)
-                if isinstance(q, Queue):
-                    q.published += 1
+                target = self.find(n)
+                if isinstance(target, Queue):
+                    target.published += 1
         self.cluster_published += 1
         if rejected is not None:
             raise errors.Overflow(f"{rejected} is full")
