@@ -111,6 +111,36 @@ def test_the_http_api_of_a_node_shows_the_shared_queues(
     a.ok(f"ACK {held.tag}")
 
 
+def test_every_view_of_the_http_api_answers_on_a_node(
+    nodes: tuple[BrokerProcess, BrokerProcess], a: Client, b: Client
+) -> None:
+    _, node_b = nodes
+    q = shared_queue(a, b)
+    x = unique("x")
+    a.ok(f"CREATE {x} topic")
+    a.ok(f"BIND {q} {x} k.#")
+    poll(lambda: b.listing().get(x, {}).get("bindings") == "1", BOUND)
+    assert a.publish(q, b"peeked") == "+OK 1"
+    for path in (
+        "whoami",
+        "overview",
+        "queues",
+        f"queues/{q}",
+        f"queues/{q}/bindings",
+        "exchanges",
+        f"exchanges/{x}",
+        "bindings",
+        f"bindings/e/{x}/q/{q}",
+        "connections",
+    ):
+        assert api(node_b, path) is not None, path
+    assert api(node_b, f"queues/{q}/bindings") == api(node_b, f"bindings/e/{x}/q/{q}")
+    assert isinstance(api(node_b, f"queues/{q}/messages"), list)  # (what the node holds)
+    for page in ("healthz", "metrics"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{node_b.http_port}/{page}") as r:
+            assert r.status == 200, page
+
+
 def test_purge_through_the_http_api_of_the_other_node(
     nodes: tuple[BrokerProcess, BrokerProcess], a: Client, b: Client
 ) -> None:
