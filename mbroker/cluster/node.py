@@ -155,8 +155,10 @@ class ClusterBroker(Broker):
     def _delete(self, name: str, if_empty: bool = False, if_unused: bool = False) -> int:
         obj = self.get(name)
         counts = self.watch.counts.get(name) if self.watch is not None else None
-        if isinstance(obj, Queue) and shared(obj) and if_empty and counts and counts[0]:
-            raise errors.NotEmpty(f"{name} holds {counts[0]} messages")
+        # (a shared queue's messages as Redis has them: its stream and delayed copies)
+        held = counts[0] + counts[2] if counts else 0
+        if isinstance(obj, Queue) and shared(obj) and if_empty and held:
+            raise errors.NotEmpty(f"{name} holds {held} messages")
         n = self.local.delete(name, if_empty, if_unused)
         if isinstance(obj, Exchange):
             self.writer.delete_exchange(name)
@@ -164,8 +166,7 @@ class ClusterBroker(Broker):
         elif shared(obj):
             self.writer.delete_queue(name)
             self.cluster_journal.add(rec.QueueDeleted(name))
-            if counts is not None:
-                n = max(n, counts[0])
+            n = max(n, held)
         return n
 
     def _bind(self, queue: str, exchange: str, key: str = "") -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,23 @@ def test_purge_through_the_http_api_of_the_other_node(
     assert api(node_b, f"queues/{q}/contents", "DELETE") == {"purged": 4}
     poll(lambda: a.listing()[q]["messages"] == "0", BOUND)
     assert a.pull(f"PULL {q} wait=300") == []
+
+
+def test_delete_if_empty_through_the_http_api_counts_delayed_copies(
+    nodes: tuple[BrokerProcess, BrokerProcess], a: Client, b: Client
+) -> None:
+    """A queue whose only message is a delayed copy waiting in Redis is not empty, on
+    any node, and DELETE counts the copy (as on a single broker)."""
+    _, node_b = nodes
+    q = shared_queue(a, b)
+    assert a.publish(q, b"later", "", "delay=60000") == "+OK 1"
+    poll(lambda: api(node_b, f"queues/{q}")["messages_delayed"] == 1, BOUND)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        api(node_b, f"queues/{q}?if-empty=true", "DELETE")
+    assert refused.value.code == 409
+    assert json.loads(refused.value.read())["error"] == "NOT_EMPTY"
+    assert api(node_b, f"queues/{q}", "DELETE") == {"dropped": 1}
+    poll(lambda: q not in a.listing(), BOUND)
 
 
 def test_publish_through_the_http_api_reaches_a_consumer_on_the_other_node(
