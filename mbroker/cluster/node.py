@@ -162,8 +162,10 @@ class ClusterBroker(Broker):
     def _delete(self, name: str, if_empty: bool = False, if_unused: bool = False) -> int:
         obj = self.get(name)
         counts = self.watch.counts.get(name) if self.watch is not None else None
-        if isinstance(obj, Queue) and shared(obj) and if_empty and counts and counts[0]:
-            raise errors.NotEmpty(f"{name} holds {counts[0]} messages")
+        # (a shared queue's messages as Redis has them: its stream and delayed copies)
+        held = counts[0] + counts[2] if counts else 0
+        if isinstance(obj, Queue) and shared(obj) and if_empty and held:
+            raise errors.NotEmpty(f"{name} holds {held} messages")
         n = self.local.delete(name, if_empty, if_unused)
         if isinstance(obj, Exchange):
             self.writer.delete_exchange(name)
@@ -171,8 +173,7 @@ class ClusterBroker(Broker):
         elif shared(obj):
             self.writer.delete_queue(name)
             self.cluster_journal.add(rec.QueueDeleted(name))
-            if counts is not None:
-                n = max(n, counts[0])
+            n = max(n, held)
         return n
 
     def _bind(self, queue: str, exchange: str, key: str = "") -> bool:
@@ -266,6 +267,10 @@ class ClusterBroker(Broker):
             if self.limits(q) is not None:
                 self.writer.verdicts[(msg_id, q)] = journal.verdict()
         journal.add(rec.MessageStored(msg_id, names, source, key, payload, expires, props))
+        for n in names:  # (STATS published: the copies this node routed there)
+            target = self.find(n)
+            if isinstance(target, Queue):
+                target.published += 1
 
     def _hint_ttl(self, names: Sequence[str]) -> None:
         """Entries with their own ttl go to ``names``: the expiry sweep must look at
@@ -508,7 +513,6 @@ class ClusterBroker(Broker):
     def _stats(self, name: str | None = None) -> list[tuple[str, str]]:
         pairs = self._core_stats(name)
         if name is None:
-            pairs.append(("cluster_node", self.node))
             pairs.append(("redis_batches", str(self.writer.batches)))
             pairs.append(("redis_commands", str(self.writer.commands)))
             if self.feeder is not None:

@@ -20,11 +20,11 @@ import pytest
 from tests.helpers.broker import BrokerProcess, start_broker
 from tests.helpers.contract import Client, connect, poll, unique
 from tests.helpers.lineclient import Msg
-from tests.helpers.redis_cluster import DevCluster, cluster, flush, redis_cluster, start_node
+from tests.helpers.redis_cluster import DevCluster, cluster, flush, start_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
-__all__ = ["cluster", "redis_cluster"]  # (fixtures, used by name)
+__all__ = ["cluster"]  # (a fixture, used by name; redis_cluster: tests/e2e/conftest.py)
 
 #: the documented bound on the spread of a namespace change (docs/cluster.rst)
 SPREAD = 2.0

@@ -12,16 +12,19 @@ from mbroker import __version__
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, running_broker, unique
 from tests.helpers.lineclient import Msg
+from tests.helpers.targets import node_args
 
 MAX_LINE = 200
 MAX_PAYLOAD = 100
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+def small(
+    request: pytest.FixtureRequest, target: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerProcess]:
     """A broker with tiny limits, to reach them cheaply."""
     args = ("--max-line", str(MAX_LINE), "--max-payload", str(MAX_PAYLOAD))
-    yield from running_broker(tmp_path_factory, *args)
+    yield from running_broker(tmp_path_factory, *args, *node_args(request))
 
 
 def make_queue(c: Client) -> str:

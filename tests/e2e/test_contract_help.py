@@ -15,6 +15,7 @@ import pytest
 from tests.helpers.auth import cheap_hash
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, running_broker, unique
+from tests.helpers.targets import figures, node_args
 
 #: every command a client may send, in the contract's words (section 4 and 7)
 COMMANDS = (
@@ -82,10 +83,12 @@ def test_pong_gets_no_reply(client: Client) -> None:
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+def secured(
+    request: pytest.FixtureRequest, target: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerProcess]:
     users = Path(tmp_path_factory.mktemp("users")) / "users"
     users.write_text(f"bob:{cheap_hash('b0b')}:-:-:jobs\n")
-    yield from running_broker(tmp_path_factory, "--users", str(users))
+    yield from running_broker(tmp_path_factory, "--users", str(users), *node_args(request))
 
 
 def test_help_and_pong_are_allowed_before_auth(secured: BrokerProcess) -> None:
@@ -146,10 +149,11 @@ def test_an_exclusive_queue_made_with_exclusive_1_goes_with_its_connection(
             assert time.monotonic() < deadline, "the exclusive queue outlived its connection"
 
 
-def test_flags_written_1_and_0_on_delete(client: Client) -> None:
+def test_flags_written_1_and_0_on_delete(client: Client, on_node: bool) -> None:
     q = unique("q")
     client.ok(f"CREATE {q} queue")
     client.ok(f"PUBLISH {q} :x")
+    figures(on_node, lambda: client.listing()[q]["messages"] == "1")  # (a node judges by them)
     assert client.code(f"DELETE {q} if-empty=1") == "NOT_EMPTY"
     assert client.ok(f"SUBSCRIBE {q} ack=manual") == "+OK 1"
     client.read_msg()

@@ -23,6 +23,7 @@ from tests.helpers.contract import (
     unique,
 )
 from tests.helpers.lineclient import Msg
+from tests.helpers.targets import node_args
 
 MiB = 1024 * 1024
 PRIVATE_MAX_BYTES = 4 * MiB
@@ -30,9 +31,12 @@ PAYLOAD = 8 * 1024
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+def broker(
+    request: pytest.FixtureRequest, target: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerProcess]:
     """Default limits but a 4 MiB private queue, so that slow subscribers overflow fast."""
-    yield from running_broker(tmp_path_factory, "--private-max-bytes", str(PRIVATE_MAX_BYTES))
+    args = ("--private-max-bytes", str(PRIVATE_MAX_BYTES), *node_args(request))
+    yield from running_broker(tmp_path_factory, *args)
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,16 @@ from tests.helpers.contract import (
     running_broker,
     unique,
 )
+from tests.helpers.targets import node_args
 
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory)
+def broker(
+    request: pytest.FixtureRequest, target: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerProcess]:
+    yield from running_broker(tmp_path_factory, *node_args(request))
 
 
 def _connections(observer: Client) -> int:
@@ -139,7 +142,7 @@ def test_a_half_closed_client_gets_its_pong_then_the_broker_closes(
 
 
 def test_a_half_closed_client_gets_every_pipelined_reply_in_order(
-    broker: BrokerProcess,
+    broker: BrokerProcess, on_node: bool
 ) -> None:
     with connect(broker) as c:
         q = unique("hc")
@@ -149,8 +152,17 @@ def test_a_half_closed_client_gets_every_pipelined_reply_in_order(
         assert c.read_reply() == ([], b"+OK created")
         assert c.read_reply() == ([], b"+OK 1")
         data, status = c.read_reply()
-        assert status == b"+OK 1"
-        assert c.read_reply(3.0) == ([], b"+OK 0")  # the client sends no more: no wait
+        if on_node:
+            # (the waiting PULL ended by the half-close takes what the node holds, and
+            # the next one, a PULL without wait, waits up to 250 ms for Redis: the
+            # message comes in one of them, or stays in Redis; docs/cluster.rst)
+            more, then = c.read_reply(3.0)
+            replies = [(len(data), status), (len(more), then)]
+            assert all(status == b"+OK %d" % n for n, status in replies), replies
+            assert len(data) + len(more) <= 1
+        else:
+            assert status == b"+OK 1"
+            assert c.read_reply(3.0) == ([], b"+OK 0")  # the client sends no more: no wait
         assert c.read_reply() == ([], b"+PONG")
         assert c.expect_closed()
 

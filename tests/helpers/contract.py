@@ -143,12 +143,8 @@ def rss_bytes(broker: BrokerProcess) -> int:
 def running_broker(tmp: pytest.TempPathFactory, *args: str) -> Iterator[BrokerProcess]:
     """The body of a module-scoped fixture: ``twistd -n mbroker *args``, in memory.
 
-    With ``MBROKER_TEST_CLUSTER=redis://HOST:PORT,…`` in the environment the broker is
-    a node of that Redis Cluster instead (docs/cluster.rst: the acceptance tests
-    against a cluster node, and the rules that differ there)."""
-    cluster = os.environ.get("MBROKER_TEST_CLUSTER")
-    if cluster:
-        args = (*args, "--cluster", cluster, "--node-name", f"contract-{os.getpid()}")
+    (With the options of :func:`tests.helpers.targets.node_args` in ``args``, a
+    cluster node: docs/cluster.rst, the acceptance tests against a node.)"""
     process = start_broker(tmp.mktemp("broker"), *args, memory_only=True)
     try:
         yield process
