@@ -62,7 +62,8 @@ def socket_writer(transport: object) -> Callable[[list[bytes]], None] | None:
     Twisted's ``write`` only buffers: the bytes go out on the reactor's next turn, once
     ``epoll`` has said the socket is writable (two ``epoll_ctl`` calls and a turn per
     write).  When the transport holds nothing unsent, the function returned here sends
-    at once with the transport's own ``writeSomeData``, and gives the transport only
+    at once with one ``send`` on the transport's socket (what its ``writeSomeData``
+    does, less two wrappers), and gives the transport only
     what the socket did not take (so the order holds, and a peer that stops reading
     still fills the transport's buffer and pauses its producer); when the transport
     holds something, or is closing, it writes through the transport as usual.  One
@@ -74,9 +75,10 @@ def socket_writer(transport: object) -> Callable[[list[bytes]], None] | None:
     """
     if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
         return None
-    if not all(hasattr(transport, a) for a in ("dataBuffer", "_tempDataLen", "writeSomeData")):
+    if not all(hasattr(transport, a) for a in ("dataBuffer", "_tempDataLen", "socket")):
         return None
     tr = transport
+    send = tr.socket.send
 
     def write(out: list[bytes]) -> None:
         # (dataBuffer and _tempDataLen: what Twisted's write() buffered and its last
@@ -85,11 +87,12 @@ def socket_writer(transport: object) -> Callable[[list[bytes]], None] | None:
             tr.writeSequence(out)
             return
         data = out[0] if len(out) == 1 else b"".join(out)
-        sent = tr.writeSomeData(data)
-        if not isinstance(sent, int):  # the connection is broken: Twisted will see it
-            tr.write(data)
-        elif sent < len(data):
-            tr.write(data[sent:])
+        try:
+            sent = send(data)  # (what writeSomeData does, less its wrappers)
+        except OSError:  # full (EAGAIN), or broken: Twisted's doWrite sees which
+            sent = 0
+        if sent < len(data):
+            tr.write(data[sent:] if sent else data)
 
     return write
 

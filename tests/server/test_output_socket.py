@@ -7,12 +7,14 @@ byte in order.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
+import pytest
 import pytest_twisted
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, tcp
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from zope.interface import implementer
 
 from mbroker.server.output import socket_writer
@@ -55,6 +57,65 @@ class Client(protocol.Protocol):
 def test_only_plain_tcp_transports_get_one() -> None:
     assert socket_writer(StringTransport()) is None
     assert socket_writer(object()) is None
+
+
+class FakeSocket:
+    """What ``tcp.Connection`` uses of a socket; ``send`` answers from ``results`` (how
+    many bytes it takes, or an error to raise)."""
+
+    def __init__(self, *results: int | OSError) -> None:
+        self.results = list(results)
+        self.sent: list[bytes] = []
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return 99
+
+    def send(self, data: bytes) -> int:
+        r = self.results.pop(0)
+        if isinstance(r, OSError):
+            raise r
+        self.sent.append(bytes(data[:r]))
+        return r
+
+
+def connection(sock: FakeSocket) -> Any:
+    tr = tcp.Connection(sock, protocol.Protocol(), MemoryReactor())  # type: ignore[arg-type]
+    tr.connected = True
+    return tr
+
+
+def test_one_send_when_the_transport_holds_nothing() -> None:
+    sock = FakeSocket(6)
+    tr = connection(sock)
+    write = socket_writer(tr)
+    assert write is not None
+    write([b"ab", b"cd", b"ef"])
+    assert sock.sent == [b"abcdef"]
+    assert not tr.dataBuffer and not tr._tempDataLen
+
+
+def test_what_the_socket_does_not_take_goes_to_the_transport_in_order() -> None:
+    sock = FakeSocket(2)
+    tr = connection(sock)
+    write = socket_writer(tr)
+    assert write is not None
+    write([b"abcdef"])
+    write([b"gh"])  # (the transport holds bytes: these queue behind them)
+    assert sock.sent == [b"ab"] and sock.results == []
+    assert tr.dataBuffer + b"".join(tr._tempDataBuffer) == b"cdefgh"
+
+
+@pytest.mark.parametrize("err", [errno.EAGAIN, errno.EPIPE, errno.ECONNRESET])
+def test_a_send_error_leaves_the_bytes_to_the_transport(err: int) -> None:
+    sock = FakeSocket(OSError(err, "no"))
+    tr = connection(sock)
+    write = socket_writer(tr)
+    assert write is not None
+    write([b"abc"])  # (no exception: Twisted's own write finds out what it was)
+    assert sock.sent == [] and tr.dataBuffer + b"".join(tr._tempDataBuffer) == b"abc"
 
 
 @pytest_twisted.ensureDeferred
