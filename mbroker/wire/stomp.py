@@ -349,6 +349,43 @@ class StompDecoder:
         out: list[Item] = []
         if self.error is not None or not data:
             return out
+        if self._state == _IDLE and not self._buf and type(data) is bytes:
+            # The common read: whole frames whose heads were seen before, with a
+            # content-length (a client repeating its SEND).  Taken here one after the
+            # other, a dict look-up each; the first frame that is not so (a new head, a
+            # frame cut by the read, a bad NUL, a CONNECT to negotiate) goes the general
+            # way below, which decodes it the same.  (A remembered head never holds a
+            # terminator, so the first LF LF after it is where the general search ends
+            # it too.)
+            heads = self._heads
+            negotiated = self._negotiated
+            pos, end = 0, len(data)
+            while True:
+                if data[pos] in _EOL_BYTES:
+                    m = _EOLS.match(data, pos)
+                    if m is None:
+                        break
+                    pos = m.end()
+                    out.append(HEARTBEAT)
+                    if pos == end:
+                        return out
+                head_end = data.find(b"\n\n", pos)
+                parsed = heads.get(data[pos:head_end]) if head_end > 0 else None
+                if (
+                    parsed is None
+                    or parsed[2] < 0
+                    or (not negotiated and parsed[0] in UNESCAPED_COMMANDS)
+                ):
+                    break
+                stop = head_end + 2 + parsed[2]
+                if stop >= end or data[stop] != 0:
+                    break
+                out.append(Frame(parsed[0], parsed[1], data[head_end + 2 : stop], parsed[3]))
+                pos = stop + 1
+                if pos == end:
+                    return out
+            if pos:
+                data = data[pos:]
         buf: bytes | bytearray
         if self._buf:
             self._buf += data
