@@ -178,6 +178,24 @@ def test_a_frame_cut_by_the_read_goes_the_long_way_and_is_the_same() -> None:
     assert [f.body for f in first + second] == [b"cd", b"ef"]
 
 
+@pytest.mark.parametrize(("cut", "searched"), [(60, 1), (92, 0)])
+def test_after_a_cut_frame_the_whole_frames_of_the_read_skip_the_search(
+    cut: int, searched: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting = CountingSearch()
+    monkeypatch.setattr(stomp, "_HEAD_END", counting)
+    d = StompDecoder(version="1.2")
+    data = SEND % (2, b"ab") + SEND % (2, b"cd") + SEND % (2, b"ef") + SEND % (2, b"gh")
+    # (frames of 47 bytes, heads of 44: the read ends in the second frame's head, or
+    # one byte into its body)
+    first = frames(d.feed(data[:cut]))
+    searches = counting.calls
+    rest = frames(d.feed(data[cut:]))  # (the cut frame, then two whole frames)
+    assert [f.body for f in first + rest] == [b"ab", b"cd", b"ef", b"gh"]
+    assert counting.calls == searches + searched  # (only a cut head is searched)
+    assert rest[1].headers is rest[2].headers is first[0].headers
+
+
 def test_a_remembered_head_with_a_bad_nul_is_the_same_error() -> None:
     d = StompDecoder(version="1.2")
     frames(d.feed(SEND % (2, b"ab")))
