@@ -24,9 +24,12 @@ The client is raw sockets, STOMP 1.2, 100-byte bodies of ``x`` with ``content-le
 mbroker keeps ``/queue/`` queues durable (``--memory``: in memory only); RabbitMQ's are
 durable queues too, and its messages are transient (no ``persistent:true``): neither
 touches a disk.  ``mbroker/rabbitmq`` divides the medians.  ``--quick`` (the smoke
-test) runs mbroker only, one short round.  Usage::
+test) runs mbroker only, one short round; ``--latency-only`` runs the latency rounds
+only.  ``MBROKER_SRC=<tree>`` runs another checkout's broker (``brokerproc.py``).
+Usage::
 
     python benchmarks/bench_stomp.py [--rounds 5] [--seconds 3] [--latency 2000] [--quick]
+        [--latency-only] [--no-rabbitmq]
 """
 
 from __future__ import annotations
@@ -302,6 +305,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="per throughput case")
     ap.add_argument("--latency", type=int, default=2000, help="messages per latency round")
     ap.add_argument("--no-rabbitmq", action="store_true", help="mbroker only")
+    ap.add_argument(
+        "--latency-only", action="store_true", help="the latency rounds only (no throughput)"
+    )
     args = ap.parse_args()
     rounds = 1 if args.quick else args.rounds
     seconds = 0.5 if args.quick else args.seconds
@@ -340,11 +346,12 @@ def main() -> None:
             print(f"# {t.name}: {t.version}", flush=True)
         if rabbit is None:
             print(f"# rabbitmq: {rabbit_note}", flush=True)
+        cases = [] if args.latency_only else list(CASES)
         for t in targets:  # a warm-up each, not counted
             throughput(t, "queue, ack:auto", min(seconds, 0.5), 200_000)
         for n in range(rounds):
             for t in targets:
-                for case in CASES:
+                for case in cases:
                     r = throughput(t, case, seconds, max_messages)
                     t.throughput.setdefault(case, []).append(r)
                 latency(t, lat_messages, warmup=max(20, lat_messages // 20))
@@ -381,6 +388,8 @@ def report(targets: list[Target], rounds: int, seconds: float, lat_messages: int
     )
     rows: list[list[object]] = []
     for case in CASES:
+        if case not in ours.throughput:  # (--latency-only)
+            continue
         for t in targets:
             results = t.throughput[case]
             rs = rates(t, case)
@@ -402,6 +411,8 @@ def report(targets: list[Target], rounds: int, seconds: float, lat_messages: int
                     ratio,
                 ]
             )
+    if not rows:
+        return
     print_table(
         f"{THROUGHPUT_TITLE}, {SIZE}-byte bodies, {seconds:g} s x {rounds} rounds, "
         "pipelined SENDs (msgs/s: best and median; broker CPU us per message)",

@@ -5,10 +5,10 @@ yet (a PULL that waits, an AUTH being checked, a change the journal has not stor
 back the replies after it.  What is ready goes to a list of byte strings that is written
 once per read or per reactor turn (see :class:`FlushScheduler`), or at once past
 ``FLUSH_AT`` bytes, so that the transport still tells the connection, as its producer,
-when the peer stops reading.  A batch is joined into one ``bytes`` and handed to the
-transport's ``write`` (Twisted joins its buffer before sending anyway, and ``write``
-skips ``writeSequence``'s two Python loops over the pieces), whose length is added to
-``bytes_out``: one add per write, not per message (the HTTP API's ``send_oct``).
+when the peer stops reading.  A batch is joined into one ``bytes`` and, on plain TCP,
+sent straight to the socket when the transport holds nothing unsent
+(:func:`socket_writer`), else handed to the transport's ``write``; its length is added
+to ``bytes_out``: one add per write, not per message (the HTTP API's ``send_oct``).
 """
 
 from __future__ import annotations
@@ -56,40 +56,44 @@ class StreamTransport(Writer, Protocol):
     def getPeer(self) -> object: ...
 
 
-def socket_writer(transport: object) -> Callable[[list[bytes]], None] | None:
-    """For a plain TCP transport, a ``writeSequence`` that writes straight to the socket.
+def socket_writer(transport: object) -> Callable[[bytes], None] | None:
+    """For a plain TCP transport, a ``write`` that writes straight to the socket.
 
     Twisted's ``write`` only buffers: the bytes go out on the reactor's next turn, once
     ``epoll`` has said the socket is writable (two ``epoll_ctl`` calls and a turn per
     write).  When the transport holds nothing unsent, the function returned here sends
-    at once with the transport's own ``writeSomeData``, and gives the transport only
-    what the socket did not take (so the order holds, and a peer that stops reading
-    still fills the transport's buffer and pauses its producer); when the transport
-    holds something, or is closing, it writes through the transport as usual.  One
-    message at a time, this takes a reactor turn and three system calls off every
-    delivery.
+    at once with one ``send`` on the transport's socket (what its ``writeSomeData``
+    does, less two wrappers), and gives the transport only what the socket did not
+    take (so the order holds, and a peer that stops reading still fills the
+    transport's buffer and pauses its producer); when the transport holds something,
+    or is closing, it writes through the transport as usual.  A send that fails
+    (``EAGAIN``, or a broken connection) leaves the bytes to the transport, whose own
+    write finds out which it was.  One message at a time, this takes a reactor turn
+    and three system calls off every delivery.  Both front doors write so: the native
+    protocol's :class:`Output` and the STOMP connection's output.
 
     ``None`` for any other transport (TLS, a WebSocket, a test's ``StringTransport``),
     or a Twisted whose TCP buffers are not the ones read here.
     """
     if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
         return None
-    if not all(hasattr(transport, a) for a in ("dataBuffer", "_tempDataLen", "writeSomeData")):
+    if not all(hasattr(transport, a) for a in ("dataBuffer", "_tempDataLen", "socket")):
         return None
     tr = transport
+    send = tr.socket.send
 
-    def write(out: list[bytes]) -> None:
+    def write(data: bytes) -> None:
         # (dataBuffer and _tempDataLen: what Twisted's write() buffered and its last
         # doWrite() left unsent)
         if tr._tempDataLen or tr.dataBuffer or tr.disconnecting or not tr.connected:
-            tr.writeSequence(out)
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        sent = tr.writeSomeData(data)
-        if not isinstance(sent, int):  # the connection is broken: Twisted will see it
             tr.write(data)
-        elif sent < len(data):
-            tr.write(data[sent:])
+            return
+        try:
+            sent = send(data)
+        except OSError:
+            sent = 0
+        if sent < len(data):
+            tr.write(data[sent:] if sent else data)
 
     return write
 
@@ -165,6 +169,8 @@ class Output:
         self, transport: Writer, journal: Journal | None, scheduler: FlushScheduler
     ) -> None:
         self._transport = transport
+        #: the transport's write, or straight to its socket (plain TCP)
+        self._write = socket_writer(transport) or transport.write
         self._journal = journal
         self._scheduler = scheduler
         self._slots: deque[Slot] = deque()
@@ -261,7 +267,7 @@ class Output:
             self.wrote = True
             data = out[0] if len(out) == 1 else b"".join(out)
             self.bytes_out += len(data)
-            self._transport.write(data)
+            self._write(data)
 
     def write_queued(self) -> None:
         """The scheduler's call: write what is queued, unless the connection is gone."""

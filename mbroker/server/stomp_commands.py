@@ -43,6 +43,9 @@ CACHE_MAX = 4096
 _DURABLE_VALUES = ("true", "True", "1")
 #: a SEND with one of these headers is run on its own, never in a run (send_run)
 _ONE_BY_ONE = ("transaction", "receipt", "expiration", "reply-to")
+#: the headers a plain SEND may have (its message has no properties, nothing waits for
+#: it): its head is remembered, and the next SEND with that head skips the look-ups
+_PLAIN = NOT_CARRIED - {"receipt", "transaction", "expiration"}
 _ALL = Permissions()
 
 
@@ -87,6 +90,9 @@ class StompCommands:
         self._sends: dict[str, tuple[str, str, str]] = {}
         self._temp: dict[str, str] = {}  # client's temp-queue NAME -> queue name
         self._tx = Transactions(config.max_payload * 16)
+        #: the header tuple of the last plain SEND, and where it publishes
+        self._plain_head: object = None
+        self._plain_target: tuple[str, str, str] = ("", "", "")
 
     def handlers(self) -> dict[str, Callable[[Frame], None]]:
         """The handler of each client frame but CONNECT and STOMP."""
@@ -176,6 +182,11 @@ class StompCommands:
             # until the watch releases us (as the native protocol holds a PUBLISH).
             self._conn.hold_for_memory(f)
             return
+        if f.headers is self._plain_head:
+            # The head of the last plain SEND again (the decoder gives a repeated head
+            # the same header tuple): no header to look at, no receipt to write.
+            self._publish(self._plain_target, f.body)
+            return
         headers = f.index
         if headers is None:
             headers = f.header_map()
@@ -184,7 +195,28 @@ class StompCommands:
             self._tx.hold(tx, f)
         else:
             self._do_send(f, headers)
+            text = headers.get("destination")
+            if (
+                f.index is not None
+                and text is not None
+                and not text.startswith("/temp-queue/")
+                and all(h in _PLAIN for h in headers)
+            ):
+                self._plain_head, self._plain_target = f.headers, self._target(text)
         self._conn.receipt(f)
+
+    def _publish(self, target: tuple[str, str, str], body: bytes) -> None:
+        """A plain SEND's publish to ``target`` (``_target``'s answer for its head)."""
+        kind, name, key = target
+        if self._perms is not None:
+            self._check(self._perms.may_write, "write to", name)
+        try:
+            self._broker.publish(name, key, body, None)
+        except errors.NotFound:
+            if kind != QUEUE:
+                raise
+            self._ensure_queue(name)  # (as in _do_send)
+            self._broker.publish(name, key, body, None)
 
     def send_run(self, items: Sequence[object], start: int) -> int:
         """The SEND ``items[start]`` and the SENDs right after it with the same head (the

@@ -145,8 +145,9 @@ class StompProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._tr = cast(StreamTransport, self.transport)
-        #: writes a list of byte strings: straight to the socket where it can
-        self._write_out = socket_writer(self.transport) or self._tr.writeSequence
+        #: writes straight to the socket where it can (plain TCP), else the output
+        #: goes to the transport's writeSequence (whole frames: see stomp_ws)
+        self._direct = socket_writer(self.transport)
         self.session = self.broker.open_session(self)
         self._commands = StompCommands(self, self.broker, self.session, self.config, self._memory)
         #: subscriptions by sid (the commands' own dict), read on every delivery
@@ -268,7 +269,11 @@ class StompProtocol(Protocol):
         if out:
             self._out = []
             self._out_size = 0
-            self._write_out(out)
+            direct = self._direct
+            if direct is not None:
+                direct(out[0] if len(out) == 1 else b"".join(out))
+            else:
+                self._tr.writeSequence(out)
             if self._send_every:
                 self._last_write = self.broker.clock.seconds()
 

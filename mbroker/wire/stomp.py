@@ -27,6 +27,11 @@ Decoding
   ``HEAD_CACHE_SIZE`` of them per decoder, forgotten all at once when full or when the
   version changes): a client that repeats a head (the same SEND again) costs one dict
   look-up per frame, and its frames share one header tuple and one header index.
+  Whole frames with a remembered head and a ``content-length`` (what a client that
+  repeats its SEND writes) are taken without the state machine: one ``find`` of LF LF
+  and one look-up each, until a frame that is not so, which goes the general way; a
+  frame that a read cut is finished the general way, and what follows it in the read
+  is taken so again.
   So every byte is looked at a bounded number of times, however the stream is split:
   a 1 MiB body fed a byte at a time is linear.
 * Limits (constructor keywords; defaults in :mod:`~mbroker.wire.stomp_frames`): a line
@@ -349,6 +354,58 @@ class StompDecoder:
         out: list[Item] = []
         if self.error is not None or not data:
             return out
+        if self._state != _IDLE or self._buf:
+            # A frame the last read cut: finish it the general way; what follows it
+            # is read as if it had come alone.
+            if not self._decode(data, out, True):
+                return out
+            data = bytes(self._buf)
+            self._buf = bytearray()
+        if type(data) is bytes:
+            # The common read: whole frames whose heads were seen before, with a
+            # content-length (a client repeating its SEND).  Taken here one after the
+            # other, a dict look-up each; the first frame that is not so (a new head, a
+            # frame cut by the read, a bad NUL, a CONNECT to negotiate) goes the general
+            # way below, which decodes it the same.  (A remembered head never holds a
+            # terminator, so the first LF LF after it is where the general search ends
+            # it too.)
+            heads = self._heads
+            negotiated = self._negotiated
+            pos, end = 0, len(data)
+            while True:
+                if data[pos] in _EOL_BYTES:
+                    m = _EOLS.match(data, pos)
+                    if m is None:
+                        break
+                    pos = m.end()
+                    out.append(HEARTBEAT)
+                    if pos == end:
+                        return out
+                head_end = data.find(b"\n\n", pos)
+                parsed = heads.get(data[pos:head_end]) if head_end > 0 else None
+                if (
+                    parsed is None
+                    or parsed[2] < 0
+                    or (not negotiated and parsed[0] in UNESCAPED_COMMANDS)
+                ):
+                    break
+                stop = head_end + 2 + parsed[2]
+                if stop >= end or data[stop] != 0:
+                    break
+                out.append(Frame(parsed[0], parsed[1], data[head_end + 2 : stop], parsed[3]))
+                pos = stop + 1
+                if pos == end:
+                    return out
+            if pos:
+                data = data[pos:]
+        self._decode(data, out, False)
+        return out
+
+    def _decode(self, data: bytes, out: list[Item], once: bool) -> bool:
+        """The general way: decode ``data`` after what is kept, into ``out``; keep
+        what is left unfinished.  With ``once``, stop after the first frame that ends
+        (the one a read cut), keeping what follows it; True if that left bytes."""
+        stopped = False
         buf: bytes | bytearray
         if self._buf:
             self._buf += data
@@ -418,11 +475,14 @@ class StompDecoder:
                 state = _IDLE
                 if not self._negotiated and command in UNESCAPED_COMMANDS:
                     self._negotiate(frame)
+                if once and pos < end:
+                    stopped = True
+                    break
         except StompError as e:
             out.append(e)
             self.error = e
             self._buf = bytearray()
-            return out
+            return False
         self._state = state
         if buf is self._buf:
             if pos:
@@ -431,7 +491,7 @@ class StompDecoder:
             self._buf = bytearray(memoryview(buf)[pos:])
         self._scan -= pos
         self._line -= pos
-        return out
+        return stopped
 
     def _head_unfinished(self, buf: bytes | bytearray, pos: int, end: int, limit: int) -> None:
         """Check the limits on a head whose end has not come yet; note how far we looked."""
