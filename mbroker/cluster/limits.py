@@ -249,8 +249,8 @@ class ClusterJournal(Journal):
         self.line = self.line + 1 if self._verdicts else 0
 
     def new_command(self) -> None:
-        """A command that is its own reply begins: verdicts nobody waited for (a
-        publish through the HTTP API) are forgotten."""
+        """A command that is its own reply begins: verdicts nobody waited for are
+        forgotten."""
         self.line = 0
         if self._verdicts:
             self._verdicts = []

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import stomp  # type: ignore[import-untyped]
 
-from tests.helpers.broker import BrokerProcess
+from tests.helpers.broker import BrokerProcess, start_broker
 from tests.helpers.contract import Client, connect, poll, unique
 from tests.helpers.redis_cluster import flush, start_node
 
@@ -188,6 +188,103 @@ def test_publish_through_the_http_api_reaches_a_consumer_on_the_other_node(
     assert reply == {"routed": True, "queues": 1}
     got = {a.read_msg(BOUND).payload for _ in range(2)}
     assert got == {b"to the queue", b"via the fanout"}
+
+
+# ------------------------------------------- publish answers, as a single broker's
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """A single broker with the HTTP API, whose answers a node's must match."""
+    broker = start_broker(tmp_path_factory.mktemp("single-http"), *LISTENERS, memory_only=True)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def post(node: BrokerProcess, name: str, body: Any) -> tuple[int, Any]:
+    """``POST /api/exchanges/%2F/NAME/publish``: the status and the JSON body."""
+    try:
+        return 200, api(node, f"exchanges/%2F/{name}/publish", "POST", body)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_duplicate_id_published_through_the_http_api_is_not_routed(
+    nodes: tuple[BrokerProcess, BrokerProcess], single: BrokerProcess, a: Client, b: Client
+) -> None:
+    """A publish whose ``message_id`` came before, through either node, answers
+    ``routed: false`` and what the first one reached, as a single broker's API does."""
+    node_a, node_b = nodes
+    q = shared_queue(a, b)
+    x = unique("x")
+    a.ok(f"CREATE {x} fanout")
+    a.ok(f"BIND {q} {x}")
+    poll(lambda: b.listing().get(x, {}).get("bindings") == "1", BOUND)
+    with single.connect() as c:
+        for line in (f"CREATE {q} queue", f"CREATE {x} fanout", f"BIND {q} {x}"):
+            assert c.request(line.encode())[1].startswith(b"+OK")
+    first = {"routed": True, "queues": 1}
+    again = {"routed": False, "queues": 1}
+    ids = [unique("id") for _ in range(3)]
+
+    def publish(node: BrokerProcess, name: str, msg_id: str) -> tuple[int, Any]:
+        return post(node, name, {"payload": msg_id, "properties": {"message_id": msg_id}})
+
+    for via_first, via_again, name, msg_id in (
+        (node_b, node_b, q, ids[0]),  # twice through B
+        (node_a, node_b, q, ids[1]),  # through A, then B
+        (node_a, node_b, x, ids[2]),  # through an exchange
+    ):
+        assert publish(single, name, msg_id) == (200, first), ("single", name)
+        assert publish(via_first, name, msg_id) == (200, first), name
+        assert publish(single, name, msg_id) == (200, again), ("single", name)
+        assert publish(via_again, name, msg_id) == (200, again), name
+    # each id routed once
+    poll(lambda: a.listing()[q]["messages"] == "3", BOUND)
+    got = sorted(m.payload for m in a.pull(f"PULL {q} max=10 wait=300"))
+    assert got == sorted(i.encode() for i in ids)
+
+
+def test_a_full_reject_queue_refuses_a_publish_through_the_http_api(
+    nodes: tuple[BrokerProcess, BrokerProcess], single: BrokerProcess, a: Client, b: Client
+) -> None:
+    """A publish into a full ``overflow=reject`` queue answers 409 OVERFLOW, through
+    either node, with or without an id; through an exchange with one full reject
+    target and one open queue, the open queue gets its copy and the answer is the
+    refusal: all as a single broker's API answers."""
+    node_a, node_b = nodes
+    full, open_ = unique("full"), unique("open")
+    x = unique("x")
+    made = (
+        f"CREATE {full} queue max-length=1 overflow=reject",
+        f"CREATE {open_} queue",
+        f"CREATE {x} fanout",
+        f"BIND {full} {x}",
+        f"BIND {open_} {x}",
+    )
+    for line in made:
+        a.ok(line)
+    poll(lambda: b.listing().get(x, {}).get("bindings") == "2", BOUND)
+    with single.connect() as c:
+        for line in made:
+            assert c.request(line.encode())[1].startswith(b"+OK")
+    refused = (409, {"error": "OVERFLOW", "reason": f"{full} is full"})
+    for node in (node_b, single):
+        assert post(node, full, {"payload": "fills it"}) == (200, {"routed": True, "queues": 1})
+    for label, node in (("B", node_b), ("A", node_a), ("single", single)):
+        assert post(node, full, {"payload": "one too many"}) == refused, label
+        with_id = {"payload": "with an id", "properties": {"message_id": unique("id")}}
+        assert post(node, full, with_id) == refused, label
+        assert post(node, x, {"payload": "to both"}) == refused, label
+        with_id = {"payload": "both, with an id", "properties": {"message_id": unique("id")}}
+        assert post(node, x, with_id) == refused, label
+    # the open queue has its copies (two per node), the full one still one message
+    poll(lambda: a.listing()[open_]["messages"] == "4", BOUND)
+    assert a.listing()[full]["messages"] == "1"
+    with single.connect() as c:
+        assert c.request(f"PULL {open_} max=10".encode())[1] == b"+OK 2"
 
 
 # ------------------------------------------------------------------ STOMP

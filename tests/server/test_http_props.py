@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from mbroker import errors
 from mbroker.config import Config
 from mbroker.core.broker import Broker
+from mbroker.core.model import Published
 from mbroker.server.http.api import Api, ApiRequest, Reply, error_reply
 from mbroker.wire.props import make_props
 
@@ -104,3 +105,27 @@ def test_bad_properties_are_refused_and_nothing_published(
     reply = refused(api, "POST", "exchanges/q/publish", {"payload": "x", "properties": properties})
     assert reply.status == 400 and says in reply.body["reason"], reply.body
     assert call(api, "GET", "queues/q").body["messages_ready"] == 0
+
+
+def test_a_duplicate_id_is_answered_routed_false(api: Api) -> None:
+    call(api, "PUT", "queues/q", {})
+    body = {"payload": "x", "properties": {"message_id": "m-1"}}
+    first = call(api, "POST", "exchanges/q/publish", body)
+    assert (first.status, first.body, first.late) == (200, {"routed": True, "queues": 1}, None)
+    again = call(api, "POST", "exchanges/q/publish", body)
+    assert (again.status, again.body) == (200, {"routed": False, "queues": 1})
+
+
+def test_a_publish_told_later_is_answered_once_known(api: Api) -> None:
+    """A broker that learns from its store whether an id is new (a cluster node) returns
+    a :class:`Published`: the reply is made from it once the store has answered (the
+    site calls ``late`` after the journal's commit)."""
+    call(api, "PUT", "queues/q", {})
+    told = Published(2)
+    api.broker.publish_props = lambda *args: told
+    reply = call(api, "POST", "exchanges/q/publish", {"properties": {"message_id": "m-1"}})
+    assert reply.late is not None and reply.body is None
+    told.reached, told.duplicate = 3, True  # (what the store said: the first reached 3)
+    assert reply.late() == Reply(200, {"routed": False, "queues": 3})
+    told.duplicate = False
+    assert reply.late() == Reply(200, {"routed": True, "queues": 3})

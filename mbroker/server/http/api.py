@@ -100,11 +100,14 @@ _ALL = Permissions()
 
 @attrs.frozen
 class Reply:
-    """An answer: HTTP status, a JSON-able body (None: no body) and extra headers."""
+    """An answer: HTTP status, a JSON-able body (None: no body) and extra headers; or,
+    with ``late``, the answer is ``late()`` once the journal's commit is answered (a
+    cluster node learns from Redis whether a publish's id is new)."""
 
     status: int
     body: Any = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    late: Callable[[], Reply] | None = None
 
 
 def error_reply(e: errors.BrokerError) -> Reply:
@@ -420,13 +423,12 @@ class Api:
             raise errors.Unavailable("the broker's memory is over its high-water mark")
         cmd: frames.Publish = self._checked(frames.Publish(name, key, payload, ttl))
         if extra is None:
-            reached, dup = self.broker.publish(cmd.name, cmd.key, cmd.payload, cmd.ttl), False
-        else:  # (a duplicate id: routed false, queues what the first one reached)
-            result = self.broker.publish_props(name, key, payload, ttl, extra)
-            # (a cluster node hears from Redis later whether an id is a duplicate: it
-            # answers with what it routed, see docs/cluster.rst)
-            reached, dup = (result.reached, False) if isinstance(result, Published) else result
-        return Reply(200, {"routed": reached > 0 and not dup, "queues": reached})
+            return _published(self.broker.publish(cmd.name, cmd.key, cmd.payload, cmd.ttl))
+        # (a duplicate id: routed false, queues what the first one reached)
+        result = self.broker.publish_props(name, key, payload, ttl, extra)
+        if isinstance(result, Published):  # (known once the store has answered)
+            return Reply(200, late=lambda: _published(result.reached, result.duplicate))
+        return _published(*result)
 
     # --------------------------------------------------------------- bindings
 
@@ -542,6 +544,10 @@ class Api:
 
 
 # ------------------------------------------------------------------- helpers
+
+
+def _published(reached: int, duplicate: bool = False) -> Reply:
+    return Reply(200, {"routed": reached > 0 and not duplicate, "queues": reached})
 
 
 def _session_of(c: ConnectionReport) -> int:

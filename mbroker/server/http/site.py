@@ -14,7 +14,9 @@ each request it
   (and sends no CORS header, ever);
 * keeps at most ``max_body`` bytes of a request body (``413 TOO_BIG`` beyond);
 * answers a change to durable state once the store has it (as the native protocol
-  does), and turns every :class:`~mbroker.errors.BrokerError` into a JSON error in one
+  does: a refusal the store reports, such as a cluster's full queue, is the answer,
+  and a reply known only then, such as whether a publish's id was new, is made
+  then), and turns every :class:`~mbroker.errors.BrokerError` into a JSON error in one
   place (:func:`~mbroker.server.http.api.error_reply`).
 """
 
@@ -191,7 +193,7 @@ class HttpResource(Resource):
             err = await committed
             if err is not None:
                 raise err
-        return reply
+        return reply if reply.late is None else reply.late()
 
     def _make_api(self, broker: Broker) -> Api:
         service = self.service
