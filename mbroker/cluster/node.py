@@ -285,6 +285,10 @@ class ClusterBroker(Broker):
         self.cluster_journal.new_command()
         return self._publish(name, key, payload, ttl)
 
+    def unawaited(self) -> None:
+        """Nobody waits for the verdicts of the copies just published: forget them."""
+        self.cluster_journal.new_command()
+
     def limits(self, name: str) -> Limits | None:
         return queue_limits(self.find(name))
 

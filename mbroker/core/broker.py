@@ -239,6 +239,11 @@ class Broker:
 
     # ------------------------------------------------------------------- restore
 
+    def unawaited(self) -> None:
+        """The publish just made (a STOMP SEND without a receipt) will have no reply
+        waiting for the store's answer.  Nothing to forget here; a cluster node forgets
+        the verdicts Redis will give on its copies, so that no later reply hears them."""
+
     def restore(self, recovered: rec.Recovered) -> None:
         """Rebuild the durable objects and messages a store recovered at start-up."""
         self._namespace.restore(recovered)

@@ -264,7 +264,9 @@ class StompCommands:
             raise next(iter(refused.values()))
         return end - start
 
-    def _do_send(self, f: Frame, headers: Mapping[str, str] | None = None) -> None:
+    def _do_send(
+        self, f: Frame, headers: Mapping[str, str] | None = None, committing: bool = False
+    ) -> None:
         if headers is None:
             headers = f.index if f.index is not None else f.header_map()
         text = headers.get("destination")
@@ -284,6 +286,10 @@ class StompCommands:
                 props = self._props(f)
                 if props is not None:
                     self._send_props(kind, name, key, f.body, ttl, props)
+                    if not committing and "receipt" not in headers:
+                        # (no reply waits for what the store says of it: a cluster
+                        # node's verdicts on its copies must reach no other reply)
+                        self._broker.unawaited()
                     return
                 break
         try:
@@ -453,7 +459,7 @@ class StompCommands:
     def commit(self, f: Frame) -> None:
         for held in self._tx.end(_transaction(f)):
             if held.command == "SEND":
-                self._do_send(held)
+                self._do_send(held, committing=True)
             else:
                 self._do_ack(held)
         self._conn.receipt(f)

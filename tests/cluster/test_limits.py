@@ -29,7 +29,7 @@ from mbroker.cluster.writer import ClusterWriter
 from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.journal import Done
-from mbroker.wire.frames import QueueOptions
+from mbroker.wire.frames import Props, QueueOptions
 from tests.helpers.fakeredis import FakeLink, FakeRedis
 from tests.helpers.redis_cluster import flush, redis_cluster
 
@@ -84,6 +84,31 @@ def test_publishes_with_properties_count_their_lines_while_verdicts_wait() -> No
     journal.on_commit(lambda err: None)
     journal.next_line()
     assert journal.line == 0  # (a new reply: its first line)
+
+
+def test_verdicts_nobody_waits_for_reach_no_other_reply() -> None:
+    """A publish with properties that no reply waits for (a STOMP SEND without a
+    receipt) into a full reject queue, then one into an open queue whose reply waits:
+    the broker hears ``unawaited`` in between, and that reply hears nothing of the
+    refusal (it took the other publish's refusal for its own before)."""
+    clock, redis = task.Clock(), JudgingRedis(room=0)
+    link = cast(RedisLink, FakeLink(redis))
+    writer = ClusterWriter(clock, link)
+    journal = ClusterJournal(clock, writer.write, lambda: writer.available)
+    broker = ClusterBroker(clock, Config(), journal, writer, "n1")
+    broker.create(None, "full", "queue", QueueOptions(max_length=1, overflow="reject"))
+    broker.create(None, "open", "queue", QueueOptions())
+    clock.advance(0)
+    props = Props(headers=(("h", b"1"),))
+    broker.publish_props("full", "", b"nobody waits", None, props)
+    broker.unawaited()
+    answers: list[errors.BrokerError | None] = []
+    broker.publish_props("open", "", b"a reply waits", None, props)
+    journal.on_commit(answers.append)
+    clock.advance(0)
+    clock.advance(0)
+    assert answers == [None]
+    assert dict(broker.stats("full"))["rejected"] == "1"
 
 
 class JudgingRedis(FakeRedis):

@@ -34,9 +34,9 @@ def looked_at(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     seen: list[bytes] = []
     real = StompCommands._do_send
 
-    def counting(self: StompCommands, f: Any, headers: Any = None) -> None:
+    def counting(self: StompCommands, f: Any, headers: Any = None, **kw: Any) -> None:
         seen.append(f.body)
-        real(self, f, headers)
+        real(self, f, headers, **kw)
 
     monkeypatch.setattr(StompCommands, "_do_send", counting)
     return seen
@@ -164,3 +164,27 @@ def test_a_forbidden_destination_is_never_remembered(tmp_path: Path) -> None:
     pub.raw(send("/queue/bob.q", b"no"))
     assert pub.one("ERROR").header("message") == "FORBIDDEN alice may not write to bob.q"
     assert setup.messages("alice.q") == 1
+
+
+def test_a_send_with_properties_that_no_receipt_waits_for_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker hears ``unawaited`` after a SEND with headers of its own and no
+    receipt (a cluster node then forgets Redis's verdicts on its copies, so that they
+    reach no other reply); not when a receipt waits, nor for a SEND a COMMIT replays
+    (the COMMIT's receipt waits for all of them), nor for a plain SEND."""
+    setup = Setup()
+    calls: list[int] = []
+    monkeypatch.setattr(setup.broker, "unawaited", lambda: calls.append(1))
+    pub = setup.peer()
+    pub.raw(send("/queue/q", b"a", "x-h:1"))
+    assert len(calls) == 1
+    pub.raw(send("/queue/q", b"b", "x-h:1", "receipt:r"))
+    assert pub.one("RECEIPT").header("receipt-id") == "r"
+    pub.raw(b"BEGIN\ntransaction:t\n\n\x00")
+    pub.raw(send("/queue/q", b"c", "x-h:1", "transaction:t"))
+    pub.raw(b"COMMIT\ntransaction:t\nreceipt:c\n\n\x00")
+    assert pub.one("RECEIPT").header("receipt-id") == "c"
+    pub.raw(send("/queue/q", b"d"))
+    assert len(calls) == 1
+    assert setup.messages("q") == 4
