@@ -4,8 +4,9 @@ The acceptance tests (``tests/e2e/test_contract_*.py``) hold for a single broker
 with the differences docs/cluster.rst lists, for a node of a cluster.  The modules of
 :data:`NODE_MODULES` (rules about shared state: objects, messages, consuming, the
 figures, queue limits, ttl, dead letters, priorities, delays) run twice in every
-test run, through the module-scoped ``target`` fixture (tests/e2e/conftest.py): once against ``twistd -n mbroker`` and once against a node
-(``twistd -n mbroker --cluster …``) of the session's local Redis Cluster
+test run, through the module-scoped ``target`` fixture (tests/e2e/conftest.py):
+once against ``twistd -n mbroker`` and once against a node (``twistd -n mbroker
+--cluster …``) of the session's local Redis Cluster
 (:func:`tests.helpers.redis_cluster.redis_cluster`), emptied before each module's node
 starts (names are unique per test, so the tests of a module do not see each other's
 objects).  The other modules test what a node serves with the single broker's own code
