@@ -242,7 +242,7 @@ class ClusterBroker(Broker):
                 self._hint_ttl(names)
             for q in qs:  # (a queue's ttl counts from the publish: its own expiry)
                 qttl = q.options.ttl
-                if qttl and (ttl is None or qttl < ttl):
+                if qttl is not None and (ttl is None or qttl < ttl):  # (ttl=0 too)
                     names = tuple([n for n in names if n != q.name])
                     self._store((q.name,), name, key, payload, now + qttl / 1000.0, props)
             if names:
@@ -367,7 +367,7 @@ class ClusterBroker(Broker):
             expires = self.clock.seconds() + (ttl + (delay or 0)) / 1000.0
             self._hint_ttl(names)
         qttl = obj.options.ttl if isinstance(obj, Queue) else None
-        if qttl and (ttl is None or qttl < ttl):  # (a queue's ttl: the same)
+        if qttl is not None and (ttl is None or qttl < ttl):  # (a queue's ttl: the same)
             expires = self.clock.seconds() + (qttl + (delay or 0)) / 1000.0
         fields = keys.entry_fields(name, key, payload, expires, 0, None, props)
         item = b"" if delay is None else member(self.node, fields)

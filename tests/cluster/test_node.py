@@ -179,6 +179,25 @@ def test_parse_nodes_refuses(url: str) -> None:
         parse_nodes(url)
 
 
+def test_a_queue_ttl_of_0_counts_from_the_publish(node: Node) -> None:
+    # (ttl=0 is a ttl: the entry expires at once, so the sweep and a read expire it)
+    b = node.broker
+    b.create(None, "z", "queue", QueueOptions(ttl=0))
+    b.create(None, "x", "fanout", QueueOptions())
+    b.bind("z", "x", "")
+    node.clock.advance(5)
+    node.turn()
+    node.redis.pipelines.clear()
+    assert b.publish("z", "", b"direct") == 1
+    assert b.publish("x", "", b"fanout") == 1
+    node.turn()
+    batch = [op for pipeline in node.redis.pipelines for op in pipeline]
+    assert [(a[1]["p"], a[1].get("e")) for n, a in batch if n == "xadd"] == [
+        (b"direct", "5.0"),
+        (b"fanout", "5.0"),
+    ]
+
+
 def test_entry_fields_round_trip() -> None:
     fields = keys.entry_fields("src", "a.b", b"\x00\r\n", 12.5, 2, "expired")
     raw = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}

@@ -3,14 +3,14 @@
 The acceptance tests (``tests/e2e/test_contract_*.py``) hold for a single broker and,
 with the differences docs/cluster.rst lists, for a node of a cluster.  The modules of
 :data:`NODE_MODULES` (rules about shared state: objects, messages, consuming, the
-figures) run twice in every test run, through the module-scoped ``target`` fixture
-(tests/e2e/conftest.py): once against ``twistd -n mbroker`` and once against a node
-(``twistd -n mbroker --cluster …``) of the session's local Redis Cluster
+figures, queue limits, ttl, dead letters, priorities, delays) run twice in every
+test run, through the module-scoped ``target`` fixture (tests/e2e/conftest.py):
+once against ``twistd -n mbroker`` and once against a node (``twistd -n mbroker
+--cluster …``) of the session's local Redis Cluster
 (:func:`tests.helpers.redis_cluster.redis_cluster`), emptied before each module's node
 starts (names are unique per test, so the tests of a module do not see each other's
 objects).  The other modules test what a node serves with the single broker's own code
-(framing, heartbeats, connection limits, peers) or what cluster mode does not fully
-support yet (docs/cluster.rst); with
+(framing, heartbeats, connection limits, peers); with
 ``MBROKER_TEST_CLUSTER=redis://HOST:PORT,…`` in the environment every contract module
 runs against a node too, of that cluster.
 
@@ -37,16 +37,16 @@ from tests.helpers.lineclient import Msg
 SINGLE = "single"
 NODE = "node"
 
-#: the modules that run against a cluster node in every run.  (test_contract_queues,
-#: _schedule and _ttl0 test the queue limits, ttl, priorities and delays that cluster
-#: mode does not fully support yet, docs/cluster.rst "Not supported yet": they run
-#: against a node with MBROKER_TEST_CLUSTER, and fail there where that page says.)
+#: the modules that run against a cluster node in every run
 NODE_MODULES = frozenset(
     {
         "test_contract_consume",
         "test_contract_headers",
         "test_contract_help",
         "test_contract_objects",
+        "test_contract_queues",
+        "test_contract_schedule",
+        "test_contract_ttl0",
     }
 )
 
