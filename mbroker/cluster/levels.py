@@ -12,7 +12,7 @@ Every path that touches a queue's entries reads that set: the feeder's read (one
 ``XREADGROUP`` naming the queue's streams, highest first, see
 :mod:`mbroker.cluster.feeder`), the figures and the takeover of a dead node's entries
 (:mod:`mbroker.cluster.watch`, summed over the levels), PURGE (:func:`purge`) and the
-delete (a fixed list of the ten keys: one ``DEL``, no read).  An ACK, a NACK given
+delete (a fixed list of the ten streams and the set: one ``DEL``, no read).  An ACK, a NACK given
 back and a dead-lettered copy know their level from the entry the node read or the
 message's priority.
 
@@ -89,9 +89,15 @@ def add_args(queue: str, level: int, fields: dict[str, bytes | str]) -> tuple[An
     return (LEVEL_SCRIPT, 2, keys.level_stream(queue, level), keys.levels(queue), level, *flat)
 
 
-def all_keys(queue: str) -> tuple[str, ...]:
-    """Every stream ``queue`` may have, and its set of levels (one slot: one ``DEL``)."""
-    return (*[keys.level_stream(queue, n) for n in keys.LEVELS], keys.levels(queue))
+#: KEYS: the keys to delete (one slot; a cluster pipeline has no ``DEL`` of several)
+DELETE_SCRIPT = "return redis.call('DEL', unpack(KEYS))"
+
+
+def delete_args(queue: str) -> tuple[Any, ...]:
+    """The ``EVAL`` arguments deleting every stream ``queue`` may have and its set of
+    levels (a fixed list: no read first)."""
+    names = (*[keys.level_stream(queue, n) for n in keys.LEVELS], keys.levels(queue))
+    return (DELETE_SCRIPT, len(names), *names)
 
 
 def in_use(client: Any, queue: str) -> list[int]:

@@ -257,7 +257,7 @@ class ClusterWriter:
 
     def delete_queue(self, name: str) -> None:
         self._held.append(("hdel", (keys.QUEUES, name)))
-        self._held.append(("delete", levels.all_keys(name)))
+        self._held.append(("eval", levels.delete_args(name)))
         self._held.append(("delete", (keys.delayed(name),)))
         self._held.append(("srem", (keys.DELAYED, name)))
         self._held.append(("delete", (bytes_key(name),)))
