@@ -128,9 +128,9 @@ def test_fifo_within_a_level_highest_level_first(a: Client, b: Client) -> None:
 
 def test_a_requeued_message_goes_back_to_the_head_of_its_level(a: Client, b: Client) -> None:
     q = made(a, b)
+    a.publish(q, b"z", "")  # (older, but of a lower level)
     for payload in (b"r1", b"r2"):
         a.publish(q, payload, "", "priority=5")
-    a.publish(q, b"z", "")
     b.ok(f"SUBSCRIBE {q} ack=manual prefetch=1")
     m = b.read_msg(15)
     assert m.payload == b"r1"
@@ -192,8 +192,8 @@ def test_a_killed_node_s_priority_messages_are_taken_over(
     try:
         with connect(c_node) as c:
             q = made(b, c, "durable")
-            sent = [(b"h%d" % i, 9) for i in range(4)] + [(b"m%d" % i, 4) for i in range(4)]
-            sent += [(b"l%d" % i, 0) for i in range(4)]
+            sent = [(b"l%d" % i, 0) for i in range(4)] + [(b"m%d" % i, 4) for i in range(4)]
+            sent += [(b"h%d" % i, 9) for i in range(4)]
             for payload, priority in sent:
                 opts = (f"priority={priority}",) if priority else ()
                 assert b.publish(q, payload, "", *opts) == "+OK 1"
