@@ -25,6 +25,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 SPREAD = 2.0
 #: the documented bound on taking over a dead node's messages, with room for a slow CI
 TAKEOVER = 15.0
+#: the documented bound on an expired message leaving a queue nobody reads (about 2 s
+#: after its ttl), with room for a slow CI
+EXPIRY = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +222,21 @@ def test_a_killed_node_s_priority_messages_are_taken_over(
         assert b.quiet(0.5)
     finally:
         c_node.stop()
+
+
+def test_expired_messages_of_every_level_are_swept_and_dead_lettered(a: Client, b: Client) -> None:
+    """Nobody reads the queue: the expiry sweep removes the expired entries of each
+    level's stream, and they go to the dead-letter queue."""
+    dl = made(a, b)
+    q = made(a, b, "ttl=300", f"dead-letter={dl}")
+    for payload, priority in ((b"p0", 0), (b"p4", 4), (b"p9", 9)):
+        opts = (f"priority={priority}",) if priority else ()
+        assert b.publish(q, payload, "", *opts) == "+OK 1"
+    poll(lambda: b.stats(dl).get("messages") == "3", EXPIRY)
+    poll(lambda: counts(a, q) == ("0", "0") and counts(b, q) == ("0", "0"), 10)
+    dead = b.pull(f"PULL {dl} max=3 wait=2000")
+    assert sorted((m.payload, m.attrs.get("reason")) for m in dead) == [
+        (b"p0", "expired"),
+        (b"p4", "expired"),
+        (b"p9", "expired"),
+    ]
