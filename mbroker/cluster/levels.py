@@ -16,9 +16,10 @@ delete (a fixed list of the ten streams and the set: one ``DEL``, no read).  An 
 back and a dead-lettered copy know their level from the entry the node read or the
 message's priority.
 
-A queue with ``max-length`` or ``max-bytes`` keeps one stream (its limits' scripts
-count and drop in it), as do copies added by a PUBLISH with an id (one script checks
-the id and adds the entry) and delayed copies when they fall due: those hold
+A PUBLISH with an id adds its entry to its level's stream in the script that checks
+the id (:data:`ONCE_SCRIPT`).  A queue with ``max-length`` or ``max-bytes`` keeps one
+stream (its limits' scripts count and drop in it), as do delayed copies when they
+fall due (the mover's script adds them to the queue's stream): those hold
 priorities per read only (see ``docs/cluster.rst``).
 """
 
@@ -81,6 +82,23 @@ def read(
         for eid, fields in rows
         if fields
     ]
+
+
+#: :data:`~mbroker.cluster.writer.ONCE_SCRIPT` for an entry of a priority: KEYS[1]
+#: the id's key, then per queue its level's stream and its set of levels; ARGV: what
+#: the first one reached, the window (ms), the level, the entry's fields.
+ONCE_SCRIPT = """
+local first = redis.call('GET', KEYS[1])
+if first then return first end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 2, #KEYS, 2 do
+  if redis.call('SADD', KEYS[i + 1], ARGV[3]) == 1 then
+    pcall(redis.call, 'XGROUP', 'CREATE', KEYS[i], 'mb', '0', 'MKSTREAM')
+  end
+  redis.call('XADD', KEYS[i], '*', unpack(ARGV, 4))
+end
+return false
+"""
 
 
 def add_args(queue: str, level: int, fields: dict[str, bytes | str]) -> tuple[Any, ...]:

@@ -91,6 +91,8 @@ class Once:
     entry_ops: list[Op] = attrs.Factory(list)
     #: what Redis says of its copies in queues with limits (None: nobody asks)
     verdict: Verdict | None = None
+    #: the message's priority: its entries go to that level's stream
+    level: int = 0
 
 
 class ClusterWriter:
@@ -369,7 +371,7 @@ class ClusterWriter:
         fail."""
         if not job.atomic and job.delay is None:
             for q in job.queues:
-                self._add(job.entry_ops, q, job.fields, job.verdict)
+                self._add(job.entry_ops, q, job.fields, job.verdict, job.level)
         self._ops.append(("once", (job,)))
         self._schedule()
 
@@ -550,16 +552,21 @@ def _judged(result: list[Any], queue: str, verdict: Verdict | None, dropped: Dro
 def _once(client: Any, job: Once, firsts: list[Once], dropped: Dropped) -> None:
     """One PUBLISH with an id (see :meth:`ClusterWriter.publish_once`)."""
     queues = job.queues if job.atomic else ()
-    if job.delay is None:
+    script = ONCE_SCRIPT
+    if job.delay is None and job.level and queues:
+        script = levels.ONCE_SCRIPT
+        where = [k for q in queues for k in (keys.level_stream(q, job.level), keys.levels(q))]
+        args: list[Any] = [job.level, *[v for pair in job.fields.items() for v in pair]]
+    elif job.delay is None:
         where = [keys.stream(q) for q in queues]
-        args: list[Any] = ["", *[v for pair in job.fields.items() for v in pair]]
+        args = ["", *[v for pair in job.fields.items() for v in pair]]
     else:
         where = [keys.delayed(q) for q in queues]
         args = [job.delay, job.member]
         if queues:
             client.sadd(keys.DELAYED, *queues)  # (the hint first: see delays)
     first = client.eval(
-        ONCE_SCRIPT, 1 + len(where), job.key, *where, job.result.reached, job.window, *args
+        script, 1 + len(where), job.key, *where, job.result.reached, job.window, *args
     )
     if first is not None:
         job.result.reached = int(first)

@@ -240,3 +240,18 @@ def test_expired_messages_of_every_level_are_swept_and_dead_lettered(a: Client, 
         (b"p4", "expired"),
         (b"p9", "expired"),
     ]
+
+
+def test_a_publish_with_an_id_goes_to_its_level(a: Client, b: Client) -> None:
+    """To the queue itself (one script checks the id and adds the entry) and through
+    an exchange; a retry with the same id is a duplicate and adds nothing."""
+    q, ex = made(a, b), unique("ex")
+    a.ok(f"CREATE {ex} direct")
+    a.ok(f"BIND {q} {ex} k")
+    poll(lambda: b.listing().get(ex, {}).get("bindings") == "1", SPREAD * 2)
+    publish_run(a, q, [b"%d" % i for i in range(50)])
+    assert a.publish(q, b"direct", "", "priority=8", "id=one") == "+OK 1"
+    assert b.publish(q, b"direct", "", "priority=8", "id=one") == "+OK 1 duplicate"
+    assert a.publish(ex, b"routed", "k", "priority=6", "id=two") == "+OK 1"
+    b.ok(f"SUBSCRIBE {q} ack=manual prefetch=1")
+    assert [m.payload for m in take(b, 3)] == [b"direct", b"routed", b"0"]
