@@ -17,10 +17,10 @@ back and a dead-lettered copy know their level from the entry the node read or t
 message's priority.
 
 A PUBLISH with an id adds its entry to its level's stream in the script that checks
-the id (:data:`ONCE_SCRIPT`).  A queue with ``max-length`` or ``max-bytes`` keeps one
-stream (its limits' scripts count and drop in it), as do delayed copies when they
-fall due (the mover's script adds them to the queue's stream): those hold
-priorities per read only (see ``docs/cluster.rst``).
+the id (:data:`ONCE_SCRIPT`), and a delayed copy goes to its level's stream when it
+falls due (:data:`~mbroker.cluster.delays.MOVE_SCRIPT`).  A queue with
+``max-length`` or ``max-bytes`` keeps one stream (its limits' scripts count and
+drop in it): there priorities hold per read only (see ``docs/cluster.rst``).
 """
 
 from __future__ import annotations

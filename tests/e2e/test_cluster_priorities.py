@@ -255,3 +255,12 @@ def test_a_publish_with_an_id_goes_to_its_level(a: Client, b: Client) -> None:
     assert a.publish(ex, b"routed", "k", "priority=6", "id=two") == "+OK 1"
     b.ok(f"SUBSCRIBE {q} ack=manual prefetch=1")
     assert [m.payload for m in take(b, 3)] == [b"direct", b"routed", b"0"]
+
+
+def test_a_delayed_message_goes_to_its_level_when_due(a: Client, b: Client) -> None:
+    q = made(a, b)
+    assert a.publish(q, b"late", "", "priority=7", "delay=300") == "+OK 1"
+    publish_run(a, q, [b"%d" % i for i in range(50)])
+    poll(lambda: counts(b, q) == ("51", "0"), 10)  # (moved into a stream by now)
+    b.ok(f"SUBSCRIBE {q} ack=manual prefetch=1")
+    assert [m.payload for m in take(b, 2)] == [b"late", b"0"]
