@@ -70,7 +70,7 @@ class FakeRedis:
                 out.append([key.encode(), taken])
         return out
 
-    def smembers(self, key: str) -> set[bytes]:
+    def smembers(self, key: str) -> Any:
         """(No sets kept: a queue's levels are tested on a real Redis.)"""
         return set()
 
