@@ -13,10 +13,12 @@ same millisecond keep publish order.
 thread it reads the hint set and, for the queues whose next due time has come (or
 that it has not looked at for :data:`RECHECK` seconds), runs :data:`MOVE_SCRIPT`, which
 atomically takes the due members (``ZRANGEBYSCORE``), adds each as a stream entry
-(``XADD``) and removes them (``ZREM``), and answers how long until the next one.  So
-nothing of a delayed message is on a node: whichever nodes are alive move it, at its
-due time plus at most :data:`TICK` (and plus :data:`RECHECK` when the node that
-published it died before it was due), and never twice.
+(``XADD``; one with a priority: to its level's stream, see
+:mod:`mbroker.cluster.levels`) and removes them (``ZREM``), and answers how long
+until the next one.  So nothing of a delayed message is on a node: whichever nodes
+are alive move it, at its due time plus at most :data:`TICK` (and plus
+:data:`RECHECK` when the node that published it died before it was due), and never
+twice.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 """
 
 #: KEYS[1] the queue's sorted set, KEYS[2] its stream, KEYS[3] its ready-bytes
-#: counter (kept when it exists: a queue with max-bytes); ARGV: most members to
-#: move.  Returns the milliseconds until the next member is due (-1 when none is
-#: left) and how many it moved.
+#: counter (kept when it exists: a queue with max-bytes), KEYS[4] its set of levels,
+#: KEYS[4 + N] its stream of priority N (1-9: an entry with a priority goes there,
+#: see :mod:`mbroker.cluster.levels`); ARGV: most members to move.  Returns the
+#: milliseconds until the next member is due (-1 when none is left) and how many it
+#: moved.
 MOVE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -68,10 +72,20 @@ for _, m in ipairs(due) do
     f[#f + 1] = string.sub(m, c + 1, c + n)
     i = c + n + 1
   end
-  redis.call('XADD', KEYS[2], '*', unpack(f, 2))
+  local target = KEYS[2]
   for j = 2, #f, 2 do
     if f[j] == 'p' then size = size + #f[j + 1] end
+    if f[j] == 'a' then
+      local lv = tonumber(string.match(' ' .. f[j + 1], ' priority=(%d)') or '0')
+      if lv > 0 then
+        if redis.call('SADD', KEYS[4], lv) == 1 then
+          pcall(redis.call, 'XGROUP', 'CREATE', KEYS[4 + lv], 'mb', '0', 'MKSTREAM')
+        end
+        target = KEYS[4 + lv]
+      end
+    end
   end
+  redis.call('XADD', target, '*', unpack(f, 2))
 end
 if size > 0 and redis.call('EXISTS', KEYS[3]) == 1 then redis.call('INCRBY', KEYS[3], size) end
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
@@ -242,7 +256,8 @@ def _move(
         where = (keys.delayed(q), keys.stream(q), f"mb:b:{{{q}}}")
         limits = limited.get(q) if limited else None
         if limits is None:
-            wait, n = client.eval(MOVE_SCRIPT, 3, *where, MOVE_BATCH)
+            levels = [keys.level_stream(q, n) for n in range(1, 10)]
+            wait, n = client.eval(MOVE_SCRIPT, 13, *where, keys.levels(q), *levels, MOVE_BATCH)
         else:
             argv, refused = limits
             got = client.eval(

@@ -15,7 +15,9 @@ when all it looked at had expired it is run again at once.  The node then
 dead-letters them (``reason=expired``) when the queue has a dead-letter target.  So
 an expired message leaves LIST's count within :data:`TICK` plus one watch round
 (about 2 s), whoever consumes the queue, or nobody.  The scripts are atomic: run by
-several nodes at once, each entry is removed (and dead-lettered) once.
+several nodes at once, each entry is removed (and dead-lettered) once.  A queue with
+priorities has a stream per level in use (:mod:`mbroker.cluster.levels`): the
+script runs on each.
 
 The dead letters are written by the node in its next batch, after the script that
 removed the entries (the dead-letter queue lives in another hash slot): a node killed
@@ -33,7 +35,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.cluster import keys
+from mbroker.cluster import keys, levels
 from mbroker.cluster.limits import bytes_key
 from mbroker.cluster.link import RedisLink
 from mbroker.core.model import Exchange, Queue, QueuedMessage
@@ -152,23 +154,24 @@ def _sweep(client: Any, now: float, plan: Plan) -> list[tuple[str, int, list[key
                 continue
         removed = 0
         entries: list[keys.Fields] = []
-        for _ in range(ROUNDS):
-            got = client.eval(
-                SWEEP_SCRIPT,
-                2,
-                keys.stream(name),
-                bytes_key(name),
-                keys.GROUP,
-                repr(now),
-                SCAN,
-                "1" if dead_letter else "0",
-                "1" if counted else "0",
-            )
-            looked, n = int(got[0]), int(got[1])
-            removed += n
-            entries += [dict(zip(f[::2], f[1::2])) for f in got[2:]]
-            if n < looked or looked < SCAN:
-                break
+        for level in levels.in_use(client, name):
+            for _ in range(ROUNDS):
+                got = client.eval(
+                    SWEEP_SCRIPT,
+                    2,
+                    keys.level_stream(name, level),
+                    bytes_key(name),
+                    keys.GROUP,
+                    repr(now),
+                    SCAN,
+                    "1" if dead_letter else "0",
+                    "1" if counted else "0",
+                )
+                looked, n = int(got[0]), int(got[1])
+                removed += n
+                entries += [dict(zip(f[::2], f[1::2])) for f in got[2:]]
+                if n < looked or looked < SCAN:
+                    break
         if removed:
             out.append((name, removed, entries))
     return out

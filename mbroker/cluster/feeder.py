@@ -10,6 +10,15 @@ published here.  Each entry gets a local store id, so the core's ACK (a
 from a queue with ``max-bytes`` leave its ready bytes at once (one more script per
 read, :data:`~mbroker.cluster.limits.MARK_SCRIPT`).
 
+A queue with priorities has a stream per level in use (:mod:`mbroker.cluster.levels`):
+the loop knows them from the queue's set of levels, read again every
+:data:`LEVELS_EVERY` seconds (one ``SMEMBERS`` per loop, not per message), and reads
+``room`` entries highest level first in one script
+(:data:`~mbroker.cluster.levels.READ_SCRIPT`), or when there is none, waits on all
+the levels' streams in one ``XREADGROUP``.  So a priority-9 message published behind
+a backlog of priority-0 ones is the next read's first, and a new level is noticed
+within :data:`LEVELS_EVERY` s.  A queue with no level but 0 reads as before.
+
 A local NACK or a disconnect puts the message back in the local queue, where the
 core redelivers it to a local consumer.  When the queue has no local consumer
 left, the loop ends and gives what the node still holds back to the stream
@@ -18,13 +27,13 @@ left, the loop ends and gives what the node still holds back to the stream
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.cluster import keys, limits
+from mbroker.cluster import keys, levels, limits
 from mbroker.cluster.link import RedisLink
 from mbroker.cluster.writer import ClusterWriter
 from mbroker.core import records as rec
@@ -45,6 +54,12 @@ MAX_PULL = 10_000
 RECHECK = 0.005
 #: after a failed read: try again after (s)
 RETRY = 0.5
+#: a loop reads its queue's set of levels again after this long (s)
+LEVELS_EVERY = 0.2
+
+#: what a read returns: the entries, each with its level, and the queue's levels when
+#: they were read again (None: not read)
+Got = tuple[list[tuple[bytes, keys.Fields, int]], Optional[list[int]]]
 
 
 def room(q: Queue) -> int:
@@ -84,6 +99,8 @@ class Feeder:
         self.node = node
         self._shared = shared
         self._loops: set[str] = set()
+        #: per queue with a loop: its levels, and when they were read
+        self._levels: dict[str, tuple[list[int], float]] = {}
         self.stopped = False
         #: entries read from Redis
         self.fed = 0
@@ -100,9 +117,11 @@ class Feeder:
         q = self._broker.find(name)
         if self.stopped or not isinstance(q, Queue) or q.deleted:
             self._loops.discard(name)
+            self._levels.pop(name, None)
             return
         if not q.consumers and not q.waiters:
             self._loops.discard(name)
+            self._levels.pop(name, None)
             if q.ready:
                 self._writer.give_back(name, self._broker.withdraw(q))
             return
@@ -111,20 +130,27 @@ class Feeder:
             self._clock.callLater(RECHECK, self._loop, name)
             return
         client, node, counted = self._link.client, self.node, self.counted(name)
-        d: Deferred[Any] = self._link.read(lambda: _read(client, name, node, n, counted))
+        now = self._clock.seconds()
+        known, at = self._levels.get(name, (None, 0.0))
+        if known is not None and now - at >= LEVELS_EVERY:
+            known = None
+        d: Deferred[Any] = self._link.read(lambda: _read(client, name, node, n, counted, known))
         d.addCallbacks(self._got, self._failed, callbackArgs=(name,), errbackArgs=(name,))
 
-    def _got(self, entries: list[keys.Entry], name: str) -> None:
+    def _got(self, got: Got, name: str) -> None:
+        entries, found = got
+        if found is not None:
+            self._levels[name] = (found, self._clock.seconds())
         q = self._broker.find(name)
         if entries and isinstance(q, Queue) and not q.deleted:
             messages: list[rec.StoredMessage] = []
             marks: list[tuple[int, str | None]] = []
             remember = self._writer.remember
             new_id = self._journal.new_id
-            for entry, fields in entries:
+            for entry, fields, level in entries:
                 source, key, payload, expires, count, reason, props = keys.read_entry(fields)
                 msg_id = new_id()
-                remember(name, msg_id, entry)
+                remember(name, msg_id, entry, level)
                 messages.append((msg_id, source, key, payload, expires, props))
                 marks.append((count, reason))
             self.fed += len(entries)
@@ -149,29 +175,40 @@ class Feeder:
 
 
 def _read(
-    client: Any, queue: str, node: str, count: int, counted: bool = False
-) -> list[keys.Entry]:
-    """On a read thread: up to ``count`` new entries of ``queue`` for ``node``
-    (``counted``: their sizes then leave the queue's ready bytes, see
+    client: Any,
+    queue: str,
+    node: str,
+    count: int,
+    counted: bool = False,
+    known: list[int] | None = None,
+) -> Got:
+    """On a read thread: up to ``count`` new entries of ``queue``'s streams for
+    ``node``, highest level first (``known``: its levels, None: read them again;
+    ``counted``: their sizes then leave the queue's ready bytes, see
     :mod:`mbroker.cluster.limits`)."""
-    stream = keys.stream(queue)
+    found = None
+    if known is None:
+        known = found = levels.in_use(client, queue)
     try:
-        got = client.xreadgroup(keys.GROUP, node, {stream: ">"}, count=count, block=BLOCK_MS)
+        if len(known) > 1:
+            entries = levels.read(client, queue, node, count, known, BLOCK_MS)
+        else:
+            stream = keys.stream(queue)
+            got = client.xreadgroup(keys.GROUP, node, {stream: ">"}, count=count, block=BLOCK_MS)
+            # RESP2: [[stream, [(id, fields), …]]]; entries deleted since have fields None
+            entries = [(eid, fields, 0) for eid, fields in got[0][1] if fields] if got else []
     except Exception as e:
         if "NOGROUP" not in str(e):
             raise
-        # (the stream went away and came back, or the group was never made)
-        try:
-            client.xgroup_create(stream, keys.GROUP, "0", mkstream=True)
-        except Exception as e2:
-            if "BUSYGROUP" not in str(e2):
-                raise
-        return []
-    if not got:
-        return []
-    # RESP2: [[stream, [(id, fields), …]]]; entries deleted since have fields None
-    entries = [(eid, fields) for eid, fields in got[0][1] if fields]
+        # (a stream went away and came back, or the group was never made)
+        for n in known:
+            try:
+                client.xgroup_create(keys.level_stream(queue, n), keys.GROUP, "0", mkstream=True)
+            except Exception as e2:
+                if "BUSYGROUP" not in str(e2):
+                    raise
+        return [], found
     if counted and entries:
-        sizes = [x for eid, f in entries for x in (eid, len(f.get(b"p", b"")))]
+        sizes = [x for eid, f, _ in entries for x in (eid, len(f.get(b"p", b"")))]
         client.eval(limits.MARK_SCRIPT, 2, limits.bytes_key(queue), limits.sizes_key(queue), *sizes)
-    return entries
+    return entries, found

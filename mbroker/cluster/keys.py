@@ -12,6 +12,10 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
   deliveries (absent: none), ``r`` dead-letter reason (absent: none), ``a`` the
   message's section 7 properties as the store keeps them
   (:func:`~mbroker.wire.props.stored_text`; absent: none);
+- ``mb:q:{NAME}:N`` (stream, N 1-9) the entries of priority N of a queue without
+  ``max-length``/``max-bytes`` (level 0, priority 0, stays ``mb:q:{NAME}``), same
+  group, and ``mb:lv:{NAME}`` (set) the levels 1-9 the queue has streams for
+  (:func:`level_stream`; a plain queue has neither);
 - ``mb:id:{NAME}:ID`` (string with a PX expiry: the dedup window) a PUBLISH id of
   queue or exchange NAME, holding what the first PUBLISH with it reached;
 - ``mb:d:{NAME}`` (sorted set) a queue's delayed entries, and ``{mb}:delayed`` (set)
@@ -51,6 +55,26 @@ Entry = tuple[bytes, Fields]
 
 def stream(queue: str) -> str:
     return f"mb:q:{{{queue}}}"
+
+
+#: the priority levels a queue may have a stream of, highest first (0 included)
+LEVELS = tuple(range(9, -1, -1))
+
+
+def level_stream(queue: str, level: int) -> str:
+    """The stream of ``queue``'s entries of priority ``level`` (0: :func:`stream`)."""
+    return f"mb:q:{{{queue}}}:{level}" if level else f"mb:q:{{{queue}}}"
+
+
+def levels(queue: str) -> str:
+    """The set of the levels 1-9 ``queue`` has a stream of (in its slot)."""
+    return f"mb:lv:{{{queue}}}"
+
+
+def level_of(stream_name: bytes | str) -> int:
+    """The level of a stream named by :func:`level_stream`."""
+    text = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+    return 0 if text.endswith("}") else int(text[-1])
 
 
 def dedup(name: str, msg_id: str) -> str:

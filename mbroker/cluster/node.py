@@ -378,6 +378,7 @@ class ClusterBroker(Broker):
             dedup = keys.dedup(name, props.id or "")
             limited = delay is None and any([self.limits(q) for q in names])
             job = Once(dedup, window, names, fields, delay, item, then is None, result, then)
+            job.level = props.priority
             if limited:  # (the id first, then the entries through the limits' script)
                 job.atomic, job.verdict = False, journal.verdict()
             writer.publish_once(job)

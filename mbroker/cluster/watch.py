@@ -18,6 +18,10 @@ Every :data:`TICK` seconds :class:`Watch` runs one round on a read thread:
    of the old entry); a dead consumer with nothing pending is removed
    (``XGROUP DELCONSUMER``).
 
+A queue with priorities has a stream per level in use (:mod:`mbroker.cluster.levels`,
+read from its set of levels each round): steps 2 and 3 go over each, the figures are
+summed over them and a dead node's entries go back to the tail of their own level.
+
 So the messages a killed node held unacknowledged reach other nodes' consumers
 :data:`LIVE_MS` + :data:`TICK` seconds after its last round at the latest (about 4 s
 with the defaults).  At start a node gives back what a former process of the same
@@ -34,7 +38,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.cluster import keys, limits
+from mbroker.cluster import keys, levels, limits
 from mbroker.cluster.link import RedisLink
 
 _log = Logger()
@@ -104,7 +108,9 @@ class Watch:
 def _first_round(client: Any, node: str, names: list[str]) -> int:
     taken = 0
     for name in names:
-        taken += _take_over(client, keys.stream(name), node, node, min_idle=0)
+        for level in levels.in_use(client, name):
+            stream = keys.level_stream(name, level)
+            taken += _take_over(client, name, stream, node, node, min_idle=0)
     client.set(keys.node_key(node), b"1", px=LIVE_MS)
     return taken
 
@@ -116,35 +122,42 @@ def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int, dict[
     alive: dict[str, bool] = {node: True}
     taken = 0
     for name in names:
-        stream = keys.stream(name)
-        try:
-            consumers = client.xinfo_consumers(stream, keys.GROUP)
-        except Exception as e:  # noqa: BLE001 (a queue made or deleted meanwhile)
-            if "NOGROUP" in str(e) or "no such key" in str(e):
-                continue
-            raise
-        pending = 0
-        for c in consumers:
-            cname = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
-            pending += int(c["pending"])
-            if cname not in alive:
-                alive[cname] = bool(client.exists(keys.node_key(cname)))
-            if alive[cname]:
-                continue
-            if int(c["pending"]):
-                taken += _take_over(client, stream, cname, node, MIN_IDLE_MS)
-            else:
-                client.xgroup_delconsumer(stream, keys.GROUP, cname)
+        length = pending = 0
+        seen = False
+        for level in levels.in_use(client, name):
+            stream = keys.level_stream(name, level)
+            try:
+                consumers = client.xinfo_consumers(stream, keys.GROUP)
+            except Exception as e:  # noqa: BLE001 (a queue made or deleted meanwhile)
+                if "NOGROUP" in str(e) or "no such key" in str(e):
+                    continue
+                raise
+            seen = True
+            for c in consumers:
+                cname = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+                pending += int(c["pending"])
+                if cname not in alive:
+                    alive[cname] = bool(client.exists(keys.node_key(cname)))
+                if alive[cname]:
+                    continue
+                if int(c["pending"]):
+                    taken += _take_over(client, name, stream, cname, node, MIN_IDLE_MS)
+                else:
+                    client.xgroup_delconsumer(stream, keys.GROUP, cname)
+            length += int(client.xlen(stream))
+        if not seen:
+            continue
         delayed = int(client.zcard(keys.delayed(name)))
-        counts[name] = (int(client.xlen(stream)), pending, delayed)
+        counts[name] = (length, pending, delayed)
         size = client.get(limits.bytes_key(name))
         if size is not None:
             sizes[name] = int(size)
     return counts, taken, sizes
 
 
-def _take_over(client: Any, stream: str, dead: str, node: str, min_idle: int) -> int:
-    """Put ``dead``'s pending entries of ``stream`` back at its tail; how many."""
+def _take_over(client: Any, queue: str, stream: str, dead: str, node: str, min_idle: int) -> int:
+    """Put ``dead``'s pending entries of ``stream`` (of ``queue``) back at its tail;
+    how many."""
     try:
         rows = client.xpending_range(
             stream, keys.GROUP, min="-", max="+", count=CLAIM_BATCH, consumername=dead
@@ -169,7 +182,6 @@ def _take_over(client: Any, stream: str, dead: str, node: str, min_idle: int) ->
         fields[b"d"] = b"%d" % ((int(d) if d else 0) + 1)  # (the rest kept as it was)
         pipe.xadd(stream, fields)
     # (ready again: the sizes a node had taken off a max-bytes queue count again)
-    queue = stream[len("mb:q:{") : -1]
     bkey, skey = limits.bytes_key(queue), limits.sizes_key(queue)
     node = client.get_node_from_key(stream)  # (else redis-py asks Redis for the keys)
     pipe.execute_command("EVAL", limits.RECOUNT_SCRIPT, 2, bkey, skey, *old, target_nodes=node)

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker import errors
-from mbroker.cluster import delays, keys, limits
+from mbroker.cluster import delays, keys, levels, limits
 from mbroker.cluster.expiry import TTL_HINT
 from mbroker.cluster.limits import Limits, Verdict, bytes_key, limit_args, sizes_key
 from mbroker.cluster.link import RedisLink
@@ -91,6 +91,8 @@ class Once:
     entry_ops: list[Op] = attrs.Factory(list)
     #: what Redis says of its copies in queues with limits (None: nobody asks)
     verdict: Verdict | None = None
+    #: the message's priority: its entries go to that level's stream
+    level: int = 0
 
 
 class ClusterWriter:
@@ -101,6 +103,9 @@ class ClusterWriter:
         self._link = link
         self.replicas_ack = replicas_ack
         self._entries: dict[tuple[str, int], bytes] = {}
+        #: the level of each of those read from a priority's own stream (see
+        #: :mod:`mbroker.cluster.levels`; the others are in the queue's stream)
+        self._levels: dict[tuple[str, int], int] = {}
         self._ops: list[Op] = []
         self._prep: list[Callable[[Any], None]] = []
         #: namespace commands waiting for the journal's next write, so that they go
@@ -142,11 +147,24 @@ class ClusterWriter:
 
     # ------------------------------------------------------------ entry ids
 
-    def remember(self, queue: str, msg_id: int, entry: bytes) -> None:
+    def remember(self, queue: str, msg_id: int, entry: bytes, level: int = 0) -> None:
         self._entries[(queue, msg_id)] = entry
+        if level:
+            self._levels[(queue, msg_id)] = level
 
     def forget(self, queue: str, msg_id: int) -> bytes | None:
+        self._levels.pop((queue, msg_id), None)
         return self._entries.pop((queue, msg_id), None)
+
+    def _taken(self, queue: str, msg_ids: Sequence[int]) -> dict[int, list[bytes]]:
+        """The entries of ``msg_ids`` (forgotten), by level."""
+        pop, pop_level = self._entries.pop, self._levels.pop
+        out: dict[int, list[bytes]] = {}
+        for i in msg_ids:
+            entry = pop((queue, i), None)
+            if entry is not None:
+                out.setdefault(pop_level((queue, i), 0), []).append(entry)
+        return out
 
     # ---------------------------------------------------------------- writes
 
@@ -166,13 +184,28 @@ class ClusterWriter:
                 fields = keys.entry_fields(
                     r.source, r.key, r.payload, r.expires_at, 0, None, r.props
                 )
+                level = r.props.priority if r.props is not None else 0
                 for q in r.queues:
-                    add(ops, q, fields, verdicts.pop((r.msg_id, q), None) if verdicts else None)
+                    add(
+                        ops,
+                        q,
+                        fields,
+                        verdicts.pop((r.msg_id, q), None) if verdicts else None,
+                        level,
+                    )
             elif isinstance(r, rec.MessagesStored):
                 for payload in r.payloads:
                     fields = keys.entry_fields(r.source, r.key, payload, None)
                     for q in r.queues:
                         add(ops, q, fields)
+            elif isinstance(r, rec.MessagesRemoved) and self._levels:
+                lim = self.limits(r.queue)
+                for level, ids in self._taken(r.queue, r.msg_ids).items():
+                    key = keys.level_stream(r.queue, level)
+                    ops.append(("xack", (key, keys.GROUP, *ids)))
+                    ops.append(("xdel", (key, *ids)))
+                    if lim is not None and lim.max_bytes is not None:
+                        ops.append(("hdel", (sizes_key(r.queue), *ids)))
             elif isinstance(r, rec.MessagesRemoved):
                 pop = self._entries.pop
                 ids = [e for e in (pop((r.queue, i), None) for i in r.msg_ids) if e is not None]
@@ -194,12 +227,18 @@ class ClusterWriter:
         queue: str,
         fields: dict[str, bytes | str],
         verdict: Verdict | None = None,
+        level: int = 0,
     ) -> None:
         """An entry for ``queue``: ``XADD``, or with max-length or max-bytes, the
-        script that judges and adds it (:mod:`mbroker.cluster.limits`)."""
+        script that judges and adds it (:mod:`mbroker.cluster.limits`); without
+        limits, a priority's entry goes to its level's stream
+        (:mod:`mbroker.cluster.levels`)."""
         lim = self.limits(queue)
         if lim is None:
-            ops.append(("xadd", (keys.stream(queue), fields)))
+            if level:
+                ops.append(("eval", levels.add_args(queue, level, fields)))
+            else:
+                ops.append(("xadd", (keys.stream(queue), fields)))
         else:
             ops.append(
                 ("limit", (limit_args(keys.stream(queue), queue, lim, fields), queue, verdict))
@@ -220,7 +259,7 @@ class ClusterWriter:
 
     def delete_queue(self, name: str) -> None:
         self._held.append(("hdel", (keys.QUEUES, name)))
-        self._held.append(("delete", (keys.stream(name),)))
+        self._held.append(("eval", levels.delete_args(name)))
         self._held.append(("delete", (keys.delayed(name),)))
         self._held.append(("srem", (keys.DELAYED, name)))
         self._held.append(("delete", (bytes_key(name),)))
@@ -255,9 +294,12 @@ class ClusterWriter:
     def give_back(self, queue: str, messages: Sequence[QueuedMessage]) -> None:
         """Put ``messages`` (fed to this node, not acknowledged) back at the tail of
         their stream for any node to take: a new entry each, counting the deliveries
-        so far, and the old one acknowledged and deleted."""
+        so far, and the old one acknowledged and deleted (a priority's: in its level's
+        stream, see :mod:`mbroker.cluster.levels`)."""
         key = keys.stream(queue)
         old = []
+        lim = self.limits(queue)
+        leveled = self._levels
         for m in messages:
             entry = self._entries.pop((queue, m.msg_id), None)
             if entry is None:
@@ -265,31 +307,36 @@ class ClusterWriter:
             fields = keys.entry_fields(
                 m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason, m.props
             )
-            self._ops.append(("xadd", (key, fields)))
-            old.append(entry)
+            level = m.props.priority if m.props is not None and lim is None else 0
+            self._add(self._ops, queue, fields, None, level)
+            was = leveled.pop((queue, m.msg_id), 0) if leveled else 0
+            if was:
+                where = keys.level_stream(queue, was)
+                self._ops.append(("xack", (where, keys.GROUP, entry)))
+                self._ops.append(("xdel", (where, entry)))
+            else:
+                old.append(entry)
         if old:
-            lim = self.limits(queue)
             if lim is not None and lim.max_bytes is not None:
                 script = (limits.RECOUNT_SCRIPT, 2, bytes_key(queue), sizes_key(queue), *old)
                 self._ops.append(("eval", script))
             self._ops.append(("xack", (key, keys.GROUP, *old)))
             self._ops.append(("xdel", (key, *old)))
-            self._schedule()
+        self._schedule()
 
     def purge(self, queue: str, withdrawn: Sequence[QueuedMessage]) -> None:
         """PURGE of a shared queue: the entries no node has read yet (read by a
         consumer of their own, then acknowledged and deleted), and ``withdrawn``, the
         ready messages this node held."""
-        old = [e for e in (self._entries.pop((queue, m.msg_id), None) for m in withdrawn) if e]
-        key = keys.stream(queue)
         lim = self.limits(queue)
         counted = lim is not None and lim.max_bytes is not None
-        if old:
+        for level, old in self._taken(queue, [m.msg_id for m in withdrawn]).items():
+            key = keys.level_stream(queue, level)
             self._held.append(("xack", (key, keys.GROUP, *old)))
             self._held.append(("xdel", (key, *old)))
             if counted:
                 self._held.append(("hdel", (sizes_key(queue), *old)))
-        self._held_prep.append(lambda client: _purge(client, key, counted, queue))
+        self._held_prep.append(lambda client: levels.purge(client, queue, counted))
 
     def barrier(self, d: Deferred[None]) -> None:
         """The callbacks of the next batch also wait for ``d`` (a SUBSCRIBE to an
@@ -312,7 +359,7 @@ class ClusterWriter:
         ``reason`` (and ``expires``: the queue's ttl), written with the batch that
         removes ``m`` from its own queue."""
         fields = keys.entry_fields(m.source, m.key, m.payload, expires, 0, reason, m.props)
-        self._add(self._ops, queue, fields)
+        self._add(self._ops, queue, fields, None, m.props.priority if m.props else 0)
         self._schedule()
 
     def publish_once(self, job: Once) -> None:
@@ -324,7 +371,7 @@ class ClusterWriter:
         fail."""
         if not job.atomic and job.delay is None:
             for q in job.queues:
-                self._add(job.entry_ops, q, job.fields, job.verdict)
+                self._add(job.entry_ops, q, job.fields, job.verdict, job.level)
         self._ops.append(("once", (job,)))
         self._schedule()
 
@@ -505,16 +552,21 @@ def _judged(result: list[Any], queue: str, verdict: Verdict | None, dropped: Dro
 def _once(client: Any, job: Once, firsts: list[Once], dropped: Dropped) -> None:
     """One PUBLISH with an id (see :meth:`ClusterWriter.publish_once`)."""
     queues = job.queues if job.atomic else ()
-    if job.delay is None:
+    script = ONCE_SCRIPT
+    if job.delay is None and job.level and queues:
+        script = levels.ONCE_SCRIPT
+        where = [k for q in queues for k in (keys.level_stream(q, job.level), keys.levels(q))]
+        args: list[Any] = [job.level, *[v for pair in job.fields.items() for v in pair]]
+    elif job.delay is None:
         where = [keys.stream(q) for q in queues]
-        args: list[Any] = ["", *[v for pair in job.fields.items() for v in pair]]
+        args = ["", *[v for pair in job.fields.items() for v in pair]]
     else:
         where = [keys.delayed(q) for q in queues]
         args = [job.delay, job.member]
         if queues:
             client.sadd(keys.DELAYED, *queues)  # (the hint first: see delays)
     first = client.eval(
-        ONCE_SCRIPT, 1 + len(where), job.key, *where, job.result.reached, job.window, *args
+        script, 1 + len(where), job.key, *where, job.result.reached, job.window, *args
     )
     if first is not None:
         job.result.reached = int(first)
@@ -529,24 +581,6 @@ def _once(client: Any, job: Once, firsts: list[Once], dropped: Dropped) -> None:
                 client.delete(job.key)  # (nothing was stored: a retry is not a duplicate)
         else:
             _pipeline(client, delays.delay_ops(job.queues, job.delay, job.member), dropped)
-
-
-def _purge(client: Any, stream: str, counted: bool = False, queue: str = "") -> None:
-    """Read every entry no node has read yet, as consumer ``mb.purge``, and drop it
-    (``counted``: and take its size off the queue's ready bytes)."""
-    purger = "mb.purge"
-    while True:
-        got = client.xreadgroup(keys.GROUP, purger, {stream: ">"}, count=1000)
-        rows = got[0][1] if got else []
-        ids = [eid for eid, _ in rows]
-        if not ids:
-            break
-        client.xack(stream, keys.GROUP, *ids)
-        client.xdel(stream, *ids)
-        if counted:
-            size = sum([len(f.get(b"p", b"")) for _, f in rows if f])
-            client.decrby(bytes_key(queue), size)
-    client.xgroup_delconsumer(stream, keys.GROUP, purger)
 
 
 def _unbind_all(client: Any, name: str, position: int) -> None:

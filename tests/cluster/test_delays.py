@@ -43,7 +43,7 @@ class MoverRedis(FakeRedis):
         return self.hinted
 
     def eval(self, script: str, numkeys: int, *args: Any) -> list[int]:
-        assert script == delays.MOVE_SCRIPT and numkeys == 3
+        assert script == delays.MOVE_SCRIPT and numkeys == 13  # (with its 9 levels)
         self.calls.append(("move", args[:1]))
         queue = keys.exchange_of(b"mb:x:" + args[0].encode()[len("mb:d:") :])
         wait, moved = self.answers.get(queue, (-1, 0))

@@ -61,11 +61,18 @@ class FakeRedis:
     def xreadgroup(
         self, group: str, node: str, streams: dict[str, str], count: int = 1, block: int = 0
     ) -> Any:
-        (key,) = streams
-        self.calls.append(("xreadgroup", (key, node, count)))
-        entries = self.streams.get(key, [])
-        taken, self.streams[key] = entries[:count], entries[count:]
-        return [[key.encode(), taken]] if taken else []
+        out = []
+        for key in streams:
+            self.calls.append(("xreadgroup", (key, node, count)))
+            entries = self.streams.get(key, [])
+            taken, self.streams[key] = entries[:count], entries[count:]
+            if taken:
+                out.append([key.encode(), taken])
+        return out
+
+    def smembers(self, key: str) -> Any:
+        """(No sets kept: a queue's levels are tested on a real Redis.)"""
+        return set()
 
     def spublish(self, channel: str, data: bytes) -> int:
         self.calls.append(("spublish", (channel, data)))
