@@ -155,7 +155,7 @@ class Lifetime:
         clock: Any,
         node: str,
         queues: Callable[[], list[Queue]],
-        delete: Callable[[str], None],
+        delete: Callable[[str], object],
     ) -> None:
         self._link = link
         self._clock = clock
