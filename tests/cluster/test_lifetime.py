@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet import task
+from twisted.internet.defer import Deferred
 
 from mbroker.cluster import keys, lifetime
 from mbroker.cluster.lifetime import GRACE_MS, Lifetime, life_key, report, used_key
@@ -95,3 +96,45 @@ def test_a_round_reports_the_node_s_queues_with_a_lifetime_and_deletes_as_told(
     clock.advance(1.0)
     life.stop()
     assert [s[0] for s in seen] == ["ad"] and deleted == ["ad"]
+
+
+class HeldLink:
+    """A link whose read jobs run when the test says (one Deferred each)."""
+
+    def __init__(self) -> None:
+        self.client = FakeRedis()
+        self.jobs: list[tuple[Any, Deferred[Any]]] = []
+
+    def read(self, job: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.jobs.append((job, d))
+        return d
+
+    def run(self) -> None:
+        job, d = self.jobs.pop(0)
+        d.callback(job())
+
+
+def test_reports_go_one_batch_at_a_time_the_latest_of_each_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link = HeldLink()
+    q = Queue("q", QueueOptions(auto_delete=True))
+    life = Lifetime(cast(Any, link), task.Clock(), "a", lambda: [q], lambda name: None)
+    seen: list[tuple[str, int]] = []
+    monkeypatch.setattr(lifetime, "report", lambda c, n, r, k: seen.append((r[0], r[1])))
+    monkeypatch.setattr(link.client, "delete", lambda *ks: seen.append((ks[0], -1)), False)
+    q.consumers.append(cast(Any, object()))
+    life.changed(q)
+    assert len(link.jobs) == 1  # on its way
+    q.consumers.clear()
+    life.changed(q)
+    life.fresh("q2")
+    q.consumers.append(cast(Any, object()))
+    life.changed(q)
+    assert len(link.jobs) == 1  # the others wait for it
+    link.run()
+    assert len(link.jobs) == 1
+    link.run()
+    assert seen == [("q", 1), (life_key("q2"), -1), ("q", 1)]
+    assert not link.jobs
