@@ -133,3 +133,18 @@ def test_expires_is_held_off_by_a_consumer_on_either_node(nodes: Any) -> None:
             ca.ok(f"SUBSCRIBE {q2}")
             stays(a, b, q2, 1.0 + GRACE + TICK * 2)
         poll(lambda: gone_from_both(a, b, q2), 1.0 + GRACE + TICK + SPREAD + SLACK, 0.05)
+
+
+def test_expires_is_held_off_by_a_waiting_pull_on_another_node(nodes: Any) -> None:
+    q = unique("ep")
+    with connect(nodes[0]) as a, connect(nodes[1]) as b:
+        a.ok(f"CREATE {q} queue expires=1000")
+        poll(lambda: on_both(a, b, q), SPREAD * 2)
+        with connect(nodes[1]) as cb:
+            # a PULL that waits longer than expires + the grace + a round
+            wait = int((1.0 + GRACE + TICK * 3) * 1000)
+            cb.send_line(f"PULL {q} wait={wait}")
+            stays(a, b, q, 1.0 + GRACE + TICK * 2)
+            assert a.publish(q, b"for the pull") == "+OK 1"
+            assert cb.read_msg(5).payload == b"for the pull"
+        poll(lambda: gone_from_both(a, b, q), 1.0 + GRACE + TICK + SPREAD + SLACK, 0.05)
