@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, poll, unique
-from tests.helpers.redis_cluster import cluster, flush, start_node
+from tests.helpers.redis_cluster import cluster, start_node, two_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -30,20 +31,10 @@ SLACK = 8.0
 
 
 @pytest.fixture(scope="module")
-def nodes(redis_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    flush(redis_cluster)
-    tmp = tmp_path_factory.mktemp("lifetime")
-    a = start_node(tmp, redis_cluster, "la")
-    try:
-        b = start_node(tmp, redis_cluster, "lb")
-    except BaseException:
-        a.stop()
-        raise
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+def nodes(
+    redis_cluster: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
+    yield from two_nodes(redis_cluster, tmp_path_factory.mktemp("lifetime"), ("la", "lb"))
 
 
 def listed(c: Client, name: str) -> bool:
