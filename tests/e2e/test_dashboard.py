@@ -364,23 +364,32 @@ def test_ten_thousand_queues_page_on_the_server(page: WebDriver, broker: BrokerP
 def test_close_a_connection_from_the_page(page: WebDriver, broker: BrokerProcess) -> None:
     with broker.connect() as c:
         go(page, "#/connections")
-        row = wait_for(
-            "the connection",
-            lambda: page.find_elements(By.CSS_SELECTOR, "#connections-table tbody tr td.num"),
-        )
-        assert row
+
+        def texts() -> tuple[list[str], list[str]] | None:
+            # (read in one go: the page redraws the table every refresh, and an element
+            # found before a redraw is stale after it; wait_for looks again then)
+            cells = [
+                td.text
+                for td in page.find_elements(By.CSS_SELECTOR, "#connections-table tbody tr td.num")
+            ]
+            headers = [
+                th.text for th in page.find_elements(By.CSS_SELECTOR, "#connections-table thead th")
+            ]
+            return (headers, cells) if cells and headers else None
+
+        headers, cells = wait_for("the connection", texts)
         # the bytes it sent and was sent (at least its HELLO), in their columns
-        headers = [
-            th.text for th in page.find_elements(By.CSS_SELECTOR, "#connections-table thead th")
-        ]
-        cells = [td.text for td in row]
         at = headers.index("Bytes out")
         assert headers[at - 1] == "Bytes in" and cells[-2].endswith(" B"), (headers, cells)
         assert cells[-1].endswith(" B") and cells[-1] != "0 B", cells  # (HELLO at least)
-        button = page.find_element(
-            By.XPATH, "//div[@id='connections-table']//button[text()='Close']"
-        )
-        button.click()
+
+        def close() -> bool:
+            page.find_element(
+                By.XPATH, "//div[@id='connections-table']//button[text()='Close']"
+            ).click()
+            return True
+
+        wait_for("the Close button", close)
         confirm(page, "Close connection")
         assert c.readline() == b"-ERR LIMIT closed by an operator"
         assert c.expect_closed()
