@@ -22,6 +22,8 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
 - ``mb:d:{NAME}`` (sorted set) a queue's delayed entries, and ``{mb}:delayed`` (set)
   the queues that may have some (:mod:`mbroker.cluster.delays`);
 - ``mb:node:{NAME}`` (string with a PX expiry) a node's liveness;
+- ``mb:life:{NAME}`` (hash) and ``mb:used:{NAME}`` (string) a queue's lifetime
+  state (:mod:`mbroker.cluster.lifetime`);
 - ``mb:x:{NAME}`` (sharded pub/sub channel) transient messages published to an
   exchange, each ``node LF key LF payload`` (node: the publishing node's name), or
   ``node SP properties LF key LF payload`` for a message with section 7 properties.

@@ -34,6 +34,7 @@ from mbroker.cluster import keys
 from mbroker.cluster.delays import Mover, member
 from mbroker.cluster.expiry import TTL_HINT, Removed
 from mbroker.cluster.feeder import Feeder
+from mbroker.cluster.lifetime import Lifetime
 from mbroker.cluster.limits import ClusterJournal, Limits, queue_limits
 from mbroker.cluster.nssync import LocalNamespace
 from mbroker.cluster.pubsub import PubSubThread
@@ -103,6 +104,7 @@ class ClusterBroker(Broker):
         self.feeder: Feeder | None = None
         self.mover: Mover | None = None
         self.watch: Watch | None = None
+        self.lifetime: Lifetime | None = None
         self.pubsub: PubSubThread | None = None
         self.on_namespace: Callable[[], None] = lambda: None
         self.cluster_published = 0
@@ -152,6 +154,8 @@ class ClusterBroker(Broker):
         if made:
             if kind == "queue":
                 if not options.exclusive:
+                    if self.lifetime is not None:
+                        self.lifetime.fresh(name)
                     self.writer.declare_queue(name, options)
                     self.cluster_journal.add(rec.QueueDeclared(name, options))
             else:
@@ -217,6 +221,8 @@ class ClusterBroker(Broker):
             names: tuple[str, ...] = (name,)
             qs = [obj]
             reached = 1
+            if obj.idle_timer is not None:  # (a use: mbroker.cluster.lifetime)
+                obj.last_used = self.clock.seconds()
         else:
             targets = obj.matcher.match(key)
             qs = [q for q in targets if shared(q)]
@@ -365,6 +371,8 @@ class ClusterBroker(Broker):
         if isinstance(obj, Queue):
             names: tuple[str, ...] = (name,)
             result = Published(1)
+            if obj.idle_timer is not None:
+                obj.last_used = self.clock.seconds()
             then = None
         else:
             targets = obj.matcher.match(key)
@@ -472,6 +480,8 @@ class ClusterBroker(Broker):
         ack_timeout: int | None = None,
     ) -> Consumer:
         c = self._core_subscribe(s, name, pattern, prefetch, manual, ack_timeout)
+        if self.lifetime is not None and shared(c.queue):
+            self.lifetime.changed(c.queue)
         if not shared(c.queue) and self.pubsub is not None:
             for exchange in c.queue.bound_to:
                 d = self.pubsub.listen(keys.channel(exchange))

@@ -18,6 +18,7 @@ from mbroker.cluster import keys
 from mbroker.cluster.delays import Mover
 from mbroker.cluster.expiry import Sweeper, sweep_plan
 from mbroker.cluster.feeder import Feeder
+from mbroker.cluster.lifetime import Lifetime
 from mbroker.cluster.limits import ClusterJournal, counts_bytes, limit_plan
 from mbroker.cluster.link import RedisLink, parse_nodes
 from mbroker.cluster.node import ClusterBroker, shared
@@ -69,9 +70,14 @@ class ClusterNode:
         plan = lambda: sweep_plan(broker.queue_objects(), shared)  # noqa: E731
         sweeper = Sweeper(self.link, clock, plan, broker.removed.expired)
         sweeper.start()
+        mine = lambda: [q for q in broker.queue_objects() if shared(q)]  # noqa: E731
+        life = broker.lifetime = Lifetime(self.link, clock, name, mine, broker.delete)
+        broker.share_lifetimes(shared, life.changed)
         self._parts = [broker.feeder, broker.watch, sync, broker.pubsub, broker.mover, sweeper]
+        self._parts.append(life)
         d: Deferred[Any] = sync.start()
         d.addCallback(lambda _: broker.watch.start(clock) if broker.watch else None)
+        d.addCallback(lambda _: life.start())
         d.addCallback(lambda _: broker)
         return d
 

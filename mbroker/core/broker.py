@@ -222,6 +222,15 @@ class Broker:
         sends those bound for shared queues to Redis)."""
         self._dispatcher.dead_letter_sink = sink
 
+    def share_lifetimes(
+        self, shares: Callable[[Queue], bool], left: Callable[[Queue], None]
+    ) -> None:
+        """A cluster node judges the lifetime (``auto-delete``, ``expires``) of the
+        queues ``shares`` names across nodes: the core deletes none of them itself and
+        calls ``left`` when a SUBSCRIBE consumer leaves one."""
+        self._namespace.shares_lifetime = shares
+        self._namespace.consumer_left = left
+
     def withdraw(self, q: Queue) -> list[QueuedMessage]:
         """Take every ready message out of ``q`` (nothing is recorded): a cluster node
         gives them back to the shared queue when it has no consumer left for them."""

@@ -17,6 +17,8 @@ when it fires).  A queue without these options has no timer and pays nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mbroker import errors
 from mbroker.core import records as rec
 from mbroker.core.journal import Journal
@@ -42,6 +44,10 @@ class Namespace:
         #: how many of the objects are exchanges (kept on CREATE and DELETE, so that
         #: STATS counts queues and exchanges without walking them)
         self.exchanges = 0
+        #: set by a cluster node: whether it judges a queue's lifetime across nodes
+        #: (then the core deletes nothing and tells ``consumer_left`` instead)
+        self.shares_lifetime: Callable[[Queue], bool] | None = None
+        self.consumer_left: Callable[[Queue], None] = lambda q: None
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -201,7 +207,12 @@ class Namespace:
         deleted; an ``expires`` queue's idle time starts now."""
         if q.deleted:
             return
-        if q.options.auto_delete and not q.consumers:
+        shares = self.shares_lifetime
+        if shares is not None and shares(q):
+            if q.idle_timer is not None:
+                self.used(q)
+            self.consumer_left(q)
+        elif q.options.auto_delete and not q.consumers:
             self.delete_queue(q)
         elif q.idle_timer is not None:
             self.used(q)
@@ -222,6 +233,8 @@ class Namespace:
             # in use now; when the last one goes it writes last_used
             q.last_used = now
             delay = period
+        elif self.shares_lifetime is not None and self.shares_lifetime(q):
+            delay = period  # (judged across nodes: mbroker.cluster.lifetime)
         else:
             delay = q.last_used + period - now
             if delay <= 1e-9:

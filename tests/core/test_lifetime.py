@@ -212,3 +212,20 @@ def test_a_durable_queue_idles_again_from_the_start_and_its_deletion_is_recorded
     c.sub("a")
     c.close()
     assert not exists(w, "a")
+
+
+def test_a_cluster_node_judges_the_lifetime_of_the_queues_it_shares(w: World) -> None:
+    """share_lifetimes: the core deletes none of the queues named, and tells the node
+    when a SUBSCRIBE consumer leaves one (mbroker.cluster.lifetime judges it)."""
+    left: list[str] = []
+    w.broker.share_lifetimes(lambda q: q.name != "local", lambda q: left.append(q.name))
+    w.queue("q", auto_delete=True)
+    w.queue("idle", expires=1000)
+    w.queue("local", auto_delete=True)
+    a = w.client()
+    ca, cl = a.sub("q"), a.sub("local")
+    w.broker.unsubscribe(a.session, ca.sid)
+    w.broker.unsubscribe(a.session, cl.sid)
+    w.clock.advance(5)
+    assert exists(w, "q") and exists(w, "idle") and not exists(w, "local")
+    assert left == ["q"]

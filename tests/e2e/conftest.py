@@ -48,3 +48,15 @@ def broker(
 @pytest.fixture
 def client(broker: BrokerProcess) -> Iterator[Client]:
     yield from client_of(broker)
+
+
+@pytest.fixture
+def a(nodes: tuple[BrokerProcess, BrokerProcess]) -> Iterator[Client]:
+    """A client of the first of a cluster module's two nodes (its ``nodes`` fixture)."""
+    yield from client_of(nodes[0])
+
+
+@pytest.fixture
+def b(nodes: tuple[BrokerProcess, BrokerProcess]) -> Iterator[Client]:
+    """A client of the second of a cluster module's two nodes."""
+    yield from client_of(nodes[1])

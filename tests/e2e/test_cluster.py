@@ -20,7 +20,7 @@ import pytest
 from tests.helpers.broker import BrokerProcess, start_broker
 from tests.helpers.contract import Client, connect, poll, unique
 from tests.helpers.lineclient import Msg
-from tests.helpers.redis_cluster import DevCluster, cluster, flush, start_node
+from tests.helpers.redis_cluster import DevCluster, cluster, start_node, two_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -33,32 +33,15 @@ TAKEOVER = 15.0
 
 
 @pytest.fixture(scope="module")
-def nodes(redis_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    flush(redis_cluster)
-    tmp = tmp_path_factory.mktemp("cluster")
-    a = start_node(tmp, redis_cluster, "a")
-    try:
-        b = start_node(tmp, redis_cluster, "b", "--http", "tcp:0:interface=127.0.0.1")
-    except BaseException:
-        a.stop()
-        raise
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
-
-
-@pytest.fixture
-def a(nodes: Any) -> Iterator[Client]:
-    with connect(nodes[0]) as c:
-        yield c
-
-
-@pytest.fixture
-def b(nodes: Any) -> Iterator[Client]:
-    with connect(nodes[1]) as c:
-        yield c
+def nodes(
+    redis_cluster: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
+    yield from two_nodes(
+        redis_cluster,
+        tmp_path_factory.mktemp("cluster"),
+        ("a", "b"),
+        b_extra=("--http", "tcp:0:interface=127.0.0.1"),
+    )
 
 
 def listed(c: Client, name: str) -> bool:

@@ -15,15 +15,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import stomp  # type: ignore[import-untyped]
 
 from tests.helpers.broker import BrokerProcess, start_broker
-from tests.helpers.contract import Client, connect, poll, unique
-from tests.helpers.redis_cluster import flush, start_node
+from tests.helpers.contract import Client, poll, unique
+from tests.helpers.redis_cluster import two_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -37,31 +36,9 @@ LISTENERS = ("--http", "tcp:0:interface=127.0.0.1", "--stomp", "tcp:0:interface=
 def nodes(
     redis_cluster: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
-    flush(redis_cluster)
-    tmp: Path = tmp_path_factory.mktemp("cluster-http")
-    a = start_node(tmp, redis_cluster, "ha", *LISTENERS)
-    try:
-        b = start_node(tmp, redis_cluster, "hb", *LISTENERS)
-    except BaseException:
-        a.stop()
-        raise
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
-
-
-@pytest.fixture
-def a(nodes: tuple[BrokerProcess, BrokerProcess]) -> Iterator[Client]:
-    with connect(nodes[0]) as c:
-        yield c
-
-
-@pytest.fixture
-def b(nodes: tuple[BrokerProcess, BrokerProcess]) -> Iterator[Client]:
-    with connect(nodes[1]) as c:
-        yield c
+    yield from two_nodes(
+        redis_cluster, tmp_path_factory.mktemp("cluster-http"), ("ha", "hb"), LISTENERS
+    )
 
 
 def api(node: BrokerProcess, path: str, method: str = "GET", body: Any = None) -> Any:

@@ -5,7 +5,9 @@ started by ``scripts/redis_cluster.py``, the script developers run) for every cl
 test of the run, stopped at the end.  :func:`cluster` is the per-test fixture the tests
 use: the same cluster, emptied (``FLUSHALL`` on each master) before the test, so that
 no test sees another's queues.  :func:`start_node` starts ``twistd -n mbroker
---cluster …`` as :func:`tests.helpers.broker.start_broker` starts a single broker.
+--cluster …`` as :func:`tests.helpers.broker.start_broker` starts a single broker,
+and :func:`two_nodes` the two nodes a test module shares (its ``nodes`` fixture; the
+``a`` and ``b`` fixtures of ``tests/e2e/conftest.py`` connect to them).
 """
 
 from __future__ import annotations
@@ -71,3 +73,26 @@ def start_node(tmp_path: Path, dev: Any, name: str, *extra: str) -> BrokerProces
     work = tmp_path / name
     work.mkdir(exist_ok=True)
     return start_broker(work, "--cluster", dev.url, "--node-name", name, *extra, memory_only=True)
+
+
+def two_nodes(
+    dev: Any,
+    tmp_path: Path,
+    names: tuple[str, str],
+    extra: tuple[str, ...] = (),
+    b_extra: tuple[str, ...] = (),
+) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
+    """For a module's ``nodes`` fixture: ``dev`` emptied, two nodes named ``names``
+    started (both with ``extra``, the second with ``b_extra`` too), stopped after."""
+    flush(dev)
+    a = start_node(tmp_path, dev, names[0], *extra)
+    try:
+        b = start_node(tmp_path, dev, names[1], *extra, *b_extra)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()

@@ -1,0 +1,140 @@
+"""Queue lifetime across nodes (mbroker.cluster.lifetime): the script that records a
+node's report and judges the queue, on the real local Redis Cluster (a fake Redis
+cannot run Lua), and the node's rounds on a fake clock and a fake link."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+
+from mbroker.cluster import keys, lifetime
+from mbroker.cluster.lifetime import GRACE_MS, Lifetime, life_key, report, used_key
+from mbroker.core.model import Queue
+from mbroker.wire.frames import QueueOptions
+from tests.helpers.fakeredis import FakeLink, FakeRedis
+from tests.helpers.redis_cluster import flush, redis_cluster
+
+__all__ = ["redis_cluster"]  # (a fixture, used by name)
+
+
+@pytest.fixture
+def r(redis_cluster: Any) -> Iterator[Any]:
+    from redis.cluster import ClusterNode, RedisCluster
+
+    flush(redis_cluster)
+    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.nodes])
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def alive(r: Any, *nodes: str) -> None:
+    for n in nodes:
+        r.set(keys.node_key(n), b"1", px=60000)
+
+
+def test_auto_delete_waits_for_every_live_node_s_consumers(r: Any) -> None:
+    alive(r, "a", "b")
+    t = now_ms()
+    assert not report(r, "a", ("q", 0, 0, t, -1, True), {})  # never had one: stays
+    assert not report(r, "a", ("q", 1, 0, t, -1, True), {})
+    assert not report(r, "b", ("q", 2, 0, t, -1, True), {})
+    assert not report(r, "a", ("q", 0, 0, t, -1, True), {})  # b still has two
+    assert report(r, "b", ("q", 0, 5, t, -1, True), {})  # waiting PULLs do not count
+    assert not r.exists(life_key("q"), used_key("q"))  # (a new queue starts afresh)
+
+
+def test_the_fields_of_a_gone_node_count_for_nothing(r: Any) -> None:
+    alive(r, "a")
+    t = now_ms()
+    assert not report(r, "dead", ("q", 1, 0, t, -1, True), {})
+    assert not report(r, "a", ("q", 0, 0, t, -1, True), {"dead": True})
+    assert report(r, "a", ("q", 0, 0, t, -1, True), {})  # (asks Redis: no liveness key)
+
+
+def test_expires_counts_the_last_use_of_any_node_and_their_users(r: Any) -> None:
+    alive(r, "a", "b")
+    t = now_ms()
+    old = t - 1000 - GRACE_MS - 50
+    assert not report(r, "a", ("q", 0, 0, old, 1000, False), {})  # (a new key: now)
+    r.set(used_key("q"), old)
+    assert not report(r, "b", ("q", 0, 1, old, 1000, False), {})  # b's waiting PULL
+    assert report(r, "b", ("q", 0, 0, old, 1000, False), {})
+    r.set(used_key("q"), old)
+    assert not report(r, "a", ("q", 0, 0, t - 10, 1000, False), {})  # a used it
+    assert not report(r, "b", ("q", 0, 0, old, 1000, False), {})  # (the latest counts)
+
+
+def test_a_round_reports_the_node_s_queues_with_a_lifetime_and_deletes_as_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = task.Clock()
+    fake = FakeRedis()
+    link: Any = FakeLink(fake)
+    plain = Queue("plain", QueueOptions())
+    ad = Queue("ad", QueueOptions(auto_delete=True))
+    deleted: list[str] = []
+    life = Lifetime(link, clock, "a", lambda: [plain, ad], deleted.append)
+    seen: list[tuple[Any, ...]] = []
+
+    def judge(client: Any, node: str, rep: Any, known: dict[str, bool]) -> bool:
+        seen.append(rep)
+        return True
+
+    monkeypatch.setattr(lifetime, "report", judge)
+    life.start()
+    clock.advance(1.0)
+    life.stop()
+    assert [s[0] for s in seen] == ["ad"] and deleted == ["ad"]
+
+
+class HeldLink:
+    """A link whose read jobs run when the test says (one Deferred each)."""
+
+    def __init__(self) -> None:
+        self.client = FakeRedis()
+        self.jobs: list[tuple[Any, Deferred[Any]]] = []
+
+    def read(self, job: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.jobs.append((job, d))
+        return d
+
+    def run(self) -> None:
+        job, d = self.jobs.pop(0)
+        d.callback(job())
+
+
+def test_reports_go_one_batch_at_a_time_the_latest_of_each_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link = HeldLink()
+    q = Queue("q", QueueOptions(auto_delete=True))
+    life = Lifetime(cast(Any, link), task.Clock(), "a", lambda: [q], lambda name: None)
+    seen: list[tuple[str, int]] = []
+    monkeypatch.setattr(lifetime, "report", lambda c, n, r, k: seen.append((r[0], r[1])))
+    monkeypatch.setattr(link.client, "delete", lambda *ks: seen.append((ks[0], -1)), False)
+    q.consumers.append(cast(Any, object()))
+    life.changed(q)
+    assert len(link.jobs) == 1  # on its way
+    q.consumers.clear()
+    life.changed(q)
+    life.fresh("q2")
+    q.consumers.append(cast(Any, object()))
+    life.changed(q)
+    assert len(link.jobs) == 1  # the others wait for it
+    link.run()
+    assert len(link.jobs) == 1
+    link.run()
+    assert seen == [("q", 1), (life_key("q2"), -1), ("q", 1)]
+    assert not link.jobs
