@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from mbroker.cluster import keys, levels
 from mbroker.cluster.limits import bytes_key
 from mbroker.cluster.link import RedisLink
+from mbroker.core.dispatch import MAX_DEAD_LETTER_DEPTH, DeadLetterSink
 from mbroker.core.model import Exchange, Queue, QueuedMessage
 
 _log = Logger()
@@ -199,17 +200,22 @@ class Removed:
     def __init__(
         self,
         find: Callable[[str], object],
-        sink: Callable[[Sequence[Queue], QueuedMessage, str], None],
+        sink: DeadLetterSink,
     ) -> None:
         self._find = find
         self._sink = sink
 
     def dropped(
-        self, name: str, entries: list[keys.Fields], n: int = -1, reason: str = "maxlen"
+        self,
+        name: str,
+        entries: list[keys.Fields],
+        n: int = -1,
+        depth: int = 0,
+        reason: str = "maxlen",
     ) -> None:
-        """``n`` entries removed from queue ``name`` (dropped from its head, or with
-        ``reason=expired`` swept; -1: as many as ``entries``, the fields of those to
-        dead-letter)."""
+        """``n`` entries removed from queue ``name`` (dropped from its head by adding
+        one written at cascade ``depth``, or with ``reason=expired`` swept; -1: as many
+        as ``entries``, the fields of those to dead-letter)."""
         q = self._find(name)
         if isinstance(q, Queue):
             count = len(entries) if n < 0 else n
@@ -221,10 +227,10 @@ class Removed:
             target = None if dl is None else self._find(dl)
             if not isinstance(target, (Queue, Exchange)):
                 target = None
-            q.dead_lettered += dead_letters(q, target, entries, reason, self._sink)
+            q.dead_lettered += dead_letters(q, target, entries, reason, self._sink, depth)
 
     def expired(self, name: str, entries: list[keys.Fields], n: int) -> None:
-        self.dropped(name, entries, n, "expired")
+        self.dropped(name, entries, n, 0, "expired")
 
     def refused(self, name: str) -> None:
         """A copy for queue ``name`` was refused (full, ``overflow=reject``)."""
@@ -238,23 +244,28 @@ def dead_letters(
     target: Queue | Exchange | None,
     entries: Sequence[keys.Fields],
     reason: str,
-    sink: Callable[[Sequence[Queue], QueuedMessage, str], None],
+    sink: DeadLetterSink,
+    depth: int = 0,
 ) -> int:
-    """Dead-letter ``entries`` (removed from ``q``'s stream by Redis) to ``q``'s
-    dead-letter ``target`` through ``sink`` (the node's dead-letter writer), never
-    back into ``q``; how many went."""
-    if target is None:
+    """Dead-letter ``entries`` (removed from ``q``'s stream by Redis, by expiry or by
+    a drop-head at cascade ``depth``) to ``q``'s dead-letter ``target`` through
+    ``sink`` (the node's dead-letter writer), as the core does: never back into a
+    queue on an entry's dead-letter path (``q`` included), and not at all from
+    :data:`~mbroker.core.dispatch.MAX_DEAD_LETTER_DEPTH` on; how many went."""
+    if target is None or depth >= MAX_DEAD_LETTER_DEPTH:
         return 0
     n = 0
     for fields in entries:
         source, key, payload, _, _, _, props = keys.read_entry(fields)
+        path = (*keys.read_hops(fields)[1], q.name)
         targets: Sequence[Queue]
         if isinstance(target, Queue):
             targets = (target,)
         else:
             targets = target.matcher.match(key)
-        targets = [t for t in targets if t is not q]
+        targets = [t for t in targets if t.name not in path]
         route = f"{source} {key or '-'}".encode()
-        sink(targets, QueuedMessage(source, key, route, payload, None, 0, props), reason)
+        m = QueuedMessage(source, key, route, payload, None, 0, props)
+        sink(targets, m, reason, path, depth)
         n += 1
     return n

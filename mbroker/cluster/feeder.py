@@ -144,7 +144,7 @@ class Feeder:
         q = self._broker.find(name)
         if entries and isinstance(q, Queue) and not q.deleted:
             messages: list[rec.StoredMessage] = []
-            marks: list[tuple[int, str | None]] = []
+            marks: list[tuple[int, str | None, tuple[str, ...]]] = []
             remember = self._writer.remember
             new_id = self._journal.new_id
             for entry, fields, level in entries:
@@ -152,7 +152,7 @@ class Feeder:
                 msg_id = new_id()
                 remember(name, msg_id, entry, level)
                 messages.append((msg_id, source, key, payload, expires, props))
-                marks.append((count, reason))
+                marks.append((count, reason, keys.read_hops(fields)[1] if reason else ()))
             self.fed += len(entries)
             self._broker.feed(q, messages, marks)
             self._loop(name)

@@ -11,7 +11,8 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
   ``p`` payload, ``e`` expiry (epoch seconds, absent: none), ``d`` earlier
   deliveries (absent: none), ``r`` dead-letter reason (absent: none), ``a`` the
   message's section 7 properties as the store keeps them
-  (:func:`~mbroker.wire.props.stored_text`; absent: none);
+  (:func:`~mbroker.wire.props.stored_text`; absent: none), ``h`` on a dead-lettered
+  copy only: its cascade depth and its dead-letter path (:func:`hops_field`);
 - ``mb:q:{NAME}:N`` (stream, N 1-9) the entries of priority N of a queue without
   ``max-length``/``max-bytes`` (level 0, priority 0, stays ``mb:q:{NAME}``), same
   group, and ``mb:lv:{NAME}`` (set) the levels 1-9 the queue has streams for
@@ -129,8 +130,10 @@ def entry_fields(
     deliveries: int = 0,
     reason: str | None = None,
     props: Props | None = None,
+    hops: str | None = None,
 ) -> dict[str, bytes | str]:
-    """The fields of a stream entry for one message."""
+    """The fields of a stream entry for one message (``hops``: a dead-lettered
+    copy's :func:`hops_field`)."""
     fields: dict[str, bytes | str] = {"s": source, "k": key, "p": payload}
     if expires is not None:
         fields["e"] = repr(expires)
@@ -140,7 +143,30 @@ def entry_fields(
         fields["r"] = reason
     if props is not None:
         fields["a"] = stored_text(props)
+    if hops is not None:
+        fields["h"] = hops
     return fields
+
+
+def hops_field(depth: int, path: tuple[str, ...]) -> str:
+    """Field ``h`` of a dead-lettered copy: ``DEPTH[ NAME …]``, the depth of the
+    cascade that wrote it (1 for a dead letter that no other dead letter set off: a
+    drop-head it causes dead-letters at that depth, and none at
+    :data:`~mbroker.core.dispatch.MAX_DEAD_LETTER_DEPTH`) and the queues it left by
+    expiry or overflow since its last rejection (the core's
+    :attr:`~mbroker.core.model.QueuedMessage.dl_path`: never one to go back to).
+    Queue names have no spaces."""
+    return " ".join((str(depth), *path))
+
+
+def read_hops(fields: Fields) -> tuple[int, tuple[str, ...]]:
+    """The cascade depth and dead-letter path in an entry's fields (``(0, ())`` for
+    one that was not dead-lettered)."""
+    h = fields.get(b"h")
+    if not h:
+        return 0, ()
+    depth, *path = h.decode().split(" ")
+    return int(depth), tuple(path)
 
 
 #: what an entry holds: ``(source, key, payload, expires, deliveries, reason, props)``

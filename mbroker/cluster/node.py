@@ -324,14 +324,23 @@ class ClusterBroker(Broker):
                     break
         return reached, refused
 
-    def _dead_letter(self, targets: Sequence[Queue], m: QueuedMessage, reason: str) -> None:
+    def _dead_letter(
+        self,
+        targets: Sequence[Queue],
+        m: QueuedMessage,
+        reason: str,
+        path: tuple[str, ...] = (),
+        depth: int = 0,
+    ) -> None:
         """Dead letters: to the streams of shared targets (their ttl counting from
-        now), into local ones here."""
+        now; each entry carries ``path`` and the cascade's ``depth``, see
+        :func:`~mbroker.cluster.keys.hops_field`), into local ones here."""
+        hops = keys.hops_field(depth + 1, path) if targets else ""
         for t in targets:
             if shared(t):
                 ttl = t.options.ttl
                 expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
-                self.writer.dead_letter(t.name, m, reason, expires)
+                self.writer.dead_letter(t.name, m, reason, expires, hops)
             else:
                 self.enqueue(t, m.source, m.key, m.payload)
 

@@ -42,10 +42,11 @@ _log = Logger()
 
 #: one Redis command for the pipeline: ``(method of the pipeline, args)``
 Op = tuple[str, tuple[Any, ...]]
-#: what the limits' script did beside adding: ``(queue, n, entries)``, n entries
-#: dropped from the queue's head (their fields when it has a dead-letter target), or
-#: ``n == -1``: a copy refused
-Dropped = list[tuple[str, int, list[keys.Fields]]]
+#: what the limits' script did beside adding: ``(queue, n, entries, depth)``, n
+#: entries dropped from the queue's head (their fields when it has a dead-letter
+#: target) by adding one of cascade ``depth`` (:func:`~mbroker.cluster.keys.hops_field`;
+#: 0: not a dead letter), or ``n == -1``: a copy refused
+Dropped = list[tuple[str, int, list[keys.Fields], int]]
 #: after a failed batch, new writes are refused at once for this long (s); then tried
 RETRY_AFTER = 1.0
 #: how long WAIT may take for the replicas (ms)
@@ -132,9 +133,9 @@ class ClusterWriter:
         self.limits: Callable[[str], Limits | None] = lambda name: None
         #: the verdicts Redis gives copies of queues with limits: ``(store id, queue)``
         self.verdicts: dict[tuple[int, str], Verdict] = {}
-        #: n entries dropped from the head of a queue by the limits' script, on the
-        #: reactor thread: ``(queue, [fields, …] to dead-letter, n)``; set by the node
-        self.on_dropped: Callable[[str, list[keys.Fields], int], None] = lambda q, e, n: None
+        #: entries dropped from a queue's head by the limits' script, on the reactor
+        #: thread: ``(queue, [fields, …] to dead-letter, n, depth)`` (:data:`Dropped`)
+        self.on_dropped: Callable[[str, list[keys.Fields], int, int], None] = _ignore
         #: a copy for a queue was refused (overflow=reject); set by the node
         self.on_refused: Callable[[str], None] = lambda q: None
 
@@ -240,9 +241,10 @@ class ClusterWriter:
             else:
                 ops.append(("xadd", (keys.stream(queue), fields)))
         else:
-            ops.append(
-                ("limit", (limit_args(keys.stream(queue), queue, lim, fields), queue, verdict))
-            )
+            hops = fields.get("h")  # (a dead letter: the drops it causes go one deeper)
+            depth = int(str(hops).split(" ", 1)[0]) if hops else 0
+            argv = limit_args(keys.stream(queue), queue, lim, fields)
+            ops.append(("limit", (argv, queue, verdict, depth)))
 
     # ------------------------------------------------------------- namespace
     # Called by the node for every change of the shared namespace (the core records
@@ -304,8 +306,9 @@ class ClusterWriter:
             entry = self._entries.pop((queue, m.msg_id), None)
             if entry is None:
                 continue
+            hops = keys.hops_field(0, m.dl_path) if m.dl_path else None
             fields = keys.entry_fields(
-                m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason, m.props
+                m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason, m.props, hops
             )
             level = m.props.priority if m.props is not None and lim is None else 0
             self._add(self._ops, queue, fields, None, level)
@@ -353,12 +356,13 @@ class ClusterWriter:
         return d
 
     def dead_letter(
-        self, queue: str, m: QueuedMessage, reason: str, expires: float | None = None
+        self, queue: str, m: QueuedMessage, reason: str, expires: float | None, hops: str
     ) -> None:
         """A copy of ``m`` dead-lettered into shared ``queue``: a new entry carrying
-        ``reason`` (and ``expires``: the queue's ttl), written with the batch that
+        ``reason`` (``expires``: the queue's ttl; ``hops``: its cascade depth and
+        path, :func:`~mbroker.cluster.keys.hops_field`), written with the batch that
         removes ``m`` from its own queue."""
-        fields = keys.entry_fields(m.source, m.key, m.payload, expires, 0, reason, m.props)
+        fields = keys.entry_fields(m.source, m.key, m.payload, expires, 0, reason, m.props, hops)
         self._add(self._ops, queue, fields, None, m.props.priority if m.props else 0)
         self._schedule()
 
@@ -417,11 +421,11 @@ class ClusterWriter:
         def finished(result: object) -> None:
             self._busy = False
             if isinstance(result, list):
-                for queue, n, entries in result:
+                for queue, n, entries, depth in result:
                     if n < 0:
                         self.on_refused(queue)
                     else:
-                        self.on_dropped(queue, entries, n)
+                        self.on_dropped(queue, entries, n, depth)
             if not isinstance(result, Failure):
                 for name, args in ops:
                     if name == "once" and args[0].then and not args[0].result.duplicate:
@@ -450,6 +454,10 @@ class ClusterWriter:
                     w.callback(None)
 
         d.addBoth(finished)
+
+
+def _ignore(queue: str, entries: list[keys.Fields], n: int, depth: int) -> None:
+    """No one listens for dropped entries (the node sets ``on_dropped``)."""
 
 
 def _answer(done: list[Done], err: errors.BrokerError | None) -> None:
@@ -528,7 +536,7 @@ def _pipeline(client: Any, ops: list[Op], dropped: Dropped) -> None:
             if isinstance(result, Exception) and type(result).__name__ == "NoScriptError":
                 result = client.eval(*args[0])  # (a master that has not seen it yet)
             if not isinstance(result, Exception):
-                _judged(result, args[1], args[2], dropped)
+                _judged(result, args[1], args[2], dropped, args[3])
                 continue
         if isinstance(result, Exception):
             if name == "xgroup_create" and "BUSYGROUP" in str(result):
@@ -536,17 +544,19 @@ def _pipeline(client: Any, ops: list[Op], dropped: Dropped) -> None:
             raise errors.Unavailable(f"Redis {name.upper()}: {result}")
 
 
-def _judged(result: list[Any], queue: str, verdict: Verdict | None, dropped: Dropped) -> None:
-    """What :data:`~mbroker.cluster.limits.LIMIT_SCRIPT` said of one entry."""
+def _judged(
+    result: list[Any], queue: str, verdict: Verdict | None, dropped: Dropped, depth: int = 0
+) -> None:
+    """What :data:`~mbroker.cluster.limits.LIMIT_SCRIPT` said of one entry (``depth``)."""
     if not int(result[0]):
         if verdict is not None:
             verdict.error = errors.Overflow(f"{queue} is full")
-        dropped.append((queue, -1, []))
+        dropped.append((queue, -1, [], depth))
     elif len(result) > 1 and isinstance(result[1], list):
         entries = [dict(zip(f[::2], f[1::2])) for f in result[1:]]
-        dropped.append((queue, len(entries), entries))
+        dropped.append((queue, len(entries), entries, depth))
     elif len(result) > 1 and int(result[1]):
-        dropped.append((queue, int(result[1]), []))
+        dropped.append((queue, int(result[1]), [], depth))
 
 
 def _once(client: Any, job: Once, firsts: list[Once], dropped: Dropped) -> None:

@@ -197,19 +197,24 @@ class Broker:
     # ------------------------------------------------------- queues kept elsewhere
 
     def feed(
-        self, q: Queue, messages: list[rec.StoredMessage], marks: list[tuple[int, str | None]]
+        self,
+        q: Queue,
+        messages: list[rec.StoredMessage],
+        marks: list[tuple[int, str | None, tuple[str, ...]]],
     ) -> None:
         """Messages of ``q`` that are kept elsewhere (a cluster node's shared queue in
         Redis) arrive: append them to its ready messages (each with its store id, and
-        in ``marks`` how many times it was delivered before and its dead-letter
-        reason) and hand them to consumers and waiters."""
+        in ``marks`` how many times it was delivered before, its dead-letter reason and
+        dead-letter path) and hand them to consumers and waiters."""
         self._scheduler.restore(q, messages)
-        marked = {messages[i][0]: mark for i, mark in enumerate(marks) if mark[0] or mark[1]}
+        marked = {
+            messages[i][0]: mark for i, mark in enumerate(marks) if mark[0] or mark[1] or mark[2]
+        }
         if marked:  # (a queue with priorities keeps them in its own order: by id)
             for m in q.ready:
                 mark = marked.get(m.msg_id)
                 if mark is not None:
-                    m.deliveries, m.reason = mark
+                    m.deliveries, m.reason, m.dl_path = mark
         self._dispatcher.dispatch(q)
 
     def divert_dead_letters(self, sink: DeadLetterSink) -> None:

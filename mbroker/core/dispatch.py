@@ -40,9 +40,11 @@ from mbroker.wire.frames import Props
 #: that drops and dead-letters …) may go before messages are simply dropped
 MAX_DEAD_LETTER_DEPTH = 4
 
-#: ``sink(targets, message, reason)``: where dead letters go instead of the local
-#: queues, when set (a cluster node: to the queues' streams in Redis)
-DeadLetterSink = Callable[[Sequence[Queue], QueuedMessage, str], None]
+#: ``sink(targets, message, reason, path, depth)``: where dead letters go instead of
+#: the local queues, when set (a cluster node: to the queues' streams in Redis), with
+#: the copies' :attr:`~mbroker.core.model.QueuedMessage.dl_path` and the depth of the
+#: cascade that dead-letters them (0: none)
+DeadLetterSink = Callable[[Sequence[Queue], QueuedMessage, str, tuple[str, ...], int], None]
 
 
 def _no_store(queue: str, msg_id: int) -> None:
@@ -498,7 +500,7 @@ class Dispatcher:
             targets = [t for t in targets if t.name not in path]
         q.dead_lettered += 1
         if self.dead_letter_sink is not None:
-            self.dead_letter_sink(targets, m, reason)
+            self.dead_letter_sink(targets, m, reason, path, self._dl_depth)
             return
         copies = []
         for t in targets:

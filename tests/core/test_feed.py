@@ -39,11 +39,12 @@ def test_fed_messages_are_delivered_with_their_marks_and_acks_name_their_ids() -
     broker.feed(
         q,
         [(7, "q", "", b"a", None, None), (8, "x", "k", b"b", None, None)],
-        [(2, None), (0, "expired")],
+        [(2, None, ()), (0, "expired", ("a", "b"))],
     )
     (_, _, first), (_, _, second) = target.take()
     assert (first.payload, first.deliveries, first.msg_id) == (b"a", 3, 7)
     assert (second.source, second.reason, second.msg_id) == ("x", "expired", 8)
+    assert (first.dl_path, second.dl_path) == ((), ("a", "b"))
     broker.ack(s, ((1, 2),))
     clock.advance(0)
     assert rec.MessagesRemoved("q", (7, 8)) in written
@@ -54,7 +55,7 @@ def test_withdraw_takes_the_ready_messages_and_records_nothing() -> None:
     broker.create(None, "q", "queue", QueueOptions())
     q = broker.queue("q")
     broker.feed(
-        q, [(1, "q", "", b"a", None, None), (2, "q", "", b"bb", None, None)], [(0, None)] * 2
+        q, [(1, "q", "", b"a", None, None), (2, "q", "", b"bb", None, None)], [(0, None, ())] * 2
     )
     out = broker.withdraw(q)
     assert [m.payload for m in out] == [b"a", b"bb"]
@@ -80,15 +81,41 @@ def test_dead_letters_go_to_the_sink_when_one_is_set() -> None:
     w = World()
     w.queue("dl")
     w.queue("q", dead_letter="dl")
-    got: list[tuple[list[str], bytes, str]] = []
+    got: list[tuple[list[str], bytes, str, tuple[str, ...], int]] = []
 
-    def sink(targets: Sequence[Queue], m: QueuedMessage, reason: str) -> None:
-        got.append(([t.name for t in targets], m.payload, reason))
+    def sink(
+        targets: Sequence[Queue], m: QueuedMessage, reason: str, path: tuple[str, ...], depth: int
+    ) -> None:
+        got.append(([t.name for t in targets], m.payload, reason, path, depth))
 
     w.broker.divert_dead_letters(sink)
     w.publish("q", b"x")
     a = w.client()
     (tag, _), *_ = w.broker.pull(a.session, "q", manual=True) or []
     a.nack(tag, requeue=False)
-    assert got == [(["dl"], b"x", "rejected")]
+    assert got == [(["dl"], b"x", "rejected", (), 0)]
     assert w.ready("dl") == []  # not queued here
+
+
+def test_a_diverted_dead_letter_carries_its_path_and_never_goes_back_along_it() -> None:
+    broker, _, clock = journaled()
+    broker.create(None, "a", "queue", QueueOptions(ttl=10, dead_letter="x"))
+    for name in ("b", "c"):
+        broker.create(None, name, "queue", QueueOptions())
+    broker.create(None, "x", "fanout", QueueOptions())
+    for name in ("a", "b", "c"):
+        broker.bind(name, "x")
+    got: list[tuple[list[str], tuple[str, ...], int]] = []
+
+    def sink(
+        targets: Sequence[Queue], m: QueuedMessage, reason: str, path: tuple[str, ...], depth: int
+    ) -> None:
+        got.append(([t.name for t in targets], path, depth))
+
+    broker.divert_dead_letters(sink)
+    # fed from a shared queue, having left b by expiry before: it expires from a, and
+    # of x's queues only c is not on its path (b, a)
+    expires = clock.seconds() + 0.01
+    broker.feed(broker.queue("a"), [(1, "a", "", b"m", expires, None)], [(0, "expired", ("b",))])
+    clock.advance(0.02)
+    assert got == [(["c"], ("b", "a"), 0)]
