@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from mbroker import errors
 from mbroker.cluster import delays, keys, levels, limits
 from mbroker.cluster.expiry import TTL_HINT
-from mbroker.cluster.limits import Limits, Verdict, bytes_key, limit_args, sizes_key
+from mbroker.cluster.limits import Limits, Verdict, bytes_key, limit_args, size_field, sizes_key
 from mbroker.cluster.link import RedisLink
 from mbroker.core import records as rec
 from mbroker.core.journal import Done
@@ -205,7 +205,8 @@ class ClusterWriter:
                     ops.append(("xack", (key, keys.GROUP, *ids)))
                     ops.append(("xdel", (key, *ids)))
                     if lim is not None and lim.max_bytes is not None:
-                        ops.append(("hdel", (sizes_key(r.queue), *ids)))
+                        sized = [size_field(e, level) for e in ids]
+                        ops.append(("hdel", (sizes_key(r.queue), *sized)))
             elif isinstance(r, rec.MessagesRemoved):
                 pop = self._entries.pop
                 ids = [e for e in (pop((r.queue, i), None) for i in r.msg_ids) if e is not None]
@@ -230,9 +231,8 @@ class ClusterWriter:
         level: int = 0,
     ) -> None:
         """An entry for ``queue``: ``XADD``, or with max-length or max-bytes, the
-        script that judges and adds it (:mod:`mbroker.cluster.limits`); without
-        limits, a priority's entry goes to its level's stream
-        (:mod:`mbroker.cluster.levels`)."""
+        script that judges and adds it (:mod:`mbroker.cluster.limits`); a priority's
+        entry goes to its level's stream (:mod:`mbroker.cluster.levels`)."""
         lim = self.limits(queue)
         if lim is None:
             if level:
@@ -241,7 +241,7 @@ class ClusterWriter:
                 ops.append(("xadd", (keys.stream(queue), fields)))
         else:
             ops.append(
-                ("limit", (limit_args(keys.stream(queue), queue, lim, fields), queue, verdict))
+                ("limit", (limit_args(queue, lim, fields, level), queue, verdict))
             )
 
     # ------------------------------------------------------------- namespace
@@ -307,11 +307,14 @@ class ClusterWriter:
             fields = keys.entry_fields(
                 m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason, m.props
             )
-            level = m.props.priority if m.props is not None and lim is None else 0
+            level = m.props.priority if m.props is not None else 0
             self._add(self._ops, queue, fields, None, level)
             was = leveled.pop((queue, m.msg_id), 0) if leveled else 0
             if was:
                 where = keys.level_stream(queue, was)
+                if lim is not None and lim.max_bytes is not None:
+                    script = (limits.RECOUNT_SCRIPT, 2, bytes_key(queue), sizes_key(queue))
+                    self._ops.append(("eval", (*script, size_field(entry, was))))
                 self._ops.append(("xack", (where, keys.GROUP, entry)))
                 self._ops.append(("xdel", (where, entry)))
             else:
@@ -335,7 +338,8 @@ class ClusterWriter:
             self._held.append(("xack", (key, keys.GROUP, *old)))
             self._held.append(("xdel", (key, *old)))
             if counted:
-                self._held.append(("hdel", (sizes_key(queue), *old)))
+                sized = [size_field(e, level) for e in old]
+                self._held.append(("hdel", (sizes_key(queue), *sized)))
         self._held_prep.append(lambda client: levels.purge(client, queue, counted))
 
     def barrier(self, d: Deferred[None]) -> None:
