@@ -308,7 +308,11 @@ class ClusterWriter:
                 m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason, m.props
             )
             level = m.props.priority if m.props is not None else 0
-            self._add(self._ops, queue, fields, None, level)
+            # (not through the limits' script: it was in the queue already)
+            if level:
+                self._ops.append(("eval", levels.add_args(queue, level, fields)))
+            else:
+                self._ops.append(("xadd", (key, fields)))
             was = leveled.pop((queue, m.msg_id), 0) if leveled else 0
             if was:
                 where = keys.level_stream(queue, was)
