@@ -12,8 +12,8 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
   deliveries (absent: none), ``r`` dead-letter reason (absent: none), ``a`` the
   message's section 7 properties as the store keeps them
   (:func:`~mbroker.wire.props.stored_text`; absent: none);
-- ``mb:q:{NAME}:N`` (stream, N 1-9) the entries of priority N of a queue without
-  ``max-length``/``max-bytes`` (level 0, priority 0, stays ``mb:q:{NAME}``), same
+- ``mb:q:{NAME}:N`` (stream, N 1-9) the entries of priority N of a queue (level 0,
+  priority 0, stays ``mb:q:{NAME}``), same
   group, and ``mb:lv:{NAME}`` (set) the levels 1-9 the queue has streams for
   (:func:`level_stream`; a plain queue has neither);
 - ``mb:id:{NAME}:ID`` (string with a PX expiry: the dedup window) a PUBLISH id of

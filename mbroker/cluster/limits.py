@@ -1,11 +1,13 @@
 """A shared queue's max-length, max-bytes and overflow, judged atomically in Redis.
 
 Each copy for a shared queue with ``max-length`` or ``max-bytes`` is added by
-:data:`LIMIT_SCRIPT`, in the stream's hash slot, which counts the queue's *ready*
-entries and bytes, and then either refuses the copy (``overflow=reject``: the
-publisher hears ``-ERR OVERFLOW <queue> is full``) or adds it and deletes the oldest
-ready entries beyond the limits (``drop-head``), returning them when the queue has a
-dead-letter target.  So publishers on any number of nodes never overfill a queue.
+:data:`LIMIT_SCRIPT`, in the queue's hash slot, which counts the queue's *ready*
+entries and bytes over the streams of all its priority levels
+(:mod:`mbroker.cluster.levels`), and then either refuses the copy
+(``overflow=reject``: the publisher hears ``-ERR OVERFLOW <queue> is full``) or adds
+it to its level's stream and deletes ready entries beyond the limits, the oldest of
+the lowest level first, the new one included (``drop-head``), returning them when
+the queue has a dead-letter target.  So publishers on any number of nodes never overfill a queue.
 
 **Ready entries** are those after the group's last-delivered id (the stream's length
 less the entries delivered and not acknowledged), as for LIST.  **Ready bytes** (the
@@ -17,8 +19,8 @@ the same slot by every path an entry takes:
   dead node (ready again);
 - taken off by the scripts that drop or expire a ready entry, by PURGE, and when a
   node reads entries (:data:`MARK_SCRIPT`, which also remembers their sizes in the
-  hash ``mb:m:{NAME}`` until they are acknowledged, so that an entry given back is
-  counted again exactly once).
+  hash ``mb:m:{NAME}``, by :func:`size_field`, until they are acknowledged, so that
+  an entry given back is counted again exactly once).
 
 How a refusal reaches the client: the node's reply to a PUBLISH waits for Redis
 anyway (the journal's commit); :class:`ClusterJournal` lets the node hand each copy

@@ -240,9 +240,7 @@ class ClusterWriter:
             else:
                 ops.append(("xadd", (keys.stream(queue), fields)))
         else:
-            ops.append(
-                ("limit", (limit_args(queue, lim, fields, level), queue, verdict))
-            )
+            ops.append(("limit", (limit_args(queue, lim, fields, level), queue, verdict)))
 
     # ------------------------------------------------------------- namespace
     # Called by the node for every change of the shared namespace (the core records
@@ -296,10 +294,10 @@ class ClusterWriter:
         their stream for any node to take: a new entry each, counting the deliveries
         so far, and the old one acknowledged and deleted (a priority's: in its level's
         stream, see :mod:`mbroker.cluster.levels`)."""
-        key = keys.stream(queue)
-        old = []
         lim = self.limits(queue)
-        leveled = self._levels
+        counted = lim is not None and lim.max_bytes is not None
+        pop_level = self._levels.pop
+        taken: dict[int, list[bytes]] = {}
         for m in messages:
             entry = self._entries.pop((queue, m.msg_id), None)
             if entry is None:
@@ -309,26 +307,20 @@ class ClusterWriter:
             )
             level = m.props.priority if m.props is not None else 0
             # (not through the limits' script: it was in the queue already)
-            if level:
-                self._ops.append(("eval", levels.add_args(queue, level, fields)))
-            else:
-                self._ops.append(("xadd", (key, fields)))
-            was = leveled.pop((queue, m.msg_id), 0) if leveled else 0
-            if was:
-                where = keys.level_stream(queue, was)
-                if lim is not None and lim.max_bytes is not None:
-                    script = (limits.RECOUNT_SCRIPT, 2, bytes_key(queue), sizes_key(queue))
-                    self._ops.append(("eval", (*script, size_field(entry, was))))
-                self._ops.append(("xack", (where, keys.GROUP, entry)))
-                self._ops.append(("xdel", (where, entry)))
-            else:
-                old.append(entry)
-        if old:
-            if lim is not None and lim.max_bytes is not None:
-                script = (limits.RECOUNT_SCRIPT, 2, bytes_key(queue), sizes_key(queue), *old)
-                self._ops.append(("eval", script))
-            self._ops.append(("xack", (key, keys.GROUP, *old)))
-            self._ops.append(("xdel", (key, *old)))
+            self._ops.append(
+                ("eval", levels.add_args(queue, level, fields))
+                if level
+                else ("xadd", (keys.stream(queue), fields))
+            )
+            taken.setdefault(pop_level((queue, m.msg_id), 0), []).append(entry)
+        for was, old in taken.items():
+            where = keys.level_stream(queue, was)
+            if counted:
+                sized = [size_field(e, was) for e in old]
+                recount = (limits.RECOUNT_SCRIPT, 2, bytes_key(queue), sizes_key(queue))
+                self._ops.append(("eval", (*recount, *sized)))
+            self._ops.append(("xack", (where, keys.GROUP, *old)))
+            self._ops.append(("xdel", (where, *old)))
         self._schedule()
 
     def purge(self, queue: str, withdrawn: Sequence[QueuedMessage]) -> None:

@@ -113,9 +113,7 @@ def test_a_new_message_of_the_lowest_priority_is_the_one_dropped(a: Client, b: C
     assert b.quiet(0.3)
 
 
-def test_a_priority_9_behind_a_backlog_of_a_limited_queue_comes_first(
-    a: Client, b: Client
-) -> None:
+def test_a_priority_9_behind_a_backlog_of_a_limited_queue_comes_first(a: Client, b: Client) -> None:
     q = made(a, b, "max-length=20000")
     backlog = 5000
     a.send(b"".join(b"PUBLISH %s 4\r\n%04d\r\n" % (q.encode(), i) for i in range(backlog)))
@@ -148,9 +146,7 @@ def test_reject_counts_every_level(a: Client, b: Client) -> None:
     assert got == [b"p7", b"p5", b"p0"]
 
 
-def test_max_bytes_stays_exact_over_levels(
-    nodes: Any, a: Client, b: Client, redis: Any
-) -> None:
+def test_max_bytes_stays_exact_over_levels(nodes: Any, a: Client, b: Client, redis: Any) -> None:
     """The ready-bytes counter is the sum of the ready payloads whatever their level:
     through adds, refusals, reads, messages given back and drop-head."""
     q = made(a, b, "max-bytes=10", "overflow=reject")
