@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from mbroker import errors
@@ -230,9 +230,14 @@ def limit_args(
     """The arguments of ``EVAL`` :data:`LIMIT_SCRIPT` for one entry of priority
     ``level`` (0-9)."""
     flat = [v for pair in fields.items() for v in pair]
+    return (LIMIT_SCRIPT, 12, *_limit_keys(queue), "mb", *limit_argv(limits), level, *flat)
+
+
+@lru_cache(maxsize=4096)
+def _limit_keys(queue: str) -> tuple[str, ...]:
+    """LIMIT_SCRIPT's KEYS for ``queue`` (made once: they are the same for each entry)."""
     streams = [keys.level_stream(queue, n) for n in range(1, 10)]
-    where = (keys.stream(queue), bytes_key(queue), keys.levels(queue), *streams)
-    return (LIMIT_SCRIPT, 12, *where, "mb", *limit_argv(limits), level, *flat)
+    return (keys.stream(queue), bytes_key(queue), keys.levels(queue), *streams)
 
 
 def size_field(entry: bytes, level: int) -> bytes:
