@@ -96,7 +96,8 @@ return {math.max(tonumber(nxt[2]) - now, 0), #due}
 
 #: MOVE_SCRIPT for a queue with max-length or max-bytes: each due entry is added
 #: under the queue's limits, as a new message would be (``add`` of
-#: :data:`~mbroker.cluster.limits.LIMIT_FUNCTION`).  KEYS as MOVE_SCRIPT; ARGV[1] most
+#: :data:`~mbroker.cluster.limits.LIMIT_FUNCTION`, to its level's stream).  KEYS as
+#: MOVE_SCRIPT; ARGV[1] most
 #: members to move, ARGV[2] the group, ARGV[3..6] the limits (as LIMIT_SCRIPT's
 #: ARGV[2..5]), ARGV[7] '1' to return the refused entries.  Returns the wait, how
 #: many it moved, and the fields of the entries dropped and of those refused.
@@ -116,8 +117,16 @@ for _, m in ipairs(due) do
     i = c + n + 1
   end
   local fields = {unpack(f, 2)}
-  local r = add(KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
-    ARGV[5] == '1', ARGV[6] == '1', fields)
+  local lv = 0
+  for j = 1, #fields, 2 do
+    if fields[j] == 'a' then
+      lv = tonumber(string.match(' ' .. fields[j + 1], ' priority=(%d)') or '0')
+    end
+  end
+  local streams = {[0] = KEYS[2]}
+  for l = 1, 9 do streams[l] = KEYS[4 + l] end
+  local r = add(streams, KEYS[4], KEYS[3], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
+    ARGV[5] == '1', ARGV[6] == '1', lv, fields)
   if r[1] == 0 then
     if ARGV[7] == '1' then lost[#lost + 1] = fields end
   elseif ARGV[6] == '1' then
@@ -255,13 +264,21 @@ def _move(
             continue
         where = (keys.delayed(q), keys.stream(q), f"mb:b:{{{q}}}")
         limits = limited.get(q) if limited else None
+        levels = [keys.level_stream(q, n) for n in range(1, 10)]
         if limits is None:
-            levels = [keys.level_stream(q, n) for n in range(1, 10)]
             wait, n = client.eval(MOVE_SCRIPT, 13, *where, keys.levels(q), *levels, MOVE_BATCH)
         else:
             argv, refused = limits
             got = client.eval(
-                MOVE_LIMITED_SCRIPT, 3, *where, MOVE_BATCH, keys.GROUP, *argv, int(refused)
+                MOVE_LIMITED_SCRIPT,
+                13,
+                *where,
+                keys.levels(q),
+                *levels,
+                MOVE_BATCH,
+                keys.GROUP,
+                *argv,
+                int(refused),
             )
             wait, n, entries = got
             if entries:

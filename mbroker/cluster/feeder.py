@@ -209,6 +209,8 @@ def _read(
                     raise
         return [], found
     if counted and entries:
-        sizes = [x for eid, f, _ in entries for x in (eid, len(f.get(b"p", b"")))]
+        sizes = [
+            x for eid, f, lv in entries for x in (limits.size_field(eid, lv), len(f.get(b"p", b"")))
+        ]
         client.eval(limits.MARK_SCRIPT, 2, limits.bytes_key(queue), limits.sizes_key(queue), *sizes)
     return entries, found

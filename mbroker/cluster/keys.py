@@ -13,8 +13,8 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
   message's section 7 properties as the store keeps them
   (:func:`~mbroker.wire.props.stored_text`; absent: none), ``h`` on a dead-lettered
   copy only: its cascade depth and its dead-letter path (:func:`hops_field`);
-- ``mb:q:{NAME}:N`` (stream, N 1-9) the entries of priority N of a queue without
-  ``max-length``/``max-bytes`` (level 0, priority 0, stays ``mb:q:{NAME}``), same
+- ``mb:q:{NAME}:N`` (stream, N 1-9) the entries of priority N of a queue (level 0,
+  priority 0, stays ``mb:q:{NAME}``), same
   group, and ``mb:lv:{NAME}`` (set) the levels 1-9 the queue has streams for
   (:func:`level_stream`; a plain queue has neither);
 - ``mb:id:{NAME}:ID`` (string with a PX expiry: the dedup window) a PUBLISH id of

@@ -19,8 +19,9 @@ message's priority.
 A PUBLISH with an id adds its entry to its level's stream in the script that checks
 the id (:data:`ONCE_SCRIPT`), and a delayed copy goes to its level's stream when it
 falls due (:data:`~mbroker.cluster.delays.MOVE_SCRIPT`).  A queue with
-``max-length`` or ``max-bytes`` keeps one stream (its limits' scripts count and
-drop in it): there priorities hold per read only (see ``docs/cluster.rst``).
+``max-length`` or ``max-bytes`` keeps its levels the same way: its limits' script
+(:data:`~mbroker.cluster.limits.LIMIT_FUNCTION`) adds the entry to its level's
+stream, counts over every level and drops from the lowest (see ``docs/cluster.rst``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """A shared queue's max-length, max-bytes and overflow, judged atomically in Redis.
 
 Each copy for a shared queue with ``max-length`` or ``max-bytes`` is added by
-:data:`LIMIT_SCRIPT`, in the stream's hash slot, which counts the queue's *ready*
-entries and bytes, and then either refuses the copy (``overflow=reject``: the
-publisher hears ``-ERR OVERFLOW <queue> is full``) or adds it and deletes the oldest
-ready entries beyond the limits (``drop-head``), returning them when the queue has a
-dead-letter target.  So publishers on any number of nodes never overfill a queue.
+:data:`LIMIT_SCRIPT`, in the queue's hash slot, which counts the queue's *ready*
+entries and bytes over the streams of all its priority levels
+(:mod:`mbroker.cluster.levels`), and then either refuses the copy
+(``overflow=reject``: the publisher hears ``-ERR OVERFLOW <queue> is full``) or adds
+it to its level's stream and deletes ready entries beyond the limits, the oldest of
+the lowest level first, the new one included (``drop-head``), returning them when
+the queue has a dead-letter target.  So publishers on any number of nodes never overfill a queue.
 
 **Ready entries** are those after the group's last-delivered id (the stream's length
 less the entries delivered and not acknowledged), as for LIST.  **Ready bytes** (the
@@ -17,8 +19,8 @@ the same slot by every path an entry takes:
   dead node (ready again);
 - taken off by the scripts that drop or expire a ready entry, by PURGE, and when a
   node reads entries (:data:`MARK_SCRIPT`, which also remembers their sizes in the
-  hash ``mb:m:{NAME}`` until they are acknowledged, so that an entry given back is
-  counted again exactly once).
+  hash ``mb:m:{NAME}``, by :func:`size_field`, until they are acknowledged, so that
+  an entry given back is counted again exactly once).
 
 How a refusal reaches the client: the node's reply to a PUBLISH waits for Redis
 anyway (the journal's commit); :class:`ClusterJournal` lets the node hand each copy
@@ -31,28 +33,40 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from mbroker import errors
+from mbroker.cluster import keys
 from mbroker.core.journal import Done, Journal
 from mbroker.core.model import Queue
 
-#: The Lua function both scripts below use: ``add(stream, counter, group, maxlen,
-#: maxbytes, reject, want, fields)`` adds the entry ``fields`` (a flat list) to
-#: ``stream`` under the limits (``maxlen``/``maxbytes`` nil: none; the counter is kept
-#: only with ``maxbytes``); returns ``{0}`` when refused (``reject``), else ``{1,
-#: fields of each dropped entry …}`` (``want``) or ``{1, how many were dropped}``.
+#: The Lua function both scripts below use: ``add(streams, lvkey, counter, group,
+#: maxlen, maxbytes, reject, want, level, fields)`` adds the entry ``fields`` (a flat
+#: list) to ``streams[level]`` (``streams``: the queue's stream of each level 0-9,
+#: ``lvkey`` its set of levels in use, see :mod:`mbroker.cluster.levels`) under the
+#: limits, counted over all its levels (``maxlen``/``maxbytes`` nil: none; the counter
+#: is kept only with ``maxbytes``); drop-head drops the oldest ready entries of the
+#: lowest level that has any, the new one included.  Returns ``{0}`` when refused
+#: (``reject``), else ``{1, fields of each dropped entry …}`` (``want``) or ``{1, how
+#: many were dropped}``.
 LIMIT_FUNCTION = """
-local function add(stream, counter, group, maxlen, maxbytes, reject, want, fields)
+local function add(streams, lvkey, counter, group, maxlen, maxbytes, reject, want, level, fields)
   local size = 0
   for i = 1, #fields, 2 do
     if fields[i] == 'p' then size = #fields[i + 1] end
   end
-  local pending = 0
-  local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
-  if ok then pending = summary[1] end
-  local ready = redis.call('XLEN', stream) - pending
+  local per, ready = {}, 0
+  local used = redis.call('SMEMBERS', lvkey)
+  used[#used + 1] = '0'
+  for _, l in ipairs(used) do
+    local lv = tonumber(l)
+    local pending = 0
+    local ok, summary = pcall(redis.call, 'XPENDING', streams[lv], group)
+    if ok then pending = summary[1] end
+    per[lv] = redis.call('XLEN', streams[lv]) - pending
+    ready = ready + per[lv]
+  end
   local bytes = 0
   if maxbytes then bytes = tonumber(redis.call('GET', counter) or '0') end
   local function over()
@@ -63,34 +77,44 @@ local function add(stream, counter, group, maxlen, maxbytes, reject, want, field
       return {0}
     end
   end
-  redis.call('XADD', stream, '*', unpack(fields))
+  if level > 0 and redis.call('SADD', lvkey, level) == 1 then
+    pcall(redis.call, 'XGROUP', 'CREATE', streams[level], group, '0', 'MKSTREAM')
+  end
+  redis.call('XADD', streams[level], '*', unpack(fields))
+  per[level] = (per[level] or 0) + 1
   ready = ready + 1
   bytes = bytes + size
-  local dropped, n = {1}, 0
-  if over() then
-    local cursor = '(0-0'
-    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-      local f = {}
-      for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-      if f['name'] == group then cursor = '(' .. f['last-delivered-id'] end
+  local dropped, n, cursors = {1}, 0, {}
+  while over() do
+    local lv = nil
+    for l = 0, 9 do
+      if per[l] and per[l] > 0 then lv = l break end
     end
-    while over() do
-      local count = 1
-      if maxlen and ready > maxlen then count = math.min(ready - maxlen, 100) end
-      local old = redis.call('XRANGE', stream, cursor, '+', 'COUNT', count)
-      if #old == 0 then break end
-      for _, e in ipairs(old) do
-        redis.call('XDEL', stream, e[1])
-        cursor = '(' .. e[1]
-        ready = ready - 1
-        n = n + 1
-        local fl = e[2]
-        for i = 1, #fl, 2 do
-          if fl[i] == 'p' then bytes = bytes - #fl[i + 1] end
-        end
-        if want then dropped[#dropped + 1] = fl end
-        if not over() then break end
+    if lv == nil then break end
+    if cursors[lv] == nil then
+      cursors[lv] = '(0-0'
+      for _, g in ipairs(redis.call('XINFO', 'GROUPS', streams[lv])) do
+        local f = {}
+        for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+        if f['name'] == group then cursors[lv] = '(' .. f['last-delivered-id'] end
       end
+    end
+    local count = 1
+    if maxlen and ready > maxlen then count = math.min(ready - maxlen, per[lv], 100) end
+    local old = redis.call('XRANGE', streams[lv], cursors[lv], '+', 'COUNT', count)
+    if #old == 0 then per[lv] = 0 end
+    for _, e in ipairs(old) do
+      redis.call('XDEL', streams[lv], e[1])
+      cursors[lv] = '(' .. e[1]
+      ready = ready - 1
+      per[lv] = per[lv] - 1
+      n = n + 1
+      local fl = e[2]
+      for i = 1, #fl, 2 do
+        if fl[i] == 'p' then bytes = bytes - #fl[i + 1] end
+      end
+      if want then dropped[#dropped + 1] = fl end
+      if not over() then break end
     end
   end
   if maxbytes then redis.call('SET', counter, bytes) end
@@ -99,17 +123,21 @@ local function add(stream, counter, group, maxlen, maxbytes, reject, want, field
 end
 """
 
-#: One entry for a queue with limits: KEYS[1] the stream, KEYS[2] its ready-bytes
-#: counter; ARGV[1] the group, ARGV[2] max-length ('' none), ARGV[3] max-bytes (''
-#: none), ARGV[4] '1' for overflow=reject, ARGV[5] '1' to return the dropped
-#: entries' fields, ARGV[6..] the entry's fields.  Returns what ``add`` returns.
+#: One entry for a queue with limits: KEYS[1] the queue's stream (level 0), KEYS[2]
+#: its ready-bytes counter, KEYS[3] its set of levels, KEYS[3 + N] its stream of
+#: priority N (1-9); ARGV[1] the group, ARGV[2] max-length ('' none), ARGV[3]
+#: max-bytes ('' none), ARGV[4] '1' for overflow=reject, ARGV[5] '1' to return the
+#: dropped entries' fields, ARGV[6] the entry's level, ARGV[7..] its fields.  Returns
+#: what ``add`` returns.
 LIMIT_SCRIPT = (
     LIMIT_FUNCTION
     + """
+local streams = {[0] = KEYS[1]}
+for l = 1, 9 do streams[l] = KEYS[3 + l] end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
-return add(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[4] == '1', ARGV[5] == '1', fields)
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+return add(streams, KEYS[3], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
+  ARGV[4] == '1', ARGV[5] == '1', tonumber(ARGV[6]), fields)
 """
 )
 
@@ -197,11 +225,25 @@ def limit_plan(
 
 
 def limit_args(
-    stream: str, queue: str, limits: Limits, fields: dict[str, bytes | str]
+    queue: str, limits: Limits, fields: dict[str, bytes | str], level: int = 0
 ) -> tuple[Any, ...]:
-    """The arguments of ``EVAL`` :data:`LIMIT_SCRIPT` for one entry."""
+    """The arguments of ``EVAL`` :data:`LIMIT_SCRIPT` for one entry of priority
+    ``level`` (0-9)."""
     flat = [v for pair in fields.items() for v in pair]
-    return (LIMIT_SCRIPT, 2, stream, bytes_key(queue), "mb", *limit_argv(limits), *flat)
+    return (LIMIT_SCRIPT, 12, *_limit_keys(queue), "mb", *limit_argv(limits), level, *flat)
+
+
+@lru_cache(maxsize=4096)
+def _limit_keys(queue: str) -> tuple[str, ...]:
+    """LIMIT_SCRIPT's KEYS for ``queue`` (made once: they are the same for each entry)."""
+    streams = [keys.level_stream(queue, n) for n in range(1, 10)]
+    return (keys.stream(queue), bytes_key(queue), keys.levels(queue), *streams)
+
+
+def size_field(entry: bytes, level: int) -> bytes:
+    """An entry's field in a queue's hash of read entries' sizes (:func:`sizes_key`):
+    its id, behind its level for a priority's own stream (ids are per stream)."""
+    return b"%d:%s" % (level, entry) if level else entry
 
 
 def limit_argv(limits: Limits) -> tuple[Any, ...]:

@@ -37,9 +37,10 @@ from mbroker.cluster.feeder import Feeder
 from mbroker.cluster.lifetime import Lifetime
 from mbroker.cluster.limits import ClusterJournal, Limits, queue_limits
 from mbroker.cluster.nssync import LocalNamespace
+from mbroker.cluster.once import Once
 from mbroker.cluster.pubsub import PubSubThread
 from mbroker.cluster.watch import Watch
-from mbroker.cluster.writer import ClusterWriter, Once
+from mbroker.cluster.writer import ClusterWriter
 from mbroker.config import Config
 from mbroker.core import records as rec
 from mbroker.core.broker import Broker

@@ -184,7 +184,8 @@ def _take_over(client: Any, queue: str, stream: str, dead: str, node: str, min_i
     # (ready again: the sizes a node had taken off a max-bytes queue count again)
     bkey, skey = limits.bytes_key(queue), limits.sizes_key(queue)
     node = client.get_node_from_key(stream)  # (else redis-py asks Redis for the keys)
-    pipe.execute_command("EVAL", limits.RECOUNT_SCRIPT, 2, bkey, skey, *old, target_nodes=node)
+    sized = [limits.size_field(e, keys.level_of(stream)) for e in old]
+    pipe.execute_command("EVAL", limits.RECOUNT_SCRIPT, 2, bkey, skey, *sized, target_nodes=node)
     pipe.xack(stream, keys.GROUP, *old)
     pipe.xdel(stream, *old)
     pipe.execute()

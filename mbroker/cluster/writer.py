@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import attrs
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,17 +30,16 @@ from twisted.python.failure import Failure
 from mbroker import errors
 from mbroker.cluster import delays, keys, levels, limits
 from mbroker.cluster.expiry import TTL_HINT
-from mbroker.cluster.limits import Limits, Verdict, bytes_key, limit_args, sizes_key
+from mbroker.cluster.limits import Limits, Verdict, bytes_key, limit_args, size_field, sizes_key
 from mbroker.cluster.link import RedisLink
+from mbroker.cluster.once import ONCE_SCRIPT, Once, Op
 from mbroker.core import records as rec
 from mbroker.core.journal import Done
-from mbroker.core.model import Clock, Published, QueuedMessage
+from mbroker.core.model import Clock, QueuedMessage
 from mbroker.wire.frames import QueueOptions
 
 _log = Logger()
 
-#: one Redis command for the pipeline: ``(method of the pipeline, args)``
-Op = tuple[str, tuple[Any, ...]]
 #: what the limits' script did beside adding: ``(queue, n, entries, depth)``, n
 #: entries dropped from the queue's head (their fields when it has a dead-letter
 #: target) by adding one of cascade ``depth`` (:func:`~mbroker.cluster.keys.hops_field`;
@@ -51,49 +49,6 @@ Dropped = list[tuple[str, int, list[keys.Fields], int]]
 RETRY_AFTER = 1.0
 #: how long WAIT may take for the replicas (ms)
 WAIT_TIMEOUT_MS = 1000
-
-#: a PUBLISH with an id, at most once per window across the cluster: KEYS[1] the id's
-#: key, KEYS[2..] streams (or, delayed, sorted sets) in its slot to add the entry to;
-#: ARGV: what the first one reached, the window (ms), the delay (ms, '' for none), the
-#: entry's fields (delayed: its member).  Returns what the first one reached, or nil
-#: when this is the first (then the id is remembered and the entry added).
-ONCE_SCRIPT = """
-local first = redis.call('GET', KEYS[1])
-if first then return first end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if ARGV[3] == '' then
-  for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', unpack(ARGV, 4)) end
-else
-  local t = redis.call('TIME')
-  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
-  for i = 2, #KEYS do redis.call('ZADD', KEYS[i], due, ARGV[4]) end
-end
-return false
-"""
-
-
-@attrs.define(eq=False)
-class Once:
-    """A PUBLISH with an id (see :meth:`ClusterWriter.publish_once`)."""
-
-    key: str
-    window: int
-    queues: tuple[str, ...]
-    fields: dict[str, bytes | str]
-    #: ms, with the entry as a member of the queues' sorted sets (None: not delayed)
-    delay: int | None
-    member: bytes
-    #: whether the queues share the key's slot (a queue: one script does it all)
-    atomic: bool
-    result: Published
-    #: on the reactor thread, when it was the first: the node's local deliveries
-    then: Callable[[], None] | None
-    #: not atomic: the commands adding the entries (through the limits' script)
-    entry_ops: list[Op] = attrs.Factory(list)
-    #: what Redis says of its copies in queues with limits (None: nobody asks)
-    verdict: Verdict | None = None
-    #: the message's priority: its entries go to that level's stream
-    level: int = 0
 
 
 class ClusterWriter:
@@ -206,7 +161,8 @@ class ClusterWriter:
                     ops.append(("xack", (key, keys.GROUP, *ids)))
                     ops.append(("xdel", (key, *ids)))
                     if lim is not None and lim.max_bytes is not None:
-                        ops.append(("hdel", (sizes_key(r.queue), *ids)))
+                        sized = [size_field(e, level) for e in ids]
+                        ops.append(("hdel", (sizes_key(r.queue), *sized)))
             elif isinstance(r, rec.MessagesRemoved):
                 pop = self._entries.pop
                 ids = [e for e in (pop((r.queue, i), None) for i in r.msg_ids) if e is not None]
@@ -231,9 +187,8 @@ class ClusterWriter:
         level: int = 0,
     ) -> None:
         """An entry for ``queue``: ``XADD``, or with max-length or max-bytes, the
-        script that judges and adds it (:mod:`mbroker.cluster.limits`); without
-        limits, a priority's entry goes to its level's stream
-        (:mod:`mbroker.cluster.levels`)."""
+        script that judges and adds it (:mod:`mbroker.cluster.limits`); a priority's
+        entry goes to its level's stream (:mod:`mbroker.cluster.levels`)."""
         lim = self.limits(queue)
         if lim is None:
             if level:
@@ -243,7 +198,7 @@ class ClusterWriter:
         else:
             hops = fields.get("h")  # (a dead letter: the drops it causes go one deeper)
             depth = int(str(hops).split(" ", 1)[0]) if hops else 0
-            argv = limit_args(keys.stream(queue), queue, lim, fields)
+            argv = limit_args(queue, lim, fields, level)
             ops.append(("limit", (argv, queue, verdict, depth)))
 
     # ------------------------------------------------------------- namespace
@@ -298,10 +253,10 @@ class ClusterWriter:
         their stream for any node to take: a new entry each, counting the deliveries
         so far, and the old one acknowledged and deleted (a priority's: in its level's
         stream, see :mod:`mbroker.cluster.levels`)."""
-        key = keys.stream(queue)
-        old = []
         lim = self.limits(queue)
-        leveled = self._levels
+        counted = lim is not None and lim.max_bytes is not None
+        pop_level = self._levels.pop
+        taken: dict[int, list[bytes]] = {}
         for m in messages:
             entry = self._entries.pop((queue, m.msg_id), None)
             if entry is None:
@@ -310,21 +265,22 @@ class ClusterWriter:
             fields = keys.entry_fields(
                 m.source, m.key, m.payload, m.expires_at, m.deliveries, m.reason, m.props, hops
             )
-            level = m.props.priority if m.props is not None and lim is None else 0
-            self._add(self._ops, queue, fields, None, level)
-            was = leveled.pop((queue, m.msg_id), 0) if leveled else 0
-            if was:
-                where = keys.level_stream(queue, was)
-                self._ops.append(("xack", (where, keys.GROUP, entry)))
-                self._ops.append(("xdel", (where, entry)))
-            else:
-                old.append(entry)
-        if old:
-            if lim is not None and lim.max_bytes is not None:
-                script = (limits.RECOUNT_SCRIPT, 2, bytes_key(queue), sizes_key(queue), *old)
-                self._ops.append(("eval", script))
-            self._ops.append(("xack", (key, keys.GROUP, *old)))
-            self._ops.append(("xdel", (key, *old)))
+            level = m.props.priority if m.props is not None else 0
+            # (not through the limits' script: it was in the queue already)
+            self._ops.append(
+                ("eval", levels.add_args(queue, level, fields))
+                if level
+                else ("xadd", (keys.stream(queue), fields))
+            )
+            taken.setdefault(pop_level((queue, m.msg_id), 0), []).append(entry)
+        for was, old in taken.items():
+            where = keys.level_stream(queue, was)
+            if counted:
+                sized = [size_field(e, was) for e in old]
+                recount = (limits.RECOUNT_SCRIPT, 2, bytes_key(queue), sizes_key(queue))
+                self._ops.append(("eval", (*recount, *sized)))
+            self._ops.append(("xack", (where, keys.GROUP, *old)))
+            self._ops.append(("xdel", (where, *old)))
         self._schedule()
 
     def purge(self, queue: str, withdrawn: Sequence[QueuedMessage]) -> None:
@@ -338,7 +294,8 @@ class ClusterWriter:
             self._held.append(("xack", (key, keys.GROUP, *old)))
             self._held.append(("xdel", (key, *old)))
             if counted:
-                self._held.append(("hdel", (sizes_key(queue), *old)))
+                sized = [size_field(e, level) for e in old]
+                self._held.append(("hdel", (sizes_key(queue), *sized)))
         self._held_prep.append(lambda client: levels.purge(client, queue, counted))
 
     def barrier(self, d: Deferred[None]) -> None:

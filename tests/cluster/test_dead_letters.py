@@ -34,7 +34,9 @@ class HeadDroppingRedis(FakeRedis):
 
     def call(self, name: str, *args: Any) -> Any:
         if name == "execute_command" and args[0] == "EVALSHA":
-            stream, flat = args[3], [_b(v) for v in args[10:]]
+            # (EVALSHA sha numkeys KEYS… then the group, 4 limits and the level: see
+            # limits.limit_args; the entry's fields follow)
+            stream, flat = args[3], [_b(v) for v in args[3 + int(args[2]) + 6 :]]
             self.calls.append(("limit", (stream, dict(zip(flat[::2], flat[1::2])))))
             before = self.last.get(stream)
             self.last[stream] = flat

@@ -167,9 +167,9 @@ def r(redis_cluster: Any) -> Iterator[Any]:
         client.close()
 
 
-def add(r: Any, q: str, limits: Limits, payload: bytes, **extra: str) -> Any:
+def add(r: Any, q: str, limits: Limits, payload: bytes, level: int = 0, **extra: str) -> Any:
     fields: dict[str, bytes | str] = {"s": q, "k": "", "p": payload, **extra}
-    return r.eval(*limit_args(keys.stream(q), q, limits, fields))
+    return r.eval(*limit_args(q, limits, fields, level))
 
 
 def ready_bytes(r: Any, q: str) -> int:
@@ -214,6 +214,34 @@ def test_drop_head_by_bytes_returns_the_dropped_entries(r: Any) -> None:
     # without a dead-letter target: only how many
     lim = Limits(1, None, False, False)
     assert add(r, q, lim, b"d") == [1, 1]
+
+
+@pytest.mark.cluster
+def test_limits_count_over_levels_and_drop_the_lowest_first(r: Any) -> None:
+    q = "lv"
+    r.xgroup_create(keys.stream(q), keys.GROUP, "0", mkstream=True)
+    lim = Limits(3, 100, False, True)
+    assert add(r, q, lim, b"a1", 1) == [1]
+    assert add(r, q, lim, b"b5", 5) == [1]
+    assert add(r, q, lim, b"c1", 1) == [1]
+    # full: a 5 drops the oldest of level 1, a 0 (the lowest) drops itself
+    got = add(r, q, lim, b"d5", 5)
+    assert [dict(zip(f[::2], f[1::2]))[b"p"] for f in got[1:]] == [b"a1"]
+    got = add(r, q, lim, b"e0", 0)
+    assert [dict(zip(f[::2], f[1::2]))[b"p"] for f in got[1:]] == [b"e0"]
+    lens = [r.xlen(keys.level_stream(q, n)) for n in (0, 1, 5)]
+    assert (lens, ready_bytes(r, q)) == ([0, 1, 2], 6)
+    # a node reads level 5's entries: no longer ready, room for two of level 0
+    r.xreadgroup(keys.GROUP, "n1", {keys.level_stream(q, 5): ">"}, count=2)
+    r.eval(MARK_SCRIPT, 2, bytes_key(q), sizes_key(q), b"5:x", 2, b"5:y", 2)
+    assert add(r, q, lim, b"f0", 0) == [1]
+    assert add(r, q, lim, b"g0", 0) == [1]
+    assert ready_bytes(r, q) == 6
+    # reject counts over the levels too
+    assert add(r, q, Limits(3, None, True, False), b"h9", 9) == [0]
+    assert add(r, q, Limits(None, 7, True, False), b"hh", 9) == [0]
+    assert add(r, q, Limits(4, 8, True, False), b"hh", 9) == [1, 0]
+    assert r.xlen(keys.level_stream(q, 9)) == 1
 
 
 @pytest.mark.cluster
