@@ -33,6 +33,8 @@ TEST_REQUIRES = [
     "mypy-zope",
     "ruff",
     "pytest-cov",
+    # the suite runs on both cores (.ci/run: -n 2 --dist loadfile)
+    "pytest-xdist",
     "stomp.py",
     # STOMP over WebSocket (--stomp-ws) and its tests' WebSocket client
     "autobahn[twisted]>=23.1",
