@@ -195,7 +195,10 @@ def test_a_killed_node_s_priority_messages_are_taken_over(
         assert time.monotonic() - killed < TAKEOVER
         assert sorted(m.payload for m in got) == sorted(p for p, _ in sent if p != held[0].payload)
         redelivered = {m.payload for m in got if "redelivered" in m.attrs}
-        assert redelivered == {m.payload for m in held[1:]}
+        # what the killed node held, and perhaps the next by priority (m2), which it
+        # may have read into the room the ACK made before it was killed
+        held_then = {m.payload for m in held[1:]}
+        assert held_then <= redelivered <= held_then | {b"m2"}
         by_payload = {m.payload: m.attrs.get("priority") for m in got}
         assert by_payload[b"h1"] == "9" and by_payload[b"m1"] == "4"
         assert b.quiet(0.5)
