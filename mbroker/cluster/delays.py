@@ -53,18 +53,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 """
 
-#: KEYS[1] the queue's sorted set, KEYS[2] its stream, KEYS[3] its ready-bytes
-#: counter (kept when it exists: a queue with max-bytes), KEYS[4] its set of levels,
-#: KEYS[4 + N] its stream of priority N (1-9: an entry with a priority goes there,
-#: see :mod:`mbroker.cluster.levels`); ARGV: most members to move.  Returns the
-#: milliseconds until the next member is due (-1 when none is left) and how many it
-#: moved.
-MOVE_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local size = 0
-for _, m in ipairs(due) do
+#: What both move scripts begin with: ``decode(m)``, a member's parts (the entry's
+#: fields after the queue name, see :func:`member`), ``now`` (ms, Redis's clock) and
+#: ``due``, at most ARGV[1] members of the sorted set KEYS[1] due by then.
+_DUE = """
+local function decode(m)
   local f, i = {}, 1
   while i <= #m do
     local c = string.find(m, ':', i, true)
@@ -72,6 +65,25 @@ for _, m in ipairs(due) do
     f[#f + 1] = string.sub(m, c + 1, c + n)
     i = c + n + 1
   end
+  return f
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+"""
+
+#: KEYS[1] the queue's sorted set, KEYS[2] its stream, KEYS[3] its ready-bytes
+#: counter (kept when it exists: a queue with max-bytes), KEYS[4] its set of levels,
+#: KEYS[4 + N] its stream of priority N (1-9: an entry with a priority goes there,
+#: see :mod:`mbroker.cluster.levels`); ARGV: most members to move.  Returns the
+#: milliseconds until the next member is due (-1 when none is left) and how many it
+#: moved.
+MOVE_SCRIPT = (
+    _DUE
+    + """
+local size = 0
+for _, m in ipairs(due) do
+  local f = decode(m)
   local target = KEYS[2]
   for j = 2, #f, 2 do
     if f[j] == 'p' then size = size + #f[j + 1] end
@@ -93,6 +105,7 @@ local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #nxt == 0 then return {-1, #due} end
 return {math.max(tonumber(nxt[2]) - now, 0), #due}
 """
+)
 
 #: MOVE_SCRIPT for a queue with max-length or max-bytes: each due entry is added
 #: under the queue's limits, as a new message would be (``add`` of
@@ -103,19 +116,11 @@ return {math.max(tonumber(nxt[2]) - now, 0), #due}
 #: many it moved, and the fields of the entries dropped and of those refused.
 MOVE_LIMITED_SCRIPT = (
     LIMIT_FUNCTION
+    + _DUE
     + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local lost = {}
 for _, m in ipairs(due) do
-  local f, i = {}, 1
-  while i <= #m do
-    local c = string.find(m, ':', i, true)
-    local n = tonumber(string.sub(m, i, c - 1))
-    f[#f + 1] = string.sub(m, c + 1, c + n)
-    i = c + n + 1
-  end
+  local f = decode(m)
   local fields = {unpack(f, 2)}
   local lv = 0
   for j = 1, #fields, 2 do

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from redis.cluster import RedisCluster
 
+from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, poll, unique
 from tests.helpers.lineclient import Msg
-from tests.helpers.redis_cluster import flush, redis_cluster, start_node
+from tests.helpers.redis_cluster import redis_cluster, two_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -25,32 +26,12 @@ SPREAD = 2.0
 
 
 @pytest.fixture(scope="module")
-def nodes(redis_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    flush(redis_cluster)
-    tmp = tmp_path_factory.mktemp("cluster-limits-prio")
-    a = start_node(tmp, redis_cluster, "la")
-    try:
-        b = start_node(tmp, redis_cluster, "lb")
-    except BaseException:
-        a.stop()
-        raise
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
-
-
-@pytest.fixture
-def a(nodes: Any) -> Iterator[Client]:
-    with connect(nodes[0]) as c:
-        yield c
-
-
-@pytest.fixture
-def b(nodes: Any) -> Iterator[Client]:
-    with connect(nodes[1]) as c:
-        yield c
+def nodes(
+    redis_cluster: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
+    yield from two_nodes(
+        redis_cluster, tmp_path_factory.mktemp("cluster-limits-prio"), ("la", "lb")
+    )
 
 
 @pytest.fixture
