@@ -11,6 +11,10 @@ next.  The same raw-socket client measures, in the same run and placed the same 
 * ``Twisted, direct write``: a Twisted protocol (the default reactor, as under
   ``twistd``) that writes each read straight to the subscriber's socket with
   :func:`mbroker.server.output.socket_writer`, as mbroker's outputs do;
+* ``Twisted on uvloop, direct write``: the same protocol on Twisted's asyncio reactor
+  running a uvloop (libuv) event loop, which dispatches ready sockets in C and without
+  the default reactor's ``log.callWithLogger`` per event (left out when ``uvloop`` is
+  not installed: ``pip install uvloop``);
 * ``Twisted, buffered write``: ``forwarder.py`` (``transport.write``: out on the
   reactor's next turn);
 * ``mbroker``: ``twistd -n mbroker --memory --stomp ...``, a ``SEND`` of 100 bytes to
@@ -133,8 +137,14 @@ def serve_python_epoll() -> None:
                 sub.send(data)
 
 
-def serve_twisted_direct() -> None:
-    """The forwarder on Twisted's default reactor, writing with ``socket_writer``."""
+def serve_twisted_direct(uv: bool = False) -> None:
+    """The forwarder on Twisted's default reactor (or on uvloop: ``uv``), writing with
+    ``socket_writer``."""
+    if uv:
+        import uvloop
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install(uvloop.new_event_loop())
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory, Protocol
 
@@ -264,6 +274,14 @@ def starters(tmp: str) -> list[tuple[str, Callable[[], BrokerProcess]]]:
     found += [
         ("Python epoll", lambda: Forwarder([*py, "epoll"])),
         ("Twisted, direct write", lambda: Forwarder([*py, "twisted"])),
+    ]
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        print("# no uvloop: the uvloop row is left out", flush=True)
+    else:
+        found.append(("Twisted on uvloop, direct write", lambda: Forwarder([*py, "uvloop"])))
+    found += [
         ("Twisted, buffered write", lambda: Forwarder()),
         ("mbroker STOMP", StompBroker),
     ]
@@ -276,13 +294,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--messages", type=int, default=3000, help="per server per round")
     ap.add_argument("--spin", action="store_true", help="the client polls its socket")
-    ap.add_argument("--serve", choices=["epoll", "twisted"], help=argparse_hidden())
+    ap.add_argument("--serve", choices=["epoll", "twisted", "uvloop"], help=argparse_hidden())
     args = ap.parse_args()
     if args.serve == "epoll":
         serve_python_epoll()
         return
-    if args.serve == "twisted":
-        serve_twisted_direct()
+    if args.serve in ("twisted", "uvloop"):
+        serve_twisted_direct(args.serve == "uvloop")
         return
     rounds, n = (1, 300) if args.quick else (args.rounds, args.messages)
     server_cpus, client_cpus = {"same": ({0}, {0}), "cross": ({0}, {1}), "none": (None, None)}[
