@@ -147,14 +147,20 @@ class Feeder:
             marks: list[tuple[int, str | None, tuple[str, ...]]] = []
             remember = self._writer.remember
             new_id = self._journal.new_id
+            now = self._clock.seconds()
+            at_once: set[int] = set()
             for entry, fields, level in entries:
                 source, key, payload, expires, count, reason, props = keys.read_entry(fields)
                 msg_id = new_id()
+                if expires is not None and keys.AT_ONCE in fields:  # (ttl=0)
+                    expires, in_time = keys.fresh(fields, expires, now)
+                    if in_time:
+                        at_once.add(msg_id)
                 remember(name, msg_id, entry, level)
                 messages.append((msg_id, source, key, payload, expires, props))
                 marks.append((count, reason, keys.read_hops(fields)[1] if reason else ()))
             self.fed += len(entries)
-            self._broker.feed(q, messages, marks)
+            self._broker.feed(q, messages, marks, at_once)
             self._loop(name)
         else:
             # (an empty read waited BLOCK_MS already; a turn of the reactor between

@@ -151,21 +151,32 @@ class Dispatcher:
             q.rejected += 1
             return False
         q.published += 1
-        expires = m.expires_at
-        # (alive for this one dispatch only: it must not be found dead on the way out)
-        m.expires_at = None
-        ready = q.ready
-        ready.append(m)
+        q.ready.append(m)
         q.ready_bytes += len(m.payload)
+        self.dispatch_now(q, (m,))
+        return True
+
+    def dispatch_now(self, q: Queue, now: Sequence[QueuedMessage]) -> None:
+        """Dispatch ``q``, where the ready messages ``now`` (ttl=0) go to a consumer or
+        waiter that takes them in this dispatch, or expire at once: they never wait."""
+        held = [(m, m.expires_at, m.deliveries) for m in now]
+        for m in now:
+            # (alive for this one dispatch only: it must not be found dead on the way out)
+            m.expires_at = None
         self.dispatch(q)
-        m.expires_at = expires  # a delivered copy that comes back has outlived its ttl
-        if not m.deliveries:
+        left = []
+        for m, expires, deliveries in held:
+            m.expires_at = expires  # a delivered copy that comes back has outlived its ttl
+            if m.deliveries == deliveries:
+                left.append(m)
+        ready = q.ready
+        for m in reversed(left):
             if ready and ready[-1] is m:
                 ready.pop()
             else:
                 ready.remove(m)
+        for m in left:
             self._expire(q, m)
-        return True
 
     def enforce_limits(self, q: Queue) -> None:
         o = q.options
