@@ -132,7 +132,7 @@ def test_fed_ttl0_messages_go_to_a_consumer_at_once_or_expire_at_once() -> None:
     q = broker.queue("q")
     clock.advance(10)
     ready_at = clock.seconds() - 0.5  # (read within its grace: its ttl=0 expiry passed)
-    fed = [(1, "q", "", b"plain", None, None)]
+    fed: list[rec.StoredMessage] = [(1, "q", "", b"plain", None, None)]
     fed += [(i, "q", "", b"zero%d" % i, ready_at, None) for i in (2, 3)]
     broker.feed(q, fed, [(0, None, ())] * 3, {2, 3})
     # room for two: the plain one ahead, then the first ttl=0 one; the other expires now
