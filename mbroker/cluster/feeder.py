@@ -19,6 +19,12 @@ the levels' streams in one ``XREADGROUP``.  So a priority-9 message published be
 a backlog of priority-0 ones is the next read's first, and a new level is noticed
 within :data:`LEVELS_EVERY` s.  A queue with no level but 0 reads as before.
 
+A ttl=0 copy's entry carries field ``z`` (:func:`~mbroker.cluster.keys.at_once`):
+read before its grace is over, it goes to the core as an at-once message (the
+``at_once`` of :meth:`~mbroker.core.broker.Broker.feed`: to a consumer or waiter that
+takes it now, or expired now); read later, with its expiry as a ttl=0 message, so the
+core expires it.  Only entries with an expiry are looked at for the field.
+
 A local NACK or a disconnect puts the message back in the local queue, where the
 core redelivers it to a local consumer.  When the queue has no local consumer
 left, the loop ends and gives what the node still holds back to the stream
