@@ -151,18 +151,29 @@ class Dispatcher:
             q.rejected += 1
             return False
         q.published += 1
-        q.ready.append(m)
+        expires = m.expires_at
+        # (alive for this one dispatch only: it must not be found dead on the way out)
+        m.expires_at = None
+        ready = q.ready
+        ready.append(m)
         q.ready_bytes += len(m.payload)
-        self.dispatch_now(q, (m,))
+        self.dispatch(q)
+        m.expires_at = expires  # a delivered copy that comes back has outlived its ttl
+        if not m.deliveries:
+            if ready and ready[-1] is m:
+                ready.pop()
+            else:
+                ready.remove(m)
+            self._expire(q, m)
         return True
 
     def dispatch_now(self, q: Queue, now: Sequence[QueuedMessage]) -> None:
         """Dispatch ``q``, where the ready messages ``now`` (ttl=0) go to a consumer or
-        waiter that takes them in this dispatch, or expire at once: they never wait."""
+        waiter that takes them in this dispatch, or expire at once: they never wait (as
+        :meth:`enqueue_now`'s one message, for messages fed to ``q`` in a batch)."""
         held = [(m, m.expires_at, m.deliveries) for m in now]
         for m in now:
-            # (alive for this one dispatch only: it must not be found dead on the way out)
-            m.expires_at = None
+            m.expires_at = None  # (alive for this one dispatch only, as in enqueue_now)
         self.dispatch(q)
         left = []
         for m, expires, deliveries in held:
