@@ -59,16 +59,17 @@ def test_a_consumer_with_room_on_b_gets_a_ttl0_message_published_on_a(
     assert a.publish(q, b"queue ttl") == "+OK 1"
     assert a.publish(plain, b"own ttl", "", "ttl=0") == "+OK 1"
     assert a.publish(plain, b"due", "", "delay=300", "ttl=0") == "+OK 1"
-    got = sorted(b.read_msg().payload for _ in range(3))
-    assert got == [b"due", b"own ttl", b"queue ttl"]
+    assert a.publish(plain, b"with id", "", f"id={unique('i')}", "ttl=0") == "+OK 1"
+    got = sorted(b.read_msg().payload for _ in range(4))
+    assert got == [b"due", b"own ttl", b"queue ttl", b"with id"]
     # none expired: the dead-letter queue stays empty, and so do the queues
     assert b.quiet(0.5)
     for c in (a, b):
         assert (c.stats(q)["expired"], c.stats(plain)["expired"]) == ("0", "0")
-    poll(lambda: a.listing()[plain]["unacked"] == "2", EXPIRY)
+    poll(lambda: a.listing()[plain]["unacked"] == "3", EXPIRY)
     assert a.listing()[dead]["messages"] == "0"
     # delivered copies are acknowledged as any others
-    assert b.ok("ACK 1-3") == "+OK 3"
+    assert b.ok("ACK 1-4") == "+OK 4"
     poll(lambda: a.listing()[plain]["unacked"] == "0", EXPIRY)
 
 
