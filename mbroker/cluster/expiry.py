@@ -4,7 +4,9 @@ entries Redis removed (expired, or dropped from the head by the queue's limits).
 A shared queue's ``ttl`` counts from the publish: the node that publishes a copy
 writes its expiry time into the entry (field ``e``, epoch seconds of that node's
 clock, the sooner of the PUBLISH's ``ttl`` and the queue's), so the entry carries it
-wherever it goes, as a message's own ttl always did.
+wherever it goes, as a message's own ttl always did.  A ttl=0 copy's expiry there is
+its ready time plus a grace (:func:`~mbroker.cluster.keys.at_once`), so that the
+sweep leaves it to a node that reads it in time.
 
 :class:`Sweeper` is one periodic timer per node (every :data:`TICK` seconds): on a
 read thread it runs, for each shared queue with a ``ttl``, :data:`SWEEP_SCRIPT` in

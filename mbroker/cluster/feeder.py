@@ -19,6 +19,12 @@ the levels' streams in one ``XREADGROUP``.  So a priority-9 message published be
 a backlog of priority-0 ones is the next read's first, and a new level is noticed
 within :data:`LEVELS_EVERY` s.  A queue with no level but 0 reads as before.
 
+A ttl=0 copy's entry carries field ``z`` (:func:`~mbroker.cluster.keys.at_once`):
+read before its grace is over, it goes to the core as an at-once message (the
+``at_once`` of :meth:`~mbroker.core.broker.Broker.feed`: to a consumer or waiter that
+takes it now, or expired now); read later, with its expiry as a ttl=0 message, so the
+core expires it.  Only entries with an expiry are looked at for the field.
+
 A local NACK or a disconnect puts the message back in the local queue, where the
 core redelivers it to a local consumer.  When the queue has no local consumer
 left, the loop ends and gives what the node still holds back to the stream
@@ -147,14 +153,20 @@ class Feeder:
             marks: list[tuple[int, str | None, tuple[str, ...]]] = []
             remember = self._writer.remember
             new_id = self._journal.new_id
+            now = self._clock.seconds()
+            at_once: set[int] = set()
             for entry, fields, level in entries:
                 source, key, payload, expires, count, reason, props = keys.read_entry(fields)
                 msg_id = new_id()
+                if expires is not None and keys.AT_ONCE in fields:  # (ttl=0)
+                    expires, in_time = keys.fresh(fields, expires, now)
+                    if in_time:
+                        at_once.add(msg_id)
                 remember(name, msg_id, entry, level)
                 messages.append((msg_id, source, key, payload, expires, props))
                 marks.append((count, reason, keys.read_hops(fields)[1] if reason else ()))
             self.fed += len(entries)
-            self._broker.feed(q, messages, marks)
+            self._broker.feed(q, messages, marks, at_once)
             self._loop(name)
         else:
             # (an empty read waited BLOCK_MS already; a turn of the reactor between

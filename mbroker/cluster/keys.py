@@ -12,7 +12,9 @@ Layout (``{…}`` is a Redis Cluster hash tag: keys with the same tag share a sl
   deliveries (absent: none), ``r`` dead-letter reason (absent: none), ``a`` the
   message's section 7 properties as the store keeps them
   (:func:`~mbroker.wire.props.stored_text`; absent: none), ``h`` on a dead-lettered
-  copy only: its cascade depth and its dead-letter path (:func:`hops_field`);
+  copy only: its cascade depth and its dead-letter path (:func:`hops_field`), ``z``
+  on a ttl=0 copy only: the grace (ms) it may be read in, which ``e`` includes
+  (:func:`at_once`);
 - ``mb:q:{NAME}:N`` (stream, N 1-9) the entries of priority N of a queue (level 0,
   priority 0, stays ``mb:q:{NAME}``), same
   group, and ``mb:lv:{NAME}`` (set) the levels 1-9 the queue has streams for
@@ -146,6 +148,29 @@ def entry_fields(
     if hops is not None:
         fields["h"] = hops
     return fields
+
+
+#: field ``z``: a ttl=0 copy (:func:`at_once`)
+AT_ONCE = b"z"
+#: how long after it is ready (published, due, dead-lettered) a ttl=0 copy may still
+#: be read and delivered "at once" (ms): a few of a feeder's read cycles
+#: (:data:`~mbroker.cluster.feeder.BLOCK_MS`), with room for a busy node
+GRACE_MS = 1000
+
+
+def at_once(fields: dict[str, bytes | str], ready: float) -> None:
+    """Make ``fields`` those of a ttl=0 copy that became ready at ``ready`` (epoch
+    seconds): a node reading it before ``ready`` + :data:`GRACE_MS` hands it to a
+    consumer or waiter that takes it at once, or expires it; later, it (or the
+    expiry sweep, which knows only ``e``) expires it."""
+    fields["e"] = repr(ready + GRACE_MS / 1000.0)
+    fields["z"] = str(GRACE_MS)
+
+
+def fresh(fields: Fields, expires: float, now: float) -> tuple[float, bool]:
+    """For an entry with field ``z`` (:func:`at_once`) and expiry ``expires``: when it
+    became ready (its expiry as a ttl=0 message), and whether it is read in time."""
+    return expires - int(fields[AT_ONCE]) / 1000.0, now < expires
 
 
 def hops_field(depth: int, path: tuple[str, ...]) -> str:

@@ -251,9 +251,10 @@ class ClusterBroker(Broker):
                 qttl = q.options.ttl
                 if qttl is not None and (ttl is None or qttl < ttl):  # (ttl=0 too)
                     names = tuple([n for n in names if n != q.name])
-                    self._store((q.name,), name, key, payload, now + qttl / 1000.0, props)
+                    expiry = now + qttl / 1000.0
+                    self._store((q.name,), name, key, payload, expiry, props, qttl == 0)
             if names:
-                self._store(names, name, key, payload, expires, props)
+                self._store(names, name, key, payload, expires, props, ttl == 0)
         self.cluster_published += 1
         return reached
 
@@ -265,11 +266,14 @@ class ClusterBroker(Broker):
         payload: bytes,
         expires: float | None,
         props: Props | None,
+        at_once: bool = False,
     ) -> None:
         """One entry in each queue of ``names``; Redis judges the copies for queues
-        with limits (a verdict each, for the reply)."""
+        with limits (a verdict each, for the reply); ``at_once``: ttl=0 copies."""
         journal = self.cluster_journal
         msg_id = journal.new_id()
+        if at_once:
+            self.writer.at_once.add(msg_id)
         for q in names:
             if self.limits(q) is not None:
                 self.writer.verdicts[(msg_id, q)] = journal.verdict()
@@ -341,7 +345,7 @@ class ClusterBroker(Broker):
             if shared(t):
                 ttl = t.options.ttl
                 expires = None if ttl is None else self.clock.seconds() + ttl / 1000.0
-                self.writer.dead_letter(t.name, m, reason, expires, hops)
+                self.writer.dead_letter(t.name, m, reason, expires, hops, ttl == 0)
             else:
                 self.enqueue(t, m.source, m.key, m.payload)
 
@@ -388,6 +392,8 @@ class ClusterBroker(Broker):
         if qttl is not None and (ttl is None or qttl < ttl):  # (a queue's ttl: the same)
             expires = self.clock.seconds() + (qttl + (delay or 0)) / 1000.0
         fields = keys.entry_fields(name, key, payload, expires, 0, None, props)
+        if expires is not None and (ttl == 0 or qttl == 0):
+            keys.at_once(fields, expires)
         item = b"" if delay is None else member(self.node, fields)
         writer = self.writer
         if window:

@@ -93,6 +93,8 @@ class ClusterWriter:
         self.on_dropped: Callable[[str, list[keys.Fields], int, int], None] = _ignore
         #: a copy for a queue was refused (overflow=reject); set by the node
         self.on_refused: Callable[[str], None] = lambda q: None
+        #: the store ids of messages stored with ttl=0 (:func:`~mbroker.cluster.keys.at_once`)
+        self.at_once: set[int] = set()
 
     @property
     def available(self) -> bool:
@@ -135,11 +137,15 @@ class ClusterWriter:
             self._held_prep = []
         add = self._add
         verdicts = self.verdicts
+        zero = self.at_once
         for r in records:
             if isinstance(r, rec.MessageStored):
                 fields = keys.entry_fields(
                     r.source, r.key, r.payload, r.expires_at, 0, None, r.props
                 )
+                if zero and r.msg_id in zero and r.expires_at is not None:
+                    zero.discard(r.msg_id)
+                    keys.at_once(fields, r.expires_at)
                 level = r.props.priority if r.props is not None else 0
                 for q in r.queues:
                     add(
@@ -313,13 +319,21 @@ class ClusterWriter:
         return d
 
     def dead_letter(
-        self, queue: str, m: QueuedMessage, reason: str, expires: float | None, hops: str
+        self,
+        queue: str,
+        m: QueuedMessage,
+        reason: str,
+        expires: float | None,
+        hops: str,
+        at_once: bool = False,
     ) -> None:
         """A copy of ``m`` dead-lettered into shared ``queue``: a new entry carrying
-        ``reason`` (``expires``: the queue's ttl; ``hops``: its cascade depth and
-        path, :func:`~mbroker.cluster.keys.hops_field`), written with the batch that
-        removes ``m`` from its own queue."""
+        ``reason`` (``expires``: the queue's ttl, ``at_once`` when it is 0; ``hops``:
+        its cascade depth and path, :func:`~mbroker.cluster.keys.hops_field`), written
+        with the batch that removes ``m`` from its own queue."""
         fields = keys.entry_fields(m.source, m.key, m.payload, expires, 0, reason, m.props, hops)
+        if at_once and expires is not None:
+            keys.at_once(fields, expires)
         self._add(self._ops, queue, fields, None, m.props.priority if m.props else 0)
         self._schedule()
 

@@ -30,7 +30,7 @@ than one object per queue copy and one per manual delivery.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from mbroker.config import Config
 from mbroker.core import records as rec
@@ -201,11 +201,14 @@ class Broker:
         q: Queue,
         messages: list[rec.StoredMessage],
         marks: list[tuple[int, str | None, tuple[str, ...]]],
+        at_once: Collection[int] = (),
     ) -> None:
         """Messages of ``q`` that are kept elsewhere (a cluster node's shared queue in
         Redis) arrive: append them to its ready messages (each with its store id, and
         in ``marks`` how many times it was delivered before, its dead-letter reason and
-        dead-letter path) and hand them to consumers and waiters."""
+        dead-letter path) and hand them to consumers and waiters.  Those whose store
+        ids are in ``at_once`` have ttl=0 and are still fresh: each goes to a consumer
+        or waiter that takes it now or expires now, as a ttl=0 PUBLISH does."""
         self._scheduler.restore(q, messages)
         marked = {
             messages[i][0]: mark for i, mark in enumerate(marks) if mark[0] or mark[1] or mark[2]
@@ -215,7 +218,10 @@ class Broker:
                 mark = marked.get(m.msg_id)
                 if mark is not None:
                     m.deliveries, m.reason, m.dl_path = mark
-        self._dispatcher.dispatch(q)
+        if at_once:
+            self._dispatcher.dispatch_now(q, [m for m in q.ready if m.msg_id in at_once])
+        else:
+            self._dispatcher.dispatch(q)
 
     def divert_dead_letters(self, sink: DeadLetterSink) -> None:
         """Send dead letters to ``sink`` instead of the local queues (a cluster node

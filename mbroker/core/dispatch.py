@@ -167,6 +167,28 @@ class Dispatcher:
             self._expire(q, m)
         return True
 
+    def dispatch_now(self, q: Queue, now: Sequence[QueuedMessage]) -> None:
+        """Dispatch ``q``, where the ready messages ``now`` (ttl=0) go to a consumer or
+        waiter that takes them in this dispatch, or expire at once: they never wait (as
+        :meth:`enqueue_now`'s one message, for messages fed to ``q`` in a batch)."""
+        held = [(m, m.expires_at, m.deliveries) for m in now]
+        for m in now:
+            m.expires_at = None  # (alive for this one dispatch only, as in enqueue_now)
+        self.dispatch(q)
+        left = []
+        for m, expires, deliveries in held:
+            m.expires_at = expires  # a delivered copy that comes back has outlived its ttl
+            if m.deliveries == deliveries:
+                left.append(m)
+        ready = q.ready
+        for m in reversed(left):
+            if ready and ready[-1] is m:
+                ready.pop()
+            else:
+                ready.remove(m)
+        for m in left:
+            self._expire(q, m)
+
     def enforce_limits(self, q: Queue) -> None:
         o = q.options
         max_len = o.max_length

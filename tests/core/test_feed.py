@@ -119,3 +119,50 @@ def test_a_diverted_dead_letter_carries_its_path_and_never_goes_back_along_it() 
     broker.feed(broker.queue("a"), [(1, "a", "", b"m", expires, None)], [(0, "expired", ("b",))])
     clock.advance(0.02)
     assert got == [(["c"], ("b", "a"), 0)]
+
+
+def test_fed_ttl0_messages_go_to_a_consumer_at_once_or_expire_at_once() -> None:
+    broker, written, clock = journaled()
+    broker.create(None, "dl", "queue", QueueOptions())
+    broker.create(None, "q", "queue", QueueOptions(dead_letter="dl"))
+    target = Target()
+    s = broker.open_session(target)
+    c = broker.subscribe(s, "q", manual=True, prefetch=2)
+    broker.activate(c)
+    q = broker.queue("q")
+    clock.advance(10)
+    ready_at = clock.seconds() - 0.5  # (read within its grace: its ttl=0 expiry passed)
+    fed: list[rec.StoredMessage] = [(1, "q", "", b"plain", None, None)]
+    fed += [(i, "q", "", b"zero%d" % i, ready_at, None) for i in (2, 3)]
+    broker.feed(q, fed, [(0, None, ())] * 3, {2, 3})
+    # room for two: the plain one ahead, then the first ttl=0 one; the other expires now
+    assert [m.payload for _, _, m in target.take()] == [b"plain", b"zero2"]
+    assert [m.payload for m in broker.queue("dl").ready] == [b"zero3"]
+    assert (len(q.ready), q.ready_bytes, q.expired) == (0, 0, 1)
+    clock.advance(0)
+    assert rec.MessagesRemoved("q", (3,)) in written
+    # a delivered one that comes back has outlived its ttl, as on a publish
+    broker.nack(s, ((2, 2),), True)
+    assert [m.payload for m in broker.queue("dl").ready] == [b"zero3", b"zero2"]
+    assert (len(q.ready), q.expired) == (0, 2)
+
+
+def test_a_fed_ttl0_message_goes_to_a_waiting_pull() -> None:
+    broker, _, clock = journaled()
+    broker.create(None, "q", "queue", QueueOptions(ttl=0))
+    s = broker.open_session(Target())
+    got: list[list[bytes]] = []
+    pulled = broker.pull(
+        s, "q", 1, 5000, on_done=lambda out: got.append([m.payload for _, m in out])
+    )
+    assert pulled is None
+    q = broker.queue("q")
+    now = clock.seconds()
+    broker.feed(
+        q,
+        [(1, "q", "", b"a", now, None), (2, "q", "", b"b", now, None)],
+        [(0, None, ())] * 2,
+        {1, 2},
+    )
+    assert got == [[b"a"]]
+    assert (len(q.ready), q.expired) == (0, 1)

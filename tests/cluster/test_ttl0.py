@@ -1,0 +1,182 @@
+"""ttl=0 on a cluster node, on a fake clock and a fake Redis: a ttl=0 copy's entry is
+marked (field ``z``) and readable for a grace after it became ready; a node that
+reads it in time hands it to a consumer or waiting PULL that takes it at once (or
+expires it then), and one that reads it later expires it and dead-letters it (the
+real thing: tests/e2e/test_cluster_ttl0.py and test_contract_ttl0.py on a node)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from twisted.internet import task
+
+from mbroker.cluster import keys
+from mbroker.cluster.feeder import Feeder
+from mbroker.cluster.limits import ClusterJournal
+from mbroker.cluster.link import RedisLink
+from mbroker.cluster.node import ClusterBroker, shared
+from mbroker.cluster.writer import ClusterWriter
+from mbroker.config import Config
+from mbroker.core.model import Pulled
+from mbroker.wire.frames import QueueOptions
+from tests.helpers.fakeredis import FakeLink, FakeRedis
+from tests.helpers.world import Target
+
+GRACE = keys.GRACE_MS / 1000.0
+
+
+class Node:
+    def __init__(self) -> None:
+        self.clock = task.Clock()
+        self.redis = FakeRedis()
+        self.link = cast(RedisLink, FakeLink(self.redis))
+        self.writer = ClusterWriter(self.clock, self.link)
+        self.journal = ClusterJournal(self.clock, self.writer.write, lambda: self.writer.available)
+        self.broker = ClusterBroker(self.clock, Config(), self.journal, self.writer, "n1")
+        self.broker.feeder = Feeder(
+            self.clock, self.link, self.writer, self.broker, self.journal, "n1", shared
+        )
+        self.target = Target()
+        self.session = self.broker.open_session(self.target)
+        self.clock.advance(100)
+
+    def turns(self, n: int = 4) -> None:
+        for _ in range(n):
+            self.clock.advance(0)
+
+    def added(self, queue: str) -> list[dict[str, Any]]:
+        """The fields of the entries XADDed to ``queue``'s stream."""
+        stream = keys.stream(queue)
+        return [a[1] for n, a in self.redis.calls if n == "xadd" and a[0] == stream]
+
+    def subscribe(self, queue: str, prefetch: int = 1) -> None:
+        c = self.broker.subscribe(self.session, queue, prefetch=prefetch, manual=True)
+        self.broker.activate(c)
+        self.turns()
+
+
+@pytest.fixture
+def node() -> Node:
+    return Node()
+
+
+def test_ttl0_entries_are_marked_and_readable_for_a_grace(node: Node) -> None:
+    b = node.broker
+    b.create(None, "q", "queue", QueueOptions())
+    b.create(None, "z", "queue", QueueOptions(ttl=0))
+    b.create(None, "x", "fanout", QueueOptions())
+    b.bind("z", "x", "")
+    b.bind("q", "x", "")
+    node.turns()
+    now = node.clock.seconds()
+    b.publish("q", "", b"plain")
+    b.publish("q", "", b"own", ttl=0)
+    b.publish("q", "", b"five", ttl=5000)
+    b.publish("x", "", b"routed")  # (z's ttl=0; q has none)
+    node.turns()
+    ready = repr(now + GRACE)
+    assert [(f["p"], f.get("e"), f.get("z")) for f in node.added("q")] == [
+        (b"plain", None, None),
+        (b"own", ready, str(keys.GRACE_MS)),
+        (b"five", repr(now + 5), None),
+        (b"routed", None, None),
+    ]
+    assert [(f["p"], f.get("e"), f.get("z")) for f in node.added("z")] == [
+        (b"routed", ready, str(keys.GRACE_MS))
+    ]
+    assert not node.writer.at_once  # (each id is forgotten once written)
+
+
+def test_a_consumer_with_room_takes_a_ttl0_entry_read_in_time(node: Node) -> None:
+    b = node.broker
+    b.create(None, "dl", "queue", QueueOptions())
+    b.create(None, "q", "queue", QueueOptions(ttl=0, dead_letter="dl"))
+    node.turns()
+    b.publish("q", "", b"a")
+    node.turns()
+    node.clock.advance(GRACE / 2)  # read late, but within the grace
+    node.subscribe("q")
+    assert node.target.payloads() == [b"a"]
+    q = b.queue("q")
+    assert (q.expired, node.added("dl")) == (0, [])
+    # acknowledged like any other: XACK and XDEL of its entry
+    node.redis.calls.clear()
+    b.ack(node.session, ((1, 1),))
+    node.turns()
+    assert [a[2:] for n, a in node.redis.calls if n == "xack"] == [(b"1-0",)]
+
+
+def test_one_read_after_the_grace_is_expired_and_dead_lettered(node: Node) -> None:
+    b = node.broker
+    b.create(None, "dl", "queue", QueueOptions())
+    b.create(None, "q", "queue", QueueOptions(dead_letter="dl"))
+    node.turns()
+    b.publish("q", "", b"late", ttl=0)
+    node.turns()
+    node.clock.advance(GRACE)
+    node.subscribe("q")
+    node.turns()
+    assert node.target.payloads() == []
+    assert b.queue("q").expired == 1
+    assert [(f["p"], f["r"]) for f in node.added("dl")] == [(b"late", "expired")]
+    assert [a[1:] for n, a in node.redis.calls if n == "xdel"] == [(b"1-0",)]
+
+
+def test_no_room_then_the_next_entries_wait_in_redis(node: Node) -> None:
+    # prefetch 1: the node reads one, the other stays in the stream (for the sweep)
+    b = node.broker
+    b.create(None, "q", "queue", QueueOptions())
+    node.turns()
+    node.subscribe("q")
+    b.publish("q", "", b"1", ttl=0)
+    b.publish("q", "", b"2", ttl=0)
+    node.turns()
+    node.clock.advance(0.01)
+    assert node.target.payloads() == [b"1"]
+    assert [f[b"p"] for _, f in node.redis.streams[keys.stream("q")]] == [b"2"]
+    assert b.queue("q").expired == 0
+
+
+def test_a_waiting_pull_takes_a_ttl0_entry(node: Node) -> None:
+    b = node.broker
+    b.create(None, "q", "queue", QueueOptions(ttl=0))
+    node.turns()
+    got: list[Pulled] = []
+    assert b.pull(node.session, "q", 1, 5000, on_done=got.append) is None
+    node.turns()
+    b.publish("q", "", b"p")
+    node.turns()
+    node.clock.advance(0.01)
+    assert [[m.payload for _, m in out] for out in got] == [[b"p"]]
+    assert b.queue("q").expired == 0
+
+
+def test_a_dead_letter_into_a_ttl0_queue_is_marked(node: Node) -> None:
+    b = node.broker
+    b.create(None, "dl", "queue", QueueOptions(ttl=0))
+    b.create(None, "q", "queue", QueueOptions(dead_letter="dl"))
+    node.turns()
+    b.publish("q", "", b"m")
+    node.turns()
+    node.subscribe("q")
+    now = node.clock.seconds()
+    b.nack(node.session, ((1, 1),), requeue=False)
+    node.turns()
+    (f,) = node.added("dl")
+    assert (f["p"], f["r"], f["e"], f["z"]) == (
+        b"m",
+        "rejected",
+        repr(now + GRACE),
+        str(keys.GRACE_MS),
+    )
+
+
+def test_fresh_reads_the_ready_time_from_the_entry() -> None:
+    fields = keys.entry_fields("s", "", b"p", None)
+    keys.at_once(fields, 50.0)
+    raw = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+    expires = keys.read_entry(raw)[3]
+    assert expires == 50.0 + GRACE
+    assert keys.fresh(raw, expires, 50.5) == (50.0, True)
+    assert keys.fresh(raw, expires, 50.0 + GRACE) == (50.0, False)
