@@ -51,11 +51,7 @@ from mbroker.core.model import Queue
 #: (``reject``), else ``{1, fields of each dropped entry …}`` (``want``) or ``{1, how
 #: many were dropped}``.
 LIMIT_FUNCTION = """
-local function add(streams, lvkey, counter, group, maxlen, maxbytes, reject, want, level, fields)
-  local size = 0
-  for i = 1, #fields, 2 do
-    if fields[i] == 'p' then size = #fields[i + 1] end
-  end
+local function ready_of(streams, lvkey, group)
   local per, ready = {}, 0
   local used = redis.call('SMEMBERS', lvkey)
   used[#used + 1] = '0'
@@ -67,23 +63,12 @@ local function add(streams, lvkey, counter, group, maxlen, maxbytes, reject, wan
     per[lv] = redis.call('XLEN', streams[lv]) - pending
     ready = ready + per[lv]
   end
-  local bytes = 0
-  if maxbytes then bytes = tonumber(redis.call('GET', counter) or '0') end
+  return per, ready
+end
+local function drop_head(streams, group, maxlen, maxbytes, want, per, ready, bytes)
   local function over()
     return (maxlen and ready > maxlen) or (maxbytes and bytes > maxbytes)
   end
-  if reject then
-    if (maxlen and ready >= maxlen) or (maxbytes and bytes + size > maxbytes) then
-      return {0}
-    end
-  end
-  if level > 0 and redis.call('SADD', lvkey, level) == 1 then
-    pcall(redis.call, 'XGROUP', 'CREATE', streams[level], group, '0', 'MKSTREAM')
-  end
-  redis.call('XADD', streams[level], '*', unpack(fields))
-  per[level] = (per[level] or 0) + 1
-  ready = ready + 1
-  bytes = bytes + size
   local dropped, n, cursors = {1}, 0, {}
   while over() do
     local lv = nil
@@ -117,8 +102,31 @@ local function add(streams, lvkey, counter, group, maxlen, maxbytes, reject, wan
       if not over() then break end
     end
   end
-  if maxbytes then redis.call('SET', counter, bytes) end
   if not want then dropped[2] = n end
+  return dropped, n, bytes
+end
+local function add(streams, lvkey, counter, group, maxlen, maxbytes, reject, want, level, fields)
+  local size = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'p' then size = #fields[i + 1] end
+  end
+  local per, ready = ready_of(streams, lvkey, group)
+  local bytes = 0
+  if maxbytes then bytes = tonumber(redis.call('GET', counter) or '0') end
+  if reject then
+    if (maxlen and ready >= maxlen) or (maxbytes and bytes + size > maxbytes) then
+      return {0}
+    end
+  end
+  if level > 0 and redis.call('SADD', lvkey, level) == 1 then
+    pcall(redis.call, 'XGROUP', 'CREATE', streams[level], group, '0', 'MKSTREAM')
+  end
+  redis.call('XADD', streams[level], '*', unpack(fields))
+  per[level] = (per[level] or 0) + 1
+  local dropped, n
+  dropped, n, bytes = drop_head(streams, group, maxlen, maxbytes, want, per, ready + 1,
+    bytes + size)
+  if maxbytes then redis.call('SET', counter, bytes) end
   return dropped
 end
 """
