@@ -117,7 +117,7 @@ if maxbytes then
     end
   end
 end
-local dropped, n, left = drop_head(streams, group, maxlen, maxbytes, ARGV[4] == '1', per, ready,
+local dropped, n, left = drop_head(streams, group, maxlen, maxbytes, ARGV[5] == '1', per, ready,
   bytes - unmarked)
 if maxbytes and n > 0 then redis.call('SET', KEYS[2], left + unmarked) end
 return dropped
