@@ -89,7 +89,7 @@ class Reader:
         poll(lambda: blocked_reads(dev.url) > before)
 
     def _read(self, count: int, streams: tuple[str, ...]) -> None:
-        got = self.client.xreadgroup(
+        got: Any = self.client.xreadgroup(
             keys.GROUP, "n2", {s: ">" for s in streams}, count=count, block=20_000
         )
         self.got = [(eid, f) for _, entries in got for eid, f in entries]
