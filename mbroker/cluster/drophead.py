@@ -191,12 +191,18 @@ class Runs:
         """A copy for ``queue`` in the batch ``ops``: added to the queue's open run, or
         a new run (the open one of another depth trimmed first)."""
         run = self._open.get(queue)
-        if run is None or run.depth != depth or run.n >= RUN_MAX:
+        if run is None or run.depth != depth or not 0 < run.n < RUN_MAX:
             if run is not None and run.depth != depth:
                 ops.append(("trim", (run,)))
             run = self._open[queue] = Run(queue, limits, depth)
             ops.append(("addrun", (run,)))
         run.append(fields, level)
+
+    def trim(self, queue: str, limits: Limits) -> None:
+        """Apply ``queue``'s limits at the end of the batch (copies given back to its
+        stream: ready again, they count)."""
+        if queue not in self._open:
+            self._open[queue] = Run(queue, limits, 0)
 
     def close(self, ops: list[Any]) -> None:
         """The end of the batch: a trim for each open run."""

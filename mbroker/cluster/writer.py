@@ -259,7 +259,9 @@ class ClusterWriter:
         """Put ``messages`` (fed to this node, not acknowledged) back at the tail of
         their stream for any node to take: a new entry each, counting the deliveries
         so far, and the old one acknowledged and deleted (a priority's: in its level's
-        stream, see :mod:`mbroker.cluster.levels`)."""
+        stream, see :mod:`mbroker.cluster.levels`).  Ready again, they count against a
+        drop-head queue's limits, applied at the end of the batch (a node that read
+        them while its consumer left: see :mod:`mbroker.cluster.drophead`)."""
         lim = self.limits(queue)
         counted = lim is not None and lim.max_bytes is not None
         pop_level = self._levels.pop
@@ -288,6 +290,8 @@ class ClusterWriter:
                 self._ops.append(("eval", (*recount, *sized)))
             self._ops.append(("xack", (where, keys.GROUP, *old)))
             self._ops.append(("xdel", (where, *old)))
+        if taken and lim is not None and not lim.reject:
+            self._runs.trim(queue, lim)  # (ready again: drop-head applies)
         self._schedule()
 
     def purge(self, queue: str, withdrawn: Sequence[QueuedMessage]) -> None:

@@ -182,3 +182,19 @@ def test_a_batch_for_one_queue_is_one_add_and_one_trim(r: Any) -> None:
     w.publish(*[b"%d" % i for i in range(drophead.RUN_MAX + 5)])
     assert w.writer.commands - before == 3  # (two adds: a run is cut at RUN_MAX)
     assert ready(r) == 100
+
+
+def test_messages_given_back_count_against_the_limit(r: Any) -> None:
+    """A node read a message for a consumer that has left since (it was waiting when
+    the message came): given back, it is ready again and drop-head applies."""
+    w = Writer(r, Limits(1, None, False, True))
+    w.publish(b"read")
+    got: Any = r.xreadgroup(keys.GROUP, "n2", {keys.stream(Q): ">"}, count=1)
+    w.writer.remember(Q, 7, got[0][1][0][0])
+    w.publish(b"ready")
+    assert w.dropped == []
+    w.writer.give_back(Q, [QueuedMessage("x", "", b"x ", b"read", msg_id=7)])
+    w.clock.advance(0)
+    assert w.dropped_payloads() == [b"ready"]
+    assert [f[b"p"] for _, f in r.xrange(keys.stream(Q), "-", "+")] == [b"read"]
+    assert ready(r) == 1
