@@ -1,13 +1,17 @@
 """A shared queue's max-length, max-bytes and overflow, judged atomically in Redis.
 
-Each copy for a shared queue with ``max-length`` or ``max-bytes`` is added by
-:data:`LIMIT_SCRIPT`, in the queue's hash slot, which counts the queue's *ready*
-entries and bytes over the streams of all its priority levels
-(:mod:`mbroker.cluster.levels`), and then either refuses the copy
-(``overflow=reject``: the publisher hears ``-ERR OVERFLOW <queue> is full``) or adds
-it to its level's stream and deletes ready entries beyond the limits, the oldest of
-the lowest level first, the new one included (``drop-head``), returning them when
-the queue has a dead-letter target.  So publishers on any number of nodes never overfill a queue.
+Each copy for a shared queue with ``max-length`` or ``max-bytes`` and
+``overflow=reject`` is added by :data:`LIMIT_SCRIPT`, in the queue's hash slot, which
+counts the queue's *ready* entries and bytes over the streams of all its priority
+levels (:mod:`mbroker.cluster.levels`), and then either refuses the copy (the
+publisher hears ``-ERR OVERFLOW <queue> is full``) or adds it to its level's stream.
+With ``drop-head`` the copies are added first and the limits applied by a later
+command of the same pipeline (:mod:`mbroker.cluster.drophead`: a node waiting for
+them takes them in between), which deletes ready entries beyond the limits, the
+oldest of the lowest level first, the new ones included, returning them when the
+queue has a dead-letter target (``drop_head`` of :data:`LIMIT_FUNCTION`; the
+delayed-copy mover still adds and drops in one script, ``add``).  So publishers on
+any number of nodes never overfill a queue.
 
 **Ready entries** are those after the group's last-delivered id (the stream's length
 less the entries delivered and not acknowledged), as for LIST.  **Ready bytes** (the
@@ -41,7 +45,10 @@ from mbroker.cluster import keys
 from mbroker.core.journal import Done, Journal
 from mbroker.core.model import Queue
 
-#: The Lua function both scripts below use: ``add(streams, lvkey, counter, group,
+#: The Lua functions of the scripts below, of the delayed-copy mover and of
+#: :data:`~mbroker.cluster.drophead.TRIM_SCRIPT`: ``ready_of`` counts a queue's ready
+#: entries per level, ``drop_head`` deletes the oldest of the lowest level while a
+#: limit is passed, and ``add(streams, lvkey, counter, group,
 #: maxlen, maxbytes, reject, want, level, fields)`` adds the entry ``fields`` (a flat
 #: list) to ``streams[level]`` (``streams``: the queue's stream of each level 0-9,
 #: ``lvkey`` its set of levels in use, see :mod:`mbroker.cluster.levels`) under the

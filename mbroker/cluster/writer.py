@@ -5,7 +5,8 @@ The core records what must be kept (:mod:`mbroker.core.records`) in its
 :meth:`ClusterWriter.write` is that journal's writer.  It turns the records into Redis
 commands (``XADD`` per message and target queue, or for a queue with ``max-length`` or
 ``max-bytes`` the script of :mod:`mbroker.cluster.limits` that judges it and fills its
-:class:`~mbroker.cluster.limits.Verdict`; ``XACK`` + ``XDEL`` for the messages that left
+:class:`~mbroker.cluster.limits.Verdict`, with ``drop-head`` a run of them added, the
+limits applied later, :mod:`~mbroker.cluster.drophead`; ``XACK`` + ``XDEL`` for those that left
 a queue, ``HSET``/``HDEL``/``SADD``/``SREM`` for the namespace) and sends
 everything gathered while the previous batch was out as **one pipeline** on the write
 thread, as the log store gathers writes into one fsync.  The commit's callbacks (the
