@@ -10,8 +10,8 @@ command of the same pipeline (:mod:`mbroker.cluster.drophead`: a node waiting fo
 them takes them in between), which deletes ready entries beyond the limits, the
 oldest of the lowest level first, the new ones included, returning them when the
 queue has a dead-letter target (``drop_head`` of :data:`LIMIT_FUNCTION`; the
-delayed-copy mover still adds and drops in one script, ``add``).  So publishers on
-any number of nodes never overfill a queue.
+delayed-copy mover does the same).  So publishers on any number of nodes never
+overfill a queue.
 
 **Ready entries** are those after the group's last-delivered id (the stream's length
 less the entries delivered and not acknowledged), as for LIST.  **Ready bytes** (the

@@ -13,8 +13,8 @@ from typing import Any, cast
 import pytest
 from twisted.internet import task
 
-from mbroker.cluster import drophead, keys
-from mbroker.cluster.limits import MARK_SCRIPT, Limits, bytes_key, sizes_key
+from mbroker.cluster import delays, drophead, keys
+from mbroker.cluster.limits import MARK_SCRIPT, Limits, bytes_key, limit_argv, sizes_key
 from mbroker.cluster.link import RedisLink
 from mbroker.cluster.writer import ClusterWriter
 from mbroker.core import records as rec
@@ -198,3 +198,33 @@ def test_messages_given_back_count_against_the_limit(r: Any) -> None:
     assert w.dropped_payloads() == [b"ready"]
     assert [f[b"p"] for _, f in r.xrange(keys.stream(Q), "-", "+")] == [b"read"]
     assert ready(r) == 1
+
+
+def test_a_delayed_copy_falling_due_goes_to_a_waiting_reader_first(
+    r: Any, redis_cluster: Any
+) -> None:
+    lim = Limits(0, None, False, True)
+    clock = task.Clock()
+    mover = delays.Mover(cast(RedisLink, FakeLink(r)), clock)
+    mover.limited = lambda: {Q: (limit_argv(lim), True)}
+    lost: list[bytes] = []
+    mover.lost = lambda q, entries: lost.extend([f[b"p"] for f in entries])
+    mover.start()
+
+    def delayed(payload: bytes) -> None:
+        fields = keys.entry_fields("x", "", payload, None)
+        for name, args in delays.delay_ops([Q], 0, delays.member("n1", fields)):
+            if name == "sadd":
+                r.sadd(*args)
+            else:
+                r.eval(*args)
+        mover.soon(Q, 0)
+
+    reader = Reader(redis_cluster, count=5)
+    delayed(b"late")
+    clock.advance(delays.TICK)
+    assert reader.payloads() == [b"late"] and lost == []
+    delayed(b"later")  # (nobody waiting: dropped, back for the dead-letter target)
+    clock.advance(delays.TICK)
+    assert lost == [b"later"] and ready(r) == 0
+    mover.stop()
