@@ -30,7 +30,9 @@ script of its own right after its read (:data:`~mbroker.cluster.limits.MARK_SCRI
 which comes after the trim.  So :data:`ADD_SCRIPT` notes the first entry id it added
 per level (``mb:r:{NAME}``) and the trim leaves the entries since then that are
 pending and not marked yet out of the bytes it judges by (the counter itself stays as
-the node's mark will leave it).
+the node's mark will leave it).  The delayed-copy mover, which moves due copies with
+a script of its own and then runs :data:`TRIM_SCRIPT`, notes no ids: a node's read
+between the two counts there until its mark (stricter, never looser).
 
 The bound: a node counts as waiting only while its ``XREADGROUP`` is blocked in Redis
 (between two reads, while it hands what it read to its consumers, it is not), and it
