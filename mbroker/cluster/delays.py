@@ -18,7 +18,11 @@ atomically takes the due members (``ZRANGEBYSCORE``), adds each as a stream entr
 until the next one.  So nothing of a delayed message is on a node: whichever nodes
 are alive move it, at its due time plus at most :data:`TICK` (and plus
 :data:`RECHECK` when the node that published it died before it was due), and never
-twice.
+twice.  A queue with limits: ``overflow=reject``, each due entry judged as a new
+message would be (:data:`MOVE_LIMITED_SCRIPT`); ``drop-head``, the entries moved as
+without limits, then the limits applied by a second script
+(:data:`~mbroker.cluster.drophead.TRIM_SCRIPT`), so that a node waiting for the
+queue takes them first, as for a publish (:mod:`mbroker.cluster.drophead`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mbroker.cluster import keys
+from mbroker.cluster import drophead, keys
 from mbroker.cluster.limits import LIMIT_FUNCTION
 from mbroker.cluster.link import RedisLink
 
@@ -270,8 +274,13 @@ def _move(
         where = (keys.delayed(q), keys.stream(q), f"mb:b:{{{q}}}")
         limits = limited.get(q) if limited else None
         levels = [keys.level_stream(q, n) for n in range(1, 10)]
-        if limits is None:
+        if limits is None or limits[0][2] == "0":
             wait, n = client.eval(MOVE_SCRIPT, 13, *where, keys.levels(q), *levels, MOVE_BATCH)
+            if limits is not None and int(n):  # (drop-head: after a waiting node's read)
+                trim = (drophead.TRIM_SCRIPT, 14, *drophead.script_keys(q), keys.GROUP)
+                got = client.eval(*trim, *limits[0])
+                if len(got) > 1 and isinstance(got[1], list):
+                    lost.append((q, [dict(zip(f[::2], f[1::2])) for f in got[1:]]))
         else:
             argv, refused = limits
             got = client.eval(

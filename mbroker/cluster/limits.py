@@ -1,13 +1,17 @@
 """A shared queue's max-length, max-bytes and overflow, judged atomically in Redis.
 
-Each copy for a shared queue with ``max-length`` or ``max-bytes`` is added by
-:data:`LIMIT_SCRIPT`, in the queue's hash slot, which counts the queue's *ready*
-entries and bytes over the streams of all its priority levels
-(:mod:`mbroker.cluster.levels`), and then either refuses the copy
-(``overflow=reject``: the publisher hears ``-ERR OVERFLOW <queue> is full``) or adds
-it to its level's stream and deletes ready entries beyond the limits, the oldest of
-the lowest level first, the new one included (``drop-head``), returning them when
-the queue has a dead-letter target.  So publishers on any number of nodes never overfill a queue.
+Each copy for a shared queue with ``max-length`` or ``max-bytes`` and
+``overflow=reject`` is added by :data:`LIMIT_SCRIPT`, in the queue's hash slot, which
+counts the queue's *ready* entries and bytes over the streams of all its priority
+levels (:mod:`mbroker.cluster.levels`), and then either refuses the copy (the
+publisher hears ``-ERR OVERFLOW <queue> is full``) or adds it to its level's stream.
+With ``drop-head`` the copies are added first and the limits applied by a later
+command of the same pipeline (:mod:`mbroker.cluster.drophead`: a node waiting for
+them takes them in between), which deletes ready entries beyond the limits, the
+oldest of the lowest level first, the new ones included, returning them when the
+queue has a dead-letter target (``drop_head`` of :data:`LIMIT_FUNCTION`; the
+delayed-copy mover does the same).  So publishers on any number of nodes never
+overfill a queue.
 
 **Ready entries** are those after the group's last-delivered id (the stream's length
 less the entries delivered and not acknowledged), as for LIST.  **Ready bytes** (the
@@ -41,7 +45,10 @@ from mbroker.cluster import keys
 from mbroker.core.journal import Done, Journal
 from mbroker.core.model import Queue
 
-#: The Lua function both scripts below use: ``add(streams, lvkey, counter, group,
+#: The Lua functions of the scripts below, of the delayed-copy mover and of
+#: :data:`~mbroker.cluster.drophead.TRIM_SCRIPT`: ``ready_of`` counts a queue's ready
+#: entries per level, ``drop_head`` deletes the oldest of the lowest level while a
+#: limit is passed, and ``add(streams, lvkey, counter, group,
 #: maxlen, maxbytes, reject, want, level, fields)`` adds the entry ``fields`` (a flat
 #: list) to ``streams[level]`` (``streams``: the queue's stream of each level 0-9,
 #: ``lvkey`` its set of levels in use, see :mod:`mbroker.cluster.levels`) under the
@@ -51,11 +58,7 @@ from mbroker.core.model import Queue
 #: (``reject``), else ``{1, fields of each dropped entry …}`` (``want``) or ``{1, how
 #: many were dropped}``.
 LIMIT_FUNCTION = """
-local function add(streams, lvkey, counter, group, maxlen, maxbytes, reject, want, level, fields)
-  local size = 0
-  for i = 1, #fields, 2 do
-    if fields[i] == 'p' then size = #fields[i + 1] end
-  end
+local function ready_of(streams, lvkey, group)
   local per, ready = {}, 0
   local used = redis.call('SMEMBERS', lvkey)
   used[#used + 1] = '0'
@@ -67,23 +70,12 @@ local function add(streams, lvkey, counter, group, maxlen, maxbytes, reject, wan
     per[lv] = redis.call('XLEN', streams[lv]) - pending
     ready = ready + per[lv]
   end
-  local bytes = 0
-  if maxbytes then bytes = tonumber(redis.call('GET', counter) or '0') end
+  return per, ready
+end
+local function drop_head(streams, group, maxlen, maxbytes, want, per, ready, bytes)
   local function over()
     return (maxlen and ready > maxlen) or (maxbytes and bytes > maxbytes)
   end
-  if reject then
-    if (maxlen and ready >= maxlen) or (maxbytes and bytes + size > maxbytes) then
-      return {0}
-    end
-  end
-  if level > 0 and redis.call('SADD', lvkey, level) == 1 then
-    pcall(redis.call, 'XGROUP', 'CREATE', streams[level], group, '0', 'MKSTREAM')
-  end
-  redis.call('XADD', streams[level], '*', unpack(fields))
-  per[level] = (per[level] or 0) + 1
-  ready = ready + 1
-  bytes = bytes + size
   local dropped, n, cursors = {1}, 0, {}
   while over() do
     local lv = nil
@@ -117,8 +109,31 @@ local function add(streams, lvkey, counter, group, maxlen, maxbytes, reject, wan
       if not over() then break end
     end
   end
-  if maxbytes then redis.call('SET', counter, bytes) end
   if not want then dropped[2] = n end
+  return dropped, n, bytes
+end
+local function add(streams, lvkey, counter, group, maxlen, maxbytes, reject, want, level, fields)
+  local size = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'p' then size = #fields[i + 1] end
+  end
+  local per, ready = ready_of(streams, lvkey, group)
+  local bytes = 0
+  if maxbytes then bytes = tonumber(redis.call('GET', counter) or '0') end
+  if reject then
+    if (maxlen and ready >= maxlen) or (maxbytes and bytes + size > maxbytes) then
+      return {0}
+    end
+  end
+  if level > 0 and redis.call('SADD', lvkey, level) == 1 then
+    pcall(redis.call, 'XGROUP', 'CREATE', streams[level], group, '0', 'MKSTREAM')
+  end
+  redis.call('XADD', streams[level], '*', unpack(fields))
+  per[level] = (per[level] or 0) + 1
+  local dropped, n
+  dropped, n, bytes = drop_head(streams, group, maxlen, maxbytes, want, per, ready + 1,
+    bytes + size)
+  if maxbytes then redis.call('SET', counter, bytes) end
   return dropped
 end
 """

@@ -5,7 +5,8 @@ The core records what must be kept (:mod:`mbroker.core.records`) in its
 :meth:`ClusterWriter.write` is that journal's writer.  It turns the records into Redis
 commands (``XADD`` per message and target queue, or for a queue with ``max-length`` or
 ``max-bytes`` the script of :mod:`mbroker.cluster.limits` that judges it and fills its
-:class:`~mbroker.cluster.limits.Verdict`; ``XACK`` + ``XDEL`` for the messages that left
+:class:`~mbroker.cluster.limits.Verdict`, with ``drop-head`` a run of them added, the
+limits applied later, :mod:`~mbroker.cluster.drophead`; ``XACK`` + ``XDEL`` for those that left
 a queue, ``HSET``/``HDEL``/``SADD``/``SREM`` for the namespace) and sends
 everything gathered while the previous batch was out as **one pipeline** on the write
 thread, as the log store gathers writes into one fsync.  The commit's callbacks (the
@@ -28,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mbroker import errors
-from mbroker.cluster import delays, keys, levels, limits
+from mbroker.cluster import delays, drophead, keys, levels, limits
 from mbroker.cluster.expiry import TTL_HINT
 from mbroker.cluster.limits import Limits, Verdict, bytes_key, limit_args, size_field, sizes_key
 from mbroker.cluster.link import RedisLink
@@ -63,6 +64,8 @@ class ClusterWriter:
         #: :mod:`mbroker.cluster.levels`; the others are in the queue's stream)
         self._levels: dict[tuple[str, int], int] = {}
         self._ops: list[Op] = []
+        #: the copies for drop-head queues in ``_ops`` (see :mod:`~mbroker.cluster.drophead`)
+        self._runs = drophead.Runs()
         self._prep: list[Callable[[Any], None]] = []
         #: namespace commands waiting for the journal's next write, so that they go
         #: in the batch whose answer confirms them
@@ -204,8 +207,13 @@ class ClusterWriter:
         else:
             hops = fields.get("h")  # (a dead letter: the drops it causes go one deeper)
             depth = int(str(hops).split(" ", 1)[0]) if hops else 0
-            argv = limit_args(queue, lim, fields, level)
-            ops.append(("limit", (argv, queue, verdict, depth)))
+            if lim.reject:  # (judged before the add: one script per copy)
+                argv = limit_args(queue, lim, fields, level)
+                ops.append(("limit", (argv, queue, verdict, depth)))
+            elif ops is self._ops:  # (drop-head: added in runs, trimmed after)
+                self._runs.add(ops, queue, lim, fields, level, depth)
+            else:
+                drophead.single(ops, queue, lim, fields, level, depth)
 
     # ------------------------------------------------------------- namespace
     # Called by the node for every change of the shared namespace (the core records
@@ -258,7 +266,9 @@ class ClusterWriter:
         """Put ``messages`` (fed to this node, not acknowledged) back at the tail of
         their stream for any node to take: a new entry each, counting the deliveries
         so far, and the old one acknowledged and deleted (a priority's: in its level's
-        stream, see :mod:`mbroker.cluster.levels`)."""
+        stream, see :mod:`mbroker.cluster.levels`).  Ready again, they count against a
+        drop-head queue's limits, applied at the end of the batch (a node that read
+        them while its consumer left: see :mod:`mbroker.cluster.drophead`)."""
         lim = self.limits(queue)
         counted = lim is not None and lim.max_bytes is not None
         pop_level = self._levels.pop
@@ -287,6 +297,8 @@ class ClusterWriter:
                 self._ops.append(("eval", (*recount, *sized)))
             self._ops.append(("xack", (where, keys.GROUP, *old)))
             self._ops.append(("xdel", (where, *old)))
+        if taken and lim is not None and not lim.reject:
+            self._runs.trim(queue, lim)  # (ready again: drop-head applies)
         self._schedule()
 
     def purge(self, queue: str, withdrawn: Sequence[QueuedMessage]) -> None:
@@ -375,6 +387,7 @@ class ClusterWriter:
         self._scheduled = False
         if self._busy or not (self._ops or self._done or self._prep):
             return
+        self._runs.close(self._ops)
         ops, self._ops = self._ops, []
         prep, self._prep = self._prep, []
         done, self._done = self._done, []
@@ -473,6 +486,8 @@ def _run(
                     if name == "eval"
                     else args[0][2:3]
                     if name == "limit"
+                    else [keys.stream(args[0].queue)]
+                    if name in drophead.OPS
                     else args[:1]
                 )
             ]
@@ -499,15 +514,27 @@ def _pipeline(client: Any, ops: list[Op], dropped: Dropped) -> None:
         elif name == "limit":  # (by its SHA: the script's text is long)
             sha = limits.LIMIT_SHA
             pipe.execute_command("EVALSHA", sha, *args[0][1:], target_nodes=where(args[0][2]))
+        elif name == "addrun":
+            pipe.execute_command(
+                "EVAL", *args[0].add_args(), target_nodes=where(keys.stream(args[0].queue))
+            )
+        elif name == "trim":
+            pipe.execute_command(
+                "EVALSHA", *args[0].trim_args(), target_nodes=where(keys.stream(args[0].queue))
+            )
         else:
             getattr(pipe, name)(*args)
     results = pipe.execute(raise_on_error=False)
     for (name, args), result in zip(ops, results):
-        if name == "limit":
+        if name in ("limit", "trim"):
             if isinstance(result, Exception) and type(result).__name__ == "NoScriptError":
-                result = client.eval(*args[0])  # (a master that has not seen it yet)
+                # (a master that has not seen it yet)
+                result = client.eval(*(args[0] if name == "limit" else _trim_text(args[0])))
             if not isinstance(result, Exception):
-                _judged(result, args[1], args[2], dropped, args[3])
+                if name == "trim":
+                    _judged(result, args[0].queue, None, dropped, args[0].depth)
+                else:
+                    _judged(result, args[1], args[2], dropped, args[3])
                 continue
         if isinstance(result, Exception):
             if name == "xgroup_create" and "BUSYGROUP" in str(result):
@@ -528,6 +555,10 @@ def _judged(
         dropped.append((queue, len(entries), entries, depth))
     elif len(result) > 1 and int(result[1]):
         dropped.append((queue, int(result[1]), [], depth))
+
+
+def _trim_text(run: drophead.Run) -> tuple[Any, ...]:
+    return (drophead.TRIM_SCRIPT, *run.trim_args()[1:])
 
 
 def _once(client: Any, job: Once, firsts: list[Once], dropped: Dropped) -> None:

@@ -25,23 +25,23 @@ from tests.helpers.world import Target
 
 
 class HeadDroppingRedis(FakeRedis):
-    """Answers the limits' script as queues of max-length 1 with drop-head would: each
-    new entry drops the one before, whose fields come back."""
+    """Answers the drop-head scripts as queues of max-length 1 would: each trim keeps
+    the newest entry of the stream and drops (returns the fields of) the others."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.last: dict[str, list[Any]] = {}
+        self.kept: dict[str, list[Any]] = {}
 
-    def call(self, name: str, *args: Any) -> Any:
-        if name == "execute_command" and args[0] == "EVALSHA":
-            # (EVALSHA sha numkeys KEYS… then the group, 4 limits and the level: see
-            # limits.limit_args; the entry's fields follow)
-            stream, flat = args[3], [_b(v) for v in args[3 + int(args[2]) + 6 :]]
-            self.calls.append(("limit", (stream, dict(zip(flat[::2], flat[1::2])))))
-            before = self.last.get(stream)
-            self.last[stream] = flat
-            return [1, 0] if before is None else [1, before]
-        return super().call(name, *args)
+    def add_run(self, stream: str, flat: list[Any]) -> int:
+        n = super().add_run(stream, flat)
+        added = [dict(args[1]) for name, args in self.calls[-n:]]
+        self.kept.setdefault(stream, []).extend(added)
+        return n
+
+    def trim(self, stream: str) -> list[Any]:
+        entries = self.kept.get(stream, [])
+        dropped, self.kept[stream] = entries[:-1], entries[-1:]
+        return [1, *[[_b(v) for pair in f.items() for v in pair] for f in dropped]]
 
 
 class Node:

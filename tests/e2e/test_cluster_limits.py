@@ -13,7 +13,7 @@ import pytest
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, poll, unique
 from tests.helpers.lineclient import Msg
-from tests.helpers.redis_cluster import redis_cluster, two_nodes
+from tests.helpers.redis_cluster import blocked_reads, redis_cluster, two_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -154,6 +154,45 @@ def test_drop_head_dead_letters_what_it_drops(a: Client, b: Client) -> None:
     ]
     assert dead[0].attrs.get("h.n") == "0"
     assert [m.payload for m in pull_all(a, q, 2)] == [b"m3", b"m4"]
+
+
+def publish_run(c: Client, q: str, payloads: list[bytes]) -> None:
+    """PUBLISH each of ``payloads`` to ``q`` in one write (one batch of the node)."""
+    c.send(b"".join([b"PUBLISH %s :%s\r\n" % (q.encode(), p) for p in payloads]))
+    assert [c.readline(10) for _ in payloads] == [b"+OK 1"] * len(payloads)
+
+
+def test_drop_head_delivers_to_a_consumer_waiting_on_another_node_first(
+    redis_cluster: Any, a: Client, b: Client
+) -> None:
+    """max-length=0 drop-head: what is published on A while a consumer with room waits
+    on B (B's read loop blocked in Redis) all goes to it, none dropped; with nobody
+    waiting, everything is dropped and dead-lettered."""
+    q, dl = unique("q"), unique("dl")
+    a.ok(f"CREATE {dl} queue")
+    a.ok(f"CREATE {q} queue max-length=0 overflow=drop-head dead-letter={dl}")
+    both_know(a, b, q, dl)
+    url = redis_cluster.url
+    poll(lambda: blocked_reads(url) == 0)  # (no read loop of an earlier test)
+    assert b.ok(f"SUBSCRIBE {q} prefetch=50 ack=manual") == "+OK 1"
+    sent = [b"m%d" % i for i in range(30)]
+    for run in (sent[:20], sent[20:]):
+        poll(lambda: blocked_reads(url) == 1)  # B waits in Redis (again)
+        publish_run(a, q, run)
+        assert [b.read_msg(10).payload for _ in run] == run
+    assert a.stats(q)["dropped"] == b.stats(q)["dropped"] == "0"
+    assert b.ok("ACK 1-30") == "+OK 30"
+    assert b.ok("UNSUBSCRIBE 1") == "+OK"
+    poll(lambda: blocked_reads(url) == 0)
+    publish_run(a, q, [b"x", b"y", b"z"])
+    dead = pull_all(b, dl, 3)
+    assert [(m.payload, m.attrs.get("reason")) for m in dead] == [
+        (b"x", "maxlen"),
+        (b"y", "maxlen"),
+        (b"z", "maxlen"),
+    ]
+    assert a.stats(q)["dropped"] == "3"
+    poll(lambda: messages(a, q) == messages(b, q) == 0, SPREAD * 2)
 
 
 def test_expired_messages_leave_an_unconsumed_queue_and_are_dead_lettered(

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from mbroker.cluster import drophead
+
 T = TypeVar("T")
 
 
@@ -53,7 +55,30 @@ class FakeRedis:
             }
             self.streams.setdefault(args[0], []).append((entry, fields))
             return entry
+        if name == "execute_command" and args[:2] == ("EVAL", drophead.ADD_SCRIPT):
+            return self.add_run(args[3], list(args[3 + int(args[2]) + 2 :]))
+        if name == "execute_command" and args[:2] == ("EVALSHA", drophead.TRIM_SHA):
+            return self.trim(args[3])
         return 1
+
+    def add_run(self, stream: str, flat: list[Any]) -> int:
+        """A run of copies for a drop-head queue (drophead.ADD_SCRIPT): each recorded as
+        ``("limit", (stream, fields))`` and, at level 0, added as XADD adds."""
+        n = 0
+        while flat:
+            level, nf = int(flat[0]), int(flat[1])
+            pairs, flat = flat[2 : 2 + nf], flat[2 + nf :]
+            fields = dict(zip(pairs[::2], pairs[1::2]))
+            self.calls.append(("limit", (stream, fields)))
+            if not level:
+                self.call("xadd", stream, fields)
+                self.calls.pop()
+            n += 1
+        return n
+
+    def trim(self, stream: str) -> list[Any]:
+        """drophead.TRIM_SCRIPT: here nothing is dropped."""
+        return [1, 0]
 
     def pipeline(self, transaction: bool = False) -> FakePipeline:
         return FakePipeline(self)

@@ -96,3 +96,21 @@ def two_nodes(
     finally:
         a.stop()
         b.stop()
+
+
+def blocked_reads(url: str) -> int:
+    """How many clients of the Redis Cluster at ``url`` (as ``--cluster`` takes it)
+    are blocked in ``XREADGROUP`` right now: a node's read loop waiting for entries
+    (``CLIENT LIST`` of each master, flag ``b``)."""
+    from redis import Redis
+
+    n = 0
+    for hostport in url.removeprefix("redis://").split(","):
+        host, port = hostport.rsplit(":", 1)
+        r = Redis(host=host, port=int(port))
+        try:
+            if r.execute_command("ROLE")[0] == b"master":
+                n += sum([c["cmd"] == "xreadgroup" and "b" in c["flags"] for c in r.client_list()])
+        finally:
+            r.close()
+    return n

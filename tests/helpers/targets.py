@@ -89,6 +89,28 @@ def node_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
     return ("--cluster", url, "--node-name", f"contract-{os.getpid()}-{next(_names)}")
 
 
+def cluster_url(request: pytest.FixtureRequest) -> str:
+    """The Redis Cluster a node target runs on (as ``--cluster`` takes it)."""
+    return external_cluster() or request.getfixturevalue("redis_cluster").url
+
+
+def subscribed_and_waiting(
+    request: pytest.FixtureRequest, on_node: bool, subscribe: Callable[[], Any]
+) -> None:
+    """Run ``subscribe`` (a SUBSCRIBE to a queue); on a node, return once its read loop
+    for the queue waits in Redis (``XREADGROUP … BLOCK``): a consumer counts as waiting
+    from then on (docs/cluster.rst, limits).  No other read loop may be running."""
+    if not on_node:
+        subscribe()
+        return
+    from tests.helpers.redis_cluster import blocked_reads
+
+    url = cluster_url(request)
+    poll(lambda: blocked_reads(url) == 0, FIGURES_BOUND)  # (earlier tests' loops ended)
+    subscribe()
+    poll(lambda: blocked_reads(url) > 0, FIGURES_BOUND)
+
+
 def figures(on_node: bool, check: Callable[[], Any]) -> Any:
     """Check LIST or STATS figures of a shared queue: true at once on a single broker;
     on a cluster node, within the round in which it reads them from Redis."""
