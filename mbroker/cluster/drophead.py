@@ -174,6 +174,10 @@ class Run:
         argv = limit_argv(self.limits)
         return (TRIM_SHA, 14, *script_keys(self.queue), keys.GROUP, *argv)
 
+    def command(self, op: str) -> tuple[Any, ...]:
+        """The Redis command of the op ``op`` (one of :data:`OPS`) for this run."""
+        return ("EVAL", *self.add_args()) if op == "addrun" else ("EVALSHA", *self.trim_args())
+
 
 class Runs:
     """The open runs of a writer's next batch, one per drop-head queue."""

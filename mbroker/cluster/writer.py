@@ -514,14 +514,9 @@ def _pipeline(client: Any, ops: list[Op], dropped: Dropped) -> None:
         elif name == "limit":  # (by its SHA: the script's text is long)
             sha = limits.LIMIT_SHA
             pipe.execute_command("EVALSHA", sha, *args[0][1:], target_nodes=where(args[0][2]))
-        elif name == "addrun":
-            pipe.execute_command(
-                "EVAL", *args[0].add_args(), target_nodes=where(keys.stream(args[0].queue))
-            )
-        elif name == "trim":
-            pipe.execute_command(
-                "EVALSHA", *args[0].trim_args(), target_nodes=where(keys.stream(args[0].queue))
-            )
+        elif name in drophead.OPS:
+            run = args[0]
+            pipe.execute_command(*run.command(name), target_nodes=where(keys.stream(run.queue)))
         else:
             getattr(pipe, name)(*args)
     results = pipe.execute(raise_on_error=False)
