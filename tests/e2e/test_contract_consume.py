@@ -15,7 +15,7 @@ from tests.helpers.contract import (
     queue,
     unique,
 )
-from tests.helpers.targets import figures, pull_all, status_and_msgs
+from tests.helpers.targets import figures, pull_all, stats_show, status_and_msgs
 
 # ---------------------------------------------------------------- SUBSCRIBE
 
@@ -174,29 +174,28 @@ def test_prefetch_0_is_unlimited_and_auto_is_unlimited(client: Client, on_node: 
     figures(on_node, auto_figures)
 
 
-def test_manual_ack(client: Client) -> None:
+def test_manual_ack(client: Client, on_node: bool) -> None:
     q = queue(client)
     fill(client, q, "a", "b", "c")
     client.ok(f"SUBSCRIBE {q} ack=manual")
     tags = [m.tag for m in client.msgs(3)]
     assert tags == [1, 2, 3]
-    stats = client.stats(q)
-    assert (stats["messages"], stats["unacked"]) == ("0", "3")
+    stats_show(on_node, client, q, messages="0", unacked="3")
     assert client.ok("ACK 1,3") == "+OK 2"
-    assert client.stats(q)["unacked"] == "1"
+    stats_show(on_node, client, q, unacked="1")
     assert client.code("ACK 1") == "NOT_FOUND"  # settled already
     assert client.ok("ACK 2") == "+OK 1"
     assert client.stats(q)["acked"] == "3"
 
 
-def test_ack_lists_and_ranges(client: Client) -> None:
+def test_ack_lists_and_ranges(client: Client, on_node: bool) -> None:
     q = queue(client)
     fill(client, q, *"abcdefgh")
     client.pull(f"PULL {q} max=8 ack=manual")  # tags 1-8
     assert client.ok("ACK 2-3") == "+OK 2"
     assert client.ok("ACK 1-5") == "+OK 3"  # a range covers what is outstanding in it
     assert client.err("ACK 6,9,7,1-5,20-30") == "-ERR NOT_FOUND 9,1-5,20-30"
-    assert client.stats(q)["unacked"] == "1"  # 6 and 7 were acknowledged all the same
+    stats_show(on_node, client, q, unacked="1")  # 6 and 7 were acknowledged all the same
     assert client.ok("ACK 8-1000000000") == "+OK 1"
 
 
@@ -270,13 +269,12 @@ def test_nack_requeues_at_the_head(client: Client, on_node: bool) -> None:
     assert [m.payload for m in msgs] == [b"a", b"b", b"c", b"d"]
 
 
-def test_nack_requeue_0_without_dead_letter_drops(client: Client) -> None:
+def test_nack_requeue_0_without_dead_letter_drops(client: Client, on_node: bool) -> None:
     q = queue(client)
     fill(client, q, "a")
     client.pull(f"PULL {q} ack=manual")
     assert client.ok("NACK 1 requeue=0") == "+OK 1"
-    stats = client.stats(q)
-    assert (stats["messages"], stats["unacked"]) == ("0", "0")
+    stats_show(on_node, client, q, messages="0", unacked="0")
 
 
 def test_nack_with_delay(client: Client, on_node: bool) -> None:
@@ -367,14 +365,14 @@ def test_max_deliver_without_dead_letter_drops(client: Client) -> None:
     assert client.payloads(f"PULL {q} max=5") == [b"fine"]
 
 
-def test_max_deliver_counts_ack_timeouts(client: Client) -> None:
+def test_max_deliver_counts_ack_timeouts(client: Client, on_node: bool) -> None:
     dead = queue(client)
     q = queue(client, "max-deliver=1", f"dead-letter={dead}")
     fill(client, q, "x")
     client.pull(f"PULL {q} ack=manual ack-timeout=50")
     (m,) = client.pull(f"PULL {dead} wait=5000")
     assert (m.payload, m.source, m.attrs) == (b"x", q, {"reason": "delivery-limit"})
-    assert client.stats(q)["messages"] == "0"
+    stats_show(on_node, client, q, messages="0")
 
 
 # ---------------------------------------------------------------- PULL
@@ -390,12 +388,11 @@ def test_pull_max(client: Client) -> None:
     assert all(m.sid == 0 for m in client.pull(f"PULL {q}"))
 
 
-def test_pull_defaults_to_ack_auto(client: Client) -> None:
+def test_pull_defaults_to_ack_auto(client: Client, on_node: bool) -> None:
     q = queue(client)
     fill(client, q, "x")
     client.pull(f"PULL {q}")
-    stats = client.stats(q)
-    assert (stats["messages"], stats["unacked"], stats["acked"]) == ("0", "0", "1")
+    stats_show(on_node, client, q, messages="0", unacked="0", acked="1")
 
 
 def test_pull_wait_times_out(client: Client) -> None:

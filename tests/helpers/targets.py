@@ -15,10 +15,10 @@ objects).  The other modules test what a node serves with the single broker's ow
 runs against a node too, of that cluster.
 
 A test whose rule differs on a node (docs/cluster.rst, "What differs") asks for the
-``on_node`` fixture and asserts what holds there: :func:`figures` for LIST and STATS
-figures that a node reads from Redis every second, :func:`status_and_msgs` for MSGs
-that may come after a later reply, :func:`pull_all` for a PULL that takes what the
-node holds.
+``on_node`` fixture and asserts what holds there: :func:`figures` and
+:func:`stats_show` for LIST and STATS figures that a node reads from Redis every
+second, :func:`status_and_msgs` for MSGs that may come after a later reply,
+:func:`pull_all` for a PULL that takes what the node holds.
 """
 
 from __future__ import annotations
@@ -119,6 +119,21 @@ def figures(on_node: bool, check: Callable[[], Any]) -> Any:
     result = check()
     assert result, f"{result!r}: {check}"
     return result
+
+
+def stats_show(on_node: bool, c: Client, name: str, **want: str) -> None:
+    """STATS ``name`` shows ``want`` (``messages="0"``, ``unacked="1"`` …): at once on
+    a single broker; on a node within the round in which it reads its shared queues'
+    ready, unacknowledged and delayed figures from Redis (until then it shows the last
+    round's)."""
+
+    def shown() -> dict[str, str]:
+        stats = c.stats(name)
+        return {k: stats.get(k, "") for k in want}
+
+    if on_node:
+        poll(lambda: shown() == want, FIGURES_BOUND)
+    assert shown() == want
 
 
 def status_and_msgs(c: Client, line: str, n: int, on_node: bool) -> tuple[bytes, list[Msg]]:
