@@ -4,7 +4,8 @@
 ``python scripts/redis_cluster.py [--replicas 1] [--port-base N]`` starts 3 masters
 (and, with ``--replicas 1``, one replica each) with ``redis-server --cluster-enabled
 yes`` in a temporary directory, joins them with ``redis-cli --cluster create``, waits
-(with a deadline) until every node reports ``cluster_state:ok``, prints the startup
+(with a deadline) until every node reports ``cluster_state:ok`` and, with replicas,
+until each master's writes reach its replicas as they come, prints the startup
 nodes as the ``--cluster`` option of ``twistd mbroker`` takes them, and runs until
 interrupted (Ctrl-C, SIGTERM); then it stops its own processes, by pid, and removes
 the directory.
