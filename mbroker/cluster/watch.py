@@ -26,6 +26,12 @@ So the messages a killed node held unacknowledged reach other nodes' consumers
 :data:`LIVE_MS` + :data:`TICK` seconds after its last round at the latest (about 4 s
 with the defaults).  At start a node gives back what a former process of the same
 name left pending, before it reads anything.
+
+A node's liveness key also goes when the master holding it fails over: the node
+cannot refresh it while the master is down, and the promoted replica finds it
+expired.  The other nodes could not reach that master either (their rounds failed),
+so for :data:`LIVE_MS` after a failed round a node judges no other node dead: the
+living ones have set their keys again by then, and their messages stay with them.
 """
 
 from __future__ import annotations
@@ -70,11 +76,15 @@ class Watch:
         self.bytes: dict[str, int] = {}
         #: entries taken over from dead nodes
         self.taken_over = 0
+        self._clock: Any = None
+        #: when the last round failed (None: it did not)
+        self._failed_at: float | None = None
 
     def start(self, clock: Any) -> Deferred[None]:
         """Give back what a former life of this node left, then run every TICK."""
         client, node = self._link.client, self.node
         names = self._queues()
+        self._clock = clock
         d = self._link.read(lambda: _first_round(client, node, names))
 
         def started(n: int) -> None:
@@ -89,13 +99,16 @@ class Watch:
 
     def _round(self) -> Deferred[None]:
         client, node, names = self._link.client, self.node, self._queues()
-        d = self._link.read(lambda: _round(client, node, names))
+        failed_at = self._failed_at
+        judge = failed_at is None or self._clock.seconds() - failed_at >= LIVE_MS / 1000
+        d = self._link.read(lambda: _round(client, node, names, judge))
 
         def done(result: tuple[Counts, int, dict[str, int]]) -> None:
             self.counts, n, self.bytes = result
             self.taken_over += n
 
         def failed(f: Failure) -> None:
+            self._failed_at = self._clock.seconds()
             _log.warn("the cluster watch round failed: {reason}", reason=f.getErrorMessage())
 
         return d.addCallbacks(done, failed)
@@ -115,7 +128,11 @@ def _first_round(client: Any, node: str, names: list[str]) -> int:
     return taken
 
 
-def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int, dict[str, int]]:
+def _round(
+    client: Any, node: str, names: list[str], judge: bool = True
+) -> tuple[Counts, int, dict[str, int]]:
+    """One round (see the module's text); ``judge``: whether a consumer without a
+    liveness key is dead (not for LIVE_MS after a failed round)."""
     client.set(keys.node_key(node), b"1", px=LIVE_MS)
     counts: Counts = {}
     sizes: dict[str, int] = {}
@@ -137,7 +154,7 @@ def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int, dict[
                 cname = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
                 pending += int(c["pending"])
                 if cname not in alive:
-                    alive[cname] = bool(client.exists(keys.node_key(cname)))
+                    alive[cname] = not judge or bool(client.exists(keys.node_key(cname)))
                 if alive[cname]:
                     continue
                 if int(c["pending"]):
