@@ -308,7 +308,7 @@ def test_a_redis_master_fails_over(tmp_path: Path) -> None:
             down = back = 0.0
             while after < 50 and time.monotonic() < deadline:
                 if i == 200:
-                    at_kill = replication(dev, master)  # (what its replica had then)
+                    at_kill = replication(dev, master)  # (its replicas' offsets then)
                     dev.kill(master)
                 status = c.publish("fq", b"%d" % i)
                 if status.startswith("+OK"):
@@ -327,7 +327,10 @@ def test_a_redis_master_fails_over(tmp_path: Path) -> None:
             got: list[int] = []
             last = confirmed[-1]
             while last not in got:
-                m = c.read_msg(TAKEOVER)
+                try:
+                    m = c.read_msg(TAKEOVER)
+                except TimeoutError:
+                    break  # (the last one lost too: the report below says what else)
                 got.append(int(m.payload))
                 c.ok(f"ACK {m.tag}")
             lost = sorted(set(confirmed) - set(got))

@@ -99,22 +99,26 @@ def two_nodes(
 
 
 def replication(dev: Any, port: int) -> str:
-    """A master's replication offset and the offset each of its replicas last
-    acknowledged (``INFO replication``; a replica acknowledges every second, so this
-    lags what it has by up to a second of writes); to note just before a kill."""
+    """What a master has written (its replication offset) and, for each of its
+    replicas, the offset it last acknowledged to the master (``acked``: every second)
+    and the one it has (``has``, asked of the replica); to note just before a kill."""
     from redis import Redis
 
-    r = Redis(host="127.0.0.1", port=port)
-    try:
-        info = r.info("replication")
-    finally:
-        r.close()
+    def info(p: int) -> dict[str, Any]:
+        r = Redis(host="127.0.0.1", port=p)
+        try:
+            return dict(r.info("replication"))
+        finally:
+            r.close()
+
+    master = info(port)
     replicas = [
-        f"{v['port']} {v['state']} offset={v['offset']}"
-        for k, v in sorted(info.items())
+        f"{v['port']} {v['state']} acked={v['offset']} "
+        f"has={info(int(v['port'])).get('master_repl_offset')}"
+        for k, v in sorted(master.items())
         if k.startswith("slave") and isinstance(v, dict)
     ]
-    return f"master {port} offset={info.get('master_repl_offset')}: " + ", ".join(replicas)
+    return f"master {port} offset={master.get('master_repl_offset')}: " + ", ".join(replicas)
 
 
 #: the lines of a Redis log that tell a replication or failover story
