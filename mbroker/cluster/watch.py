@@ -29,9 +29,11 @@ name left pending, before it reads anything.
 
 A node's liveness key also goes when the master holding it fails over: the node
 cannot refresh it while the master is down, and the promoted replica finds it
-expired.  The other nodes could not reach that master either (their rounds failed),
-so for :data:`LIVE_MS` after a failed round a node judges no other node dead: the
-living ones have set their keys again by then, and their messages stay with them.
+expired.  The other nodes could not reach that master either: their rounds failed,
+or waited for the cluster to come back.  So for :data:`LIVE_MS` after a round that
+failed, and after the end of the first round that passed after it, a node judges
+no other node dead (:func:`judging`): the living ones have set their keys again by
+then, and their messages stay with them.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ class Watch:
         #: entries taken over from dead nodes
         self.taken_over = 0
         self._clock: Any = None
-        #: when the last round failed (None: it did not)
-        self._failed_at: float | None = None
+        #: when the last round that failed, or the first that passed after it, ended
+        self._trouble_at: float | None = None
+        self._recovering = False
 
     def start(self, clock: Any) -> Deferred[None]:
         """Give back what a former life of this node left, then run every TICK."""
@@ -99,16 +102,20 @@ class Watch:
 
     def _round(self) -> Deferred[None]:
         client, node, names = self._link.client, self.node, self._queues()
-        failed_at = self._failed_at
-        judge = failed_at is None or self._clock.seconds() - failed_at >= LIVE_MS / 1000
+        clock = self._clock
+        judge = judging(self._trouble_at, clock.seconds())
         d = self._link.read(lambda: _round(client, node, names, judge))
 
         def done(result: tuple[Counts, int, dict[str, int]]) -> None:
             self.counts, n, self.bytes = result
             self.taken_over += n
+            if self._recovering:  # (it may have waited for the cluster to come back)
+                self._recovering = False
+                self._trouble_at = clock.seconds()
 
         def failed(f: Failure) -> None:
-            self._failed_at = self._clock.seconds()
+            self._trouble_at = clock.seconds()
+            self._recovering = True
             _log.warn("the cluster watch round failed: {reason}", reason=f.getErrorMessage())
 
         return d.addCallbacks(done, failed)
@@ -116,6 +123,14 @@ class Watch:
     def stop(self) -> None:
         if self._call is not None and self._call.running:
             self._call.stop()
+
+
+def judging(trouble_at: float | None, now: float) -> bool:
+    """Whether a node may judge other nodes by their liveness keys ``now``: not for
+    LIVE_MS after ``trouble_at``, the end of its last Redis work that failed or of
+    the first that passed after it (a failover: a living node's key may have expired
+    meanwhile)."""
+    return trouble_at is None or now - trouble_at >= LIVE_MS / 1000
 
 
 def _first_round(client: Any, node: str, names: list[str]) -> int:
@@ -132,7 +147,7 @@ def _round(
     client: Any, node: str, names: list[str], judge: bool = True
 ) -> tuple[Counts, int, dict[str, int]]:
     """One round (see the module's text); ``judge``: whether a consumer without a
-    liveness key is dead (not for LIVE_MS after a failed round)."""
+    liveness key is dead (:func:`judging`)."""
     client.set(keys.node_key(node), b"1", px=LIVE_MS)
     counts: Counts = {}
     sizes: dict[str, int] = {}
@@ -153,8 +168,9 @@ def _round(
             for c in consumers:
                 cname = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
                 pending += int(c["pending"])
-                if cname not in alive:
-                    alive[cname] = not judge or bool(client.exists(keys.node_key(cname)))
+                if cname not in alive:  # (asked even when not judging: a failure says
+                    # that its master is still down, and judging waits longer)
+                    alive[cname] = bool(client.exists(keys.node_key(cname))) or not judge
                 if alive[cname]:
                     continue
                 if int(c["pending"]):
