@@ -152,13 +152,12 @@ class Lifetime:
     (see the module's text).  ``queues`` gives the node's shared queues; ``delete``
     deletes one through the shared DELETE path.
 
-    For LIVE_MS after a batch that failed, and after the end of the first batch that
-    passed after it, no node is judged gone
-    (:func:`~mbroker.cluster.watch.judging`): a failover of the master holding a
-    node's liveness key lets the key expire while that node lives, and its consumers
-    would count for nothing: an ``auto-delete`` queue would go with its messages.
-    The liveness keys are asked for meanwhile all the same: while their master is
-    down the batches fail, and the time counts from the last one."""
+    After a batch that failed, no node is judged gone until LIVE_MS after the end of
+    the first batch that passes again (:func:`~mbroker.cluster.watch.judging`): a
+    failover of the master holding a node's liveness key lets the key expire while
+    that node lives, and its consumers would count for nothing (an ``auto-delete``
+    queue would go, with its messages).  The liveness keys are asked for meanwhile
+    all the same, so that the batches fail for as long as their master is down."""
 
     def __init__(
         self,

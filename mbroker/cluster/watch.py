@@ -30,10 +30,11 @@ name left pending, before it reads anything.
 A node's liveness key also goes when the master holding it fails over: the node
 cannot refresh it while the master is down, and the promoted replica finds it
 expired.  The other nodes could not reach that master either: their rounds failed,
-or waited for the cluster to come back.  So for :data:`LIVE_MS` after a round that
-failed, and after the end of the first round that passed after it, a node judges
-no other node dead (:func:`judging`): the living ones have set their keys again by
-then, and their messages stay with them.
+or waited for the cluster to come back.  So after a round that failed, a node
+judges no other node dead until :data:`LIVE_MS` after the end of the first round
+that passes again (:func:`judging`; it asks for the keys meanwhile all the same, so
+that its rounds fail for as long as their master is down): the living nodes have
+set their keys again by then, and their messages stay with them.
 """
 
 from __future__ import annotations
