@@ -75,29 +75,6 @@ def start_node(tmp_path: Path, dev: Any, name: str, *extra: str) -> BrokerProces
     return start_broker(work, "--cluster", dev.url, "--node-name", name, *extra, memory_only=True)
 
 
-def two_nodes(
-    dev: Any,
-    tmp_path: Path,
-    names: tuple[str, str],
-    extra: tuple[str, ...] = (),
-    b_extra: tuple[str, ...] = (),
-) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
-    """For a module's ``nodes`` fixture: ``dev`` emptied, two nodes named ``names``
-    started (both with ``extra``, the second with ``b_extra`` too), stopped after."""
-    flush(dev)
-    a = start_node(tmp_path, dev, names[0], *extra)
-    try:
-        b = start_node(tmp_path, dev, names[1], *extra, *b_extra)
-    except BaseException:
-        a.stop()
-        raise
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
-
-
 def replication(dev: Any, port: int) -> str:
     """What a master has written (its replication offset) and, for each of its
     replicas, the offset it last acknowledged to the master (``acked``: every second)
@@ -189,3 +166,26 @@ def spans(numbers: list[int]) -> str:
         else:
             out.append((n, n))
     return " ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
+
+
+def two_nodes(
+    dev: Any,
+    tmp_path: Path,
+    names: tuple[str, str],
+    extra: tuple[str, ...] = (),
+    b_extra: tuple[str, ...] = (),
+) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
+    """For a module's ``nodes`` fixture: ``dev`` emptied, two nodes named ``names``
+    started (both with ``extra``, the second with ``b_extra`` too), stopped after."""
+    flush(dev)
+    a = start_node(tmp_path, dev, names[0], *extra)
+    try:
+        b = start_node(tmp_path, dev, names[1], *extra, *b_extra)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
