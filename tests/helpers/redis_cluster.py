@@ -8,6 +8,8 @@ no test sees another's queues.  :func:`start_node` starts ``twistd -n mbroker
 --cluster …`` as :func:`tests.helpers.broker.start_broker` starts a single broker,
 and :func:`two_nodes` the two nodes a test module shares (its ``nodes`` fixture; the
 ``a`` and ``b`` fixtures of ``tests/e2e/conftest.py`` connect to them).
+:func:`replication` (noted at a master's kill) and :func:`failover_report` say what
+a failover test that lost more than it should needs to know.
 """
 
 from __future__ import annotations
