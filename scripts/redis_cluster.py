@@ -4,7 +4,8 @@
 ``python scripts/redis_cluster.py [--replicas 1] [--port-base N]`` starts 3 masters
 (and, with ``--replicas 1``, one replica each) with ``redis-server --cluster-enabled
 yes`` in a temporary directory, joins them with ``redis-cli --cluster create``, waits
-(with a deadline) until every node reports ``cluster_state:ok``, prints the startup
+(with a deadline) until every node reports ``cluster_state:ok`` and, with replicas,
+until each master's writes reach its replicas as they come, prints the startup
 nodes as the ``--cluster`` option of ``twistd mbroker`` takes them, and runs until
 interrupted (Ctrl-C, SIGTERM); then it stops its own processes, by pid, and removes
 the directory.
@@ -108,6 +109,8 @@ class DevCluster:
             if self.replicas:
                 for port in self.ports:
                     self._wait_synced(cli, port, deadline)
+                for port in self.ports:
+                    self._wait_streaming(cli, port, deadline)
         except BaseException:
             self.stop()
             raise
@@ -127,6 +130,8 @@ class DevCluster:
             # (a replica may take over however long ago it last heard its master: a
             # fresh test cluster's replicas have not always synced yet)
             "--cluster-replica-validity-factor", "0",
+            # (a replica's first sync starts at once, not 5 s later in case others come)
+            "--repl-diskless-sync-delay", "0",
             "--dir", str(d),
             "--save", "",
             "--appendonly", "no",
@@ -168,6 +173,30 @@ class DevCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"replica {port} never synced with its master")
             time.sleep(0.05)
+
+    def _wait_streaming(self, cli: str, port: int, deadline: float) -> None:
+        """A master: wait until its replicas take its writes as they come.
+
+        A replica that has loaded its master's data (``master_link_status:up``) gets
+        the writes that follow only once the master has had its first ``REPLCONF
+        ACK``; after a diskless sync that may be a second later.  A master killed
+        meanwhile loses every write made since the cluster formed (its replica,
+        promoted, has none).  So: a write (``FLUSHALL`` of the empty node) and
+        ``WAIT`` on the same connection, until every replica has it.
+        """
+        if "role:master" not in self._cli(cli, port, "info", "replication"):
+            return
+        while True:
+            out = subprocess.run(
+                [cli, "-h", "127.0.0.1", "-p", str(port)],
+                input=f"FLUSHALL\nWAIT {self.replicas} 200\n".encode(),
+                capture_output=True,
+                timeout=10,
+            )
+            if out.stdout.split()[-1:] == [str(self.replicas).encode()]:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the replicas of node {port} never took its writes")
 
     def kill(self, port: int) -> None:
         """``kill -9`` one node (to test a failover)."""

@@ -54,6 +54,7 @@ from twisted.python.failure import Failure
 from mbroker import errors
 from mbroker.cluster import keys
 from mbroker.cluster.link import RedisLink
+from mbroker.cluster.watch import judging
 from mbroker.core.model import Queue
 
 _log = Logger()
@@ -125,9 +126,10 @@ def judged(q: Queue) -> bool:
 Report = tuple[str, int, int, int, int, bool]
 
 
-def report(client: Any, node: str, r: Report, alive: dict[str, bool]) -> bool:
+def report(client: Any, node: str, r: Report, alive: dict[str, bool], judge: bool = True) -> bool:
     """On the write thread: report ``r`` and judge the queue; True: delete it.
-    ``alive`` caches the liveness of the nodes asked about (one round)."""
+    ``alive`` caches the liveness of the nodes asked about (one round); ``judge``:
+    whether a node without a liveness key is gone (see :class:`Lifetime`)."""
     name, consumers, waiters, last, expires, auto = r
     life = life_key(name)
     gone = []
@@ -135,9 +137,9 @@ def report(client: Any, node: str, r: Report, alive: dict[str, bool]) -> bool:
         other = field.decode() if isinstance(field, bytes) else field
         if other == HAD or other == node:
             continue
-        if other not in alive:
+        if other not in alive:  # (asked even when not judging: see Lifetime)
             alive[other] = bool(client.exists(keys.node_key(other)))
-        if not alive[other]:
+        if not alive[other] and judge:
             gone.append(other)
     now = int(time.time() * 1000)
     grace = expires + GRACE_MS if expires >= 0 else -1
@@ -148,7 +150,14 @@ def report(client: Any, node: str, r: Report, alive: dict[str, bool]) -> bool:
 class Lifetime:
     """The lifetime of one node's shared queues with ``auto-delete`` or ``expires``
     (see the module's text).  ``queues`` gives the node's shared queues; ``delete``
-    deletes one through the shared DELETE path."""
+    deletes one through the shared DELETE path.
+
+    After a batch that failed, no node is judged gone until LIVE_MS after the end of
+    the first batch that passes again (:func:`~mbroker.cluster.watch.judging`): a
+    failover of the master holding a node's liveness key lets the key expire while
+    that node lives, and its consumers would count for nothing (an ``auto-delete``
+    queue would go, with its messages).  The liveness keys are asked for meanwhile
+    all the same, so that the batches fail for as long as their master is down."""
 
     def __init__(
         self,
@@ -172,6 +181,9 @@ class Lifetime:
         self._fresh: set[str] = set()
         self._busy = False
         self._stopped = False
+        #: when the last batch that failed, or the first that passed after it, ended
+        self._trouble_at: float | None = None
+        self._recovering = False
 
     def start(self) -> None:
         call = self._call = LoopingCall(self._round)
@@ -226,14 +238,19 @@ class Lifetime:
         reports, self._pending = list(self._pending.values()), {}
         fresh, self._fresh = list(self._fresh), set()
         client, node = self._link.client, self.node
+        clock = self._clock
+        judge = judging(self._trouble_at, clock.seconds())
 
         def job() -> list[str]:
             for name in fresh:
                 client.delete(life_key(name), used_key(name))
             alive: dict[str, bool] = {}
-            return [r[0] for r in reports if report(client, node, r, alive)]
+            return [r[0] for r in reports if report(client, node, r, alive, judge)]
 
         def done(names: list[str]) -> None:
+            if self._recovering:  # (it may have waited for the cluster to come back)
+                self._recovering = False
+                self._trouble_at = clock.seconds()
             for name in names:
                 try:
                     self._delete(name)
@@ -243,6 +260,8 @@ class Lifetime:
                 _log.info("queue {name} deleted: its lifetime ended", name=name)
 
         def failed(f: Failure) -> None:
+            self._trouble_at = clock.seconds()
+            self._recovering = True
             _log.warn("the queue lifetime round failed: {reason}", reason=f.getErrorMessage())
 
         def again(_: object) -> None:

@@ -26,6 +26,15 @@ So the messages a killed node held unacknowledged reach other nodes' consumers
 :data:`LIVE_MS` + :data:`TICK` seconds after its last round at the latest (about 4 s
 with the defaults).  At start a node gives back what a former process of the same
 name left pending, before it reads anything.
+
+A node's liveness key also goes when the master holding it fails over: the node
+cannot refresh it while the master is down, and the promoted replica finds it
+expired.  The other nodes could not reach that master either: their rounds failed,
+or waited for the cluster to come back.  So after a round that failed, a node
+judges no other node dead until :data:`LIVE_MS` after the end of the first round
+that passes again (:func:`judging`; it asks for the keys meanwhile all the same, so
+that its rounds fail for as long as their master is down): the living nodes have
+set their keys again by then, and their messages stay with them.
 """
 
 from __future__ import annotations
@@ -70,11 +79,16 @@ class Watch:
         self.bytes: dict[str, int] = {}
         #: entries taken over from dead nodes
         self.taken_over = 0
+        self._clock: Any = None
+        #: when the last round that failed, or the first that passed after it, ended
+        self._trouble_at: float | None = None
+        self._recovering = False
 
     def start(self, clock: Any) -> Deferred[None]:
         """Give back what a former life of this node left, then run every TICK."""
         client, node = self._link.client, self.node
         names = self._queues()
+        self._clock = clock
         d = self._link.read(lambda: _first_round(client, node, names))
 
         def started(n: int) -> None:
@@ -89,13 +103,20 @@ class Watch:
 
     def _round(self) -> Deferred[None]:
         client, node, names = self._link.client, self.node, self._queues()
-        d = self._link.read(lambda: _round(client, node, names))
+        clock = self._clock
+        judge = judging(self._trouble_at, clock.seconds())
+        d = self._link.read(lambda: _round(client, node, names, judge))
 
         def done(result: tuple[Counts, int, dict[str, int]]) -> None:
             self.counts, n, self.bytes = result
             self.taken_over += n
+            if self._recovering:  # (it may have waited for the cluster to come back)
+                self._recovering = False
+                self._trouble_at = clock.seconds()
 
         def failed(f: Failure) -> None:
+            self._trouble_at = clock.seconds()
+            self._recovering = True
             _log.warn("the cluster watch round failed: {reason}", reason=f.getErrorMessage())
 
         return d.addCallbacks(done, failed)
@@ -103,6 +124,14 @@ class Watch:
     def stop(self) -> None:
         if self._call is not None and self._call.running:
             self._call.stop()
+
+
+def judging(trouble_at: float | None, now: float) -> bool:
+    """Whether a node may judge other nodes by their liveness keys ``now``: not for
+    LIVE_MS after ``trouble_at``, the end of its last Redis work that failed or of
+    the first that passed after it (a failover: a living node's key may have expired
+    meanwhile)."""
+    return trouble_at is None or now - trouble_at >= LIVE_MS / 1000
 
 
 def _first_round(client: Any, node: str, names: list[str]) -> int:
@@ -115,7 +144,11 @@ def _first_round(client: Any, node: str, names: list[str]) -> int:
     return taken
 
 
-def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int, dict[str, int]]:
+def _round(
+    client: Any, node: str, names: list[str], judge: bool = True
+) -> tuple[Counts, int, dict[str, int]]:
+    """One round (see the module's text); ``judge``: whether a consumer without a
+    liveness key is dead (:func:`judging`)."""
     client.set(keys.node_key(node), b"1", px=LIVE_MS)
     counts: Counts = {}
     sizes: dict[str, int] = {}
@@ -136,8 +169,9 @@ def _round(client: Any, node: str, names: list[str]) -> tuple[Counts, int, dict[
             for c in consumers:
                 cname = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
                 pending += int(c["pending"])
-                if cname not in alive:
-                    alive[cname] = bool(client.exists(keys.node_key(cname)))
+                if cname not in alive:  # (asked even when not judging: a failure says
+                    # that its master is still down, and judging waits longer)
+                    alive[cname] = bool(client.exists(keys.node_key(cname))) or not judge
                 if alive[cname]:
                     continue
                 if int(c["pending"]):

@@ -14,9 +14,10 @@ from twisted.internet.defer import Deferred
 
 from mbroker.cluster import keys, lifetime
 from mbroker.cluster.lifetime import GRACE_MS, Lifetime, life_key, report, used_key
+from mbroker.cluster.watch import LIVE_MS
 from mbroker.core.model import Queue
 from mbroker.wire.frames import QueueOptions
-from tests.helpers.fakeredis import FakeLink, FakeRedis
+from tests.helpers.fakeredis import FakeLink, FakeRedis, Flaky, HoldingLink
 from tests.helpers.redis_cluster import flush, redis_cluster
 
 __all__ = ["redis_cluster"]  # (a fixture, used by name)
@@ -87,7 +88,7 @@ def test_a_round_reports_the_node_s_queues_with_a_lifetime_and_deletes_as_told(
     life = Lifetime(link, clock, "a", lambda: [plain, ad], deleted.append)
     seen: list[tuple[Any, ...]] = []
 
-    def judge(client: Any, node: str, rep: Any, known: dict[str, bool]) -> bool:
+    def judge(client: Any, node: str, rep: Any, known: dict[str, bool], *_: Any) -> bool:
         seen.append(rep)
         return True
 
@@ -122,7 +123,7 @@ def test_reports_go_one_batch_at_a_time_the_latest_of_each_queue(
     q = Queue("q", QueueOptions(auto_delete=True))
     life = Lifetime(cast(Any, link), task.Clock(), "a", lambda: [q], lambda name: None)
     seen: list[tuple[str, int]] = []
-    monkeypatch.setattr(lifetime, "report", lambda c, n, r, k: seen.append((r[0], r[1])))
+    monkeypatch.setattr(lifetime, "report", lambda c, n, r, k, *_: seen.append((r[0], r[1])))
     monkeypatch.setattr(link.client, "delete", lambda *ks: seen.append((ks[0], -1)), False)
     q.consumers.append(cast(Any, object()))
     life.changed(q)
@@ -138,3 +139,62 @@ def test_reports_go_one_batch_at_a_time_the_latest_of_each_queue(
     link.run()
     assert seen == [("q", 1), (life_key("q2"), -1), ("q", 1)]
     assert not link.jobs
+
+
+def test_no_node_is_judged_gone_until_live_ms_after_a_failover(r: Any) -> None:
+    """The master holding node a's liveness key fails over: b's batches fail while
+    it is down (they ask for a's key, judging or not), and a's key expires.  a's
+    consumer keeps the auto-delete queue until a has had LIVE_MS from the first
+    batch that passes after it to set its key again (before, b deleted the queue,
+    and its messages, at its first batch after the failover)."""
+    t = now_ms()
+    assert not report(r, "a", ("q", 1, 0, t, -1, True), {"a": True})  # (a's consumer)
+    clock = task.Clock()
+    flaky = Flaky(r)
+    q = Queue("q", QueueOptions(auto_delete=True))
+    deleted: list[str] = []
+    life = Lifetime(cast(Any, FakeLink(cast(Any, flaky))), clock, "b", lambda: [q], deleted.append)
+    life.start()
+    flaky.dead = {keys.node_key("a")}
+    for _ in range(3):
+        clock.advance(1.0)  # (batches that fail: the master is down)
+    flaky.dead = set()
+    clock.advance(1.0)  # the first batch that passes
+    back = clock.seconds()
+    assert not deleted
+    while clock.seconds() + 1.0 - back < LIVE_MS / 1000:
+        clock.advance(1.0)
+        assert not deleted, clock.seconds()  # a may be alive
+    assert r.hget(life_key("q"), "a") == b"1 0"
+    clock.advance(1.0)
+    life.stop()
+    assert deleted == ["q"]  # a is gone indeed: its consumer counts for nothing
+
+
+def test_nor_until_a_batch_that_waited_for_the_cluster_is_live_ms_old(r: Any) -> None:
+    """A batch may also wait (redis-py retrying) until the cluster is back: LIVE_MS
+    count from its end (as measured with two nodes: a batch failed, the next waited
+    3 s, and the one after deleted the queue of a living node's consumer)."""
+    t = now_ms()
+    assert not report(r, "a", ("q", 1, 0, t, -1, True), {"a": True})
+    clock = task.Clock()
+    flaky = Flaky(r)
+    link = HoldingLink(flaky)
+    q = Queue("q", QueueOptions(auto_delete=True))
+    deleted: list[str] = []
+    life = Lifetime(cast(Any, link), clock, "b", lambda: [q], deleted.append)
+    life.start()
+    flaky.dead = {keys.node_key("a")}
+    clock.advance(1.0)  # (a failed batch)
+    flaky.dead = set()
+    link.holding = True
+    clock.advance(1.0)  # a batch starts, and waits
+    clock.advance(2.5)
+    link.release()  # the cluster is back: it ends (and the reports made meanwhile go)
+    back = clock.seconds()
+    while clock.seconds() + 1.0 - back < LIVE_MS / 1000:
+        clock.advance(1.0)
+        assert not deleted, clock.seconds()
+    clock.advance(1.0)
+    life.stop()
+    assert deleted == ["q"]

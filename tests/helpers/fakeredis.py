@@ -1,9 +1,11 @@
 """A stand-in for the redis-py client and the node's link, for the cluster unit tests.
 
 :class:`FakeRedis` records every command (``calls``) and serves what a test put in
-``streams`` to ``XREADGROUP``; :class:`FakeLink` runs jobs at once (as
+``streams`` to ``XREADGROUP``; :class:`Flaky` fails a real client's commands on
+demand; :class:`FakeLink` runs jobs at once (as
 :class:`~mbroker.store.executor.SyncExecutor` does), so that a test on a
-``task.Clock`` sees each Redis round trip as soon as the clock lets the writer flush.
+``task.Clock`` sees each Redis round trip as soon as the clock lets the writer flush
+(:class:`HoldingLink`: once the test releases them).
 """
 
 from __future__ import annotations
@@ -128,3 +130,48 @@ class FakeLink:
 
     def write(self, job: Callable[[], T]) -> Deferred[T]:
         return self._run(job)
+
+
+class Flaky:
+    """A real redis-py client whose commands naming a key of ``dead`` fail as when
+    the master holding it is down (a Redis failover under way)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.dead: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        command = getattr(self.client, name)
+
+        def run(*args: Any, **kw: Any) -> Any:
+            if self.dead.intersection(a for a in args if isinstance(a, str)):
+                from redis.exceptions import ConnectionError as RedisConnectionError
+
+                raise RedisConnectionError("Error 111 connecting to the master. Refused.")
+            return command(*args, **kw)
+
+        return run
+
+
+class HoldingLink(FakeLink):
+    """A :class:`FakeLink` whose read jobs, while ``holding``, wait until
+    :meth:`release` (Redis work that takes long: a cluster failing over)."""
+
+    def __init__(self, client: Any, reactor: Any = None) -> None:
+        super().__init__(client, reactor)
+        self.holding = False
+        self.held: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+
+    def read(self, job: Callable[[], T]) -> Deferred[T]:
+        if not self.holding:
+            return self._run(job)
+        d: Deferred[T] = Deferred()
+        self.held.append((job, d))
+        return d
+
+    def release(self) -> None:
+        """Run the held jobs now (and hold no more)."""
+        self.holding = False
+        held, self.held = self.held, []
+        for job, d in held:
+            self._run(job).chainDeferred(d)

@@ -8,6 +8,8 @@ no test sees another's queues.  :func:`start_node` starts ``twistd -n mbroker
 --cluster …`` as :func:`tests.helpers.broker.start_broker` starts a single broker,
 and :func:`two_nodes` the two nodes a test module shares (its ``nodes`` fixture; the
 ``a`` and ``b`` fixtures of ``tests/e2e/conftest.py`` connect to them).
+:func:`replication` (noted at a master's kill) and :func:`failover_report` say what
+a failover test that lost more than it should needs to know.
 """
 
 from __future__ import annotations
@@ -73,6 +75,99 @@ def start_node(tmp_path: Path, dev: Any, name: str, *extra: str) -> BrokerProces
     work = tmp_path / name
     work.mkdir(exist_ok=True)
     return start_broker(work, "--cluster", dev.url, "--node-name", name, *extra, memory_only=True)
+
+
+def replication(dev: Any, port: int) -> str:
+    """What a master has written (its replication offset) and, for each of its
+    replicas, the offset it last acknowledged to the master (``acked``: every second)
+    and the one it has (``has``, asked of the replica); to note just before a kill."""
+    from redis import Redis
+
+    def info(p: int) -> dict[str, Any]:
+        r = Redis(host="127.0.0.1", port=p)
+        try:
+            return dict(r.info("replication"))
+        finally:
+            r.close()
+
+    master = info(port)
+    replicas = [
+        f"{v['port']} {v['state']} acked={v['offset']} "
+        f"has={info(int(v['port'])).get('master_repl_offset')}"
+        for k, v in sorted(master.items())
+        if k.startswith("slave") and isinstance(v, dict)
+    ]
+    return f"master {port} offset={master.get('master_repl_offset')}: " + ", ".join(replicas)
+
+
+#: the lines of a Redis log that tell a replication or failover story
+_STORY = (
+    "sync",
+    "Sync",
+    "ACK",
+    "MASTER",
+    "master",
+    "FAIL",
+    "ailover",
+    "election",
+    "Cluster state",
+    "replica",
+    "Replica",
+)
+
+
+def failover_report(dev: Any, key: str, *node_outputs: str) -> str:
+    """What to read when a failover lost more than it should: each Redis node's role
+    and offset, ``key``'s stream on the live master that holds it (its length, and
+    ``entries-added``: the entries it has had since it was made), the replication and
+    failover lines of each node's log, and the warnings of the broker nodes (their
+    ``output()``).  Call it before ``dev.stop()`` (which removes the logs)."""
+    from redis import Redis
+
+    out = []
+    for host, port in dev.nodes:
+        p = dev.processes.get(port)
+        if p is None or p.poll() is not None:
+            out.append(f"redis {port}: dead")
+            continue
+        r = Redis(host=host, port=port)
+        try:
+            out.append(f"redis {port}: ROLE {r.execute_command('ROLE')}")
+            if r.execute_command("ROLE")[0] == b"master" and r.exists(key):
+                stream = r.xinfo_stream(key)
+                picked = ("length", "entries-added", "first-entry", "last-generated-id")
+                out.append(f"  {key}: { ({k: stream.get(k) for k in picked}) }")
+                out.append(f"  groups: {r.xinfo_groups(key)}")
+        except Exception as e:  # noqa: BLE001 (a report: say what failed and go on)
+            out.append(f"  ({type(e).__name__}: {e})")
+        finally:
+            r.close()
+    for port in dev.ports:
+        log = dev.directory / str(port) / "redis.log" if dev.directory else None
+        if log is not None and log.exists():
+            lines = [
+                ln
+                for ln in log.read_text().splitlines()
+                if any(s in ln for s in _STORY) and "overcommit" not in ln
+            ]
+            out.append(f"--- redis {port} log ({len(lines)} lines of its story)")
+            out.extend(lines[-40:])
+    for i, text in enumerate(node_outputs):
+        lines = [ln for ln in text.splitlines() if "Redis" in ln or "warn" in ln.lower()]
+        out.append(f"--- broker node {i}: {len(lines)} lines naming Redis or a warning")
+        out.extend(lines[-40:])
+    return "\n".join(out)
+
+
+def spans(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` as ``0-2 5 7-8``."""
+    out: list[tuple[int, int]] = []
+    for n in sorted(numbers):
+        if out and out[-1][1] == n - 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))
+    return " ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
 
 
 def two_nodes(
