@@ -7,7 +7,6 @@ Redis cannot block a reader between two commands of a pipeline)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -23,7 +22,7 @@ from mbroker.core.model import QueuedMessage
 from mbroker.wire.frames import Props
 from tests.helpers.contract import poll
 from tests.helpers.fakeredis import FakeLink
-from tests.helpers.redis_cluster import blocked_reads, flush, redis_cluster
+from tests.helpers.redis_cluster import blocked_reads, redis_cluster
 
 __all__ = ["redis_cluster"]  # (a fixture, used by name)
 
@@ -63,16 +62,10 @@ class Writer:
 
 
 @pytest.fixture
-def r(redis_cluster: Any) -> Iterator[Any]:
-    from redis.cluster import ClusterNode, RedisCluster
-
-    flush(redis_cluster)
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.nodes])
-    client.xgroup_create(keys.stream(Q), keys.GROUP, "0", mkstream=True)
-    try:
-        yield client
-    finally:
-        client.close()
+def r(r: Any) -> Any:
+    """The emptied cluster's client (tests/cluster/conftest.py), with the queue's group."""
+    r.xgroup_create(keys.stream(Q), keys.GROUP, "0", mkstream=True)
+    return r
 
 
 class Reader:

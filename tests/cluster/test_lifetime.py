@@ -5,7 +5,6 @@ cannot run Lua), and the node's rounds on a fake clock and a fake link."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -18,21 +17,6 @@ from mbroker.cluster.watch import LIVE_MS
 from mbroker.core.model import Queue
 from mbroker.wire.frames import QueueOptions
 from tests.helpers.fakeredis import FakeLink, FakeRedis, Flaky, HoldingLink
-from tests.helpers.redis_cluster import flush, redis_cluster
-
-__all__ = ["redis_cluster"]  # (a fixture, used by name)
-
-
-@pytest.fixture
-def r(redis_cluster: Any) -> Iterator[Any]:
-    from redis.cluster import ClusterNode, RedisCluster
-
-    flush(redis_cluster)
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.nodes])
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def now_ms() -> int:

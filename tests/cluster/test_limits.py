@@ -5,7 +5,6 @@ themselves on the real local Redis Cluster (a fake Redis cannot run Lua)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -31,9 +30,6 @@ from mbroker.core import records as rec
 from mbroker.core.journal import Done
 from mbroker.wire.frames import Props, QueueOptions
 from tests.helpers.fakeredis import FakeLink, FakeRedis
-from tests.helpers.redis_cluster import flush, redis_cluster
-
-__all__ = ["redis_cluster"]  # (a fixture, used by name)
 
 
 class Store:
@@ -153,18 +149,6 @@ def test_a_run_of_publishes_hears_which_copies_redis_refused() -> None:
     assert [a for n, a in redis.calls if n == "limit"] == [(keys.stream("full"),)] * 4
     assert [a[0] for n, a in redis.calls if n == "xadd"] == [keys.stream("plain")]
     assert dict(broker.stats("full"))["rejected"] == "2"
-
-
-@pytest.fixture
-def r(redis_cluster: Any) -> Iterator[Any]:
-    from redis.cluster import ClusterNode, RedisCluster
-
-    flush(redis_cluster)
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.nodes])
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def add(r: Any, q: str, limits: Limits, payload: bytes, level: int = 0, **extra: str) -> Any:
