@@ -62,3 +62,8 @@ class Once:
     verdict: Verdict | None = None
     #: the message's priority: its entries go to that level's stream
     level: int = 0
+    #: the queues whose entry has fields of its own (a queue ttl shorter than the
+    #: PUBLISH's, :func:`~mbroker.cluster.keys.own_ttls`; not atomic only)
+    own: dict[str, dict[str, bytes | str]] = attrs.Factory(dict)
+    #: delayed: their members (:func:`~mbroker.cluster.delays.members`)
+    items: dict[str, bytes] = attrs.Factory(dict)
