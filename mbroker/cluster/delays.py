@@ -181,12 +181,25 @@ def read_member(data: bytes) -> dict[bytes, bytes]:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
-def delay_ops(names: Iterable[str], delay: int, item: bytes) -> list[tuple[str, tuple[Any, ...]]]:
-    """The writer's commands for one delayed copy in each queue of ``names``."""
+def members(
+    node: str, fields: dict[str, bytes | str], own: dict[str, dict[str, bytes | str]]
+) -> tuple[bytes, dict[str, bytes]]:
+    """The member of a delayed copy with ``fields``, and those of the queues whose
+    copies have fields of their own (``own``, see
+    :func:`~mbroker.cluster.keys.own_ttls`)."""
+    return member(node, fields), {q: member(node, f) for q, f in own.items()}
+
+
+def delay_ops(
+    names: Iterable[str], delay: int, item: bytes, own: dict[str, bytes] | None = None
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The writer's commands for one delayed copy in each queue of ``names`` (``own``:
+    the queues whose copy is a member of its own, see :func:`members`)."""
     names = list(names)
     ops: list[tuple[str, tuple[Any, ...]]] = [("sadd", (keys.DELAYED, *names))]
     for q in names:
-        ops.append(("eval", (DELAY_SCRIPT, 1, keys.delayed(q), delay, item)))
+        it = own.get(q, item) if own else item
+        ops.append(("eval", (DELAY_SCRIPT, 1, keys.delayed(q), delay, it)))
     return ops
 
 

@@ -37,6 +37,7 @@ queues spread over the cluster's masters.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Optional
 
 import attrs
@@ -165,6 +166,28 @@ def at_once(fields: dict[str, bytes | str], ready: float) -> None:
     expiry sweep, which knows only ``e``) expires it."""
     fields["e"] = repr(ready + GRACE_MS / 1000.0)
     fields["z"] = str(GRACE_MS)
+
+
+def own_ttls(
+    fields: dict[str, bytes | str],
+    ttl: int | None,
+    start: float,
+    queues: Sequence[tuple[str, int | None]],
+) -> dict[str, dict[str, bytes | str]]:
+    """The fields of their own entries for the ``queues`` (name, the queue's ttl) an
+    entry with ``fields`` goes to whose ttl is shorter than the PUBLISH's ``ttl`` (ms,
+    None: none): the same but for the expiry, counted from ``start`` (epoch seconds:
+    the publish, or a delayed copy's due time), and marked when the ttl is 0
+    (:func:`at_once`).  One entry serves all the other queues."""
+    own: dict[str, dict[str, bytes | str]] = {}
+    for name, qttl in queues:
+        if qttl is not None and (ttl is None or qttl < ttl):
+            copy = own[name] = dict(fields)
+            expires = start + qttl / 1000.0
+            copy["e"] = repr(expires)
+            if qttl == 0:
+                at_once(copy, expires)
+    return own
 
 
 def fresh(fields: Fields, expires: float, now: float) -> tuple[float, bool]:

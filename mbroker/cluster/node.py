@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from mbroker import errors
 from mbroker.cluster import keys
-from mbroker.cluster.delays import Mover, member
+from mbroker.cluster.delays import Mover, members
 from mbroker.cluster.expiry import TTL_HINT, Removed
 from mbroker.cluster.feeder import Feeder
 from mbroker.cluster.lifetime import Lifetime
@@ -378,10 +378,12 @@ class ClusterBroker(Broker):
             result = Published(1)
             if obj.idle_timer is not None:
                 obj.last_used = self.clock.seconds()
-            then = None
+            then, ttls = None, []
         else:
             targets = obj.matcher.match(key)
-            names = tuple([q.name for q in targets if shared(q)])
+            mine = [q for q in targets if shared(q)]
+            names = tuple([q.name for q in mine])
+            ttls = [(q.name, q.options.ttl) for q in mine if q.options.ttl is not None]
             result = Published(len(targets))
             then = partial(self._routed, obj, key, payload, props, targets)
         expires = None
@@ -394,7 +396,8 @@ class ClusterBroker(Broker):
         fields = keys.entry_fields(name, key, payload, expires, 0, None, props)
         if expires is not None and (ttl == 0 or qttl == 0):
             keys.at_once(fields, expires)
-        item = b"" if delay is None else member(self.node, fields)
+        own = keys.own_ttls(fields, ttl, self.clock.seconds() + (delay or 0) / 1000.0, ttls)
+        item, items = (b"", {}) if delay is None else members(self.node, fields, own)
         writer = self.writer
         if window:
             # (the writes recorded before it go first: a queue stays in publish order)
@@ -402,14 +405,14 @@ class ClusterBroker(Broker):
             dedup = keys.dedup(name, props.id or "")
             limited = delay is None and any([self.limits(q) for q in names])
             job = Once(dedup, window, names, fields, delay, item, then is None, result, then)
-            job.level = props.priority
+            job.level, job.own, job.items = props.priority, own, items
             if limited:  # (the id first, then the entries through the limits' script)
                 job.atomic, job.verdict = False, journal.verdict()
             writer.publish_once(job)
         else:
             assert delay is not None
             if names:
-                writer.delay(names, delay, item)
+                writer.delay(names, delay, item, items)
             if then is not None:
                 then()
         if delay is not None and self.mover is not None:

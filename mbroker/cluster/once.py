@@ -5,6 +5,9 @@ queue in the key's slot, the entry added in the same script).
 :class:`Once` is the job the node hands the writer
 (:meth:`~mbroker.cluster.writer.ClusterWriter.publish_once`), which runs it on the
 write thread in publish order and answers ``duplicate`` from the script's answer.
+Through an exchange, the entries follow the script, and a target queue whose ttl is
+shorter than the PUBLISH's gets fields of its own (:attr:`Once.own`, from
+:func:`~mbroker.cluster.keys.own_ttls`: its expiry, and a ttl=0 copy's mark).
 """
 
 from __future__ import annotations
@@ -62,3 +65,8 @@ class Once:
     verdict: Verdict | None = None
     #: the message's priority: its entries go to that level's stream
     level: int = 0
+    #: the queues whose entry has fields of its own (a queue ttl shorter than the
+    #: PUBLISH's, :func:`~mbroker.cluster.keys.own_ttls`; not atomic only)
+    own: dict[str, dict[str, bytes | str]] = attrs.Factory(dict)
+    #: delayed: their members (:func:`~mbroker.cluster.delays.members`)
+    items: dict[str, bytes] = attrs.Factory(dict)

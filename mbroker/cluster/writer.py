@@ -358,14 +358,15 @@ class ClusterWriter:
         fail."""
         if not job.atomic and job.delay is None:
             for q in job.queues:
-                self._add(job.entry_ops, q, job.fields, job.verdict, job.level)
+                fields = job.own.get(q, job.fields)
+                self._add(job.entry_ops, q, fields, job.verdict, job.level)
         self._ops.append(("once", (job,)))
         self._schedule()
 
-    def delay(self, queues: Sequence[str], delay: int, member: bytes) -> None:
+    def delay(self, queues: Sequence[str], delay: int, item: bytes, own: dict[str, bytes]) -> None:
         """A delayed copy in each of ``queues``, due ``delay`` ms from now by Redis's
-        clock (see :mod:`mbroker.cluster.delays`)."""
-        self._ops += delays.delay_ops(queues, delay, member)
+        clock (see :mod:`mbroker.cluster.delays`; ``own``: members of their own)."""
+        self._ops += delays.delay_ops(queues, delay, item, own)
         self._schedule()
 
     def hint(self, key: str, names: Sequence[str]) -> None:
@@ -587,7 +588,8 @@ def _once(client: Any, job: Once, firsts: list[Once], dropped: Dropped) -> None:
             if refused and len(job.queues) == 1:
                 client.delete(job.key)  # (nothing was stored: a retry is not a duplicate)
         else:
-            _pipeline(client, delays.delay_ops(job.queues, job.delay, job.member), dropped)
+            ops = delays.delay_ops(job.queues, job.delay, job.member, job.items)
+            _pipeline(client, ops, dropped)
 
 
 def _unbind_all(client: Any, name: str, position: int) -> None:

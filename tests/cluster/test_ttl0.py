@@ -11,15 +11,16 @@ from typing import Any, cast
 import pytest
 from twisted.internet import task
 
-from mbroker.cluster import keys
+from mbroker.cluster import delays, keys
 from mbroker.cluster.feeder import Feeder
 from mbroker.cluster.limits import ClusterJournal
 from mbroker.cluster.link import RedisLink
 from mbroker.cluster.node import ClusterBroker, shared
+from mbroker.cluster.once import ONCE_SCRIPT
 from mbroker.cluster.writer import ClusterWriter
 from mbroker.config import Config
-from mbroker.core.model import Pulled
-from mbroker.wire.frames import QueueOptions
+from mbroker.core.model import Published, Pulled
+from mbroker.wire.frames import Props, QueueOptions
 from tests.helpers.fakeredis import FakeLink, FakeRedis
 from tests.helpers.world import Target
 
@@ -180,3 +181,95 @@ def test_fresh_reads_the_ready_time_from_the_entry() -> None:
     assert expires == 50.0 + GRACE
     assert keys.fresh(raw, expires, 50.5) == (50.0, True)
     assert keys.fresh(raw, expires, 50.0 + GRACE) == (50.0, False)
+
+
+class ScriptRedis(FakeRedis):
+    """Answers the scripts of a PUBLISH with an id as Redis would (each id new once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+
+    def eval(self, script: str, numkeys: int, key: str, *args: Any) -> Any:
+        assert script == ONCE_SCRIPT
+        if key in self.ids:
+            return b"3"
+        self.ids.add(key)
+        return None
+
+    def members(self, queue: str) -> list[dict[bytes, bytes]]:
+        """The delayed copies added to ``queue``'s sorted set, as their fields."""
+        where = keys.delayed(queue)
+        return [
+            delays.read_member(a[5])
+            for n, a in self.calls
+            if n == "execute_command" and a[:2] == ("EVAL", delays.DELAY_SCRIPT) and a[3] == where
+        ]
+
+
+def routed(node: Node) -> ClusterBroker:
+    """Fanout ``x`` bound to ``q`` (no ttl), ``z`` (ttl=0) and ``f`` (ttl=5000)."""
+    b = node.broker
+    node.redis = ScriptRedis()
+    node.link.client = node.redis
+    b.create(None, "x", "fanout", QueueOptions())
+    for name, ttl in (("q", None), ("z", 0), ("f", 5000)):
+        b.create(None, name, "queue", QueueOptions(ttl=ttl))
+        b.bind(name, "x", "")
+    node.turns()
+    return b
+
+
+def test_an_id_through_an_exchange_gives_a_ttl0_queue_its_own_marked_entry(node: Node) -> None:
+    b = routed(node)
+    now = node.clock.seconds()
+    first = b.publish_props("x", "", b"i", None, Props(id="i1"))
+    b.publish_props("x", "", b"t", 2000, Props(id="i2"))
+    node.turns()
+    z = str(keys.GRACE_MS)
+
+    def got(queue: str) -> list[tuple[Any, ...]]:
+        return [(f["p"], f.get("e"), f.get("z")) for f in node.added(queue)]
+
+    assert got("q") == [(b"i", None, None), (b"t", repr(now + 2), None)]
+    assert got("z") == [(b"i", repr(now + GRACE), z), (b"t", repr(now + GRACE), z)]
+    assert got("f") == [(b"i", repr(now + 5), None), (b"t", repr(now + 2), None)]
+    # a duplicate id still routes nothing, to any queue, and says what the first reached
+    assert isinstance(first, Published) and (first.reached, first.duplicate) == (3, False)
+    again = b.publish_props("x", "", b"again", None, Props(id="i1"))
+    node.turns()
+    assert isinstance(again, Published) and (again.reached, again.duplicate) == (3, True)
+    assert [len(node.added(n)) for n in ("q", "z", "f")] == [2, 2, 2]
+
+
+def test_a_delay_through_an_exchange_gives_a_ttl0_queue_its_own_marked_member(
+    node: Node,
+) -> None:
+    b = routed(node)
+    now = node.clock.seconds()
+    b.publish_props("x", "", b"d", None, Props(delay=300))
+    b.publish_props("x", "", b"di", None, Props(id="i3", delay=300))
+    node.turns()
+    redis = cast(ScriptRedis, node.redis)
+
+    def got(queue: str) -> list[tuple[Any, ...]]:
+        return [(f[b"p"], f.get(b"e"), f.get(b"z")) for f in redis.members(queue)]
+
+    due = now + 0.3
+    assert got("q") == [(b"d", None, None), (b"di", None, None)]
+    mark = (repr(due + GRACE).encode(), str(keys.GRACE_MS).encode())
+    assert got("z") == [(b"d", *mark), (b"di", *mark)]
+    live = repr(due + 5).encode()
+    assert got("f") == [(b"d", live, None), (b"di", live, None)]
+
+
+def test_a_ttl0_queues_own_entry_read_in_time_goes_to_a_consumer(node: Node) -> None:
+    b = routed(node)
+    b.create(None, "dl", "queue", QueueOptions())
+    node.turns()
+    b.publish_props("x", "", b"i", 60_000, Props(id="i4"))
+    node.turns()
+    node.clock.advance(GRACE / 2)
+    node.subscribe("z")
+    assert node.target.payloads() == [b"i"]
+    assert b.queue("z").expired == 0

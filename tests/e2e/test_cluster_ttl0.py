@@ -124,3 +124,75 @@ def test_with_no_consumer_anywhere_it_expires_and_is_dead_lettered(
     # and a consumer that comes later does not get them
     assert b.ok(f"SUBSCRIBE {q}") == "+OK 1"
     assert b.quiet(0.5)
+
+
+def routed(a: Client, b: Client, *options: str) -> tuple[str, str, str]:
+    """A fanout exchange made on A, bound to a new queue with ``options`` and to a
+    plain queue, both known to B: ``(exchange, queue, plain queue)``."""
+    q = made(a, b, *options)
+    plain = made(a, b)
+    ex = unique("ex")
+    a.ok(f"CREATE {ex} fanout")
+    a.ok(f"BIND {q} {ex}")
+    a.ok(f"BIND {plain} {ex}")
+    poll(lambda: b.listing().get(ex, {}).get("bindings") == "2", SPREAD * 2)
+    return ex, q, plain
+
+
+#: PUBLISH options with an id or a delay (each entry written apart from a plain
+#: publish's), with and without a ttl of the PUBLISH's own
+SPECIAL = (("id=%s",), ("delay=300",), ("id=%s", "ttl=60000"), ("delay=300", "ttl=60000"))
+
+
+def gone(c: Client, q: str) -> bool:
+    return c.listing()[q]["messages"] == "0"
+
+
+def special(options: tuple[str, ...]) -> list[str]:
+    return [o % unique("i") if "%s" in o else o for o in options]
+
+
+def test_through_an_exchange_with_an_id_or_a_delay_a_consumer_on_b_gets_it(
+    ab: tuple[Client, Client],
+) -> None:
+    a, b = ab
+    dead = made(a, b)
+    ex, q, plain = routed(a, b, "ttl=0", f"dead-letter={dead}")
+    assert b.ok(f"SUBSCRIBE {q} ack=manual prefetch=10") == "+OK 1"
+    for i, options in enumerate(SPECIAL):
+        assert a.publish(ex, b"%d" % i, "", *special(options)) == "+OK 2"
+    got = sorted(b.read_msg().payload for _ in SPECIAL)
+    assert got == [b"%d" % i for i in range(len(SPECIAL))]
+    assert b.quiet(0.5)
+    assert (a.stats(q)["expired"], b.stats(q)["expired"]) == ("0", "0")
+    poll(lambda: a.listing()[q]["unacked"] == str(len(SPECIAL)), EXPIRY)
+    assert a.listing()[dead]["messages"] == "0"
+    # the plain queue's copies live on (no ttl of its own)
+    assert sorted(m.payload for m in pull_all(b, plain, len(SPECIAL), True)) == got
+    # a duplicate id routes nothing, to either queue
+    once = unique("i")
+    assert a.publish(ex, b"first", "", f"id={once}") == "+OK 2"
+    assert b.publish(ex, b"again", "", f"id={once}") == "+OK 2 duplicate"
+    assert b.read_msg().payload == b"first"
+    assert b.quiet(0.5)
+    assert [m.payload for m in pull_all(b, plain, 1, True)] == [b"first"]
+
+
+def test_through_an_exchange_with_an_id_or_a_delay_and_nobody_it_expires(
+    ab: tuple[Client, Client],
+) -> None:
+    a, b = ab
+    dead = made(a, b)
+    ex, q, plain = routed(a, b, "ttl=0", f"dead-letter={dead}")
+    for i, options in enumerate(SPECIAL):
+        assert a.publish(ex, b"%d" % i, "", *special(options)) == "+OK 2"
+    n = len(SPECIAL)
+    poll(lambda: sum(int(c.stats(q)["expired"]) for c in (a, b)) == n, EXPIRY)
+    for c in (a, b):
+        poll(partial(gone, c, q), EXPIRY)
+    got = sorted((m.payload, m.attrs["reason"]) for m in pull_all(b, dead, n, True))
+    assert got == [(b"%d" % i, "expired") for i in range(n)]
+    # and a consumer that comes later does not get them; the plain queue keeps them
+    assert b.ok(f"SUBSCRIBE {q}") == "+OK 1"
+    assert b.quiet(0.5)
+    assert sorted(m.payload for m in pull_all(b, plain, n, True)) == [b"%d" % i for i in range(n)]
