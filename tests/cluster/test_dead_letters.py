@@ -6,22 +6,14 @@ as on a single broker (the real thing: tests/e2e/test_contract_queues.py on a no
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
-
-from twisted.internet import task
+from typing import Any
 
 from mbroker.cluster import keys
 from mbroker.cluster.expiry import Removed
-from mbroker.cluster.feeder import Feeder
-from mbroker.cluster.limits import ClusterJournal
-from mbroker.cluster.link import RedisLink
-from mbroker.cluster.node import ClusterBroker, shared
-from mbroker.cluster.writer import ClusterWriter
-from mbroker.config import Config
 from mbroker.core.model import Queue, QueuedMessage
 from mbroker.wire.frames import QueueOptions
-from tests.helpers.fakeredis import FakeLink, FakeRedis
-from tests.helpers.world import Target
+from tests.helpers.fakenode import FakeNode
+from tests.helpers.fakeredis import FakeRedis
 
 
 class HeadDroppingRedis(FakeRedis):
@@ -44,23 +36,9 @@ class HeadDroppingRedis(FakeRedis):
         return [1, *[[_b(v) for pair in f.items() for v in pair] for f in dropped]]
 
 
-class Node:
-    def __init__(self, redis: FakeRedis | None = None) -> None:
-        self.clock = task.Clock()
-        self.redis = redis if redis is not None else FakeRedis()
-        self.link = cast(RedisLink, FakeLink(self.redis))
-        self.writer = ClusterWriter(self.clock, self.link)
-        self.journal = ClusterJournal(self.clock, self.writer.write, lambda: self.writer.available)
-        self.broker = ClusterBroker(self.clock, Config(), self.journal, self.writer, "n1")
-        self.broker.feeder = Feeder(
-            self.clock, self.link, self.writer, self.broker, self.journal, "n1", shared
-        )
-        self.target = Target()
-        self.session = self.broker.open_session(self.target)
-
+class Node(FakeNode):
     def turns(self, n: int = 10) -> None:
-        for _ in range(n):
-            self.clock.advance(0)
+        super().turns(n)
 
     def added(self, queue: str) -> list[keys.Fields]:
         """The fields of the entries written to ``queue``'s stream (XADD or script)."""

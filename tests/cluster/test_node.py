@@ -3,44 +3,26 @@ when, and what comes back to the core (the real thing is in tests/e2e/test_clust
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from twisted.internet import task
 
 from mbroker import errors
 from mbroker.cluster import keys
-from mbroker.cluster.feeder import Feeder, room
-from mbroker.cluster.limits import ClusterJournal
-from mbroker.cluster.link import RedisLink, parse_nodes
-from mbroker.cluster.node import ClusterBroker, shared
-from mbroker.cluster.writer import RETRY_AFTER, ClusterWriter
-from mbroker.config import Config
+from mbroker.cluster.feeder import room
+from mbroker.cluster.link import parse_nodes
+from mbroker.cluster.writer import RETRY_AFTER
 from mbroker.core.model import Published
 from mbroker.wire.frames import Props, QueueOptions
 from mbroker.wire.props import parse_props
-from tests.helpers.fakeredis import FakeLink, FakeRedis
-from tests.helpers.world import Target
+from tests.helpers.fakenode import FakeNode
+from tests.helpers.fakeredis import FakeRedis
 
 
-class Node:
-    def __init__(self) -> None:
-        self.clock = task.Clock()
-        self.redis = FakeRedis()
-        self.link = cast(RedisLink, FakeLink(self.redis))
-        self.writer = ClusterWriter(self.clock, self.link)
-        self.journal = ClusterJournal(self.clock, self.writer.write, lambda: self.writer.available)
-        self.broker = ClusterBroker(self.clock, Config(), self.journal, self.writer, "n1")
-        self.broker.feeder = Feeder(
-            self.clock, self.link, self.writer, self.broker, self.journal, "n1", shared
-        )
-        self.target = Target()
-        self.session = self.broker.open_session(self.target)
-
+class Node(FakeNode):
     def turn(self) -> None:
         """End the reactor turn: the journal commits, the writer sends its batch."""
-        self.clock.advance(0)
-        self.clock.advance(0)
+        self.turns(2)
 
 
 @pytest.fixture
@@ -244,8 +226,7 @@ class OnceRedis(FakeRedis):
 
 
 def test_a_publish_id_is_asked_of_redis_in_its_place_and_answered_late(node: Node) -> None:
-    redis = node.redis = OnceRedis()
-    node.link.client = redis
+    redis = node.use(OnceRedis())
     node.broker.create(None, "q", "queue", QueueOptions())
     node.turn()
     redis.calls.clear()
@@ -267,8 +248,7 @@ def test_a_publish_id_is_asked_of_redis_in_its_place_and_answered_late(node: Nod
 
 
 def test_an_exchange_id_whose_entries_fail_is_forgotten(node: Node) -> None:
-    redis = node.redis = OnceRedis()
-    node.link.client = redis
+    redis = node.use(OnceRedis())
     node.broker.create(None, "q", "queue", QueueOptions())
     node.broker.create(None, "x", "fanout", QueueOptions())
     node.broker.bind("q", "x", "")

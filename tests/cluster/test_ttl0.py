@@ -9,42 +9,22 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
-from twisted.internet import task
 
 from mbroker.cluster import delays, keys
-from mbroker.cluster.feeder import Feeder
-from mbroker.cluster.limits import ClusterJournal
-from mbroker.cluster.link import RedisLink
-from mbroker.cluster.node import ClusterBroker, shared
+from mbroker.cluster.node import ClusterBroker
 from mbroker.cluster.once import ONCE_SCRIPT
-from mbroker.cluster.writer import ClusterWriter
-from mbroker.config import Config
 from mbroker.core.model import Published, Pulled
 from mbroker.wire.frames import Props, QueueOptions
-from tests.helpers.fakeredis import FakeLink, FakeRedis
-from tests.helpers.world import Target
+from tests.helpers.fakenode import FakeNode
+from tests.helpers.fakeredis import FakeRedis
 
 GRACE = keys.GRACE_MS / 1000.0
 
 
-class Node:
+class Node(FakeNode):
     def __init__(self) -> None:
-        self.clock = task.Clock()
-        self.redis = FakeRedis()
-        self.link = cast(RedisLink, FakeLink(self.redis))
-        self.writer = ClusterWriter(self.clock, self.link)
-        self.journal = ClusterJournal(self.clock, self.writer.write, lambda: self.writer.available)
-        self.broker = ClusterBroker(self.clock, Config(), self.journal, self.writer, "n1")
-        self.broker.feeder = Feeder(
-            self.clock, self.link, self.writer, self.broker, self.journal, "n1", shared
-        )
-        self.target = Target()
-        self.session = self.broker.open_session(self.target)
+        super().__init__()
         self.clock.advance(100)
-
-    def turns(self, n: int = 4) -> None:
-        for _ in range(n):
-            self.clock.advance(0)
 
     def added(self, queue: str) -> list[dict[str, Any]]:
         """The fields of the entries XADDed to ``queue``'s stream."""
@@ -210,8 +190,7 @@ class ScriptRedis(FakeRedis):
 def routed(node: Node) -> ClusterBroker:
     """Fanout ``x`` bound to ``q`` (no ttl), ``z`` (ttl=0) and ``f`` (ttl=5000)."""
     b = node.broker
-    node.redis = ScriptRedis()
-    node.link.client = node.redis
+    node.use(ScriptRedis())
     b.create(None, "x", "fanout", QueueOptions())
     for name, ttl in (("q", None), ("z", 0), ("f", 5000)):
         b.create(None, name, "queue", QueueOptions(ttl=ttl))
