@@ -24,6 +24,7 @@ from tests.helpers.redis_cluster import (
     DevCluster,
     cluster,
     failover_report,
+    master_of,
     replication,
     spans,
     start_node,
@@ -288,17 +289,13 @@ def test_a_redis_master_fails_over(tmp_path: Path) -> None:
     confirmed before and after is delivered, with no duplicate.  Redis replicates
     asynchronously, so a confirmed publish may be lost in a failover (Redis promises no
     better): the test counts them (docs/cluster.rst gives the figure) and allows a few."""
-    from redis.cluster import ClusterNode, RedisCluster
-
     dev = DevCluster(masters=3, replicas=1).start()
     node = None
     try:
         node = start_node(tmp_path, dev, "fo")
         with connect(node) as c:
             c.ok("CREATE fq queue durable")
-            rc = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in dev.nodes])
-            master = rc.get_node_from_key("mb:q:{fq}").port
-            rc.close()
+            master = master_of(dev, "mb:q:{fq}")
             confirmed: list[int] = []
             refused = 0
             i = 0

@@ -8,14 +8,17 @@ no test sees another's queues.  :func:`start_node` starts ``twistd -n mbroker
 --cluster …`` as :func:`tests.helpers.broker.start_broker` starts a single broker,
 and :func:`two_nodes` the two nodes a test module shares (its ``nodes`` fixture; the
 ``a`` and ``b`` fixtures of ``tests/e2e/conftest.py`` connect to them).
-:func:`replication` (noted at a master's kill) and :func:`failover_report` say what
-a failover test that lost more than it should needs to know.
+:func:`master_of` names the master of a key's slot and :func:`fail_over` kills it and
+waits for its replica's promotion; :func:`replication` (noted at a master's kill) and
+:func:`failover_report` say what a failover test that lost more than it should needs
+to know.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +80,53 @@ def start_node(tmp_path: Path, dev: Any, name: str, *extra: str) -> BrokerProces
     return start_broker(work, "--cluster", dev.url, "--node-name", name, *extra, memory_only=True)
 
 
+def master_of(dev: Any, key: str) -> int:
+    """The port of the master that holds ``key``'s slot (as the cluster says now)."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    rc = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in dev.nodes if alive(dev, p)])
+    try:
+        return int(rc.get_node_from_key(key).port)
+    finally:
+        rc.close()
+
+
+def alive(dev: Any, port: int) -> bool:
+    """Whether the Redis node on ``port`` of ``dev`` runs."""
+    p = dev.processes.get(port)
+    return p is not None and p.poll() is None
+
+
+def fail_over(dev: Any, port: int, timeout: float = 15.0) -> int:
+    """``kill -9`` the master on ``port`` and wait (polling, up to ``timeout`` s) until
+    one of its replicas says it is a master; that replica's port."""
+    from redis import Redis
+
+    def role(p: int) -> bytes:
+        r = Redis(host="127.0.0.1", port=p, socket_timeout=1)
+        try:
+            return bytes(r.execute_command("ROLE")[0])
+        finally:
+            r.close()
+
+    r = Redis(host="127.0.0.1", port=port)
+    try:
+        info = dict(r.info("replication"))
+    finally:
+        r.close()
+    replicas = [int(v["port"]) for k, v in info.items() if k.startswith("slave")]
+    assert replicas, f"master {port} has no replica: {info}"
+    dev.kill(port)
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in replicas:
+            if role(p) == b"master":
+                return p
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no replica of {port} ({replicas}) promoted in {timeout} s")
+        time.sleep(0.05)
+
+
 def replication(dev: Any, port: int) -> str:
     """What a master has written (its replication offset) and, for each of its
     replicas, the offset it last acknowledged to the master (``acked``: every second)
@@ -126,8 +176,7 @@ def failover_report(dev: Any, key: str, *node_outputs: str) -> str:
 
     out = []
     for host, port in dev.nodes:
-        p = dev.processes.get(port)
-        if p is None or p.poll() is not None:
+        if not alive(dev, port):
             out.append(f"redis {port}: dead")
             continue
         r = Redis(host=host, port=port)
