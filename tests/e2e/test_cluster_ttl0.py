@@ -47,13 +47,17 @@ def made(a: Client, b: Client, *options: str) -> str:
     return q
 
 
+def with_dead_letters(a: Client, b: Client) -> tuple[str, str, str]:
+    """A dead-letter queue, a ``ttl=0`` queue and a plain queue that dead-letter there."""
+    dead = made(a, b)
+    return dead, made(a, b, "ttl=0", f"dead-letter={dead}"), made(a, b, f"dead-letter={dead}")
+
+
 def test_a_consumer_with_room_on_b_gets_a_ttl0_message_published_on_a(
     ab: tuple[Client, Client],
 ) -> None:
     a, b = ab
-    dead = made(a, b)
-    q = made(a, b, "ttl=0", f"dead-letter={dead}")
-    plain = made(a, b, f"dead-letter={dead}")
+    dead, q, plain = with_dead_letters(a, b)
     assert b.ok(f"SUBSCRIBE {q} ack=manual prefetch=5") == "+OK 1"
     assert b.ok(f"SUBSCRIBE {plain} ack=manual prefetch=5") == "+OK 2"
     assert a.publish(q, b"queue ttl") == "+OK 1"
@@ -102,9 +106,7 @@ def test_with_no_consumer_anywhere_it_expires_and_is_dead_lettered(
     ab: tuple[Client, Client],
 ) -> None:
     a, b = ab
-    dead = made(a, b)
-    q = made(a, b, "ttl=0", f"dead-letter={dead}")
-    plain = made(a, b, f"dead-letter={dead}")
+    dead, q, plain = with_dead_letters(a, b)
     assert a.publish(q, b"nobody") == "+OK 1"
     assert a.publish(plain, b"nobody either", "", "ttl=0") == "+OK 1"
 
