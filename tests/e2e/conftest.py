@@ -60,3 +60,16 @@ def a(nodes: tuple[BrokerProcess, BrokerProcess]) -> Iterator[Client]:
 def b(nodes: tuple[BrokerProcess, BrokerProcess]) -> Iterator[Client]:
     """A client of the second of a cluster module's two nodes."""
     yield from client_of(nodes[1])
+
+
+@pytest.fixture
+def redis(redis_cluster: object) -> Iterator[object]:
+    """A redis-py client of the session's Redis Cluster (to look at the keys)."""
+    from redis.cluster import RedisCluster
+
+    host, port = redis_cluster.nodes[0]  # type: ignore[attr-defined]
+    r = RedisCluster(host=host, port=port)
+    try:
+        yield r
+    finally:
+        r.close()

@@ -9,20 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis.cluster import RedisCluster
 
 from tests.helpers.broker import BrokerProcess
-from tests.helpers.contract import Client, connect, poll, unique
+from tests.helpers.contract import Client, connect, poll
 from tests.helpers.lineclient import Msg
-from tests.helpers.redis_cluster import redis_cluster, two_nodes
+from tests.helpers.redis_cluster import made, redis_cluster, two_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 __all__ = ["redis_cluster"]  # (a fixture, used by name)
-
-#: the documented bound on the spread of a namespace change, and on the figures of
-#: LIST (each node reads them every second)
-SPREAD = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +27,6 @@ def nodes(
     yield from two_nodes(
         redis_cluster, tmp_path_factory.mktemp("cluster-limits-prio"), ("la", "lb")
     )
-
-
-@pytest.fixture
-def redis(redis_cluster: Any) -> Iterator[Any]:
-    host, port = redis_cluster.nodes[0]
-    r = RedisCluster(host=host, port=port)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
-def made(a: Client, b: Client, *options: str) -> str:
-    """A new queue, made on A and known to B."""
-    q = unique("q")
-    a.ok(" ".join([f"CREATE {q} queue", *options]))
-    poll(lambda: q in b.listing(), SPREAD * 2)
-    return q
 
 
 def take(c: Client, n: int, timeout: float = 15) -> list[Msg]:

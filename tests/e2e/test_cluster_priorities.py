@@ -18,12 +18,10 @@ from redis.cluster import RedisCluster
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, poll, unique
 from tests.helpers.lineclient import Msg
-from tests.helpers.redis_cluster import start_node, two_nodes
+from tests.helpers.redis_cluster import SPREAD, made, start_node, two_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
-#: the documented bound on the spread of a namespace change (docs/cluster.rst)
-SPREAD = 2.0
 #: the documented bound on taking over a dead node's messages, with room for a slow CI
 TAKEOVER = 15.0
 #: the documented bound on an expired message leaving a queue nobody reads (about 2 s
@@ -36,24 +34,6 @@ def nodes(
     redis_cluster: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
     yield from two_nodes(redis_cluster, tmp_path_factory.mktemp("cluster-prio"), ("pa", "pb"))
-
-
-@pytest.fixture
-def redis(redis_cluster: Any) -> Iterator[Any]:
-    host, port = redis_cluster.nodes[0]
-    r = RedisCluster(host=host, port=port)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
-def made(a: Client, b: Client, *options: str) -> str:
-    """A new queue, made on A and known to B."""
-    q = unique("q")
-    a.ok(" ".join([f"CREATE {q} queue", *options]))
-    poll(lambda: q in b.listing(), SPREAD * 2)
-    return q
 
 
 def publish_run(c: Client, q: str, payloads: list[bytes], *options: str) -> None:

@@ -13,13 +13,11 @@ import pytest
 
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, poll, unique
-from tests.helpers.redis_cluster import two_nodes
+from tests.helpers.redis_cluster import SPREAD, made, two_nodes
 from tests.helpers.targets import pull_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
-#: the documented bound on the spread of a namespace change (docs/cluster.rst)
-SPREAD = 2.0
 #: the documented bound on an untaken ttl=0 copy expiring (its 1 s grace, then the
 #: sweep and the figures: about 3 s), with room for a slow CI
 EXPIRY = 15.0
@@ -37,14 +35,6 @@ def ab(nodes: tuple[BrokerProcess, BrokerProcess]) -> Iterator[tuple[Client, Cli
     a, b = nodes
     with connect(a) as ca, connect(b) as cb:
         yield ca, cb
-
-
-def made(a: Client, b: Client, *options: str) -> str:
-    """A new queue, made on A and known to B."""
-    q = unique("q")
-    a.ok(" ".join([f"CREATE {q} queue", *options]))
-    poll(lambda: q in b.listing(), SPREAD * 2)
-    return q
 
 
 def with_dead_letters(a: Client, b: Client) -> tuple[str, str, str]:

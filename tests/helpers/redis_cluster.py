@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.broker import BrokerProcess, start_broker
+from tests.helpers.contract import Client, poll, unique
 
 _SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "redis_cluster.py"
 
@@ -217,6 +218,19 @@ def spans(numbers: list[int]) -> str:
         else:
             out.append((n, n))
     return " ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
+
+
+#: the documented bound on the spread of a namespace change between nodes
+#: (docs/cluster.rst)
+SPREAD = 2.0
+
+
+def made(a: Client, b: Client, *options: str) -> str:
+    """A new queue (``CREATE`` ``options``), made through node A and known to node B."""
+    q = unique("q")
+    a.ok(" ".join([f"CREATE {q} queue", *options]))
+    poll(lambda: q in b.listing(), SPREAD * 2)
+    return q
 
 
 def two_nodes(
