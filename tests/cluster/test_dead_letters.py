@@ -96,16 +96,24 @@ def test_a_drop_head_cascade_stops_after_4_queues() -> None:
     assert dict(b.stats(names[4]))["dead_lettered"] == "0"
 
 
-def test_removed_entries_never_go_back_along_their_path() -> None:
+def cycle(a: QueueOptions) -> Node:
+    """A node with queue ``a`` (options ``a``) dead-lettering into fanout ``x``, which
+    goes to ``a``, ``b`` and ``c``."""
     node = Node()
     b = node.broker
-    b.create(None, "a", "queue", QueueOptions(ttl=50, dead_letter="x"))
+    b.create(None, "a", "queue", a)
     for name in ("b", "c"):
         b.create(None, name, "queue", QueueOptions())
     b.create(None, "x", "fanout", QueueOptions())
     for name in ("a", "b", "c"):
         b.bind(name, "x", "")
     node.turns()
+    return node
+
+
+def test_removed_entries_never_go_back_along_their_path() -> None:
+    node = cycle(QueueOptions(ttl=50, dead_letter="x"))
+    b = node.broker
     got: list[tuple[list[str], tuple[str, ...], int]] = []
 
     def sink(
@@ -129,15 +137,8 @@ def test_removed_entries_never_go_back_along_their_path() -> None:
 
 
 def test_an_entry_expiring_at_read_is_dead_lettered_with_its_path() -> None:
-    node = Node()
+    node = cycle(QueueOptions(dead_letter="x"))
     b = node.broker
-    b.create(None, "a", "queue", QueueOptions(dead_letter="x"))
-    for name in ("b", "c"):
-        b.create(None, name, "queue", QueueOptions())
-    b.create(None, "x", "fanout", QueueOptions())
-    for name in ("a", "b", "c"):
-        b.bind(name, "x", "")
-    node.turns()
     # an entry that came to a from b by expiry, and has expired again
     fields = keys.entry_fields("a", "", b"m", node.clock.seconds() - 1, 0, "expired", None, "1 b")
     node.redis.streams[keys.stream("a")] = [(b"9-0", raw(fields))]
