@@ -12,8 +12,7 @@ import pytest
 
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, poll
-from tests.helpers.lineclient import Msg
-from tests.helpers.redis_cluster import made, redis_cluster, two_nodes
+from tests.helpers.redis_cluster import made, redis_cluster, take, two_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -27,16 +26,6 @@ def nodes(
     yield from two_nodes(
         redis_cluster, tmp_path_factory.mktemp("cluster-limits-prio"), ("la", "lb")
     )
-
-
-def take(c: Client, n: int, timeout: float = 15) -> list[Msg]:
-    """The next ``n`` MSGs of a subscription with ``prefetch=1``, each acknowledged."""
-    got = []
-    for _ in range(n):
-        m = c.read_msg(timeout)
-        got.append(m)
-        assert c.ok(f"ACK {m.tag}") == "+OK 1"
-    return got
 
 
 def ready_bytes(redis: Any, q: str) -> int:

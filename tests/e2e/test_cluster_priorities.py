@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 from tests.helpers.broker import BrokerProcess
 from tests.helpers.contract import Client, connect, poll, unique
 from tests.helpers.lineclient import Msg
-from tests.helpers.redis_cluster import SPREAD, made, start_node, two_nodes
+from tests.helpers.redis_cluster import SPREAD, made, start_node, take, two_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -46,16 +46,6 @@ def publish_run(c: Client, q: str, payloads: list[bytes], *options: str) -> None
     )
     for _ in payloads:
         assert c.read_reply()[1] == b"+OK 1"
-
-
-def take(c: Client, n: int, timeout: float = 15) -> list[Msg]:
-    """The next ``n`` MSGs of a subscription with ``prefetch=1``, each acknowledged."""
-    got = []
-    for _ in range(n):
-        m = c.read_msg(timeout)
-        got.append(m)
-        assert c.ok(f"ACK {m.tag}") == "+OK 1"
-    return got
 
 
 def counts(c: Client, q: str) -> tuple[str, str]:

@@ -27,6 +27,7 @@ import pytest
 
 from tests.helpers.broker import BrokerProcess, start_broker
 from tests.helpers.contract import Client, poll, unique
+from tests.helpers.lineclient import Msg
 
 _SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "redis_cluster.py"
 
@@ -231,6 +232,16 @@ def made(a: Client, b: Client, *options: str) -> str:
     a.ok(" ".join([f"CREATE {q} queue", *options]))
     poll(lambda: q in b.listing(), SPREAD * 2)
     return q
+
+
+def take(c: Client, n: int, timeout: float = 15) -> list[Msg]:
+    """The next ``n`` MSGs of a subscription with ``prefetch=1``, each acknowledged."""
+    got = []
+    for _ in range(n):
+        m = c.read_msg(timeout)
+        got.append(m)
+        assert c.ok(f"ACK {m.tag}") == "+OK 1"
+    return got
 
 
 def two_nodes(
